@@ -1,0 +1,90 @@
+"""The ``factrecall`` command line. Every invalid input exits 2 with one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dynamics.config import ConfigError, resolve_config
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="JSON (or YAML) config file of sections")
+    parser.add_argument("--preset", metavar="NAME", help="named preset (default: figure5)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override one dotted key, e.g. --set task.subjects=8 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="factrecall", description="Simulate how a one-layer transformer learns facts.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sim = commands.add_parser("simulate", help="integrate the gradient flow into a run directory")
+    _add_config_options(sim)
+    sim.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<config hash>)")
+    sim.add_argument("--train", action="store_true", help="also run the discrete training of train.*")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
+    bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
+    bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``factrecall`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except ConfigError as err:
+        message = str(err)
+        print(message if message.startswith("factrecall") else f"factrecall: error: {message}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("factrecall: interrupted; nothing was written for the unfinished run", file=sys.stderr)
+        return 130
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .rundir import check_target, default_run_dir
+    from .simulate import simulate
+
+    config = resolve_config(args.preset, args.config, args.overrides)
+    name = args.preset or (Path(args.config).stem if args.config else "figure5")
+    out = Path(args.out) if args.out else default_run_dir(config, name)
+    check_target(out, config)
+    runs = simulate(config, out, train=args.train, progress=not args.quiet)
+    for label, traj in runs.items():
+        meta = traj.meta
+        cost = (f"{meta['function_evals']} function evals" if label == "flow"
+                else f"{meta['gradient_evals']} gradient evals")
+        print(f"{label:5s}  status={meta['status']}  final loss={meta['final_loss']:.4g}  "
+              f"t_end={traj.t[-1]:.4g}  {cost}  {meta['wall_seconds']:.2f} s")
+        if meta["status"] != "ok":
+            print(f"       {meta['message']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(quick=args.quick, out=Path(args.out))
+    return 0
+
+
+_COMMANDS = {"simulate": _simulate, "bench": _bench}
+
+if __name__ == "__main__":
+    sys.exit(main())

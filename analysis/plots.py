@@ -1,0 +1,54 @@
+"""Figures of trajectories. Reads ``Trajectory`` records only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dynamics.trajectory import Trajectory  # noqa: E402
+
+CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
+          ("subject_loss", "subject-only loss", "C2"))
+
+
+def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float], path: Path,
+                title: str = "") -> None:
+    """Loss, relation-only and subject-only loss against log t for one or more runs, with the
+    reference levels log |A|, H(A|R) and 0 dashed. The first run is drawn solid, the others dashed."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for index, (label, traj) in enumerate(runs):
+        positive = traj.t > 0
+        style = "-" if index == 0 else "--"
+        for field, name, color in CURVES:
+            ax.plot(traj.t[positive], getattr(traj, field)[positive], style, color=color,
+                    lw=1.8 if index == 0 else 1.4, label=f"{name} ({label})" if len(runs) > 1 else name)
+        status = traj.meta.get("status", "ok")
+        if status != "ok" and traj.meta.get("status_time") is not None:
+            ax.axvline(traj.meta["status_time"], color="red", lw=1, ls=":")
+            ax.text(traj.meta["status_time"], ax.get_ylim()[1], f" {label}: {status}", color="red",
+                    va="top", fontsize=8)
+    for name in ("log|A|", "H(A|R)", "0"):
+        ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9)
+        ax.text(0.995, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=8, color="0.35")
+    ax.set_xscale("log")
+    ax.set_xlabel("flow time t (= step × lr for discrete runs)")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
+    ax.grid(alpha=0.25, which="both")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def first_time_below(traj: Trajectory, field: str, level: float) -> float:
+    """The first recorded time where ``field`` drops below ``level`` (NaN if never)."""
+    values = getattr(traj, field)
+    hits = np.nonzero(values < level)[0]
+    return float(traj.t[hits[0]]) if len(hits) else float("nan")

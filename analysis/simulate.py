@@ -1,0 +1,52 @@
+"""``simulate``: run the flow (and optionally the discrete run) of a config into a run directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dynamics.config import Config
+from dynamics.run import run_flow, run_training
+from dynamics.task import FactTask
+from dynamics.trajectory import Trajectory
+
+from .plots import plot_losses
+from .rundir import staged_run_dir
+
+
+def simulate(config: Config, out: str | Path, train: bool = False, progress: bool = False
+             ) -> dict[str, Trajectory]:
+    """Integrate the gradient flow of ``config`` and write a run directory at ``out``.
+
+    Without ``train``: ``out/{config.json, trajectory.npz, summary.json, loss.png}``. With ``train``
+    the discrete run of ``train.*`` starts from the same θ(0): ``out/flow/`` and ``out/train/`` each
+    hold a run, and ``out/loss.png`` overlays both. Returns the trajectories by name.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    levels = FactTask(config.task).levels.as_dict()
+    runs = {"flow": run_flow(config, progress=progress)}
+    if train:
+        runs["train"] = run_training(config, progress=progress)
+    with staged_run_dir(out, config) as staging:
+        for name, traj in runs.items():
+            traj.meta["levels"] = levels
+            target = staging / name if train else staging
+            if train:
+                (target / "config.json").parent.mkdir(parents=True, exist_ok=True)
+                (target / "config.json").write_text((staging / "config.json").read_text())
+            traj.save(target)
+            plot_losses([(name, traj)], levels, target / "loss.png", title=_title(config, name, traj))
+        if train:
+            plot_losses(list(runs.items()), levels, staging / "loss.png",
+                        title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]))
+    for traj in runs.values():
+        traj.meta["total_seconds"] = time.perf_counter() - start
+    return runs
+
+
+def _title(config: Config, name: str, traj: Trajectory) -> str:
+    t = config.task
+    return (f"{name}: S={t.subjects} R={t.relations} D={t.answers_per_relation} N={t.noise_tokens} "
+            f"T={t.seq_len} ({t.facts}), {config.model.kind}/{config.model.attention}, "
+            f"α={config.init.scale:g} — {traj.meta.get('status', 'ok')}")

@@ -1,0 +1,393 @@
+"""Frozen, validated configuration dataclasses with dotted overrides and named presets.
+
+A configuration is a tree of small frozen dataclasses (``task``, ``model``, ``init``, ``loss``, ``flow``,
+``train``). Every value is checked when the dataclass is built; a bad value raises :class:`ConfigError`
+whose message names the dotted key, the value and what is allowed, e.g.
+``task.subjects=0: must be an integer >= 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or invocation; the message is one line naming key, value and rule."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def _int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(key, value, f"must be an integer >= {low}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        _fail(key, value, "must be a finite number > 0")
+
+
+def _non_negative(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        _fail(key, value, "must be a finite number >= 0")
+
+
+def _choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(key, value, "must be one of " + ", ".join(choices))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The synthetic factual-recall task (DESIGN §2). Defaults are the paper's Figure 5."""
+
+    subjects: int = 16
+    relations: int = 4
+    answers_per_relation: int = 8
+    noise_tokens: int = 20
+    seq_len: int = 32
+    facts: str = "structured"
+    subject_zipf: float = 0.0
+    relation_zipf: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _int_at_least("task.subjects", self.subjects, 1)
+        _int_at_least("task.relations", self.relations, 1)
+        _int_at_least("task.answers_per_relation", self.answers_per_relation, 1)
+        _int_at_least("task.noise_tokens", self.noise_tokens, 0)
+        _int_at_least("task.seq_len", self.seq_len, 3)
+        _choice("task.facts", self.facts, ("random", "structured"))
+        _non_negative("task.subject_zipf", self.subject_zipf)
+        _non_negative("task.relation_zipf", self.relation_zipf)
+        _int_at_least("task.seed", self.seed, 0)
+        if self.seq_len > 3 and self.noise_tokens == 0:
+            _fail("task.noise_tokens", self.noise_tokens,
+                  f"must be >= 1 when task.seq_len={self.seq_len} > 3 leaves positions for noise")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model (DESIGN §3): ``reduced`` scalar-score model or ``embedded`` explicit-matrix layer."""
+
+    kind: str = "reduced"
+    attention: str = "linear"
+    dim: int = 64
+    embeddings: str = "orthonormal"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("model.kind", self.kind, ("reduced", "embedded"))
+        _choice("model.attention", self.attention, ("linear", "softmax"))
+        _int_at_least("model.dim", self.dim, 1)
+        _choice("model.embeddings", self.embeddings, ("orthonormal", "gaussian"))
+        _int_at_least("model.seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Initial parameters: every entry equal to ``scale`` (constant) or drawn N(0, scale²) (gaussian)."""
+
+    kind: str = "constant"
+    scale: float = 1e-5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("init.kind", self.kind, ("constant", "gaussian"))
+        _positive("init.scale", self.scale)
+        _int_at_least("init.seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training objective: exact ``population`` loss, or the loss on a fixed seeded ``sampled`` set."""
+
+    kind: str = "population"
+    samples: int = 4096
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("loss.kind", self.kind, ("population", "sampled"))
+        _int_at_least("loss.samples", self.samples, 1)
+        _int_at_least("loss.seed", self.seed, 0)
+
+
+FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Gradient-flow integration: log-spaced record grid on [t_min, t_max] plus t = 0, solver options."""
+
+    t_max: float = 819.2
+    t_min: float = 0.01
+    points: int = 256
+    method: str = "dopri5"
+    rtol: float = 1e-6
+    atol: float = 1e-10
+    first_step: float = 1e-3
+    max_steps: int = 200_000
+
+    def __post_init__(self) -> None:
+        _positive("flow.t_max", self.t_max)
+        _positive("flow.t_min", self.t_min)
+        if self.t_min >= self.t_max:
+            _fail("flow.t_min", self.t_min, f"must be < flow.t_max={self.t_max}")
+        _int_at_least("flow.points", self.points, 2)
+        _choice("flow.method", self.method, FLOW_METHODS)
+        _positive("flow.rtol", self.rtol)
+        _positive("flow.atol", self.atol)
+        _positive("flow.first_step", self.first_step)
+        _int_at_least("flow.max_steps", self.max_steps, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Discrete training from the flow's initialisation; step k sits at flow time t = k·lr."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    batch_size: int = 1024
+    steps: int = 8192
+    seed: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _choice("train.optimizer", self.optimizer, ("gd", "sgd", "adam"))
+        _positive("train.lr", self.lr)
+        _int_at_least("train.batch_size", self.batch_size, 1)
+        _int_at_least("train.steps", self.steps, 1)
+        _int_at_least("train.seed", self.seed, 0)
+        for key, value in (("train.beta1", self.beta1), ("train.beta2", self.beta2)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _fail(key, value, "must be a number in [0, 1)")
+        _positive("train.eps", self.eps)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of one simulation."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            _fail("device", self.device, "must be cpu or cuda[:N]")
+        if self.model.kind == "embedded":
+            vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
+            answers = self.task.relations * self.task.answers_per_relation
+            if self.model.embeddings == "orthonormal" and self.model.dim < max(vocab, answers):
+                _fail("model.dim", self.model.dim,
+                      f"orthonormal embeddings need dim >= max(vocabulary {vocab}, answers {answers})")
+            if self.model.embeddings == "gaussian" and self.loss.kind == "population":
+                _fail("loss.kind", self.loss.kind,
+                      "the population loss is exact only for orthonormal embeddings; "
+                      "use loss.kind=sampled with model.embeddings=gaussian")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a nested plain dict (what ``config.json`` holds)."""
+        return dataclasses.asdict(self)
+
+    def override(self, overrides: Mapping[str, Any]) -> Config:
+        """A new config with dotted keys replaced, e.g. ``{"task.subjects": 8}``; values are validated."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            node_type = _section_type(section, key)
+            if node_type is None:
+                if name:
+                    _fail(key, value, f"unknown key; '{section}' has no sub-keys")
+                tree[section] = _coerce(key, value, _field_types(Config)[section])
+                continue
+            fields = _field_types(node_type)
+            if name not in fields:
+                _fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
+            tree[section][name] = _coerce(key, value, fields[name])
+        return Config.from_dict(tree)
+
+    @staticmethod
+    def from_dict(tree: Mapping[str, Any], prefix: str = "") -> Config:
+        """Build a config from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(tree, Mapping):
+            _fail(prefix or "config", tree, "must be a mapping of sections")
+        top = _field_types(Config)
+        kwargs: dict[str, Any] = {}
+        for section, content in tree.items():
+            if section not in top:
+                _fail(section, content, "unknown key; allowed: " + ", ".join(top))
+            node_type = _section_type(section, section)
+            if node_type is None:
+                kwargs[section] = _coerce(section, content, top[section])
+                continue
+            if not isinstance(content, Mapping):
+                _fail(section, content, "must be a mapping of keys")
+            fields = _field_types(node_type)
+            values = {}
+            for name, value in content.items():
+                key = f"{section}.{name}"
+                if name not in fields:
+                    _fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
+                values[name] = _coerce(key, value, fields[name])
+            kwargs[section] = node_type(**values)
+        return Config(**kwargs)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _section_type(section: str, key: str) -> type | None:
+    top = _field_types(Config)
+    if section not in top:
+        _fail(key, None, "unknown key; allowed sections: " + ", ".join(top))
+    kind = top[section]
+    return kind if dataclasses.is_dataclass(kind) else None
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Convert ``value`` (possibly a string from ``--set``) to the declared type of ``key``."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = options[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        _fail(key, value, "must be true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                parsed = float(value)
+            except ValueError:
+                _fail(key, value, "must be an integer")
+            if parsed.is_integer():
+                return int(parsed)
+        _fail(key, value, "must be an integer")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        _fail(key, value, "must be a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        _fail(key, value, "must be a string")
+    return value
+
+
+# Presets: named override sets on top of the defaults (the defaults are the paper's Figure 5).
+PRESETS: dict[str, dict[str, Any]] = {
+    # REFERENCE.md Figure 5: S=16, R=4, D=8, N=20, T=32, structured table, constant init 1e-5;
+    # flow to t = 8192 steps × lr 0.1; discrete run plain SGD lr 0.1, batch 1024, 8192 steps.
+    "figure5": {},
+    # A small, fast configuration for tests, notebooks and smoke runs.
+    "tiny": {
+        "task.subjects": 4, "task.relations": 2, "task.answers_per_relation": 2,
+        "task.noise_tokens": 3, "task.seq_len": 6, "init.scale": 1e-3,
+        "flow.t_max": 400.0, "flow.points": 64, "train.steps": 2000, "train.batch_size": 128,
+    },
+    # Subjects learned first (DESIGN §5): init -> marginal -> subject_first -> recall.
+    "subject_first": {
+        "task.subjects": 2, "task.relations": 32, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 34, "flow.t_max": 2000.0,
+    },
+    # A random fact table, hallucination level H(A|R) below log D.
+    "random64": {
+        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 72, "flow.t_max": 4000.0,
+    },
+}
+DEFAULT_PRESET = "figure5"
+
+
+def parse_set(assignments: Iterable[str]) -> dict[str, str]:
+    """Parse ``key=value`` strings from ``--set`` into a dict; a malformed one raises ConfigError."""
+    parsed: dict[str, str] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "." not in key and key != "device":
+            _fail("--set", item, "must look like section.key=value, e.g. task.subjects=8")
+        parsed[key] = value.strip()
+    return parsed
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a nested config dict from a JSON file (or YAML via ``yaml.safe_load`` when PyYAML is present)."""
+    path = Path(path)
+    if not path.is_file():
+        _fail("--config", str(path), "must be an existing JSON or YAML file")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # optional: only to read YAML configs
+        except ImportError:
+            _fail("--config", str(path), "YAML configs need PyYAML installed; use a .json file")
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            _fail("--config", str(path), f"must be valid YAML ({str(err).splitlines()[0]})")
+    else:
+        try:
+            tree = json.loads(text)
+        except json.JSONDecodeError as err:
+            _fail("--config", str(path), f"must be valid JSON ({err.msg} at line {err.lineno})")
+    if not isinstance(tree, dict):
+        _fail("--config", str(path), "must hold a mapping of sections (task, model, init, ...)")
+    return tree
+
+
+def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | Iterable[str] = ()) -> Config:
+    """Defaults, then a preset, then a config file, then dotted overrides: the resolved config.
+
+    ``overrides`` is a mapping of dotted keys or an iterable of ``key=value`` strings.
+    """
+    name = preset or (None if config_file else DEFAULT_PRESET)
+    config = Config()
+    if name is not None:
+        if name not in PRESETS:
+            _fail("--preset", name, "must be one of " + ", ".join(PRESETS))
+        config = config.override(PRESETS[name])
+    if config_file is not None:
+        merged = config.to_dict()
+        for section, content in load_config_file(config_file).items():
+            if isinstance(content, Mapping) and isinstance(merged.get(section), dict):
+                merged[section].update(content)
+            else:
+                merged[section] = content
+        config = Config.from_dict(merged)
+    if not isinstance(overrides, Mapping):
+        overrides = parse_set(overrides)
+    return config.override(overrides)

@@ -1,0 +1,58 @@
+"""Training objectives: a loss as a function of the flat parameter vector θ (DESIGN §3, issue loss keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .config import ConfigError, LossConfig
+from .models import Model
+from .task import FactTask
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PopulationObjective:
+    """The population loss of a model, with its closed-form gradient where the model has one."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.model.population_loss(theta)
+
+    def value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(L, ∇L) without autodiff, or None."""
+        return self.model.population_loss_and_gradient(theta)
+
+
+def make_objective(model: Model, task: FactTask, loss: LossConfig) -> Objective:
+    """θ -> L(θ): the exact population loss, or the mean loss on a fixed seeded sample of sequences.
+
+    Raises :class:`ConfigError` when the population loss is asked of a model where it is not exact.
+    """
+    if loss.kind == "population":
+        if not model.population_exact:
+            raise ConfigError("loss.kind='population': not exact for this model (noise tokens not "
+                              "symmetric); allowed: loss.kind=sampled")
+        return PopulationObjective(model)
+    generator = torch.Generator().manual_seed(loss.seed)
+    counts, targets = task.sample(loss.samples, generator)
+    device = model.preconditioner.device
+    counts, targets = counts.to(device), targets.to(device)
+    return lambda theta: model.sequence_loss(theta, counts, targets)
+
+
+def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L(θ), ∇L(θ)): the objective's closed form when it has one, else reverse-mode autodiff."""
+    closed = getattr(objective, "value_and_grad", None)
+    if closed is not None:
+        result = closed(theta)
+        if result is not None:
+            return result
+    with torch.enable_grad():
+        x = theta.detach().requires_grad_(True)
+        value = objective(x)
+        (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad

@@ -1,0 +1,131 @@
+"""The synthetic factual-recall task (DESIGN §2): vocabulary, fact table, frequencies, sequence sampler.
+
+Vocabulary layout (size V = S + R + N + 1): subjects ``0..S-1``, relations ``S..S+R-1``, noise tokens
+``S+R..S+R+N-1``, EOS ``V-1``. Answers: ``|A| = R·D`` classes; block ``A_r = {r·D, ..., r·D + D - 1}``.
+
+Both linear and softmax attention read at EOS are blind to positions, so a sequence is fully described
+by its token *counts*; the sampler returns counts (B, V) and targets (B,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .config import TaskConfig
+
+
+def zipf_weights(n: int, exponent: float) -> np.ndarray:
+    """Normalised frequencies ``w_i ∝ (i + 1)^(-exponent)``; exponent 0 gives the uniform distribution."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** (-exponent)
+    return w / w.sum()
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@dataclass(frozen=True)
+class ReferenceLevels:
+    """Loss levels of the best prediction from partial information (nats), weighted by frequencies."""
+
+    log_answers: float  # log |A|: uniform output
+    answer_entropy: float  # H(A): the answer marginal known, nothing else
+    given_relation: float  # H(A | R): relation known, subject not
+    given_subject: float  # H(A | S): subject known, relation not
+
+    def as_dict(self) -> dict[str, float]:
+        """Named levels, including the final level 0 (every fact recalled)."""
+        return {"log|A|": self.log_answers, "H(A)": self.answer_entropy, "H(A|R)": self.given_relation,
+                "H(A|S)": self.given_subject, "0": 0.0}
+
+
+class FactTask:
+    """A seeded instance of the task: fact table ``facts[s, r] = a*(s, r)`` and fact frequencies."""
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self.S, self.R, self.D = config.subjects, config.relations, config.answers_per_relation
+        self.N, self.T = config.noise_tokens, config.seq_len
+        self.vocab_size = self.S + self.R + self.N + 1
+        self.num_answers = self.R * self.D
+        self.eos = self.vocab_size - 1
+        self.subject_weights = zipf_weights(self.S, config.subject_zipf)
+        self.relation_weights = zipf_weights(self.R, config.relation_zipf)
+        if config.facts == "structured":
+            index = (np.arange(self.S) * self.D) // self.S
+            table = np.arange(self.R)[None, :] * self.D + index[:, None]
+        else:
+            rng = np.random.default_rng(config.seed)
+            table = np.arange(self.R)[None, :] * self.D + rng.integers(0, self.D, size=(self.S, self.R))
+        self.facts = table.astype(np.int64)
+
+    @cached_property
+    def fact_weights(self) -> np.ndarray:
+        """(S, R) probability of each fact: product of subject and relation frequencies."""
+        return np.outer(self.subject_weights, self.relation_weights)
+
+    @cached_property
+    def levels(self) -> ReferenceLevels:
+        """Reference entropies of this table and these frequencies (DESIGN §2)."""
+        w = self.fact_weights
+        marginal = np.zeros(self.num_answers)
+        np.add.at(marginal, self.facts, w)
+        given_relation = 0.0
+        for r in range(self.R):
+            cond = np.zeros(self.D)
+            np.add.at(cond, self.facts[:, r] - r * self.D, self.subject_weights)
+            given_relation += self.relation_weights[r] * _entropy(cond)
+        given_subject = 0.0
+        for s in range(self.S):
+            cond = np.zeros(self.num_answers)
+            np.add.at(cond, self.facts[s], self.relation_weights)
+            given_subject += self.subject_weights[s] * _entropy(cond)
+        return ReferenceLevels(math.log(self.num_answers), _entropy(marginal), given_relation, given_subject)
+
+    def population_counts(self) -> tuple[float, float]:
+        """Expected count of each noise token, and of the noise block, in one sequence: (T-3)/N and T-3."""
+        block = float(self.T - 3)
+        return (block / self.N if self.N else 0.0), block
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch`` fresh sequences as token counts (B, V) float64 and targets (B,) int64.
+
+        Subject and relation are drawn from their frequencies, the T-3 noise tokens i.i.d. uniformly.
+        """
+        s = torch.multinomial(torch.as_tensor(self.subject_weights), batch, replacement=True,
+                              generator=generator)
+        r = torch.multinomial(torch.as_tensor(self.relation_weights), batch, replacement=True,
+                              generator=generator)
+        counts = torch.zeros(batch, self.vocab_size, dtype=torch.float64)
+        rows = torch.arange(batch)
+        counts[rows, s] += 1
+        counts[rows, self.S + r] += 1
+        counts[:, self.eos] += 1
+        if self.T > 3:
+            noise = torch.randint(self.S + self.R, self.S + self.R + self.N, (batch, self.T - 3),
+                                  generator=generator)
+            counts.scatter_add_(1, noise, torch.ones(batch, self.T - 3, dtype=torch.float64))
+        targets = torch.as_tensor(self.facts)[s, r]
+        return counts, targets
+
+    def sample_sequences(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Draw explicit token sequences (B, T): subject and relation at two distinct random positions
+        among the first T-1, noise elsewhere, EOS last. Used to check the count representation."""
+        s = torch.multinomial(torch.as_tensor(self.subject_weights), batch, replacement=True,
+                              generator=generator)
+        r = torch.multinomial(torch.as_tensor(self.relation_weights), batch, replacement=True,
+                              generator=generator)
+        seq = torch.randint(self.S + self.R, self.S + self.R + max(self.N, 1), (batch, self.T),
+                            generator=generator)
+        order = torch.argsort(torch.rand(batch, self.T - 1, generator=generator), dim=1)
+        rows = torch.arange(batch)
+        seq[rows, order[:, 0]] = s
+        seq[rows, order[:, 1]] = self.S + r
+        seq[:, -1] = self.eos
+        return seq

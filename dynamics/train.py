@@ -1,0 +1,90 @@
+"""Discrete training on the flow's time axis (DESIGN §4): full-batch GD, online SGD, Adam.
+
+Step k with learning rate η sits at flow time t = k·η. Trainers know nothing about models: they take a
+loss ``loss_at(θ, k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P,
+and step on the gradient the flow uses, g = P ∇L. Numerical failure ends the run with a status.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .objective import gradient
+
+StepLoss = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
+    """The distinct steps k = round(t / lr) ≤ ``steps`` nearest to the grid ``times``, plus the last."""
+    ks = np.rint(np.asarray(times) / lr).astype(np.int64)
+    return np.unique(np.concatenate([ks[ks <= steps], [steps]]))
+
+
+@dataclass
+class TrainResult:
+    """Parameters at the recorded steps, with status and cost."""
+
+    steps: np.ndarray  # (K,) recorded step indices
+    times: np.ndarray  # (K,) flow times k·lr
+    states: torch.Tensor  # (K, P)
+    status: str  # ok | nonfinite
+    status_time: float | None
+    message: str
+    gradient_evals: int
+    wall_seconds: float
+
+
+def train(loss_at: StepLoss, theta0: torch.Tensor, *, optimizer: str, lr: float, steps: int,
+          record: np.ndarray, preconditioner: torch.Tensor | None = None, beta1: float = 0.9,
+          beta2: float = 0.999, eps: float = 1e-8,
+          progress: Callable[[int], None] | None = None) -> TrainResult:
+    """Run ``steps`` updates from ``theta0``; keep θ at the step indices in ``record`` (sorted).
+
+    gd / sgd: θ ← θ - η g.  adam: the usual bias-corrected moments of g.  g = P ∇L(θ; k).
+    """
+    start = time.perf_counter()
+    theta = theta0.detach().clone()
+    m = torch.zeros_like(theta)
+    v = torch.zeros_like(theta)
+    wanted = set(int(k) for k in record)
+    kept_steps: list[int] = []
+    kept: list[torch.Tensor] = []
+    status, status_time, message = "ok", None, f"trained {steps} steps"
+    evals = 0
+    for k in range(steps + 1):
+        if k in wanted:
+            kept_steps.append(k)
+            kept.append(theta.clone())
+        if k == steps:
+            break
+        value, grad = gradient(lambda x, k=k: loss_at(x, k), theta)
+        evals += 1
+        if preconditioner is not None:
+            grad = preconditioner * grad
+        if not (math.isfinite(float(value)) and torch.isfinite(grad).all()):
+            status, status_time = "nonfinite", k * lr
+            message = f"loss or gradient became non-finite at step {k} (t={k * lr:.6g}); lr={lr} diverged"
+            break
+        if optimizer == "adam":
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            m_hat = m / (1 - beta1 ** (k + 1))
+            v_hat = v / (1 - beta2 ** (k + 1))
+            theta = theta - lr * m_hat / (v_hat.sqrt() + eps)
+        else:
+            theta = theta - lr * grad
+        if not torch.isfinite(theta).all():
+            status, status_time = "nonfinite", (k + 1) * lr
+            message = f"parameters became non-finite at step {k + 1} (t={(k + 1) * lr:.6g}); lr={lr} diverged"
+            break
+        if progress is not None:
+            progress(k + 1)
+    kept_steps_arr = np.asarray(kept_steps, dtype=np.int64)
+    return TrainResult(kept_steps_arr, kept_steps_arr * lr, torch.stack(kept), status, status_time, message,
+                       evals, time.perf_counter() - start)

@@ -1,0 +1,151 @@
+"""The ``Trajectory`` record: the one object that crosses from ``dynamics`` to ``analysis`` (DESIGN §6).
+
+A trajectory holds, at every recorded time, the aggregate losses and the per-fact record of DESIGN §4:
+``fact_loss = -log p(a*)``, ``p_correct = p(a*)``, ``p_relation = p(A_r)``, ``p_subject`` (mass on the
+subject's answers {a*(s, r') : r'}), and ``argmax_class`` (0 recalled, 1 hallucinated within A_r,
+2 outside A_r). It is saved as ``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models import Model
+from .task import FactTask
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+RECALLED, HALLUCINATED, OFF_TYPE = 0, 1, 2
+ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
+
+
+def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-fact record from (S, R, |A|) logits (see module docstring); every array is (S, R)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    facts = torch.as_tensor(task.facts, device=logits.device)
+    S, R, D = task.S, task.R, task.D
+    log_correct = logp.gather(-1, facts[..., None])[..., 0]
+    by_block = logp.reshape(S, R, R, D)  # [s, r, block r', within-block]
+    own = torch.arange(R, device=logits.device)
+    log_relation = torch.logsumexp(by_block[:, own, own, :], dim=-1)
+    subject_answers = facts[:, None, :].expand(S, R, R)  # a*(s, r') for every r'
+    log_subject = torch.logsumexp(logp.gather(-1, subject_answers), dim=-1)
+    top = logits.argmax(-1)
+    in_block = (top // D) == own[None, :]
+    argmax_class = torch.where(top == facts, RECALLED, torch.where(in_block, HALLUCINATED, OFF_TYPE))
+    return {"fact_loss": -log_correct, "p_correct": log_correct.exp(), "p_relation": log_relation.exp(),
+            "p_subject": log_subject.exp(), "relation_loss": -log_relation, "subject_loss": -log_subject,
+            "argmax_class": argmax_class}
+
+
+@dataclass
+class Trajectory:
+    """Recorded times ``t`` (K,), aggregate curves (K,), per-fact arrays (K, S, R) and metadata."""
+
+    t: np.ndarray
+    loss: np.ndarray
+    relation_loss: np.ndarray
+    subject_loss: np.ndarray
+    fact_loss: np.ndarray
+    p_correct: np.ndarray
+    p_relation: np.ndarray
+    p_subject: np.ndarray
+    argmax_class: np.ndarray
+    facts: np.ndarray
+    fact_weights: np.ndarray
+    attention: np.ndarray  # (K, 4): subject, relation, noise block, EOS (frequency-weighted over facts)
+    norms: dict[str, np.ndarray]  # name -> (K,)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    ARRAYS = ("t", "loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "p_relation",
+              "p_subject", "argmax_class", "facts", "fact_weights")
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``trajectory.npz`` and ``summary.json`` into ``directory`` atomically (temp + rename)."""
+        directory = Path(directory)
+        arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        for i, part in enumerate(ATTENTION_PARTS):
+            arrays[f"attention_{part}"] = self.attention[:, i]
+        for name, values in self.norms.items():
+            arrays[f"norm_{name}"] = values
+        atomic_write(directory / "trajectory.npz", lambda f: np.savez_compressed(f, **arrays))
+        atomic_write_json(directory / "summary.json", self.meta)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Trajectory:
+        """Read a trajectory saved by :meth:`save` (no pickle is ever loaded)."""
+        directory = Path(directory)
+        with np.load(directory / "trajectory.npz", allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        meta = json.loads((directory / "summary.json").read_text())
+        attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
+        norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
+        return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
+                   meta=meta)
+
+    @property
+    def final_loss(self) -> float:
+        """Loss at the last recorded time."""
+        return float(self.loss[-1])
+
+
+def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
+           meta: dict[str, Any]) -> Trajectory:
+    """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``)."""
+    weights = torch.as_tensor(task.fact_weights, device=states.device)
+    rows: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for theta in states:
+            metrics = fact_metrics(task, model.population_logits(theta))
+            for name in ("loss", "relation_loss", "subject_loss"):
+                per_fact = metrics["fact_loss" if name == "loss" else name]
+                rows.setdefault(name, []).append((weights * per_fact).sum())
+            for name in ("fact_loss", "p_correct", "p_relation", "p_subject", "argmax_class"):
+                rows.setdefault(name, []).append(metrics[name])
+            attention = (weights[..., None] * model.attention_weights(theta)).sum((0, 1))
+            rows.setdefault("attention", []).append(attention)
+            for name, value in model.parameter_norms(theta).items():
+                rows.setdefault(f"norm:{name}", []).append(value)
+    arrays = {name: torch.stack(values).cpu().numpy() for name, values in rows.items()}
+    norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
+    arrays["argmax_class"] = arrays["argmax_class"].astype(np.int8)
+    return Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
+                      fact_weights=task.fact_weights.copy(), norms=norms, meta=meta, **arrays)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
