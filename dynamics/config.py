@@ -32,13 +32,17 @@ def _int_at_least(key: str, value: Any, low: int) -> None:
         _fail(key, value, f"must be an integer >= {low}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not _is_number(value) or value <= 0:
         _fail(key, value, "must be a finite number > 0")
 
 
 def _non_negative(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not _is_number(value) or value < 0:
         _fail(key, value, "must be a finite number >= 0")
 
 

@@ -30,7 +30,6 @@ ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
 def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-fact record from (S, R, |A|) logits (see module docstring); every array is (S, R)."""
     logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
     facts = torch.as_tensor(task.facts, device=logits.device)
     S, R, D = task.S, task.R, task.D
     log_correct = logp.gather(-1, facts[..., None])[..., 0]
