@@ -28,18 +28,19 @@ ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
 
 
 def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-fact record from (S, R, |A|) logits (see module docstring); every array is (S, R)."""
+    """Per-fact record from logits (..., S, R, |A|) (see module docstring); every array is (..., S, R)."""
     logp = torch.log_softmax(logits, dim=-1)
     facts = torch.as_tensor(task.facts, device=logits.device)
     S, R, D = task.S, task.R, task.D
-    log_correct = logp.gather(-1, facts[..., None])[..., 0]
-    by_block = logp.reshape(S, R, R, D)  # [s, r, block r', within-block]
+    lead = logits.shape[:-3]
+    log_correct = logp.gather(-1, facts.expand(*lead, S, R)[..., None])[..., 0]
     own = torch.arange(R, device=logits.device)
-    log_relation = torch.logsumexp(by_block[:, own, own, :], dim=-1)
-    subject_answers = facts[:, None, :].expand(S, R, R)  # a*(s, r') for every r'
+    by_block = logp.reshape(*lead, S, R, R, D)  # [..., s, r, block r', within-block]
+    log_relation = torch.logsumexp(by_block[..., own, own, :], dim=-1)
+    subject_answers = facts[:, None, :].expand(*lead, S, R, R)  # a*(s, r') for every r'
     log_subject = torch.logsumexp(logp.gather(-1, subject_answers), dim=-1)
     top = logits.argmax(-1)
-    in_block = (top // D) == own[None, :]
+    in_block = (top // D) == own
     argmax_class = torch.where(top == facts, RECALLED, torch.where(in_block, HALLUCINATED, OFF_TYPE))
     return {"fact_loss": -log_correct, "p_correct": log_correct.exp(), "p_relation": log_relation.exp(),
             "p_subject": log_subject.exp(), "relation_loss": -log_relation, "subject_loss": -log_subject,
@@ -98,23 +99,24 @@ class Trajectory:
 
 
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
-           meta: dict[str, Any]) -> Trajectory:
+           meta: dict[str, Any], chunk: int = 64) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``)."""
     weights = torch.as_tensor(task.fact_weights, device=states.device)
-    rows: dict[str, list[torch.Tensor]] = {}
+    logits_of = torch.func.vmap(model.population_logits)
+    attention_of = torch.func.vmap(model.attention_weights)
+    norms_of = torch.func.vmap(model.parameter_norms)
+    parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        for theta in states:
-            metrics = fact_metrics(task, model.population_logits(theta))
-            for name in ("loss", "relation_loss", "subject_loss"):
-                per_fact = metrics["fact_loss" if name == "loss" else name]
-                rows.setdefault(name, []).append((weights * per_fact).sum())
-            for name in ("fact_loss", "p_correct", "p_relation", "p_subject", "argmax_class"):
-                rows.setdefault(name, []).append(metrics[name])
-            attention = (weights[..., None] * model.attention_weights(theta)).sum((0, 1))
-            rows.setdefault("attention", []).append(attention)
-            for name, value in model.parameter_norms(theta).items():
-                rows.setdefault(f"norm:{name}", []).append(value)
-    arrays = {name: torch.stack(values).cpu().numpy() for name, values in rows.items()}
+        for block in torch.split(states, chunk):  # bounded memory: chunk × S × R × |A| logits at a time
+            metrics = fact_metrics(task, logits_of(block))
+            metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
+            for name in ("relation_loss", "subject_loss"):
+                metrics[name] = (weights * metrics[name]).sum((-2, -1))
+            metrics["attention"] = (weights[..., None] * attention_of(block)).sum((-3, -2))
+            metrics.update({f"norm:{k}": v for k, v in norms_of(block).items()})
+            for name, value in metrics.items():
+                parts.setdefault(name, []).append(value)
+    arrays = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
     norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
     arrays["argmax_class"] = arrays["argmax_class"].astype(np.int8)
     return Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
