@@ -21,6 +21,7 @@ import torch
 from torchdiffeq import odeint
 
 from .objective import Objective, gradient
+from .threads import threads_for
 
 VectorField = Callable[[torch.Tensor], torch.Tensor]
 
@@ -103,6 +104,11 @@ def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, 
     ``times`` must be increasing. ``progress(t)`` is called after every accepted step. Numerical failure
     ends the run with a status; the states up to the last grid point before the failure are kept.
     """
+    with threads_for(theta0):
+        return _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress)
+
+
+def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress):
     start = time.perf_counter()
     counter = _Counter(field, max_steps, progress)
     grid = torch.as_tensor(np.asarray(times, dtype=np.float64), device=theta0.device)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -13,7 +11,7 @@ import torchdiffeq
 from .config import Config
 from .flow import gradient_field, integrate_flow, log_progress_bar, log_time_grid
 from .models import build_model
-from .objective import make_objective
+from .objective import Objective, make_objective
 from .task import FactTask
 from .train import record_steps, train
 from .trajectory import Trajectory, record
@@ -31,22 +29,6 @@ def versions() -> dict[str, str]:
             "torchdiffeq": torchdiffeq.__version__, "numpy": np.__version__}
 
 
-@contextmanager
-def torch_threads(work_size: int) -> Iterator[None]:
-    """Use one intra-op thread for small tensors (set up and synchronising a thread pool costs more than
-    the work, and stalls badly when other processes share the cores); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    if work_size < SMALL_WORK:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-SMALL_WORK = 1 << 18  # elements in the per-evaluation logits below which one thread is faster
-
-
 def time_grid(config: Config) -> np.ndarray:
     """The record grid of a config: t = 0 and ``flow.points - 1`` log-spaced times up to ``flow.t_max``."""
     return log_time_grid(config.flow.t_min, config.flow.t_max, config.flow.points)
@@ -60,19 +42,17 @@ def run_flow(config: Config, progress: bool = False) -> Trajectory:
     theta0 = model.initial_parameters(config.init)
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
-    with torch_threads(task.S * task.R * task.num_answers):
-        try:
-            result = integrate_flow(gradient_field(objective, model.preconditioner), theta0,
-                                    time_grid(config), method=flow.method, rtol=flow.rtol, atol=flow.atol,
-                                    first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
-        finally:
-            close()
-        trajectory = record(model, task, result.times, result.states, {})
+    try:
+        result = integrate_flow(gradient_field(objective, model.preconditioner), theta0, time_grid(config),
+                                method=flow.method, rtol=flow.rtol, atol=flow.atol,
+                                first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
+    finally:
+        close()
     meta = {"kind": "flow", "status": result.status, "status_time": result.status_time,
             "message": result.message, "function_evals": result.function_evals,
             "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
             "wall_seconds": result.wall_seconds, "num_params": model.num_params, "versions": versions()}
-    trajectory.meta = meta
+    trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
     return trajectory
 
@@ -89,37 +69,35 @@ def run_training(config: Config, progress: bool = False) -> Trajectory:
     opts = config.train
     if opts.optimizer == "gd":
         objective = make_objective(model, task, config.loss)
-        def loss_at(theta, k):  # noqa: E306 - same loss every step
-            return objective(theta)
-        preconditioner = model.preconditioner
+
+        def objective_at(k: int) -> Objective:
+            return objective
     else:
         model, expand = model.untied()
         theta0 = expand(theta0)
         generator = torch.Generator().manual_seed(opts.seed)
         device = theta0.device
 
-        def loss_at(theta, k):
+        def objective_at(k: int) -> Objective:
             counts, targets = task.sample(opts.batch_size, generator)
-            return model.sequence_loss(theta, counts.to(device), targets.to(device))
-        preconditioner = model.preconditioner
+            counts, targets = counts.to(device), targets.to(device)
+            return lambda theta: model.sequence_loss(theta, counts, targets)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=opts.steps, desc=f"train ({opts.optimizer})", disable=not progress, leave=False,
                mininterval=0.2)
-    work = task.S * task.R * task.num_answers if opts.optimizer == "gd" else opts.batch_size * task.vocab_size
-    with torch_threads(work):
-        try:
-            result = train(loss_at, theta0, optimizer=opts.optimizer, lr=opts.lr, steps=opts.steps,
-                           record=record_steps(time_grid(config), opts.lr, opts.steps),
-                           preconditioner=preconditioner, beta1=opts.beta1, beta2=opts.beta2,
-                           eps=opts.eps, progress=lambda k: bar.update(1))
-        finally:
-            bar.close()
-        trajectory = record(model, task, result.times, result.states, {})
+    try:
+        result = train(objective_at, theta0, optimizer=opts.optimizer, lr=opts.lr, steps=opts.steps,
+                       record=record_steps(time_grid(config), opts.lr, opts.steps),
+                       preconditioner=model.preconditioner, beta1=opts.beta1, beta2=opts.beta2,
+                       eps=opts.eps, progress=lambda k: bar.update(1))
+    finally:
+        bar.close()
     meta = {"kind": "train", "optimizer": opts.optimizer, "lr": opts.lr, "status": result.status,
             "status_time": result.status_time, "message": result.message,
             "gradient_evals": result.gradient_evals, "wall_seconds": result.wall_seconds,
             "num_params": model.num_params, "versions": versions()}
-    trajectory.meta = meta
+    trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
     return trajectory

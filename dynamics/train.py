@@ -1,7 +1,7 @@
 """Discrete training on the flow's time axis (DESIGN §4): full-batch GD, online SGD, Adam.
 
 Step k with learning rate η sits at flow time t = k·η. Trainers know nothing about models: they take a
-loss ``loss_at(θ, k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P,
+``objective_at(k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P,
 and step on the gradient the flow uses, g = P ∇L. Numerical failure ends the run with a status.
 """
 
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .objective import gradient
-
-StepLoss = Callable[[torch.Tensor, int], torch.Tensor]
+from .objective import Objective, gradient
+from .threads import threads_for
 
 
 def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
@@ -40,14 +39,20 @@ class TrainResult:
     wall_seconds: float
 
 
-def train(loss_at: StepLoss, theta0: torch.Tensor, *, optimizer: str, lr: float, steps: int,
-          record: np.ndarray, preconditioner: torch.Tensor | None = None, beta1: float = 0.9,
+def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, optimizer: str, lr: float,
+          steps: int, record: np.ndarray, preconditioner: torch.Tensor | None = None, beta1: float = 0.9,
           beta2: float = 0.999, eps: float = 1e-8,
           progress: Callable[[int], None] | None = None) -> TrainResult:
     """Run ``steps`` updates from ``theta0``; keep θ at the step indices in ``record`` (sorted).
 
-    gd / sgd: θ ← θ - η g.  adam: the usual bias-corrected moments of g.  g = P ∇L(θ; k).
+    gd / sgd: θ ← θ - η g.  adam: the usual bias-corrected moments of g.  g = P ∇L_k(θ).
     """
+    with threads_for(theta0):
+        return _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, beta1, beta2,
+                      eps, progress)
+
+
+def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, beta1, beta2, eps, progress):
     start = time.perf_counter()
     theta = theta0.detach().clone()
     m = torch.zeros_like(theta)
@@ -63,7 +68,7 @@ def train(loss_at: StepLoss, theta0: torch.Tensor, *, optimizer: str, lr: float,
             kept.append(theta.clone())
         if k == steps:
             break
-        value, grad = gradient(lambda x, k=k: loss_at(x, k), theta)
+        value, grad = gradient(objective_at(k), theta)
         evals += 1
         if preconditioner is not None:
             grad = preconditioner * grad
