@@ -24,10 +24,11 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     for index, (label, traj) in enumerate(runs):
         positive = traj.t > 0
-        style = "-" if index == 0 else "--"
+        style = "-" if index == 0 else (0, (3, 2))
         for field, name, color in CURVES:
-            ax.plot(traj.t[positive], getattr(traj, field)[positive], style, color=color,
-                    lw=1.8 if index == 0 else 1.4, label=f"{name} ({label})" if len(runs) > 1 else name)
+            ax.plot(traj.t[positive], getattr(traj, field)[positive], ls=style, color=color,
+                    lw=2.6 if index == 0 else 1.3, alpha=0.55 if index == 0 and len(runs) > 1 else 1.0,
+                    label=f"{name} ({label})" if len(runs) > 1 else name)
         status = traj.meta.get("status", "ok")
         if status != "ok" and traj.meta.get("status_time") is not None:
             ax.axvline(traj.meta["status_time"], color="red", lw=1, ls=":")
@@ -38,9 +39,13 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
         ax.text(0.995, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
                 ha="right", va="bottom", fontsize=8, color="0.35")
     ax.set_xscale("log")
+    # Plateaus live on log t; decades far below the first escape carry no information.
+    t_end = max(float(traj.t[-1]) for _, traj in runs)
+    t_first = min(float(traj.t[traj.t > 0][0]) for _, traj in runs if (traj.t > 0).any())
+    ax.set_xlim(max(t_first, t_end * 1e-3), t_end * 1.05)
     ax.set_xlabel("flow time t (= step × lr for discrete runs)")
     ax.set_ylabel("loss (nats)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
     ax.grid(alpha=0.25, which="both")
     fig.savefig(path, dpi=120)

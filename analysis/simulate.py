@@ -38,7 +38,8 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
             traj.save(target)
             plot_losses([(name, traj)], levels, target / "loss.png", title=_title(config, name, traj))
         if train:
-            plot_losses(list(runs.items()), levels, staging / "loss.png",
+            labels = {"flow": "flow", "train": f"{config.train.optimizer} lr={config.train.lr:g}"}
+            plot_losses([(labels[n], t) for n, t in runs.items()], levels, staging / "loss.png",
                         title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]))
     for traj in runs.values():
         traj.meta["total_seconds"] = time.perf_counter() - start
@@ -47,6 +48,7 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
 
 def _title(config: Config, name: str, traj: Trajectory) -> str:
     t = config.task
-    return (f"{name}: S={t.subjects} R={t.relations} D={t.answers_per_relation} N={t.noise_tokens} "
-            f"T={t.seq_len} ({t.facts}), {config.model.kind}/{config.model.attention}, "
-            f"α={config.init.scale:g} — {traj.meta.get('status', 'ok')}")
+    return (f"{name} [{traj.meta.get('status', 'ok')}]: S={t.subjects} R={t.relations} "
+            f"D={t.answers_per_relation} N={t.noise_tokens} T={t.seq_len} ({t.facts})\n"
+            f"{config.model.kind} model, {config.model.attention} attention, {config.init.kind} init "
+            f"α={config.init.scale:g}")

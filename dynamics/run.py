@@ -34,8 +34,12 @@ def time_grid(config: Config) -> np.ndarray:
     return log_time_grid(config.flow.t_min, config.flow.t_max, config.flow.points)
 
 
-def run_flow(config: Config, progress: bool = False) -> Trajectory:
-    """Integrate the gradient flow dθ/dt = -P ∇L(θ) of ``config`` and record every fact on its grid."""
+def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None) -> Trajectory:
+    """Integrate the gradient flow dθ/dt = -P ∇L(θ) of ``config`` and record every fact on its grid.
+
+    ``times`` (increasing, starting at 0) replaces the config's log grid, e.g. to evaluate the flow at
+    the times ``k·lr`` of a discrete run.
+    """
     task = FactTask(config.task)
     model = build_model(config, task)
     objective = make_objective(model, task, config.loss)
@@ -43,7 +47,8 @@ def run_flow(config: Config, progress: bool = False) -> Trajectory:
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
-        result = integrate_flow(gradient_field(objective, model.preconditioner), theta0, time_grid(config),
+        grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
+        result = integrate_flow(gradient_field(objective, model.preconditioner), theta0, grid,
                                 method=flow.method, rtol=flow.rtol, atol=flow.atol,
                                 first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
     finally:

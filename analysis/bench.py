@@ -1,0 +1,158 @@
+"""``factrecall bench``: the simulator's performance targets, measured side by side in one run.
+
+Each section times the flow and its competitor in the same process, one after the other, so the ratios
+hold even when the machine's absolute speed drifts. Results are printed as a table and saved as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics.config import Config, resolve_config
+from dynamics.run import run_flow, run_training
+from dynamics.trajectory import atomic_write_json
+
+
+def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[float, int]:
+    """GD at ``lr`` to ``t_max`` against the flow at the same times: (largest loss deviation, GD steps)."""
+    steps = int(round(t_max / lr))
+    overrides = {"train.optimizer": "gd", "train.lr": lr, "train.steps": steps, "flow.t_max": t_max}
+    gd_config = config.override(overrides)
+    gd = run_training(gd_config)
+    exact = run_flow(gd_config.override({"flow.rtol": 1e-9, "flow.atol": 1e-13}), times=gd.t)
+    return float(np.abs(gd.loss - exact.loss).max()), steps
+
+
+def bench_end_to_end(repeats: int = 3) -> dict[str, Any]:
+    """Wall time of ``factrecall simulate`` on figure5 in a fresh process (imports, flow, figure)."""
+    script = shutil.which("factrecall")
+    command = [script] if script else [sys.executable, "-m", "analysis.cli"]
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command + ["simulate", "--quiet", "--out", os.path.join(tmp, f"run{i}")],
+                           check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+    return {"seconds_best": min(times), "seconds_all": times, "target_seconds": 5.0,
+            "met": min(times) <= 5.0}
+
+
+def bench_sgd_vs_flow(quick: bool) -> dict[str, Any]:
+    """The paper's SGD protocol (lr 0.1, batch 1024, 8192 steps) against the figure5 flow, wall time."""
+    config = resolve_config("figure5")
+    flow = run_flow(config)
+    steps = 1024 if quick else config.train.steps
+    sgd = run_training(config.override({"train.steps": steps}))
+    sgd_seconds = sgd.meta["wall_seconds"] * config.train.steps / steps
+    ratio = sgd_seconds / flow.meta["wall_seconds"]
+    return {"flow_seconds": flow.meta["wall_seconds"], "flow_function_evals": flow.meta["function_evals"],
+            "sgd_seconds": sgd_seconds, "sgd_steps_timed": steps, "extrapolated": steps != config.train.steps,
+            "ratio": ratio, "target_ratio": 30.0, "met": ratio >= 30.0}
+
+
+def bench_gd_evals(quick: bool) -> dict[str, Any]:
+    """Gradient evaluations of GD at the lr matching the flow to a largest loss deviation 1e-3, against the
+    flow's function evaluations over the same horizon."""
+    target = 1e-3
+    t_max = 300.0 if quick else 819.2
+    config = resolve_config("figure5")
+    dev_coarse, _ = max_deviation_from_flow(config, 0.1, t_max)
+    lr = 0.1 * target / dev_coarse * 0.9  # first order: deviation ∝ lr; 10% margin
+    deviation, steps = max_deviation_from_flow(config, lr, t_max)
+    while deviation > target:
+        lr /= 1.5
+        deviation, steps = max_deviation_from_flow(config, lr, t_max)
+    flow = run_flow(config.override({"flow.t_max": t_max}))
+    ratio = steps / flow.meta["function_evals"]
+    return {"t_max": t_max, "gd_lr": lr, "gd_deviation": deviation, "gd_gradient_evals": steps,
+            "deviation_at_lr_0.1": dev_coarse, "flow_function_evals": flow.meta["function_evals"],
+            "flow_deviation_rtol": config.flow.rtol, "ratio": ratio, "target_ratio": 50.0,
+            "met": ratio >= 50.0}
+
+
+def bench_long_horizon() -> dict[str, Any]:
+    """Cost of the figure5 flow to t = 1e6 over its cost to t = 1e3 (function evaluations and seconds)."""
+    config = resolve_config("figure5")
+    short = run_flow(config.override({"flow.t_max": 1e3}))
+    long = run_flow(config.override({"flow.t_max": 1e6}))
+    ratio = long.meta["function_evals"] / short.meta["function_evals"]
+    return {"evals_1e3": short.meta["function_evals"], "evals_1e6": long.meta["function_evals"],
+            "seconds_1e3": short.meta["wall_seconds"], "seconds_1e6": long.meta["wall_seconds"],
+            "status_1e6": long.meta["status"], "final_loss_1e6": long.final_loss,
+            "ratio": ratio, "target_ratio": 3.0, "met": ratio <= 3.0}
+
+
+def bench_scaling(quick: bool) -> list[dict[str, Any]]:
+    """Flow cost against the number of facts S·R (R = 8, D = 8, N = S + R), through both escapes."""
+    rows = []
+    sizes = (100, 1000) if quick else (100, 1000, 10_000)
+    R, D = 8, 8
+    for facts in sizes:
+        S = max(2, round(facts / R))
+        # Predicted subject escape (DESIGN §4): t_S = log(1/α)/σ_s; integrate to 2.5 t_S.
+        sigma_s = math.sqrt(1 / R - 1 / (R * D)) / S
+        t_max = 2.5 * math.log(1e5) / sigma_s
+        config = resolve_config("figure5", overrides={
+            "task.subjects": S, "task.relations": R, "task.answers_per_relation": D,
+            "task.noise_tokens": S + R, "task.facts": "random", "flow.t_max": t_max, "flow.points": 128})
+        traj = run_flow(config)
+        evals = traj.meta["function_evals"]
+        rows.append({"facts": S * R, "S": S, "R": R, "t_max": t_max, "status": traj.meta["status"],
+                     "final_loss": traj.final_loss, "function_evals": evals,
+                     "seconds": traj.meta["wall_seconds"],
+                     "ms_per_eval": 1e3 * traj.meta["wall_seconds"] / max(evals, 1)})
+    return rows
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Markdown table of the bench results (what the README shows)."""
+    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
+    e2e = results["end_to_end"]
+    lines.append(f"| `factrecall simulate` figure5, end to end | {e2e['seconds_best']:.2f} s | ≤ 5 s | "
+                 f"{'yes' if e2e['met'] else 'no'} |")
+    sgd = results["sgd_vs_flow"]
+    note = " (extrapolated)" if sgd["extrapolated"] else ""
+    lines.append(f"| SGD protocol{note} {sgd['sgd_seconds']:.1f} s / flow {sgd['flow_seconds']:.2f} s | "
+                 f"{sgd['ratio']:.0f}× | ≥ 30× | {'yes' if sgd['met'] else 'no'} |")
+    gd = results["gd_evals"]
+    lines.append(f"| GD evals at max dev 1e-3 (lr {gd['gd_lr']:.2g}: {gd['gd_gradient_evals']}) / flow "
+                 f"evals ({gd['flow_function_evals']}), t ≤ {gd['t_max']:g} | {gd['ratio']:.0f}× | ≥ 50× | "
+                 f"{'yes' if gd['met'] else 'no'} |")
+    lh = results["long_horizon"]
+    lines.append(f"| flow evals to t = 1e6 ({lh['evals_1e6']}) / to t = 1e3 ({lh['evals_1e3']}) | "
+                 f"{lh['ratio']:.2f} | ≤ 3 | {'yes' if lh['met'] else 'no'} |")
+    lines += ["", "| facts S·R | S | t_max | function evals | seconds | ms / eval | final loss |",
+              "|---|---|---|---|---|---|---|"]
+    for row in results["scaling"]:
+        lines.append(f"| {row['facts']} | {row['S']} | {row['t_max']:.3g} | {row['function_evals']} | "
+                     f"{row['seconds']:.2f} | {row['ms_per_eval']:.3f} | {row['final_loss']:.3g} |")
+    return "\n".join(lines)
+
+
+def run_bench(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
+    """Run every section, print the table, save JSON to ``out``; returns the results."""
+    sections = [("end_to_end", lambda: bench_end_to_end(2 if quick else 3)),
+                ("sgd_vs_flow", lambda: bench_sgd_vs_flow(quick)),
+                ("gd_evals", lambda: bench_gd_evals(quick)),
+                ("long_horizon", bench_long_horizon),
+                ("scaling", lambda: bench_scaling(quick))]
+    results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
+    for name, section in sections:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        results[name] = section()
+    table = format_table(results)
+    print(table)
+    if out is not None:
+        atomic_write_json(Path(out), results)
+    return results
