@@ -61,6 +61,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
     config = resolve_config(args.preset, args.config, args.overrides)
+    _check_device(config.device)
     name = args.preset or (Path(args.config).stem if args.config else "figure5")
     out = Path(args.out) if args.out else default_run_dir(config, name)
     check_target(out, config)
@@ -75,6 +76,18 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"       {meta['message']}")
     print(f"wrote {out}")
     return 0
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    import torch
+
+    index = torch.device(device).index or 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"device={device!r}: not available on this machine ({count} CUDA devices); "
+                          "allowed: cpu" + (f" or cuda:0..cuda:{count - 1}" if count else ""))
 
 
 def _bench(args: argparse.Namespace) -> int:

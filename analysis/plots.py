@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend, faster import
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dynamics.trajectory import Trajectory  # noqa: E402
+from dynamics.trajectory import Trajectory
 
 CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
           ("subject_loss", "subject-only loss", "C2"))
@@ -21,7 +18,8 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
                 title: str = "") -> None:
     """Loss, relation-only and subject-only loss against log t for one or more runs, with the
     reference levels log |A|, H(A|R) and 0 dashed. The first run is drawn solid, the others dashed."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
     for index, (label, traj) in enumerate(runs):
         positive = traj.t > 0
         style = "-" if index == 0 else (0, (3, 2))
@@ -49,7 +47,6 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
     ax.grid(alpha=0.25, which="both")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def first_time_below(traj: Trajectory, field: str, level: float) -> float:

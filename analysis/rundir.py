@@ -29,6 +29,12 @@ def default_run_dir(config: Config, name: str) -> Path:
 
 def check_target(path: Path, config: Config) -> None:
     """Refuse a target that exists and holds something other than a run of this very config."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out={str(path)!r}: {str(ancestor)!r} is not a directory; allowed: a path "
+                          "whose existing parent is a directory")
     if not path.exists():
         return
     if not path.is_dir():

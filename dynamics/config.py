@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -194,7 +195,7 @@ class Config:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
             _fail("device", self.device, "must be cpu or cuda[:N]")
         if self.model.kind == "embedded":
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
@@ -216,7 +217,7 @@ class Config:
         tree = self.to_dict()
         for key, value in overrides.items():
             section, _, name = key.partition(".")
-            node_type = _section_type(section, key)
+            node_type = _section_type(section, key, value)
             if node_type is None:
                 if name:
                     _fail(key, value, f"unknown key; '{section}' has no sub-keys")
@@ -260,10 +261,10 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _section_type(section: str, key: str) -> type | None:
+def _section_type(section: str, key: str, value: Any = None) -> type | None:
     top = _field_types(Config)
     if section not in top:
-        _fail(key, None, "unknown key; allowed sections: " + ", ".join(top))
+        _fail(key, value, "unknown key; allowed sections: " + ", ".join(top))
     kind = top[section]
     return kind if dataclasses.is_dataclass(kind) else None
 
@@ -352,7 +353,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         _fail("--config", str(path), "must be an existing JSON or YAML file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        _fail("--config", str(path), f"must be a readable UTF-8 JSON or YAML file ({type(err).__name__})")
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml  # optional: only to read YAML configs

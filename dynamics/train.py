@@ -75,6 +75,9 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
         if not (math.isfinite(float(value)) and torch.isfinite(grad).all()):
             status, status_time = "nonfinite", k * lr
             message = f"loss or gradient became non-finite at step {k} (t={k * lr:.6g}); lr={lr} diverged"
+            if len(kept) > 1 and kept_steps[-1] == k:  # θ_k itself is where it failed: not part of the record
+                kept_steps.pop()
+                kept.pop()
             break
         if optimizer == "adam":
             m.mul_(beta1).add_(grad, alpha=1 - beta1)
