@@ -45,6 +45,33 @@ class ReferenceLevels:
                 "H(A|S)": self.given_subject, "0": 0.0}
 
 
+def reference_levels(facts: np.ndarray, fact_weights: np.ndarray, answers_per_relation: int
+                     ) -> ReferenceLevels:
+    """Reference entropies of a fact table ``facts`` (S, R) under fact frequencies ``fact_weights`` (S, R).
+
+    H(A) is the entropy of the answer marginal q(a) = Σ_{s,r: a*(s,r)=a} w_{sr}; H(A|R) = Σ_r w_r H(a* | r);
+    H(A|S) = Σ_s w_s H(a* | s), each conditional taken under the fact frequencies.
+    """
+    S, R = facts.shape
+    num_answers = R * answers_per_relation
+    marginal = np.zeros(num_answers)
+    np.add.at(marginal, facts, fact_weights)
+    given_relation = 0.0
+    for r in range(R):
+        w_r = fact_weights[:, r].sum()
+        cond = np.zeros(num_answers)
+        np.add.at(cond, facts[:, r], fact_weights[:, r] / w_r)
+        given_relation += w_r * _entropy(cond)
+    given_subject = 0.0
+    for s in range(S):
+        w_s = fact_weights[s].sum()
+        cond = np.zeros(num_answers)
+        np.add.at(cond, facts[s], fact_weights[s] / w_s)
+        given_subject += w_s * _entropy(cond)
+    return ReferenceLevels(math.log(num_answers), _entropy(marginal), float(given_relation),
+                           float(given_subject))
+
+
 class FactTask:
     """A seeded instance of the task: fact table ``facts[s, r] = a*(s, r)`` and fact frequencies."""
 
@@ -73,20 +100,7 @@ class FactTask:
     @cached_property
     def levels(self) -> ReferenceLevels:
         """Reference entropies of this table and these frequencies (DESIGN §2)."""
-        w = self.fact_weights
-        marginal = np.zeros(self.num_answers)
-        np.add.at(marginal, self.facts, w)
-        given_relation = 0.0
-        for r in range(self.R):
-            cond = np.zeros(self.D)
-            np.add.at(cond, self.facts[:, r] - r * self.D, self.subject_weights)
-            given_relation += self.relation_weights[r] * _entropy(cond)
-        given_subject = 0.0
-        for s in range(self.S):
-            cond = np.zeros(self.num_answers)
-            np.add.at(cond, self.facts[s], self.relation_weights)
-            given_subject += self.subject_weights[s] * _entropy(cond)
-        return ReferenceLevels(math.log(self.num_answers), _entropy(marginal), given_relation, given_subject)
+        return reference_levels(self.facts, self.fact_weights, self.D)
 
     def population_counts(self) -> tuple[float, float]:
         """Expected count of each noise token, and of the noise block, in one sequence: (T-3)/N and T-3."""

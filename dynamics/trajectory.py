@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .models import Model
-from .task import FactTask
+from .task import FactTask, reference_levels
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,6 +62,7 @@ class Trajectory:
     argmax_class: np.ndarray
     facts: np.ndarray
     fact_weights: np.ndarray
+    answers_per_relation: int
     attention: np.ndarray  # (K, 4): subject, relation, noise block, EOS (frequency-weighted over facts)
     norms: dict[str, np.ndarray]  # name -> (K,)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class Trajectory:
         """Write ``trajectory.npz`` and ``summary.json`` into ``directory`` atomically (temp + rename)."""
         directory = Path(directory)
         arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        arrays["answers_per_relation"] = np.asarray(self.answers_per_relation)
         for i, part in enumerate(ATTENTION_PARTS):
             arrays[f"attention_{part}"] = self.attention[:, i]
         for name, values in self.norms.items():
@@ -90,7 +92,12 @@ class Trajectory:
         attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
         return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
-                   meta=meta)
+                   answers_per_relation=int(arrays["answers_per_relation"]), meta=meta)
+
+    @property
+    def levels(self) -> dict[str, float]:
+        """Reference levels (log|A|, H(A), H(A|R), H(A|S), 0) of this run's own table and frequencies."""
+        return reference_levels(self.facts, self.fact_weights, self.answers_per_relation).as_dict()
 
     @property
     def final_loss(self) -> float:
@@ -120,7 +127,8 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
     arrays["argmax_class"] = arrays["argmax_class"].astype(np.int8)
     return Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
-                      fact_weights=task.fact_weights.copy(), norms=norms, meta=meta, **arrays)
+                      fact_weights=task.fact_weights.copy(), answers_per_relation=task.D, norms=norms,
+                      meta=meta, **arrays)
 
 
 def atomic_write(path: Path, write: Any) -> None:
