@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from .numerics import compute_settings
 from .objective import Objective, gradient
-from .threads import threads_for
 
 VectorField = Callable[[torch.Tensor], torch.Tensor]
 
@@ -104,7 +104,7 @@ def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, 
     ``times`` must be increasing. ``progress(t)`` is called after every accepted step. Numerical failure
     ends the run with a status; the states up to the last grid point before the failure are kept.
     """
-    with threads_for(theta0):
+    with compute_settings(theta0):
         return _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress)
 
 
@@ -123,6 +123,11 @@ def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, 
             continue
         except (_Stop, AssertionError) as err:
             status, status_time, message = _classify(err, counter)
+        if status == "max_steps":
+            # The budget ran out at status_time, after the accepted steps had passed every grid point up
+            # to it: replay those points (no progress in time beyond status_time) instead of losing them.
+            counter.max_steps = math.inf
+            j = max(i, int(np.searchsorted(np.asarray(times, dtype=np.float64), status_time, "right")) - 1)
         # Replay the failed chunk point by point, keeping every grid point before the failure.
         while i < j:
             try:

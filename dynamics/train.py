@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .numerics import compute_settings
 from .objective import Objective, gradient
-from .threads import threads_for
 
 
 def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, opt
 
     gd / sgd: θ ← θ - η g.  adam: the usual bias-corrected moments of g.  g = P ∇L_k(θ).
     """
-    with threads_for(theta0):
+    with compute_settings(theta0):
         return _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, beta1, beta2,
                       eps, progress)
 
