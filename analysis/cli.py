@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--train", action="store_true", help="also run the discrete training of train.*")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    stages = commands.add_parser("stages", help="detect the stages of a run directory and write them")
+    stages.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by factrecall simulate")
+
     bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
     bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
     bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
@@ -66,6 +69,8 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(config, name)
     check_target(out, config)
     runs = simulate(config, out, train=args.train, progress=not args.quiet)
+    from .report import format_stage_table
+
     for label, traj in runs.items():
         meta = traj.meta
         cost = (f"{meta['function_evals']} function evals" if label == "flow"
@@ -74,6 +79,7 @@ def _simulate(args: argparse.Namespace) -> int:
               f"t_end={traj.t[-1]:.4g}  {cost}  {meta['wall_seconds']:.2f} s")
         if meta["status"] != "ok":
             print(f"       {meta['message']}")
+        print(format_stage_table(label, meta["stages"]))
     print(f"wrote {out}")
     return 0
 
@@ -90,6 +96,19 @@ def _check_device(device: str) -> None:
                           "allowed: cpu" + (f" or cuda:0..cuda:{count - 1}" if count else ""))
 
 
+def _stages(args: argparse.Namespace) -> int:
+    from .report import analyse_run_directory, format_stage_table
+
+    path = Path(args.run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"RUN_DIR={args.run_dir!r}: not a directory; allowed: a run directory written by "
+                          "factrecall simulate")
+    for name, payload in analyse_run_directory(path):
+        print(format_stage_table(name, payload))
+    print(f"wrote stages.json, stages.npz, loss.png, facts.png, fractions.png in {path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -97,7 +116,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"simulate": _simulate, "bench": _bench}
+_COMMANDS = {"simulate": _simulate, "stages": _stages, "bench": _bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend, faster import
@@ -15,9 +16,16 @@ CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
 
 
 def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float], path: Path,
-                title: str = "") -> None:
+                title: str = "", *, stages: Sequence[Mapping[str, Any]] | None = None,
+                predicted: Mapping[str, float] | None = None) -> None:
     """Loss, relation-only and subject-only loss against log t for one or more runs, with the
-    reference levels log |A|, H(A|R) and 0 dashed. The first run is drawn solid, the others dashed."""
+    reference levels log |A|, H(A|R) and 0 dashed. The first run is drawn solid, the others dashed.
+
+    ``stages`` (optional): dicts with ``name``, ``t_start`` and ``t_end`` (None: still running at the end),
+    each shaded as a band on the time axis and named in it; a ``t_start`` of 0 starts at the left edge.
+    ``predicted`` (optional): label -> time, each marked by a dotted vertical line (e.g. the theory's
+    ``t_R``, ``t_S``); the x range is widened to show them.
+    """
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for index, (label, traj) in enumerate(runs):
@@ -40,13 +48,41 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     # Plateaus live on log t; decades far below the first escape carry no information.
     t_end = max(float(traj.t[-1]) for _, traj in runs)
     t_first = min(float(traj.t[traj.t > 0][0]) for _, traj in runs if (traj.t > 0).any())
-    ax.set_xlim(max(t_first, t_end * 1e-3), t_end * 1.05)
+    left, right = max(t_first, t_end * 1e-3), t_end * 1.05
+    marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
+    if marks:
+        left, right = min(left, min(marks.values()) / 1.2), max(right, max(marks.values()) * 1.2)
+    ax.set_xlim(left, right)
+    if stages:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.08 * (high - low))  # headroom for the stage names above the curves
+        _shade_stages(ax, stages, left, right)
+    for index, (label, time) in enumerate(marks.items()):
+        ax.axvline(time, color="0.15", ls=(0, (1, 1 + index)), lw=1.3, label=f"{label} = {time:.3g}")
     ax.set_xlabel("flow time t (= step × lr for discrete runs)")
     ax.set_ylabel("loss (nats)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
     ax.grid(alpha=0.25, which="both")
     fig.savefig(path, dpi=120)
+
+
+STAGE_COLORS = {"init": "0.6", "marginal": "C4", "hallucination": "C3", "subject_first": "C2",
+                "recall": "C0"}
+
+
+def _shade_stages(ax: Any, stages: Sequence[Mapping[str, Any]], left: float, right: float) -> None:
+    """Shade each stage between t_start and t_end (clamped to [left, right]) and write its name in it."""
+    for index, stage in enumerate(stages):
+        start = float(stage.get("t_start") or 0.0)
+        end = right if stage.get("t_end") is None else float(stage["t_end"])
+        start, end = max(start, left), min(end, right)
+        if not end > start:
+            continue
+        name = str(stage.get("name", "?"))
+        ax.axvspan(start, end, color=STAGE_COLORS.get(name, f"C{index % 10}"), alpha=0.12, lw=0)
+        ax.text(float(np.sqrt(start * end)), 0.985, name, transform=ax.get_xaxis_transform(), ha="center",
+                va="top", fontsize=8, color="0.2")
 
 
 def first_time_below(traj: Trajectory, field: str, level: float) -> float:

@@ -11,6 +11,7 @@ from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
 from .plots import plot_losses
+from .report import analyse_trajectory
 from .rundir import staged_run_dir
 
 
@@ -18,7 +19,8 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
              ) -> dict[str, Trajectory]:
     """Integrate the gradient flow of ``config`` and write a run directory at ``out``.
 
-    Without ``train``: ``out/{config.json, trajectory.npz, summary.json, loss.png}``. With ``train``
+    Without ``train``: ``out/{config.json, trajectory.npz, summary.json, stages.json, stages.npz,
+    loss.png, facts.png, fractions.png}`` (stage analysis: :mod:`analysis.report`). With ``train``
     the discrete run of ``train.*`` starts from the same θ(0): ``out/flow/`` and ``out/train/`` each
     hold a run, and ``out/loss.png`` overlays both. Returns the trajectories by name.
     """
@@ -36,11 +38,12 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
                 (target / "config.json").parent.mkdir(parents=True, exist_ok=True)
                 (target / "config.json").write_text((staging / "config.json").read_text())
             traj.save(target)
-            plot_losses([(name, traj)], levels, target / "loss.png", title=_title(config, name, traj))
+            traj.meta["stages"] = analyse_trajectory(traj, config, target, title=_title(config, name, traj))
         if train:
             labels = {"flow": "flow", "train": f"{config.train.optimizer} lr={config.train.lr:g}"}
             plot_losses([(labels[n], t) for n, t in runs.items()], levels, staging / "loss.png",
-                        title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]))
+                        title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]),
+                        stages=runs["flow"].meta["stages"]["stages"])
     for traj in runs.values():
         traj.meta["total_seconds"] = time.perf_counter() - start
     return runs

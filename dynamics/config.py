@@ -325,7 +325,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Subjects learned first (DESIGN §5): init -> marginal -> subject_first -> recall.
     "subject_first": {
         "task.subjects": 2, "task.relations": 32, "task.answers_per_relation": 8, "task.facts": "random",
-        "task.noise_tokens": 34, "flow.t_max": 2000.0,
+        "task.noise_tokens": 20, "flow.t_max": 2000.0,
     },
     # A random fact table, hallucination level H(A|R) below log D.
     "random64": {

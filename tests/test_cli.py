@@ -22,7 +22,8 @@ from dynamics.trajectory import Trajectory
 
 FAST = ["--set", "flow.t_max=50", "--set", "flow.points=20"]
 FAST_TRAIN = ["--set", "train.steps=100", "--set", "train.batch_size=32"]
-RUN_FILES = {"config.json", "trajectory.npz", "summary.json", "loss.png"}
+RUN_FILES = {"config.json", "trajectory.npz", "summary.json", "loss.png", "stages.json", "stages.npz",
+             "facts.png", "fractions.png"}
 
 
 def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
