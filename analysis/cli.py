@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     stages = commands.add_parser("stages", help="detect the stages of a run directory and write them")
     stages.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by factrecall simulate")
 
+    comp = commands.add_parser("compare", help="the flow against discrete training from the same start")
+    _add_config_options(comp)
+    comp.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    comp.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
+    comp.add_argument("--optimizers", default="gd,sgd,adam", help="among gd, sgd, adam")
+    comp.add_argument("--batch-sizes", default="64,256,1024", help="SGD batch sizes")
+    comp.add_argument("--seeds", default="3", help="SGD/Adam runs per setting (mean and band)")
+    comp.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
+    comp.add_argument("--quiet", action="store_true", help="no progress lines")
+
     bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
     bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
     bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
@@ -109,6 +119,32 @@ def _stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_list(flag: str, text: str, kind: type) -> tuple:
+    try:
+        values = tuple(kind(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}={text!r}: must be a comma-separated list of {kind.__name__} values"
+                          ) from None
+    if not values:
+        raise ConfigError(f"{flag}={text!r}: must list at least one value")
+    return values
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import CompareSpec
+    from .compare_run import run_compare
+
+    config = resolve_config(args.preset, args.config, args.overrides)
+    _check_device(config.device)
+    seeds = _parse_list("--seeds", args.seeds, int)
+    spec = CompareSpec(lrs=_parse_list("--lrs", args.lrs, float),
+                       optimizers=tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
+                       batch_sizes=_parse_list("--batch-sizes", args.batch_sizes, int), seeds=seeds[0],
+                       modified_flow=not args.no_modified)
+    run_compare(config, spec, Path(args.out), quiet=args.quiet)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -116,7 +152,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"simulate": _simulate, "stages": _stages, "bench": _bench}
+_COMMANDS = {"simulate": _simulate, "stages": _stages, "compare": _compare, "bench": _bench}
 
 if __name__ == "__main__":
     sys.exit(main())

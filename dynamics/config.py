@@ -143,6 +143,7 @@ class FlowConfig:
     atol: float = 1e-10
     first_step: float = 1e-3
     max_steps: int = 200_000
+    modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
 
     def __post_init__(self) -> None:
         _positive("flow.t_max", self.t_max)
@@ -155,6 +156,7 @@ class FlowConfig:
         _positive("flow.atol", self.atol)
         _positive("flow.first_step", self.first_step)
         _int_at_least("flow.max_steps", self.max_steps, 1)
+        _non_negative("flow.modified_lr", self.modified_lr)
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,19 @@ def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, t
         value = objective(x)
         (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
+
+
+def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
+                     direction: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇L(θ), H(θ)·v) with v = direction(∇L(θ)), by double reverse-mode autodiff (never a dense Hessian)."""
+    with torch.enable_grad():
+        x = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(x), x, create_graph=True)
+        v = direction(grad.detach())
+        (hvp,) = torch.autograd.grad(grad, x, grad_outputs=v)
+    return grad.detach(), hvp
+
+
+def hessian_vector_product(objective: Objective, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """H(θ)·v for the Hessian H of the objective at θ."""
+    return gradient_and_hvp(objective, theta, lambda grad: vector)[1]

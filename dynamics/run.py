@@ -9,8 +9,10 @@ import torch
 import torchdiffeq
 
 from .config import Config
-from .flow import gradient_field, integrate_flow, log_progress_bar, log_time_grid
+from .curvature import sharpness
+from .flow import gradient_field, integrate_flow, log_progress_bar, log_time_grid, modified_gradient_field
 from .models import build_model
+from .numerics import compute_settings
 from .objective import Objective, make_objective
 from .task import FactTask
 from .train import record_steps, train
@@ -34,11 +36,13 @@ def time_grid(config: Config) -> np.ndarray:
     return log_time_grid(config.flow.t_min, config.flow.t_max, config.flow.points)
 
 
-def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None) -> Trajectory:
+def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
+             keep_states: bool = False) -> Trajectory:
     """Integrate the gradient flow dθ/dt = -P ∇L(θ) of ``config`` and record every fact on its grid.
 
     ``times`` (increasing, starting at 0) replaces the config's log grid, e.g. to evaluate the flow at
-    the times ``k·lr`` of a discrete run.
+    the times ``k·lr`` of a discrete run. ``flow.modified_lr`` = η > 0 integrates GD's modified flow
+    instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token.
     """
     task = FactTask(config.task)
     model = build_model(config, task)
@@ -48,7 +52,9 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
         grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
-        result = integrate_flow(gradient_field(objective, model.preconditioner), theta0, grid,
+        field = (modified_gradient_field(objective, model.preconditioner, flow.modified_lr)
+                 if flow.modified_lr > 0 else gradient_field(objective, model.preconditioner))
+        result = integrate_flow(field, theta0, grid,
                                 method=flow.method, rtol=flow.rtol, atol=flow.atol,
                                 first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
     finally:
@@ -56,17 +62,27 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     meta = {"kind": "flow", "status": result.status, "status_time": result.status_time,
             "message": result.message, "function_evals": result.function_evals,
             "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
-            "wall_seconds": result.wall_seconds, "num_params": model.num_params, "versions": versions()}
+            "wall_seconds": result.wall_seconds, "num_params": model.num_params,
+            "modified_lr": flow.modified_lr, "versions": versions()}
     trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
+    if keep_states:
+        trajectory.states = _untied_states(model, result.states)
     return trajectory
 
 
-def run_training(config: Config, progress: bool = False) -> Trajectory:
+def _untied_states(model, states: torch.Tensor) -> np.ndarray:
+    """States as the full model sees them (one parameter set per vocabulary token), as numpy."""
+    _, expand = model.untied()
+    return torch.stack([expand(theta) for theta in states]).cpu().numpy()
+
+
+def run_training(config: Config, progress: bool = False, keep_states: bool = False) -> Trajectory:
     """Discrete training of ``train.*`` from the flow's initial parameters, recorded at t = k·lr.
 
     ``gd`` steps on the flow's own objective; ``sgd`` and ``adam`` draw a fresh batch of
     ``train.batch_size`` sequences every step, on the model with one parameter set per token.
+    ``keep_states`` stores θ_k in ``Trajectory.states`` (one parameter set per token).
     """
     task = FactTask(config.task)
     model = build_model(config, task)
@@ -102,7 +118,28 @@ def run_training(config: Config, progress: bool = False) -> Trajectory:
     meta = {"kind": "train", "optimizer": opts.optimizer, "lr": opts.lr, "status": result.status,
             "status_time": result.status_time, "message": result.message,
             "gradient_evals": result.gradient_evals, "wall_seconds": result.wall_seconds,
-            "num_params": model.num_params, "versions": versions()}
+            "num_params": model.num_params, "status_step": (None if result.status_time is None
+                                                             else int(round(result.status_time / opts.lr))),
+            "first_loss_increase_step": result.first_loss_increase,
+            "versions": versions()}
     trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
+    if keep_states:
+        trajectory.states = _untied_states(model, result.states)
     return trajectory
+
+
+def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Sharpness λ_max(P H) along the flow of ``config`` at ``points`` log-spaced times in [t_min, t_max]:
+    GD with learning rate η follows the flow only while η · λ_max < 2. Returns (t, λ_max)."""
+    task = FactTask(config.task)
+    model = build_model(config, task)
+    objective = make_objective(model, task, config.loss)
+    flow = config.flow
+    times = log_time_grid(flow.t_min, flow.t_max, points + 1)
+    result = integrate_flow(gradient_field(objective, model.preconditioner),
+                            model.initial_parameters(config.init), times, method=flow.method, rtol=flow.rtol,
+                            atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
+    with compute_settings(result.states[0]):
+        values = [sharpness(objective, theta, model.preconditioner, iterations) for theta in result.states]
+    return result.times, np.asarray(values)

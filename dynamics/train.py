@@ -37,6 +37,7 @@ class TrainResult:
     message: str
     gradient_evals: int
     wall_seconds: float
+    first_loss_increase: int | None = None  # full-batch GD: first step k with L(θ_k) > L(θ_{k-1})
 
 
 def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, optimizer: str, lr: float,
@@ -62,6 +63,8 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
     kept: list[torch.Tensor] = []
     status, status_time, message = "ok", None, f"trained {steps} steps"
     evals = 0
+    previous = math.inf
+    first_increase = None
     for k in range(steps + 1):
         if k in wanted:
             kept_steps.append(k)
@@ -72,6 +75,13 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
         evals += 1
         if preconditioner is not None:
             grad = preconditioner * grad
+        current = float(value)
+        # On one fixed objective a stable step never raises the loss (descent lemma, lr < 2/λ_max);
+        # the first rise marks where GD left the flow. Meaningless for fresh batches (sgd, adam).
+        rose = current > previous + 1e-12 * max(1.0, abs(previous))
+        if optimizer == "gd" and first_increase is None and rose:
+            first_increase = k
+        previous = current
         if not (math.isfinite(float(value)) and torch.isfinite(grad).all()):
             status, status_time = "nonfinite", k * lr
             message = f"loss or gradient became non-finite at step {k} (t={k * lr:.6g}); lr={lr} diverged"
@@ -95,4 +105,4 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
             progress(k + 1)
     kept_steps_arr = np.asarray(kept_steps, dtype=np.int64)
     return TrainResult(kept_steps_arr, kept_steps_arr * lr, torch.stack(kept), status, status_time, message,
-                       evals, time.perf_counter() - start)
+                       evals, time.perf_counter() - start, first_increase)

@@ -66,6 +66,7 @@ class Trajectory:
     attention: np.ndarray  # (K, 4): subject, relation, noise block, EOS (frequency-weighted over facts)
     norms: dict[str, np.ndarray]  # name -> (K,)
     meta: dict[str, Any] = field(default_factory=dict)
+    states: np.ndarray | None = None  # (K, P) parameters, one set per token; kept only when asked
 
     ARRAYS = ("t", "loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "p_relation",
               "p_subject", "argmax_class", "facts", "fact_weights")
@@ -79,6 +80,8 @@ class Trajectory:
             arrays[f"attention_{part}"] = self.attention[:, i]
         for name, values in self.norms.items():
             arrays[f"norm_{name}"] = values
+        if self.states is not None:
+            arrays["states"] = self.states
         atomic_write(directory / "trajectory.npz", lambda f: np.savez_compressed(f, **arrays))
         atomic_write_json(directory / "summary.json", self.meta)
 
@@ -92,7 +95,8 @@ class Trajectory:
         attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
         return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
-                   answers_per_relation=int(arrays["answers_per_relation"]), meta=meta)
+                   answers_per_relation=int(arrays["answers_per_relation"]), meta=meta,
+                   states=arrays.get("states"))
 
     @property
     def levels(self) -> dict[str, float]:
