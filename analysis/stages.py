@@ -46,6 +46,7 @@ class DetectorSettings:
     min_decades: float = 0.15  # shortest intermediate plateau, in decades of t
     smooth_decades: float = 0.06  # running-median window, in decades of t
     min_level_gap: float = 0.15  # an intermediate level must be this far from log|A| and from 0
+    flat_ratio: float = 0.3  # a plateau's slope in log t must be below this fraction of the slope around it
 
 
 @dataclass
@@ -114,8 +115,9 @@ def crossing_time(t: np.ndarray, y: np.ndarray, threshold: float, start: int = 0
     if not len(hits):
         return math.nan
     i = start + int(hits[0])
-    if i == 0 or t[i - 1] <= 0 or y[i - 1] == y[i]:
-        return float(t[i])
+    already_past = i > 0 and bool(y[i - 1] < threshold if downward else y[i - 1] > threshold)
+    if i == 0 or already_past or t[i - 1] <= 0 or y[i - 1] == y[i]:
+        return float(t[i])  # nothing to interpolate: y was already past the threshold at t[i - 1]
     frac = (y[i - 1] - threshold) / (y[i - 1] - y[i])
     return float(math.exp(math.log(t[i - 1]) + frac * (math.log(t[i]) - math.log(t[i - 1]))))
 
@@ -135,7 +137,7 @@ def detect_stages(traj: Trajectory, settings: DetectorSettings | None = None) ->
     subject_known = smooth["subject_loss"] < settings.known_fraction * math.log(D) if D > 1 else None
     candidates = _candidates(levels, settings, R, D)
     labels = _label_points(smooth["loss"], levels, candidates, relation_known, subject_known, settings)
-    runs = _plateaus(labels, x, settings, len(t))
+    runs = _plateaus(labels, x, settings, len(t), smooth["loss"])
     stages, transitions = _stages_from_runs(runs, t, smooth["loss"], traj.loss[keep], levels)
     return StageReport(stages, transitions, levels, candidates, settings)
 
@@ -168,8 +170,17 @@ def _label_points(loss, levels, candidates, relation_known, subject_known, setti
     return labels
 
 
-def _plateaus(labels: list[str | None], x: np.ndarray, settings: DetectorSettings, n: int
-              ) -> list[tuple[str, int, int]]:
+def _is_flat(x: np.ndarray, y: np.ndarray, a: int, b: int, settings: DetectorSettings) -> bool:
+    """The smoothed loss on [a, b] is flatter than around it: a plateau, not a slow slope through a level."""
+    inner = abs(float(np.polyfit(x[a:b + 1], y[a:b + 1], 1)[0]))
+    lo = int(np.searchsorted(x, x[a] - settings.min_decades, side="left"))
+    hi = int(np.searchsorted(x, x[b] + settings.min_decades, side="right")) - 1
+    outer = abs(float(y[lo] - y[hi])) / max(float(x[hi] - x[lo]), 1e-12)
+    return inner <= settings.flat_ratio * outer
+
+
+def _plateaus(labels: list[str | None], x: np.ndarray, settings: DetectorSettings, n: int,
+              smooth_loss: np.ndarray) -> list[tuple[str, int, int]]:
     """Maximal runs (label, first index, last index) that qualify as plateaus, in time order."""
     runs: list[tuple[str, int, int]] = []
     i = 0
@@ -195,7 +206,8 @@ def _plateaus(labels: list[str | None], x: np.ndarray, settings: DetectorSetting
             continue  # the uniform start is a stage only at the start
         if name == "recall" and b != n - 1:
             continue  # recall is terminal: the loss stays near 0 to the end of the record
-        if name in INTERMEDIATE and x[b] - x[a] < settings.min_decades:
+        if name in INTERMEDIATE and (x[b] - x[a] < settings.min_decades
+                                     or not _is_flat(x, smooth_loss, a, b, settings)):
             continue
         if kept and kept[-1][0] == name:
             kept[-1] = (name, kept[-1][1], b)
@@ -246,10 +258,16 @@ class FactStages:
         return dict(asdict(self))
 
 
+def relation_threshold(R: int) -> float:
+    """p(A_r) above which a fact's relation counts as known: a majority of the mass, or, where chance
+    1/R is already 1/2 or more (R <= 2), halfway from chance to certainty (never, for R = 1)."""
+    return 0.5 if R > 2 else (math.inf if R == 1 else (1 + 1 / R) / 2)
+
+
 def fact_states(traj: Trajectory) -> np.ndarray:
     """(K, S, R) state of every fact at every time: uninformed, hallucinating or recalled."""
     recalled = traj.p_correct > 0.5
-    hallucinating = ~recalled & (traj.p_relation > 0.5)
+    hallucinating = ~recalled & (traj.p_relation > relation_threshold(traj.facts.shape[1]))
     return np.where(recalled, RECALLED, np.where(hallucinating, HALLUCINATING, UNINFORMED)).astype(np.int8)
 
 
@@ -258,6 +276,7 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
     state = fact_states(traj)
     K, S, R = state.shape
     t = traj.t
+    known = relation_threshold(R)
     enter = np.full((S, R), np.nan)
     leave = np.full((S, R), np.nan)
     recall = np.full((S, R), np.nan)
@@ -267,7 +286,7 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
             halluc = np.nonzero(column == HALLUCINATING)[0]
             if len(halluc):
                 first = int(halluc[0])
-                enter[s, r] = crossing_time(t, traj.p_relation[:, s, r], 0.5, max(first - 1, 0), False)
+                enter[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, max(first - 1, 0), False)
                 after = np.nonzero(column[first:] != HALLUCINATING)[0]
                 if len(after):
                     i = first + int(after[0])
@@ -275,7 +294,7 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
                     if column[i] == RECALLED:
                         leave[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, i - 1, downward=False)
                     else:
-                        leave[s, r] = crossing_time(t, traj.p_relation[:, s, r], 0.5, i - 1, downward=True)
+                        leave[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, i - 1, downward=True)
             recall[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, 0, downward=False)
     learning_time, width = _sigmoid_fit(t, traj.p_correct, recall)
     flat = state.reshape(K, -1)
