@@ -41,6 +41,21 @@ def gradient_field(objective: Objective, preconditioner: torch.Tensor | None = N
     return field
 
 
+def batched_gradient_field(objective: Objective, preconditioner: torch.Tensor | None = None) -> VectorField:
+    """f(Θ) = -P ∇L(θ_b) row by row for Θ (B, P): the objective's batched closed form where it has one,
+    else ``torch.func.vmap`` of the autodiff gradient."""
+    closed = getattr(objective, "value_and_grad", None)
+    scale = 1.0 if preconditioner is None else preconditioner
+    vmapped = torch.func.vmap(torch.func.grad(objective))
+
+    def field(thetas: torch.Tensor) -> torch.Tensor:
+        result = closed(thetas) if closed is not None else None
+        grads = result[1] if result is not None else vmapped(thetas)
+        return -scale * grads
+
+    return field
+
+
 def modified_gradient_field(objective: Objective, preconditioner: torch.Tensor | None, lr: float
                             ) -> VectorField:
     """The modified flow of GD with learning rate η (backward-error analysis, second order in η):
@@ -91,12 +106,34 @@ class _Counter(torch.nn.Module):
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.evals += 1
+        if self.members is not None:
+            return self._batched(t, y)
         if not torch.isfinite(y).all():
             raise _Stop("nonfinite", float(t), f"state became non-finite at t={float(t):.6g}")
         dy = self.field(y)
         if not torch.isfinite(dy).all():
             raise _Stop("nonfinite", float(t), f"vector field became non-finite at t={float(t):.6g}")
         return dy
+
+    members: torch.Tensor | None = None  # batch mode: per-member failure time (NaN while alive)
+
+    def _batched(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Batch mode: a member whose state or field turns non-finite is frozen (zero derivative) and its
+        failure time recorded; the others go on."""
+        alive = torch.isnan(self.members)
+        safe = torch.where(alive[:, None], y, torch.zeros_like(y))
+        dy = self.field(safe)
+        bad = alive & ~(torch.isfinite(y).all(1) & torch.isfinite(dy).all(1))
+        if bad.any():
+            self.members[bad] = float(t)
+            alive = alive & ~bad
+        return torch.where(alive[:, None], dy, torch.zeros_like(dy))
+
+    def member_norm(self, ratio: torch.Tensor) -> torch.Tensor:
+        """Error norm of a batch: the largest per-member RMS over the members still alive."""
+        rms = ratio.pow(2).mean(1).sqrt()
+        alive = torch.isnan(self.members)
+        return torch.where(alive, rms, torch.zeros_like(rms)).max()
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.accepted += 1
@@ -125,11 +162,54 @@ def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, 
         return _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress)
 
 
-def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress):
+@dataclass
+class BatchFlowResult:
+    """A batch integrated together: shared grid and cost, a status per member."""
+
+    times: np.ndarray  # (K,)
+    states: torch.Tensor  # (K, B, P)
+    status: str  # the batch's own status (a step underflow or step budget stops every member)
+    status_time: float | None
+    message: str
+    member_status: list[str]
+    member_status_time: list[float | None]
+    function_evals: int
+    accepted_steps: int
+    rejected_steps: int
+    wall_seconds: float
+
+
+def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *,
+                         method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-10,
+                         first_step: float = 1e-3, max_steps: int = 200_000,
+                         progress: Callable[[float], None] | None = None) -> BatchFlowResult:
+    """Integrate B independent flows dθ_b/dt = field(Θ)_b together (Θ: (B, P); ``field`` maps (B, P) to
+    (B, P) row by row) on one grid, one evaluation of the batched field per stage.
+
+    Step control is shared but judged member by member: the error norm is the largest per-member RMS, so
+    every member meets the tolerance on its own scale. A member whose state turns non-finite is frozen
+    with status ``nonfinite`` and its time; the rest of the batch goes on.
+    """
+    with compute_settings(theta0[0]):
+        result = _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, None, progress,
+                            batch=True)
+    flow, failed = result
+    statuses = ["nonfinite" if not math.isnan(f) else flow.status for f in failed]
+    when = [None if math.isnan(f) else f for f in failed]
+    when = [w if w is not None else flow.status_time for w in when]
+    return BatchFlowResult(flow.times, flow.states, flow.status, flow.status_time, flow.message, statuses,
+                           when, flow.function_evals, flow.accepted_steps, flow.rejected_steps,
+                           flow.wall_seconds)
+
+
+def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress,
+               batch: bool = False):
     start = time.perf_counter()
     # Each chunk restarts the solver (about one step's work); a few dozen chunks keep that cost small.
     chunk = chunk or max(32, len(times) // 24)
     counter = _Counter(field, max_steps, progress)
+    if batch:
+        counter.members = torch.full((theta0.shape[0],), math.nan, dtype=torch.float64, device=theta0.device)
     grid = torch.as_tensor(np.asarray(times, dtype=np.float64), device=theta0.device)
     states = [theta0.detach().clone()]
     status, status_time, message = "ok", None, "integrated to t_max"
@@ -156,14 +236,17 @@ def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, 
             except (_Stop, AssertionError):
                 break
     kept = torch.stack(states)
-    return FlowResult(np.asarray(times[:len(kept)], dtype=np.float64), kept, status, status_time, message,
-                      counter.evals, counter.accepted, counter.rejected, time.perf_counter() - start)
+    result = FlowResult(np.asarray(times[:len(kept)], dtype=np.float64), kept, status, status_time, message,
+                        counter.evals, counter.accepted, counter.rejected, time.perf_counter() - start)
+    return (result, counter.members.tolist()) if batch else result
 
 
 def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, rtol: float, atol: float,
            first_step: float) -> torch.Tensor:
     step = counter.last_dt if counter.last_dt is not None else first_step
     options = {"first_step": min(step, float(t[-1] - t[0]))}
+    if counter.members is not None:
+        options["norm"] = counter.member_norm
     with torch.no_grad():
         return odeint(counter, y0, t, method=method, rtol=rtol, atol=atol, options=options)
 

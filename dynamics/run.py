@@ -10,7 +10,15 @@ import torchdiffeq
 
 from .config import Config
 from .curvature import sharpness
-from .flow import gradient_field, integrate_flow, log_progress_bar, log_time_grid, modified_gradient_field
+from .flow import (
+    batched_gradient_field,
+    gradient_field,
+    integrate_flow,
+    integrate_flow_batch,
+    log_progress_bar,
+    log_time_grid,
+    modified_gradient_field,
+)
 from .models import build_model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
@@ -69,6 +77,58 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     if keep_states:
         trajectory.states = _untied_states(model, result.states)
     return trajectory
+
+
+BATCHABLE = ("init.scale", "init.seed", "init.kind")
+
+
+def batch_key(config: Config) -> str:
+    """Configs with the same key differ only in their initialisation (:data:`BATCHABLE`) and can be
+    integrated together by :func:`run_flow_batch`."""
+    import json
+
+    tree = config.to_dict()
+    tree.pop("init")
+    return json.dumps(tree, sort_keys=True)
+
+
+def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajectory]:
+    """The flows of several configs that differ only in ``init.*``, integrated as one batched system
+    (shared steps, per-member error control and status; see ``integrate_flow_batch``).
+
+    Gives the same trajectories as :func:`run_flow` one by one, to the solver tolerance.
+    """
+    if len({batch_key(c) for c in configs}) != 1:
+        raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
+    config = configs[0]
+    task = FactTask(config.task)
+    model = build_model(config, task)
+    objective = make_objective(model, task, config.loss)
+    theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
+    flow = config.flow
+    update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
+    try:
+        result = integrate_flow_batch(batched_gradient_field(objective, model.preconditioner), theta0,
+                                      time_grid(config), method=flow.method, rtol=flow.rtol, atol=flow.atol,
+                                      first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
+    finally:
+        close()
+    trajectories = []
+    for b, member in enumerate(configs):
+        status, when = result.member_status[b], result.member_status_time[b]
+        failed = when is not None and status != "ok"
+        keep = max(int(np.searchsorted(result.times, when)) if failed else len(result.times), 1)
+        meta = {"kind": "flow", "status": status, "status_time": when,
+                "message": (result.message if status == result.status
+                            else f"member became non-finite at t={when:.6g}"),
+                "function_evals": result.function_evals, "batch_size": len(configs),
+                "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
+                "wall_seconds": result.wall_seconds / len(configs), "num_params": model.num_params,
+                "modified_lr": 0.0, "init_scale": member.init.scale, "versions": versions()}
+        traj = record(model, task, result.times[:keep], result.states[:keep, b], meta)
+        meta["final_loss"] = traj.final_loss
+        trajectories.append(traj)
+    return trajectories
 
 
 def _untied_states(model, states: torch.Tensor) -> np.ndarray:

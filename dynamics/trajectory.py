@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .models import Model
+from .numerics import compute_settings
 from .task import FactTask, reference_levels
 
 _UMASK = os.umask(0)
@@ -117,7 +118,7 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     attention_of = torch.func.vmap(model.attention_weights)
     norms_of = torch.func.vmap(model.parameter_norms)
     parts: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
+    with torch.no_grad(), compute_settings(states[0]):
         for block in torch.split(states, chunk):  # bounded memory: chunk × S × R × |A| logits at a time
             metrics = fact_metrics(task, logits_of(block))
             metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
