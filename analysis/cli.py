@@ -48,6 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
     comp.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    sweep = commands.add_parser("sweep", help="a grid of simulations summarised by their stages")
+    _add_config_options(sweep)
+    sweep.add_argument("--grid", metavar="KEY=VALUES", action="append", default=[],
+                       help="a grid axis: KEY=v1,v2,... or KEY=start:stop:log:n (repeatable)")
+    sweep.add_argument("--out", metavar="DIR", required=True, help="sweep directory (resumable)")
+    sweep.add_argument("--workers", default="1", help="worker processes (default 1)")
+    sweep.add_argument("--backend", default="local", help="local or dask")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler (default: a local cluster)")
+    sweep.add_argument("--train", action="store_true", help="also run train.* at every point")
+    sweep.add_argument("--keep-trajectories", action="store_true", help="save every point's trajectory")
+    sweep.add_argument("--no-batch", action="store_true", help="integrate every point on its own")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    splot = commands.add_parser("sweep-plot", help="redraw a phase diagram from a sweep's results.csv")
+    splot.add_argument("dir", metavar="DIR")
+    splot.add_argument("--x", required=True, help="grid key on the x axis")
+    splot.add_argument("--y", help="grid key on the y axis (omit for a line plot)")
+    splot.add_argument("--value", required=True, help="results.csv column to show")
+
     bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
     bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
     bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
@@ -145,6 +164,45 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepOptions, parse_grid, run_sweep
+    from .sweep_plots import plot_sweep
+
+    config = resolve_config(args.preset, args.config, args.overrides)
+    _check_device(config.device)
+    grid = parse_grid(args.grid, config)
+    workers = _parse_list("--workers", args.workers, int)[0]
+    if workers < 1:
+        raise ConfigError(f"--workers={args.workers!r}: must be an integer >= 1")
+    if args.backend not in ("local", "dask"):
+        raise ConfigError(f"--backend={args.backend!r}: must be local or dask")
+    options = SweepOptions(train=args.train, keep_trajectories=args.keep_trajectories,
+                           batch=not args.no_batch)
+    out = Path(args.out)
+    rows = run_sweep(config, grid, out, options, workers=workers, backend=args.backend,
+                     scheduler=args.scheduler, progress=not args.quiet)
+    figures = plot_sweep(out, list(grid))
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows)} points in {out / 'results.csv'} ({failed} not ok); figures: "
+          + ", ".join(p.name for p in figures))
+    return 0
+
+
+def _sweep_plot(args: argparse.Namespace) -> int:
+    from .sweep_plots import plot_heatmap, plot_lines, read_results
+
+    directory = Path(args.dir)
+    rows = read_results(directory / "results.csv")
+    if args.y:
+        path = directory / f"phase_{args.value}_{args.x}_{args.y}.png"
+        plot_heatmap(rows, args.x, args.y, args.value, path)
+    else:
+        path = directory / f"sweep_{args.value}_{args.x}.png"
+        plot_lines(rows, args.x, [args.value], path)
+    print(f"wrote {path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -152,7 +210,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"simulate": _simulate, "stages": _stages, "compare": _compare, "bench": _bench}
+_COMMANDS = {"simulate": _simulate, "stages": _stages, "compare": _compare, "sweep": _sweep,
+             "sweep-plot": _sweep_plot, "bench": _bench}
 
 if __name__ == "__main__":
     sys.exit(main())

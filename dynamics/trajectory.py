@@ -151,9 +151,9 @@ def atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
+def atomic_write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
     """Write ``payload`` as indented JSON atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(payload, indent=2, sort_keys=sort_keys, default=_json_default) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 

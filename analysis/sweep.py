@@ -1,0 +1,300 @@
+"""Parameter sweeps for phase diagrams: grids of configs, each point summarised by its stages.
+
+A sweep directory holds ``sweep.json`` (the base config and the grid), ``points/<id>.json`` (one file per
+finished point, written atomically as it completes), ``results.csv`` (rebuilt atomically from the point
+files after every completion) and, on request, ``trajectories/<id>/``. Rerunning the same command skips
+finished points; a kill loses at most the points in flight. Points that differ only in ``init.*`` are
+integrated together as one batched system (:func:`dynamics.run.run_flow_batch`); batches and single
+points are spread over worker processes (``local``) or a ``dask.distributed`` cluster (``dask``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics.config import Config, ConfigError
+from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
+from dynamics.trajectory import Trajectory, atomic_write, atomic_write_json
+
+from .stages import detect_stages
+from .theory import measured_times, relation_first, theory_for
+
+MAX_BATCH = 32
+
+
+def parse_values(key: str, text: str) -> list[Any]:
+    """Grid values of one key: ``v1,v2,...`` or a range ``start:stop:log:n`` / ``start:stop:lin:n``."""
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 4 or parts[2] not in ("log", "lin"):
+            raise ConfigError(f"--grid {key}={text!r}: a range must look like start:stop:log:n or "
+                              "start:stop:lin:n")
+        try:
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[3])
+        except ValueError:
+            raise ConfigError(f"--grid {key}={text!r}: start and stop must be numbers, n an integer"
+                              ) from None
+        if count < 1 or (parts[2] == "log" and (start <= 0 or stop <= 0)):
+            raise ConfigError(f"--grid {key}={text!r}: n must be >= 1 and log ranges positive")
+        values = np.geomspace(start, stop, count) if parts[2] == "log" else np.linspace(start, stop, count)
+        return [float(v) for v in values]
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise ConfigError(f"--grid {key}={text!r}: must list at least one value")
+    return values
+
+
+def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
+    """``KEY=VALUES`` strings to an ordered grid; every value is validated against ``base``."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, text = spec.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--grid={spec!r}: must look like section.key=v1,v2 or section.key=a:b:log:n")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; allowed: each key once")
+        values = parse_values(key, text)
+        # validate and normalise each value through the config's own coercion
+        grid[key] = [_resolve_key(base.override({key: v}), key) for v in values]
+    if not grid:
+        raise ConfigError("--grid: at least one --grid KEY=VALUES is required")
+    return grid
+
+
+def _resolve_key(config: Config, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(config, section), name) if name else getattr(config, section)
+
+
+def point_id(values: dict[str, Any]) -> str:
+    """A stable identifier of a grid point from its overrides."""
+    text = json.dumps(values, sort_keys=True)
+    return "p" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of the grid, in row-major order."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What each point runs and keeps."""
+
+    train: bool = False  # also the discrete run of train.* at every point
+    keep_trajectories: bool = False
+    batch: bool = True  # integrate init-only variations together
+
+
+def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: Trajectory | None,
+              seconds: float) -> dict[str, Any]:
+    """One result row: grid values, status, stage times and levels, theory beside them, cost."""
+    report = detect_stages(flow)
+    theory = theory_for(config, flow.facts, flow.fact_weights)
+    measured = measured_times(flow)
+    S, R, D = config.task.subjects, config.task.relations, config.task.answers_per_relation
+    transitions = report.transitions
+    intermediate = [s for s in report.stages if s.name in ("marginal", "hallucination", "subject_first")]
+    plateau = intermediate[-1] if intermediate else None
+    t_rel, t_sub = measured["t_relation"], measured["t_subject"]
+    first = (None if not (math.isfinite(t_rel) and math.isfinite(t_sub))
+             else "relation" if t_rel < t_sub else "subject")
+    row: dict[str, Any] = dict(values)
+    row.update({
+        "status": flow.meta["status"], "status_time": flow.meta["status_time"],
+        "stages": " > ".join(report.names), "intermediate": "+".join(report.intermediate) or "none",
+        "t_first_transition": transitions[0]["t"] if transitions else None,
+        "t_second_transition": transitions[1]["t"] if len(transitions) > 1 else None,
+        "plateau": plateau.name if plateau else None,
+        "plateau_level": plateau.level if plateau else None,
+        "plateau_expected_level": plateau.expected_level if plateau else None,
+        "plateau_length": (plateau.t_end - plateau.t_start) if plateau and plateau.t_end else None,
+        "t_relation": t_rel, "t_subject": t_sub, "learned_first": first,
+        "theory_applicable": theory["applicable"], "theory_t_R": theory.get("t_R"),
+        "theory_t_S": theory.get("t_S"), "theory_plateau_length": (
+            theory["t_S"] - theory["t_R"] if theory.get("t_R") and theory.get("t_S") else None),
+        "theory_relation_first": relation_first(S, R, D),
+        "final_loss": flow.final_loss, "function_evals": flow.meta["function_evals"],
+        "batch_size": flow.meta.get("batch_size", 1), "seconds": seconds,
+    })
+    if train is not None:
+        row.update({"train_status": train.meta["status"], "train_final_loss": train.final_loss,
+                    "train_stages": " > ".join(detect_stages(train).names)})
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def run_group(base: dict[str, Any], points: list[dict[str, Any]], options: SweepOptions
+              ) -> list[tuple[str, dict[str, Any], Trajectory | None]]:
+    """Run one group of points (a batch, or a single point) in this process; returns (id, row, flow)."""
+    base_config = Config.from_dict(base)
+    configs = [base_config.override(p) for p in points]
+    start = time.perf_counter()
+    flows = run_flow_batch(configs) if len(configs) > 1 else [run_flow(configs[0])]
+    elapsed = (time.perf_counter() - start) / len(configs)
+    out = []
+    for values, config, flow in zip(points, configs, flows, strict=True):
+        train = run_training(config) if options.train else None
+        row = summarise(values, config, flow, train, elapsed)
+        out.append((point_id(values), row, flow if options.keep_trajectories else None))
+    return out
+
+
+def plan_groups(base: Config, points: list[dict[str, Any]], options: SweepOptions, workers: int
+                ) -> list[list[dict[str, Any]]]:
+    """Group points that differ only in ``init.*`` into batches (at most MAX_BATCH, and split so that
+    every worker gets work); the rest run one by one."""
+    if not options.batch:
+        return [[p] for p in points]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(batch_key(base.override(p)), []).append(p)
+    planned = []
+    for members in groups.values():
+        size = min(MAX_BATCH, max(1, math.ceil(len(members) / max(workers, 1))))
+        planned += [members[i:i + size] for i in range(0, len(members), size)]
+    return planned
+
+
+def _sort_value(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+
+
+class SweepDirectory:
+    """The on-disk state of a sweep: manifest, finished points, results table."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.points_dir = self.path / "points"
+
+    def claim(self, base: Config, grid: dict[str, list[Any]]) -> None:
+        """Create the directory, or check that it holds a sweep of the same base config."""
+        manifest = self.path / "sweep.json"
+        if manifest.is_file():
+            held = json.loads(manifest.read_text())
+            if held.get("base") != json.loads(json.dumps(base.to_dict())):
+                raise ConfigError(f"--out={str(self.path)!r}: holds a sweep of a different base config; "
+                                  "allowed: a new directory or the same base config (to resume or extend)")
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise ConfigError(f"--out={str(self.path)!r}: is not empty and holds no sweep; allowed: a new "
+                              "directory or one holding a sweep of the same base config")
+        self.points_dir.mkdir(parents=True, exist_ok=True)
+        grids = json.loads(manifest.read_text()).get("grids", []) if manifest.is_file() else []
+        if grid not in grids:
+            grids.append(grid)
+        atomic_write_json(manifest, {"base": base.to_dict(), "grids": grids})
+
+    def finished(self) -> set[str]:
+        """Identifiers of the points already done."""
+        return {p.stem for p in self.points_dir.glob("p*.json")}
+
+    def save_point(self, pid: str, row: dict[str, Any], flow: Trajectory | None) -> None:
+        """Write one finished point (and its trajectory when kept), atomically."""
+        if flow is not None:
+            flow.save(self.path / "trajectories" / pid)
+        atomic_write_json(self.points_dir / f"{pid}.json", row, sort_keys=False)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every finished point's row, in grid order (sorted by the grid values)."""
+        rows = [json.loads(p.read_text()) for p in self.points_dir.glob("p*.json")]
+        manifest = json.loads((self.path / "sweep.json").read_text())
+        keys = [k for grid in manifest["grids"] for k in grid]
+        return sorted(rows, key=lambda row: [_sort_value(row.get(k)) for k in keys])
+
+    def write_results(self) -> None:
+        """Rebuild ``results.csv`` from the point files (atomically)."""
+        rows = self.rows()
+        if not rows:
+            return
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path / "results.csv", lambda f: f.write(buffer.getvalue().encode()))
+
+
+def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: SweepOptions = SweepOptions(),
+              workers: int = 1, backend: str = "local", scheduler: str | None = None,
+              progress: bool = False, on_point: Callable[[str, dict[str, Any]], None] | None = None
+              ) -> list[dict[str, Any]]:
+    """Run every unfinished point of ``grid`` over ``base`` into ``out``; returns all rows (old and new)."""
+    directory = SweepDirectory(out)
+    directory.claim(base, grid)
+    done = directory.finished()
+    todo = [p for p in grid_points(grid) if point_id(p) not in done]
+    groups = plan_groups(base, todo, options, workers)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress, leave=False)
+    base_tree = base.to_dict()
+
+    def finish(results: list[tuple[str, dict[str, Any], Trajectory | None]]) -> None:
+        for pid, row, flow in results:
+            directory.save_point(pid, row, flow)
+            if on_point is not None:
+                on_point(pid, row)
+            bar.update(1)
+        directory.write_results()
+
+    try:
+        if backend == "dask":
+            _run_dask(groups, base_tree, options, workers, scheduler, finish)
+        elif workers > 1 and len(groups) > 1:
+            _run_processes(groups, base_tree, options, workers, finish)
+        else:
+            for group in groups:
+                finish(run_group(base_tree, group, options))
+    finally:
+        bar.close()
+    directory.write_results()
+    return directory.rows()
+
+
+def _run_processes(groups, base_tree, options, workers, finish) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(run_group, base_tree, group, options) for group in groups]
+        for future in as_completed(futures):
+            finish(future.result())
+
+
+def _run_dask(groups, base_tree, options, workers, scheduler, finish) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ConfigError("--backend='dask': needs dask.distributed; install the project's 'cluster' extra "
+                          "(pip install -c constraints.txt '.[cluster]')") from None
+    if scheduler:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = [client.submit(run_group, base_tree, group, options, pure=False) for group in groups]
+        for future in as_completed(futures):
+            finish(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,141 @@
+"""Phase-diagram figures from a sweep's ``results.csv`` (seaborn heatmaps, line plots)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from dynamics.config import ConfigError
+
+from .theory import relation_first
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """Rows of a ``results.csv`` as dicts of strings."""
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(f"DIR={str(path.parent)!r}: has no results.csv; allowed: a sweep directory")
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _categorical(values: list[str]) -> bool:
+    return any(math.isnan(_number(v)) for v in values if v != "")
+
+
+def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: Path) -> None:
+    """Heatmap of ``value`` over the grid axes ``x`` and ``y`` (log colour scale when positive values
+    span more than two decades), with the theory's relation-first / subject-first boundary
+    S/R·sqrt((R−1)/(D−1)) = 1 outlined when the axes are task.subjects and task.relations."""
+    import seaborn as sns
+
+    for key in (x, y, value):
+        if rows and key not in rows[0]:
+            raise ConfigError(f"--value/--x/--y={key!r}: not a column of results.csv; allowed: "
+                              + ", ".join(rows[0]))
+    xs = sorted({r[x] for r in rows}, key=_number)
+    ys = sorted({r[y] for r in rows}, key=_number)
+    categorical = _categorical([r[value] for r in rows])
+    labels = sorted({r[value] for r in rows}) if categorical else []
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        cell = labels.index(r[value]) if categorical else _number(r[value])
+        grid[ys.index(r[y]), xs.index(r[x])] = cell
+    fig = Figure(figsize=(1.2 + 0.75 * len(xs), 1.0 + 0.55 * len(ys)), layout="constrained")
+    ax = fig.subplots()
+    finite = grid[np.isfinite(grid)]
+    norm = None
+    if not categorical and len(finite) and finite.min() > 0 and finite.max() / finite.min() > 100:
+        norm = LogNorm(finite.min(), finite.max())
+    sns.heatmap(grid, ax=ax, xticklabels=[_short(v) for v in xs], yticklabels=[_short(v) for v in ys],
+                norm=norm, cmap="viridis" if not categorical else sns.color_palette("Set2", len(labels)),
+                annot=len(xs) * len(ys) <= 64 and not categorical, fmt=".3g",
+                cbar_kws={"label": value} if not categorical else {"ticks": range(len(labels))})
+    if categorical:
+        fig.axes[-1].set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if {x, y} == {"task.subjects", "task.relations"}:
+        _theory_boundary(ax, rows, xs, ys, x)
+    ax.set_title(value, fontsize=10)
+    fig.savefig(path, dpi=120)
+
+
+def _theory_boundary(ax, rows, xs, ys, x) -> None:
+    """Outline the cells the first-order theory predicts relation-first."""
+    D = int(_number(rows[0].get("task.answers_per_relation", "8")) or 8) if rows else 8
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            S, R = (int(_number(xv)), int(_number(yv))) if x == "task.subjects" else (
+                int(_number(yv)), int(_number(xv)))
+            if relation_first(S, R, D):
+                ax.add_patch(_rect(j, i))
+    ax.plot([], [], color="white", lw=2, label="theory: relation first")
+    ax.legend(loc="upper left", fontsize=7, framealpha=0.6)
+
+
+def _rect(j: int, i: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j, i), 1, 1, fill=False, edgecolor="white", lw=2)
+
+
+def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path) -> None:
+    """One panel per column against the single grid axis ``x`` (log x when the values span decades)."""
+    xs = np.array([_number(r[x]) for r in rows])
+    order = np.argsort(xs)
+    columns = [v for v in values if rows and v in rows[0] and not _categorical([r[v] for r in rows])]
+    fig = Figure(figsize=(4.2 * max(len(columns), 1), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(len(columns), 1), squeeze=False)[0]
+    for ax, column in zip(axes, columns, strict=False):
+        ys = np.array([_number(r[column]) for r in rows])
+        ax.plot(xs[order], ys[order], "o-")
+        theory = f"theory_{column}" if f"theory_{column}" in rows[0] else None
+        if theory:
+            ax.plot(xs[order], np.array([_number(r[theory]) for r in rows])[order], "k--", label="theory")
+            ax.legend(fontsize=8)
+        positive = xs[np.isfinite(xs)]
+        if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+            ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(column)
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+
+
+def _short(value: str) -> str:
+    number = _number(value)
+    return value if math.isnan(number) else f"{number:.3g}"
+
+
+DEFAULT_COLUMNS = ("plateau_length", "t_first_transition", "t_second_transition", "plateau_level")
+
+
+def plot_sweep(directory: Path, grid_keys: list[str]) -> list[Path]:
+    """The default figures of a sweep: heatmaps over the first two grid axes, or line plots for one."""
+    rows = read_results(directory / "results.csv")
+    written = []
+    if len(grid_keys) >= 2:
+        x, y = grid_keys[0], grid_keys[1]
+        for value in ("plateau_length", "t_first_transition", "learned_first", "intermediate"):
+            path = directory / f"phase_{value}.png"
+            plot_heatmap(rows, x, y, value, path)
+            written.append(path)
+    elif grid_keys:
+        path = directory / "sweep_lines.png"
+        plot_lines(rows, grid_keys[0], list(DEFAULT_COLUMNS), path)
+        written.append(path)
+    return written
