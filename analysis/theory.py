@@ -27,6 +27,8 @@ import numpy as np
 from dynamics.config import Config
 from dynamics.trajectory import Trajectory
 
+from .stages import crossing_time
+
 # The linearisation neglects O(1) prefactors against log(1/α); above this scale they are not negligible.
 MAX_INIT_SCALE = 1e-2
 
@@ -172,17 +174,7 @@ def midpoint_crossing(t: np.ndarray, values: np.ndarray) -> float:
     change = end - start
     if abs(change) <= 1e-12 * max(1.0, abs(start)):
         return float("nan")
-    mid = 0.5 * (start + end)
-    beyond = np.nonzero(np.sign(change) * (values - mid) >= 0)[0]
-    beyond = beyond[beyond > 0]
-    if not len(beyond):
-        return float("nan")
-    k = int(beyond[0])
-    t0, t1, v0, v1 = t[k - 1], t[k], values[k - 1], values[k]
-    if t0 <= 0 or v1 == v0:
-        return float(t1)
-    frac = (mid - v0) / (v1 - v0)
-    return float(math.exp(math.log(t0) + frac * (math.log(t1) - math.log(t0))))
+    return crossing_time(t, values, 0.5 * (start + end), start=1, downward=change < 0)
 
 
 def measured_times(traj: Trajectory) -> dict[str, float]:
