@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 import numpy as np
 import torch
 import torchdiffeq
 
-from .config import Config
+from .config import Config, FlowConfig
 from .curvature import sharpness
 from .flow import (
+    BatchFlowResult,
+    FlowResult,
     batched_gradient_field,
     gradient_field,
     integrate_flow,
@@ -19,7 +22,7 @@ from .flow import (
     log_time_grid,
     modified_gradient_field,
 )
-from .models import build_model
+from .models import Model, build_model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
 from .task import FactTask
@@ -44,6 +47,27 @@ def time_grid(config: Config) -> np.ndarray:
     return log_time_grid(config.flow.t_min, config.flow.t_max, config.flow.points)
 
 
+def _setup(config: Config) -> tuple[FactTask, Model, Objective]:
+    """The task, model and training objective of a config."""
+    task = FactTask(config.task)
+    model = build_model(config, task)
+    return task, model, make_objective(model, task, config.loss)
+
+
+def _solver_options(flow: FlowConfig) -> dict[str, Any]:
+    return {"method": flow.method, "rtol": flow.rtol, "atol": flow.atol, "first_step": flow.first_step,
+            "max_steps": flow.max_steps}
+
+
+def _flow_meta(result: FlowResult | BatchFlowResult, model: Model, **extra: Any) -> dict[str, Any]:
+    """What ``summary.json`` says about a flow run."""
+    return {"kind": "flow", "status": result.status, "status_time": result.status_time,
+            "message": result.message, "function_evals": result.function_evals,
+            "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
+            "wall_seconds": result.wall_seconds, "num_params": model.num_params, "modified_lr": 0.0,
+            "versions": versions(), **extra}
+
+
 def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
              keep_states: bool = False) -> Trajectory:
     """Integrate the gradient flow dθ/dt = -P ∇L(θ) of ``config`` and record every fact on its grid.
@@ -52,9 +76,7 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     the times ``k·lr`` of a discrete run. ``flow.modified_lr`` = η > 0 integrates GD's modified flow
     instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token.
     """
-    task = FactTask(config.task)
-    model = build_model(config, task)
-    objective = make_objective(model, task, config.loss)
+    task, model, objective = _setup(config)
     theta0 = model.initial_parameters(config.init)
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
@@ -62,16 +84,10 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
         grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
         field = (modified_gradient_field(objective, model.preconditioner, flow.modified_lr)
                  if flow.modified_lr > 0 else gradient_field(objective, model.preconditioner))
-        result = integrate_flow(field, theta0, grid,
-                                method=flow.method, rtol=flow.rtol, atol=flow.atol,
-                                first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
+        result = integrate_flow(field, theta0, grid, progress=update, **_solver_options(flow))
     finally:
         close()
-    meta = {"kind": "flow", "status": result.status, "status_time": result.status_time,
-            "message": result.message, "function_evals": result.function_evals,
-            "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
-            "wall_seconds": result.wall_seconds, "num_params": model.num_params,
-            "modified_lr": flow.modified_lr, "versions": versions()}
+    meta = _flow_meta(result, model, modified_lr=flow.modified_lr)
     trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
     if keep_states:
@@ -101,16 +117,13 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     config = configs[0]
-    task = FactTask(config.task)
-    model = build_model(config, task)
-    objective = make_objective(model, task, config.loss)
+    task, model, objective = _setup(config)
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
     try:
         result = integrate_flow_batch(batched_gradient_field(objective, model.preconditioner), theta0,
-                                      time_grid(config), method=flow.method, rtol=flow.rtol, atol=flow.atol,
-                                      first_step=flow.first_step, max_steps=flow.max_steps, progress=update)
+                                      time_grid(config), progress=update, **_solver_options(flow))
     finally:
         close()
     trajectories = []
@@ -118,13 +131,10 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
         status, when = result.member_status[b], result.member_status_time[b]
         failed = when is not None and status != "ok"
         keep = max(int(np.searchsorted(result.times, when)) if failed else len(result.times), 1)
-        meta = {"kind": "flow", "status": status, "status_time": when,
-                "message": (result.message if status == result.status
-                            else f"member became non-finite at t={when:.6g}"),
-                "function_evals": result.function_evals, "batch_size": len(configs),
-                "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
-                "wall_seconds": result.wall_seconds / len(configs), "num_params": model.num_params,
-                "modified_lr": 0.0, "init_scale": member.init.scale, "versions": versions()}
+        meta = _flow_meta(result, model, status=status, status_time=when, batch_size=len(configs),
+                          wall_seconds=result.wall_seconds / len(configs), init_scale=member.init.scale)
+        if status != result.status:
+            meta["message"] = f"member became non-finite at t={when:.6g}"
         traj = record(model, task, result.times[:keep], result.states[:keep, b], meta)
         meta["final_loss"] = traj.final_loss
         trajectories.append(traj)
@@ -144,13 +154,10 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     ``train.batch_size`` sequences every step, on the model with one parameter set per token.
     ``keep_states`` stores θ_k in ``Trajectory.states`` (one parameter set per token).
     """
-    task = FactTask(config.task)
-    model = build_model(config, task)
+    task, model, objective = _setup(config)
     theta0 = model.initial_parameters(config.init)
     opts = config.train
     if opts.optimizer == "gd":
-        objective = make_objective(model, task, config.loss)
-
         def objective_at(k: int) -> Objective:
             return objective
     else:
@@ -192,14 +199,11 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
 def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Sharpness λ_max(P H) along the flow of ``config`` at ``points`` log-spaced times in [t_min, t_max]:
     GD with learning rate η follows the flow only while η · λ_max < 2. Returns (t, λ_max)."""
-    task = FactTask(config.task)
-    model = build_model(config, task)
-    objective = make_objective(model, task, config.loss)
+    _, model, objective = _setup(config)
     flow = config.flow
     times = log_time_grid(flow.t_min, flow.t_max, points + 1)
     result = integrate_flow(gradient_field(objective, model.preconditioner),
-                            model.initial_parameters(config.init), times, method=flow.method, rtol=flow.rtol,
-                            atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
+                            model.initial_parameters(config.init), times, **_solver_options(flow))
     with compute_settings(result.states[0]):
         values = [sharpness(objective, theta, model.preconditioner, iterations) for theta in result.states]
     return result.times, np.asarray(values)
