@@ -32,16 +32,18 @@ def run_compare(config: Config, spec: CompareSpec, out: Path, quiet: bool = Fals
 def format_summary(result: dict[str, Any]) -> str:
     """A plain-text table: one line per discrete run, then the fitted orders and the stability bound."""
     flow = result["flow"]
+    bound = flow["stable_lr_bound"]
+    stability = f"GD stable for lr < {bound:.3g}" if bound is not None else "no stability bound: λ_max ≤ 0"
     lines = [f"flow: {flow['stages']['summary']}; max sharpness λ_max = {flow['max_sharpness']:.4g} "
-             f"(GD stable for lr < {flow['stable_lr_bound']:.3g})",
-             f"  {'run':26s} {'status':8s} {'max |ΔL|':>10s} {'modified':>10s} {'max |Δθ|/|θ|':>13s} "
+             f"({stability})",
+             f"  {'run':26s} {'status':15s} {'max |ΔL|':>10s} {'modified':>10s} {'max |Δθ|/|θ|':>13s} "
              f"{'lr·λmax':>8s}  stage shifts"]
     for r in result["runs"]:
         modified = r.get("max_loss_deviation_modified")
         shifts = ", ".join(f"{k} {v:+.1%}" if v is not None else f"{k} missing"
                            for k, v in r["stage_shift"].items())
         status = r["status"] if r["status"] == "ok" else f"{r['status']}@{r['status_step']}"
-        lines.append(f"  {r['name']:26s} {status:8s} {r['max_loss_deviation']:>10.3g} "
+        lines.append(f"  {r['name']:26s} {status:15s} {r['max_loss_deviation']:>10.3g} "
                      f"{'' if modified is None else f'{modified:.3g}':>10s} "
                      f"{r.get('max_param_distance', float('nan')):>13.3g} "
                      f"{r['lr_times_sharpness']:>8.3g}  {shifts}")
