@@ -49,11 +49,18 @@ def parse_values(key: str, text: str) -> list[Any]:
         if count < 1 or (parts[2] == "log" and (start <= 0 or stop <= 0)):
             raise ConfigError(f"--grid {key}={text!r}: n must be >= 1 and log ranges positive")
         values = np.geomspace(start, stop, count) if parts[2] == "log" else np.linspace(start, stop, count)
-        return [float(v) for v in values]
+        return [_snap(float(v)) for v in values]
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
         raise ConfigError(f"--grid {key}={text!r}: must list at least one value")
     return values
+
+
+def _snap(value: float) -> float:
+    """A range value within rounding error of a non-zero integer becomes that integer (as a float), so that
+    ``task.subjects=2:64:log:6`` gives 2, 4, ..., 64 instead of 3.999999999999999."""
+    nearest = round(value)
+    return float(nearest) if nearest != 0 and abs(value - nearest) <= 1e-9 * abs(value) else value
 
 
 def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
@@ -110,7 +117,9 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     transitions = report.transitions
     intermediate = [s for s in report.stages if s.name in ("marginal", "hallucination", "subject_first")]
     plateau = intermediate[-1] if intermediate else None
-    t_rel, t_sub = measured["t_relation"], measured["t_subject"]
+    # the crossings are taken at the midpoint to the curve's last value: meaningless for a run cut short
+    t_rel, t_sub = ((measured["t_relation"], measured["t_subject"]) if flow.meta["status"] == "ok"
+                    else (math.nan, math.nan))
     first = (None if not (math.isfinite(t_rel) and math.isfinite(t_sub))
              else "relation" if t_rel < t_sub else "subject")
     row: dict[str, Any] = dict(values)
@@ -173,6 +182,15 @@ def _sort_value(value: Any) -> tuple:
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
 
 
+def _normalised(tree: Any) -> Any:
+    """A manifest's base config with the defaults of keys added since it was written filled in (so that a
+    new config key with a default does not orphan existing sweeps); as stored when it does not load."""
+    try:
+        return json.loads(json.dumps(Config.from_dict(tree).to_dict()))
+    except (ConfigError, TypeError):
+        return tree
+
+
 class SweepDirectory:
     """The on-disk state of a sweep: manifest, finished points, results table."""
 
@@ -185,7 +203,7 @@ class SweepDirectory:
         manifest = self.path / "sweep.json"
         if manifest.is_file():
             held = json.loads(manifest.read_text())
-            if held.get("base") != json.loads(json.dumps(base.to_dict())):
+            if _normalised(held.get("base")) != json.loads(json.dumps(base.to_dict())):
                 raise ConfigError(f"--out={str(self.path)!r}: holds a sweep of a different base config; "
                                   "allowed: a new directory or the same base config (to resume or extend)")
         elif self.path.exists() and any(self.path.iterdir()):
@@ -239,7 +257,7 @@ def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: Swee
     done = directory.finished()
     todo = [p for p in grid_points(grid) if point_id(p) not in done]
     groups = plan_groups(base, todo, options, workers)
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
 
     bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress, leave=False)
     base_tree = base.to_dict()
@@ -253,7 +271,9 @@ def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: Swee
         directory.write_results()
 
     try:
-        if backend == "dask":
+        if not groups:
+            pass  # every point already finished: no worker or cluster to start
+        elif backend == "dask":
             _run_dask(groups, base_tree, options, workers, scheduler, finish)
         elif workers > 1 and len(groups) > 1:
             _run_processes(groups, base_tree, options, workers, finish)

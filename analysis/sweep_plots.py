@@ -69,19 +69,23 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if {x, y} == {"task.subjects", "task.relations"}:
-        _theory_boundary(ax, rows, xs, ys, x)
+        _theory_boundary(ax, rows, xs, ys, x, y)
     ax.set_title(value, fontsize=10)
     fig.savefig(path, dpi=120)
 
 
-def _theory_boundary(ax, rows, xs, ys, x) -> None:
-    """Outline the cells the first-order theory predicts relation-first."""
+def _theory_boundary(ax, rows, xs, ys, x, y) -> None:
+    """Outline the cells the first-order theory predicts relation-first: each row's own
+    ``theory_relation_first`` (computed with the sweep's D), else relation_first(S, R, D) with D from the
+    rows (8 when D is not a column)."""
+    predicted = {(r[x], r[y]): r["theory_relation_first"] == "True" for r in rows
+                 if r.get("theory_relation_first") in ("True", "False")}
     D = int(_number(rows[0].get("task.answers_per_relation", "8")) or 8) if rows else 8
     for i, yv in enumerate(ys):
         for j, xv in enumerate(xs):
             S, R = (int(_number(xv)), int(_number(yv))) if x == "task.subjects" else (
                 int(_number(yv)), int(_number(xv)))
-            if relation_first(S, R, D):
+            if predicted.get((xv, yv), relation_first(S, R, D)):
                 ax.add_patch(_rect(j, i))
     ax.plot([], [], color="white", lw=2, label="theory: relation first")
     ax.legend(loc="upper left", fontsize=7, framealpha=0.6)
@@ -95,9 +99,15 @@ def _rect(j: int, i: int):
 
 def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path) -> None:
     """One panel per column against the single grid axis ``x`` (log x when the values span decades)."""
+    for flag, key in [("--x", x)] + [("--value", v) for v in values]:
+        if rows and key not in rows[0]:
+            raise ConfigError(f"{flag}={key!r}: not a column of results.csv; allowed: " + ", ".join(rows[0]))
     xs = np.array([_number(r[x]) for r in rows])
     order = np.argsort(xs)
     columns = [v for v in values if rows and v in rows[0] and not _categorical([r[v] for r in rows])]
+    if rows and not columns:
+        raise ConfigError(f"--value={values[0]!r}: not a numeric column, so it has no line plot; allowed: "
+                          "a numeric column, or give --y for a heatmap")
     fig = Figure(figsize=(4.2 * max(len(columns), 1), 3.4), layout="constrained")
     axes = fig.subplots(1, max(len(columns), 1), squeeze=False)[0]
     for ax, column in zip(axes, columns, strict=False):

@@ -115,25 +115,48 @@ class _Counter(torch.nn.Module):
             raise _Stop("nonfinite", float(t), f"vector field became non-finite at t={float(t):.6g}")
         return dy
 
-    members: torch.Tensor | None = None  # batch mode: per-member failure time (NaN while alive)
+    # Batch mode only: per member, the time it stopped (NaN while alive), why, and the last time up to
+    # which its recorded states are exact (the start of the step that stopped it).
+    members: torch.Tensor | None = None
+    member_kind: list[str | None] | None = None
+    member_exact_until: list[float] | None = None
+    worst: int = 0  # the member with the largest error at the last norm evaluation
+
+    def start_batch(self, size: int, device: torch.device) -> None:
+        self.members = torch.full((size,), math.nan, dtype=torch.float64, device=device)
+        self.member_kind = [None] * size
+        self.member_exact_until = [math.inf] * size
+
+    def freeze(self, b: int, kind: str, when: float, exact_until: float) -> None:
+        """Stop member b (zero derivative from now on)."""
+        self.members[b] = when
+        self.member_kind[b] = kind
+        self.member_exact_until[b] = exact_until
+
+    def alive(self) -> torch.Tensor:
+        return torch.isnan(self.members)
 
     def _batched(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Batch mode: a member whose state or field turns non-finite is frozen (zero derivative) and its
         failure time recorded; the others go on."""
-        alive = torch.isnan(self.members)
+        alive = self.alive()
         safe = torch.where(alive[:, None], y, torch.zeros_like(y))
         dy = self.field(safe)
         bad = alive & ~(torch.isfinite(y).all(1) & torch.isfinite(dy).all(1))
         if bad.any():
-            self.members[bad] = float(t)
+            # The stage that found it lies inside a step begun at t_reached: grid points after that are
+            # interpolated from this step's zeroed stages, so the member's exact record ends there.
+            for b in torch.nonzero(bad).flatten().tolist():
+                self.freeze(b, "nonfinite", float(t), self.t_reached)
             alive = alive & ~bad
         return torch.where(alive[:, None], dy, torch.zeros_like(dy))
 
     def member_norm(self, ratio: torch.Tensor) -> torch.Tensor:
         """Error norm of a batch: the largest per-member RMS over the members still alive."""
         rms = ratio.pow(2).mean(1).sqrt()
-        alive = torch.isnan(self.members)
-        return torch.where(alive, rms, torch.zeros_like(rms)).max()
+        rms = torch.where(self.alive(), rms, torch.zeros_like(rms))
+        self.worst = int(rms.argmax())
+        return rms.max()
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.accepted += 1
@@ -173,6 +196,7 @@ class BatchFlowResult:
     message: str
     member_status: list[str]
     member_status_time: list[float | None]
+    member_kept: list[int]  # leading grid points whose states are exact for each member
     function_evals: int
     accepted_steps: int
     rejected_steps: int
@@ -188,17 +212,26 @@ def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.nda
 
     Step control is shared but judged member by member: the error norm is the largest per-member RMS, so
     every member meets the tolerance on its own scale. A member whose state turns non-finite is frozen
-    with status ``nonfinite`` and its time; the rest of the batch goes on.
+    with status ``nonfinite`` and its time; a step-size underflow while several members are alive freezes
+    the member with the largest error (status ``step_underflow``), so a member blowing up in finite time
+    does not stop the rest. ``member_kept[b]`` counts the leading grid points exact for member b.
     """
     with compute_settings(theta0[0]):
-        result = _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, None, progress,
-                            batch=True)
-    flow, failed = result
-    statuses = ["nonfinite" if not math.isnan(f) else flow.status for f in failed]
-    when = [None if math.isnan(f) else f for f in failed]
-    when = [w if w is not None else flow.status_time for w in when]
+        flow, counter = _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, None,
+                                   progress, batch=True)
+    statuses, when, kept = [], [], []
+    for b, kind in enumerate(counter.member_kind):
+        if kind is None:
+            statuses.append(flow.status)
+            when.append(flow.status_time)
+            kept.append(len(flow.times))
+        else:
+            statuses.append(kind)
+            when.append(float(counter.members[b]))
+            exact_until = counter.member_exact_until[b]
+            kept.append(max(1, int(np.searchsorted(flow.times, exact_until, side="right"))))
     return BatchFlowResult(flow.times, flow.states, flow.status, flow.status_time, flow.message, statuses,
-                           when, flow.function_evals, flow.accepted_steps, flow.rejected_steps,
+                           when, kept, flow.function_evals, flow.accepted_steps, flow.rejected_steps,
                            flow.wall_seconds)
 
 
@@ -209,7 +242,7 @@ def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, 
     chunk = chunk or max(32, len(times) // 24)
     counter = _Counter(field, max_steps, progress)
     if batch:
-        counter.members = torch.full((theta0.shape[0],), math.nan, dtype=torch.float64, device=theta0.device)
+        counter.start_batch(theta0.shape[0], theta0.device)
     grid = torch.as_tensor(np.asarray(times, dtype=np.float64), device=theta0.device)
     states = [theta0.detach().clone()]
     status, status_time, message = "ok", None, "integrated to t_max"
@@ -235,15 +268,22 @@ def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, 
                 i += 1
             except (_Stop, AssertionError):
                 break
+        if status == "step_underflow" and batch and int(counter.alive().sum()) > 1:
+            # One member stiffening or blowing up must not stop the batch: freeze the one that forced the
+            # step down (exact up to grid[i], the last point reached) and go on with the others.
+            counter.freeze(counter.worst, "step_underflow", status_time, float(grid[i]))
+            counter.last_dt = None
+            status, status_time, message = "ok", None, "integrated to t_max"
     kept = torch.stack(states)
     result = FlowResult(np.asarray(times[:len(kept)], dtype=np.float64), kept, status, status_time, message,
                         counter.evals, counter.accepted, counter.rejected, time.perf_counter() - start)
-    return (result, counter.members.tolist()) if batch else result
+    return (result, counter) if batch else result
 
 
 def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, rtol: float, atol: float,
            first_step: float) -> torch.Tensor:
     step = counter.last_dt if counter.last_dt is not None else first_step
+    counter.t_reached = float(t[0])  # a step of this solve starts no earlier than here
     options = {"first_step": min(step, float(t[-1] - t[0]))}
     if counter.members is not None:
         options["norm"] = counter.member_norm
@@ -265,7 +305,7 @@ def _classify(err: Exception, counter: _Counter) -> tuple[str, float, str]:
 
 def log_progress_bar(t_min: float, t_max: float, description: str, enabled: bool = True):
     """A tqdm bar on stderr advancing in log t from t_min to t_max; returns (callback, close)."""
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
 
     bar = tqdm(total=1000, desc=description, disable=not enabled, leave=False,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}]")

@@ -128,13 +128,11 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
         close()
     trajectories = []
     for b, member in enumerate(configs):
-        status, when = result.member_status[b], result.member_status_time[b]
-        failed = when is not None and status != "ok"
-        keep = max(int(np.searchsorted(result.times, when)) if failed else len(result.times), 1)
+        status, when, keep = result.member_status[b], result.member_status_time[b], result.member_kept[b]
         meta = _flow_meta(result, model, status=status, status_time=when, batch_size=len(configs),
                           wall_seconds=result.wall_seconds / len(configs), init_scale=member.init.scale)
         if status != result.status:
-            meta["message"] = f"member became non-finite at t={when:.6g}"
+            meta["message"] = f"member stopped ({status}) at t={when:.6g}; the others went on"
         traj = record(model, task, result.times[:keep], result.states[:keep, b], meta)
         meta["final_loss"] = traj.final_loss
         trajectories.append(traj)
@@ -171,7 +169,7 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
             counts, targets = counts.to(device), targets.to(device)
             return lambda theta: model.sequence_loss(theta, counts, targets)
 
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
 
     bar = tqdm(total=opts.steps, desc=f"train ({opts.optimizer})", disable=not progress, leave=False,
                mininterval=0.2)
