@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     splot.add_argument("--y", help="grid key on the y axis (omit for a line plot)")
     splot.add_argument("--value", required=True, help="results.csv column to show")
 
+    cap = commands.add_parser("capacity", help="facts stored against parameters (paper Figures 1 and 4)")
+    cap.add_argument("kind", metavar="KIND", help="linear, mlp, transformer or tradeoff")
+    cap.add_argument("--quick", action="store_true", help="small grids that run in minutes on a CPU")
+    cap.add_argument("--seeds", default=None, help="seeds per model size (default: 1 quick, 5 full)")
+    cap.add_argument("--out", metavar="DIR", help="output directory (default runs/capacity-KIND[-quick])")
+    cap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    cap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
     bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
     bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
     bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
@@ -149,16 +157,27 @@ def _parse_list(flag: str, text: str, kind: type) -> tuple:
     return values
 
 
+def _parse_count(flag: str, text: str) -> int:
+    """One integer >= 1 (``--seeds``, ``--workers``): a clear error rather than silently taking the first."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{flag}={text!r}: must be one integer >= 1")
+    return value
+
+
 def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareSpec
     from .compare_run import run_compare
 
     config = resolve_config(args.preset, args.config, args.overrides)
     _check_device(config.device)
-    seeds = _parse_list("--seeds", args.seeds, int)
     spec = CompareSpec(lrs=_parse_list("--lrs", args.lrs, float),
                        optimizers=tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
-                       batch_sizes=_parse_list("--batch-sizes", args.batch_sizes, int), seeds=seeds[0],
+                       batch_sizes=_parse_list("--batch-sizes", args.batch_sizes, int),
+                       seeds=_parse_count("--seeds", args.seeds),
                        modified_flow=not args.no_modified)
     run_compare(config, spec, Path(args.out), quiet=args.quiet)
     return 0
@@ -171,9 +190,7 @@ def _sweep(args: argparse.Namespace) -> int:
     config = resolve_config(args.preset, args.config, args.overrides)
     _check_device(config.device)
     grid = parse_grid(args.grid, config)
-    workers = _parse_list("--workers", args.workers, int)[0]
-    if workers < 1:
-        raise ConfigError(f"--workers={args.workers!r}: must be an integer >= 1")
+    workers = _parse_count("--workers", args.workers)
     if args.backend not in ("local", "dask"):
         raise ConfigError(f"--backend={args.backend!r}: must be local or dask")
     options = SweepOptions(train=args.train, keep_trajectories=args.keep_trajectories,
@@ -210,8 +227,41 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity(args: argparse.Namespace) -> int:
+    from .capacity_run import KINDS, run_capacity
+
+    if args.kind not in KINDS:
+        raise ConfigError(f"KIND={args.kind!r}: allowed " + ", ".join(KINDS))
+    seeds = (1 if args.quick else 5) if args.seeds is None else _parse_count("--seeds", args.seeds)
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise ConfigError(f"--device={args.device!r}: allowed cpu or cuda[:N]")
+    _check_device(args.device)
+    default = Path("runs") / f"capacity-{args.kind}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else default
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out={str(out)!r}: exists and is not a directory; allowed: a directory path")
+    if any(p.is_file() for p in out.parents):
+        raise ConfigError(f"--out={str(out)!r}: lies below a file; allowed: a directory path")
+    summary = run_capacity(args.kind, out, quick=args.quick, seeds=seeds, device=args.device,
+                           progress=not args.quiet)
+    if args.kind == "tradeoff":
+        info = summary["tradeoff"]
+        print(f"tradeoff: minimum attention parameters {info['min_attention_params']} "
+              f"(all smaller fail: {info['below_all_fail']})")
+    else:
+        fit = summary["fit"]
+        print(f"{args.kind}: exponent {fit['exponent']:.3f} (95% CI {fit['ci_low']:.3f}.."
+              f"{fit['ci_high']:.3f}, {fit['points']} points) against {summary['x_label']}")
+        if "fit_vs_d" in summary:
+            print(f"linear: exponent {summary['fit_vs_d']['exponent']:.3f} against d "
+                  f"(95% CI {summary['fit_vs_d']['ci_low']:.3f}..{summary['fit_vs_d']['ci_high']:.3f})")
+    print(f"wrote {out / 'trials.csv'}, {out / 'summary.json'}, " + ", ".join(summary["figures"]) +
+          f" in {summary['wall_seconds']:.0f} s")
+    return 0
+
+
 _COMMANDS = {"simulate": _simulate, "stages": _stages, "compare": _compare, "sweep": _sweep,
-             "sweep-plot": _sweep_plot, "bench": _bench}
+             "sweep-plot": _sweep_plot, "bench": _bench, "capacity": _capacity}
 
 if __name__ == "__main__":
     sys.exit(main())

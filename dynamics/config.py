@@ -84,16 +84,24 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model (DESIGN §3): ``reduced`` scalar-score model or ``embedded`` explicit-matrix layer."""
+    """Which model (DESIGN §3): ``reduced`` scalar-score model, ``embedded`` explicit-matrix layer, or the
+    paper's one-layer ``transformer`` (§3.3: ``heads`` softmax heads of size ``head_dim``, a ReLU MLP of
+    width ``mlp_width`` (0: none), frozen Gaussian embeddings of dimension ``dim``)."""
 
     kind: str = "reduced"
     attention: str = "linear"
     dim: int = 64
     embeddings: str = "orthonormal"
     seed: int = 0
+    heads: int = 8
+    head_dim: int = 8
+    mlp_width: int = 64
 
     def __post_init__(self) -> None:
-        _choice("model.kind", self.kind, ("reduced", "embedded"))
+        _choice("model.kind", self.kind, ("reduced", "embedded", "transformer"))
+        _int_at_least("model.heads", self.heads, 1)
+        _int_at_least("model.head_dim", self.head_dim, 1)
+        _int_at_least("model.mlp_width", self.mlp_width, 0)
         _choice("model.attention", self.attention, ("linear", "softmax"))
         _int_at_least("model.dim", self.dim, 1)
         _choice("model.embeddings", self.embeddings, ("orthonormal", "gaussian"))
@@ -209,6 +217,13 @@ class Config:
                 _fail("loss.kind", self.loss.kind,
                       "the population loss is exact only for orthonormal embeddings; "
                       "use loss.kind=sampled with model.embeddings=gaussian")
+        if self.model.kind == "transformer":
+            if self.loss.kind == "population":
+                _fail("loss.kind", self.loss.kind, "the transformer has no exact population loss "
+                      "(softmax and MLP over random noise); allowed: loss.kind=sampled")
+            if self.model.attention != "softmax":
+                _fail("model.attention", self.model.attention, "the transformer's heads are softmax; "
+                      "allowed: model.attention=softmax")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a nested plain dict (what ``config.json`` holds)."""
@@ -333,6 +348,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "random64": {
         "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
         "task.noise_tokens": 72, "flow.t_max": 4000.0,
+    },
+    # Beyond the analysed model (issue 6): the Figure 5 task with one change each.
+    # (a) softmax attention in the reduced model; population flow (the plateau lasts ~40x longer).
+    "figure5_softmax": {"model.attention": "softmax", "flow.t_max": 20000.0},
+    # (b) the embedded model with Gaussian N(0, I/d) embeddings (not orthogonal), on a fixed sample.
+    "figure5_gaussian_d64": {
+        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 64, "loss.kind": "sampled",
+        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
+    },
+    # d = 32 < V = 41: the tokens' embeddings must overlap (superposition).
+    "figure5_gaussian_d32": {
+        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 32, "loss.kind": "sampled",
+        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
+    },
+    # (c) the paper's one-layer transformer (DESIGN §3.3) with d = 32, 4 heads of 8, MLP width 32; Gaussian
+    # init N(0, 0.1²); flow on a fixed sample and online SGD (lr 0.5, batch 256, t = 0.5·step).
+    "figure5_transformer": {
+        "model.kind": "transformer", "model.attention": "softmax", "model.dim": 32, "model.heads": 4,
+        "model.head_dim": 8, "model.mlp_width": 32, "loss.kind": "sampled", "loss.samples": 1024,
+        "init.kind": "gaussian", "init.scale": 0.1, "flow.t_min": 0.5, "flow.t_max": 1500.0,
+        "flow.points": 128, "train.optimizer": "sgd", "train.lr": 0.5, "train.steps": 3000,
+        "train.batch_size": 256,
     },
 }
 DEFAULT_PRESET = "figure5"

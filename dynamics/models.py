@@ -315,6 +315,11 @@ def build_model(config: Config, task: FactTask) -> Model:
     The population loss ties the noise tokens (exact by symmetry); the sampled loss keeps them apart.
     """
     population = config.loss.kind == "population"
+    if config.model.kind == "transformer":
+        from .transformer import TransformerModel  # imports this module: built lazily
+
+        m = config.model
+        return TransformerModel(task, m.dim, m.heads, m.head_dim, m.mlp_width, m.seed, device=config.device)
     if config.model.kind == "reduced":
         return ReducedModel(task, config.model.attention, tied=population, device=config.device)
     return EmbeddedModel(task, config.model.attention, config.model.dim, config.model.embeddings,

@@ -15,6 +15,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from gradcheck import autograd_gradient, central_differences, relative_error
 
 from dynamics.config import Config, ConfigError, InitConfig, LossConfig, TaskConfig
 from dynamics.flow import gradient_field, integrate_flow, log_time_grid
@@ -33,27 +34,6 @@ def small_task(**changes) -> FactTask:
 def random_theta(size: int, seed: int, scale: float = 0.3) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return scale * torch.randn(size, generator=gen, dtype=torch.float64)
-
-
-def central_differences(f, theta: torch.Tensor, h: float = 1e-5) -> torch.Tensor:
-    """∇f(θ) by central differences, one coordinate at a time, without autograd."""
-    grad = torch.zeros_like(theta)
-    with torch.no_grad():
-        for i in range(theta.numel()):
-            e = torch.zeros_like(theta)
-            e[i] = h
-            grad[i] = (f(theta + e) - f(theta - e)) / (2 * h)
-    return grad
-
-
-def autograd_gradient(f, theta: torch.Tensor) -> torch.Tensor:
-    x = theta.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(f(x), x)
-    return grad
-
-
-def relative_error(x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(torch.linalg.norm(x - y) / torch.linalg.norm(y))
 
 
 # --------------------------------------------------------------------------------------------------

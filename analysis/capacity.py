@@ -1,0 +1,149 @@
+"""Capacity search (the paper's Figures 1 and 4): the largest number of associations or facts a model of a
+given size learns to accuracy ≥ 0.99, by bisection, over seeds; then the exponent of capacity against
+parameters.
+
+The bisection (:func:`bisect_largest`) only sees a yes/no oracle, so it is tested on synthetic monotone
+oracles; :func:`guarded` turns a trial that raises or diverges into a *failed* trial recorded as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TrialRecord:
+    """One training trial at one size: ``status`` stored | not_stored | nonfinite | error."""
+
+    size: int
+    success: bool
+    status: str
+    accuracy: float = math.nan
+    steps: int = 0
+    seconds: float = 0.0
+    lr: float = math.nan
+    message: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        """The record as a flat dict (one CSV row)."""
+        return asdict(self)
+
+
+def guarded(trial: Callable[[int], Any], log: list[TrialRecord],
+            on_record: Callable[[TrialRecord], None] | None = None) -> Callable[[int], bool]:
+    """An oracle n -> success from ``trial(n)``, appending a :class:`TrialRecord` to ``log`` every call.
+
+    ``trial`` returns a FitResult-like object (``status``, ``accuracy``, ``steps``, ``seconds``,
+    ``message``), or a (result, lr) pair. An exception, a non-finite accuracy or a ``nonfinite`` status is a
+    failed trial (success False), never a crash. ``on_record`` (optional) sees each record as it is made.
+    """
+
+    def oracle(n: int) -> bool:
+        success = _run(n)
+        if on_record is not None:
+            on_record(log[-1])
+        return success
+
+    def _run(n: int) -> bool:
+        try:
+            out = trial(n)
+        except Exception as err:  # noqa: BLE001 - any failure of one training is a result
+            log.append(TrialRecord(n, False, "error", message=f"{type(err).__name__}: {err}"[:300]))
+            return False
+        result, lr = out if isinstance(out, tuple) else (out, math.nan)
+        accuracy = float(getattr(result, "accuracy", math.nan))
+        status = str(getattr(result, "status", "error"))
+        success = status == "stored" and math.isfinite(accuracy)
+        if not math.isfinite(accuracy) and status == "stored":
+            status = "nonfinite"
+        log.append(TrialRecord(n, success, status, accuracy, int(getattr(result, "steps", 0)),
+                               float(getattr(result, "seconds", 0.0)), float(lr),
+                               str(getattr(result, "message", ""))))
+        return success
+
+    return oracle
+
+
+@dataclass
+class Bisection:
+    """Result of :func:`bisect_largest`: the largest size that succeeded (None: not even ``low``)."""
+
+    capacity: int | None
+    status: str  # ok | below_range (low failed) | at_upper (high succeeded)
+    low_fail: int | None  # smallest size seen to fail (the bracket's upper end)
+    calls: list[int] = field(default_factory=list)
+
+
+def bisect_largest(succeeds: Callable[[int], bool], low: int, high: int, rel_tol: float = 0.0) -> Bisection:
+    """The largest n in [low, high] with ``succeeds(n)``, assuming success is monotone (decreasing in n).
+
+    Tests ``low`` first (fails: below_range) and then ``high`` (succeeds: at_upper). Then keeps a bracket
+    lo (succeeded) < hi (failed) and tests the geometric midpoint √(lo·hi) while hi > 2·lo, the arithmetic
+    one after (clamped to lo+1..hi-1), until hi - lo ≤ max(1, rel_tol·lo); returns lo. Calls: about
+    2 + log₂ log₂(high/low) + log₂(final bracket), fewer with a relative tolerance.
+    """
+    if not (isinstance(low, int) and isinstance(high, int)) or low < 1 or high < low:
+        raise ValueError(f"need integers 1 <= low <= high, got low={low}, high={high}")
+    calls: list[int] = []
+
+    def call(n: int) -> bool:
+        calls.append(n)
+        return bool(succeeds(n))
+
+    if not call(low):
+        return Bisection(None, "below_range", low, calls)
+    if high == low or call(high):
+        return Bisection(high, "at_upper", None, calls)
+    lo, hi = low, high
+    while hi - lo > max(1.0, rel_tol * lo):
+        mid = round(math.sqrt(lo * hi)) if hi > 2 * lo else (lo + hi) // 2
+        mid = min(max(mid, lo + 1), hi - 1)
+        if call(mid):
+            lo = mid
+        else:
+            hi = mid
+    return Bisection(lo, "ok", hi, calls)
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Least squares of log y = α log x + β over all points; α's two-sided ``level`` confidence interval
+    from Student's t with n-2 degrees of freedom: α ± t·s/√Σ(log x - mean)², s² = RSS/(n-2)."""
+    from scipy import stats
+
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    n = len(lx)
+    if n < 2 or np.ptp(lx) == 0:
+        return {"exponent": math.nan, "intercept": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "points": n, "r2": math.nan}
+    sxx = float(((lx - lx.mean()) ** 2).sum())
+    alpha = float(((lx - lx.mean()) * (ly - ly.mean())).sum() / sxx)
+    beta = float(ly.mean() - alpha * lx.mean())
+    resid = ly - (alpha * lx + beta)
+    rss, tss = float((resid**2).sum()), float(((ly - ly.mean()) ** 2).sum())
+    if n > 2:
+        half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * math.sqrt(rss / (n - 2) / sxx)
+    else:
+        half = math.nan
+    return {"exponent": alpha, "intercept": beta, "ci_low": alpha - half, "ci_high": alpha + half,
+            "points": n, "r2": 1 - rss / tss if tss > 0 else 1.0, "level": level}
+
+
+def min_sufficient_attention(attention: np.ndarray, accuracy: np.ndarray, threshold: float = 0.99
+                             ) -> dict[str, Any]:
+    """From a trade-off grid (rows: attention sizes ``attention`` (A,), columns: MLP sizes; ``accuracy``
+    (A, M)), the smallest attention size at which some MLP reaches ``threshold``, and whether every
+    smaller attention size fails for every MLP (``below_all_fail``)."""
+    order = np.argsort(attention)
+    ok_rows = [i for i in order if (accuracy[i] >= threshold).any()]
+    if not ok_rows:
+        return {"min_attention_params": None, "below_all_fail": True, "any_success": False}
+    first = attention[ok_rows[0]]
+    below = [i for i in order if attention[i] < first]
+    return {"min_attention_params": float(first), "any_success": True,
+            "below_all_fail": bool(all((accuracy[i] < threshold).all() for i in below)),
+            "sizes_below": len(below)}
