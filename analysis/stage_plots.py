@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
 from dynamics.trajectory import Trajectory
 
-from .plots import plot_losses
+from .plots import plot_losses, run_figure
 
 
 def predicted_times(theory: Mapping[str, Any] | None) -> dict[str, float]:
@@ -85,7 +84,7 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
     order = fact_order(learning_time)
     values = traj.p_correct[positive].reshape(len(t), S * R)[:, order].T  # (facts, times)
     rows = np.arange(S * R + 1) - 0.5
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = run_figure(7.5, 4.8, left=0.95 if S * R <= 32 else 0.7)
     ax = fig.subplots()
     mesh = ax.pcolormesh(_log_edges(t), rows, values, shading="flat", cmap="viridis",
                          norm=Normalize(0.0, 1.0), rasterized=True)
@@ -121,7 +120,7 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
     positive = t > 0
     if not positive.any():
         raise ValueError("no time t > 0 to draw on a log axis")
-    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    fig = run_figure(7.5, 3.6)
     ax = fig.subplots()
     for (name, values), color in zip(curves.items(), ("0.5", "C3", "C0"), strict=True):
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)

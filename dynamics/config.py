@@ -136,7 +136,10 @@ class LossConfig:
         _int_at_least("loss.seed", self.seed, 0)
 
 
-FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+# Explicit (torchdiffeq), implicit (dynamics.implicit: SUNDIALS CVODE matrix-free, SciPy with a dense
+# Jacobian), or ``auto`` (chosen per run by size and measured stiffness; see dynamics.run.choose_method).
+FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "cvode", "bdf", "radau", "lsoda",
+                "auto")
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,9 @@ class FlowConfig:
     first_step: float = 1e-3
     max_steps: int = 200_000
     modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
+    # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
+    # each, or ``hvp``, an exact Hessian-vector product (about 3.5 gradients each on the reduced model).
+    jacobian: str = "difference"
 
     def __post_init__(self) -> None:
         _positive("flow.t_max", self.t_max)
@@ -165,6 +171,7 @@ class FlowConfig:
         _positive("flow.first_step", self.first_step)
         _int_at_least("flow.max_steps", self.max_steps, 1)
         _non_negative("flow.modified_lr", self.modified_lr)
+        _choice("flow.jacobian", self.jacobian, ("difference", "hvp"))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from .implicit import Jacobian, JacobianVector, integrate_implicit, is_implicit
 from .numerics import compute_settings
-from .objective import Objective, gradient, gradient_and_hvp
+from .objective import Objective, gradient, gradient_and_hvp, hessian_vector_product
 
 VectorField = Callable[[torch.Tensor], torch.Tensor]
 
@@ -56,6 +57,29 @@ def batched_gradient_field(objective: Objective, preconditioner: torch.Tensor | 
     return field
 
 
+def gradient_field_jacobian_vector(objective: Objective, preconditioner: torch.Tensor | None = None
+                                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(θ, v) -> J(θ)·v = −P H(θ) v, the Jacobian of the gradient-flow field times v: one Hessian-vector
+    product (double reverse mode, the cheapest of the autodiff routes measured), never a dense Hessian."""
+
+    def product(theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        hv = hessian_vector_product(objective, theta, vector)
+        return -hv if preconditioner is None else -preconditioner * hv
+
+    return product
+
+
+def gradient_field_jacobian(objective: Objective, preconditioner: torch.Tensor | None = None
+                            ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """θ -> J(θ) = −P H(θ), dense (P × P): for small parameter vectors only."""
+
+    def jacobian(theta: torch.Tensor) -> torch.Tensor:
+        hessian = torch.func.hessian(objective)(theta)
+        return -hessian if preconditioner is None else -preconditioner[:, None] * hessian
+
+    return jacobian
+
+
 def modified_gradient_field(objective: Objective, preconditioner: torch.Tensor | None, lr: float
                             ) -> VectorField:
     """The modified flow of GD with learning rate η (backward-error analysis, second order in η):
@@ -86,6 +110,8 @@ class FlowResult:
     accepted_steps: int
     rejected_steps: int
     wall_seconds: float
+    jvp_evals: int = 0  # Jacobian-vector (Hessian-vector) products, implicit methods
+    jacobian_evals: int = 0  # dense Jacobians, implicit methods
 
 
 class _Stop(Exception):
@@ -175,12 +201,21 @@ class _Counter(torch.nn.Module):
 def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str = "dopri5",
                    rtol: float = 1e-6, atol: float = 1e-10, first_step: float = 1e-3,
                    max_steps: int = 200_000, chunk: int | None = None,
-                   progress: Callable[[float], None] | None = None) -> FlowResult:
+                   progress: Callable[[float], None] | None = None,
+                   jacobian_vector: JacobianVector | None = None,
+                   jacobian: Jacobian | None = None) -> FlowResult:
     """Integrate dθ/dt = field(θ) from θ(times[0]) = theta0, recording θ at every entry of ``times``.
 
     ``times`` must be increasing. ``progress(t)`` is called after every accepted step. Numerical failure
     ends the run with a status; the states up to the last grid point before the failure are kept.
+    ``method``: a torchdiffeq solver (``dopri5``, ...), or an implicit one of :mod:`dynamics.implicit`
+    (``cvode`` with ``jacobian_vector(θ, v) = J·v``; ``bdf``, ``radau``, ``lsoda`` with a dense
+    ``jacobian(θ)``).
     """
+    if is_implicit(method):
+        return integrate_implicit(field, theta0, times, method=method, rtol=rtol, atol=atol,
+                                  first_step=first_step, max_steps=max_steps, progress=progress,
+                                  jacobian_vector=jacobian_vector, jacobian=jacobian)
     with compute_settings(theta0):
         return _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, chunk, progress)
 

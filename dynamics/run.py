@@ -9,19 +9,22 @@ import numpy as np
 import torch
 import torchdiffeq
 
-from .config import Config, FlowConfig
+from .config import Config, ConfigError, FlowConfig
 from .curvature import sharpness
 from .flow import (
     BatchFlowResult,
     FlowResult,
     batched_gradient_field,
     gradient_field,
+    gradient_field_jacobian,
+    gradient_field_jacobian_vector,
     integrate_flow,
     integrate_flow_batch,
     log_progress_bar,
     log_time_grid,
     modified_gradient_field,
 )
+from .implicit import IMPLICIT_METHODS
 from .models import Model, build_model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
@@ -59,13 +62,89 @@ def _solver_options(flow: FlowConfig) -> dict[str, Any]:
             "max_steps": flow.max_steps}
 
 
+# ``flow.method=auto`` starts explicit (dopri5) and, when its steps run past this budget, finishes the run
+# implicitly (cvode) from the last grid point: an explicit step on a stiff flow is bounded by stability
+# (t·λ_max/3.3 steps whatever the tolerance), so a long explicit run *is* the detected stiffness.
+# Measured crossover (README, bench scale section): dopri5 is faster up to ~220 steps (12 × 8 facts),
+# cvode from ~600 (64 × 8).
+AUTO_EXPLICIT_STEPS = 300
+DENSE_JACOBIAN_MAX_PARAMS = 4096  # bdf/radau/lsoda build a dense P×P Jacobian
+
+
+def _check_method(config: Config, model: Model) -> None:
+    method = config.flow.method
+    if method in ("bdf", "radau", "lsoda") and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
+        raise ConfigError(f"flow.method={method!r}: needs a dense Jacobian, allowed up to "
+                          f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
+                          "use flow.method=cvode (matrix-free) or auto")
+
+
+def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndarray,
+                    progress: Any) -> tuple[FlowResult, str]:
+    """dopri5 within :data:`AUTO_EXPLICIT_STEPS` steps, then cvode from the last grid point reached."""
+    budget = options["max_steps"]
+    if budget <= AUTO_EXPLICIT_STEPS:
+        result = integrate_flow(theta0=theta0, times=grid, progress=progress,
+                                **{**options, "method": "dopri5"})
+        return result, "dopri5 (the step budget flow.max_steps is below the switch)"
+    first = integrate_flow(theta0=theta0, times=grid, progress=progress,
+                           **{**options, "method": "dopri5", "max_steps": AUTO_EXPLICIT_STEPS})
+    if first.status != "max_steps":
+        return first, f"dopri5 ({first.accepted_steps} steps <= {AUTO_EXPLICIT_STEPS}: not stiff here)"
+    k = len(first.times) - 1
+    rest = integrate_flow(theta0=first.states[-1], times=grid[k:], progress=progress,
+                          **{**options, "method": "cvode", "max_steps": budget - first.accepted_steps})
+    joined = FlowResult(np.concatenate([first.times, rest.times[1:]]),
+                        torch.cat([first.states, rest.states[1:]]), rest.status, rest.status_time,
+                        rest.message, first.function_evals + rest.function_evals,
+                        first.accepted_steps + rest.accepted_steps,
+                        first.rejected_steps + rest.rejected_steps, first.wall_seconds + rest.wall_seconds,
+                        rest.jvp_evals, rest.jacobian_evals)
+    return joined, (f"dopri5 to t={grid[k]:.6g} ({AUTO_EXPLICIT_STEPS} steps: stiff), then cvode")
+
+
+def _integrator(config: Config, model: Model, objective: Objective, modified_lr: float = 0.0
+                ) -> dict[str, Any]:
+    """Keyword arguments of :func:`integrate_flow` for a run: the field, the method and the Jacobian
+    products it needs."""
+    _check_method(config, model)
+    method = config.flow.method
+    preconditioner = model.preconditioner
+    options = {**_solver_options(config.flow), "method": method}
+    if modified_lr > 0:
+        # The modified field's Jacobian is not −PH: implicit methods difference its values instead.
+        options["field"] = modified_gradient_field(objective, preconditioner, modified_lr)
+        return options
+    options["field"] = gradient_field(objective, preconditioner)
+    if method in ("cvode", "auto") and config.flow.jacobian == "hvp":
+        options["jacobian_vector"] = gradient_field_jacobian_vector(objective, preconditioner)
+    elif method in ("bdf", "radau", "lsoda"):
+        # a dense Jacobian by differences would cost P gradients: always the exact one
+        options["jacobian"] = gradient_field_jacobian(objective, preconditioner)
+    return options
+
+
+def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
+                          grid: np.ndarray, progress: Any = None) -> tuple[FlowResult, dict[str, Any]]:
+    """Integrate the flow of ``config`` on ``grid`` with its method (``auto`` resolved); the result and
+    the metadata that records the method used and why."""
+    options = _integrator(config, model, objective, config.flow.modified_lr)
+    if config.flow.method == "auto":
+        result, used = _integrate_auto(options, theta0, grid, progress)
+    else:
+        result = integrate_flow(theta0=theta0, times=grid, progress=progress, **options)
+        used = "set by flow.method"
+    return result, {"method": config.flow.method, "method_used": used, "jacobian": config.flow.jacobian}
+
+
 def _flow_meta(result: FlowResult | BatchFlowResult, model: Model, **extra: Any) -> dict[str, Any]:
     """What ``summary.json`` says about a flow run."""
     return {"kind": "flow", "status": result.status, "status_time": result.status_time,
             "message": result.message, "function_evals": result.function_evals,
             "accepted_steps": result.accepted_steps, "rejected_steps": result.rejected_steps,
             "wall_seconds": result.wall_seconds, "num_params": model.num_params, "modified_lr": 0.0,
-            "versions": versions(), **extra}
+            "jvp_evals": getattr(result, "jvp_evals", 0),
+            "jacobian_evals": getattr(result, "jacobian_evals", 0), "versions": versions(), **extra}
 
 
 def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
@@ -82,12 +161,10 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
         grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
-        field = (modified_gradient_field(objective, model.preconditioner, flow.modified_lr)
-                 if flow.modified_lr > 0 else gradient_field(objective, model.preconditioner))
-        result = integrate_flow(field, theta0, grid, progress=update, **_solver_options(flow))
+        result, chosen = integrate_config_flow(config, model, objective, theta0, grid, update)
     finally:
         close()
-    meta = _flow_meta(result, model, modified_lr=flow.modified_lr)
+    meta = _flow_meta(result, model, modified_lr=flow.modified_lr, **chosen)
     trajectory = record(model, task, result.times, result.states, meta)
     meta["final_loss"] = trajectory.final_loss
     if keep_states:
@@ -117,6 +194,9 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     config = configs[0]
+    if config.flow.method in ("auto", *IMPLICIT_METHODS):
+        # Implicit methods integrate one flow at a time (each member has its own Newton systems).
+        return [run_flow(c, progress=progress) for c in configs]
     task, model, objective = _setup(config)
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
     flow = config.flow

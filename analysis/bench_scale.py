@@ -1,0 +1,147 @@
+"""``factrecall bench``'s scale section: each flow method's cost to the same accuracy as the table grows.
+
+For every size S × R (D = 8, random table, N = S + R noise tokens, constant init 1e-5, integrated to 2.5×
+the predicted subject escape so that both stages are passed) each method runs down a ladder of tolerances
+until its largest loss deviation from a tight reference is at most ``target`` (1e-4). Reported: gradient
+evaluations, Hessian-vector products (each counted), wall time, the tolerance that sufficed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics.config import Config, resolve_config
+from dynamics.run import run_flow
+from dynamics.trajectory import Trajectory
+
+DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
+LARGE_SIZES = ((256, 16), (500, 20), (2000, 50))
+LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+# A tight dopri5 reference costs tens of thousands of stability-bound steps beyond this many facts; above
+# it the reference is cvode at rtol 1e-10 (its agreement with dopri5 is tested on figure5 and 64 × 8).
+DOPRI_REFERENCE_MAX_FACTS = 1000
+# What each benchmarked method label sets.
+VARIANTS = {
+    "dopri5": {"flow.method": "dopri5"},
+    "cvode": {"flow.method": "cvode", "flow.jacobian": "difference"},
+    "cvode+hvp": {"flow.method": "cvode", "flow.jacobian": "hvp"},
+}
+
+
+def scale_config(subjects: int, relations: int, answers: int = 8) -> Config:
+    """The scale benchmark's problem: random S × R table, integrated through both escapes."""
+    sigma_s = math.sqrt(1 / relations - 1 / (relations * answers)) / subjects  # DESIGN §4
+    t_max = 2.5 * math.log(1 / 1e-5) / sigma_s
+    return resolve_config("figure5", overrides={
+        "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
+        "task.noise_tokens": subjects + relations, "task.facts": "random", "flow.t_max": t_max,
+        "flow.points": 128})
+
+
+def _tolerances(rtol: float) -> dict[str, float]:
+    # Parameters start at 1e-5: the absolute tolerance must sit far below them.
+    return {"flow.rtol": rtol, "flow.atol": rtol * 1e-6}
+
+
+def reference_flow(config: Config, facts: int) -> tuple[Trajectory, str]:
+    """The tight reference trajectory of a scale problem and how it was made."""
+    method = "dopri5" if facts <= DOPRI_REFERENCE_MAX_FACTS else "cvode"
+    reference = run_flow(config.override({**_tolerances(1e-10), "flow.method": method}))
+    return reference, f"{method} rtol 1e-10"
+
+
+def cost_to_accuracy(config: Config, method: str, reference: Trajectory, target: float,
+                     ladder: tuple[float, ...] = LADDER) -> dict[str, Any]:
+    """Run ``method`` down the tolerance ladder until its loss is within ``target`` of ``reference``."""
+    tried = []
+    for rtol in ladder:
+        traj = run_flow(config.override({**_tolerances(rtol), **VARIANTS[method]}))
+        n = min(len(traj.loss), len(reference.loss))
+        deviation = float(np.max(np.abs(traj.loss[:n] - reference.loss[:n])))
+        row = {"method": method, "rtol": rtol, "status": traj.meta["status"], "deviation": deviation,
+               "function_evals": traj.meta["function_evals"], "jvp_evals": traj.meta.get("jvp_evals", 0),
+               "seconds": traj.meta["wall_seconds"], "final_loss": traj.final_loss}
+        row["evaluations"] = row["function_evals"] + row["jvp_evals"]
+        tried.append(row)
+        if traj.meta["status"] == "ok" and n == len(reference.loss) and deviation <= target:
+            return {**row, "met_target": True, "tried": tried}
+    return {**tried[-1], "met_target": False, "tried": tried}
+
+
+def bench_scale(sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
+                methods: tuple[str, ...] = ("dopri5", "cvode", "cvode+hvp"),
+                target: float = 1e-4, log=lambda message: None) -> list[dict[str, Any]]:
+    """One row per size: every method's cost to ``target``, and the ratios dopri5 / best implicit."""
+    rows = []
+    for subjects, relations in sizes:
+        config = scale_config(subjects, relations)
+        facts = subjects * relations
+        log(f"scale: {subjects} x {relations}: reference ...")
+        reference, how = reference_flow(config, facts)
+        row: dict[str, Any] = {"facts": facts, "S": subjects, "R": relations, "t_max": config.flow.t_max,
+                               "reference": how, "reference_final_loss": reference.final_loss, "methods": {}}
+        for method in methods:
+            log(f"scale: {subjects} x {relations}: {method} ...")
+            row["methods"][method] = cost_to_accuracy(config, method, reference, target)
+        explicit = row["methods"].get("dopri5")
+        implicit = [m for name, m in row["methods"].items() if name != "dopri5" and m["met_target"]]
+        if explicit and explicit["met_target"] and implicit:
+            best = min(implicit, key=lambda m: m["seconds"])
+            row["best"] = best["method"]
+            row["evaluation_ratio"] = explicit["evaluations"] / best["evaluations"]
+            row["time_ratio"] = explicit["seconds"] / best["seconds"]
+        rows.append(row)
+    return rows
+
+
+def format_scale_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per size and method, then the dopri5 / best ratios."""
+    lines = ["| facts S·R | S × R | method | rtol | grad evals | Hv products | seconds | max loss dev | "
+             "final loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for name, m in row["methods"].items():
+            met = "" if m["met_target"] else " (target missed)"
+            lines.append(f"| {row['facts']} | {row['S']} × {row['R']} | {name} | {m['rtol']:g} | "
+                         f"{m['function_evals']} | {m['jvp_evals']} | {m['seconds']:.2f} | "
+                         f"{m['deviation']:.1e}{met} | {m['final_loss']:.3g} |")
+    lines += ["", "| facts S·R | best implicit | evaluations dopri5 / best | wall time dopri5 / best |",
+              "|---|---|---|---|"]
+    for row in rows:
+        if "best" in row:
+            lines.append(f"| {row['facts']} | {row['best']} | {row['evaluation_ratio']:.1f}× | "
+                         f"{row['time_ratio']:.1f}× |")
+    return "\n".join(lines)
+
+
+def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Log–log: evaluations (gradient + Hv) and wall time to the target accuracy against S·R, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    methods = sorted({name for row in rows for name in row["methods"]})
+    for name in methods:
+        pts = [(row["facts"], row["methods"][name]) for row in rows if name in row["methods"]]
+        facts = [f for f, _ in pts]
+        marker = ["o" if m["met_target"] else "x" for _, m in pts]
+        left.plot(facts, [m["evaluations"] for _, m in pts], "-", label=name)
+        right.plot(facts, [m["seconds"] for _, m in pts], "-", label=name)
+        for f, m, mk in zip(facts, (m for _, m in pts), marker, strict=True):
+            left.plot([f], [m["evaluations"]], mk, color=left.lines[-1].get_color())
+            right.plot([f], [m["seconds"]], mk, color=right.lines[-1].get_color())
+    for ax, label in ((left, "gradient evals + Hv products"), (right, "wall seconds")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("facts S·R")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("flow cost to a largest loss deviation of 1e-4 (x: target missed)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,182 @@
+"""Implicit (stiff-aware) integrators against closed-form solutions and against a tight dopri5 reference.
+
+* A stiff linear gradient flow dθ/dt = −Aθ (eigenvalues of A from 0.05 to 200): exact e^{−At}θ0; the
+  implicit methods take steps limited by accuracy, dopri5 by stability.
+* Saxe et al.'s two-layer linear network (the logistic modes of tests/test_flow.py).
+* The engine's contract: grid, statuses with their time and the states before, progress, step budget.
+* On the simulator: figure5 through cvode matches a tight dopri5 reference, with the same stages.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_flow import N_IN, STRENGTHS, U0, linear_network_problem, logistic
+
+from analysis.stages import detect_stages
+from dynamics.config import ConfigError, resolve_config
+from dynamics.flow import (
+    gradient_field,
+    gradient_field_jacobian,
+    gradient_field_jacobian_vector,
+    integrate_flow,
+    log_time_grid,
+)
+from dynamics.run import run_flow
+
+METHODS = ["cvode", "bdf", "radau", "lsoda"]
+
+
+def _jacobians(loss):
+    return {"jacobian_vector": gradient_field_jacobian_vector(loss),
+            "jacobian": gradient_field_jacobian(loss)}
+
+
+def stiff_quadratic():
+    gen = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))
+    rates = torch.tensor([200.0, 3.0, 0.4, 0.05], dtype=torch.float64)
+    a = q @ torch.diag(rates) @ q.T
+    theta0 = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+
+    def loss(theta):
+        return 0.5 * theta @ (a @ theta)
+
+    def exact(t):
+        return np.stack([(q @ torch.diag(torch.exp(-rates * s)) @ q.T @ theta0).numpy() for s in t])
+
+    return loss, theta0, exact
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_stiff_linear_flow_matches_its_exponential(method):
+    loss, theta0, exact = stiff_quadratic()
+    grid = log_time_grid(1e-3, 60.0, 60)
+    result = integrate_flow(gradient_field(loss), theta0, grid, method=method, rtol=1e-8, atol=1e-12,
+                            **_jacobians(loss))
+    assert result.status == "ok" and result.status_time is None, result.message
+    assert np.array_equal(result.times, grid)
+    np.testing.assert_allclose(result.states.numpy(), exact(grid), rtol=1e-5, atol=1e-9)
+
+
+def test_implicit_steps_are_bounded_by_accuracy_not_stability():
+    loss, theta0, exact = stiff_quadratic()
+    grid = log_time_grid(1e-3, 60.0, 60)
+    explicit = integrate_flow(gradient_field(loss), theta0, grid, rtol=1e-6, atol=1e-10)
+    implicit = integrate_flow(gradient_field(loss), theta0, grid, method="cvode", rtol=1e-6, atol=1e-10,
+                              **_jacobians(loss))
+    # dopri5 needs t_max·λ_max/3.3 ≈ 3600 steps; BDF a few hundred evaluations of f and of J·v together.
+    assert explicit.accepted_steps > 3000
+    assert implicit.function_evals + implicit.jvp_evals < explicit.function_evals / 10
+    for result in (explicit, implicit):
+        np.testing.assert_allclose(result.states.numpy(), exact(grid), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_layer_linear_network_closed_form(method):
+    loss, theta0, modes = linear_network_problem()
+    grid = log_time_grid(1e-3, 20.0, 80)
+    result = integrate_flow(gradient_field(loss), theta0, grid, method=method, rtol=1e-8, atol=1e-13,
+                            **_jacobians(loss))
+    assert result.status == "ok", result.message
+    strengths = np.stack([np.diag(modes(x).numpy()) for x in result.states])
+    expected = logistic(STRENGTHS[None, :], U0, grid[:, None])
+    assert np.max(np.abs(strengths - expected) / expected) < 1e-4
+    assert np.allclose(strengths[-1], STRENGTHS, rtol=1e-5)
+    assert strengths.shape == (len(grid), N_IN)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_blow_up_keeps_the_states_before_it(method):
+    grid = np.linspace(0.0, 2.0, 101)  # dθ/dt = θ², θ(0) = 1: θ = 1/(1 − t) blows up at t = 1
+    theta0 = torch.tensor([1.0], dtype=torch.float64)
+    result = integrate_flow(lambda x: x**2, theta0, grid, method=method, rtol=1e-6, atol=1e-12,
+                            max_steps=20_000, jacobian_vector=lambda x, v: 2 * x * v,
+                            jacobian=lambda x: torch.diag(2 * x))
+    # LSODA creeps on towards the singularity (θ = 1e5 at t = 1 − 1e-5) until its step budget runs out
+    assert result.status in ("nonfinite", "step_underflow", "max_steps"), (result.status, result.message)
+    assert result.status_time == pytest.approx(1.0, rel=0.05)
+    assert 45 <= len(result.times) <= 51
+    assert np.array_equal(result.times, grid[:len(result.times)])
+    # (errors grow with θ on the way to a blow-up: 1e-3 at θ = 50 for BDF at rtol 1e-6; Radau's last
+    # step can land just past t = 1 with a large finite θ, which no test of the state can tell apart)
+    before = result.times < 1.0
+    exact = 1.0 / (1.0 - result.times[before])
+    np.testing.assert_allclose(result.states[before, 0].numpy(), exact, rtol=5e-3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_field_turning_nan_gives_nonfinite(method):
+    def field(theta):
+        return torch.where(theta < 0.5, torch.ones_like(theta), torch.full_like(theta, math.nan))
+
+    grid = np.linspace(0.0, 1.0, 11)
+    result = integrate_flow(field, torch.zeros(2, dtype=torch.float64), grid, method=method,
+                            jacobian_vector=lambda x, v: torch.zeros_like(v),
+                            jacobian=lambda x: torch.zeros(2, 2, dtype=torch.float64))
+    assert result.status == "nonfinite"
+    # (an implicit step may stride over t = 0.5, where θ = t meets the NaN: its grid points are dropped)
+    assert result.times[-1] <= 0.5 <= result.status_time <= 1.0
+    np.testing.assert_allclose(result.states.numpy(), np.repeat(result.times[:, None], 2, axis=1), atol=1e-8)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_step_budget_and_progress(method):
+    grid = log_time_grid(1e-3, 100.0, 20)
+    theta0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    options = {"method": method, "jacobian_vector": lambda x, v: -v,
+               "jacobian": lambda x: -torch.eye(2, dtype=torch.float64)}
+    seen: list[float] = []
+    full = integrate_flow(lambda x: -x, theta0, grid, progress=seen.append, **options)
+    assert full.status == "ok" and np.array_equal(full.times, grid)
+    assert len(seen) == full.accepted_steps and np.all(np.diff(seen) > 0)
+    short = integrate_flow(lambda x: -x, theta0, grid, max_steps=5, **options)
+    assert short.status == "max_steps" and "max_steps" in short.message
+    assert 0 < short.status_time < 100.0 and len(short.times) < len(grid)
+    np.testing.assert_allclose(short.states.numpy(), np.exp(-short.times)[:, None] * [1.0, 2.0], rtol=1e-4)
+
+
+@functools.cache
+def figure5_reference():
+    return run_flow(resolve_config("figure5", overrides={"flow.rtol": 1e-10, "flow.atol": 1e-14}))
+
+
+@pytest.mark.parametrize("method,jacobian", [("cvode", "difference"), ("cvode", "hvp"), ("bdf", "hvp"),
+                                             ("radau", "hvp"), ("lsoda", "hvp")])
+def test_figure5_matches_a_tight_dopri5_reference(method, jacobian):
+    reference = figure5_reference()
+    traj = run_flow(resolve_config("figure5", overrides={"flow.method": method, "flow.jacobian": jacobian,
+                                                         "flow.rtol": 1e-8, "flow.atol": 1e-14}))
+    assert traj.meta["status"] == "ok" and traj.meta["method"] == method
+    if method == "cvode":
+        assert (traj.meta["jvp_evals"] > 0) == (jacobian == "hvp")
+    elif method != "lsoda":  # LSODA asks for J only once it has switched to its stiff (BDF) mode
+        assert traj.meta["jacobian_evals"] > 0
+    assert np.max(np.abs(traj.loss - reference.loss)) < 1e-4
+    ours, theirs = detect_stages(traj), detect_stages(reference)
+    assert ours.names == theirs.names == ["init", "hallucination", "recall"]
+    for a, b in zip(ours.transitions, theirs.transitions, strict=True):
+        assert a["t"] == pytest.approx(b["t"], rel=0.01)
+
+
+def test_auto_switches_to_cvode_when_explicit_steps_pile_up():
+    figure5 = run_flow(resolve_config("figure5", overrides={"flow.method": "auto"}))
+    assert figure5.meta["method"] == "auto" and figure5.meta["method_used"].startswith("dopri5 (")
+    assert figure5.meta["jvp_evals"] == 0
+    # random64 is stiff on its plateau: dopri5 runs out of its 300 steps there and cvode finishes.
+    config = resolve_config("random64", overrides={"flow.points": 64})
+    auto = run_flow(config.override({"flow.method": "auto"}))
+    assert "then cvode" in auto.meta["method_used"], auto.meta["method_used"]
+    assert auto.meta["status"] == "ok" and np.array_equal(auto.t, run_flow(config).t)
+    reference = run_flow(config.override({"flow.rtol": 1e-9, "flow.atol": 1e-14}))
+    assert np.max(np.abs(auto.loss - reference.loss)) < 1e-3
+
+
+def test_dense_jacobian_methods_refuse_large_models():
+    config = resolve_config("random64", overrides={"flow.method": "bdf"})
+    with pytest.raises(ConfigError, match="flow.method='bdf'.*cvode"):
+        run_flow(config)
