@@ -6,13 +6,13 @@ hold even when the machine's absolute speed drifts. Results are printed as a tab
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import numpy as np
 from dynamics.config import Config, resolve_config
 from dynamics.run import run_flow, run_training
 from dynamics.trajectory import atomic_write_json
+
+from .bench_scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
 
 
 def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[float, int]:
@@ -114,28 +116,6 @@ def bench_batched_sweep(points: int = 32) -> dict[str, Any]:
             "ratio": ratio, "target_ratio": 4.0, "met": ratio >= 4.0}
 
 
-def bench_scaling() -> list[dict[str, Any]]:
-    """Flow cost against the number of facts S·R (R = 8, D = 8, N = S + R), through both escapes."""
-    rows = []
-    sizes = (100, 1000)  # larger tables: the scale section of issue 7 (stiff-aware methods)
-    R, D = 8, 8
-    for facts in sizes:
-        S = max(2, round(facts / R))
-        # Predicted subject escape (DESIGN §4): t_S = log(1/α)/σ_s; integrate to 2.5 t_S.
-        sigma_s = math.sqrt(1 / R - 1 / (R * D)) / S
-        t_max = 2.5 * math.log(1e5) / sigma_s
-        config = resolve_config("figure5", overrides={
-            "task.subjects": S, "task.relations": R, "task.answers_per_relation": D,
-            "task.noise_tokens": S + R, "task.facts": "random", "flow.t_max": t_max, "flow.points": 128})
-        traj = run_flow(config)
-        evals = traj.meta["function_evals"]
-        rows.append({"facts": S * R, "S": S, "R": R, "t_max": t_max, "status": traj.meta["status"],
-                     "final_loss": traj.final_loss, "function_evals": evals,
-                     "seconds": traj.meta["wall_seconds"],
-                     "ms_per_eval": 1e3 * traj.meta["wall_seconds"] / max(evals, 1)})
-    return rows
-
-
 def _row(measure: str, value: str, target: str, met: bool) -> str:
     return f"| {measure} | {value} | {target} | {'yes' if met else 'no'} |"
 
@@ -158,28 +138,34 @@ def format_table(results: dict[str, Any]) -> str:
              f"{lh['ratio']:.2f}", "≤ 3", lh["met"]),
         _row(f"{bs['points']}-point init.scale sweep: one by one {bs['one_by_one_seconds']:.1f} s / batched "
              f"{bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"]),
-        "", "| facts S·R | S | t_max | function evals | seconds | ms / eval | final loss |",
-        "|---|---|---|---|---|---|---|"]
-    for row in results["scaling"]:
-        lines.append(f"| {row['facts']} | {row['S']} | {row['t_max']:.3g} | {row['function_evals']} | "
-                     f"{row['seconds']:.2f} | {row['ms_per_eval']:.3f} | {row['final_loss']:.3g} |")
+    ]
+    if results.get("scale"):
+        lines += ["", format_scale_table(results["scale"])]
     return "\n".join(lines)
 
 
-def run_bench(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
-    """Run every section, print the table, save JSON to ``out``; returns the results."""
+def run_bench(quick: bool = False, out: Path | None = None,
+              sizes: tuple[tuple[int, int], ...] | None = None) -> dict[str, Any]:
+    """Run every section, print the table, save JSON to ``out`` (and the scale figure beside it).
+
+    ``sizes``: the S × R tables of the scale section (default :data:`~analysis.bench_scale.DEFAULT_SIZES`;
+    quick: 12 × 8 only).
+    """
+    sizes = sizes or (((12, 8),) if quick else DEFAULT_SIZES)
+    log = partial(print, file=sys.stderr, flush=True)
     sections = [("end_to_end", lambda: bench_end_to_end(2 if quick else 3)),
                 ("sgd_vs_flow", lambda: bench_sgd_vs_flow(quick)),
                 ("gd_evals", lambda: bench_gd_evals(quick)),
                 ("long_horizon", bench_long_horizon),
                 ("batched_sweep", lambda: bench_batched_sweep(8 if quick else 32)),
-                ("scaling", bench_scaling)]
+                ("scale", lambda: bench_scale(sizes, log=log))]
     results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
     for name, section in sections:
-        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        log(f"bench: {name} ...")
         results[name] = section()
     table = format_table(results)
     print(table)
     if out is not None:
         atomic_write_json(Path(out), results)
+        results["scale_figure"] = str(plot_scale(results["scale"], Path(out).with_suffix(".png")))
     return results

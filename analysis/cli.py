@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
     bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
-    bench.add_argument("--out", metavar="FILE", default="bench.json", help="where to save the JSON")
+    bench.add_argument("--out", metavar="FILE", default="bench.json",
+                       help="where to save the JSON (the scale figure goes beside it, .png)")
+    bench.add_argument("--sizes", default=None, metavar="SxR,...",
+                       help="tables of the scale section, e.g. 64x8,256x16 (default 12x8,64x8,125x8)")
     return parser
 
 
@@ -223,7 +226,16 @@ def _sweep_plot(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    run_bench(quick=args.quick, out=Path(args.out))
+    sizes = None
+    if args.sizes is not None:
+        try:
+            sizes = tuple((int(a), int(b)) for a, b in (item.split("x") for item in args.sizes.split(",")))
+        except ValueError:
+            raise ConfigError(f"--sizes={args.sizes!r}: must be a comma-separated list of SxR, e.g. 64x8"
+                              ) from None
+        if not sizes or any(a < 1 or b < 1 for a, b in sizes):
+            raise ConfigError(f"--sizes={args.sizes!r}: sizes must be >= 1")
+    run_bench(quick=args.quick, out=Path(args.out), sizes=sizes)
     return 0
 
 
