@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 
 from dynamics.trajectory import Trajectory
 
-from .plots import plot_losses, run_figure
+from .plots import log_time_axis, plot_losses, run_figure
 
 
 def predicted_times(theory: Mapping[str, Any] | None) -> dict[str, float]:
@@ -95,7 +95,7 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
         ax.legend(fontsize=8, loc="lower left")
     if (~learned).any() and learned.any():
         ax.axhline(learned.sum() - 0.5, color="red", lw=0.8, ls="--")
-    ax.set_xscale("log")
+    log_time_axis(ax)
     ax.set_xlim(*_log_xlim(t))
     ax.set_ylim(S * R - 0.5, -0.5)  # earliest-learned fact at the top
     ax.set_xlabel("flow time t (= step × lr for discrete runs)")
@@ -125,7 +125,7 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
     for (name, values), color in zip(curves.items(), ("0.5", "C3", "C0"), strict=True):
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)
         ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0)
-    ax.set_xscale("log")
+    log_time_axis(ax)
     ax.set_xlim(*_log_xlim(t[positive]))
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("flow time t (= step × lr for discrete runs)")
