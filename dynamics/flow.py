@@ -112,6 +112,7 @@ class FlowResult:
     wall_seconds: float
     jvp_evals: int = 0  # Jacobian-vector (Hessian-vector) products, implicit methods
     jacobian_evals: int = 0  # dense Jacobians, implicit methods
+    last_step: float | None = None  # the last accepted step size (explicit methods): to continue a run
 
 
 class _Stop(Exception):
@@ -311,7 +312,8 @@ def _integrate(field, theta0, times, method, rtol, atol, first_step, max_steps, 
             status, status_time, message = "ok", None, "integrated to t_max"
     kept = torch.stack(states)
     result = FlowResult(np.asarray(times[:len(kept)], dtype=np.float64), kept, status, status_time, message,
-                        counter.evals, counter.accepted, counter.rejected, time.perf_counter() - start)
+                        counter.evals, counter.accepted, counter.rejected, time.perf_counter() - start,
+                        last_step=counter.last_dt)
     return (result, counter) if batch else result
 
 

@@ -65,9 +65,9 @@ def _solver_options(flow: FlowConfig) -> dict[str, Any]:
 # ``flow.method=auto`` starts explicit (dopri5) and, when its steps run past this budget, finishes the run
 # implicitly (cvode) from the last grid point: an explicit step on a stiff flow is bounded by stability
 # (t·λ_max/3.3 steps whatever the tolerance), so a long explicit run *is* the detected stiffness.
-# Measured crossover (README, bench scale section): dopri5 is faster up to ~220 steps (12 × 8 facts),
+# Measured crossover (README, bench scale section): dopri5 is faster at ~220 steps (12 × 8 facts),
 # cvode from ~600 (64 × 8).
-AUTO_EXPLICIT_STEPS = 300
+AUTO_EXPLICIT_STEPS = 200
 DENSE_JACOBIAN_MAX_PARAMS = 4096  # bdf/radau/lsoda build a dense P×P Jacobian
 
 
@@ -79,28 +79,40 @@ def _check_method(config: Config, model: Model) -> None:
                           "use flow.method=cvode (matrix-free) or auto")
 
 
+def _join(parts: list[FlowResult]) -> FlowResult:
+    """Consecutive pieces of one flow (each starting at the previous one's last grid point) as one."""
+    last = parts[-1]
+    return FlowResult(np.concatenate([parts[0].times] + [p.times[1:] for p in parts[1:]]),
+                      torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]]), last.status,
+                      last.status_time, last.message, sum(p.function_evals for p in parts),
+                      sum(p.accepted_steps for p in parts), sum(p.rejected_steps for p in parts),
+                      sum(p.wall_seconds for p in parts), sum(p.jvp_evals for p in parts),
+                      sum(p.jacobian_evals for p in parts))
+
+
 def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndarray,
                     progress: Any) -> tuple[FlowResult, str]:
-    """dopri5 within :data:`AUTO_EXPLICIT_STEPS` steps, then cvode from the last grid point reached."""
+    """dopri5, one solver call per span of t growing by at most 1.5× (the step size carried across), until
+    it has taken more than :data:`AUTO_EXPLICIT_STEPS` steps; then cvode from the last grid point reached
+    to the end."""
     budget = options["max_steps"]
-    if budget <= AUTO_EXPLICIT_STEPS:
-        result = integrate_flow(theta0=theta0, times=grid, progress=progress,
-                                **{**options, "method": "dopri5"})
-        return result, "dopri5 (the step budget flow.max_steps is below the switch)"
-    first = integrate_flow(theta0=theta0, times=grid, progress=progress,
-                           **{**options, "method": "dopri5", "max_steps": AUTO_EXPLICIT_STEPS})
-    if first.status != "max_steps":
-        return first, f"dopri5 ({first.accepted_steps} steps <= {AUTO_EXPLICIT_STEPS}: not stiff here)"
-    k = len(first.times) - 1
-    rest = integrate_flow(theta0=first.states[-1], times=grid[k:], progress=progress,
-                          **{**options, "method": "cvode", "max_steps": budget - first.accepted_steps})
-    joined = FlowResult(np.concatenate([first.times, rest.times[1:]]),
-                        torch.cat([first.states, rest.states[1:]]), rest.status, rest.status_time,
-                        rest.message, first.function_evals + rest.function_evals,
-                        first.accepted_steps + rest.accepted_steps,
-                        first.rejected_steps + rest.rejected_steps, first.wall_seconds + rest.wall_seconds,
-                        rest.jvp_evals, rest.jacobian_evals)
-    return joined, (f"dopri5 to t={grid[k]:.6g} ({AUTO_EXPLICIT_STEPS} steps: stiff), then cvode")
+    parts: list[FlowResult] = []
+    i, state, first_step = 0, theta0, options["first_step"]
+    while i < len(grid) - 1:
+        steps = sum(p.accepted_steps for p in parts)
+        if steps > AUTO_EXPLICIT_STEPS and budget > steps:
+            parts.append(integrate_flow(theta0=state, times=grid[i:], progress=progress,
+                                        **{**options, "method": "cvode", "max_steps": budget - steps}))
+            return _join(parts), f"dopri5 to t={grid[i]:.6g} ({steps} steps: stiff), then cvode"
+        j = min(max(i + 1, int(np.searchsorted(grid, 1.5 * grid[i], side="right")) - 1), len(grid) - 1)
+        parts.append(integrate_flow(theta0=state, times=grid[i:j + 1], progress=progress,
+                                    **{**options, "method": "dopri5", "max_steps": budget - steps,
+                                       "first_step": first_step}))
+        if parts[-1].status != "ok":
+            break
+        i, state, first_step = j, parts[-1].states[-1], parts[-1].last_step or first_step
+    steps = sum(p.accepted_steps for p in parts)
+    return _join(parts), f"dopri5 ({steps} steps; a switch to cvode comes after {AUTO_EXPLICIT_STEPS})"
 
 
 def _integrator(config: Config, model: Model, objective: Objective, modified_lr: float = 0.0

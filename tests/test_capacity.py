@@ -133,7 +133,7 @@ def test_run_capacity_writes_csv_summary_and_figure(tmp_path):
 # --- CLI ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,needle", [
     (["capacity", "attention"], "KIND='attention': allowed linear, mlp, transformer, tradeoff"),
-    (["capacity", "linear", "--seeds", "0"], "--seeds='0': must be an integer >= 1"),
+    (["capacity", "linear", "--seeds", "0"], "--seeds='0': must be one integer >= 1"),
     (["capacity", "linear", "--seeds", "x"], "--seeds='x'"),
     (["capacity", "linear", "--device", "tpu"], "--device='tpu'"),
     (["capacity", "linear", "--device", "cuda:7"], "device='cuda:7': not available"),

@@ -65,12 +65,12 @@ def test_stiff_linear_flow_matches_its_exponential(method):
 
 def test_implicit_steps_are_bounded_by_accuracy_not_stability():
     loss, theta0, exact = stiff_quadratic()
-    grid = log_time_grid(1e-3, 60.0, 60)
+    grid = log_time_grid(1e-3, 30.0, 60)
     explicit = integrate_flow(gradient_field(loss), theta0, grid, rtol=1e-6, atol=1e-10)
     implicit = integrate_flow(gradient_field(loss), theta0, grid, method="cvode", rtol=1e-6, atol=1e-10,
                               **_jacobians(loss))
-    # dopri5 needs t_max·λ_max/3.3 ≈ 3600 steps; BDF a few hundred evaluations of f and of J·v together.
-    assert explicit.accepted_steps > 3000
+    # dopri5 needs t_max·λ_max/3.3 ≈ 1800 steps; BDF a few hundred evaluations of f and of J·v together.
+    assert explicit.accepted_steps > 1500
     assert implicit.function_evals + implicit.jvp_evals < explicit.function_evals / 10
     for result in (explicit, implicit):
         np.testing.assert_allclose(result.states.numpy(), exact(grid), rtol=1e-3, atol=1e-6)
@@ -171,9 +171,10 @@ def test_auto_switches_to_cvode_when_explicit_steps_pile_up():
     config = resolve_config("random64", overrides={"flow.points": 64})
     auto = run_flow(config.override({"flow.method": "auto"}))
     assert "then cvode" in auto.meta["method_used"], auto.meta["method_used"]
-    assert auto.meta["status"] == "ok" and np.array_equal(auto.t, run_flow(config).t)
-    reference = run_flow(config.override({"flow.rtol": 1e-9, "flow.atol": 1e-14}))
-    assert np.max(np.abs(auto.loss - reference.loss)) < 1e-3
+    explicit = run_flow(config)
+    assert auto.meta["status"] == "ok" and np.array_equal(auto.t, explicit.t)
+    assert np.max(np.abs(auto.loss - explicit.loss)) < 1e-3
+    assert auto.meta["function_evals"] < explicit.meta["function_evals"]
 
 
 def test_dense_jacobian_methods_refuse_large_models():
