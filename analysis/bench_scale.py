@@ -103,7 +103,8 @@ def format_scale_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| facts S·R | S × R | method | rtol | grad evals | Hv products | seconds | max loss dev | "
              "final loss |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        for name, m in row["methods"].items():
+        for name in sorted(row["methods"], key=lambda n: (n != "dopri5", n)):
+            m = row["methods"][name]
             met = "" if m["met_target"] else " (target missed)"
             lines.append(f"| {row['facts']} | {row['S']} × {row['R']} | {name} | {m['rtol']:g} | "
                          f"{m['function_evals']} | {m['jvp_evals']} | {m['seconds']:.2f} | "
