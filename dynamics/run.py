@@ -289,11 +289,11 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
 def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Sharpness λ_max(P H) along the flow of ``config`` at ``points`` log-spaced times in [t_min, t_max]:
     GD with learning rate η follows the flow only while η · λ_max < 2. Returns (t, λ_max)."""
+    config = config.override({"flow.modified_lr": 0.0})  # along the gradient flow itself
     _, model, objective = _setup(config)
     flow = config.flow
     times = log_time_grid(flow.t_min, flow.t_max, points + 1)
-    result = integrate_flow(gradient_field(objective, model.preconditioner),
-                            model.initial_parameters(config.init), times, **_solver_options(flow))
+    result, _ = integrate_config_flow(config, model, objective, model.initial_parameters(config.init), times)
     with compute_settings(result.states[0]):
         values = [sharpness(objective, theta, model.preconditioner, iterations) for theta in result.states]
     return result.times, np.asarray(values)

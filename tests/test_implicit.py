@@ -181,3 +181,19 @@ def test_dense_jacobian_methods_refuse_large_models():
     config = resolve_config("random64", overrides={"flow.method": "bdf"})
     with pytest.raises(ConfigError, match="flow.method='bdf'.*cvode"):
         run_flow(config)
+
+
+def test_every_entry_point_takes_the_implicit_methods():
+    """Batched flows (sweeps) and the sharpness along the flow (compare) accept cvode and auto too."""
+    from dynamics.run import flow_sharpness, run_flow_batch
+
+    base = resolve_config("tiny", overrides={"flow.method": "cvode", "flow.rtol": 1e-8, "flow.atol": 1e-14})
+    configs = [base.override({"init.scale": s}) for s in (1e-5, 1e-3)]
+    for batched, config in zip(run_flow_batch(configs), configs, strict=True):
+        alone = run_flow(config)
+        assert batched.meta["method"] == "cvode"
+        np.testing.assert_allclose(batched.loss, alone.loss, rtol=1e-12)
+    _, explicit = flow_sharpness(resolve_config("tiny"), points=6, iterations=20)
+    auto_config = resolve_config("tiny", overrides={"flow.method": "auto"})
+    _, auto = flow_sharpness(auto_config, points=6, iterations=20)
+    np.testing.assert_allclose(auto, explicit, rtol=1e-4)
