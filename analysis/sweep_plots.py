@@ -59,8 +59,10 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
     norm = None
     if not categorical and len(finite) and finite.min() > 0 and finite.max() / finite.min() > 100:
         norm = LogNorm(finite.min(), finite.max())
+    empty = not categorical and not len(finite)  # e.g. plateau_length where no point has a plateau
     sns.heatmap(grid, ax=ax, xticklabels=[_short(v) for v in xs], yticklabels=[_short(v) for v in ys],
-                norm=norm, cmap="viridis" if not categorical else sns.color_palette("Set2", len(labels)),
+                norm=norm, vmin=0.0 if empty else None, vmax=1.0 if empty else None,
+                cmap="viridis" if not categorical else sns.color_palette("Set2", len(labels)),
                 annot=len(xs) * len(ys) <= 64 and not categorical, fmt=".3g",
                 cbar_kws={"label": value} if not categorical else {"ticks": range(len(labels))})
     if categorical:
@@ -70,7 +72,7 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
     ax.set_ylabel(y)
     if {x, y} == {"task.subjects", "task.relations"}:
         _theory_boundary(ax, rows, xs, ys, x, y)
-    ax.set_title(value, fontsize=10)
+    ax.set_title(value if not empty else f"{value}: no value at any grid point", fontsize=10)
     fig.savefig(path, dpi=120)
 
 
