@@ -26,6 +26,11 @@ class PopulationObjective:
         """(L, ∇L) without autodiff, or None."""
         return self.model.population_loss_and_gradient(theta)
 
+    def hvp(self, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor | None:
+        """H(θ)·u without autodiff, or None."""
+        closed = getattr(self.model, "population_hessian_vector_product", None)
+        return None if closed is None else closed(theta, vector)
+
 
 def make_objective(model: Model, task: FactTask, loss: LossConfig) -> Objective:
     """θ -> L(θ): the exact population loss, or the mean loss on a fixed seeded sample of sequences.
@@ -60,7 +65,14 @@ def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, t
 
 def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
                      direction: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∇L(θ), H(θ)·v) with v = direction(∇L(θ)), by double reverse-mode autodiff (never a dense Hessian)."""
+    """(∇L(θ), H(θ)·v) with v = direction(∇L(θ)): the objective's closed forms when it has both, else
+    double reverse-mode autodiff (never a dense Hessian)."""
+    closed = getattr(objective, "hvp", None)
+    if closed is not None:
+        grad = gradient(objective, theta)[1]
+        hv = closed(theta, direction(grad))
+        if hv is not None:
+            return grad, hv
     with torch.enable_grad():
         x = theta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(objective(x), x, create_graph=True)
@@ -70,5 +82,7 @@ def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
 
 
 def hessian_vector_product(objective: Objective, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    """H(θ)·v for the Hessian H of the objective at θ."""
-    return gradient_and_hvp(objective, theta, lambda grad: vector)[1]
+    """H(θ)·v for the Hessian H of the objective at θ (closed form when the objective has one)."""
+    closed = getattr(objective, "hvp", None)
+    hv = None if closed is None else closed(theta, vector)
+    return hv if hv is not None else gradient_and_hvp(objective, theta, lambda grad: vector)[1]

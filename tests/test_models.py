@@ -379,3 +379,24 @@ def test_population_objective_refuses_inexact_models():
     task = small_task()
     with pytest.raises(ConfigError, match="loss.kind"):
         make_objective(EmbeddedModel(task, dim=8, embeddings="gaussian"), task, LossConfig())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("zipf", [0.0, 0.7])
+def test_reduced_hessian_vector_product_closed_form(tied, zipf):
+    """Linear attention: the closed-form H·u against double reverse-mode autodiff and against central
+    differences of the closed-form gradient; softmax has none (None, autodiff is used)."""
+    task = small_task(subject_zipf=zipf)
+    model = ReducedModel(task, attention="linear", tied=tied)
+    theta, u = random_theta(model.num_params, 11), random_theta(model.num_params, 12, scale=1.0)
+    closed = model.population_hessian_vector_product(theta, u)
+    with torch.enable_grad():
+        x = theta.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.population_loss(x), x, create_graph=True)
+        (autodiff,) = torch.autograd.grad(g, x, grad_outputs=u)
+    assert relative_error(closed, autodiff) < 1e-12
+    h = 1e-6
+    grad_at = lambda y: model.population_loss_and_gradient(y)[1]  # noqa: E731
+    differences = (grad_at(theta + h * u) - grad_at(theta - h * u)) / (2 * h)
+    assert relative_error(closed, differences) < 1e-7
+    assert ReducedModel(task, attention="softmax").population_hessian_vector_product(theta, u) is None
