@@ -137,7 +137,7 @@ class LossConfig:
 
 
 # Explicit (torchdiffeq), implicit (dynamics.implicit: SUNDIALS CVODE matrix-free, SciPy with a dense
-# Jacobian), or ``auto`` (chosen per run by size and measured stiffness; see dynamics.run.choose_method).
+# Jacobian), or ``auto`` (dopri5, then cvode once its steps pile up; see dynamics.run._integrate_auto).
 FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "cvode", "bdf", "radau", "lsoda",
                 "auto")
 
@@ -156,7 +156,8 @@ class FlowConfig:
     max_steps: int = 200_000
     modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
     # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
-    # each, or ``hvp``, an exact Hessian-vector product (about 3.5 gradients each on the reduced model).
+    # each, or ``hvp``, an exact Hessian-vector product (1–2 gradients each in the reduced model's closed
+    # form with linear attention, 1.6–3.5 by double reverse mode elsewhere).
     jacobian: str = "difference"
 
     def __post_init__(self) -> None:

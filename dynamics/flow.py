@@ -60,7 +60,7 @@ def batched_gradient_field(objective: Objective, preconditioner: torch.Tensor | 
 def gradient_field_jacobian_vector(objective: Objective, preconditioner: torch.Tensor | None = None
                                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(θ, v) -> J(θ)·v = −P H(θ) v, the Jacobian of the gradient-flow field times v: one Hessian-vector
-    product (double reverse mode, the cheapest of the autodiff routes measured), never a dense Hessian."""
+    product (the objective's closed form, else double reverse mode), never a dense Hessian."""
 
     def product(theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         hv = hessian_vector_product(objective, theta, vector)

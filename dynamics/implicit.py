@@ -6,7 +6,8 @@ explicit method's step is bounded by stability, not accuracy. Implicit methods s
 (I − γJ) δ = r at each Newton iteration and take steps limited by accuracy alone:
 
 * ``cvode``: SUNDIALS CVODE (variable-order BDF, scikit-sundae bindings) with matrix-free GMRES; every
-  product J·v is a Hessian-vector product supplied by the caller — never a dense Hessian;
+  product J·v is a Hessian-vector product supplied by the caller, or CVODE's own difference of two field
+  values when none is — never a dense Hessian;
 * ``bdf``, ``radau``, ``lsoda``: SciPy's integrators with the exact dense Jacobian supplied by the caller,
   for small parameter vectors only (a dense Jacobian costs P Hessian-vector products).
 

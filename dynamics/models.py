@@ -34,7 +34,7 @@ def population_logits_from_tokens(a: torch.Tensor, v: torch.Tensor, task: FactTa
     S, R = task.S, task.R
     a_s, a_r, a_n, a_e = a[..., :S], a[..., S:S + R], a[..., S + R:-1], a[..., -1]
     v_s, v_r, v_n, v_e = v[..., :S, :], v[..., S:S + R, :], v[..., S + R:-1, :], v[..., -1, :]
-    per_noise = (task.T - 3) / a_n.shape[-1] if a_n.shape[-1] else 0.0
+    _, per_noise = _noise_block(task, a.shape[-1])
     if attention == "linear":
         shared = per_noise * (a_n[..., None] * v_n).sum(-2) + a_e[..., None] * v_e
         return ((a_s[..., None] * v_s)[..., :, None, :] + (a_r[..., None] * v_r)[..., None, :, :]
@@ -57,7 +57,7 @@ def attention_from_tokens(a: torch.Tensor, task: FactTask, attention: str) -> to
     """
     S, R = task.S, task.R
     a_s, a_r, a_n, a_e = a[:S], a[S:S + R], a[S + R:-1], a[-1]
-    per_noise = (task.T - 3) / a_n.shape[0] if a_n.shape[0] else 0.0
+    _, per_noise = _noise_block(task, a.shape[0])
     if attention == "softmax":
         shift = a.max()
         a_s, a_r, a_e = (torch.exp(x - shift) for x in (a_s, a_r, a_e))
@@ -137,11 +137,25 @@ class Model:
         """(L(θ), ∇L(θ)) of the population loss in closed form, or None where only autodiff is offered."""
         return None
 
+    has_closed_hvp = False  # whether population_hessian_vector_product gives H·u (else None: autodiff)
+
+    def population_hessian_vector_product(self, theta: torch.Tensor, vector: torch.Tensor
+                                          ) -> torch.Tensor | None:
+        """H(θ)·u of the population loss in closed form, or None where only autodiff is offered."""
+        return None
+
     def sequence_loss(self, theta: torch.Tensor, counts: torch.Tensor, targets: torch.Tensor
                       ) -> torch.Tensor:
         """Mean cross-entropy over a batch of sequences (counts (B, V), targets (B,))."""
         logits = self.sequence_logits(theta, counts)
         return torch.nn.functional.cross_entropy(logits, targets)
+
+
+def _noise_block(task: FactTask, num_tokens: int) -> tuple[int, float]:
+    """Tokens in the noise block of a token axis of ``num_tokens`` (subjects, relations, noise, EOS) and
+    the expected count of each in one sequence, (T − 3) / n_noise."""
+    n_noise = num_tokens - task.S - task.R - 1
+    return n_noise, (task.T - 3) / n_noise if n_noise else 0.0
 
 
 def _token_sums(G: torch.Tensor, n_noise: int, per_noise: float) -> torch.Tensor:
@@ -174,6 +188,10 @@ class ReducedModel(Model):
         self.preconditioner = torch.cat([scale, scale.repeat_interleave(task.num_answers)])
         self.population_exact = tied
 
+    @property
+    def has_closed_hvp(self) -> bool:  # the logits are bilinear in (a, v) only with linear attention
+        return self.attention == "linear"
+
     def token_parameters(self, theta):
         n = self.num_tokens
         return theta[..., :n], theta[..., n:].reshape(*theta.shape[:-1], n, self.task.num_answers)
@@ -195,10 +213,8 @@ class ReducedModel(Model):
         weights, targets = self._population_targets(theta.device)
         index = targets.expand(*lead, S, R)[..., None]
         loss = -(weights * logp.gather(-1, index)[..., 0]).sum((-2, -1))
-        G = weights[..., None] * logp.exp()
-        G.scatter_add_(-1, index, -weights.expand(*lead, S, R)[..., None])
-        n_noise = a.shape[-1] - S - R - 1
-        per_noise = (task.T - 3) / n_noise if n_noise else 0.0
+        G = self._residuals(logp.exp())
+        n_noise, per_noise = _noise_block(task, a.shape[-1])
         if self.attention == "linear":
             scale = a
         else:
@@ -225,9 +241,9 @@ class ReducedModel(Model):
         The logits ℓ_f = Σ_z c_z(f) a_z v_z are bilinear, so along u = (δa, δv)
         δℓ_f = ℓ_f(δa, v) + ℓ_f(a, δv) and δG_f = w_f (p_f ⊙ δℓ_f − p_f (p_f·δℓ_f)); with g_z = Σ_f c_z(f) G_f
         and δg_z = Σ_f c_z(f) δG_f:  (H u)_{v_z} = δa_z g_z + a_z δg_z,  (H u)_{a_z} = δv_z·g_z + v_z·δg_z.
-        About 2 gradients' work against 3.5 for double reverse mode.
+        1–2 gradients' work against 1.6–3.5 for double reverse mode.
         """
-        if self.attention != "linear":
+        if not self.has_closed_hvp:
             return None
         task = self.task
         a, v = self.token_parameters(theta)
@@ -237,17 +253,23 @@ class ReducedModel(Model):
         moved = da[..., None] * v + a[..., None] * dv
         dlogits = population_logits_from_tokens(torch.ones_like(a), moved, task, "linear")
         p = torch.softmax(logits, dim=-1)
-        weights, targets = self._population_targets(theta.device)
-        G = weights[..., None] * p
-        G.scatter_add_(-1, targets[..., None], -weights[..., None])
+        G = self._residuals(p)
+        weights, _ = self._population_targets(theta.device)
         pd = p * dlogits
         dG = weights[..., None] * (pd - p * pd.sum(-1, keepdim=True))
-        n_noise = a.shape[-1] - task.S - task.R - 1
-        per_noise = (task.T - 3) / n_noise if n_noise else 0.0
+        n_noise, per_noise = _noise_block(task, a.shape[-1])
         g, dg = _token_sums(G, n_noise, per_noise), _token_sums(dG, n_noise, per_noise)
         hv_v = da[..., None] * g + a[..., None] * dg
         hv_a = (dv * g).sum(-1) + (v * dg).sum(-1)
         return torch.cat([hv_a, hv_v.reshape(-1)])
+
+    def _residuals(self, p: torch.Tensor) -> torch.Tensor:
+        """G_f = w_f (p_f − e_{a*(f)}) for every fact f, from the answer probabilities p (..., S, R, |A|)."""
+        weights, targets = self._population_targets(p.device)
+        shape = p.shape[:-1]
+        G = weights[..., None] * p
+        G.scatter_add_(-1, targets.expand(shape)[..., None], -weights.expand(shape)[..., None])
+        return G
 
     def _population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if not hasattr(self, "_targets"):

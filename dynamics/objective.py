@@ -26,10 +26,10 @@ class PopulationObjective:
         """(L, ∇L) without autodiff, or None."""
         return self.model.population_loss_and_gradient(theta)
 
-    def hvp(self, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor | None:
-        """H(θ)·u without autodiff, or None."""
-        closed = getattr(self.model, "population_hessian_vector_product", None)
-        return None if closed is None else closed(theta, vector)
+    @property
+    def hvp(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """(θ, u) -> H(θ)·u without autodiff, or None where the model has no closed form."""
+        return self.model.population_hessian_vector_product if self.model.has_closed_hvp else None
 
 
 def make_objective(model: Model, task: FactTask, loss: LossConfig) -> Objective:
@@ -70,9 +70,7 @@ def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
     closed = getattr(objective, "hvp", None)
     if closed is not None:
         grad = gradient(objective, theta)[1]
-        hv = closed(theta, direction(grad))
-        if hv is not None:
-            return grad, hv
+        return grad, closed(theta, direction(grad))
     with torch.enable_grad():
         x = theta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(objective(x), x, create_graph=True)
@@ -84,5 +82,5 @@ def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
 def hessian_vector_product(objective: Objective, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """H(θ)·v for the Hessian H of the objective at θ (closed form when the objective has one)."""
     closed = getattr(objective, "hvp", None)
-    hv = None if closed is None else closed(theta, vector)
-    return hv if hv is not None else gradient_and_hvp(objective, theta, lambda grad: vector)[1]
+    return closed(theta, vector) if closed is not None else gradient_and_hvp(objective, theta,
+                                                                              lambda grad: vector)[1]
