@@ -67,6 +67,44 @@ class _Evaluations:
                 f"{solver} stopped at t={reached:.6g}: {message} (stiff or diverging flow)")
 
 
+class _Grid:
+    """The record grid as the solver passes it: after each accepted step to ``reached``, the grid points up
+    to there are interpolated inside that step and kept; counts steps, drives progress, keeps the budget."""
+
+    def __init__(self, calls: _Evaluations, states: list[np.ndarray], times: np.ndarray, max_steps: int,
+                 progress: Callable[[float], None] | None):
+        self.calls, self.states, self.times = calls, states, times
+        self.max_steps, self.progress = max_steps, progress
+        self.k, self.steps = 1, 0
+
+    @property
+    def done(self) -> bool:
+        return self.k >= len(self.times)
+
+    def accept(self, reached: float, interpolant: Callable[[], Callable[[float], np.ndarray]]
+               ) -> tuple[str, float, str] | None:
+        """Record a step accepted at ``reached``; (status, time, message) when that ends the run, else None.
+        ``interpolant()`` gives the step's interpolating function; it is built only when a grid point lies
+        inside the step."""
+        self.steps += 1
+        self.calls.first_nonfinite = math.inf
+        interpolate = None
+        while not self.done and self.times[self.k] <= reached:
+            interpolate = interpolate or interpolant()
+            t = float(self.times[self.k])
+            state = np.array(np.atleast_2d(interpolate(t))[-1], dtype=np.float64)
+            if not np.isfinite(state).all():
+                return "nonfinite", t, f"state became non-finite at t={t:.6g}"
+            self.states.append(state)
+            self.k += 1
+        if self.progress is not None:
+            self.progress(reached)
+        if self.steps >= self.max_steps and not self.done:
+            return ("max_steps", reached, f"step budget flow.max_steps={self.max_steps} exhausted at "
+                    f"t={reached:.6g}")
+        return None
+
+
 def integrate_implicit(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str,
                        rtol: float = 1e-6, atol: float = 1e-10, first_step: float = 1e-3,
                        max_steps: int = 200_000, jacobian_vector: JacobianVector | None = None,
@@ -85,21 +123,20 @@ def integrate_implicit(field: VectorField, theta0: torch.Tensor, times: np.ndarr
     times = np.asarray(times, dtype=np.float64)
     calls = _Evaluations(field, theta0)
     states = [theta0.detach().cpu().numpy().astype(np.float64)]
+    grid = _Grid(calls, states, times, max_steps, progress)
     with compute_settings(theta0):
         if method == "cvode":
-            status, when, message, steps = _cvode(calls, jacobian_vector, states, times, rtol, atol,
-                                                  first_step, max_steps, progress)
+            status, when, message = _cvode(calls, jacobian_vector, grid, rtol, atol, first_step, max_steps)
         else:
-            status, when, message, steps = _scipy(calls, jacobian, SCIPY_METHODS[method], states, times, rtol,
-                                                  atol, first_step, max_steps, progress)
+            status, when, message = _scipy(calls, jacobian, SCIPY_METHODS[method], grid, rtol, atol,
+                                           first_step)
     kept = torch.as_tensor(np.stack(states), device=theta0.device)
-    return FlowResult(times[:len(kept)], kept, status, when, message, calls.evals, steps, 0,
+    return FlowResult(times[:len(kept)], kept, status, when, message, calls.evals, grid.steps, 0,
                       time.perf_counter() - start, calls.jvps, calls.jacobians)
 
 
-def _cvode(calls: _Evaluations, jacobian_vector: JacobianVector | None, states: list[np.ndarray],
-           times: np.ndarray, rtol: float, atol: float, first_step: float, max_steps: int,
-           progress: Callable[[float], None] | None) -> tuple[str, float | None, str, int]:
+def _cvode(calls: _Evaluations, jacobian_vector: JacobianVector | None, grid: _Grid, rtol: float,
+           atol: float, first_step: float, max_steps: int) -> tuple[str, float | None, str]:
     from sksundae.cvode import CVODE, CVODEJacTimes
 
     def rhs(t, y, yp):
@@ -112,71 +149,52 @@ def _cvode(calls: _Evaluations, jacobian_vector: JacobianVector | None, states: 
     solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=20, rtol=rtol, atol=atol,
                    first_step=first_step, max_num_steps=max_steps,
                    jactimes=None if jacobian_vector is None else CVODEJacTimes(None, jtimes))
-    steps, k, reached = 0, 1, float(times[0])
-    solver.init_step(float(times[0]), states[0])
-    while k < len(times):
+    times = grid.times
+    reached = float(times[0])
+    solver.init_step(reached, grid.states[0])
+    while not grid.done:
         # One internal step, then the grid points it passed, interpolated inside that step. (After an
         # interpolated output CVODE's next one-step call first returns its current time: not a new step.)
         out = solver.step(float(times[-1]), method="onestep")
         if not out.success:
-            return (*calls.failure(reached, "CVODE", str(out.message)), steps)
+            return calls.failure(reached, "CVODE", str(out.message))
         new = float(np.atleast_1d(out.t)[-1])
         if new <= reached:
             continue
         if not np.isfinite(np.atleast_2d(out.y)[-1]).all():
-            return "nonfinite", new, f"state became non-finite at t={new:.6g}", steps
+            return "nonfinite", new, f"state became non-finite at t={new:.6g}"
         if new - reached <= 1e-13 * max(1.0, abs(new)):
             # CVODE only warns when t + h == t and goes on (its error test passes on NaN): stop here.
-            return (*calls.failure(reached, "CVODE", "step size underflow"), steps)
-        steps, reached, calls.first_nonfinite = steps + 1, new, math.inf
-        while k < len(times) and times[k] <= reached:
-            states.append(np.array(np.atleast_2d(solver.step(float(times[k])).y)[-1], dtype=np.float64))
-            k += 1
-        if progress is not None:
-            progress(reached)
-        if steps >= max_steps and k < len(times):
-            return _budget(max_steps, reached, steps)
-    return "ok", None, "integrated to t_max", steps
+            return calls.failure(reached, "CVODE", "step size underflow")
+        reached = new
+        stop = grid.accept(reached, lambda: lambda t: solver.step(t).y)
+        if stop is not None:
+            return stop
+    return "ok", None, "integrated to t_max"
 
 
-def _budget(max_steps: int, reached: float, steps: int) -> tuple[str, float, str, int]:
-    return "max_steps", reached, f"step budget flow.max_steps={max_steps} exhausted at t={reached:.6g}", steps
-
-
-def _scipy(calls: _Evaluations, jacobian: Jacobian, name: str, states: list[np.ndarray], times: np.ndarray,
-           rtol: float, atol: float, first_step: float, max_steps: int,
-           progress: Callable[[float], None] | None) -> tuple[str, float | None, str, int]:
+def _scipy(calls: _Evaluations, jacobian: Jacobian | None, name: str, grid: _Grid, rtol: float, atol: float,
+           first_step: float) -> tuple[str, float | None, str]:
     import scipy.integrate
 
     def jac(t, y):
         calls.jacobians += 1
         return jacobian(calls.tensor(y)).cpu().numpy()
 
-    solver = getattr(scipy.integrate, name)(calls.f, float(times[0]), states[0], float(times[-1]), rtol=rtol,
-                                            atol=atol, first_step=first_step,
-                                            jac=None if jacobian is None else jac)
-    steps, k = 0, 1
-    while k < len(times):
+    start, end = float(grid.times[0]), float(grid.times[-1])
+    solver = getattr(scipy.integrate, name)(calls.f, start, grid.states[0], end, rtol=rtol, atol=atol,
+                                            first_step=first_step, jac=None if jacobian is None else jac)
+    while not grid.done:
         reached = float(solver.t)
         message = solver.step()
         if solver.status == "failed":
-            return (*calls.failure(reached, name, str(message)), steps)
+            return calls.failure(reached, name, str(message))
         if not np.isfinite(solver.y).all():  # an accepted step can carry NaN: its error test compares NaN
-            return "nonfinite", float(solver.t), f"state became non-finite at t={solver.t:.6g}", steps
-        steps, calls.first_nonfinite = steps + 1, math.inf
-        dense = None
-        while k < len(times) and times[k] <= solver.t:
-            dense = dense or solver.dense_output()
-            state = np.asarray(dense(times[k]), dtype=np.float64)
-            if not np.isfinite(state).all():
-                return "nonfinite", float(times[k]), f"state became non-finite at t={times[k]:.6g}", steps
-            states.append(state)
-            k += 1
-        if progress is not None:
-            progress(float(solver.t))
-        if steps >= max_steps and k < len(times):
-            return _budget(max_steps, float(solver.t), steps)
-    return "ok", None, "integrated to t_max", steps
+            return "nonfinite", float(solver.t), f"state became non-finite at t={solver.t:.6g}"
+        stop = grid.accept(float(solver.t), solver.dense_output)
+        if stop is not None:
+            return stop
+    return "ok", None, "integrated to t_max"
 
 
 def is_implicit(method: str) -> bool:

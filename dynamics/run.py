@@ -24,7 +24,7 @@ from .flow import (
     log_time_grid,
     modified_gradient_field,
 )
-from .implicit import IMPLICIT_METHODS
+from .implicit import IMPLICIT_METHODS, SCIPY_METHODS
 from .models import Model, build_model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
@@ -73,7 +73,7 @@ DENSE_JACOBIAN_MAX_PARAMS = 4096  # bdf/radau/lsoda build a dense P×P Jacobian
 
 def _check_method(config: Config, model: Model) -> None:
     method = config.flow.method
-    if method in ("bdf", "radau", "lsoda") and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
+    if method in SCIPY_METHODS and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
         raise ConfigError(f"flow.method={method!r}: needs a dense Jacobian, allowed up to "
                           f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
                           "use flow.method=cvode (matrix-free) or auto")
@@ -130,7 +130,7 @@ def _integrator(config: Config, model: Model, objective: Objective, modified_lr:
     options["field"] = gradient_field(objective, preconditioner)
     if method in ("cvode", "auto") and config.flow.jacobian == "hvp":
         options["jacobian_vector"] = gradient_field_jacobian_vector(objective, preconditioner)
-    elif method in ("bdf", "radau", "lsoda"):
+    elif method in SCIPY_METHODS:
         # a dense Jacobian by differences would cost P gradients: always the exact one
         options["jacobian"] = gradient_field_jacobian(objective, preconditioner)
     return options
