@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dynamics.config import ConfigError, resolve_config
+from dynamics.config import ConfigError, check_device, resolve_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -245,8 +245,7 @@ def _capacity(args: argparse.Namespace) -> int:
     if args.kind not in KINDS:
         raise ConfigError(f"KIND={args.kind!r}: allowed " + ", ".join(KINDS))
     seeds = (1 if args.quick else 5) if args.seeds is None else _parse_count("--seeds", args.seeds)
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise ConfigError(f"--device={args.device!r}: allowed cpu or cuda[:N]")
+    check_device(args.device, "--device")
     _check_device(args.device)
     default = Path("runs") / f"capacity-{args.kind}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else default

@@ -47,6 +47,12 @@ def _non_negative(key: str, value: Any) -> None:
         _fail(key, value, "must be a finite number >= 0")
 
 
+def check_device(value: Any, key: str = "device") -> None:
+    """A device name the engine accepts: ``cpu`` or ``cuda[:N]`` (a ConfigError naming ``key`` otherwise)."""
+    if not (isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value)):
+        _fail(key, value, "must be cpu or cuda[:N]")
+
+
 def _choice(key: str, value: Any, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
@@ -213,8 +219,7 @@ class Config:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
-            _fail("device", self.device, "must be cpu or cuda[:N]")
+        check_device(self.device)
         if self.model.kind == "embedded":
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
             answers = self.task.relations * self.task.answers_per_relation

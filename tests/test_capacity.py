@@ -136,6 +136,7 @@ def test_run_capacity_writes_csv_summary_and_figure(tmp_path):
     (["capacity", "linear", "--seeds", "0"], "--seeds='0': must be one integer >= 1"),
     (["capacity", "linear", "--seeds", "x"], "--seeds='x'"),
     (["capacity", "linear", "--device", "tpu"], "--device='tpu'"),
+    (["capacity", "linear", "--device", "cudafoo"], "--device='cudafoo': must be cpu or cuda[:N]"),
     (["capacity", "linear", "--device", "cuda:7"], "device='cuda:7': not available"),
     (["capacity"], "the following arguments are required: KIND"),
 ])
