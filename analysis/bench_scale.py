@@ -18,6 +18,8 @@ from dynamics.config import Config, resolve_config
 from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
+from .theory import escape_rates
+
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
 LARGE_SIZES = ((256, 16), (500, 20), (2000, 50))
 LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
@@ -34,7 +36,7 @@ VARIANTS = {
 
 def scale_config(subjects: int, relations: int, answers: int = 8) -> Config:
     """The scale benchmark's problem: random S × R table, integrated through both escapes."""
-    sigma_s = math.sqrt(1 / relations - 1 / (relations * answers)) / subjects  # DESIGN §4
+    _, sigma_s = escape_rates(subjects, relations, answers)  # DESIGN §4
     t_max = 2.5 * math.log(1 / 1e-5) / sigma_s
     return resolve_config("figure5", overrides={
         "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
