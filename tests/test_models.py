@@ -17,6 +17,7 @@ import pytest
 import torch
 from gradcheck import autograd_gradient, central_differences, relative_error
 
+from dynamics import models
 from dynamics.config import Config, ConfigError, InitConfig, LossConfig, TaskConfig
 from dynamics.flow import gradient_field, integrate_flow, log_time_grid
 from dynamics.models import EmbeddedModel, ReducedModel, build_model
@@ -400,3 +401,26 @@ def test_reduced_hessian_vector_product_closed_form(tied, zipf):
     differences = (grad_at(theta + h * u) - grad_at(theta - h * u)) / (2 * h)
     assert relative_error(closed, differences) < 1e-7
     assert ReducedModel(task, attention="softmax").population_hessian_vector_product(theta, u) is None
+
+
+@pytest.mark.parametrize("attention", ["linear", "softmax"])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_blocked_population_terms_equal_one_block(monkeypatch, attention, rows):
+    """Large tables are processed in blocks of subject rows (cache-sized): the loss, gradient and H·u
+    summed block by block equal the one-block computation, for single and batched θ, including a last
+    block shorter than the others (3 subjects in blocks of 2)."""
+    task = small_task(subject_zipf=0.7)
+    model = ReducedModel(task, attention)
+    thetas = torch.stack([random_theta(model.num_params, seed) for seed in (21, 22)])
+    u = random_theta(model.num_params, 23, scale=1.0)
+    whole_loss, whole_grad = model.population_loss_and_gradient(thetas)
+    whole_hv = model.population_hessian_vector_product(thetas[0], u)
+    per_subject = task.R * task.num_answers
+    monkeypatch.setattr(models, "BLOCK_ELEMENTS", rows * per_subject * len(thetas))
+    assert len(model._subject_blocks(thetas)) == -(-task.S // rows) > 1
+    loss, grad = model.population_loss_and_gradient(thetas)
+    assert relative_error(loss, whole_loss) < 1e-13 and relative_error(grad, whole_grad) < 1e-13
+    monkeypatch.setattr(models, "BLOCK_ELEMENTS", rows * per_subject)
+    assert len(model._subject_blocks(thetas[0])) > 1
+    if attention == "linear":
+        assert relative_error(model.population_hessian_vector_product(thetas[0], u), whole_hv) < 1e-13
