@@ -143,7 +143,7 @@ class LossConfig:
 
 
 # Explicit (torchdiffeq), implicit (dynamics.implicit: SUNDIALS CVODE matrix-free, SciPy with a dense
-# Jacobian), or ``auto`` (dopri5, then cvode once its steps pile up; see dynamics.run._integrate_auto).
+# Jacobian), or ``auto`` (dopri5, then cvode once the flow is stiff for long; dynamics.run._integrate_auto).
 FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "cvode", "bdf", "radau", "lsoda",
                 "auto")
 

@@ -80,6 +80,40 @@ def gradient_field_jacobian(objective: Objective, preconditioner: torch.Tensor |
     return jacobian
 
 
+def spectral_radius(field: VectorField, theta: torch.Tensor,
+                    jacobian_vector: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    iterations: int = 10, seed: int = 0) -> tuple[float, dict[str, int]]:
+    """ρ(J(θ)), the largest |eigenvalue| of the field's Jacobian, by power iteration: q ← J q / ‖J q‖ from a
+    seeded random q; ρ ≈ ‖J q‖ (from below). J·v is ``jacobian_vector`` when given, else the difference
+    (f(θ + εv) − f(θ)) / ε. Returns ρ and its cost {"function_evals", "jvp_evals"}."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(theta.numel(), generator=gen, dtype=theta.dtype).to(theta.device)
+    q = q / q.norm()
+    cost = {"function_evals": 0, "jvp_evals": 0}
+    if jacobian_vector is None:
+        base = field(theta)
+        cost["function_evals"] += 1
+        eps = math.sqrt(torch.finfo(theta.dtype).eps) * max(float(theta.norm()), 1.0)
+
+        def jacobian_vector(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            cost["function_evals"] += 1
+            return (field(x + eps * v) - base) / eps
+    else:
+        given = jacobian_vector
+
+        def jacobian_vector(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            cost["jvp_evals"] += 1
+            return given(x, v)
+    radius = 0.0
+    for _ in range(iterations):
+        image = jacobian_vector(theta, q)
+        radius = float(image.norm())
+        if not math.isfinite(radius) or radius == 0.0:
+            break
+        q = image / radius
+    return radius, cost
+
+
 def modified_gradient_field(objective: Objective, preconditioner: torch.Tensor | None, lr: float
                             ) -> VectorField:
     """The modified flow of GD with learning rate η (backward-error analysis, second order in η):

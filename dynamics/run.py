@@ -23,6 +23,7 @@ from .flow import (
     log_progress_bar,
     log_time_grid,
     modified_gradient_field,
+    spectral_radius,
 )
 from .implicit import IMPLICIT_METHODS, SCIPY_METHODS
 from .models import Model, build_model
@@ -62,12 +63,19 @@ def _solver_options(flow: FlowConfig) -> dict[str, Any]:
             "max_steps": flow.max_steps}
 
 
-# ``flow.method=auto`` starts explicit (dopri5) and, when its steps run past this budget, finishes the run
-# implicitly (cvode) from the last grid point: an explicit step on a stiff flow is bounded by stability
-# (t·λ_max/3.3 steps whatever the tolerance), so a long explicit run *is* the detected stiffness.
-# Measured crossover (README, bench scale section): dopri5 is faster at ~220 steps (12 × 8 facts),
-# cvode from ~600 (64 × 8).
-AUTO_EXPLICIT_STEPS = 200
+# ``flow.method=auto`` starts explicit (dopri5) and finishes implicitly (cvode) once the flow is stiff and
+# stays so for long: when a span of dopri5 took at least AUTO_CHECK_STEPS steps whose mean size h is at least
+# AUTO_STIFF_STEP / ρ (ρ: the spectral radius of the field's Jacobian there) and dopri5 would still need
+# more than AUTO_SWITCH_STEPS such steps to the end. dopri5 is stable for h·ρ ≲ 3.3 on the real negative
+# axis, so a step that close to the bound is set by stability, not accuracy: the detected stiffness. The
+# switch pays once the explicit run left is long: 200 steps (~1,200 evaluations) is about what cvode spends
+# on a whole stiff plateau and escape. Before that (the first escape: exponential growth, no stiffness)
+# dopri5 is the cheaper method: on 64 × 8 facts it passes the first escape in 550 evaluations where cvode
+# needs ~1,000 (README, Stiff flows).
+AUTO_SPAN_STEPS = 24  # dopri5 runs in spans of about this many steps, each followed by a check
+AUTO_CHECK_STEPS = 8
+AUTO_STIFF_STEP = 2.0
+AUTO_SWITCH_STEPS = 200
 DENSE_JACOBIAN_MAX_PARAMS = 4096  # bdf/radau/lsoda build a dense P×P Jacobian
 
 
@@ -79,40 +87,56 @@ def _check_method(config: Config, model: Model) -> None:
                           "use flow.method=cvode (matrix-free) or auto")
 
 
-def _join(parts: list[FlowResult]) -> FlowResult:
-    """Consecutive pieces of one flow (each starting at the previous one's last grid point) as one."""
+def _join(parts: list[FlowResult], extra: dict[str, int]) -> FlowResult:
+    """Consecutive pieces of one flow (each starting at the previous one's last grid point) as one, with
+    ``extra`` evaluations (``function_evals``, ``jvp_evals``) made between them."""
     last = parts[-1]
     return FlowResult(np.concatenate([parts[0].times] + [p.times[1:] for p in parts[1:]]),
                       torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]]), last.status,
-                      last.status_time, last.message, sum(p.function_evals for p in parts),
+                      last.status_time, last.message,
+                      sum(p.function_evals for p in parts) + extra["function_evals"],
                       sum(p.accepted_steps for p in parts), sum(p.rejected_steps for p in parts),
-                      sum(p.wall_seconds for p in parts), sum(p.jvp_evals for p in parts),
+                      sum(p.wall_seconds for p in parts),
+                      sum(p.jvp_evals for p in parts) + extra["jvp_evals"],
                       sum(p.jacobian_evals for p in parts))
 
 
 def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndarray,
                     progress: Any) -> tuple[FlowResult, str]:
-    """dopri5, one solver call per span of t growing by at most 1.5× (the step size carried across), until
-    it has taken more than :data:`AUTO_EXPLICIT_STEPS` steps; then cvode from the last grid point reached
-    to the end."""
+    """dopri5, one solver call per span of about AUTO_SPAN_STEPS steps (grid to grid, the step size carried
+    across), until a span's mean step h reaches AUTO_STIFF_STEP / ρ (ρ: the Jacobian's spectral radius,
+    estimated by power iteration on J·v) with more than AUTO_SWITCH_STEPS such steps still to go; then
+    cvode from that grid point to the end. The probe's products are counted."""
     budget = options["max_steps"]
     parts: list[FlowResult] = []
-    i, state, first_step = 0, theta0, options["first_step"]
+    probe = {"function_evals": 0, "jvp_evals": 0}
+    i, state, first_step, span_end = 0, theta0, options["first_step"], grid[0]
     while i < len(grid) - 1:
+        j = min(max(i + 1, int(np.searchsorted(grid, span_end, side="right")) - 1), len(grid) - 1)
         steps = sum(p.accepted_steps for p in parts)
-        if steps > AUTO_EXPLICIT_STEPS and budget > steps:
-            parts.append(integrate_flow(theta0=state, times=grid[i:], progress=progress,
-                                        **{**options, "method": "cvode", "max_steps": budget - steps}))
-            return _join(parts), f"dopri5 to t={grid[i]:.6g} ({steps} steps: stiff), then cvode"
-        j = min(max(i + 1, int(np.searchsorted(grid, 1.5 * grid[i], side="right")) - 1), len(grid) - 1)
         parts.append(integrate_flow(theta0=state, times=grid[i:j + 1], progress=progress,
                                     **{**options, "method": "dopri5", "max_steps": budget - steps,
                                        "first_step": first_step}))
-        if parts[-1].status != "ok":
+        span = parts[-1]
+        if span.status != "ok":
             break
-        i, state, first_step = j, parts[-1].states[-1], parts[-1].last_step or first_step
-    steps = sum(p.accepted_steps for p in parts)
-    return _join(parts), f"dopri5 ({steps} steps; a switch to cvode comes after {AUTO_EXPLICIT_STEPS})"
+        i, state, first_step = j, span.states[-1], span.last_step or first_step
+        mean_step = (span.times[-1] - span.times[0]) / max(span.accepted_steps, 1)
+        left = (grid[-1] - grid[i]) / mean_step  # dopri5's steps to the end at its present step size
+        span_end = grid[i] + AUTO_SPAN_STEPS * mean_step
+        if span.accepted_steps >= AUTO_CHECK_STEPS and left > AUTO_SWITCH_STEPS:
+            radius, cost = spectral_radius(options["field"], state, options.get("jacobian_vector"))
+            for key in probe:
+                probe[key] += cost[key]
+            if mean_step * radius >= AUTO_STIFF_STEP:
+                steps = sum(p.accepted_steps for p in parts)
+                parts.append(integrate_flow(theta0=state, times=grid[i:], progress=progress,
+                                            **{**options, "method": "cvode", "max_steps": budget - steps}))
+                joined = _join(parts, probe)
+                return joined, (f"dopri5 to t={grid[i]:.6g} (mean step {mean_step:.3g} = "
+                                f"{mean_step * radius:.2f}/ρ, ρ = {radius:.3g}: stiff, ~{left:.0f} "
+                                "steps left), then cvode")
+    return _join(parts, probe), "dopri5 (no long stiff stretch)"
 
 
 def _integrator(config: Config, model: Model, objective: Objective, modified_lr: float = 0.0
