@@ -10,7 +10,7 @@ from analysis.bench_scale import bench_scale, format_scale_table, plot_scale
 
 
 def test_scale_section_on_a_small_table(tmp_path):
-    rows = bench_scale(((6, 2),), methods=("dopri5", "cvode", "cvode+hvp"))
+    rows = bench_scale(((6, 2),), methods=("dopri5", "cvode", "cvode+hvp", "auto"))
     (row,) = rows
     assert row["facts"] == 12 and row["reference"] == "dopri5 rtol 1e-10"
     for name, result in row["methods"].items():
@@ -18,9 +18,9 @@ def test_scale_section_on_a_small_table(tmp_path):
         assert result["deviation"] <= 1e-4 and result["status"] == "ok"
         assert result["final_loss"] < 0.02  # both stages passed: t_max is 2.5 × the subject escape
     assert row["methods"]["cvode+hvp"]["jvp_evals"] > 0 and row["methods"]["cvode"]["jvp_evals"] == 0
-    assert row["best"] in ("cvode", "cvode+hvp") and row["time_ratio"] > 0
+    assert row["best"] in ("cvode", "cvode+hvp", "auto") and row["time_ratio"] > 0
     table = format_scale_table(rows)
-    assert table.count("| 12 | 6 × 2 |") == 3
+    assert table.count("| 12 | 6 × 2 |") == 4
     assert plot_scale(rows, tmp_path / "scale.png").stat().st_size > 10_000
 
 
