@@ -110,16 +110,24 @@ class Trajectory:
         return float(self.loss[-1])
 
 
+# record() evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a few
+# copies, so memory stays near 0.2 GB however large the table (10^5 facts: one state at a time).
+RECORD_ELEMENTS = 2**22
+
+
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
-           meta: dict[str, Any], chunk: int = 64) -> Trajectory:
-    """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``)."""
+           meta: dict[str, Any], chunk: int | None = None) -> Trajectory:
+    """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
+    states at a time (default: as many as keep RECORD_ELEMENTS logits)."""
+    if chunk is None:
+        chunk = max(1, RECORD_ELEMENTS // (task.S * task.R * task.num_answers))
     weights = torch.as_tensor(task.fact_weights, device=states.device)
     logits_of = torch.func.vmap(model.population_logits)
     attention_of = torch.func.vmap(model.attention_weights)
     norms_of = torch.func.vmap(model.parameter_norms)
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad(), compute_settings(states[0]):
-        for block in torch.split(states, chunk):  # bounded memory: chunk × S × R × |A| logits at a time
+        for block in torch.split(states, chunk):
             metrics = fact_metrics(task, logits_of(block))
             metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
             for name in ("relation_loss", "subject_loss"):
