@@ -377,8 +377,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # (c) the paper's one-layer transformer (DESIGN §3.3) with d = 32, 4 heads of 8, MLP width 32; Gaussian
     # init N(0, 0.1²); flow on a fixed sample and online SGD (lr 0.5, batch 256, t = 0.5·step). Its flow is
-    # stiff once learning starts (dopri5's step falls to ~0.3, then ~0.1) and only piecewise smooth (ReLU
-    # kinks: ~20% of steps rejected, which stalls cvode's Newton iterations): bosh3 at rtol 1e-3, to t = 800
+    # stiff once learning starts (dopri5's step ~0.3 by t = 500, set by stability) and only piecewise smooth
+    # (ReLU kinks: 18-35% of steps rejected; cvode and auto crawl): bosh3 at rtol 1e-3, to t = 800
     # where the loss is below 0.02, takes ~5 minutes on 2 cores (dopri5 at 1e-6 to t = 1500: > 15 minutes).
     "figure5_transformer": {
         "model.kind": "transformer", "model.attention": "softmax", "model.dim": 32, "model.heads": 4,
