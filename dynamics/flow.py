@@ -95,18 +95,16 @@ def spectral_radius(field: VectorField, theta: torch.Tensor,
         cost["function_evals"] += 1
         eps = math.sqrt(torch.finfo(theta.dtype).eps) * max(float(theta.norm()), 1.0)
 
-        def jacobian_vector(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        def product(v: torch.Tensor) -> torch.Tensor:
             cost["function_evals"] += 1
-            return (field(x + eps * v) - base) / eps
+            return (field(theta + eps * v) - base) / eps
     else:
-        given = jacobian_vector
-
-        def jacobian_vector(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        def product(v: torch.Tensor) -> torch.Tensor:
             cost["jvp_evals"] += 1
-            return given(x, v)
+            return jacobian_vector(theta, v)
     radius = 0.0
     for _ in range(iterations):
-        image = jacobian_vector(theta, q)
+        image = product(q)
         radius = float(image.norm())
         if not math.isfinite(radius) or radius == 0.0:
             break

@@ -189,12 +189,6 @@ class _TokenSums:
 BLOCK_ELEMENTS = 2**18
 
 
-def _subject_blocks(S: int, per_subject: int) -> list[slice]:
-    """Consecutive blocks of subject rows with about BLOCK_ELEMENTS elements each."""
-    rows = max(1, BLOCK_ELEMENTS // max(per_subject, 1))
-    return [slice(i, min(i + rows, S)) for i in range(0, S, rows)]
-
-
 class ReducedModel(Model):
     """DESIGN §3.1: one score ``a_z`` and one value ``v_z`` per token; θ = [a (n), v (n·|A|)].
 
@@ -296,8 +290,11 @@ class ReducedModel(Model):
         return torch.cat([hv_a, hv_v.reshape(-1)])
 
     def _subject_blocks(self, theta: torch.Tensor) -> list[slice]:
-        lead = theta[..., 0].numel()
-        return _subject_blocks(self.task.S, lead * self.task.R * self.task.num_answers)
+        """Consecutive blocks of subject rows with about BLOCK_ELEMENTS logits each (θ may be batched)."""
+        S = self.task.S
+        per_subject = theta[..., 0].numel() * self.task.R * self.task.num_answers
+        rows = max(1, BLOCK_ELEMENTS // per_subject)
+        return [slice(i, min(i + rows, S)) for i in range(0, S, rows)]
 
     def _residuals(self, p: torch.Tensor, subjects: slice = slice(None)) -> torch.Tensor:
         """G_f = w_f (p_f − e_{a*(f)}) for the facts of a block of subjects, from their answer

@@ -110,14 +110,14 @@ def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndar
     budget = options["max_steps"]
     parts: list[FlowResult] = []
     probe = {"function_evals": 0, "jvp_evals": 0}
-    i, state, first_step, span_end = 0, theta0, options["first_step"], grid[0]
+    i, state, first_step, span_end, steps = 0, theta0, options["first_step"], grid[0], 0
     while i < len(grid) - 1:
         j = min(max(i + 1, int(np.searchsorted(grid, span_end, side="right")) - 1), len(grid) - 1)
-        steps = sum(p.accepted_steps for p in parts)
         parts.append(integrate_flow(theta0=state, times=grid[i:j + 1], progress=progress,
                                     **{**options, "method": "dopri5", "max_steps": budget - steps,
                                        "first_step": first_step}))
         span = parts[-1]
+        steps += span.accepted_steps
         if span.status != "ok":
             break
         i, state, first_step = j, span.states[-1], span.last_step or first_step
@@ -129,7 +129,6 @@ def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndar
             for key in probe:
                 probe[key] += cost[key]
             if mean_step * radius >= AUTO_STIFF_STEP:
-                steps = sum(p.accepted_steps for p in parts)
                 parts.append(integrate_flow(theta0=state, times=grid[i:], progress=progress,
                                             **{**options, "method": "cvode", "max_steps": budget - steps}))
                 joined = _join(parts, probe)
