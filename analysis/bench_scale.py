@@ -69,6 +69,8 @@ def cost_to_accuracy(config: Config, method: str, reference: Trajectory, target:
                "function_evals": traj.meta["function_evals"], "jvp_evals": traj.meta.get("jvp_evals", 0),
                "seconds": traj.meta["wall_seconds"], "final_loss": traj.final_loss}
         row["evaluations"] = row["function_evals"] + row["jvp_evals"]
+        if "method_split" in traj.meta:  # auto: what each part (dopri5, stiffness probes, cvode) cost
+            row["method_split"] = traj.meta["method_split"]
         tried.append(row)
         if traj.meta["status"] == "ok" and n == len(reference.loss) and deviation <= target:
             return {**row, "met_target": True, "tried": tried}

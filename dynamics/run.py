@@ -87,26 +87,31 @@ def _check_method(config: Config, model: Model) -> None:
                           "use flow.method=cvode (matrix-free) or auto")
 
 
+def _cost(parts: list[FlowResult]) -> dict[str, Any]:
+    """What consecutive pieces of one flow cost together, and where the last one ended."""
+    cost = {key: sum(getattr(p, key) for p in parts)
+            for key in ("function_evals", "jvp_evals", "jacobian_evals", "accepted_steps", "rejected_steps")}
+    return {**cost, "until": float(parts[-1].times[-1])}
+
+
 def _join(parts: list[FlowResult], extra: dict[str, int]) -> FlowResult:
     """Consecutive pieces of one flow (each starting at the previous one's last grid point) as one, with
     ``extra`` evaluations (``function_evals``, ``jvp_evals``) made between them."""
-    last = parts[-1]
+    last, cost = parts[-1], _cost(parts)
     return FlowResult(np.concatenate([parts[0].times] + [p.times[1:] for p in parts[1:]]),
                       torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]]), last.status,
-                      last.status_time, last.message,
-                      sum(p.function_evals for p in parts) + extra["function_evals"],
-                      sum(p.accepted_steps for p in parts), sum(p.rejected_steps for p in parts),
-                      sum(p.wall_seconds for p in parts),
-                      sum(p.jvp_evals for p in parts) + extra["jvp_evals"],
-                      sum(p.jacobian_evals for p in parts))
+                      last.status_time, last.message, cost["function_evals"] + extra["function_evals"],
+                      cost["accepted_steps"], cost["rejected_steps"], sum(p.wall_seconds for p in parts),
+                      cost["jvp_evals"] + extra["jvp_evals"], cost["jacobian_evals"])
 
 
 def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndarray,
-                    progress: Any) -> tuple[FlowResult, str]:
+                    progress: Any) -> tuple[FlowResult, str, dict[str, Any]]:
     """dopri5, one solver call per span of about AUTO_SPAN_STEPS steps (grid to grid, the step size carried
     across), until a span's mean step h reaches AUTO_STIFF_STEP / ρ (ρ: the Jacobian's spectral radius,
     estimated by power iteration on J·v) with more than AUTO_SWITCH_STEPS such steps still to go; then
-    cvode from that grid point to the end. The probe's products are counted."""
+    cvode from that grid point to the end. The probe's products are counted. Returns the flow, what was
+    used, and the cost of each part (``dopri5``, ``stiffness_probes``, ``cvode``)."""
     budget = options["max_steps"]
     parts: list[FlowResult] = []
     probe = {"function_evals": 0, "jvp_evals": 0}
@@ -131,11 +136,12 @@ def _integrate_auto(options: dict[str, Any], theta0: torch.Tensor, grid: np.ndar
             if mean_step * radius >= AUTO_STIFF_STEP:
                 parts.append(integrate_flow(theta0=state, times=grid[i:], progress=progress,
                                             **{**options, "method": "cvode", "max_steps": budget - steps}))
-                joined = _join(parts, probe)
-                return joined, (f"dopri5 to t={grid[i]:.6g} (mean step {mean_step:.3g} = "
-                                f"{mean_step * radius:.2f}/ρ, ρ = {radius:.3g}: stiff, ~{left:.0f} "
-                                "steps left), then cvode")
-    return _join(parts, probe), "dopri5 (no long stiff stretch)"
+                split = {"dopri5": _cost(parts[:-1]), "stiffness_probes": probe, "cvode": _cost(parts[-1:])}
+                return _join(parts, probe), (f"dopri5 to t={grid[i]:.6g} (mean step {mean_step:.3g} = "
+                                             f"{mean_step * radius:.2f}/ρ, ρ = {radius:.3g}: stiff, "
+                                             f"~{left:.0f} steps left), then cvode"), split
+    split = {"dopri5": _cost(parts), "stiffness_probes": probe}
+    return _join(parts, probe), "dopri5 (no long stiff stretch)", split
 
 
 def _integrator(config: Config, model: Model, objective: Objective, modified_lr: float = 0.0
@@ -162,14 +168,16 @@ def _integrator(config: Config, model: Model, objective: Objective, modified_lr:
 def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
                           grid: np.ndarray, progress: Any = None) -> tuple[FlowResult, dict[str, Any]]:
     """Integrate the flow of ``config`` on ``grid`` with its method (``auto`` resolved); the result and
-    the metadata that records the method used and why."""
+    the metadata that records the method used and why (with ``auto``: ``method_split``, each part's cost)."""
     options = _integrator(config, model, objective, config.flow.modified_lr)
+    chosen = {"method": config.flow.method, "jacobian": config.flow.jacobian}
     if config.flow.method == "auto":
-        result, used = _integrate_auto(options, theta0, grid, progress)
+        result, chosen["method_used"], chosen["method_split"] = _integrate_auto(options, theta0, grid,
+                                                                                 progress)
     else:
         result = integrate_flow(theta0=theta0, times=grid, progress=progress, **options)
-        used = "set by flow.method"
-    return result, {"method": config.flow.method, "method_used": used, "jacobian": config.flow.jacobian}
+        chosen["method_used"] = "set by flow.method"
+    return result, chosen
 
 
 def _flow_meta(result: FlowResult | BatchFlowResult, model: Model, **extra: Any) -> dict[str, Any]:

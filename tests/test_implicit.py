@@ -170,6 +170,7 @@ def test_auto_switches_to_cvode_when_the_flow_turns_stiff_for_long():
     assert figure5.meta["method"] == "auto" and figure5.meta["method_used"].startswith("dopri5 (no long")
     explicit5 = run_flow(resolve_config("figure5"))
     assert figure5.meta["jvp_evals"] == 0
+    assert set(figure5.meta["method_split"]) == {"dopri5", "stiffness_probes"}
     # spans of ~24 steps, each a solver restart: within 10% of one dopri5 call
     assert figure5.meta["function_evals"] <= 1.1 * explicit5.meta["function_evals"]
     # random64 sits on its stiff plateau for thousands of time units: cvode takes over after the first escape.
@@ -177,11 +178,49 @@ def test_auto_switches_to_cvode_when_the_flow_turns_stiff_for_long():
     auto = run_flow(config.override({"flow.method": "auto"}))
     assert "stiff" in auto.meta["method_used"] and "then cvode" in auto.meta["method_used"], auto.meta
     switched = float(auto.meta["method_used"].split("t=")[1].split(" ")[0])
+    split = auto.meta["method_split"]  # the cost of each part adds up to the run's
+    assert split["dopri5"]["until"] == pytest.approx(switched, rel=1e-5)
+    assert split["cvode"]["until"] == auto.t[-1] and split["dopri5"]["jvp_evals"] == 0
+    for key in ("function_evals", "jvp_evals"):
+        assert sum(part[key] for part in split.values()) == auto.meta[key]
+    assert split["stiffness_probes"]["function_evals"] > 0  # differenced J·v by default
     assert auto.t[np.argmax(auto.loss < 2.2)] < switched  # after the first escape (loss 4.16 -> 2.08)
     explicit = run_flow(config)
     assert auto.meta["status"] == "ok" and np.array_equal(auto.t, explicit.t)
     assert np.max(np.abs(auto.loss - explicit.loss)) < 1e-3
     assert auto.meta["function_evals"] < 0.7 * explicit.meta["function_evals"]
+
+
+@pytest.mark.parametrize("subjects,relations,answers,t", [(20, 3, 4, 200.0), (24, 4, 3, 300.0)])
+def test_plateau_stiffness_is_a_block_of_r_times_d_minus_1_modes(subjects, relations, answers, t):
+    """What makes the plateau stiff, measured on the dense Jacobian J = −PH of a random table between its
+    two escapes: exactly R(D−1) eigenvalues in [−ρ, −ρ/10] (each relation's answers, pinned to uniform),
+    a gap of more than 10× below them, and S growing subject modes, the fastest at DESIGN §4's σ_s. The
+    stiffness ratio ρ/σ_s (> 30 here) is what bounds every explicit step (README, Stiff flows)."""
+    from analysis.theory import escape_rates
+    from dynamics import FactTask, build_model, make_objective
+
+    config = resolve_config("figure5", overrides={
+        "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
+        "task.noise_tokens": subjects + relations, "task.facts": "random"})
+    task = FactTask(config.task)
+    model = build_model(config, task)
+    objective = make_objective(model, task, config.loss)
+    field = gradient_field(objective, model.preconditioner)
+    flow = integrate_flow(field, model.initial_parameters(config.init), np.array([0.0, t]), rtol=1e-9,
+                          atol=1e-15)
+    theta = flow.states[-1]
+    assert math.log(answers) - 0.35 < float(objective(theta)) < math.log(answers) + 0.05  # on the plateau
+    eigenvalues = np.linalg.eigvals(gradient_field_jacobian(objective, model.preconditioner)(theta).numpy())
+    assert np.abs(eigenvalues.imag).max() < 1e-12  # J is similar to the symmetric −P^½ H P^½
+    real = np.sort(eigenvalues.real)
+    radius, stiff = -real[0], relations * (answers - 1)
+    assert np.sum(real < -radius / 10) == stiff
+    assert real[stiff - 1] < 10 * real[stiff]  # the gap: both negative, the first 10× further out
+    sigma_s = escape_rates(subjects, relations, answers)[1]
+    assert np.sum(real > 1e-3 * radius) == subjects
+    assert real[-1] == pytest.approx(sigma_s, rel=0.15)
+    assert radius / sigma_s > 30
 
 
 @pytest.mark.parametrize("given", [False, True])
