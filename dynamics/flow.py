@@ -120,10 +120,10 @@ def modified_gradient_field(objective: Objective, preconditioner: torch.Tensor |
 
     i.e. the gradient flow of L + (η/4)‖∇L‖² in the metric P; one Hessian-vector product per evaluation.
     """
-    scale = torch.ones(1, dtype=torch.float64) if preconditioner is None else preconditioner
+    scale = 1.0 if preconditioner is None else preconditioner  # a float meets θ on any device
 
     def field(theta: torch.Tensor) -> torch.Tensor:
-        grad, hvp = gradient_and_hvp(objective, theta, lambda g: scale.to(g.device) * g)
+        grad, hvp = gradient_and_hvp(objective, theta, lambda g: scale * g)
         return -scale * grad - 0.5 * lr * scale * hvp
 
     return field

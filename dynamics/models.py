@@ -307,10 +307,13 @@ class ReducedModel(Model):
         return G
 
     def _population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # cached per device: the same model may be evaluated on states held on another device
         if not hasattr(self, "_targets"):
-            self._targets = (torch.as_tensor(self.task.fact_weights, device=device),
-                             torch.as_tensor(self.task.facts, device=device))
-        return self._targets
+            self._targets = {}
+        if device not in self._targets:
+            self._targets[device] = (torch.as_tensor(self.task.fact_weights, device=device),
+                                     torch.as_tensor(self.task.facts, device=device))
+        return self._targets[device]
 
     def collapse_counts(self, counts):
         if not self.tied:
