@@ -208,6 +208,8 @@ class ReducedModel(Model):
             scale[task.S + task.R] = 1.0 / task.N
         self.preconditioner = torch.cat([scale, scale.repeat_interleave(task.num_answers)])
         self.population_exact = tied
+        # (fact weights, answer ids) per device: a model may be evaluated on states held on another device
+        self._targets: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def has_closed_hvp(self) -> bool:  # the logits are bilinear in (a, v) only with linear attention
@@ -307,9 +309,6 @@ class ReducedModel(Model):
         return G
 
     def _population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # cached per device: the same model may be evaluated on states held on another device
-        if not hasattr(self, "_targets"):
-            self._targets = {}
         if device not in self._targets:
             self._targets[device] = (torch.as_tensor(self.task.fact_weights, device=device),
                                      torch.as_tensor(self.task.facts, device=device))
