@@ -1,28 +1,37 @@
-"""factrecall's engine: task, models, losses, gradient flow, discrete training, trajectories, configs.
+"""factrecall's engine: configuration, task, models, objectives, vector fields, solvers, discrete training,
+the per-fact record and the one-call runs.
 
 Typical use::
 
     from dynamics import resolve_config, run_flow
     traj = run_flow(resolve_config("figure5"))
+    traj.info.status, traj.info.cost.function_evals, traj.final_loss
+
+Layers, each importing only those before it: ``errors``, ``io``, ``numerics`` → ``solvers`` (any field
+f(t, θ); nothing of models or configs) → ``config`` → ``task`` → ``models`` → ``objective`` → ``fields``
+(objective + geometry → field and Jacobian products) → ``training``, ``curvature`` → ``records``,
+``trajectory`` → ``run`` (a config in, a trajectory out).
 """
 
-from .config import PRESETS, Config, ConfigError, resolve_config
-from .flow import (
-    FlowResult,
+from .config import PRESETS, Config, resolve_config
+from .errors import ConfigError, RunError
+from .fields import (
+    DiagonalMetric,
     gradient_field,
     gradient_field_jacobian,
     gradient_field_jacobian_vector,
-    integrate_flow,
-    log_time_grid,
 )
 from .models import EmbeddedModel, Model, ReducedModel, build_model
 from .objective import make_objective
-from .run import run_flow, run_flow_batch, run_training
+from .records import RunInfo
+from .run import log_time_grid, run_flow, run_flow_batch, run_training
+from .solvers import METHODS, Cost, FlowResult, SolverOptions, Status, integrate_flow
 from .task import FactTask
-from .train import TrainResult, train
-from .trajectory import Trajectory
+from .training import TrainResult, train
+from .trajectory import FactClass, Trajectory
 
-__all__ = ["PRESETS", "Config", "ConfigError", "EmbeddedModel", "FactTask", "FlowResult", "Model",
-           "ReducedModel", "TrainResult", "Trajectory", "build_model", "gradient_field",
+__all__ = ["METHODS", "PRESETS", "Config", "ConfigError", "Cost", "DiagonalMetric", "EmbeddedModel",
+           "FactClass", "FactTask", "FlowResult", "Model", "ReducedModel", "RunError", "RunInfo",
+           "SolverOptions", "Status", "TrainResult", "Trajectory", "build_model", "gradient_field",
            "gradient_field_jacobian", "gradient_field_jacobian_vector", "integrate_flow", "log_time_grid",
            "make_objective", "resolve_config", "run_flow", "run_flow_batch", "run_training", "train"]

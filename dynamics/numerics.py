@@ -16,11 +16,10 @@ def compute_settings(theta: torch.Tensor) -> Iterator[None]:
 
     * Small problems use one intra-op thread: on tensors of a few thousand entries, waking and
       synchronising a thread pool costs more than the work, and stalls for milliseconds per operation
-      when another process shares the cores (measured: SGD on Figure 5 ran 20x slower on two threads
-      than on one while the machine was busy).
+      when another process shares the cores (docs/performance.md).
     * Denormal floats are flushed to zero: parameters that the gradient never touches decay towards
-      zero through the subnormal range, where CPU arithmetic is over 10x slower (measured on the
-      embedded model); values below 2.2e-308 carry no information for the flow.
+      zero through the subnormal range, where CPU arithmetic is many times slower;
+      values below 2.2e-308 carry no information for the flow.
     """
     threads = torch.get_num_threads()
     if theta.numel() < SMALL_PROBLEM and theta.device.type == "cpu":

@@ -1,4 +1,4 @@
-"""Training objectives: a loss as a function of the flat parameter vector θ (DESIGN §3, issue loss keys)."""
+"""Training objectives: a loss as a function of the flat parameter vector θ (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from .config import ConfigError, LossConfig
+from .config import LossConfig
+from .errors import ConfigError
 from .models import Model
 from .task import FactTask
 

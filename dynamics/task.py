@@ -1,4 +1,4 @@
-"""The synthetic factual-recall task (DESIGN §2): vocabulary, fact table, frequencies, sequence sampler.
+"""The synthetic factual-recall task (docs/design.md §2): vocabulary, fact table, frequencies, sampler.
 
 Vocabulary layout (size V = S + R + N + 1): subjects ``0..S-1``, relations ``S..S+R-1``, noise tokens
 ``S+R..S+R+N-1``, EOS ``V-1``. Answers: ``|A| = R·D`` classes; block ``A_r = {r·D, ..., r·D + D - 1}``.
@@ -99,13 +99,8 @@ class FactTask:
 
     @cached_property
     def levels(self) -> ReferenceLevels:
-        """Reference entropies of this table and these frequencies (DESIGN §2)."""
+        """Reference entropies of this table and these frequencies (docs/design.md §2)."""
         return reference_levels(self.facts, self.fact_weights, self.D)
-
-    def population_counts(self) -> tuple[float, float]:
-        """Expected count of each noise token, and of the noise block, in one sequence: (T-3)/N and T-3."""
-        block = float(self.T - 3)
-        return (block / self.N if self.N else 0.0), block
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``batch`` fresh sequences as token counts (B, V) float64 and targets (B,) int64.

@@ -1,30 +1,41 @@
-"""The ``Trajectory`` record: the one object that crosses from ``dynamics`` to ``analysis`` (DESIGN §6).
+"""The ``Trajectory`` record: the one object that crosses from ``dynamics`` to ``analysis``
+(docs/design.md §6).
 
-A trajectory holds, at every recorded time, the aggregate losses and the per-fact record of DESIGN §4:
-``fact_loss = -log p(a*)``, ``p_correct = p(a*)``, ``p_relation = p(A_r)``, ``p_subject`` (mass on the
-subject's answers {a*(s, r') : r'}), and ``argmax_class`` (0 recalled, 1 hallucinated within A_r,
-2 outside A_r). It is saved as ``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json``.
+A trajectory holds, at every recorded time, the aggregate losses and the per-fact record of
+docs/design.md §4: ``fact_loss = -log p(a*)``, ``p_correct = p(a*)``, ``p_relation = p(A_r)``,
+``p_subject`` (mass on the subject's answers {a*(s, r') : r'}), and ``argmax_class`` (a :class:`FactClass`
+of the most likely answer), with the run's :class:`~dynamics.records.RunInfo`. It is saved as
+``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from .io import atomic_write, atomic_write_json
 from .models import Model
 from .numerics import compute_settings
+from .records import RunInfo
 from .task import FactTask, reference_levels
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-RECALLED, HALLUCINATED, OFF_TYPE = 0, 1, 2
+
+class FactClass(IntEnum):
+    """What a fact's answer distribution shows, ordered by knowledge. For ``argmax_class``: the most likely
+    answer is outside the relation's answers A_r (UNINFORMED), another answer of A_r (HALLUCINATING), or
+    a* (RECALLED). Stage detection classifies each fact at each time with the same three words."""
+
+    UNINFORMED = 0
+    HALLUCINATING = 1
+    RECALLED = 2
+
+
 ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
 
 
@@ -42,7 +53,8 @@ def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor
     log_subject = torch.logsumexp(logp.gather(-1, subject_answers), dim=-1)
     top = logits.argmax(-1)
     in_block = (top // D) == own
-    argmax_class = torch.where(top == facts, RECALLED, torch.where(in_block, HALLUCINATED, OFF_TYPE))
+    argmax_class = torch.where(top == facts, FactClass.RECALLED,
+                               torch.where(in_block, FactClass.HALLUCINATING, FactClass.UNINFORMED))
     return {"fact_loss": -log_correct, "p_correct": log_correct.exp(), "p_relation": log_relation.exp(),
             "p_subject": log_subject.exp(), "relation_loss": -log_relation, "subject_loss": -log_subject,
             "argmax_class": argmax_class}
@@ -50,7 +62,7 @@ def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor
 
 @dataclass
 class Trajectory:
-    """Recorded times ``t`` (K,), aggregate curves (K,), per-fact arrays (K, S, R) and metadata."""
+    """Recorded times ``t`` (K,), aggregate curves (K,), per-fact arrays (K, S, R) and the run's record."""
 
     t: np.ndarray
     loss: np.ndarray
@@ -66,7 +78,7 @@ class Trajectory:
     answers_per_relation: int
     attention: np.ndarray  # (K, 4): subject, relation, noise block, EOS (frequency-weighted over facts)
     norms: dict[str, np.ndarray]  # name -> (K,)
-    meta: dict[str, Any] = field(default_factory=dict)
+    info: RunInfo | None = None  # what the run says about itself (summary.json); None for bare records
     states: np.ndarray | None = None  # (K, P) parameters, one set per token; kept only when asked
 
     ARRAYS = ("t", "loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "p_relation",
@@ -84,7 +96,8 @@ class Trajectory:
         if self.states is not None:
             arrays["states"] = self.states
         atomic_write(directory / "trajectory.npz", lambda f: np.savez_compressed(f, **arrays))
-        atomic_write_json(directory / "summary.json", self.meta)
+        if self.info is not None:
+            atomic_write_json(directory / "summary.json", self.info.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> Trajectory:
@@ -92,11 +105,11 @@ class Trajectory:
         directory = Path(directory)
         with np.load(directory / "trajectory.npz", allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-        meta = json.loads((directory / "summary.json").read_text())
+        info = RunInfo.from_dict(json.loads((directory / "summary.json").read_text()))
         attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
         return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
-                   answers_per_relation=int(arrays["answers_per_relation"]), meta=meta,
+                   answers_per_relation=int(arrays["answers_per_relation"]), info=info,
                    states=arrays.get("states"))
 
     @property
@@ -111,14 +124,15 @@ class Trajectory:
 
 
 # record() evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a few
-# copies, so memory stays near 0.2 GB however large the table (10^5 facts: one state at a time).
+# copies, so memory stays bounded however large the table.
 RECORD_ELEMENTS = 2**22
 
 
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
-           meta: dict[str, Any], chunk: int | None = None) -> Trajectory:
+           info: RunInfo | None = None, chunk: int | None = None) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
-    states at a time (default: as many as keep RECORD_ELEMENTS logits)."""
+    states at a time (default: as many as keep RECORD_ELEMENTS logits). ``info``, when given, is attached
+    with its ``final_loss`` set to the record's last loss."""
     if chunk is None:
         chunk = max(1, RECORD_ELEMENTS // (task.S * task.R * task.num_answers))
     weights = torch.as_tensor(task.fact_weights, device=states.device)
@@ -139,35 +153,9 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     arrays = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
     norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
     arrays["argmax_class"] = arrays["argmax_class"].astype(np.int8)
-    return Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
-                      fact_weights=task.fact_weights.copy(), answers_per_relation=task.D, norms=norms,
-                      meta=meta, **arrays)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
-    """Write ``payload`` as indented JSON atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=sort_keys, default=_json_default) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    trajectory = Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
+                            fact_weights=task.fact_weights.copy(), answers_per_relation=task.D, norms=norms,
+                            **arrays)
+    if info is not None:
+        trajectory.info = dataclasses.replace(info, final_loss=trajectory.final_loss)
+    return trajectory

@@ -1,11 +1,9 @@
-"""Training to a target accuracy with early stopping (the capacity experiments of the paper's Figures 1, 4).
+"""Training to a target accuracy with early stopping (the capacity experiments, docs/reproducing.md).
 
-Unlike :mod:`dynamics.train` (which records a trajectory on the flow's time axis), this trainer only asks
-"does the model reach accuracy ≥ threshold within the step budget?". It knows nothing about models: it
-takes ``objective_at(k)`` (the loss on step k's batch, or the full-batch loss) and ``accuracy(θ)``.
-
-Adam:  m ← β₁m + (1-β₁)g,  v ← β₂v + (1-β₂)g²,  θ ← θ - η m̂/(√v̂ + ε)   (bias-corrected m̂, v̂)
-AdamW: the same, plus the decoupled decay θ ← θ - η λ θ.
+Unlike :mod:`.discrete` (which records a trajectory on the flow's time axis), this trainer only asks "does
+the model reach accuracy ≥ threshold within the step budget?". It knows nothing about models: it takes
+``objective_at(k)`` (the loss on step k's batch, or the full-batch loss) and ``accuracy(θ)``, and steps with
+the same torch optimizers as discrete training (:mod:`.optimizers`: ``adam`` or ``adamw``).
 """
 
 from __future__ import annotations
@@ -17,27 +15,26 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ConfigError
-from .numerics import compute_settings
+from ..errors import ConfigError
+from ..numerics import compute_settings
+from ..solvers.results import Status
+from .optimizers import make_optimizer
 
 OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclass
 class FitResult:
-    """Outcome of one training: ``status`` is stored | not_stored | nonfinite."""
+    """Outcome of one training: ``status`` ok (the budget or the threshold was reached) or nonfinite;
+    ``stored`` whether the accuracy threshold was reached."""
 
-    status: str
+    status: Status
+    stored: bool
     accuracy: float
     steps: int
     loss: float
-    seconds: float
+    wall_seconds: float
     message: str = ""
-
-    @property
-    def success(self) -> bool:
-        """True when the accuracy threshold was reached."""
-        return self.status == "stored"
 
 
 def fit(objective_at: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
@@ -58,25 +55,22 @@ def _fit(objective_at, accuracy, theta0, optimizer, lr, steps, weight_decay, thr
          eps) -> FitResult:
     start = time.perf_counter()
     theta = theta0.detach().clone().requires_grad_(True)
-    decay = weight_decay if optimizer == "adamw" else 0.0
-    opt = torch.optim.AdamW([theta], lr=lr, betas=betas, eps=eps, weight_decay=decay)
+    opt = make_optimizer(optimizer, theta, lr, betas, eps, weight_decay)
     value = math.nan
     for k in range(steps + 1):
         if k % check_every == 0 or k == steps:
             acc = accuracy(theta.detach())
-            if acc >= threshold:
-                return FitResult("stored", acc, k, value, time.perf_counter() - start)
-            if k == steps:
-                return FitResult("not_stored", acc, k, value, time.perf_counter() - start)
+            if acc >= threshold or k == steps:
+                return FitResult(Status.OK, acc >= threshold, acc, k, value, time.perf_counter() - start)
         opt.zero_grad(set_to_none=True)
         loss = objective_at(k)(theta)
         value = float(loss.detach())
         if not math.isfinite(value):
-            return FitResult("nonfinite", 0.0, k, value, time.perf_counter() - start,
+            return FitResult(Status.NONFINITE, False, 0.0, k, value, time.perf_counter() - start,
                              f"loss became non-finite at step {k}")
         loss.backward()
         opt.step()
         if not bool(torch.isfinite(theta).all()):
-            return FitResult("nonfinite", 0.0, k + 1, value, time.perf_counter() - start,
+            return FitResult(Status.NONFINITE, False, 0.0, k + 1, value, time.perf_counter() - start,
                              f"parameters became non-finite at step {k + 1}")
     raise AssertionError("unreachable")

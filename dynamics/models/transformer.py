@@ -1,4 +1,4 @@
-"""The paper's one-layer transformer (DESIGN §3.3) on the factual-recall task, as a function of flat θ.
+"""The paper's one-layer transformer (docs/design.md §3.3) on the factual-recall task, a function of flat θ.
 
 Frozen embeddings ``e_z ~ N(0, I/d)`` (V tokens) and unembeddings ``u_y ~ N(0, I/d)`` (|A| answers).
 H softmax heads of size d_h, queried from the last position (EOS), no residual around attention; a ReLU
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import InitConfig
-from .models import Model
-from .task import FactTask
+from ..config import InitConfig
+from ..task import FactTask
+from .base import Model
 
 
 def expected_counts(task: FactTask) -> torch.Tensor:
@@ -45,7 +45,7 @@ def expected_counts(task: FactTask) -> torch.Tensor:
 
 
 class TransformerModel(Model):
-    """DESIGN §3.3 (see the module docstring). ``dtype`` float64 for flows, float32 allowed for capacity."""
+    """The one-layer transformer (module docstring). ``dtype`` float64 for flows, float32 for capacity."""
 
     def __init__(self, task: FactTask, dim: int = 64, heads: int = 8, head_dim: int = 8, mlp_width: int = 64,
                  seed: int = 0, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):

@@ -1,8 +1,9 @@
-"""Discrete training on the flow's time axis (DESIGN §4): full-batch GD, online SGD, Adam.
+"""Discrete training on the flow's time axis (docs/design.md §4): full-batch GD, online SGD, Adam.
 
-Step k with learning rate η sits at flow time t = k·η. Trainers know nothing about models: they take a
-``objective_at(k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P,
-and step on the gradient the flow uses, g = P ∇L. Numerical failure ends the run with a status.
+Step k with learning rate η sits at flow time t = k·η. Trainers know nothing about models: they take an
+``objective_at(k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P, and
+step on the gradient the flow uses, g = P ∇L, with a torch optimizer (:mod:`.optimizers`). Numerical
+failure ends the run with a status and the time it happened; the states before it are kept.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .numerics import compute_settings
-from .objective import Objective, gradient
+from ..numerics import compute_settings
+from ..objective import Objective, gradient
+from ..solvers.results import Cost, Status
+from .optimizers import make_optimizer
 
 
 def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
@@ -27,16 +30,15 @@ def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
 
 @dataclass
 class TrainResult:
-    """Parameters at the recorded steps, with status and cost."""
+    """Parameters at the recorded steps, with status and cost (``function_evals``: gradients taken)."""
 
     steps: np.ndarray  # (K,) recorded step indices
-    times: np.ndarray  # (K,) flow times k·lr
+    t: np.ndarray  # (K,) flow times k·lr
     states: torch.Tensor  # (K, P)
-    status: str  # ok | nonfinite
+    status: Status  # ok | nonfinite
     status_time: float | None
     message: str
-    gradient_evals: int
-    wall_seconds: float
+    cost: Cost
     first_loss_increase: int | None = None  # full-batch GD: first step k with L(θ_k) > L(θ_{k-1})
 
 
@@ -46,32 +48,31 @@ def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, opt
           progress: Callable[[int], None] | None = None) -> TrainResult:
     """Run ``steps`` updates from ``theta0``; keep θ at the step indices in ``record`` (sorted).
 
-    gd / sgd: θ ← θ - η g.  adam: the usual bias-corrected moments of g.  g = P ∇L_k(θ).
+    gd / sgd: θ ← θ − η g.  adam: the usual bias-corrected moments of g.  g = P ∇L_k(θ).
     """
     with compute_settings(theta0):
-        return _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, beta1, beta2,
+        return _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, (beta1, beta2),
                       eps, progress)
 
 
-def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, beta1, beta2, eps, progress):
+def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, betas, eps, progress):
     start = time.perf_counter()
-    theta = theta0.detach().clone()
-    m = torch.zeros_like(theta)
-    v = torch.zeros_like(theta)
+    theta = theta0.detach().clone().requires_grad_(True)
+    step = make_optimizer(optimizer, theta, lr, betas, eps)
     wanted = set(int(k) for k in record)
     kept_steps: list[int] = []
     kept: list[torch.Tensor] = []
-    status, status_time, message = "ok", None, f"trained {steps} steps"
+    status, status_time, message = Status.OK, None, f"trained {steps} steps"
     evals = 0
     previous = math.inf
     first_increase = None
     for k in range(steps + 1):
         if k in wanted:
             kept_steps.append(k)
-            kept.append(theta.clone())
+            kept.append(theta.detach().clone())
         if k == steps:
             break
-        value, grad = gradient(objective_at(k), theta)
+        value, grad = gradient(objective_at(k), theta.detach())
         evals += 1
         if preconditioner is not None:
             grad = preconditioner * grad
@@ -82,27 +83,22 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
         if optimizer == "gd" and first_increase is None and rose:
             first_increase = k
         previous = current
-        if not (math.isfinite(float(value)) and torch.isfinite(grad).all()):
-            status, status_time = "nonfinite", k * lr
+        if not (math.isfinite(current) and torch.isfinite(grad).all()):
+            status, status_time = Status.NONFINITE, k * lr
             message = f"loss or gradient became non-finite at step {k} (t={k * lr:.6g}); lr={lr} diverged"
             if len(kept) > 1 and kept_steps[-1] == k:  # θ_k itself is where it failed: not part of the record
                 kept_steps.pop()
                 kept.pop()
             break
-        if optimizer == "adam":
-            m.mul_(beta1).add_(grad, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            m_hat = m / (1 - beta1 ** (k + 1))
-            v_hat = v / (1 - beta2 ** (k + 1))
-            theta = theta - lr * m_hat / (v_hat.sqrt() + eps)
-        else:
-            theta = theta - lr * grad
+        theta.grad = grad
+        step.step()
         if not torch.isfinite(theta).all():
-            status, status_time = "nonfinite", (k + 1) * lr
+            status, status_time = Status.NONFINITE, (k + 1) * lr
             message = f"parameters became non-finite at step {k + 1} (t={(k + 1) * lr:.6g}); lr={lr} diverged"
             break
         if progress is not None:
             progress(k + 1)
     kept_steps_arr = np.asarray(kept_steps, dtype=np.int64)
+    cost = Cost(function_evals=evals, accepted_steps=evals, wall_seconds=time.perf_counter() - start)
     return TrainResult(kept_steps_arr, kept_steps_arr * lr, torch.stack(kept), status, status_time, message,
-                       evals, time.perf_counter() - start, first_increase)
+                       cost, first_increase)

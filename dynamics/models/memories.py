@@ -1,4 +1,4 @@
-"""Associative memories of DESIGN §3.4, as functions of one flat parameter vector θ.
+"""Associative memories of docs/design.md §3.4, as functions of one flat parameter vector θ.
 
 N inputs ``x`` with embeddings ``e_x`` (rows of E, (N, d)) and M output classes with unembeddings ``u_y``
 (rows of U, (M, d)), both random unit vectors (or orthonormal rows when N, M ≤ d). The map to store is
@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
-from .models import orthonormal_rows
-
-
-def unit_rows(rows: int, dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
-              ) -> torch.Tensor:
-    """``rows`` i.i.d. uniform unit vectors in R^dim: Gaussian rows divided by their norms."""
-    x = torch.randn(rows, dim, generator=generator, dtype=dtype)
-    return x / torch.linalg.norm(x, dim=1, keepdim=True)
+from ..errors import ConfigError
+from .embeddings import orthonormal_rows, unit_rows
 
 
 def targets_of(n: int, num_classes: int) -> torch.Tensor:

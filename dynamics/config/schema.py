@@ -9,28 +9,25 @@ whose message names the dotted key, the value and what is allowed, e.g.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..solvers.registry import METHODS
 
-class ConfigError(ValueError):
-    """An invalid configuration value or invocation; the message is one line naming key, value and rule."""
 
-
-def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"{key}={value!r}: {allowed}")
 
 
 def _int_at_least(key: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(key, value, f"must be an integer >= {low}")
+        fail(key, value, f"must be an integer >= {low}")
 
 
 def _is_number(value: Any) -> bool:
@@ -39,29 +36,29 @@ def _is_number(value: Any) -> bool:
 
 def _positive(key: str, value: Any) -> None:
     if not _is_number(value) or value <= 0:
-        _fail(key, value, "must be a finite number > 0")
+        fail(key, value, "must be a finite number > 0")
 
 
 def _non_negative(key: str, value: Any) -> None:
     if not _is_number(value) or value < 0:
-        _fail(key, value, "must be a finite number >= 0")
+        fail(key, value, "must be a finite number >= 0")
 
 
 def check_device(value: Any, key: str = "device") -> None:
     """A device name the engine accepts: ``cpu`` or ``cuda[:N]`` (a ConfigError naming ``key`` otherwise)."""
     if not (isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value)):
-        _fail(key, value, "must be cpu or cuda[:N]")
+        fail(key, value, "must be cpu or cuda[:N]")
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
-        _fail(key, value, "must be one of " + ", ".join(choices))
+        fail(key, value, "must be one of " + ", ".join(choices))
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The synthetic factual-recall task (DESIGN §2). Defaults are the paper's Figure 5."""
+    """The synthetic factual-recall task (docs/design.md §2). Defaults are the paper's Figure 5."""
 
     subjects: int = 16
     relations: int = 4
@@ -84,14 +81,14 @@ class TaskConfig:
         _non_negative("task.relation_zipf", self.relation_zipf)
         _int_at_least("task.seed", self.seed, 0)
         if self.seq_len > 3 and self.noise_tokens == 0:
-            _fail("task.noise_tokens", self.noise_tokens,
+            fail("task.noise_tokens", self.noise_tokens,
                   f"must be >= 1 when task.seq_len={self.seq_len} > 3 leaves positions for noise")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model (DESIGN §3): ``reduced`` scalar-score model, ``embedded`` explicit-matrix layer, or the
-    paper's one-layer ``transformer`` (§3.3: ``heads`` softmax heads of size ``head_dim``, a ReLU MLP of
+    """Which model (docs/design.md §3): ``reduced`` scalar-score model, ``embedded`` explicit-matrix layer, or
+    the paper's one-layer ``transformer`` (§3.3: ``heads`` softmax heads of size ``head_dim``, a ReLU MLP of
     width ``mlp_width`` (0: none), frozen Gaussian embeddings of dimension ``dim``)."""
 
     kind: str = "reduced"
@@ -142,12 +139,6 @@ class LossConfig:
         _int_at_least("loss.seed", self.seed, 0)
 
 
-# Explicit (torchdiffeq), implicit (dynamics.implicit: SUNDIALS CVODE matrix-free, SciPy with a dense
-# Jacobian), or ``auto`` (dopri5, then cvode once the flow is stiff for long; dynamics.run._integrate_auto).
-FLOW_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "cvode", "bdf", "radau", "lsoda",
-                "auto")
-
-
 @dataclass(frozen=True)
 class FlowConfig:
     """Gradient-flow integration: log-spaced record grid on [t_min, t_max] plus t = 0, solver options."""
@@ -162,17 +153,16 @@ class FlowConfig:
     max_steps: int = 200_000
     modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
     # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
-    # each, or ``hvp``, an exact Hessian-vector product (1–2 gradients each in the reduced model's closed
-    # form with linear attention, 1.6–3.5 by double reverse mode elsewhere).
+    # each, or ``hvp``, an exact Hessian-vector product.
     jacobian: str = "difference"
 
     def __post_init__(self) -> None:
         _positive("flow.t_max", self.t_max)
         _positive("flow.t_min", self.t_min)
         if self.t_min >= self.t_max:
-            _fail("flow.t_min", self.t_min, f"must be < flow.t_max={self.t_max}")
+            fail("flow.t_min", self.t_min, f"must be < flow.t_max={self.t_max}")
         _int_at_least("flow.points", self.points, 2)
-        _choice("flow.method", self.method, FLOW_METHODS)
+        _choice("flow.method", self.method, METHODS)
         _positive("flow.rtol", self.rtol)
         _positive("flow.atol", self.atol)
         _positive("flow.first_step", self.first_step)
@@ -202,7 +192,7 @@ class TrainConfig:
         _int_at_least("train.seed", self.seed, 0)
         for key, value in (("train.beta1", self.beta1), ("train.beta2", self.beta2)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                _fail(key, value, "must be a number in [0, 1)")
+                fail(key, value, "must be a number in [0, 1)")
         _positive("train.eps", self.eps)
 
 
@@ -224,18 +214,18 @@ class Config:
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
             answers = self.task.relations * self.task.answers_per_relation
             if self.model.embeddings == "orthonormal" and self.model.dim < max(vocab, answers):
-                _fail("model.dim", self.model.dim,
+                fail("model.dim", self.model.dim,
                       f"orthonormal embeddings need dim >= max(vocabulary {vocab}, answers {answers})")
             if self.model.embeddings == "gaussian" and self.loss.kind == "population":
-                _fail("loss.kind", self.loss.kind,
+                fail("loss.kind", self.loss.kind,
                       "the population loss is exact only for orthonormal embeddings; "
                       "use loss.kind=sampled with model.embeddings=gaussian")
         if self.model.kind == "transformer":
             if self.loss.kind == "population":
-                _fail("loss.kind", self.loss.kind, "the transformer has no exact population loss "
+                fail("loss.kind", self.loss.kind, "the transformer has no exact population loss "
                       "(softmax and MLP over random noise); allowed: loss.kind=sampled")
             if self.model.attention != "softmax":
-                _fail("model.attention", self.model.attention, "the transformer's heads are softmax; "
+                fail("model.attention", self.model.attention, "the transformer's heads are softmax; "
                       "allowed: model.attention=softmax")
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,12 +240,12 @@ class Config:
             node_type = _section_type(section, key, value)
             if node_type is None:
                 if name:
-                    _fail(key, value, f"unknown key; '{section}' has no sub-keys")
+                    fail(key, value, f"unknown key; '{section}' has no sub-keys")
                 tree[section] = _coerce(key, value, _field_types(Config)[section])
                 continue
             fields = _field_types(node_type)
             if name not in fields:
-                _fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
+                fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
             tree[section][name] = _coerce(key, value, fields[name])
         return Config.from_dict(tree)
 
@@ -263,24 +253,24 @@ class Config:
     def from_dict(tree: Mapping[str, Any], prefix: str = "") -> Config:
         """Build a config from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
         if not isinstance(tree, Mapping):
-            _fail(prefix or "config", tree, "must be a mapping of sections")
+            fail(prefix or "config", tree, "must be a mapping of sections")
         top = _field_types(Config)
         kwargs: dict[str, Any] = {}
         for section, content in tree.items():
             if section not in top:
-                _fail(section, content, "unknown key; allowed: " + ", ".join(top))
+                fail(section, content, "unknown key; allowed: " + ", ".join(top))
             node_type = _section_type(section, section)
             if node_type is None:
                 kwargs[section] = _coerce(section, content, top[section])
                 continue
             if not isinstance(content, Mapping):
-                _fail(section, content, "must be a mapping of keys")
+                fail(section, content, "must be a mapping of keys")
             fields = _field_types(node_type)
             values = {}
             for name, value in content.items():
                 key = f"{section}.{name}"
                 if name not in fields:
-                    _fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
+                    fail(key, value, f"unknown key; {section} has: " + ", ".join(fields))
                 values[name] = _coerce(key, value, fields[name])
             kwargs[section] = node_type(**values)
         return Config(**kwargs)
@@ -294,7 +284,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _section_type(section: str, key: str, value: Any = None) -> type | None:
     top = _field_types(Config)
     if section not in top:
-        _fail(key, value, "unknown key; allowed sections: " + ", ".join(top))
+        fail(key, value, "unknown key; allowed sections: " + ", ".join(top))
     kind = top[section]
     return kind if dataclasses.is_dataclass(kind) else None
 
@@ -311,7 +301,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
-        _fail(key, value, "must be true or false")
+        fail(key, value, "must be true or false")
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -321,10 +311,10 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             try:
                 parsed = float(value)
             except ValueError:
-                _fail(key, value, "must be an integer")
+                fail(key, value, "must be an integer")
             if parsed.is_integer():
                 return int(parsed)
-        _fail(key, value, "must be an integer")
+        fail(key, value, "must be an integer")
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -333,124 +323,9 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        _fail(key, value, "must be a number")
+        fail(key, value, "must be a number")
     if kind is str:
         if isinstance(value, str):
             return value
-        _fail(key, value, "must be a string")
+        fail(key, value, "must be a string")
     return value
-
-
-# Presets: named override sets on top of the defaults (the defaults are the paper's Figure 5).
-PRESETS: dict[str, dict[str, Any]] = {
-    # REFERENCE.md Figure 5: S=16, R=4, D=8, N=20, T=32, structured table, constant init 1e-5;
-    # flow to t = 8192 steps × lr 0.1; discrete run plain SGD lr 0.1, batch 1024, 8192 steps.
-    "figure5": {},
-    # A small, fast configuration for tests, notebooks and smoke runs.
-    "tiny": {
-        "task.subjects": 4, "task.relations": 2, "task.answers_per_relation": 2,
-        "task.noise_tokens": 3, "task.seq_len": 6, "init.scale": 1e-3,
-        "flow.t_max": 400.0, "flow.points": 64, "train.steps": 2000, "train.batch_size": 128,
-    },
-    # Subjects learned first (DESIGN §5): init -> marginal -> subject_first -> recall.
-    "subject_first": {
-        "task.subjects": 2, "task.relations": 32, "task.answers_per_relation": 8, "task.facts": "random",
-        "task.noise_tokens": 20, "flow.t_max": 2000.0,
-    },
-    # A random fact table, hallucination level H(A|R) below log D.
-    "random64": {
-        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
-        "task.noise_tokens": 72, "flow.t_max": 4000.0,
-    },
-    # Beyond the analysed model (issue 6): the Figure 5 task with one change each.
-    # (a) softmax attention in the reduced model; population flow (the plateau lasts ~40x longer).
-    "figure5_softmax": {"model.attention": "softmax", "flow.t_max": 20000.0},
-    # (b) the embedded model with Gaussian N(0, I/d) embeddings (not orthogonal), on a fixed sample.
-    "figure5_gaussian_d64": {
-        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 64, "loss.kind": "sampled",
-        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
-    },
-    # d = 32 < V = 41: the tokens' embeddings must overlap (superposition).
-    "figure5_gaussian_d32": {
-        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 32, "loss.kind": "sampled",
-        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
-    },
-    # (c) the paper's one-layer transformer (DESIGN §3.3) with d = 32, 4 heads of 8, MLP width 32; Gaussian
-    # init N(0, 0.1²); flow on a fixed sample and online SGD (lr 0.5, batch 256, t = 0.5·step). Its flow is
-    # stiff once learning starts (dopri5's step ~0.3 by t = 500, set by stability) and only piecewise smooth
-    # (ReLU kinks: 18-35% of steps rejected; cvode and auto crawl): bosh3 at rtol 1e-3, to t = 800
-    # where the loss is below 0.02, takes ~5 minutes on 2 cores (dopri5 at 1e-6 to t = 1500: > 15 minutes).
-    "figure5_transformer": {
-        "model.kind": "transformer", "model.attention": "softmax", "model.dim": 32, "model.heads": 4,
-        "model.head_dim": 8, "model.mlp_width": 32, "loss.kind": "sampled", "loss.samples": 1024,
-        "init.kind": "gaussian", "init.scale": 0.1, "flow.t_min": 0.5, "flow.t_max": 800.0,
-        "flow.points": 128, "flow.method": "bosh3", "flow.rtol": 1e-3, "flow.atol": 1e-6,
-        "train.optimizer": "sgd", "train.lr": 0.5, "train.steps": 3000, "train.batch_size": 256,
-    },
-}
-DEFAULT_PRESET = "figure5"
-
-
-def parse_set(assignments: Iterable[str]) -> dict[str, str]:
-    """Parse ``key=value`` strings from ``--set`` into a dict; a malformed one raises ConfigError."""
-    parsed: dict[str, str] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or "." not in key and key != "device":
-            _fail("--set", item, "must look like section.key=value, e.g. task.subjects=8")
-        parsed[key] = value.strip()
-    return parsed
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a nested config dict from a JSON file (or YAML via ``yaml.safe_load`` when PyYAML is present)."""
-    path = Path(path)
-    if not path.is_file():
-        _fail("--config", str(path), "must be an existing JSON or YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        _fail("--config", str(path), f"must be a readable UTF-8 JSON or YAML file ({type(err).__name__})")
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml  # optional: only to read YAML configs
-        except ImportError:
-            _fail("--config", str(path), "YAML configs need PyYAML installed; use a .json file")
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            _fail("--config", str(path), f"must be valid YAML ({str(err).splitlines()[0]})")
-    else:
-        try:
-            tree = json.loads(text)
-        except json.JSONDecodeError as err:
-            _fail("--config", str(path), f"must be valid JSON ({err.msg} at line {err.lineno})")
-    if not isinstance(tree, dict):
-        _fail("--config", str(path), "must hold a mapping of sections (task, model, init, ...)")
-    return tree
-
-
-def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
-                   overrides: Mapping[str, Any] | Iterable[str] = ()) -> Config:
-    """Defaults, then a preset, then a config file, then dotted overrides: the resolved config.
-
-    ``overrides`` is a mapping of dotted keys or an iterable of ``key=value`` strings.
-    """
-    name = preset or (None if config_file else DEFAULT_PRESET)
-    config = Config()
-    if name is not None:
-        if name not in PRESETS:
-            _fail("--preset", name, "must be one of " + ", ".join(PRESETS))
-        config = config.override(PRESETS[name])
-    if config_file is not None:
-        merged = config.to_dict()
-        for section, content in load_config_file(config_file).items():
-            if isinstance(content, Mapping) and isinstance(merged.get(section), dict):
-                merged[section].update(content)
-            else:
-                merged[section] = content
-        config = Config.from_dict(merged)
-    if not isinstance(overrides, Mapping):
-        overrides = parse_set(overrides)
-    return config.override(overrides)

@@ -1,0 +1,53 @@
+"""Named presets: override sets on top of the defaults (the defaults are the paper's Figure 5).
+Data only; docs/reproducing.md says what each one reproduces and what it gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's Figure 5: S=16, R=4, D=8, N=20, T=32, structured table, constant init 1e-5;
+    # flow to t = 8192 steps × lr 0.1; discrete run plain SGD lr 0.1, batch 1024, 8192 steps.
+    "figure5": {},
+    # A small, fast configuration for tests, notebooks and smoke runs.
+    "tiny": {
+        "task.subjects": 4, "task.relations": 2, "task.answers_per_relation": 2,
+        "task.noise_tokens": 3, "task.seq_len": 6, "init.scale": 1e-3,
+        "flow.t_max": 400.0, "flow.points": 64, "train.steps": 2000, "train.batch_size": 128,
+    },
+    # Subjects learned first (docs/design.md §5): init -> marginal -> subject_first -> recall.
+    "subject_first": {
+        "task.subjects": 2, "task.relations": 32, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 20, "flow.t_max": 2000.0,
+    },
+    # A random fact table, hallucination level H(A|R) below log D.
+    "random64": {
+        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 72, "flow.t_max": 4000.0,
+    },
+    # Beyond the analysed model: the Figure 5 task with one change each (docs/reproducing.md).
+    # (a) softmax attention in the reduced model; population flow .
+    "figure5_softmax": {"model.attention": "softmax", "flow.t_max": 20000.0},
+    # (b) the embedded model with Gaussian N(0, I/d) embeddings (not orthogonal), on a fixed sample.
+    "figure5_gaussian_d64": {
+        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 64, "loss.kind": "sampled",
+        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
+    },
+    # d = 32 < V = 41: the tokens' embeddings must overlap (superposition).
+    "figure5_gaussian_d32": {
+        "model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 32, "loss.kind": "sampled",
+        "loss.samples": 2048, "flow.t_max": 2000.0, "flow.points": 128,
+    },
+    # (c) the paper's one-layer transformer (docs/design.md §3.3) with d = 32, 4 heads of 8, MLP width 32;
+    # Gaussian init N(0, 0.1²); flow on a fixed sample and online SGD (lr 0.5, batch 256, t = 0.5·step). Its
+    # flow is stiff once learning starts and only piecewise smooth (ReLU kinks), so it uses bosh3 at a loose
+    # tolerance (docs/stiff-flows.md says why).
+    "figure5_transformer": {
+        "model.kind": "transformer", "model.attention": "softmax", "model.dim": 32, "model.heads": 4,
+        "model.head_dim": 8, "model.mlp_width": 32, "loss.kind": "sampled", "loss.samples": 1024,
+        "init.kind": "gaussian", "init.scale": 0.1, "flow.t_min": 0.5, "flow.t_max": 800.0,
+        "flow.points": 128, "flow.method": "bosh3", "flow.rtol": 1e-3, "flow.atol": 1e-6,
+        "train.optimizer": "sgd", "train.lr": 0.5, "train.steps": 3000, "train.batch_size": 256,
+    },
+}
+DEFAULT_PRESET = "figure5"

@@ -1,0 +1,85 @@
+"""Writing results so that nothing is ever half-written: every file goes to a temporary name beside its
+target and is renamed into place. Also the one rule for JSON: NaN and infinities are written as null."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
+    """Write ``payload`` as indented strict JSON atomically (NaN and infinities become null)."""
+    text = json.dumps(finite_or_none(payload), indent=2, sort_keys=sort_keys, default=_json_default,
+                      allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def atomic_write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None,
+                     ) -> None:
+    """Write ``rows`` as CSV with a header atomically. ``columns``: the header (default: every key of the
+    rows in order of first appearance); missing values are written empty, keys not in ``columns`` dropped."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (also inside dicts, lists and tuples) replaced by None."""
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return finite_or_none(value.tolist())
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,109 @@
+"""The flow engine's solvers. They integrate any vector field f(t, θ) of a flat parameter vector and know
+nothing of models or configurations.
+
+One call integrates a flow, torchdiffeq-style::
+
+    result = integrate_flow(field, theta0, times, method="dopri5", rtol=1e-6, atol=1e-10)
+    result.status, result.t, result.states, result.cost
+
+Modules: ``registry`` (the methods by name), ``options`` (the problem and the solver settings),
+``results`` (result types, the status vocabulary, costs), ``explicit`` (torchdiffeq), ``implicit`` (CVODE,
+SciPy), ``stiffness`` (the Jacobian's spectral radius), ``auto`` (explicit, then implicit when stiff).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .explicit import integrate_explicit_batch
+from .options import FlowProblem, Jacobian, JacobianVector, Progress, SolverOptions, VectorField
+from .registry import METHODS, Method, get_method
+from .results import BatchFlowResult, Cost, FlowResult, Status, join
+from .stiffness import spectral_radius
+
+__all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "Jacobian", "JacobianVector",
+           "Method", "Progress", "SolverOptions", "Status", "VectorField", "get_method", "integrate_flow",
+           "integrate_flow_batch", "integrate_problem", "join", "spectral_radius"]
+
+
+def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str = "dopri5",
+                   rtol: float = 1e-6, atol: float = 1e-10, first_step: float = 1e-3,
+                   max_steps: int = 200_000, chunk: int | None = None, breakpoints: Sequence[float] = (),
+                   progress: Progress | None = None, jacobian_vector: JacobianVector | None = None,
+                   jacobian: Jacobian | None = None) -> FlowResult:
+    """Integrate dθ/dt = field(t, θ) from θ(times[0]) = theta0, recording θ at every entry of ``times``
+    (increasing). ``method``: a name of :data:`METHODS`. ``breakpoints``: times where the field may jump;
+    no step crosses one. ``progress(t)`` is called after every accepted step. Implicit methods use
+    ``jacobian_vector(t, θ, v) = J·v`` (cvode, auto) or a dense ``jacobian(t, θ)`` (bdf, radau, lsoda) when
+    given, and differences of the field when not.
+
+    Numerical failure never raises: the result's ``status`` says what happened and when, and the states
+    up to the last grid point before it are kept.
+    """
+    problem = FlowProblem(field, theta0, np.asarray(times, dtype=np.float64), jacobian_vector, jacobian,
+                          progress, tuple(breakpoints))
+    options = SolverOptions(rtol=rtol, atol=atol, first_step=first_step, max_steps=max_steps, chunk=chunk)
+    return integrate_problem(problem, method, options)
+
+
+def integrate_problem(problem: FlowProblem, method: str, options: SolverOptions) -> FlowResult:
+    """Integrate a :class:`FlowProblem` with the named method and options (what :func:`integrate_flow`
+    does after packing its arguments). Breakpoints split the grid: each piece [b_k, b_{k+1}] is integrated
+    on its own, the field seeing times in [b_k, b_{k+1}) only, and the pieces are joined."""
+    spec = get_method(method)
+    times = problem.times
+    inner = sorted({float(b) for b in problem.breakpoints if times[0] < b < times[-1]})
+    if not inner:
+        return spec.integrate(problem, options)
+    edges = [float(times[0]), *inner, float(times[-1])]
+    parts: list[FlowResult] = []
+    state, steps = problem.theta0, 0
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
+        inside = times[(times > start) & (times < end)]
+        piece = _before(problem, end).restricted(np.concatenate([[start], inside, [end]]), state)
+        part = spec.integrate(piece, options.replace(max_steps=options.max_steps - steps))
+        parts.append(part)
+        steps += part.cost.accepted_steps
+        if part.status != Status.OK:
+            break
+        state = part.states[-1]
+    joined = join(parts)
+    keep = np.isin(joined.t, times)  # drop the breakpoints that are not record times
+    joined.t = joined.t[keep]
+    joined.states = joined.states[torch.as_tensor(keep, device=joined.states.device)]
+    return joined
+
+
+def _before(problem: FlowProblem, end: float) -> FlowProblem:
+    """The problem with the field (and its Jacobian products) evaluated at times strictly before ``end``:
+    a solver's last stage lands on ``end`` itself, which belongs to the next piece."""
+    last = float(np.nextafter(end, -np.inf))
+
+    def clamp(t: float) -> float:
+        return min(float(t), last)
+
+    jv, jac = problem.jacobian_vector, problem.jacobian
+    return dataclasses.replace(
+        problem, field=lambda t, theta: problem.field(clamp(t), theta),
+        jacobian_vector=None if jv is None else (lambda t, theta, v: jv(clamp(t), theta, v)),
+        jacobian=None if jac is None else (lambda t, theta: jac(clamp(t), theta)))
+
+
+def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *,
+                         method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-10,
+                         first_step: float = 1e-3, max_steps: int = 200_000,
+                         progress: Progress | None = None) -> BatchFlowResult:
+    """Integrate B independent flows (theta0: (B, P); the field maps (t, Θ) row by row) with shared steps and
+    a status per member; ``method`` must be a batched (explicit) method. See
+    :func:`~dynamics.solvers.explicit.integrate_explicit_batch`."""
+    spec = get_method(method)
+    if not spec.batched:
+        raise ValueError(f"method={method!r}: integrates one flow at a time; batched methods: "
+                         + ", ".join(name for name, m in METHODS.items() if m.batched))
+    problem = FlowProblem(field, theta0, np.asarray(times, dtype=np.float64), progress=progress)
+    options = SolverOptions(rtol=rtol, atol=atol, first_step=first_step, max_steps=max_steps)
+    return integrate_explicit_batch(method, problem, options)

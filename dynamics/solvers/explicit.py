@@ -1,0 +1,216 @@
+"""Explicit adaptive Runge–Kutta methods (torchdiffeq's ``odeint``) under the engine's contract.
+
+``integrate_explicit`` never raises on numerical failure: the result carries a status (ok, nonfinite,
+step_underflow, max_steps), the time it happened and the states at every grid point reached. Only
+torchdiffeq's public ``odeint`` is used: the grid is integrated in chunks (the step size carried across), so
+a failure loses no chunk already done; the failed chunk is then replayed one grid point at a time to keep
+every point before the failure. ``integrate_explicit_batch`` integrates B independent flows together with
+shared steps and a status per member.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torchdiffeq import odeint
+
+from ..numerics import compute_settings
+from .options import FlowProblem, SolverOptions, VectorField
+from .results import BatchFlowResult, Cost, FlowResult, Status
+
+METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's adaptive methods
+
+
+class _Stop(Exception):
+    def __init__(self, status: Status, time_: float, message: str):
+        super().__init__(message)
+        self.status, self.time, self.message = status, time_, message
+
+
+class _Counter(torch.nn.Module):
+    """Wraps the field for torchdiffeq: counts evaluations and steps, checks finiteness, drives progress."""
+
+    def __init__(self, field: VectorField, max_steps: int, progress):
+        super().__init__()
+        self.field, self.max_steps, self.progress = field, max_steps, progress
+        self.evals = self.accepted = self.rejected = 0
+        self.last_dt: float | None = None
+        self.t_reached = 0.0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.evals += 1
+        if self.members is not None:
+            return self._batched(t, y)
+        if not torch.isfinite(y).all():
+            raise _Stop(Status.NONFINITE, float(t), f"state became non-finite at t={float(t):.6g}")
+        dy = self.field(float(t), y)
+        if not torch.isfinite(dy).all():
+            raise _Stop(Status.NONFINITE, float(t), f"vector field became non-finite at t={float(t):.6g}")
+        return dy
+
+    # Batch mode only: per member, the time it stopped (NaN while alive), why, and the last time up to
+    # which its recorded states are exact (the start of the step that stopped it).
+    members: torch.Tensor | None = None
+    member_kind: list[Status | None] | None = None
+    member_exact_until: list[float] | None = None
+    worst: int = 0  # the member with the largest error at the last norm evaluation
+
+    def start_batch(self, size: int, device: torch.device) -> None:
+        self.members = torch.full((size,), math.nan, dtype=torch.float64, device=device)
+        self.member_kind = [None] * size
+        self.member_exact_until = [math.inf] * size
+
+    def freeze(self, b: int, kind: Status, when: float, exact_until: float) -> None:
+        """Stop member b (zero derivative from now on)."""
+        self.members[b] = when
+        self.member_kind[b] = kind
+        self.member_exact_until[b] = exact_until
+
+    def alive(self) -> torch.Tensor:
+        return torch.isnan(self.members)
+
+    def _batched(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Batch mode: a member whose state or field turns non-finite is frozen (zero derivative) and its
+        failure time recorded; the others go on."""
+        alive = self.alive()
+        safe = torch.where(alive[:, None], y, torch.zeros_like(y))
+        dy = self.field(float(t), safe)
+        bad = alive & ~(torch.isfinite(y).all(1) & torch.isfinite(dy).all(1))
+        if bad.any():
+            # The stage that found it lies inside a step begun at t_reached: grid points after that are
+            # interpolated from this step's zeroed stages, so the member's exact record ends there.
+            for b in torch.nonzero(bad).flatten().tolist():
+                self.freeze(b, Status.NONFINITE, float(t), self.t_reached)
+            alive = alive & ~bad
+        return torch.where(alive[:, None], dy, torch.zeros_like(dy))
+
+    def member_norm(self, ratio: torch.Tensor) -> torch.Tensor:
+        """Error norm of a batch: the largest per-member RMS over the members still alive."""
+        rms = ratio.pow(2).mean(1).sqrt()
+        rms = torch.where(self.alive(), rms, torch.zeros_like(rms))
+        self.worst = int(rms.argmax())
+        return rms.max()
+
+    def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.accepted += 1
+        self.last_dt = float(dt)
+        self.t_reached = float(t0 + dt)
+        if self.progress is not None:
+            self.progress(self.t_reached)
+        if self.accepted >= self.max_steps:
+            raise _Stop(Status.MAX_STEPS, self.t_reached, f"step budget flow.max_steps={self.max_steps} "
+                        f"exhausted at t={self.t_reached:.6g}")
+
+    def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.rejected += 1
+
+    def cost(self, start: float) -> Cost:
+        return Cost(function_evals=self.evals, accepted_steps=self.accepted, rejected_steps=self.rejected,
+                    wall_seconds=time.perf_counter() - start)
+
+
+def integrate_explicit(method: str, problem: FlowProblem, options: SolverOptions) -> FlowResult:
+    """Integrate ``problem`` with the torchdiffeq method ``method`` (see the module docstring)."""
+    with compute_settings(problem.theta0):
+        result, _ = _integrate(method, problem, options, batch=False)
+    return result
+
+
+def integrate_explicit_batch(method: str, problem: FlowProblem, options: SolverOptions) -> BatchFlowResult:
+    """Integrate B independent flows dθ_b/dt = field(t, Θ)_b together (Θ: (B, P); the field maps (B, P) to
+    (B, P) row by row) on one grid, one evaluation of the batched field per stage.
+
+    Step control is shared but judged member by member: the error norm is the largest per-member RMS, so
+    every member meets the tolerance on its own scale. A member whose state turns non-finite is frozen
+    with status ``nonfinite`` and its time; a step-size underflow while several members are alive freezes
+    the member with the largest error (status ``step_underflow``), so a member blowing up in finite time
+    does not stop the rest. ``member_kept[b]`` counts the leading grid points exact for member b.
+    """
+    with compute_settings(problem.theta0[0]):
+        flow, counter = _integrate(method, problem, options, batch=True)
+    statuses, when, kept = [], [], []
+    for b, kind in enumerate(counter.member_kind):
+        if kind is None:
+            statuses.append(flow.status)
+            when.append(flow.status_time)
+            kept.append(len(flow.t))
+        else:
+            statuses.append(kind)
+            when.append(float(counter.members[b]))
+            exact_until = counter.member_exact_until[b]
+            kept.append(max(1, int(np.searchsorted(flow.t, exact_until, side="right"))))
+    return BatchFlowResult(flow.t, flow.states, flow.status, flow.status_time, flow.message, statuses,
+                           when, kept, flow.cost)
+
+
+def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch: bool
+               ) -> tuple[FlowResult, _Counter]:
+    start = time.perf_counter()
+    times = np.asarray(problem.times, dtype=np.float64)
+    theta0 = problem.theta0
+    # Each chunk restarts the solver (about one step's work); a few dozen chunks keep that cost small.
+    chunk = options.chunk or max(32, len(times) // 24)
+    counter = _Counter(problem.field, options.max_steps, problem.progress)
+    if batch:
+        counter.start_batch(theta0.shape[0], theta0.device)
+    grid = torch.as_tensor(times, device=theta0.device)
+    states = [theta0.detach().clone()]
+    status, status_time, message = Status.OK, None, "integrated to t_max"
+    i = 0
+    while i < len(grid) - 1 and status == Status.OK:
+        j = min(i + chunk, len(grid) - 1)
+        try:
+            states.extend(_solve(counter, states[-1], grid[i:j + 1], method, options)[1:])
+            i = j
+            continue
+        except (_Stop, AssertionError) as err:
+            status, status_time, message = _classify(err, counter)
+        if status == Status.MAX_STEPS:
+            # The budget ran out at status_time, after the accepted steps had passed every grid point up
+            # to it: replay those points (no progress in time beyond status_time) instead of losing them.
+            counter.max_steps = math.inf
+            j = max(i, int(np.searchsorted(times, status_time, "right")) - 1)
+        # Replay the failed chunk point by point, keeping every grid point before the failure.
+        while i < j:
+            try:
+                states.append(_solve(counter, states[-1], grid[i:i + 2], method, options)[1])
+                i += 1
+            except (_Stop, AssertionError):
+                break
+        if status == Status.STEP_UNDERFLOW and batch and int(counter.alive().sum()) > 1:
+            # One member stiffening or blowing up must not stop the batch: freeze the one that forced the
+            # step down (exact up to grid[i], the last point reached) and go on with the others.
+            counter.freeze(counter.worst, Status.STEP_UNDERFLOW, status_time, float(grid[i]))
+            counter.last_dt = None
+            status, status_time, message = Status.OK, None, "integrated to t_max"
+    kept = torch.stack(states)
+    result = FlowResult(times[:len(kept)].copy(), kept, status, status_time, message, counter.cost(start),
+                        last_step=counter.last_dt)
+    return result, counter
+
+
+def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, options: SolverOptions
+           ) -> torch.Tensor:
+    step = counter.last_dt if counter.last_dt is not None else options.first_step
+    counter.t_reached = float(t[0])  # a step of this solve starts no earlier than here
+    settings = {"first_step": min(step, float(t[-1] - t[0]))}
+    if counter.members is not None:
+        settings["norm"] = counter.member_norm
+    with torch.no_grad():
+        return odeint(counter, y0, t, method=method, rtol=options.rtol, atol=options.atol, options=settings)
+
+
+def _classify(err: Exception, counter: _Counter) -> tuple[Status, float, str]:
+    if isinstance(err, _Stop):
+        return err.status, err.time, err.message
+    text = str(err)
+    if "underflow" in text:
+        if "nan" in text.lower():
+            return (Status.NONFINITE, counter.t_reached,
+                    f"state became non-finite after t={counter.t_reached:.6g}")
+        return (Status.STEP_UNDERFLOW, counter.t_reached,
+                f"step size underflow at t={counter.t_reached:.6g} (stiff or diverging flow)")
+    raise err

@@ -1,0 +1,92 @@
+"""What a solver returns: the states on the record grid, one status word and the cost of getting there.
+
+The same :class:`Status` vocabulary and :class:`Cost` fields are used by every run of the engine (flows,
+discrete training, sweeps, capacity trials), so a status reads the same wherever it is found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Status(str, Enum):
+    """How a run ended. A ``str`` subclass: ``Status.OK == "ok"`` and it is written to JSON as ``"ok"``."""
+
+    OK = "ok"  # reached the end
+    NONFINITE = "nonfinite"  # the state, the field or the loss became NaN or infinite
+    STEP_UNDERFLOW = "step_underflow"  # an adaptive solver's step size fell to zero (stiff or diverging)
+    MAX_STEPS = "max_steps"  # the step budget ran out
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Cost:
+    """What a run cost. ``function_evals`` counts evaluations of the vector field (one gradient each for a
+    gradient flow; one per step for discrete training); ``hvp_evals`` Hessian-vector products handed to an
+    implicit solver or a stiffness probe as J·v; ``jacobian_evals`` dense Jacobians."""
+
+    function_evals: int = 0
+    hvp_evals: int = 0
+    jacobian_evals: int = 0
+    accepted_steps: int = 0
+    rejected_steps: int = 0
+    wall_seconds: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(Cost)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The cost as a plain dict (``summary.json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Cost:
+        """Read back what :meth:`to_dict` wrote."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass
+class FlowResult:
+    """States at the grid times reached, the run's status with the time it happened, and its cost."""
+
+    t: np.ndarray  # (K,) grid times reached
+    states: torch.Tensor  # (K, P)
+    status: Status
+    status_time: float | None  # flow time of the failure; None when ok
+    message: str
+    cost: Cost = field(default_factory=Cost)
+    last_step: float | None = None  # the last accepted step size (explicit methods): to continue a run
+    method_used: str = ""  # what a strategy (auto) chose, and why
+    method_split: dict[str, Cost] = field(default_factory=dict)  # a strategy's cost, part by part
+
+
+@dataclass
+class BatchFlowResult:
+    """A batch integrated together: shared grid and cost, a status per member."""
+
+    t: np.ndarray  # (K,)
+    states: torch.Tensor  # (K, B, P)
+    status: Status  # the batch's own status (a step-size underflow or the step budget stops every member)
+    status_time: float | None
+    message: str
+    member_status: list[Status]
+    member_status_time: list[float | None]
+    member_kept: list[int]  # leading grid points whose states are exact for each member
+    cost: Cost = field(default_factory=Cost)
+
+
+def join(parts: list[FlowResult], extra: Cost | None = None) -> FlowResult:
+    """Consecutive pieces of one flow (each starting at the previous one's last grid point) as one flow,
+    with ``extra`` cost spent between them (e.g. stiffness probes)."""
+    last = parts[-1]
+    cost = sum((p.cost for p in parts), extra or Cost())
+    return FlowResult(np.concatenate([parts[0].t] + [p.t[1:] for p in parts[1:]]),
+                      torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]]), last.status,
+                      last.status_time, last.message, cost, last.last_step)
