@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config, resolve_config
+from dynamics.io import atomic_write_json
 from dynamics.run import run_flow, run_training
-from dynamics.trajectory import atomic_write_json
 
 from .bench_scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
 
@@ -56,9 +56,9 @@ def bench_sgd_vs_flow(quick: bool) -> dict[str, Any]:
     flow = run_flow(config)
     steps = 1024 if quick else config.train.steps
     sgd = run_training(config.override({"train.steps": steps}))
-    sgd_seconds = sgd.meta["wall_seconds"] * config.train.steps / steps
-    ratio = sgd_seconds / flow.meta["wall_seconds"]
-    return {"flow_seconds": flow.meta["wall_seconds"], "flow_function_evals": flow.meta["function_evals"],
+    sgd_seconds = sgd.info.cost.wall_seconds * config.train.steps / steps
+    ratio = sgd_seconds / flow.info.cost.wall_seconds
+    return {"flow_seconds": flow.info.cost.wall_seconds, "flow_function_evals": flow.info.cost.function_evals,
             "sgd_seconds": sgd_seconds, "sgd_steps_timed": steps, "extrapolated": steps != config.train.steps,
             "ratio": ratio, "target_ratio": 30.0, "met": ratio >= 30.0}
 
@@ -76,9 +76,9 @@ def bench_gd_evals(quick: bool) -> dict[str, Any]:
         lr /= 1.5
         deviation, steps = max_deviation_from_flow(config, lr, t_max)
     flow = run_flow(config.override({"flow.t_max": t_max}))
-    ratio = steps / flow.meta["function_evals"]
+    ratio = steps / flow.info.cost.function_evals
     return {"t_max": t_max, "gd_lr": lr, "gd_deviation": deviation, "gd_gradient_evals": steps,
-            "deviation_at_lr_0.1": dev_coarse, "flow_function_evals": flow.meta["function_evals"],
+            "deviation_at_lr_0.1": dev_coarse, "flow_function_evals": flow.info.cost.function_evals,
             "flow_deviation_rtol": config.flow.rtol, "ratio": ratio, "target_ratio": 50.0,
             "met": ratio >= 50.0}
 
@@ -88,10 +88,10 @@ def bench_long_horizon() -> dict[str, Any]:
     config = resolve_config("figure5")
     short = run_flow(config.override({"flow.t_max": 1e3}))
     long = run_flow(config.override({"flow.t_max": 1e6}))
-    ratio = long.meta["function_evals"] / short.meta["function_evals"]
-    return {"evals_1e3": short.meta["function_evals"], "evals_1e6": long.meta["function_evals"],
-            "seconds_1e3": short.meta["wall_seconds"], "seconds_1e6": long.meta["wall_seconds"],
-            "status_1e6": long.meta["status"], "final_loss_1e6": long.final_loss,
+    ratio = long.info.cost.function_evals / short.info.cost.function_evals
+    return {"evals_1e3": short.info.cost.function_evals, "evals_1e6": long.info.cost.function_evals,
+            "seconds_1e3": short.info.cost.wall_seconds, "seconds_1e6": long.info.cost.wall_seconds,
+            "status_1e6": long.info.status.value, "final_loss_1e6": long.final_loss,
             "ratio": ratio, "target_ratio": 3.0, "met": ratio <= 3.0}
 
 
@@ -111,8 +111,8 @@ def bench_batched_sweep(points: int = 32) -> dict[str, Any]:
     agreement = max(float(np.abs(a.loss - b.loss).max()) for a, b in zip(single, batched, strict=True))
     ratio = one_by_one / together
     return {"points": points, "one_by_one_seconds": one_by_one, "batched_seconds": together,
-            "one_by_one_evals": sum(t.meta["function_evals"] for t in single),
-            "batched_evals": batched[0].meta["function_evals"], "max_loss_difference": agreement,
+            "one_by_one_evals": sum(t.info.cost.function_evals for t in single),
+            "batched_evals": batched[0].info.cost.function_evals, "max_loss_difference": agreement,
             "ratio": ratio, "target_ratio": 4.0, "met": ratio >= 4.0}
 
 

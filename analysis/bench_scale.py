@@ -65,14 +65,15 @@ def cost_to_accuracy(config: Config, method: str, reference: Trajectory, target:
         traj = run_flow(config.override({**_tolerances(rtol), **VARIANTS[method]}))
         n = min(len(traj.loss), len(reference.loss))
         deviation = float(np.max(np.abs(traj.loss[:n] - reference.loss[:n])))
-        row = {"method": method, "rtol": rtol, "status": traj.meta["status"], "deviation": deviation,
-               "function_evals": traj.meta["function_evals"], "jvp_evals": traj.meta.get("jvp_evals", 0),
-               "seconds": traj.meta["wall_seconds"], "final_loss": traj.final_loss}
-        row["evaluations"] = row["function_evals"] + row["jvp_evals"]
-        if "method_split" in traj.meta:  # auto: what each part (dopri5, stiffness probes, cvode) cost
-            row["method_split"] = traj.meta["method_split"]
+        info = traj.info
+        row = {"method": method, "rtol": rtol, "status": info.status.value, "deviation": deviation,
+               "function_evals": info.cost.function_evals, "hvp_evals": info.cost.hvp_evals,
+               "wall_seconds": info.cost.wall_seconds, "final_loss": traj.final_loss}
+        row["evaluations"] = row["function_evals"] + row["hvp_evals"]
+        if info.flow.method_split:  # auto: what each part (dopri5, stiffness probes, cvode) cost
+            row["method_split"] = {name: part.to_dict() for name, part in info.flow.method_split.items()}
         tried.append(row)
-        if traj.meta["status"] == "ok" and n == len(reference.loss) and deviation <= target:
+        if info.ok and n == len(reference.loss) and deviation <= target:
             return {**row, "met_target": True, "tried": tried}
     return {**tried[-1], "met_target": False, "tried": tried}
 
@@ -96,10 +97,10 @@ def bench_scale(sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
         explicit = row["methods"].get("dopri5")
         stiff_aware = [m for name, m in row["methods"].items() if name != "dopri5" and m["met_target"]]
         if explicit and explicit["met_target"] and stiff_aware:
-            best = min(stiff_aware, key=lambda m: m["seconds"])
+            best = min(stiff_aware, key=lambda m: m["wall_seconds"])
             row["best"] = best["method"]
             row["evaluation_ratio"] = explicit["evaluations"] / best["evaluations"]
-            row["time_ratio"] = explicit["seconds"] / best["seconds"]
+            row["time_ratio"] = explicit["wall_seconds"] / best["wall_seconds"]
         rows.append(row)
     return rows
 
@@ -113,7 +114,7 @@ def format_scale_table(rows: list[dict[str, Any]]) -> str:
             m = row["methods"][name]
             met = "" if m["met_target"] else " (target missed)"
             lines.append(f"| {row['facts']} | {row['S']} × {row['R']} | {name} | {m['rtol']:g} | "
-                         f"{m['function_evals']} | {m['jvp_evals']} | {m['seconds']:.2f} | "
+                         f"{m['function_evals']} | {m['hvp_evals']} | {m['wall_seconds']:.2f} | "
                          f"{m['deviation']:.1e}{met} | {m['final_loss']:.3g} |")
     lines += ["", "| facts S·R | best stiff-aware | evaluations dopri5 / best | wall time dopri5 / best |",
               "|---|---|---|---|"]
@@ -138,10 +139,10 @@ def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
         facts = [f for f, _ in pts]
         marker = ["o" if m["met_target"] else "x" for _, m in pts]
         left.plot(facts, [m["evaluations"] for _, m in pts], "-", label=name)
-        right.plot(facts, [m["seconds"] for _, m in pts], "-", label=name)
+        right.plot(facts, [m["wall_seconds"] for _, m in pts], "-", label=name)
         for f, m, mk in zip(facts, (m for _, m in pts), marker, strict=True):
             left.plot([f], [m["evaluations"]], mk, color=left.lines[-1].get_color())
-            right.plot([f], [m["seconds"]], mk, color=right.lines[-1].get_color())
+            right.plot([f], [m["wall_seconds"]], mk, color=right.lines[-1].get_color())
     for ax, label in ((left, "gradient evals + Hv products"), (right, "wall seconds")):
         ax.set_xscale("log")
         ax.set_yscale("log")

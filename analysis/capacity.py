@@ -18,14 +18,15 @@ import numpy as np
 
 @dataclass
 class TrialRecord:
-    """One training trial at one size: ``status`` stored | not_stored | nonfinite | error."""
+    """One training trial at one size: ``stored`` whether it reached the accuracy threshold; ``status`` how
+    the training ended (ok | nonfinite, the engine's status words) or ``error`` when it raised."""
 
     size: int
-    success: bool
+    stored: bool
     status: str
     accuracy: float = math.nan
     steps: int = 0
-    seconds: float = 0.0
+    wall_seconds: float = 0.0
     lr: float = math.nan
     message: str = ""
 
@@ -38,9 +39,10 @@ def guarded(trial: Callable[[int], Any], log: list[TrialRecord],
             on_record: Callable[[TrialRecord], None] | None = None) -> Callable[[int], bool]:
     """An oracle n -> success from ``trial(n)``, appending a :class:`TrialRecord` to ``log`` every call.
 
-    ``trial`` returns a FitResult-like object (``status``, ``accuracy``, ``steps``, ``seconds``,
-    ``message``), or a (result, lr) pair. An exception, a non-finite accuracy or a ``nonfinite`` status is a
-    failed trial (success False), never a crash. ``on_record`` (optional) sees each record as it is made.
+    ``trial`` returns a FitResult-like object (``status``, ``stored``, ``accuracy``, ``steps``,
+    ``wall_seconds``, ``message``), or a (result, lr) pair. An exception, a non-finite accuracy or a
+    ``nonfinite`` status is a failed trial (stored False), never a crash. ``on_record`` (optional) sees
+    each record as it is made.
     """
 
     def oracle(n: int) -> bool:
@@ -58,11 +60,11 @@ def guarded(trial: Callable[[int], Any], log: list[TrialRecord],
         result, lr = out if isinstance(out, tuple) else (out, math.nan)
         accuracy = float(getattr(result, "accuracy", math.nan))
         status = str(getattr(result, "status", "error"))
-        success = status == "stored" and math.isfinite(accuracy)
-        if not math.isfinite(accuracy) and status == "stored":
+        if not math.isfinite(accuracy) and status == "ok":
             status = "nonfinite"
+        success = bool(getattr(result, "stored", False)) and status == "ok"
         log.append(TrialRecord(n, success, status, accuracy, int(getattr(result, "steps", 0)),
-                               float(getattr(result, "seconds", 0.0)), float(lr),
+                               float(getattr(result, "wall_seconds", 0.0)), float(lr),
                                str(getattr(result, "message", ""))))
         return success
 

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import ConfigError
-from dynamics.trajectory import atomic_write, atomic_write_json
+from dynamics.io import atomic_write, atomic_write_json
 
 from .capacity import TrialRecord, bisect_largest, fit_power_law, guarded, min_sufficient_attention
 from .capacity_trials import TrialSettings, linear_trial, mlp_trial, transformer_trial
 
 KINDS = ("linear", "mlp", "transformer", "tradeoff")
-COLUMNS = ("kind", "variant", "point", "seed", "params", "size", "facts", "success", "status", "accuracy",
-           "steps", "seconds", "lr", "message")
+COLUMNS = ("kind", "variant", "point", "seed", "params", "size", "facts", "stored", "status", "accuracy",
+           "steps", "wall_seconds", "lr", "message")
 
 
 @dataclass
@@ -192,7 +192,7 @@ def run_capacity(kind: str, out: Path, *, quick: bool = False, seeds: int = 1, d
 
 def _report_trial(progress: bool, kind: str, label: str, seed: int, rec: TrialRecord) -> None:
     _say(progress, f"[{kind}] {label} seed={seed} size={rec.size} -> {rec.status} acc={rec.accuracy:.3f} "
-                   f"steps={rec.steps} {rec.seconds:.1f}s")
+                   f"steps={rec.steps} {rec.wall_seconds:.1f}s")
 
 
 def _call_trial(trial: Callable[[int, int], Any], size: int, *, seed: int) -> Any:
@@ -207,7 +207,7 @@ def _orthonormal_row(point: Point, seed: int, experiment: Experiment, device: st
     guarded(lambda n: _linear(n, seed, d=d, settings=experiment.settings, device=device,
                               embeddings="orthonormal"), log)(d)
     rec = log[0]
-    result["orthonormal_at_d"] = rec.success
+    result["orthonormal_at_d"] = rec.stored
     _say(progress, f"[linear] {point.label} seed={seed} orthonormal N=d={d} -> {rec.status}")
     return {"kind": "linear", "variant": "orthonormal", "point": point.label, "seed": seed,
             "params": point.params, "facts": d, **rec.as_row()}

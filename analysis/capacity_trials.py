@@ -1,5 +1,5 @@
 """One capacity trial per model: build a memory (or a transformer on a task) of a given size, train it to
-accuracy ≥ threshold with early stopping, return the :class:`dynamics.fit.FitResult`.
+accuracy ≥ threshold with early stopping, return the :class:`dynamics.training.FitResult`.
 
 Trials run in float32 (they are discrete trainings asking a yes/no question, not flows); every random
 draw comes from a generator seeded by the trial's ``seed``.
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from dynamics.config import TaskConfig
-from dynamics.fit import FitResult, fit
-from dynamics.memories import LinearMemory, MLPMemory
+from dynamics.models import LinearMemory, MLPMemory, TransformerModel
 from dynamics.task import FactTask
-from dynamics.transformer import TransformerModel
+from dynamics.training import FitResult, fit
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def _first_success(run, settings: TrialSettings) -> tuple[FitResult, float]:
     result, lr = None, settings.lrs[0]
     for lr in settings.lrs:
         result = run(lr)
-        if result.success:
+        if result.stored:
             break
     return result, lr
 

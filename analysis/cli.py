@@ -111,15 +111,14 @@ def _simulate(args: argparse.Namespace) -> int:
     runs = simulate(config, out, train=args.train, progress=not args.quiet)
     from .report import format_stage_table
 
-    for label, traj in runs.items():
-        meta = traj.meta
-        cost = (f"{meta['function_evals']} function evals" if label == "flow"
-                else f"{meta['gradient_evals']} gradient evals")
-        print(f"{label:5s}  status={meta['status']}  final loss={meta['final_loss']:.4g}  "
-              f"t_end={traj.t[-1]:.4g}  {cost}  {meta['wall_seconds']:.2f} s")
-        if meta["status"] != "ok":
-            print(f"       {meta['message']}")
-        print(format_stage_table(label, meta["stages"]))
+    for label, run in runs.items():
+        traj, info = run.trajectory, run.trajectory.info
+        cost = f"{info.cost.function_evals} " + ("function evals" if label == "flow" else "gradient evals")
+        print(f"{label:5s}  status={info.status}  final loss={info.final_loss:.4g}  "
+              f"t_end={traj.t[-1]:.4g}  {cost}  {info.cost.wall_seconds:.2f} s")
+        if not info.ok:
+            print(f"       {info.message}")
+        print(format_stage_table(label, run.stages))
     print(f"wrote {out}")
     return 0
 

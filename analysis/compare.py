@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config, ConfigError
+from dynamics.errors import RunError
+from dynamics.io import atomic_write, atomic_write_json
 from dynamics.run import flow_sharpness, run_flow, run_training
-from dynamics.trajectory import Trajectory, atomic_write, atomic_write_json
+from dynamics.trajectory import Trajectory
 
 from .stages import detect_stages
 
@@ -161,29 +163,30 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     """
     flow = run_flow(config, keep_states=True)
     flow_stages = detect_stages(flow)
-    log(f"flow: {flow.meta['status']}, {flow_stages.summary()}")
+    log(f"flow: {flow.info.status}, {flow_stages.summary()}")
     t_sharp, lam = flow_sharpness(config, spec.sharpness_points)
     lam_max = float(np.nanmax(lam))
     runs = []
     for run in plan_runs(config, spec):
         traj = run_training(run_config(config, run), keep_states=True)
         runs.append((run, traj))
-        log(f"{run.name}: {traj.meta['status']} ({traj.meta['gradient_evals']} steps)")
+        log(f"{run.name}: {traj.info.status} ({traj.info.cost.function_evals} steps)")
     all_times = np.unique(np.concatenate([traj.t for _, traj in runs] + [np.zeros(1)]))
     exact = _flow_at(config, all_times)
-    if exact.meta["status"] != "ok":
-        raise ConfigError(f"flow stopped early ({exact.meta['status']} at t = {exact.meta['status_time']}): "
+    if not exact.info.ok:
+        raise RunError(f"flow stopped early ({exact.info.status} at t = {exact.info.status_time}): "
                           "the discrete runs have no reference to be compared with; shorten the runs or "
                           "loosen flow.rtol/flow.atol")
     records = []
     for run, traj in runs:
         measures = deviation_measures(traj, exact)
-        entry = {**asdict(run), "name": run.name, "status": traj.meta["status"],
-                 "status_step": traj.meta.get("status_step"), "status_time": traj.meta["status_time"],
-                 "message": traj.meta["message"], "steps": traj.meta["gradient_evals"],
+        info = traj.info
+        entry = {**asdict(run), "name": run.name, "status": info.status.value,
+                 "status_step": info.train.status_step, "status_time": info.status_time,
+                 "message": info.message, "steps": info.cost.function_evals,
                  # a finite blow-up (loss above its start) is a divergence too, not only NaN
-                 "diverged": traj.meta["status"] != "ok" or not traj.loss[-1] <= traj.loss[0],
-                 "first_loss_increase_step": traj.meta.get("first_loss_increase_step"),
+                 "diverged": not info.ok or not traj.loss[-1] <= traj.loss[0],
+                 "first_loss_increase_step": info.train.first_loss_increase_step,
                  "lr_times_sharpness": run.lr * lam_max, "predicted_stable": run.lr * lam_max < 2,
                  "final_loss": traj.final_loss, "stages": detect_stages(traj).names,
                  "stage_shift": stage_shifts(traj, flow_stages.transitions),
@@ -204,7 +207,7 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
                     f"status {entry['status']})")
         records.append(entry)
     return {"config": config.to_dict(), "spec": asdict(spec),
-            "flow": {"status": flow.meta["status"], "function_evals": flow.meta["function_evals"],
+            "flow": {"status": flow.info.status.value, "function_evals": flow.info.cost.function_evals,
                      "stages": flow_stages.to_dict(), "sharpness_t": t_sharp.tolist(),
                      "sharpness": lam.tolist(), "max_sharpness": lam_max,
                      "stable_lr_bound": 2.0 / lam_max if lam_max > 0 else None,

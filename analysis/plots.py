@@ -70,10 +70,11 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
             ax.plot(traj.t[positive], getattr(traj, field)[positive], ls=style, color=color,
                     lw=2.6 if index == 0 else 1.3, alpha=0.55 if index == 0 and len(runs) > 1 else 1.0,
                     label=f"{name} ({label})" if len(runs) > 1 else name)
-        status = traj.meta.get("status", "ok")
-        if status != "ok" and traj.meta.get("status_time") is not None:
-            ax.axvline(traj.meta["status_time"], color="red", lw=1, ls=":")
-            ax.text(traj.meta["status_time"], ax.get_ylim()[1], f" {label}: {status}", color="red",
+        info = traj.info
+        status = "ok" if info is None else info.status.value
+        if status != "ok" and info.status_time is not None:
+            ax.axvline(info.status_time, color="red", lw=1, ls=":")
+            ax.text(info.status_time, ax.get_ylim()[1], f" {label}: {status}", color="red",
                     va="top", fontsize=8)
     for name in ("log|A|", "H(A|R)", "0"):
         ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config, ConfigError
-from dynamics.trajectory import Trajectory, atomic_write, atomic_write_json
+from dynamics.io import atomic_write, atomic_write_json
+from dynamics.trajectory import Trajectory
 
 from .stage_plots import plot_fact_fractions, plot_fact_heatmap, plot_stage_losses
 from .stages import detect_fact_stages, detect_stages
@@ -29,7 +30,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     payload = report.to_dict()
     payload["theory"] = {"prediction": theory, "measured": measured, "ratio": compare(theory, measured)}
     payload["facts"] = _fact_summary(traj, facts)
-    payload["run_status"] = traj.meta.get("status", "ok")
+    payload["run_status"] = "ok" if traj.info is None else traj.info.status.value
     atomic_write_json(directory / "stages.json", _finite_or_none(payload))
     atomic_write(directory / "stages.npz", lambda f: np.savez_compressed(f, **facts.arrays()))
     stage_dicts = payload["stages"]

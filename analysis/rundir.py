@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config, ConfigError
-from dynamics.trajectory import atomic_write_json
+from dynamics.io import atomic_write_json
 
 
 def config_digest(config: Config) -> str:

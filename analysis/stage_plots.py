@@ -40,7 +40,7 @@ def plot_stage_losses(traj: Trajectory, stages: Sequence[Mapping[str, Any]], the
     ``stages``: dicts {"name", "t_start", "t_end", "level", "expected_level"} (only the first three are
     drawn). ``theory``: a dict from :func:`analysis.theory.theory_for`, or None.
     """
-    label = str(traj.meta.get("kind", "run"))
+    label = "run" if traj.info is None else traj.info.kind
     plot_losses([(label, traj)], traj.levels, Path(path), title=title, stages=list(stages),
                 predicted=predicted_times(theory))
 

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config, ConfigError
+from dynamics.io import atomic_write, atomic_write_json
 from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
-from dynamics.trajectory import Trajectory, atomic_write, atomic_write_json
+from dynamics.trajectory import Trajectory
 
 from .stages import detect_stages
 from .theory import measured_times, relation_first, theory_for
@@ -118,13 +119,13 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     intermediate = [s for s in report.stages if s.name in ("marginal", "hallucination", "subject_first")]
     plateau = intermediate[-1] if intermediate else None
     # the crossings are taken at the midpoint to the curve's last value: meaningless for a run cut short
-    t_rel, t_sub = ((measured["t_relation"], measured["t_subject"]) if flow.meta["status"] == "ok"
+    t_rel, t_sub = ((measured["t_relation"], measured["t_subject"]) if flow.info.ok
                     else (math.nan, math.nan))
     first = (None if not (math.isfinite(t_rel) and math.isfinite(t_sub))
              else "relation" if t_rel < t_sub else "subject")
     row: dict[str, Any] = dict(values)
     row.update({
-        "status": flow.meta["status"], "status_time": flow.meta["status_time"],
+        "status": flow.info.status.value, "status_time": flow.info.status_time,
         "stages": " > ".join(report.names), "intermediate": "+".join(report.intermediate) or "none",
         "t_first_transition": transitions[0]["t"] if transitions else None,
         "t_second_transition": transitions[1]["t"] if len(transitions) > 1 else None,
@@ -137,11 +138,11 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
         "theory_t_S": theory.get("t_S"), "theory_plateau_length": (
             theory["t_S"] - theory["t_R"] if theory.get("t_R") and theory.get("t_S") else None),
         "theory_relation_first": relation_first(S, R, D),
-        "final_loss": flow.final_loss, "function_evals": flow.meta["function_evals"],
-        "batch_size": flow.meta.get("batch_size", 1), "seconds": seconds,
+        "final_loss": flow.final_loss, "function_evals": flow.info.cost.function_evals,
+        "batch_size": flow.info.flow.batch_size, "wall_seconds": seconds,
     })
     if train is not None:
-        row.update({"train_status": train.meta["status"], "train_final_loss": train.final_loss,
+        row.update({"train_status": train.info.status.value, "train_final_loss": train.final_loss,
                     "train_stages": " > ".join(detect_stages(train).names)})
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 

@@ -7,27 +7,41 @@ With linear attention the population logits of fact f = (s, r) are additive over
     c = per_noise · Σ_noise a_n v_n + a_EOS v_EOS (|A|),
 
 so with the row-shifted exponentials X = exp(x − m_x), Y = exp(y − m_y), C = exp(c − m_c) (m_* the row
-maxima, hence every entry in (0, 1] and nothing overflows) and YC = Y ⊙ C:
+maxima: every entry lies in (0, 1] and nothing overflows), YC = Y ⊙ C and M[s, r] = m_x[s] + m_y[r] + m_c,
 
-    Z = X · YCᵀ (S×R),   log Σ_a exp ℓ(s, r, a) = log Z[s, r] + m_x[s] + m_y[r] + m_c,
+    Σ_a exp ℓ(s, r, a) = exp(M[s, r]) · (X · YCᵀ)[s, r].
 
-and, with Q = W / Z (W the fact weights), the frequency-weighted probability sums of the gradient are
+The answers of the fact's own relation block A_r = {rD, ..., rD + D − 1} are taken apart:
+Z = Z_in + Z_off with Z_in[s, r] = Σ_{a ∈ A_r} X[s, a] YC[r, a] (an S×R×D = S×|A| table) and
+Z_off = X · (YC ⊙ O)ᵀ, O[r, a] = [a ∉ A_r], both sums of non-negative terms. Then
+
+    lse[s, r] = log Σ_a exp ℓ(s, r, a) = log Z[s, r] + M[s, r],
+    −log p(a* | s, r) = softplus(logaddexp(logsumexp_{a ∈ A_r, a ≠ a*} ℓ − ℓ*, log Z_off + M − ℓ*)),
+
+the second form (the D logits of the own block summed directly) keeping full relative precision for a
+well-learned fact whose loss is far below the size of its logits, where lse − ℓ* would cancel to an
+absolute error of ε·|ℓ|. With Q = W / Z (W the fact weights), the frequency-weighted probability sums of
+the gradient are
 
     Σ_r w_sr p(s, r, ·) = X ⊙ (Q · YC),   Σ_s w_sr p(s, r, ·) = YC ⊙ (Qᵀ · X).
 
 Each evaluation costs a few matrix products of S×|A|×R and O((S + R)·|A| + S·R) memory instead of
 S·R·|A|.
 
-Underflow. The shifts bound every entry of X, YC by 1 but do not keep Z away from 0: when the largest
-x_s and y_r sit on different answers, Z[s, r] can be far below 1 (it is at least exp(max_a ℓ(s, r, a) −
-m_x[s] − m_y[r] − m_c)). A fact with Z < TINY = 1e-200 is recomputed exactly from its |A| logits (a
-direct log-sum-exp over the gathered rows x_s, y_r and c, a few such facts at a time) and its factorised
-contribution is replaced. Why 1e-200: a product X·Y·C below the normal range (2.2e-308) carries an absolute
-rounding error of at most 2^-1075 ≈ 2.5e-324, so for Z ≥ 1e-200 the error it brings to any probability
-p = X·Y·C / Z is below 2.5e-124 (and probabilities above ~1e-100 keep full relative precision); Z itself
-is then known to the relative precision of a sum of |A| normal numbers; and Q = W / Z ≤ 1e200, so no sum
-of R or S such terms can overflow. Below the threshold those guarantees fade (at Z ~ 1e-308 every digit is
-gone, at Z = 0 the fact's loss would be infinite), so the fact is recomputed instead.
+Underflow. The shifts bound every entry of X and YC by 1 but do not keep the fact's shifted partition
+function Z away from 0: when the largest entries of x_s and y_r sit on different answers, Z can be as
+small as exp(max_a ℓ(s, r, a) − M), far below the normal range. A fact with Z < TINY = 1e-200 is
+*flagged*: its log-partition, loss and probabilities are recomputed exactly from its own |A| logits (a
+direct log-sum-exp over the gathered rows x_s, y_r and c, a bounded number of facts at a time), and its
+factorised contribution to the sums is replaced by the exact one. Why 1e-200: a product X·Y·C that falls
+below the normal range (2.2e-308) is rounded with an absolute error of at most a few 2^-1075 ≈ 2.5e-324,
+so for Z ≥ 1e-200 every probability p = X·Y·C / Z carries an absolute error below ~1e-123 (probabilities
+above ~1e-100 keep full relative precision), Z itself keeps the relative precision of a sum of |A|
+normal numbers (up to |A|·1e-123), and Q ≤ W · 1e200, so no sum of R or S terms can overflow. Below the
+threshold these guarantees fade (near Z ~ 1e-308 every digit is gone, at Z = 0 the fact's loss would be
+infinite), so the fact is recomputed instead. :func:`fact_record` further recomputes the facts whose
+own-block mass Z_in, off-block mass Z_off, subject mass or non-subject mass alone is below TINY, since
+those set the relative precision of its per-fact losses.
 
 Every function takes float64 tensors on any device and uses tensor operations only (the same code runs on
 CUDA); the per-fact argmax of :func:`fact_record` is the one quantity no product gives, and is found from
@@ -36,6 +50,7 @@ the logits in bounded chunks of subjects.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +68,6 @@ FALLBACK_ELEMENTS = 2**22
 ARGMAX_ELEMENTS = 2**22
 # fact_record treats as many states at once as keep about this many entries of the per-state tables.
 RECORD_ELEMENTS = 2**22
-RECALLED, HALLUCINATED, OFF_TYPE = 0, 1, 2  # argmax classes, as in dynamics.trajectory
 
 _TARGETS: weakref.WeakKeyDictionary[FactTask, dict[torch.device, tuple[torch.Tensor, torch.Tensor]]] = (
     weakref.WeakKeyDictionary())
@@ -81,6 +95,17 @@ def _check(model: ReducedModel) -> None:
         raise ValueError("the factorised population loss needs a ReducedModel with linear attention")
 
 
+def _as_batch(theta: torch.Tensor) -> torch.Tensor:
+    if theta.dim() not in (1, 2):
+        raise ValueError(f"θ must have shape (P,) or (B, P), got {tuple(theta.shape)}")
+    return theta if theta.dim() == 2 else theta[None]
+
+
+def _softplus(z: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp z) to full relative precision for every z, including ±inf (no linear cut-off)."""
+    return z.clamp_min(0.0) + torch.log1p(torch.exp(-z.abs()))
+
+
 def _tables(model: ReducedModel, a: torch.Tensor, v: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The additive tables x (..., S, |A|), y (..., R, |A|), c (..., |A|) of token scores a (..., n) and
@@ -92,19 +117,6 @@ def _tables(model: ReducedModel, a: torch.Tensor, v: torch.Tensor
     y = a[..., S:S + R, None] * v[..., S:S + R, :]
     c = per_noise * (a[..., S + R:-1, None] * v[..., S + R:-1, :]).sum(-2) + a[..., -1, None] * v[..., -1, :]
     return x, y, c
-
-
-@dataclass
-class _Partition:
-    """Shifted factors X (B, S, |A|) and YC (B, R, |A|), Z = X·YCᵀ (B, S, R), the exact log-partition
-    ``lse`` (B, S, R), and the flagged facts (Z < TINY) as index tensors (b, s, r)."""
-
-    X: torch.Tensor
-    YC: torch.Tensor
-    Z: torch.Tensor
-    lse: torch.Tensor
-    bad: torch.Tensor
-    flagged: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _chunks(index: tuple[torch.Tensor, ...], width: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -120,29 +132,60 @@ def _direct_logits(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, b: torch.T
     return x[b, s] + y[b, r] + c[b]
 
 
-def _partition(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> _Partition:
-    """log Σ_a exp ℓ(s, r, a) for every fact: log Z + m_x[s] + m_y[r] + m_c with Z = X·(Y⊙C)ᵀ, and the
-    direct log-sum-exp over |A| for the facts whose Z is below TINY."""
+def _masked_logsumexp(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """log Σ exp over the entries where ``keep`` holds (−inf for none), along the last dimension."""
+    return torch.logsumexp(logits.masked_fill(~keep, -math.inf), dim=-1)
+
+
+@dataclass
+class _Facts:
+    """Per-fact quantities of a batch of states (B, S, R), plus the factors (see :func:`_facts`)."""
+
+    X: torch.Tensor  # (B, S, |A|) exp(x − m_x)
+    YC: torch.Tensor  # (B, R, |A|) exp(y − m_y) ⊙ exp(c − m_c)
+    M: torch.Tensor  # m_x[s] + m_y[r] + m_c
+    lse: torch.Tensor  # log Σ_a exp ℓ(s, r, a), exact for every fact
+    loss: torch.Tensor  # −log p(a* | s, r), to full relative precision
+    scale: torch.Tensor  # 1 / Z, 0 for flagged facts: p(s, r, a) = X[s, a] YC[r, a] scale[s, r]
+    Z_in: torch.Tensor  # Σ_{a ∈ A_r} X[s, a] YC[r, a]: the own block's share of Z = exp(lse − M)
+    Z_off: torch.Tensor  # Σ_{a ∉ A_r} X[s, a] YC[r, a]: the other blocks' share (0 when R = 1)
+    flagged: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (b, s, r) of the facts with Z < TINY
+
+
+def _facts(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, facts: torch.Tensor) -> _Facts:
+    """Log-partition and loss of every fact of states given by their tables x (B, S, |A|), y (B, R, |A|),
+    c (B, |A|), the flagged facts recomputed from their own logits (module docstring)."""
+    B, S, A = x.shape
+    R = y.shape[-2]
+    D = A // R
     m_x = x.amax(-1, keepdim=True)
     m_y = y.amax(-1, keepdim=True)
     m_c = c.amax(-1, keepdim=True)
     X = torch.exp(x - m_x)
     YC = torch.exp(y - m_y) * torch.exp(c - m_c)[..., None, :]
-    Z = X @ YC.mT
+    M = m_x + m_y.mT + m_c[..., None]
+    own = torch.arange(R, device=x.device)
+    off_block = (torch.arange(A, device=x.device) // D)[None, :] != own[:, None]  # (R, |A|)
+    Z_off = X @ (YC * off_block).mT
+    Z_in = (X.reshape(B, S, R, D) * YC.reshape(B, R, R, D)[:, own, own][:, None]).sum(-1)
+    Z = Z_in + Z_off
     bad = Z < TINY
-    lse = torch.log(Z.clamp_min(TINY)) + m_x + m_y.mT + m_c[..., None]
+    lse = torch.log(Z.clamp_min(TINY)) + M
+    # the D logits of the fact's own block, (B, S, R, D), summed in the order of the model's logits
+    block = x.reshape(B, S, R, D) + y.reshape(B, R, R, D)[:, own, own][:, None] + c.reshape(B, R, D)[:, None]
+    within = (facts - own * D).expand(B, S, R)[..., None]
+    target = block.gather(-1, within)[..., 0]
+    others = torch.logsumexp(block.scatter(-1, within, -math.inf), dim=-1)
+    loss = _softplus(torch.logaddexp(others - target, torch.log(Z_off) + (M - target)))
     flagged = bad.nonzero(as_tuple=True)
-    for b, s, r in _chunks(flagged, x.shape[-1]):
-        lse[b, s, r] = torch.logsumexp(_direct_logits(x, y, c, b, s, r), dim=-1)
-    return _Partition(X, YC, Z, lse, bad, flagged)
-
-
-def _target_logits(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, facts: torch.Tensor) -> torch.Tensor:
-    """(B, S, R) logits of the true answers, ℓ(s, r, a*(s, r)) = x[s, a*] + y[r, a*] + c[a*]."""
-    lead = x.shape[:-2]
-    from_x = x.gather(-1, facts.expand(*lead, *facts.shape))
-    from_y = y.gather(-1, facts.mT.expand(*lead, *facts.mT.shape)).mT
-    return from_x + from_y + c[..., facts]
+    for b, s, r in _chunks(flagged, A):
+        logits = _direct_logits(x, y, c, b, s, r)
+        answers = facts[s, r]
+        not_target = torch.arange(A, device=x.device) != answers[:, None]
+        lse[b, s, r] = torch.logsumexp(logits, dim=-1)
+        loss[b, s, r] = _softplus(_masked_logsumexp(logits, not_target) - target[b, s, r])
+    scale = torch.where(bad, 0.0, 1.0 / Z.clamp_min(TINY))
+    return _Facts(X, YC, M, lse, loss, scale, Z_in, Z_off, flagged)
 
 
 def _token_sums(g_s: torch.Tensor, g_r: torch.Tensor, n_noise: int, per_noise: float) -> torch.Tensor:
@@ -153,22 +196,24 @@ def _token_sums(g_s: torch.Tensor, g_r: torch.Tensor, n_noise: int, per_noise: f
     return torch.cat([g_s, g_r, noise, total[..., None, :]], dim=-2)
 
 
-def _as_batch(theta: torch.Tensor) -> torch.Tensor:
-    if theta.dim() not in (1, 2):
-        raise ValueError(f"θ must have shape (P,) or (B, P), got {tuple(theta.shape)}")
-    return theta if theta.dim() == 2 else theta[None]
+def _subtract_targets(g_s: torch.Tensor, g_r: torch.Tensor, weights: torch.Tensor, facts: torch.Tensor
+                      ) -> None:
+    """g_s[s, a*(s, r)] −= w_sr and g_r[r, a*(s, r)] −= w_sr for every fact, in place."""
+    B = g_s.shape[0]
+    g_s.scatter_add_(-1, facts.expand(B, -1, -1), -weights.expand(B, -1, -1))
+    g_r.scatter_add_(-1, facts.mT.expand(B, -1, -1), -weights.mT.expand(B, -1, -1))
 
 
 def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L(θ), ∇L(θ)) of the population loss, θ of shape (P,) or a batch (B, P) (then L (B,), ∇L (B, P)).
 
-    L = Σ_{s,r} w_sr (log Σ_a exp ℓ(s, r, a) − ℓ(s, r, a*)) with the log-partition of the module docstring.
-    With G_f = w_f (p_f − e_{a*(f)}) the token sums are
+    L = Σ_{s,r} w_sr (−log p(a* | s, r)), each term from the split of the module docstring. With
+    G_f = w_f (p_f − e_{a*(f)}) and Q = W / Z the token sums are
         g_s = Σ_r G_sr = X ⊙ (Q·YC)[s] − Σ_r w_sr e_{a*(s,r)},
         g_r = Σ_s G_sr = YC ⊙ (Qᵀ·X)[r] − Σ_s w_sr e_{a*(s,r)},
         g_noise = per_noise Σ_r g_r,   g_EOS = Σ_r g_r,
-    and ∂L/∂v_z = a_z g_z, ∂L/∂a_z = v_z · g_z. Facts flagged for underflow enter with Q = 0, and their
-    w p computed from their own logits is added to g_s and g_r instead.
+    and ∂L/∂v_z = a_z g_z, ∂L/∂a_z = v_z · g_z. Flagged facts enter with Q = 0, and their w p, computed
+    from their own logits, is added to g_s and g_r instead.
     Cost: three products of S×|A|×R per state; memory O((S + R)·|A| + S·R) per state.
     """
     _check(model)
@@ -176,20 +221,18 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
     weights, facts = _targets(model.task, theta.device)
-    part = _partition(x, y, c)
-    loss = (weights * (part.lse - _target_logits(x, y, c, facts))).sum((-2, -1))
-    Q = torch.where(part.bad, 0.0, weights / part.Z.clamp_min(TINY))
-    g_s = part.X * (Q @ part.YC)
-    g_r = part.YC * (Q.mT @ part.X)
-    for b, s, r in _chunks(part.flagged, x.shape[-1]):
-        wp = weights[s, r, None] * torch.exp(_direct_logits(x, y, c, b, s, r) - part.lse[b, s, r, None])
+    f = _facts(x, y, c, facts)
+    loss = (weights * f.loss).sum((-2, -1))
+    Q = weights * f.scale
+    g_s = f.X * (Q @ f.YC)
+    g_r = f.YC * (Q.mT @ f.X)
+    for b, s, r in _chunks(f.flagged, x.shape[-1]):
+        wp = weights[s, r, None] * torch.exp(_direct_logits(x, y, c, b, s, r) - f.lse[b, s, r, None])
         g_s.index_put_((b, s), wp, accumulate=True)
         g_r.index_put_((b, r), wp, accumulate=True)
-    B = batch.shape[0]
-    g_s.scatter_add_(-1, facts.expand(B, -1, -1), -weights.expand(B, -1, -1))
-    g_r.scatter_add_(-1, facts.mT.expand(B, -1, -1), -weights.mT.expand(B, -1, -1))
+    _subtract_targets(g_s, g_r, weights, facts)
     g = _token_sums(g_s, g_r, *_noise_block(model.task, a.shape[-1]))
-    grad = torch.cat([(v * g).sum(-1), (a[..., None] * g).reshape(B, -1)], dim=-1)
+    grad = torch.cat([(v * g).sum(-1), (a[..., None] * g).flatten(-2)], dim=-1)
     if theta.dim() == 1:
         return loss[0], grad[0]
     return loss, grad
@@ -200,14 +243,14 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
 
     Along u = (δa, δv) the logits move additively, δℓ(s, r, ·) = δx_s + δỹ_r with
     δx_s = δa_s v_s + a_s δv_s and δỹ_r = δa_r v_r + a_r δv_r + δc (δc the same for c), and
-    δG_f = w_f (p_f ⊙ δℓ_f − p_f ρ_f) with ρ_f = p_f · δℓ_f. In the factors:
+    δG_f = w_f (p_f ⊙ δℓ_f − p_f ρ_f) with ρ_f = p_f · δℓ_f. With Q = W / Z:
         ρ = [ (X ⊙ δx)·YCᵀ + X·(YC ⊙ δỹ)ᵀ ] / Z,
         δg_s = Σ_r δG_sr = X ⊙ [ (Q·YC) ⊙ δx + Q·(YC ⊙ δỹ) − (Q ⊙ ρ)·YC ],
         δg_r = Σ_s δG_sr = YC ⊙ [ Qᵀ·(X ⊙ δx) + (Qᵀ·X) ⊙ δỹ − (Q ⊙ ρ)ᵀ·X ],
     noise and EOS tokens as in the gradient; then (H u)_{v_z} = δa_z g_z + a_z δg_z and
-    (H u)_{a_z} = δv_z · g_z + v_z · δg_z (g the gradient's token sums). Facts flagged for underflow
-    are handled from their own logits as in :func:`loss_and_gradient`.
-    Cost: about nine products of S×|A|×R; memory O((S + R)·|A| + S·R).
+    (H u)_{a_z} = δv_z · g_z + v_z · δg_z (g the gradient's token sums). Flagged facts are handled from
+    their own logits as in :func:`loss_and_gradient`.
+    Cost: about ten products of S×|A|×R; memory O((S + R)·|A| + S·R).
     """
     _check(model)
     if vector.shape != theta.shape:
@@ -220,12 +263,11 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     dx, dy, dc = _tables(model, torch.ones_like(a), da[..., None] * v + a[..., None] * dv)
     dy = dy + dc[..., None, :]
     weights, facts = _targets(model.task, theta.device)
-    part = _partition(x, y, c)
-    X, YC = part.X, part.YC
+    f = _facts(x, y, c, facts)
+    X, YC = f.X, f.YC
     A = X.shape[-1]
-    Z = part.Z.clamp_min(TINY)
-    Q = torch.where(part.bad, 0.0, weights / Z)
-    rho = (torch.cat([X * dx, X], -1) @ torch.cat([YC, YC * dy], -1).mT) / Z
+    Q = weights * f.scale
+    rho = f.scale * (torch.cat([X * dx, X], -1) @ torch.cat([YC, YC * dy], -1).mT)
     Q_rho = Q * rho
     QY = Q @ torch.cat([YC, YC * dy], -1)
     QX = Q.mT @ torch.cat([X, X * dx], -1)
@@ -233,37 +275,51 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     g_r = YC * QX[..., :A]
     dg_s = X * (QY[..., :A] * dx + QY[..., A:] - Q_rho @ YC)
     dg_r = YC * (QX[..., A:] + QX[..., :A] * dy - Q_rho.mT @ X)
-    for b, s, r in _chunks(part.flagged, A):
+    for b, s, r in _chunks(f.flagged, A):
         w = weights[s, r, None]
-        p = torch.exp(_direct_logits(x, y, c, b, s, r) - part.lse[b, s, r, None])
+        p = torch.exp(_direct_logits(x, y, c, b, s, r) - f.lse[b, s, r, None])
         pd = p * (dx[b, s] + dy[b, r])
         dG = w * (pd - p * pd.sum(-1, keepdim=True))
         g_s.index_put_((b, s), w * p, accumulate=True)
         g_r.index_put_((b, r), w * p, accumulate=True)
         dg_s.index_put_((b, s), dG, accumulate=True)
         dg_r.index_put_((b, r), dG, accumulate=True)
-    B = batch.shape[0]
-    g_s.scatter_add_(-1, facts.expand(B, -1, -1), -weights.expand(B, -1, -1))
-    g_r.scatter_add_(-1, facts.mT.expand(B, -1, -1), -weights.mT.expand(B, -1, -1))
+    _subtract_targets(g_s, g_r, weights, facts)
     noise = _noise_block(model.task, a.shape[-1])
     g, dg = _token_sums(g_s, g_r, *noise), _token_sums(dg_s, dg_r, *noise)
     hv_v = da[..., None] * g + a[..., None] * dg
     hv_a = (dv * g).sum(-1) + (v * dg).sum(-1)
-    hv = torch.cat([hv_a, hv_v.reshape(B, -1)], dim=-1)
+    hv = torch.cat([hv_a, hv_v.flatten(-2)], dim=-1)
     return hv[0] if theta.dim() == 1 else hv
+
+
+def flagged_facts(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
+    """Boolean (S, R) (or (B, S, R)) mask of the facts whose shifted partition function Z = exp(lse − M)
+    is below TINY at θ: those the other functions recompute from their own logits."""
+    _check(model)
+    batch = _as_batch(theta)
+    a, v = model.token_parameters(batch)
+    x, y, c = _tables(model, a, v)
+    f = _facts(x, y, c, _targets(model.task, theta.device)[1])
+    mask = torch.zeros_like(f.lse, dtype=torch.bool)
+    mask[f.flagged] = True
+    return mask[0] if theta.dim() == 1 else mask
 
 
 def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-fact record of states ``thetas`` (K, P): the arrays of ``dynamics.trajectory.fact_metrics``,
     each (K, S, R), without the S×R×|A| table (except the bounded chunks of the argmax).
 
-    * ``fact_loss`` = log Σ_a exp ℓ(s, r, a) − ℓ(s, r, a*), ``p_correct`` = exp(−fact_loss);
-    * ``p_relation`` = Σ_{a ∈ A_r} p(s, r, a): the log-sum-exp of the D logits x_s + y_r + c on the
-      relation's own block (an S×R×D = S×|A| table), minus the log-partition; ``relation_loss`` = −log;
-    * ``p_subject`` = Σ_{r'} p(s, r, a*(s, r')) = ((X ⊙ M)·YCᵀ / Z)[s, r], M the S×|A| indicator of the
-      subject's answers {a*(s, r')}; facts where the numerator falls below TINY (or whose Z is flagged)
-      take the direct log-sum-exp of their R logits ℓ(s, r, a*(s, r')); ``subject_loss`` = −log;
-    * ``argmax_class``: 0 if argmax_a ℓ = a*, 1 if in A_r but not a*, 2 otherwise; the argmax is taken on
+    * ``fact_loss`` = −log p(a*) as in :func:`loss_and_gradient`, ``p_correct`` = exp(−fact_loss);
+    * ``relation_loss`` = −log Σ_{a ∈ A_r} p(s, r, a) = softplus(log Z_off + M − logsumexp_{A_r} ℓ),
+      ``p_relation`` = exp(−relation_loss);
+    * ``subject_loss`` = −log Σ_{r'} p(s, r, a*(s, r')) = softplus(log S_out − log S_in) with
+      S_in = (X ⊙ U)·YCᵀ and S_out = (X ⊙ (1 − U))·YCᵀ, U the S×|A| indicator of each subject's answers
+      {a*(s, r')} (two products, neither with cancellation), ``p_subject`` = exp(−subject_loss);
+    * facts flagged as in :func:`loss_and_gradient`, or whose Z_off, S_in or S_out (where not empty) is
+      below TINY, get all three losses from their own |A| logits instead;
+    * ``argmax_class``: the ``dynamics.trajectory.FactClass`` of argmax_a ℓ (RECALLED if it is a*,
+      HALLUCINATING if another answer of A_r, UNINFORMED otherwise); the argmax is taken on
       logits (x_s + y_r) + c formed with the operations of the model's ``population_logits`` for one state
       (identical numbers, hence the same first-index tie breaking), ARGMAX_ELEMENTS at a time.
     """
@@ -271,8 +327,7 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
     if thetas.dim() != 2:
         raise ValueError(f"thetas must have shape (K, P), got {tuple(thetas.shape)}")
     task = model.task
-    S, R, A = task.S, task.R, task.num_answers
-    per_state = (S + R) * A + S * R
+    per_state = (task.S + task.R) * task.num_answers + task.S * task.R
     step = max(1, RECORD_ELEMENTS // per_state)
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
@@ -284,42 +339,54 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
 
 def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.Tensor]:
     """:func:`fact_record` of a few states (B, P)."""
+    from .trajectory import FactClass  # here, not at the top: the trajectory module may come to use this one
+
     task = model.task
-    S, R, D = task.S, task.R, task.D
+    S, R, D, A = task.S, task.R, task.D, task.num_answers
     B = block.shape[0]
     device = block.device
     a, v = model.token_parameters(block)
     x, y, c = _tables(model, a, v)
     _, facts = _targets(task, device)
-    part = _partition(x, y, c)
-    lse = part.lse
-    log_correct = _target_logits(x, y, c, facts) - lse
+    f = _facts(x, y, c, facts)
+    fact_loss = f.loss
+    relation_loss = _softplus(torch.log(f.Z_off) - torch.log(f.Z_in))
+
+    subject = torch.zeros(S, A, dtype=torch.bool, device=device)
+    subject.scatter_(-1, facts, True)
+    s_in = (f.X * subject) @ f.YC.mT
+    s_out = (f.X * ~subject) @ f.YC.mT
+    subject_loss = _softplus(torch.log(s_out) - torch.log(s_in))
+
+    redo = (s_in < TINY) | (f.Z_in < TINY)
+    redo[f.flagged] = True
+    if R > 1:
+        redo |= f.Z_off < TINY
+    if D > 1:
+        redo |= s_out < TINY
+    answer = torch.arange(A, device=device)
+    for b, s, r in _chunks(redo.nonzero(as_tuple=True), A):
+        logits = _direct_logits(x, y, c, b, s, r)
+        target = facts[s, r]
+        in_block = answer // D == r[:, None]
+        own_answers = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, facts[s], True)
+        target_logit = logits.gather(-1, target[:, None])[:, 0]
+        fact_loss[b, s, r] = _softplus(_masked_logsumexp(logits, answer != target[:, None]) - target_logit)
+        relation_loss[b, s, r] = _softplus(_masked_logsumexp(logits, ~in_block)
+                                           - _masked_logsumexp(logits, in_block))
+        subject_loss[b, s, r] = _softplus(_masked_logsumexp(logits, ~own_answers)
+                                          - _masked_logsumexp(logits, own_answers))
 
     own = torch.arange(R, device=device)
-    # logits on the relation's own block, (B, S, R, D), summed in the order of population_logits_from_tokens
-    in_block = (x.reshape(B, S, R, D) + y.reshape(B, R, R, D)[:, own, own][:, None]
-                + c.reshape(B, R, D)[:, None])
-    log_relation = torch.logsumexp(in_block, dim=-1) - lse
-
-    mask = torch.zeros(S, task.num_answers, dtype=x.dtype, device=device)
-    mask.scatter_(-1, facts, 1.0)
-    numer = (part.X * mask) @ part.YC.mT
-    log_subject = torch.log(numer.clamp_min(TINY)) - torch.log(part.Z.clamp_min(TINY))
-    redo = (part.bad | (numer < TINY)).nonzero(as_tuple=True)
-    for b, s, r in _chunks(redo, R):
-        answers = facts[s]  # (k, R): a*(s, r') for every r'
-        bb, ss, rr = b[:, None], s[:, None], r[:, None]
-        logits = x[bb, ss, answers] + y[bb, rr, answers] + c[bb, answers]
-        log_subject[b, s, r] = torch.logsumexp(logits, dim=-1) - lse[b, s, r]
-
     top = torch.empty(B, S, R, dtype=torch.int64, device=device)
-    rows = max(1, ARGMAX_ELEMENTS // (R * task.num_answers))
+    rows = max(1, ARGMAX_ELEMENTS // (R * A))
     for k in range(B):
         xk, yk, ck = _tables(model, a[k], v[k])  # one state, exactly as population_logits evaluates it
         for start in range(0, S, rows):
             subjects = slice(start, min(start + rows, S))
             top[k, subjects] = (xk[subjects, None, :] + yk[None, :, :] + ck[None, None, :]).argmax(-1)
-    argmax_class = torch.where(top == facts, RECALLED, torch.where(top // D == own, HALLUCINATED, OFF_TYPE))
-    return {"fact_loss": -log_correct, "p_correct": log_correct.exp(), "p_relation": log_relation.exp(),
-            "p_subject": log_subject.exp(), "relation_loss": -log_relation, "subject_loss": -log_subject,
-            "argmax_class": argmax_class}
+    argmax_class = torch.where(top == facts, FactClass.RECALLED,
+                               torch.where(top // D == own, FactClass.HALLUCINATING, FactClass.UNINFORMED))
+    return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
+            "p_relation": torch.exp(-relation_loss), "p_subject": torch.exp(-subject_loss),
+            "relation_loss": relation_loss, "subject_loss": subject_loss, "argmax_class": argmax_class}

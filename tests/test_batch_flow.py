@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from dynamics.config import resolve_config
-from dynamics.flow import integrate_flow, integrate_flow_batch
 from dynamics.run import batch_key, run_flow, run_flow_batch
+from dynamics.solvers import integrate_flow, integrate_flow_batch
 
 # Figure 5 with a short record grid: t_max = 1000 covers both escapes for α >= 1e-6
 # (theory: t_S = log(1/α)/σ_s ≈ 473 at α = 1e-6) and the recall that follows.
@@ -41,8 +41,8 @@ def test_batch_matches_one_by_one_and_a_tight_reference(members):
     for config, flow in zip(configs, batch, strict=True):
         single = run_flow(config)
         reference = run_flow(config.override(TIGHT))
-        assert flow.meta["status"] == single.meta["status"] == "ok"
-        assert flow.meta["batch_size"] == len(configs)
+        assert flow.info.status == single.info.status == "ok"
+        assert flow.info.flow.batch_size == len(configs)
         np.testing.assert_array_equal(flow.t, single.t)
         batch_error, single_error = _max_error(flow, reference), _max_error(single, reference)
         # the batch is at least as accurate as the run alone (its step is the strictest member's)
@@ -51,7 +51,7 @@ def test_batch_matches_one_by_one_and_a_tight_reference(members):
         assert _max_error(flow, single) < 2e-4
         # the per-fact record too, not only the aggregate curves
         assert np.abs(flow.p_correct - reference.p_correct).max() < 2e-4
-        assert flow.meta["final_loss"] == pytest.approx(reference.meta["final_loss"], abs=2e-4)
+        assert flow.info.final_loss == pytest.approx(reference.info.final_loss, abs=2e-4)
     # distinct members really are distinct trajectories
     assert _max_error(batch[0], batch[-1]) > 1e-2
 
@@ -71,8 +71,10 @@ def test_run_flow_batch_accepts_every_init_key():
     configs = [base, base.override({"init.scale": 1e-4}),
                base.override({"init.kind": "gaussian", "init.seed": 3, "init.scale": 1e-3})]
     flows = run_flow_batch(configs)
-    assert [f.meta["status"] for f in flows] == ["ok"] * 3
-    assert [f.meta["init_scale"] for f in flows] == [1e-3, 1e-4, 1e-3]
+    assert [f.info.status for f in flows] == ["ok"] * 3
+    assert [f.info.flow.batch_size for f in flows] == [3] * 3
+    # each member starts from its own config's initialisation, in the order given
+    assert [f.loss[0] for f in flows] == [run_flow(c.override({"flow.t_max": 1.0})).loss[0] for c in configs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ THETA0 = 0.5
 
 
 def _quadratic(c: torch.Tensor, cap: float | None = None):
-    def field(theta: torch.Tensor) -> torch.Tensor:
+    def field(t, theta: torch.Tensor) -> torch.Tensor:
         derivative = c[:, None] * theta**2
         if cap is None:
             return derivative
@@ -111,7 +113,7 @@ def test_a_member_turning_nonfinite_is_frozen_and_the_others_finish():
     assert result.member_status_time[0] is None and result.member_status_time[2] is None
     # the failure is seen at a stage time of the step that crosses t_fail
     assert result.member_status_time[1] == pytest.approx(t_fail, abs=0.02)
-    assert len(result.times) == len(times) and np.array_equal(result.times, times)
+    assert len(result.t) == len(times) and np.array_equal(result.t, times)
     for b in (0, 2):  # the survivors match their exact solutions over the whole grid
         exact = _quadratic_exact(float(c[b]), times)
         np.testing.assert_allclose(result.states[:, b, 0].numpy(), exact, rtol=1e-7)
@@ -144,13 +146,13 @@ def test_a_member_blowing_up_does_not_stop_the_batch():
     times = np.linspace(0.0, 3.0, 61)
     theta0 = torch.full((3, 1), THETA0, dtype=torch.float64)
     result = integrate_flow_batch(_quadratic(c), theta0, times, rtol=1e-6, atol=1e-10)
-    alone = integrate_flow(lambda th: th**2, torch.full((1,), THETA0, dtype=torch.float64), times,
+    alone = integrate_flow(lambda t, th: th**2, torch.full((1,), THETA0, dtype=torch.float64), times,
                            rtol=1e-6, atol=1e-10)
     assert alone.status in ("nonfinite", "step_underflow")
     assert result.member_status[1] == alone.status
     assert result.member_status_time[1] == pytest.approx(2.0, abs=1e-3)
     assert result.member_status[0] == result.member_status[2] == "ok"
-    assert len(result.times) == len(times)
+    assert len(result.t) == len(times)
     for b in (0, 2):
         np.testing.assert_allclose(result.states[:, b, 0].numpy(), _quadratic_exact(float(c[b]), times),
                                    rtol=1e-4)
@@ -175,7 +177,7 @@ def test_a_tiny_member_meets_the_tolerance_on_its_own_scale():
     scales = [tiny, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     rtol, atol = 1e-6, 1e-30  # atol far below the tiny member: its tolerance is relative
 
-    def field(theta):
+    def field(t, theta):
         return theta * (1 - theta)
 
     theta0 = torch.tensor(scales, dtype=torch.float64)[:, None]
@@ -198,4 +200,4 @@ def test_a_tiny_and_a_large_init_scale_of_the_model_batched_keep_the_tiny_one_ac
     reference = run_flow(configs[0].override(TIGHT))
     alone = run_flow(configs[0])
     assert _max_error(tiny, reference) <= max(2 * _max_error(alone, reference), 2e-5)
-    assert tiny.meta["status"] == "ok"
+    assert tiny.info.status == "ok"

@@ -17,7 +17,7 @@ def test_scale_section_on_a_small_table(tmp_path):
         assert result["met_target"], (name, result)
         assert result["deviation"] <= 1e-4 and result["status"] == "ok"
         assert result["final_loss"] < 0.02  # both stages passed: t_max is 2.5 × the subject escape
-    assert row["methods"]["cvode+hvp"]["jvp_evals"] > 0 and row["methods"]["cvode"]["jvp_evals"] == 0
+    assert row["methods"]["cvode+hvp"]["hvp_evals"] > 0 and row["methods"]["cvode"]["hvp_evals"] == 0
     auto = row["methods"]["auto"]  # where auto spent its evaluations adds up to what it reports
     assert sum(part["function_evals"] for part in auto["method_split"].values()) == auto["function_evals"]
     assert "method_split" not in row["methods"]["dopri5"]

@@ -60,7 +60,7 @@ def test_transformer_flow_has_no_hallucination_plateau():
     against ≈ 660) and most facts pass through the hallucinating state only briefly."""
     config = resolve_config("figure5_transformer")
     flow = run_flow(config)
-    assert flow.meta["status"] == "ok" and flow.meta["method"] == "bosh3"
+    assert flow.info.status == "ok" and flow.info.flow.method == "bosh3"
     stages, names = stages_of(flow)
     assert names == ["init", "recall"]
     assert 400 < stages["init"].t_end < 560

@@ -56,7 +56,9 @@ def test_bisection_never_calls_outside_the_range_or_twice():
 
 
 def fit_result(status: str, accuracy: float, steps: int = 10):
-    return SimpleNamespace(status=status, accuracy=accuracy, steps=steps, seconds=0.01, message="")
+    stored = status == "stored"
+    return SimpleNamespace(status="ok" if status != "nonfinite" else status, stored=stored, accuracy=accuracy,
+                           steps=steps, wall_seconds=0.01, message="")
 
 
 def test_failed_diverged_and_crashing_trials_are_failures_not_crashes():
@@ -77,7 +79,7 @@ def test_failed_diverged_and_crashing_trials_are_failures_not_crashes():
     assert result.calls == [8, 64, 23, 14, 11, 9, 10]
     assert by_size[23].status == "error" and "out of memory" in by_size[23].message
     assert by_size[14].status == "nonfinite" and by_size[11].status == "nonfinite" and by_size[11].lr == 0.1
-    assert not any(by_size[n].success for n in (64, 23, 14, 11)) and by_size[10].success
+    assert not any(by_size[n].stored for n in (64, 23, 14, 11)) and by_size[10].stored
     assert result.capacity == 10  # failed trials bound the search exactly as unsuccessful trainings do
     assert [r.size for r in log] == result.calls
 
@@ -199,4 +201,4 @@ def test_orthonormal_linear_memory_capacity_is_at_least_d():
     settings = build_experiment("linear", True).settings
     for d in (8, 16, 32, 64):
         result, _ = linear_trial(d, d=d, seed=0, settings=settings, embeddings="orthonormal")
-        assert result.success and result.accuracy == 1.0
+        assert result.stored and result.accuracy == 1.0

@@ -432,7 +432,7 @@ def make_trajectory(t, loss, *, fact_loss=None, states=None, relation_loss=None,
                       fact_loss=fact_loss, p_correct=np.exp(-fact_loss), p_relation=zeros + 1.0,
                       p_subject=zeros + 1.0, argmax_class=np.zeros((K, S, R), dtype=np.int8),
                       facts=task.facts.copy(), fact_weights=task.fact_weights.copy(),
-                      answers_per_relation=task.D, attention=np.zeros((K, 4)), norms={}, meta={},
+                      answers_per_relation=task.D, attention=np.zeros((K, 4)), norms={},
                       states=None if states is None else np.asarray(states, dtype=np.float64))
 
 

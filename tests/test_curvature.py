@@ -17,7 +17,7 @@ import torch
 from analysis.theory import escape_rates
 from dynamics.config import resolve_config
 from dynamics.curvature import sharpness
-from dynamics.flow import gradient_field, modified_gradient_field
+from dynamics.fields import gradient_field, modified_gradient_field
 from dynamics.models import build_model
 from dynamics.objective import gradient, hessian_vector_product, make_objective
 from dynamics.run import flow_sharpness
@@ -109,10 +109,10 @@ def test_modified_flow_field_matches_dense_formula(name, lr):
     g = gradient(objective, theta)[1]
     H = modified_test_hessian(name)
     expected = -P * g - 0.5 * lr * P * (H @ (P * g))
-    field = modified_gradient_field(objective, P, lr)(theta)
+    field = modified_gradient_field(objective, P, lr)(0.0, theta)
     assert torch.allclose(field, expected, rtol=1e-10, atol=1e-13)
     # The correction is the η-term alone: the field minus the plain flow is −(η/2) P H P g.
-    plain = gradient_field(objective, P)(theta)
+    plain = gradient_field(objective, P)(0.0, theta)
     assert torch.allclose(field - plain, -0.5 * lr * P * (H @ (P * g)), rtol=1e-9, atol=1e-13)
 
 
@@ -120,7 +120,7 @@ def test_modified_flow_field_without_preconditioner():
     objective, theta, _ = problem(SMALL["reduced linear"], seed=4)
     g = gradient(objective, theta)[1]
     H = dense_hessian(objective, theta)
-    field = modified_gradient_field(objective, None, 0.3)(theta)
+    field = modified_gradient_field(objective, None, 0.3)(0.0, theta)
     assert torch.allclose(field, -g - 0.15 * (H @ g), rtol=1e-10, atol=1e-13)
 
 

@@ -29,7 +29,7 @@ def test_flow_on_cuda_matches_cpu(method, jacobian):
                  "flow.atol": 1e-13}
     cpu = run_flow(resolve_config("figure5", overrides=overrides))
     gpu = run_flow(resolve_config("figure5", overrides={**overrides, "device": "cuda"}))
-    assert gpu.meta["status"] == cpu.meta["status"] == "ok"
+    assert gpu.info.status == cpu.info.status == "ok"
     assert np.array_equal(gpu.t, cpu.t)
     np.testing.assert_allclose(gpu.loss, cpu.loss, atol=1e-6)
     np.testing.assert_allclose(gpu.p_correct, cpu.p_correct, atol=1e-6)

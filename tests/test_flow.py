@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.flow import gradient_field, integrate_flow, log_time_grid
+from dynamics.fields import gradient_field
+from dynamics.run import log_time_grid
+from dynamics.solvers import integrate_flow
 
 # --------------------------------------------------------------------------------------------------
 # 1. Two-layer linear network: logistic learning of each mode
@@ -76,7 +78,7 @@ def test_linear_network_modes_follow_the_logistic_closed_form():
     grid = log_time_grid(1e-3, 20.0, 80)
     result = integrate_flow(gradient_field(loss), theta0, grid, rtol=1e-6, atol=1e-12)
     assert result.status == "ok" and result.status_time is None
-    assert len(result.times) == len(grid) and np.array_equal(result.times, grid)
+    assert len(result.t) == len(grid) and np.array_equal(result.t, grid)
 
     M = torch.stack([modes(x) for x in result.states]).numpy()  # (K, n, n)
     strengths = np.diagonal(M, axis1=1, axis2=2)  # (K, n)
@@ -119,7 +121,7 @@ def test_linear_network_learning_times():
 # 2. Statuses
 # --------------------------------------------------------------------------------------------------
 
-def square(theta: torch.Tensor) -> torch.Tensor:
+def square(t, theta: torch.Tensor) -> torch.Tensor:
     return theta**2
 
 
@@ -132,40 +134,40 @@ def test_finite_time_blow_up_keeps_the_states_before_it(chunk):
     assert result.status_time == pytest.approx(1.0, rel=0.05)
     assert result.message
     # Every grid point strictly before the blow-up (0, 0.02, ..., 0.98) is kept, none after it.
-    assert np.array_equal(result.times, grid[:50])
+    assert np.array_equal(result.t, grid[:50])
     assert result.states.shape == (50, 1)
-    exact = 1.0 / (1.0 - result.times)
+    exact = 1.0 / (1.0 - result.t)
     assert np.allclose(result.states[:, 0].numpy(), exact, rtol=1e-4)
 
 
 def test_field_turning_nan_gives_nonfinite():
-    def field(theta):
+    def field(t, theta):
         return torch.where(theta < 0.5, torch.ones_like(theta), torch.full_like(theta, math.nan))
 
     grid = np.linspace(0.0, 1.0, 11)
     result = integrate_flow(field, torch.zeros(2, dtype=torch.float64), grid)
     assert result.status == "nonfinite"
-    assert np.array_equal(result.times, grid[:len(result.times)])
-    assert 5 <= len(result.times) <= 6  # 0 .. 0.4 always reached (θ = t), nothing past 0.5
+    assert np.array_equal(result.t, grid[:len(result.t)])
+    assert 5 <= len(result.t) <= 6  # 0 .. 0.4 always reached (θ = t), nothing past 0.5
     # The failure is reported at the solver stage that first saw NaN: past θ = 0.5, within one step.
-    assert result.times[-1] <= 0.5 < result.status_time <= 1.0
-    assert np.allclose(result.states.numpy(), np.repeat(result.times[:, None], 2, axis=1), atol=1e-10)
+    assert result.t[-1] <= 0.5 < result.status_time <= 1.0
+    assert np.allclose(result.states.numpy(), np.repeat(result.t[:, None], 2, axis=1), atol=1e-10)
 
 
 def test_step_budget_gives_max_steps():
     grid = log_time_grid(1e-3, 100.0, 20)
     theta0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
-    result = integrate_flow(lambda x: -x, theta0, grid, max_steps=5)
+    result = integrate_flow(lambda t, x: -x, theta0, grid, max_steps=5)
     assert result.status == "max_steps"
     assert result.status_time is not None and 0 < result.status_time < 100.0
     assert "max_steps" in result.message
-    assert len(result.times) < len(grid)
+    assert len(result.t) < len(grid)
     # The trajectory up to the failure is kept (DESIGN §4; integrate_flow's docstring): every grid point
     # that the accepted steps passed before the budget ran out.
     reached = grid[grid <= result.status_time]
     assert len(reached) > 1  # the five steps pass several grid points of this log grid
-    assert np.array_equal(result.times, reached), (result.times, result.status_time)
-    expected = np.exp(-result.times)[:, None] * np.array([1.0, 2.0])
+    assert np.array_equal(result.t, reached), (result.t, result.status_time)
+    expected = np.exp(-result.t)[:, None] * np.array([1.0, 2.0])
     assert np.allclose(result.states.numpy(), expected, rtol=1e-5)
 
 
@@ -173,22 +175,22 @@ def test_ok_run_covers_the_grid_across_chunks():
     grid = log_time_grid(1e-3, 10.0, 100)  # more grid points than one chunk
     theta0 = torch.tensor([1.0, -3.0], dtype=torch.float64)
     rates = torch.tensor([1.0, 0.3], dtype=torch.float64)
-    result = integrate_flow(lambda x: -rates * x, theta0, grid, rtol=1e-9, atol=1e-12, chunk=32)
+    result = integrate_flow(lambda t, x: -rates * x, theta0, grid, rtol=1e-9, atol=1e-12, chunk=32)
     assert result.status == "ok" and result.status_time is None
-    assert len(result.times) == len(grid) and result.states.shape == (len(grid), 2)
-    assert np.array_equal(result.times, grid)
+    assert len(result.t) == len(grid) and result.states.shape == (len(grid), 2)
+    assert np.array_equal(result.t, grid)
     assert torch.equal(result.states[0], theta0)
     expected = np.exp(-np.outer(grid, rates.numpy())) * theta0.numpy()
     assert np.allclose(result.states.numpy(), expected, rtol=1e-7, atol=1e-12)
-    assert result.accepted_steps > 0 and result.function_evals >= 6 * result.accepted_steps
+    assert result.cost.accepted_steps > 0 and result.cost.function_evals >= 6 * result.cost.accepted_steps
 
 
 def test_progress_is_called_with_increasing_times():
     seen: list[float] = []
     grid = log_time_grid(1e-2, 5.0, 40)
-    result = integrate_flow(lambda x: -x, torch.ones(1, dtype=torch.float64), grid, progress=seen.append)
+    result = integrate_flow(lambda t, x: -x, torch.ones(1, dtype=torch.float64), grid, progress=seen.append)
     assert result.status == "ok"
-    assert len(seen) == result.accepted_steps
+    assert len(seen) == result.cost.accepted_steps
     assert np.all(np.diff(seen) > 0) and seen[-1] == pytest.approx(5.0, rel=0.5)
 
 

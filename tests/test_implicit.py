@@ -19,15 +19,9 @@ from test_flow import N_IN, STRENGTHS, U0, linear_network_problem, logistic
 
 from analysis.stages import detect_stages
 from dynamics.config import ConfigError, resolve_config
-from dynamics.flow import (
-    gradient_field,
-    gradient_field_jacobian,
-    gradient_field_jacobian_vector,
-    integrate_flow,
-    log_time_grid,
-    spectral_radius,
-)
-from dynamics.run import run_flow
+from dynamics.fields import gradient_field, gradient_field_jacobian, gradient_field_jacobian_vector
+from dynamics.run import log_time_grid, run_flow
+from dynamics.solvers import integrate_flow, spectral_radius
 
 METHODS = ["cvode", "bdf", "radau", "lsoda"]
 
@@ -60,7 +54,7 @@ def test_stiff_linear_flow_matches_its_exponential(method):
     result = integrate_flow(gradient_field(loss), theta0, grid, method=method, rtol=1e-8, atol=1e-12,
                             **_jacobians(loss))
     assert result.status == "ok" and result.status_time is None, result.message
-    assert np.array_equal(result.times, grid)
+    assert np.array_equal(result.t, grid)
     np.testing.assert_allclose(result.states.numpy(), exact(grid), rtol=1e-5, atol=1e-9)
 
 
@@ -71,8 +65,8 @@ def test_implicit_steps_are_bounded_by_accuracy_not_stability():
     implicit = integrate_flow(gradient_field(loss), theta0, grid, method="cvode", rtol=1e-6, atol=1e-10,
                               **_jacobians(loss))
     # dopri5 needs t_max·λ_max/3.3 ≈ 1800 steps; BDF a few hundred evaluations of f and of J·v together.
-    assert explicit.accepted_steps > 1500
-    assert implicit.function_evals + implicit.jvp_evals < explicit.function_evals / 10
+    assert explicit.cost.accepted_steps > 1500
+    assert implicit.cost.function_evals + implicit.cost.hvp_evals < explicit.cost.function_evals / 10
     for result in (explicit, implicit):
         np.testing.assert_allclose(result.states.numpy(), exact(grid), rtol=1e-3, atol=1e-6)
 
@@ -95,50 +89,50 @@ def test_two_layer_linear_network_closed_form(method):
 def test_blow_up_keeps_the_states_before_it(method):
     grid = np.linspace(0.0, 2.0, 101)  # dθ/dt = θ², θ(0) = 1: θ = 1/(1 − t) blows up at t = 1
     theta0 = torch.tensor([1.0], dtype=torch.float64)
-    result = integrate_flow(lambda x: x**2, theta0, grid, method=method, rtol=1e-6, atol=1e-12,
-                            max_steps=20_000, jacobian_vector=lambda x, v: 2 * x * v,
-                            jacobian=lambda x: torch.diag(2 * x))
+    result = integrate_flow(lambda t, x: x**2, theta0, grid, method=method, rtol=1e-6, atol=1e-12,
+                            max_steps=20_000, jacobian_vector=lambda t, x, v: 2 * x * v,
+                            jacobian=lambda t, x: torch.diag(2 * x))
     # LSODA creeps on towards the singularity (θ = 1e5 at t = 1 − 1e-5) until its step budget runs out
     assert result.status in ("nonfinite", "step_underflow", "max_steps"), (result.status, result.message)
     assert result.status_time == pytest.approx(1.0, rel=0.05)
-    assert 45 <= len(result.times) <= 51
-    assert np.array_equal(result.times, grid[:len(result.times)])
+    assert 45 <= len(result.t) <= 51
+    assert np.array_equal(result.t, grid[:len(result.t)])
     # (errors grow with θ on the way to a blow-up: 1e-3 at θ = 50 for BDF at rtol 1e-6; Radau's last
     # step can land just past t = 1 with a large finite θ, which no test of the state can tell apart)
-    before = result.times < 1.0
-    exact = 1.0 / (1.0 - result.times[before])
+    before = result.t < 1.0
+    exact = 1.0 / (1.0 - result.t[before])
     np.testing.assert_allclose(result.states[before, 0].numpy(), exact, rtol=5e-3)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_field_turning_nan_gives_nonfinite(method):
-    def field(theta):
+    def field(t, theta):
         return torch.where(theta < 0.5, torch.ones_like(theta), torch.full_like(theta, math.nan))
 
     grid = np.linspace(0.0, 1.0, 11)
     result = integrate_flow(field, torch.zeros(2, dtype=torch.float64), grid, method=method,
-                            jacobian_vector=lambda x, v: torch.zeros_like(v),
-                            jacobian=lambda x: torch.zeros(2, 2, dtype=torch.float64))
+                            jacobian_vector=lambda t, x, v: torch.zeros_like(v),
+                            jacobian=lambda t, x: torch.zeros(2, 2, dtype=torch.float64))
     assert result.status == "nonfinite"
     # (an implicit step may stride over t = 0.5, where θ = t meets the NaN: its grid points are dropped)
-    assert result.times[-1] <= 0.5 <= result.status_time <= 1.0
-    np.testing.assert_allclose(result.states.numpy(), np.repeat(result.times[:, None], 2, axis=1), atol=1e-8)
+    assert result.t[-1] <= 0.5 <= result.status_time <= 1.0
+    np.testing.assert_allclose(result.states.numpy(), np.repeat(result.t[:, None], 2, axis=1), atol=1e-8)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_step_budget_and_progress(method):
     grid = log_time_grid(1e-3, 100.0, 20)
     theta0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
-    options = {"method": method, "jacobian_vector": lambda x, v: -v,
-               "jacobian": lambda x: -torch.eye(2, dtype=torch.float64)}
+    options = {"method": method, "jacobian_vector": lambda t, x, v: -v,
+               "jacobian": lambda t, x: -torch.eye(2, dtype=torch.float64)}
     seen: list[float] = []
-    full = integrate_flow(lambda x: -x, theta0, grid, progress=seen.append, **options)
-    assert full.status == "ok" and np.array_equal(full.times, grid)
-    assert len(seen) == full.accepted_steps and np.all(np.diff(seen) > 0)
-    short = integrate_flow(lambda x: -x, theta0, grid, max_steps=5, **options)
+    full = integrate_flow(lambda t, x: -x, theta0, grid, progress=seen.append, **options)
+    assert full.status == "ok" and np.array_equal(full.t, grid)
+    assert len(seen) == full.cost.accepted_steps and np.all(np.diff(seen) > 0)
+    short = integrate_flow(lambda t, x: -x, theta0, grid, max_steps=5, **options)
     assert short.status == "max_steps" and "max_steps" in short.message
-    assert 0 < short.status_time < 100.0 and len(short.times) < len(grid)
-    np.testing.assert_allclose(short.states.numpy(), np.exp(-short.times)[:, None] * [1.0, 2.0], rtol=1e-4)
+    assert 0 < short.status_time < 100.0 and len(short.t) < len(grid)
+    np.testing.assert_allclose(short.states.numpy(), np.exp(-short.t)[:, None] * [1.0, 2.0], rtol=1e-4)
 
 
 @functools.cache
@@ -152,11 +146,11 @@ def test_figure5_matches_a_tight_dopri5_reference(method, jacobian):
     reference = figure5_reference()
     traj = run_flow(resolve_config("figure5", overrides={"flow.method": method, "flow.jacobian": jacobian,
                                                          "flow.rtol": 1e-8, "flow.atol": 1e-14}))
-    assert traj.meta["status"] == "ok" and traj.meta["method"] == method
+    assert traj.info.status == "ok" and traj.info.flow.method == method
     if method == "cvode":
-        assert (traj.meta["jvp_evals"] > 0) == (jacobian == "hvp")
+        assert (traj.info.cost.hvp_evals > 0) == (jacobian == "hvp")
     elif method != "lsoda":  # LSODA asks for J only once it has switched to its stiff (BDF) mode
-        assert traj.meta["jacobian_evals"] > 0
+        assert traj.info.cost.jacobian_evals > 0
     assert np.max(np.abs(traj.loss - reference.loss)) < 1e-4
     ours, theirs = detect_stages(traj), detect_stages(reference)
     assert ours.names == theirs.names == ["init", "hallucination", "recall"]
@@ -167,28 +161,27 @@ def test_figure5_matches_a_tight_dopri5_reference(method, jacobian):
 def test_auto_switches_to_cvode_when_the_flow_turns_stiff_for_long():
     # figure5's plateau is stiff but short: dopri5 throughout (the stiffness probes are counted).
     figure5 = run_flow(resolve_config("figure5", overrides={"flow.method": "auto"}))
-    assert figure5.meta["method"] == "auto" and figure5.meta["method_used"].startswith("dopri5 (no long")
+    assert figure5.info.flow.method == "auto" and figure5.info.flow.method_used.startswith("dopri5 (no long")
     explicit5 = run_flow(resolve_config("figure5"))
-    assert figure5.meta["jvp_evals"] == 0
-    assert set(figure5.meta["method_split"]) == {"dopri5", "stiffness_probes"}
+    assert figure5.info.cost.hvp_evals == 0
+    assert set(figure5.info.flow.method_split) == {"dopri5", "stiffness_probes"}
     # spans of ~24 steps, each a solver restart: within 10% of one dopri5 call
-    assert figure5.meta["function_evals"] <= 1.1 * explicit5.meta["function_evals"]
+    assert figure5.info.cost.function_evals <= 1.1 * explicit5.info.cost.function_evals
     # random64 sits on its stiff plateau for thousands of time units: cvode takes over after the first escape.
     config = resolve_config("random64", overrides={"flow.points": 64})
     auto = run_flow(config.override({"flow.method": "auto"}))
-    assert "stiff" in auto.meta["method_used"] and "then cvode" in auto.meta["method_used"], auto.meta
-    switched = float(auto.meta["method_used"].split("t=")[1].split(" ")[0])
-    split = auto.meta["method_split"]  # the cost of each part adds up to the run's
-    assert split["dopri5"]["until"] == pytest.approx(switched, rel=1e-5)
-    assert split["cvode"]["until"] == auto.t[-1] and split["dopri5"]["jvp_evals"] == 0
-    for key in ("function_evals", "jvp_evals"):
-        assert sum(part[key] for part in split.values()) == auto.meta[key]
-    assert split["stiffness_probes"]["function_evals"] > 0  # differenced J·v by default
+    assert "stiff" in auto.info.flow.method_used and "then cvode" in auto.info.flow.method_used, auto.info
+    switched = float(auto.info.flow.method_used.split("t=")[1].split(" ")[0])
+    split = auto.info.flow.method_split  # the cost of each part adds up to the run's
+    assert set(split) == {"dopri5", "stiffness_probes", "cvode"} and split["dopri5"].hvp_evals == 0
+    for key in ("function_evals", "hvp_evals", "accepted_steps"):
+        assert sum(getattr(part, key) for part in split.values()) == getattr(auto.info.cost, key)
+    assert split["stiffness_probes"].function_evals > 0  # differenced J·v by default
     assert auto.t[np.argmax(auto.loss < 2.2)] < switched  # after the first escape (loss 4.16 -> 2.08)
     explicit = run_flow(config)
-    assert auto.meta["status"] == "ok" and np.array_equal(auto.t, explicit.t)
+    assert auto.info.status == "ok" and np.array_equal(auto.t, explicit.t)
     assert np.max(np.abs(auto.loss - explicit.loss)) < 1e-3
-    assert auto.meta["function_evals"] < 0.7 * explicit.meta["function_evals"]
+    assert auto.info.cost.function_evals < 0.7 * explicit.info.cost.function_evals
 
 
 @pytest.mark.parametrize("subjects,relations,answers,t", [(20, 3, 4, 200.0), (24, 4, 3, 300.0)])
@@ -211,7 +204,8 @@ def test_plateau_stiffness_is_a_block_of_r_times_d_minus_1_modes(subjects, relat
                           atol=1e-15)
     theta = flow.states[-1]
     assert math.log(answers) - 0.35 < float(objective(theta)) < math.log(answers) + 0.05  # on the plateau
-    eigenvalues = np.linalg.eigvals(gradient_field_jacobian(objective, model.preconditioner)(theta).numpy())
+    jacobian = gradient_field_jacobian(objective, model.preconditioner)
+    eigenvalues = np.linalg.eigvals(jacobian(0.0, theta).numpy())
     assert np.abs(eigenvalues.imag).max() < 1e-12  # J is similar to the symmetric −P^½ H P^½
     real = np.sort(eigenvalues.real)
     radius, stiff = -real[0], relations * (answers - 1)
@@ -230,12 +224,12 @@ def test_spectral_radius_of_a_linear_field(given):
     basis, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1),
                                            dtype=torch.float64))
     matrix = basis @ torch.diag(eigenvalues) @ basis.T
-    field = lambda theta: matrix @ theta  # noqa: E731
-    product = (lambda theta, v: matrix @ v) if given else None  # noqa: E731
-    radius, cost = spectral_radius(field, torch.ones(5, dtype=torch.float64), product, iterations=40)
+    field = lambda t, theta: matrix @ theta  # noqa: E731
+    product = (lambda t, theta, v: matrix @ v) if given else None  # noqa: E731
+    radius, cost = spectral_radius(field, 0.0, torch.ones(5, dtype=torch.float64), product, iterations=40)
     assert radius == pytest.approx(0.7, rel=1e-4)
-    expected = {"function_evals": 0, "jvp_evals": 40} if given else {"function_evals": 41, "jvp_evals": 0}
-    assert cost == expected
+    expected = (0, 40) if given else (41, 0)
+    assert (cost.function_evals, cost.hvp_evals) == expected
 
 
 def test_dense_jacobian_methods_refuse_large_models():
@@ -252,7 +246,7 @@ def test_every_entry_point_takes_the_implicit_methods():
     configs = [base.override({"init.scale": s}) for s in (1e-5, 1e-3)]
     for batched, config in zip(run_flow_batch(configs), configs, strict=True):
         alone = run_flow(config)
-        assert batched.meta["method"] == "cvode"
+        assert batched.info.flow.method == "cvode"
         np.testing.assert_allclose(batched.loss, alone.loss, rtol=1e-12)
     _, explicit = flow_sharpness(resolve_config("tiny"), points=6, iterations=20)
     auto_config = resolve_config("tiny", overrides={"flow.method": "auto"})

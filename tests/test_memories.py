@@ -14,12 +14,13 @@ import torch
 from gradcheck import autograd_gradient, central_differences, relative_error
 
 from dynamics.config import Config, ConfigError, TaskConfig, resolve_config
-from dynamics.fit import fit
-from dynamics.memories import LinearMemory, MLPMemory, targets_of, unit_rows
 from dynamics.models import build_model
+from dynamics.models.embeddings import unit_rows
+from dynamics.models.memories import LinearMemory, MLPMemory, targets_of
+from dynamics.models.transformer import TransformerModel, expected_counts
 from dynamics.objective import make_objective
 from dynamics.task import FactTask
-from dynamics.transformer import TransformerModel, expected_counts
+from dynamics.training import fit
 
 
 def random_theta(size: int, seed: int, scale: float = 0.5) -> torch.Tensor:
@@ -67,7 +68,7 @@ def test_orthonormal_memory_stores_d_associations_and_rejects_more():
     # W = Uᵀ E stores the identity map exactly: ℓ_x = U Uᵀ E e_x = e_x (one-hot).
     assert mem.accuracy((mem.U.T @ mem.E).reshape(-1)) == 1.0
     result = fit(lambda k: mem.loss, mem.accuracy, mem.initial_parameters(), lr=0.1, steps=200)
-    assert result.success
+    assert result.stored
     with pytest.raises(ConfigError, match="n=9: orthonormal embeddings need n <= d=8"):
         LinearMemory(9, 8, embeddings="orthonormal")
 
@@ -75,14 +76,14 @@ def test_orthonormal_memory_stores_d_associations_and_rejects_more():
 def test_fit_statuses():
     mem = LinearMemory(4, 4, seed=0)
     ok = fit(lambda k: mem.loss, mem.accuracy, mem.initial_parameters(), lr=0.1, steps=500, check_every=10)
-    assert ok.status == "stored" and ok.accuracy >= 0.99 and ok.steps < 500
+    assert ok.status == "ok" and ok.stored and ok.accuracy >= 0.99 and ok.steps < 500
     # d = 2 cannot separate 40 identity targets: runs the whole budget and reports not_stored.
     hard = LinearMemory(40, 2, seed=0)
     bad = fit(lambda k: hard.loss, hard.accuracy, hard.initial_parameters(), lr=0.1, steps=60)
-    assert bad.status == "not_stored" and bad.steps == 60 and bad.accuracy < 0.99
+    assert bad.status == "ok" and not bad.stored and bad.steps == 60 and bad.accuracy < 0.99
     nan = fit(lambda k: (lambda th: th.sum() * float("nan")), mem.accuracy, mem.initial_parameters(),
               steps=10, threshold=2.0)
-    assert nan.status == "nonfinite" and not nan.success
+    assert nan.status == "nonfinite" and not nan.stored
     with pytest.raises(ConfigError, match="optimizer='sgd'"):
         fit(lambda k: mem.loss, mem.accuracy, mem.initial_parameters(), optimizer="sgd")
 

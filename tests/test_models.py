@@ -17,11 +17,12 @@ import pytest
 import torch
 from gradcheck import autograd_gradient, central_differences, relative_error
 
-from dynamics import models
 from dynamics.config import Config, ConfigError, InitConfig, LossConfig, TaskConfig
-from dynamics.flow import gradient_field, integrate_flow, log_time_grid
-from dynamics.models import EmbeddedModel, ReducedModel, build_model
+from dynamics.fields import gradient_field
+from dynamics.models import EmbeddedModel, ReducedModel, build_model, reduced
 from dynamics.objective import make_objective
+from dynamics.run import log_time_grid
+from dynamics.solvers import integrate_flow
 from dynamics.task import FactTask
 
 SMALL = dict(subjects=3, relations=2, answers_per_relation=2, noise_tokens=2, seq_len=5, facts="random",
@@ -416,11 +417,11 @@ def test_blocked_population_terms_equal_one_block(monkeypatch, attention, rows):
     whole_loss, whole_grad = model.population_loss_and_gradient(thetas)
     whole_hv = model.population_hessian_vector_product(thetas[0], u)
     per_subject = task.R * task.num_answers
-    monkeypatch.setattr(models, "BLOCK_ELEMENTS", rows * per_subject * len(thetas))
+    monkeypatch.setattr(reduced, "BLOCK_ELEMENTS", rows * per_subject * len(thetas))
     assert len(model._subject_blocks(thetas)) == -(-task.S // rows) > 1
     loss, grad = model.population_loss_and_gradient(thetas)
     assert relative_error(loss, whole_loss) < 1e-13 and relative_error(grad, whole_grad) < 1e-13
-    monkeypatch.setattr(models, "BLOCK_ELEMENTS", rows * per_subject)
+    monkeypatch.setattr(reduced, "BLOCK_ELEMENTS", rows * per_subject)
     assert len(model._subject_blocks(thetas[0])) > 1
     if attention == "linear":
         assert relative_error(model.population_hessian_vector_product(thetas[0], u), whole_hv) < 1e-13

@@ -90,7 +90,7 @@ def synthetic(loss, relation_loss, subject_loss, facts=FACTS_SYN, D=D_SYN, t=T_S
                       p_relation=per_fact(p_relation), p_subject=per_fact(np.exp(-subject_loss)),
                       argmax_class=np.broadcast_to(argmax[:, None, None], (K, S, R)).copy(),
                       facts=facts, fact_weights=np.full((S, R), 1.0 / (S * R)), answers_per_relation=D,
-                      attention=np.zeros((K, 4)), norms={}, meta={})
+                      attention=np.zeros((K, 4)), norms={})
 
 
 def noisy(rng, curve, sigma):

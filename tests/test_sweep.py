@@ -315,7 +315,7 @@ def test_a_killed_sweep_resumes_to_every_point_exactly_once(tmp_path, base):
     for left, right in zip(reference, resumed, strict=True):
         assert set(left) == set(right)
         for key, value in left.items():
-            if key == "seconds":
+            if key == "wall_seconds":
                 continue
             if isinstance(value, float):
                 assert right[key] == pytest.approx(value, rel=1e-9), key
@@ -500,7 +500,7 @@ def test_cli_sweep_and_sweep_plot(tmp_path, capsys):
     header, table = read_csv(out / "results.csv")
     assert [r["init.scale"] for r in table] == ["0.0001", "0.001"]
     for column in ("status", "t_first_transition", "t_second_transition", "plateau_length", "learned_first",
-                   "theory_relation_first", "theory_t_R", "final_loss", "function_evals", "seconds"):
+                   "theory_relation_first", "theory_t_R", "final_loss", "function_evals", "wall_seconds"):
         assert column in header
 
     code, stdout, err = run_cli(capsys, ["sweep-plot", out, "--x", "init.scale", "--value", "plateau_length"])

@@ -154,7 +154,7 @@ def _field_jacobian(config: Config, theta: torch.Tensor | None = None) -> tuple[
     field = gradient_field(make_objective(model, task, config.loss), model.preconditioner)
     if theta is None:
         theta = torch.zeros(model.num_params, dtype=torch.float64)
-    jac = torch.autograd.functional.jacobian(field, theta)
+    jac = torch.autograd.functional.jacobian(lambda th: field(0.0, th), theta)
     return jac.numpy(), task
 
 

@@ -12,7 +12,7 @@ import torch
 from dynamics.config import TaskConfig, resolve_config
 from dynamics.run import run_flow, run_training
 from dynamics.task import FactTask
-from dynamics.trajectory import HALLUCINATED, OFF_TYPE, RECALLED, Trajectory, fact_metrics
+from dynamics.trajectory import FactClass, Trajectory, fact_metrics
 
 # A short flow on the tiny task: fast, but long enough for the loss to move.
 SHORT_FLOW = ["flow.t_max=50", "flow.points=20"]
@@ -58,11 +58,11 @@ def _hand_metrics(facts: np.ndarray, D: int, logits: np.ndarray) -> dict[str, np
             out["p_subject"][s, r] = sum(p[facts[s, q]] for q in range(R))  # mass on {a*(s, r')}
             top = int(np.argmax(z))
             if top == facts[s, r]:
-                out["argmax_class"][s, r] = RECALLED
+                out["argmax_class"][s, r] = FactClass.RECALLED
             elif r * D <= top < (r + 1) * D:
-                out["argmax_class"][s, r] = HALLUCINATED
+                out["argmax_class"][s, r] = FactClass.HALLUCINATING
             else:
-                out["argmax_class"][s, r] = OFF_TYPE
+                out["argmax_class"][s, r] = FactClass.UNINFORMED
     return out
 
 
@@ -90,7 +90,8 @@ def test_fact_metrics_hand_computed_cases():
          [0.0, 0.2, 2.0, 0.1, 1.0, 0.3]],   # (1,1): argmax 2 in A_0, outside A_1 -> off type
     ])
     got = _check_against_hand(task, logits)
-    assert got["argmax_class"].tolist() == [[RECALLED, HALLUCINATED], [OFF_TYPE, OFF_TYPE]]
+    RECALLED, HALLUCINATING, UNINFORMED = FactClass.RECALLED, FactClass.HALLUCINATING, FactClass.UNINFORMED
+    assert got["argmax_class"].tolist() == [[RECALLED, HALLUCINATING], [UNINFORMED, UNINFORMED]]
 
     # Spot values by hand: uniform logits give p(a*) = 1/6, p(A_r) = 1/2, p(subject answers) = 2/6.
     flat = fact_metrics(task, torch.zeros(2, 2, 6, dtype=torch.float64))
@@ -111,9 +112,9 @@ def test_fact_metrics_random_table_distinct_sizes():
     logits[1, 1, other] = 10.0                              # hallucinated: in A_1, not a*
     logits[2, 2, 0] = 10.0                                  # off type: in A_0, asked relation 2
     got = _check_against_hand(task, logits)
-    assert got["argmax_class"][0, 0] == RECALLED
-    assert got["argmax_class"][1, 1] == HALLUCINATED
-    assert got["argmax_class"][2, 2] == OFF_TYPE
+    assert got["argmax_class"][0, 0] == FactClass.RECALLED
+    assert got["argmax_class"][1, 1] == FactClass.HALLUCINATING
+    assert got["argmax_class"][2, 2] == FactClass.UNINFORMED
 
 
 def test_fact_metrics_batched_equals_per_slice():
@@ -148,7 +149,7 @@ def test_aggregate_losses_are_frequency_weighted_means_of_fact_losses():
                                rtol=1e-10)
     np.testing.assert_allclose(traj.subject_loss, (w * -np.log(traj.p_subject)).sum(axis=(1, 2)), rtol=1e-10)
     np.testing.assert_allclose(traj.p_correct, np.exp(-traj.fact_loss), rtol=1e-12)
-    assert traj.final_loss == traj.loss[-1] == traj.meta["final_loss"]
+    assert traj.final_loss == traj.loss[-1] == traj.info.final_loss
 
 
 # --- save / load ----------------------------------------------------------------------------------------
@@ -161,8 +162,8 @@ def test_save_load_round_trip(tmp_path, flow_traj):
     assert loaded.facts.dtype == np.int64
     assert loaded.t.dtype == np.float64
     assert loaded.norms.keys() == flow_traj.norms.keys() and flow_traj.norms
-    assert loaded.meta == json.loads(json.dumps(flow_traj.meta))
-    assert loaded.meta == flow_traj.meta
+    assert loaded.info == flow_traj.info and loaded.info.status == "ok"
+    assert json.loads((tmp_path / "summary.json").read_text()) == flow_traj.info.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "trajectory.npz"]  # no temp files
 
 
@@ -189,7 +190,7 @@ def test_npz_loads_without_pickle_and_holds_the_record(tmp_path, flow_traj):
 def test_flow_is_bit_identical_across_runs(flow_traj):
     again = run_flow(resolve_config("tiny", overrides=SHORT_FLOW))
     _assert_identical(flow_traj, again)
-    assert again.meta["function_evals"] == flow_traj.meta["function_evals"]
+    assert again.info.cost.function_evals == flow_traj.info.cost.function_evals
 
 
 def test_sgd_is_bit_identical_across_runs():
@@ -206,7 +207,7 @@ def test_sgd_is_bit_identical_across_runs():
 def test_sgd_times_are_integer_multiples_of_lr():
     lr, steps = 0.1, 150
     traj = run_training(resolve_config("tiny", overrides=SHORT_FLOW + SHORT_SGD))
-    assert traj.meta["status"] == "ok"
+    assert traj.info.status == "ok"
     k = np.rint(traj.t / lr).astype(np.int64)
     assert np.array_equal(traj.t, k * lr)  # recorded at exactly t = k·lr
     assert np.all(np.diff(k) > 0)
@@ -227,13 +228,13 @@ def test_diverging_gd_ends_nonfinite_and_keeps_finite_trajectory(lr):
         "train.optimizer=gd", f"train.lr={lr}", f"train.steps={steps}", "init.kind=gaussian", "init.scale=1",
         f"flow.t_min={lr}", f"flow.t_max={lr * steps}", "flow.points=40"])
     traj = run_training(config)
-    meta = traj.meta
-    assert meta["status"] == "nonfinite", meta["message"]
-    k_fail = meta["status_time"] / lr
+    info = traj.info
+    assert info.status == "nonfinite", info.message
+    k_fail = info.status_time / lr
     assert k_fail == round(k_fail) and 0 < k_fail <= steps
-    assert meta["status_time"] == round(k_fail) * lr
+    assert info.status_time == round(k_fail) * lr
     assert len(traj.t) >= 2  # the trajectory before the failure is kept ...
-    assert traj.t[0] == 0.0 and traj.t[-1] <= meta["status_time"]  # ... and ends there
+    assert traj.t[0] == 0.0 and traj.t[-1] <= info.status_time  # ... and ends there
     for name, values in _all_arrays(traj).items():
         assert np.isfinite(values).all(), f"{name} holds non-finite values in the kept trajectory"
-    assert math.isfinite(meta["final_loss"])
+    assert math.isfinite(info.final_loss)
