@@ -1,0 +1,129 @@
+"""The project's structure, checked: import layers and no circles, one list of method names, and
+documentation that resolves inside the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from dynamics.solvers import METHODS
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("dynamics", "analysis")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Project modules imported anywhere in ``path`` (module level or inside functions)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    modules = {_module_name(p): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            # "from pkg import name" names a submodule or an attribute: keep what is a module
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_circle():
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                # a package's __init__ re-exporting its own submodules is not a circle
+                if not all(m.startswith(cycle[0] + ".") or m == cycle[0] for m in cycle):
+                    pytest.fail("import circle: " + " -> ".join(cycle))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_layers():
+    graph = _graph()
+    for module, targets in graph.items():
+        if module.startswith("dynamics"):
+            assert not {t for t in targets if t.startswith("analysis")}, f"{module} imports analysis"
+        if module.startswith("dynamics.solvers"):
+            outside = {t for t in targets if not t.startswith("dynamics.solvers")} - {"dynamics.numerics"}
+            assert not outside, f"{module} (a solver) imports {sorted(outside)}"
+
+
+def test_the_method_registry_is_the_only_list_of_method_names():
+    names = set(METHODS)
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "solvers" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                    listed = {e.value for e in node.elts if isinstance(e, ast.Constant)} & names
+                    assert len(listed) < 2, f"{path.relative_to(ROOT)}:{node.lineno} lists methods {listed}"
+
+
+def _text_files():
+    for pattern in ("dynamics/**/*.py", "analysis/**/*.py", "tests/*.py", "docs/*.md", "README.md",
+                    "notebooks/*.ipynb", "pyproject.toml"):
+        yield from ROOT.glob(pattern)
+
+
+def test_every_cited_section_is_a_heading_of_the_design_document():
+    headings = set(re.findall(r"^#+ (§[0-9.]+)", (ROOT / "docs" / "design.md").read_text(), re.M))
+    for path in _text_files():
+        for cited in re.findall(r"§ ?([0-9]+(?:\.[0-9]+)*)", path.read_text()):
+            assert f"§{cited}" in headings, f"{path.relative_to(ROOT)} cites §{cited}: no such heading"
+
+
+def test_no_reference_to_documents_outside_the_repository():
+    pattern = re.compile(r"DESIGN|REFERENCE\.md|\bissue \d|shared/")
+    for path in _text_files():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not pattern.search(line), f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+
+
+def test_local_links_of_the_docs_resolve():
+    for path in [ROOT / "README.md", *ROOT.glob("docs/*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
+            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
