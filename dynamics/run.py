@@ -17,13 +17,13 @@ from .config import Config, FlowConfig
 from .curvature import sharpness
 from .errors import ConfigError
 from .fields import (
-    DiagonalMetric,
     batched_gradient_field,
     gradient_field,
     gradient_field_jacobian,
     gradient_field_jacobian_vector,
     modified_gradient_field,
 )
+from .geometry import make_geometry
 from .models import Model, build_model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
@@ -67,16 +67,25 @@ def solver_options(flow: FlowConfig) -> SolverOptions:
     return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
 
 
+def geometry_of(config: Config, model: Model):
+    """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks)."""
+    return make_geometry(config.flow.geometry, model.preconditioner, model.parameter_blocks(),
+                         config.flow.geometry_eps)
+
+
 def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
                  grid: np.ndarray, progress=None) -> FlowProblem:
-    """The flow of ``config`` as a solver problem: the field −P∇L (or GD's modified field when
-    ``flow.modified_lr`` > 0) and the Jacobian products its method can use."""
+    """The flow of ``config`` as a solver problem: the field −D(∇L) of its geometry (or GD's modified field
+    when ``flow.modified_lr`` > 0) and the Jacobian products its method can use."""
     method = get_method(config.flow.method)
     if method.uses == "jacobian" and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
         raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, allowed up to "
                           f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
                           "use flow.method=cvode (matrix-free) or auto")
-    metric = DiagonalMetric(model.preconditioner)
+    metric = geometry_of(config, model)
+    if method.uses == "jacobian" and config.flow.geometry != "euclidean":
+        raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, offered for "
+                          f"flow.geometry=euclidean only (not {config.flow.geometry!r}); use cvode or auto")
     problem = FlowProblem(gradient_field(objective, metric), theta0, grid, progress=progress)
     if config.flow.modified_lr > 0:
         # The modified field's Jacobian is not −PH: implicit methods difference its values instead.
@@ -155,7 +164,7 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
     options = solver_options(flow)
     try:
-        result = integrate_flow_batch(batched_gradient_field(objective, model.preconditioner), theta0,
+        result = integrate_flow_batch(batched_gradient_field(objective, geometry_of(config, model)), theta0,
                                       time_grid(config), method=flow.method, rtol=options.rtol,
                                       atol=options.atol, first_step=options.first_step,
                                       max_steps=options.max_steps, progress=update)
@@ -183,8 +192,8 @@ def _untied_states(model: Model, states: torch.Tensor) -> np.ndarray:
 def run_training(config: Config, progress: bool = False, keep_states: bool = False) -> Trajectory:
     """Discrete training of ``train.*`` from the flow's initial parameters, recorded at t = k·lr.
 
-    ``gd`` steps on the flow's own objective; ``sgd`` and ``adam`` draw a fresh batch of
-    ``train.batch_size`` sequences every step, on the model with one parameter set per token.
+    ``gd`` steps on the flow's own objective; ``sgd``, ``adam``, ``signsgd`` and ``muon`` draw a fresh batch
+    of ``train.batch_size`` sequences every step, on the model with one parameter set per token.
     ``keep_states`` stores θ_k in ``Trajectory.states`` (one parameter set per token).
     """
     task, model, objective = setup(config)
@@ -209,7 +218,8 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
         result = train(objective_at, theta0, optimizer=opts.optimizer, lr=opts.lr, steps=opts.steps,
                        record=record_steps(time_grid(config), opts.lr, opts.steps),
                        preconditioner=model.preconditioner, beta1=opts.beta1, beta2=opts.beta2,
-                       eps=opts.eps, progress=update)
+                       eps=opts.eps, momentum=opts.momentum, blocks=model.parameter_blocks(),
+                       progress=update)
     finally:
         close()
     status_step = None if result.status_time is None else int(round(result.status_time / opts.lr))

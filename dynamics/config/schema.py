@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..geometry import GEOMETRIES
+from ..optimizers import TRAIN_OPTIMIZERS
 from ..solvers.registry import METHODS
 
 
@@ -155,6 +157,11 @@ class FlowConfig:
     # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
     # each, or ``hvp``, an exact Hessian-vector product.
     jacobian: str = "difference"
+    # The steepest-descent geometry (dynamics.geometry): ``euclidean`` (gradient flow), ``sign`` (ℓ∞: the
+    # flow of signSGD / Adam), ``spectral`` (the spectral norm per matrix block: the flow of Muon);
+    # ``geometry_eps`` regularises sign and spectral where a gradient entry or a singular value vanishes.
+    geometry: str = "euclidean"
+    geometry_eps: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("flow.t_max", self.t_max)
@@ -169,6 +176,10 @@ class FlowConfig:
         _int_at_least("flow.max_steps", self.max_steps, 1)
         _non_negative("flow.modified_lr", self.modified_lr)
         _choice("flow.jacobian", self.jacobian, ("difference", "hvp"))
+        _choice("flow.geometry", self.geometry, GEOMETRIES)
+        _non_negative("flow.geometry_eps", self.geometry_eps)
+        if self.geometry != "euclidean" and self.modified_lr > 0:
+            fail("flow.modified_lr", self.modified_lr, "GD's modified flow needs flow.geometry=euclidean")
 
 
 @dataclass(frozen=True)
@@ -183,9 +194,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    momentum: float = 0.95  # muon's momentum μ (Nesterov)
 
     def __post_init__(self) -> None:
-        _choice("train.optimizer", self.optimizer, ("gd", "sgd", "adam"))
+        _choice("train.optimizer", self.optimizer, TRAIN_OPTIMIZERS)
         _positive("train.lr", self.lr)
         _int_at_least("train.batch_size", self.batch_size, 1)
         _int_at_least("train.steps", self.steps, 1)
@@ -194,6 +206,9 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 fail(key, value, "must be a number in [0, 1)")
         _positive("train.eps", self.eps)
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) \
+                or not 0 <= self.momentum < 1:
+            fail("train.momentum", self.momentum, "must be a number in [0, 1)")
 
 
 @dataclass(frozen=True)

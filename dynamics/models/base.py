@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import InitConfig
+from ..geometry import ParameterBlock
 from ..task import FactTask
 from .tokens import attention_from_tokens, count_logits_from_tokens, population_logits_from_tokens
 
@@ -39,6 +40,11 @@ class Model:
     def parameter_norms(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named Euclidean norms of the parameter blocks."""
         raise NotImplementedError
+
+    def parameter_blocks(self) -> list[ParameterBlock]:
+        """θ's named blocks, vectors and matrices, in order (the spectral geometry and Muon act per matrix).
+        By default one vector: all of θ."""
+        return [ParameterBlock("theta", 0, (self.num_params,))]
 
     def untied(self) -> tuple[Model, Callable[[torch.Tensor], torch.Tensor]]:
         """An equivalent model with one parameter set per vocabulary token, and the map θ -> θ_untied."""

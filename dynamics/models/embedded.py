@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..geometry import ParameterBlock
 from ..task import FactTask
 from .base import Model
 from .embeddings import orthonormal_rows
@@ -54,6 +55,11 @@ class EmbeddedModel(Model):
         w_kq = torch.outer(self.E[-1], self.E.T @ a)
         w_ov = self.U.T @ v.T @ self.E
         return torch.cat([w_kq.reshape(-1), w_ov.reshape(-1)])
+
+    def parameter_blocks(self):
+        """W_KQ and W_OV, each a d × d matrix."""
+        d = self.dim
+        return [ParameterBlock("W_KQ", 0, (d, d)), ParameterBlock("W_OV", d * d, (d, d))]
 
     def parameter_norms(self, theta):
         w_kq, w_ov = self.matrices(theta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..geometry import ParameterBlock
 from ..task import FactTask
 from .base import Model
 from .tokens import noise_block, population_logits_from_tokens
@@ -184,6 +185,11 @@ class ReducedModel(Model):
         # Norms as the full model sees them: a tied pair counts once per noise token it stands for.
         weight = 1.0 / self.preconditioner[:self.num_tokens]
         return {"a": torch.sqrt((weight * a**2).sum()), "v": torch.sqrt((weight * (v**2).sum(1)).sum())}
+
+    def parameter_blocks(self):
+        """The scores a (a vector of n) and the value table v (an n × |A| matrix, one row per token)."""
+        n = self.num_tokens
+        return [ParameterBlock("a", 0, (n,)), ParameterBlock("v", n, (n, self.task.num_answers))]
 
     def untied(self):
         if not self.tied:

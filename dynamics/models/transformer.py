@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..config import InitConfig
+from ..geometry import ParameterBlock
 from ..task import FactTask
 from .base import Model
 
@@ -75,6 +76,16 @@ class TransformerModel(Model):
             out[name] = theta[start:start + size].reshape(shape)
             start += size
         return out
+
+    def parameter_blocks(self):
+        """W_Q, W_K, W_V (each H·d_h × d, the heads stacked), W_O (d × H·d_h), W_1 (m × d), W_2 (d × m)."""
+        out, start = [], 0
+        for name, shape in self.shapes.items():
+            rows = shape[0] * shape[1] if len(shape) == 3 else shape[0]
+            matrix = ParameterBlock(name, start, (rows, shape[-1]))
+            out.append(matrix)
+            start += matrix.size
+        return [b for b in out if b.size]
 
     def head_scores_values(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores a^h_z (H, V) and values W_V^h e_z (H, V, d_h) of every token in every head."""

@@ -1,8 +1,9 @@
-"""Discrete training: on the flow's time axis (``discrete``), to a target accuracy (``fit``), both through
-torch's optimizers (``optimizers``)."""
+"""Discrete training: on the flow's time axis (``discrete``) and to a target accuracy (``fit``), both through
+the one optimizer path of :mod:`dynamics.optimizers` (torch's optimizers)."""
 
+from ..optimizers import OPTIMIZERS, TRAIN_OPTIMIZERS, Stepper
 from .discrete import TrainResult, record_steps, train
 from .fit import FitResult, fit
-from .optimizers import OPTIMIZERS, make_optimizer
 
-__all__ = ["OPTIMIZERS", "FitResult", "TrainResult", "fit", "make_optimizer", "record_steps", "train"]
+__all__ = ["OPTIMIZERS", "TRAIN_OPTIMIZERS", "FitResult", "Stepper", "TrainResult", "fit", "record_steps",
+           "train"]

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..geometry import ParameterBlock
 from ..numerics import compute_settings
 from ..objective import Objective, gradient
+from ..optimizers import Stepper
 from ..solvers.results import Cost, Status
-from .optimizers import make_optimizer
 
 
 def record_steps(times: np.ndarray, lr: float, steps: int) -> np.ndarray:
@@ -44,21 +45,21 @@ class TrainResult:
 
 def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, optimizer: str, lr: float,
           steps: int, record: np.ndarray, preconditioner: torch.Tensor | None = None, beta1: float = 0.9,
-          beta2: float = 0.999, eps: float = 1e-8,
+          beta2: float = 0.999, eps: float = 1e-8, momentum: float = 0.95,
+          blocks: Sequence[ParameterBlock] | None = None,
           progress: Callable[[int], None] | None = None) -> TrainResult:
     """Run ``steps`` updates from ``theta0``; keep θ at the step indices in ``record`` (sorted).
 
-    gd / sgd: θ ← θ − η g.  adam: the usual bias-corrected moments of g.  g = P ∇L_k(θ).
+    g = P ∇L_k(θ); gd / sgd: θ ← θ − η g; adam: the usual bias-corrected moments of g; signsgd:
+    θ ← θ − η sign(g); muon: orthogonalised momentum per matrix block of ``blocks`` (:mod:`.optimizers`).
     """
+    stepper = Stepper(optimizer, theta0, lr, betas=(beta1, beta2), eps=eps, momentum=momentum, blocks=blocks)
     with compute_settings(theta0):
-        return _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, (beta1, beta2),
-                      eps, progress)
+        return _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, progress)
 
 
-def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, betas, eps, progress):
+def _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, progress):
     start = time.perf_counter()
-    theta = theta0.detach().clone().requires_grad_(True)
-    step = make_optimizer(optimizer, theta, lr, betas, eps)
     wanted = set(int(k) for k in record)
     kept_steps: list[int] = []
     kept: list[torch.Tensor] = []
@@ -67,12 +68,13 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
     previous = math.inf
     first_increase = None
     for k in range(steps + 1):
+        theta = stepper.theta
         if k in wanted:
             kept_steps.append(k)
-            kept.append(theta.detach().clone())
+            kept.append(theta.clone())
         if k == steps:
             break
-        value, grad = gradient(objective_at(k), theta.detach())
+        value, grad = gradient(objective_at(k), theta)
         evals += 1
         if preconditioner is not None:
             grad = preconditioner * grad
@@ -90,9 +92,8 @@ def _train(objective_at, theta0, optimizer, lr, steps, record, preconditioner, b
                 kept_steps.pop()
                 kept.pop()
             break
-        theta.grad = grad
-        step.step()
-        if not torch.isfinite(theta).all():
+        stepper.step(grad)
+        if not torch.isfinite(stepper.theta).all():
             status, status_time = Status.NONFINITE, (k + 1) * lr
             message = f"parameters became non-finite at step {k + 1} (t={(k + 1) * lr:.6g}); lr={lr} diverged"
             break

@@ -17,8 +17,8 @@ import torch
 
 from ..errors import ConfigError
 from ..numerics import compute_settings
+from ..optimizers import Stepper
 from ..solvers.results import Status
-from .optimizers import make_optimizer
 
 OPTIMIZERS = ("adam", "adamw")
 
@@ -54,22 +54,21 @@ def fit(objective_at: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
 def _fit(objective_at, accuracy, theta0, optimizer, lr, steps, weight_decay, threshold, check_every, betas,
          eps) -> FitResult:
     start = time.perf_counter()
-    theta = theta0.detach().clone().requires_grad_(True)
-    opt = make_optimizer(optimizer, theta, lr, betas, eps, weight_decay)
+    stepper = Stepper(optimizer, theta0, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    theta = stepper.leaves[0]
     value = math.nan
     for k in range(steps + 1):
         if k % check_every == 0 or k == steps:
             acc = accuracy(theta.detach())
             if acc >= threshold or k == steps:
                 return FitResult(Status.OK, acc >= threshold, acc, k, value, time.perf_counter() - start)
-        opt.zero_grad(set_to_none=True)
         loss = objective_at(k)(theta)
         value = float(loss.detach())
         if not math.isfinite(value):
             return FitResult(Status.NONFINITE, False, 0.0, k, value, time.perf_counter() - start,
                              f"loss became non-finite at step {k}")
-        loss.backward()
-        opt.step()
+        (grad,) = torch.autograd.grad(loss, theta)
+        stepper.step(grad)
         if not bool(torch.isfinite(theta).all()):
             return FitResult(Status.NONFINITE, False, 0.0, k + 1, value, time.perf_counter() - start,
                              f"parameters became non-finite at step {k + 1}")
