@@ -1,7 +1,9 @@
-"""``simulate``: run the flow (and optionally the discrete run) of a config into a run directory."""
+"""``factrecall simulate``: run the flow (and optionally the discrete run) of a config into a run directory,
+analyse its stages and print them."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +14,9 @@ from dynamics.run import run_flow, run_training
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
-from .plots import plot_losses
-from .report import analyse_trajectory
-from .rundir import staged_run_dir
+from .arguments import config_from_args
+from .rundir import check_target, default_run_dir, staged_run_dir
+from .stages import analyse_trajectory, format_stage_table, plot_losses
 
 
 @dataclass
@@ -32,7 +34,7 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     """Integrate the gradient flow of ``config`` and write a run directory at ``out``.
 
     Without ``train``: ``out/{config.json, trajectory.npz, summary.json, stages.json, stages.npz,
-    loss.png, facts.png, fractions.png}`` (stage analysis: :mod:`analysis.report`). With ``train``
+    loss.png, facts.png, fractions.png}`` (stage analysis: :mod:`analysis.stages.report`). With ``train``
     the discrete run of ``train.*`` starts from the same θ(0): ``out/flow/`` and ``out/train/`` each
     hold a run, and ``out/loss.png`` overlays both. Returns the runs by name (``flow``, ``train``).
     """
@@ -66,3 +68,23 @@ def _title(config: Config, name: str, traj: Trajectory) -> str:
             f"D={t.answers_per_relation} N={t.noise_tokens} T={t.seq_len} ({t.facts})\n"
             f"{config.model.kind} model, {config.model.attention} attention, {config.init.kind} init "
             f"α={config.init.scale:g}")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Simulate the config of ``args`` into ``--out`` (default ``runs/<preset>-<config hash>``); print each
+    run's status, cost and stage table."""
+    config = config_from_args(args)
+    name = args.preset or (Path(args.config).stem if args.config else "figure5")
+    out = Path(args.out) if args.out else default_run_dir(config, name)
+    check_target(out, config)
+    runs = simulate(config, out, train=args.train, progress=not args.quiet)
+    for label, run in runs.items():
+        traj, info = run.trajectory, run.trajectory.info
+        cost = f"{info.cost.function_evals} " + ("function evals" if label == "flow" else "gradient evals")
+        print(f"{label:5s}  status={info.status}  final loss={info.final_loss:.4g}  "
+              f"t_end={traj.t[-1]:.4g}  {cost}  {info.cost.wall_seconds:.2f} s")
+        if not info.ok:
+            print(f"       {info.message}")
+        print(format_stage_table(label, run.stages))
+    print(f"wrote {out}")
+    return 0

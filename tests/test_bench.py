@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from analysis.bench_scale import bench_scale, format_scale_table, plot_scale
+from analysis.bench import bench_scale, format_scale_table, plot_scale
 
 
 def test_scale_section_on_a_small_table(tmp_path):

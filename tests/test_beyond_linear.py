@@ -1,4 +1,4 @@
-"""Dynamics beyond the analysed model (issue 6): the Figure 5 task with softmax attention, with Gaussian
+"""Dynamics beyond the analysed model: the Figure 5 task with softmax attention, with Gaussian
 (non-orthogonal) embeddings, and in the paper's full one-layer transformer. Each preset runs through the
 flow and/or discrete training and stage detection; the tests pin what was found (stage sequence and rough
 boundaries, with tolerances), on shortened runs where the finding survives shortening."""

@@ -1,5 +1,5 @@
 """Capacity search: bisection on synthetic monotone oracles, failure paths, the written files, the CLI's
-bad inputs, and the acceptance grids of issue 6 (the longer ones marked slow)."""
+bad inputs, and the acceptance grids (the longer ones marked slow)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 
 from analysis.capacity import (
+    Experiment,
+    Point,
     TrialRecord,
+    TrialSettings,
     bisect_largest,
+    build_experiment,
     fit_power_law,
     guarded,
     min_sufficient_attention,
+    read_trials_csv,
+    run_capacity,
 )
-from analysis.capacity_run import Experiment, Point, build_experiment, read_trials_csv, run_capacity
-from analysis.capacity_trials import TrialSettings
 from analysis.cli import main
 
 
@@ -167,7 +171,7 @@ def test_grids_are_well_formed():
     assert all(p.low == p.shape["d"] and p.high == p.shape["d"] ** 2 // 2 for p in full.points)
 
 
-# --- acceptance (issue 6) -------------------------------------------------------------------------------
+# --- acceptance -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_acceptance_linear_quick_grid(tmp_path):
     summary = run_capacity("linear", tmp_path, quick=True, seeds=2, progress=False)
@@ -196,7 +200,7 @@ def test_acceptance_tradeoff_minimum_attention(tmp_path):  # ~35 s on 2 cores
 def test_orthonormal_linear_memory_capacity_is_at_least_d():
     """Fast part of the linear acceptance: orthonormal embeddings store N = d associations for every d
     of the quick grid (and a monotone search from N = 1 therefore returns ≥ d)."""
-    from analysis.capacity_trials import linear_trial
+    from analysis.capacity import linear_trial
 
     settings = build_experiment("linear", True).settings
     for d in (8, 16, 32, 64):

@@ -1,4 +1,4 @@
-"""The ``factrecall`` command line: good runs, run directories, and the bad-input contract (issue item 9).
+"""The ``factrecall`` command line: good runs, run directories, and the bad-input contract.
 
 Bad input must exit 2 with exactly one line on stderr naming the key (or flag) and the value, no traceback,
 and nothing half-written: the --out directory does not exist afterwards and its parent holds no temp dirs.

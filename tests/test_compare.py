@@ -1,4 +1,4 @@
-"""``factrecall compare`` (issue 4): the flow against GD, SGD and Adam from the same θ(0).
+"""``factrecall compare`` (docs/design.md §4.3, §4.5): the flow against GD, SGD and Adam from the same θ(0).
 
 Acceptance on ``figure5``:
 * GD against the flow converges at first order in lr, against GD's modified flow at second order (fitted
@@ -27,20 +27,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import analysis.compare.command as compare_command
 from analysis.cli import main
 from analysis.compare import (
+    FIGURES,
+    ComparedRun,
     CompareSpec,
+    Comparison,
+    Orders,
     compare,
     deviation_measures,
     fitted_order,
-    public,
+    format_summary,
+    plot_comparison,
+    run_compare,
+    save_comparison,
     stage_shifts,
     tidy_rows,
 )
-from analysis.compare_plots import FIGURES, plot_comparison
-from analysis.compare_run import format_summary, run_compare
 from analysis.stages import detect_stages
 from dynamics.config import ConfigError, TaskConfig, resolve_config
+from dynamics.errors import RunError
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
@@ -48,8 +55,8 @@ CSV_COLUMNS = ["run", "optimizer", "lr", "batch_size", "seed", "t", "loss", "rel
                "flow_loss", "loss_deviation", "param_distance"]
 
 
-def by_name(result: dict) -> dict[str, dict]:
-    return {r["name"]: r for r in result["runs"]}
+def by_name(result: Comparison) -> dict[str, ComparedRun]:
+    return {r.name: r for r in result.runs}
 
 
 def strict_json(path: Path):
@@ -66,50 +73,49 @@ def strict_json(path: Path):
 
 
 @pytest.fixture(scope="module")
-def figure5_gd() -> dict:
+def figure5_gd() -> Comparison:
     return compare(resolve_config("figure5"), CompareSpec(lrs=(0.4, 0.2, 0.1), optimizers=("gd",)))
 
 
 def test_gd_order_against_flow_is_one_and_against_modified_flow_is_two(figure5_gd):
-    orders = figure5_gd["orders"]
-    assert sorted(orders["gd_lrs"]) == [0.1, 0.2, 0.4]  # fitted over three learning rates
-    assert 0.9 <= orders["gd_vs_flow"] <= 1.1
-    assert 1.8 <= orders["gd_vs_modified_flow"] <= 2.2
-    for run in figure5_gd["runs"]:
-        assert run["status"] == "ok" and not run["diverged"]
-        assert run["predicted_stable"] and run["lr_times_sharpness"] < 2
+    orders = figure5_gd.orders
+    assert sorted(orders.gd_lrs) == [0.1, 0.2, 0.4]  # fitted over three learning rates
+    assert 0.9 <= orders.gd_vs_flow <= 1.1
+    assert 1.8 <= orders.gd_vs_modified_flow <= 2.2
+    for run in figure5_gd.runs:
+        assert run.status == "ok" and not run.diverged
+        assert run.predicted_stable and run.lr_times_sharpness < 2
         # the modified flow is the better description by far: second order against first
-        assert run["max_loss_deviation_modified"] < 0.05 * run["max_loss_deviation"]
+        assert run.max_loss_deviation_modified < 0.05 * run.max_loss_deviation
 
 
 def test_gd_deviation_magnitudes_on_figure5(figure5_gd):
-    runs = {r["lr"]: r for r in figure5_gd["runs"]}
-    # issue 4 (prototype, t ≤ 800): 3.3e-2 from the flow, 1.6e-4 from the modified flow at lr 0.1
-    assert 0.02 < runs[0.1]["max_loss_deviation"] < 0.05
-    assert 5e-5 < runs[0.1]["max_loss_deviation_modified"] < 5e-4
+    runs = {r.lr: r for r in figure5_gd.runs}
+    # the prototype's numbers (t ≤ 800): 3.3e-2 from the flow, 1.6e-4 from the modified flow at lr 0.1
+    assert 0.02 < runs[0.1].max_loss_deviation < 0.05
+    assert 5e-5 < runs[0.1].max_loss_deviation_modified < 5e-4
     # parameter distance and stage-boundary shifts shrink with lr, like the loss deviation
-    distances = [runs[lr]["max_param_distance"] for lr in (0.4, 0.2, 0.1)]
+    distances = [runs[lr].max_param_distance for lr in (0.4, 0.2, 0.1)]
     assert distances == sorted(distances, reverse=True) and distances[-1] < 0.1
-    flow_boundaries = {f"{t['from']}->{t['to']}" for t in figure5_gd["flow"]["stages"]["transitions"]}
+    flow_boundaries = {f"{t['from']}->{t['to']}" for t in figure5_gd.flow_stages.transitions}
     assert flow_boundaries == {"init->hallucination", "hallucination->recall"}
     for boundary in flow_boundaries:
-        shifts = [runs[lr]["stage_shift"][boundary] for lr in (0.4, 0.2, 0.1)]
+        shifts = [runs[lr].stage_shift[boundary] for lr in (0.4, 0.2, 0.1)]
         assert all(s is not None and 0 < s < 0.05 for s in shifts)  # GD lags the flow, a little
         assert 3.0 < shifts[0] / shifts[2] < 5.0  # first order: 4× the lr, about 4× the shift
 
 
 def test_sharpness_along_figure5_flow(figure5_gd):
-    flow = figure5_gd["flow"]
-    lam = np.asarray(flow["sharpness"])
-    assert flow["sharpness_t"][0] == 0.0 and len(lam) == len(flow["sharpness_t"])
+    lam = np.asarray(figure5_gd.sharpness)
+    assert figure5_gd.sharpness_t[0] == 0.0 and len(lam) == len(figure5_gd.sharpness_t)
     assert np.all(np.isfinite(lam)) and np.all(lam > 0)
     # at θ ≈ 0 λ_max is σ_r = (1/R) sqrt(1/D − 1/(RD)) ≈ 0.0765 (θ(0) = 1e-5, not exactly 0); the peak
     # sits past the first escape, around 0.5
     assert lam[0] == pytest.approx(math.sqrt(1 / 8 - 1 / 32) / 4, rel=0.05)
-    assert 0.3 < flow["max_sharpness"] < 0.8
-    assert flow["stable_lr_bound"] == pytest.approx(2 / flow["max_sharpness"])
-    for run in figure5_gd["runs"]:
-        assert run["lr_times_sharpness"] == pytest.approx(run["lr"] * flow["max_sharpness"])
+    assert 0.3 < figure5_gd.max_sharpness < 0.8
+    assert figure5_gd.stable_lr_bound == pytest.approx(2 / figure5_gd.max_sharpness)
+    for run in figure5_gd.runs:
+        assert run.lr_times_sharpness == pytest.approx(run.lr * figure5_gd.max_sharpness)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,46 +124,45 @@ def test_sharpness_along_figure5_flow(figure5_gd):
 
 
 @pytest.fixture(scope="module")
-def figure5_sgd() -> dict:
+def figure5_sgd() -> Comparison:
     config = resolve_config("figure5", overrides={"flow.t_max": 300.0})
     spec = CompareSpec(lrs=(0.1,), optimizers=("sgd",), batch_sizes=(64, 1024), seeds=2, modified_flow=False)
     return compare(config, spec)
 
 
 def test_sgd_run_covers_the_first_transition(figure5_sgd):
-    transitions = figure5_sgd["flow"]["stages"]["transitions"]
+    transitions = figure5_sgd.flow_stages.transitions
     assert [(t["from"], t["to"]) for t in transitions] == [("init", "hallucination")]
     assert 150 < transitions[0]["t"] < 190 < 300
 
 
 def test_sgd_batch_1024_stays_within_0_05_of_the_flow(figure5_sgd):
-    big = [r for r in figure5_sgd["runs"] if r["batch_size"] == 1024]
+    big = [r for r in figure5_sgd.runs if r.batch_size == 1024]
     assert len(big) == 2
     for run in big:
-        assert run["status"] == "ok"
-        assert run["max_loss_deviation"] < 0.05
-        assert abs(run["stage_shift"]["init->hallucination"]) < 0.02
-        series = run["_series"]
-        assert np.all(series["loss_deviation"] <= run["max_loss_deviation"])
+        assert run.status == "ok"
+        assert run.max_loss_deviation < 0.05
+        assert abs(run.stage_shift["init->hallucination"]) < 0.02
+        assert np.all(run.loss_deviation <= run.max_loss_deviation)
 
 
 def test_sgd_deviation_grows_as_the_batch_shrinks(figure5_sgd):
-    groups = {g["batch_size"]: g for g in figure5_sgd["groups"]}
-    assert set(groups) == {64, 1024} and all(g["runs"] == 2 and g["diverged"] == 0 for g in groups.values())
-    assert groups[64]["mean_max_loss_deviation"] > groups[1024]["mean_max_loss_deviation"]
+    groups = {g.batch_size: g for g in figure5_sgd.groups}
+    assert set(groups) == {64, 1024} and all(g.runs == 2 and g.diverged == 0 for g in groups.values())
+    assert groups[64].mean_max_loss_deviation > groups[1024].mean_max_loss_deviation
     # cleanly: every batch-64 seed is further off than every batch-1024 seed
-    assert groups[64]["min_max_loss_deviation"] > groups[1024]["max_max_loss_deviation"]
-    runs = figure5_sgd["runs"]
+    assert groups[64].min_max_loss_deviation > groups[1024].max_max_loss_deviation
+    runs = figure5_sgd.runs
 
     def mean_distance(batch: int) -> float:
-        return float(np.mean([r["max_param_distance"] for r in runs if r["batch_size"] == batch]))
+        return float(np.mean([r.max_param_distance for r in runs if r.batch_size == batch]))
 
     assert mean_distance(64) > 1.5 * mean_distance(1024)  # the noise shows more in θ than in the loss
     # ... and the table shows it: one line per (lr, batch) with the mean and the band over seeds
-    table = format_summary(public(figure5_sgd))
+    table = format_summary(figure5_sgd.to_dict())
     lines = {b: next(line for line in table.splitlines() if f"batch={b}:" in line) for b in (64, 1024)}
     for batch, line in lines.items():
-        assert f"{groups[batch]['mean_max_loss_deviation']:.3g}" in line and "over 2 seeds" in line
+        assert f"{groups[batch].mean_max_loss_deviation:.3g}" in line and "over 2 seeds" in line
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,47 +173,48 @@ DIVERGING = {"init.kind": "gaussian", "init.scale": 1.0, "flow.t_max": 1600.0}
 
 
 @pytest.fixture(scope="module")
-def diverging(tmp_path_factory) -> tuple[dict, Path, str]:
+def diverging(tmp_path_factory) -> tuple[Comparison, Path, str]:
     out = tmp_path_factory.mktemp("diverging") / "cmp"
     config = resolve_config("tiny", overrides=DIVERGING)
     spec = CompareSpec(lrs=(5.0, 0.5), optimizers=("gd", "sgd"), batch_sizes=(16,), seeds=2)
+    result = compare(config, spec)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = run_compare(config, spec, out, quiet=True)
+        save_comparison(result, out)
     return result, out, printed.getvalue()
 
 
 def test_diverging_lr_is_reported_with_its_step(diverging):
     result, _, _ = diverging
     runs = by_name(result)
-    bound = result["flow"]["stable_lr_bound"]
+    bound = result.stable_lr_bound
     assert 0.5 < bound < 5.0  # lr 5 is beyond 2/λ_max, lr 0.5 inside
     for name in ("gd_lr5", "sgd_lr5_b16_s0", "sgd_lr5_b16_s1"):
         run = runs[name]
-        assert run["diverged"] is True and run["status"] == "nonfinite"
-        assert isinstance(run["status_step"], int) and 0 < run["status_step"] < run["steps"] + 1
-        assert run["status_time"] == pytest.approx(run["status_step"] * 5.0)
-        assert run["lr_times_sharpness"] > 2 and run["predicted_stable"] is False
-        if run["optimizer"] == "gd":
-            assert run["max_loss_deviation_modified"] is None  # no modified flow beyond the margin
-        traj = run["_trajectory"]
-        assert traj.t[-1] < run["status_time"] and np.all(np.isfinite(traj.loss))  # the finite part is kept
-    assert runs["gd_lr5"]["status_step"] == 302
-    assert runs["gd_lr5"]["first_loss_increase_step"] == 1  # it left the flow long before overflowing
+        assert run.diverged is True and run.status == "nonfinite"
+        assert isinstance(run.status_step, int) and 0 < run.status_step < run.steps + 1
+        assert run.status_time == pytest.approx(run.status_step * 5.0)
+        assert run.lr_times_sharpness > 2 and run.predicted_stable is False
+        if run.optimizer == "gd":
+            assert run.max_loss_deviation_modified is None  # no modified flow beyond the margin
+        traj = run.trajectory
+        assert traj.t[-1] < run.status_time and np.all(np.isfinite(traj.loss))  # the finite part is kept
+    assert runs["gd_lr5"].status_step == 302
+    assert runs["gd_lr5"].first_loss_increase_step == 1  # it left the flow long before overflowing
     # the seeds of SGD overflow at different steps: each keeps its own
-    assert runs["sgd_lr5_b16_s0"]["status_step"] != runs["sgd_lr5_b16_s1"]["status_step"]
+    assert runs["sgd_lr5_b16_s0"].status_step != runs["sgd_lr5_b16_s1"].status_step
     for name in ("gd_lr0.5", "sgd_lr0.5_b16_s0", "sgd_lr0.5_b16_s1"):
         run = runs[name]
-        assert run["status"] == "ok" and run["diverged"] is False and run["steps"] == 3200
-        assert run["predicted_stable"] and math.isfinite(run["max_loss_deviation"])
-        assert run["_trajectory"].t[-1] == pytest.approx(1600.0)
+        assert run.status == "ok" and run.diverged is False and run.steps == 3200
+        assert run.predicted_stable and math.isfinite(run.max_loss_deviation)
+        assert run.trajectory.t[-1] == pytest.approx(1600.0)
     # lr·λ_max = 1.93, at the edge of the margin: still close to the flow, but no longer second order
-    assert runs["gd_lr0.5"]["lr_times_sharpness"] < 2 and runs["gd_lr0.5"]["max_loss_deviation"] < 0.2
-    assert runs["gd_lr0.5"]["max_loss_deviation_modified"] is not None
+    assert runs["gd_lr0.5"].lr_times_sharpness < 2 and runs["gd_lr0.5"].max_loss_deviation < 0.2
+    assert runs["gd_lr0.5"].max_loss_deviation_modified is not None
     # only stable, finished GD runs enter the fit: one lr, so no order
-    assert result["orders"] == {"gd_lrs": [0.5], "gd_vs_flow": None, "gd_vs_modified_flow": None}
-    group = next(g for g in result["groups"] if g["lr"] == 5.0)
-    assert group["diverged"] == 2 and group["mean_max_loss_deviation"] is None
+    assert result.orders == Orders(gd_lrs=[0.5], gd_vs_flow=None, gd_vs_modified_flow=None)
+    group = next(g for g in result.groups if g.lr == 5.0)
+    assert group.diverged == 2 and group.mean_max_loss_deviation is None
 
 
 def test_diverging_comparison_is_saved_in_full(diverging):
@@ -223,7 +229,7 @@ def test_diverging_comparison_is_saved_in_full(diverging):
     with open(out / "compare.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     for name, run in by_name(result).items():
-        assert sum(r["run"] == name for r in rows) == len(run["_trajectory"].t)
+        assert sum(r["run"] == name for r in rows) == len(run.trajectory.t)
     # the summary line names the status and the step
     line = next(line for line in printed.splitlines() if line.strip().startswith("gd_lr5 "))
     assert "nonfinite@302" in line
@@ -232,7 +238,7 @@ def test_diverging_comparison_is_saved_in_full(diverging):
 
 def test_flow_without_stage_boundary_still_plots(diverging, tmp_path):
     result, _, _ = diverging
-    assert result["flow"]["stages"]["transitions"] == []  # a Gaussian init of scale 1: no plateau
+    assert result.flow_stages.transitions == []  # a Gaussian init of scale 1: no plateau
     plot_comparison(result, tmp_path)
     assert all((tmp_path / name).stat().st_size > 10_000 for name in FIGURES)
 
@@ -346,6 +352,33 @@ def test_cli_compare_bad_input_exits_2_with_one_line(extra, flag, tmp_path, caps
     assert not out.exists() and list((tmp_path / "runs").iterdir()) == []
 
 
+@pytest.mark.parametrize("below", [False, True], ids=["out-is-a-file", "out-below-a-file"])
+def test_cli_compare_refuses_an_out_path_before_running(below, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "cmp" if below else tmp_path / "file"
+
+    def never(*args, **kwargs):
+        raise AssertionError("compare ran although --out was refused")
+
+    monkeypatch.setattr(compare_command, "compare", never)
+    assert main(["compare", "--preset", "tiny", "--out", str(out), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip("\n").splitlines()
+    assert len(lines) == 1 and "--out" in lines[0] and str(out) in lines[0]
+
+
+def test_cli_compare_run_error_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    def stopped(*args, **kwargs):
+        raise RunError("flow stopped early (nonfinite at t = 12.5): the discrete runs have no reference")
+
+    monkeypatch.setattr(compare_command, "compare", stopped)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--preset", "tiny", "--out", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip("\n").splitlines()
+    assert len(lines) == 1 and "flow stopped early" in lines[0] and "Traceback" not in captured.err
+    assert not out.exists()
+
+
 def test_compare_spec_rejects_bad_values():
     with pytest.raises(ConfigError, match="--lrs"):
         CompareSpec(lrs=(0.1, float("nan")))
@@ -365,13 +398,13 @@ def test_figures_with_all_optimizers(tmp_path):
     spec = CompareSpec(lrs=(0.4, 0.2), optimizers=("gd", "sgd", "adam"), batch_sizes=(32, 128), seeds=2,
                        sharpness_points=8)
     result = compare(config, spec)
-    assert len(result["runs"]) == 2 + 2 * 2 * 2 + 2 * 2
-    assert {g["optimizer"] for g in result["groups"]} == {"sgd", "adam"}
+    assert len(result.runs) == 2 + 2 * 2 * 2 + 2 * 2
+    assert {g.optimizer for g in result.groups} == {"sgd", "adam"}
     plot_comparison(result, tmp_path)
     for name in FIGURES:
         assert (tmp_path / name).stat().st_size > 10_000
     rows = tidy_rows(result)
-    expected = len(result["flow"]["_trajectory"].t) + sum(len(r["_trajectory"].t) for r in result["runs"])
+    expected = len(result.flow.t) + sum(len(r.trajectory.t) for r in result.runs)
     assert len(rows) == expected
 
 

@@ -1,7 +1,7 @@
-"""Curvature from Hessian-vector products (issue 4 items 2–3): the Lanczos sharpness against the largest
+"""Curvature from Hessian-vector products: the Lanczos sharpness against the largest
 eigenvalue of a dense Hessian, the Hessian-vector product against finite differences of the gradient, GD's
 modified-flow field against −P g − (η/2) P H P g with a dense H, and the sharpness at θ ≈ 0 against the
-first-order theory's σ_r (DESIGN §4).
+first-order theory's σ_r (docs/design.md §4).
 
 Small configurations only: dense Hessians are built here to check the engine, which never builds one.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.theory import escape_rates
+from analysis.stages import escape_rates
 from dynamics.config import resolve_config
 from dynamics.curvature import sharpness
 from dynamics.fields import gradient_field, modified_gradient_field

@@ -1,4 +1,4 @@
-"""The flow engine (DESIGN §4) against closed-form solutions, independent of the project's models.
+"""The flow engine (docs/design.md §4) against closed-form solutions, independent of the project's models.
 
 * Saxe et al.'s two-layer linear network: with whitened inputs and a balanced, aligned small
   initialisation every singular mode follows a logistic curve in closed form.
@@ -162,7 +162,7 @@ def test_step_budget_gives_max_steps():
     assert result.status_time is not None and 0 < result.status_time < 100.0
     assert "max_steps" in result.message
     assert len(result.t) < len(grid)
-    # The trajectory up to the failure is kept (DESIGN §4; integrate_flow's docstring): every grid point
+    # The trajectory up to the failure is kept (integrate_flow's docstring): every grid point
     # that the accepted steps passed before the budget ran out.
     reached = grid[grid <= result.status_time]
     assert len(reached) > 1  # the five steps pass several grid points of this log grid

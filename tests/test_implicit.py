@@ -188,9 +188,10 @@ def test_auto_switches_to_cvode_when_the_flow_turns_stiff_for_long():
 def test_plateau_stiffness_is_a_block_of_r_times_d_minus_1_modes(subjects, relations, answers, t):
     """What makes the plateau stiff, measured on the dense Jacobian J = −PH of a random table between its
     two escapes: exactly R(D−1) eigenvalues in [−ρ, −ρ/10] (each relation's answers, pinned to uniform),
-    a gap of more than 10× below them, and S growing subject modes, the fastest at DESIGN §4's σ_s. The
-    stiffness ratio ρ/σ_s (> 30 here) is what bounds every explicit step (README, Stiff flows)."""
-    from analysis.theory import escape_rates
+    a gap of more than 10× below them, and S growing subject modes, the fastest at the theory's σ_s
+    (docs/design.md §4). The stiffness ratio ρ/σ_s (> 30 here) is what bounds every explicit step
+    (docs/stiff-flows.md)."""
+    from analysis.stages import escape_rates
     from dynamics import FactTask, build_model, make_objective
 
     config = resolve_config("figure5", overrides={

@@ -90,7 +90,7 @@ def test_fit_statuses():
 
 # --- the transformer ----------------------------------------------------------------------------------
 def explicit_logits(model: TransformerModel, theta: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-    """Per-position computation on token sequences (B, T), written from DESIGN §3.3 without counts."""
+    """Per-position computation on token sequences (B, T), written from docs/design.md §3.3 without counts."""
     w = model.blocks(theta)
     X = model.E[seq]  # (B, T, d)
     out = []

@@ -1,4 +1,4 @@
-"""Models, task and config against independent computations (DESIGN §2–§4).
+"""Models, task and config against independent computations (docs/design.md §2–§4).
 
 Every check compares the code with something computed here from the mathematics: central finite
 differences, an exact enumeration of all token sequences, Monte-Carlo averages over sampled sequences,
@@ -215,7 +215,7 @@ def test_population_loss_equals_exact_enumeration(attention, noise, length, coun
 @pytest.mark.parametrize("attention", ["linear", "softmax"])
 def test_sequence_logits_match_position_by_position_computation(attention):
     """The count representation of ``sequence_logits`` against logits written from explicit sequences:
-    per token for the reduced models, from the matrices of DESIGN §3.2 for the embedded ones."""
+    per token for the reduced models, from the matrices of docs/design.md §3.2 for the embedded ones."""
     task = small_task(seq_len=7)
     seqs = task.sample_sequences(50, torch.Generator().manual_seed(3))
     counts = torch.nn.functional.one_hot(seqs, task.vocab_size).sum(1).to(torch.float64)

@@ -1,4 +1,4 @@
-"""Figure 5 of REFERENCE.md by exact gradient flow, and GD's first-order convergence to the flow."""
+"""The paper's Figure 5 by exact gradient flow, and GD's first-order convergence to the flow."""
 
 import math
 
@@ -36,7 +36,7 @@ def test_figure5_levels(figure5_flow):
 
 
 def test_figure5_sgd_tracks_flow(figure5_flow):
-    """The paper's SGD (lr 0.1, batch 1024) on the full model stays near the flow (REFERENCE: ~0.02)."""
+    """The paper's SGD (lr 0.1, batch 1024) on the full model stays near the flow (paper: ~0.02)."""
     config = resolve_config("figure5", overrides={"train.steps": 4000})
     sgd = run_training(config)
     assert sgd.info.status == "ok"

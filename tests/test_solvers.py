@@ -75,7 +75,8 @@ def test_cost_adds_up_and_round_trips():
     a = Cost(function_evals=3, hvp_evals=1, accepted_steps=2, wall_seconds=0.5)
     b = Cost(function_evals=4, rejected_steps=1, wall_seconds=0.25)
     total = a + b
-    assert (total.function_evals, total.hvp_evals, total.rejected_steps, total.wall_seconds) == (7, 1, 1, 0.75)
+    assert (total.function_evals, total.hvp_evals, total.rejected_steps) == (7, 1, 1)
+    assert total.wall_seconds == 0.75
     assert Cost.from_dict(json.loads(json.dumps(total.to_dict()))) == total
 
 

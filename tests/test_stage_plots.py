@@ -1,4 +1,4 @@
-"""Stage figures (issue 3 item 5): every function writes a real PNG from a Trajectory and plain data."""
+"""Stage figures (docs/design.md §5): every function writes a real PNG from a Trajectory and plain data."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.plots import plot_losses
-from analysis.stage_plots import (
+from analysis.stages import (
     fact_order,
     plot_fact_fractions,
     plot_fact_heatmap,
+    plot_losses,
     plot_stage_losses,
     predicted_times,
+    theory_for,
 )
-from analysis.theory import theory_for
 from dynamics import FactTask, resolve_config, run_flow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

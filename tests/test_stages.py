@@ -1,4 +1,4 @@
-"""Stage detection (issue 3, DESIGN §5): acceptance on real runs, properties on synthetic curves, the CLI.
+"""Stage detection (docs/design.md §5): acceptance on real runs, properties on synthetic curves, the CLI.
 
 Real runs: the figure5 flow and its SGD run, a random table (S=64, R=8), a subjects-first table (S=2,
 R=32), overlapping escapes (S=4, R=16), D=1 and a large initialisation. Synthetic trajectories: a
@@ -19,9 +19,6 @@ import pytest
 
 from analysis.cli import main
 from analysis.stages import (
-    HALLUCINATING,
-    RECALLED,
-    UNINFORMED,
     crossing_time,
     detect_fact_stages,
     detect_stages,
@@ -29,7 +26,7 @@ from analysis.stages import (
     running_median,
 )
 from dynamics import resolve_config, run_flow, run_training
-from dynamics.trajectory import Trajectory
+from dynamics.trajectory import FactClass, Trajectory
 
 LOG8 = math.log(8)
 BOUNDARY_RTOL = 0.05
@@ -283,9 +280,9 @@ def test_fact_times_on_known_sigmoids():
     ln_t = ln_t[:, None, None]
     between = (ln_t > nu + 1) & (ln_t < mu - 1)
     assert between.sum(0).min() >= 10
-    assert (facts.state[between] == HALLUCINATING).all()
-    assert (facts.state[ln_t < nu - 1] == UNINFORMED).all()
-    assert (facts.state[ln_t > mu + 1] == RECALLED).all()
+    assert (facts.state[between] == FactClass.HALLUCINATING).all()
+    assert (facts.state[ln_t < nu - 1] == FactClass.UNINFORMED).all()
+    assert (facts.state[ln_t > mu + 1] == FactClass.RECALLED).all()
 
 
 def test_fact_never_learned_gets_nan():
@@ -307,8 +304,8 @@ def test_fact_falling_back_from_recall_enters_hallucination_when_it_leaves_recal
     p_correct = np.array([0.03, 0.05, 0.6, 0.61, 0.45, 0.4, 0.9, 0.99])
     traj = synthetic(-np.log(p_correct), -np.log(p_relation), np.zeros(len(t)), t=t)
     states = fact_states(traj)[:, 0, 0]
-    assert list(states) == [UNINFORMED, UNINFORMED, RECALLED, RECALLED, HALLUCINATING, HALLUCINATING,
-                            RECALLED, RECALLED]
+    U, H, R = FactClass.UNINFORMED, FactClass.HALLUCINATING, FactClass.RECALLED
+    assert list(states) == [U, U, R, R, H, H, R, R]
     facts = detect_fact_stages(traj)
     enter = float(facts.enter_hallucination[0, 0])
     assert 4.0 <= enter <= 8.0, f"enter_hallucination = {enter}, outside [4, 8] where the fact falls back"
@@ -401,9 +398,9 @@ def test_figure5_sgd_stages_match_the_flow(figure5_flow, figure5_sgd):
 def test_figure5_every_fact_hallucinates_at_300_and_is_recalled_at_800():
     traj = run_flow(resolve_config("figure5"), times=np.array([0.0, 300.0, 800.0]))
     states = fact_states(traj)
-    assert (states[0] == UNINFORMED).all()
-    assert (states[1] == HALLUCINATING).all()
-    assert (states[2] == RECALLED).all()
+    assert (states[0] == FactClass.UNINFORMED).all()
+    assert (states[1] == FactClass.HALLUCINATING).all()
+    assert (states[2] == FactClass.RECALLED).all()
 
 
 def test_figure5_fact_stages(figure5_flow):
@@ -456,7 +453,8 @@ def test_overlapping_escapes_report_only_real_plateaus():
     traj = run_flow(config)
     report = detect_stages(traj)
     assert "subject_first" not in report.names, report.summary()
-    assert "marginal" in report.names, report.summary()  # DESIGN §4: a plateau near H(A) from ~70 to 190
+    # docs/design.md §4.6: the unbalanced table's marginal is learned first, a plateau near H(A) ~70 to 190
+    assert "marginal" in report.names, report.summary()
     assert report.names[0] == "init" and report.names[-1] == "recall"
     assert_real_plateaus(traj, report)
 
@@ -479,7 +477,8 @@ def test_fact_at_chance_relation_mass_is_not_hallucinating():
     uniform = np.abs(traj.loss - traj.levels["log|A|"]) < 1e-6
     assert uniform.sum() >= 5
     states = fact_states(traj)[uniform]
-    assert (states == UNINFORMED).all(), f"{(states == HALLUCINATING).mean():.0%} hallucinating at chance"
+    hallucinating = (states == FactClass.HALLUCINATING).mean()
+    assert (states == FactClass.UNINFORMED).all(), f"{hallucinating:.0%} hallucinating at chance"
 
 
 # --- the CLI --------------------------------------------------------------------------------------------

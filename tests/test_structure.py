@@ -117,7 +117,9 @@ def test_every_cited_section_is_a_heading_of_the_design_document():
 
 
 def test_no_reference_to_documents_outside_the_repository():
-    pattern = re.compile(r"DESIGN|REFERENCE\.md|\bissue \d|shared/")
+    # spelled in pieces so that this line does not match itself
+    pieces = ["DES" + "IGN", "REFER" + r"ENCE\.md", r"\bis" + r"sue \d", "sha" + "red/"]
+    pattern = re.compile("|".join(pieces))
     for path in _text_files():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not pattern.search(line), f"{path.relative_to(ROOT)}:{number}: {line.strip()}"

@@ -1,4 +1,4 @@
-"""Sweeps (issue 5): grid parsing, batching plan, resume, kill safety, failed points, batched = unbatched,
+"""Sweeps: grid parsing, batching plan, resume, kill safety, failed points, batched = unbatched,
 the dask backend, the acceptance phase diagrams against the first-order theory, and the CLI contract.
 
 Short flows throughout: Figure 5 with 64 record points and ``flow.t_max`` = 1000, which covers both escapes
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import sweep_plots
 from analysis.cli import main
+from analysis.stages import escape_rates, relation_first
 from analysis.sweep import (
     MAX_BATCH,
     SweepDirectory,
@@ -33,7 +33,7 @@ from analysis.sweep import (
     point_id,
     run_sweep,
 )
-from analysis.theory import escape_rates, relation_first
+from analysis.sweep import plots as sweep_plots
 from dynamics.config import ConfigError, resolve_config
 
 SHORT = {"flow.points": 64, "flow.t_max": 1000.0}
@@ -238,6 +238,17 @@ def test_a_sweep_written_before_a_config_key_was_added_still_resumes(tmp_path):
     (out / "sweep.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="different base config"):
         run_sweep(base, grid, out)
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["out-is-a-file", "out-below-a-file"])
+def test_cli_sweep_refuses_an_out_path_that_cannot_be_a_directory(below, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "sweep" if below else tmp_path / "file"
+    code = main(["sweep", "--preset", "tiny", "--grid", "init.scale=1e-3", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    lines = captured.err.strip("\n").splitlines()
+    assert code == 2 and len(lines) == 1 and "--out" in lines[0] and "Traceback" not in captured.err
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_a_non_empty_directory_without_a_sweep_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""First-order theory (DESIGN §4 "Linearised escape times", issue 3 item 4).
+"""First-order theory (docs/design.md §4.6, §5.3: the linearised escape times).
 
 The rates are checked three ways: against the numbers of the formula worked by hand, against the spectrum
 of the flow field's Jacobian at θ = 0 (an independent linearisation of the real engine), and against the
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.theory import (
-    compare,
+from analysis.stages import (
+    compare_times,
     escape_rates,
     marginal_signal,
     measured_times,
@@ -57,7 +57,7 @@ def test_figure5_predictions_match_the_hand_computation():
     sigma_r = 0.25 * math.sqrt(3 / 32)
     sigma_s = math.sqrt(7 / 32) / 16
     t_R, t_S = math.log(1e5) / sigma_r, math.log(1e5) / sigma_s
-    # DESIGN §4 quotes 150 and 394
+    # docs/design.md §5.3 quotes 150.4 and 393.9
     assert t_R == pytest.approx(150.4, abs=0.05) and t_S == pytest.approx(393.85, abs=0.05)
     assert escape_rates(16, 4, 8) == pytest.approx((sigma_r, sigma_s), rel=1e-12)
     theory = theory_of(resolve_config("figure5"))
@@ -92,7 +92,7 @@ def test_subjects_first_on_a_balanced_table():
     assert theory["t_S"] < theory["t_R"]
     measured = measured_times(run_flow(config))
     assert measured["t_subject"] < measured["t_relation"]
-    ratios = compare(theory, measured)
+    ratios = compare_times(theory, measured)
     assert 1 / 1.5 < ratios["relation_ratio"] < 1.5 and 1 / 1.5 < ratios["subject_ratio"] < 1.5
 
 
@@ -116,7 +116,7 @@ def test_each_failing_assumption_is_named_and_gives_no_number(overrides, needle)
     assert any(needle in reason for reason in theory["reasons"]), theory["reasons"]
     for key in NUMERIC:
         assert theory[key] is None, key
-    assert compare(theory, {"t_relation": 170.0, "t_subject": 440.0})["relation_ratio"] is None
+    assert compare_times(theory, {"t_relation": 170.0, "t_subject": 440.0})["relation_ratio"] is None
     json.dumps(theory)
 
 
@@ -220,7 +220,7 @@ def test_figure5_measured_times_within_a_factor_1p5(figure5_flow):
     measured = measured_times(figure5_flow)
     assert measured["t_relation"] == pytest.approx(170, rel=0.1)
     assert measured["t_subject"] == pytest.approx(440, rel=0.1)
-    ratios = compare(theory, measured)
+    ratios = compare_times(theory, measured)
     assert ratios["relation_ratio"] == pytest.approx(measured["t_relation"] / theory["t_R"])
     assert ratios["subject_ratio"] == pytest.approx(measured["t_subject"] / theory["t_S"])
     for key in ("relation_ratio", "subject_ratio"):
@@ -242,7 +242,7 @@ def test_midpoint_crossing_interpolates_in_log_t():
 
 def test_compare_with_a_nan_measurement_is_none():
     theory = theory_of(resolve_config("figure5"))
-    out = compare(theory, {"t_relation": float("nan"), "t_subject": 400.0})
+    out = compare_times(theory, {"t_relation": float("nan"), "t_subject": 400.0})
     assert out["relation_ratio"] is None and out["t_relation"] is None
     assert out["subject_ratio"] == pytest.approx(400.0 / theory["t_S"])
     json.dumps(out, allow_nan=False)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 
-from dynamics.config import ConfigError
+from dynamics.errors import ConfigError
 
-from .theory import relation_first
+from ..plotting import figure, save
+from ..stages import relation_first
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
     """Rows of a ``results.csv`` as dicts of strings."""
-    import csv
-
     if not path.is_file():
         raise ConfigError(f"DIR={str(path.parent)!r}: has no results.csv; allowed: a sweep directory")
     with path.open(newline="") as handle:
@@ -53,7 +52,7 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
     for r in rows:
         cell = labels.index(r[value]) if categorical else _number(r[value])
         grid[ys.index(r[y]), xs.index(r[x])] = cell
-    fig = Figure(figsize=(1.2 + 0.75 * len(xs), 1.0 + 0.55 * len(ys)), layout="constrained")
+    fig = figure(1.2 + 0.75 * len(xs), 1.0 + 0.55 * len(ys))
     ax = fig.subplots()
     finite = grid[np.isfinite(grid)]
     norm = None
@@ -73,7 +72,7 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
     if {x, y} == {"task.subjects", "task.relations"}:
         _theory_boundary(ax, rows, xs, ys, x, y)
     ax.set_title(value if not empty else f"{value}: no value at any grid point", fontsize=10)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def _theory_boundary(ax, rows, xs, ys, x, y) -> None:
@@ -110,7 +109,7 @@ def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path
     if rows and not columns:
         raise ConfigError(f"--value={values[0]!r}: not a numeric column, so it has no line plot; allowed: "
                           "a numeric column, or give --y for a heatmap")
-    fig = Figure(figsize=(4.2 * max(len(columns), 1), 3.4), layout="constrained")
+    fig = figure(4.2 * max(len(columns), 1), 3.4)
     axes = fig.subplots(1, max(len(columns), 1), squeeze=False)[0]
     for ax, column in zip(axes, columns, strict=False):
         ys = np.array([_number(r[column]) for r in rows])
@@ -125,7 +124,7 @@ def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path
         ax.set_xlabel(x)
         ax.set_ylabel(column)
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def _short(value: str) -> str:

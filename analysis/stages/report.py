@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dynamics.config import Config, ConfigError
+from dynamics.config import Config
+from dynamics.errors import ConfigError
 from dynamics.io import atomic_write, atomic_write_json
 from dynamics.trajectory import Trajectory
 
-from .stage_plots import plot_fact_fractions, plot_fact_heatmap, plot_stage_losses
-from .stages import detect_fact_stages, detect_stages
-from .theory import compare, measured_times, theory_for
+from .detect import FactStages, detect_fact_stages, detect_stages
+from .plots import plot_fact_fractions, plot_fact_heatmap, plot_stage_losses
+from .theory import compare_times, measured_times, theory_for
 
 FIGURES = ("loss.png", "facts.png", "fractions.png")
 
@@ -28,10 +30,10 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     theory = theory_for(config, traj.facts, traj.fact_weights)
     measured = measured_times(traj)
     payload = report.to_dict()
-    payload["theory"] = {"prediction": theory, "measured": measured, "ratio": compare(theory, measured)}
-    payload["facts"] = _fact_summary(traj, facts)
+    payload["theory"] = {"prediction": theory, "measured": measured, "ratio": compare_times(theory, measured)}
+    payload["facts"] = _fact_summary(facts)
     payload["run_status"] = "ok" if traj.info is None else traj.info.status.value
-    atomic_write_json(directory / "stages.json", _finite_or_none(payload))
+    atomic_write_json(directory / "stages.json", payload)
     atomic_write(directory / "stages.npz", lambda f: np.savez_compressed(f, **facts.arrays()))
     stage_dicts = payload["stages"]
     plot_stage_losses(traj, stage_dicts, theory if theory.get("applicable") else None,
@@ -42,7 +44,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     return payload
 
 
-def _fact_summary(traj: Trajectory, facts) -> dict[str, Any]:
+def _fact_summary(facts: FactStages) -> dict[str, Any]:
     peak = int(np.argmax(facts.fraction_hallucinating))
     return {"max_fraction_hallucinating": float(facts.fraction_hallucinating[peak]),
             "t_max_fraction_hallucinating": float(facts.t[peak]),
@@ -55,17 +57,6 @@ def _fact_summary(traj: Trajectory, facts) -> dict[str, Any]:
 def _nanmedian(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(np.median(finite)) if len(finite) else None
-
-
-def _finite_or_none(value: Any) -> Any:
-    """Replace NaN and infinities by None so that ``stages.json`` is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def run_directories(path: Path) -> list[Path]:
@@ -123,8 +114,6 @@ def analyse_run_directory(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     if not path.is_file():
         raise ConfigError(f"RUN_DIR={str(path.parent)!r}: has no config.json; allowed: a run directory "
                           "written by factrecall simulate")

@@ -1,4 +1,5 @@
-"""Parameter sweeps for phase diagrams: grids of configs, each point summarised by its stages.
+"""Running a sweep for phase diagrams: every grid point summarised by its stages, into a resumable
+directory.
 
 A sweep directory holds ``sweep.json`` (the base config and the grid), ``points/<id>.json`` (one file per
 finished point, written atomically as it completes), ``results.csv`` (rebuilt atomically from the point
@@ -10,93 +11,26 @@ points are spread over worker processes (``local``) or a ``dask.distributed`` cl
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dynamics.config import Config, ConfigError
-from dynamics.io import atomic_write, atomic_write_json
+from dynamics.config import Config
+from dynamics.errors import ConfigError
+from dynamics.io import atomic_write_csv, atomic_write_json, finite_or_none
 from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
-from .stages import detect_stages
-from .theory import measured_times, relation_first, theory_for
+from ..rundir import check_output_dir
+from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_for
+from .grid import grid_points, point_id
 
 MAX_BATCH = 32
-
-
-def parse_values(key: str, text: str) -> list[Any]:
-    """Grid values of one key: ``v1,v2,...`` or a range ``start:stop:log:n`` / ``start:stop:lin:n``."""
-    if ":" in text:
-        parts = text.split(":")
-        if len(parts) != 4 or parts[2] not in ("log", "lin"):
-            raise ConfigError(f"--grid {key}={text!r}: a range must look like start:stop:log:n or "
-                              "start:stop:lin:n")
-        try:
-            start, stop, count = float(parts[0]), float(parts[1]), int(parts[3])
-        except ValueError:
-            raise ConfigError(f"--grid {key}={text!r}: start and stop must be numbers, n an integer"
-                              ) from None
-        if count < 1 or (parts[2] == "log" and (start <= 0 or stop <= 0)):
-            raise ConfigError(f"--grid {key}={text!r}: n must be >= 1 and log ranges positive")
-        values = np.geomspace(start, stop, count) if parts[2] == "log" else np.linspace(start, stop, count)
-        return [_snap(float(v)) for v in values]
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise ConfigError(f"--grid {key}={text!r}: must list at least one value")
-    return values
-
-
-def _snap(value: float) -> float:
-    """A range value within rounding error of a non-zero integer becomes that integer (as a float), so that
-    ``task.subjects=2:64:log:6`` gives 2, 4, ..., 64 instead of 3.999999999999999."""
-    nearest = round(value)
-    return float(nearest) if nearest != 0 and abs(value - nearest) <= 1e-9 * abs(value) else value
-
-
-def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
-    """``KEY=VALUES`` strings to an ordered grid; every value is validated against ``base``."""
-    grid: dict[str, list[Any]] = {}
-    for spec in specs:
-        key, sep, text = spec.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--grid={spec!r}: must look like section.key=v1,v2 or section.key=a:b:log:n")
-        if key in grid:
-            raise ConfigError(f"--grid {key}: given twice; allowed: each key once")
-        values = parse_values(key, text)
-        # validate and normalise each value through the config's own coercion
-        grid[key] = [_resolve_key(base.override({key: v}), key) for v in values]
-    if not grid:
-        raise ConfigError("--grid: at least one --grid KEY=VALUES is required")
-    return grid
-
-
-def _resolve_key(config: Config, key: str) -> Any:
-    section, _, name = key.partition(".")
-    return getattr(getattr(config, section), name) if name else getattr(config, section)
-
-
-def point_id(values: dict[str, Any]) -> str:
-    """A stable identifier of a grid point from its overrides."""
-    text = json.dumps(values, sort_keys=True)
-    return "p" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The cartesian product of the grid, in row-major order."""
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+SWEEP_ALLOWED = "a new directory or one holding a sweep of the same base config (to resume or extend)"
 
 
 @dataclass(frozen=True)
@@ -116,7 +50,7 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     measured = measured_times(flow)
     S, R, D = config.task.subjects, config.task.relations, config.task.answers_per_relation
     transitions = report.transitions
-    intermediate = [s for s in report.stages if s.name in ("marginal", "hallucination", "subject_first")]
+    intermediate = [s for s in report.stages if s.name in INTERMEDIATE]
     plateau = intermediate[-1] if intermediate else None
     # the crossings are taken at the midpoint to the curve's last value: meaningless for a run cut short
     t_rel, t_sub = ((measured["t_relation"], measured["t_subject"]) if flow.info.ok
@@ -144,7 +78,7 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     if train is not None:
         row.update({"train_status": train.info.status.value, "train_final_loss": train.final_loss,
                     "train_stages": " > ".join(detect_stages(train).names)})
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return finite_or_none(row)
 
 
 def run_group(base: dict[str, Any], points: list[dict[str, Any]], options: SweepOptions
@@ -201,15 +135,16 @@ class SweepDirectory:
 
     def claim(self, base: Config, grid: dict[str, list[Any]]) -> None:
         """Create the directory, or check that it holds a sweep of the same base config."""
+        check_output_dir(self.path, SWEEP_ALLOWED)
         manifest = self.path / "sweep.json"
         if manifest.is_file():
             held = json.loads(manifest.read_text())
             if _normalised(held.get("base")) != json.loads(json.dumps(base.to_dict())):
                 raise ConfigError(f"--out={str(self.path)!r}: holds a sweep of a different base config; "
-                                  "allowed: a new directory or the same base config (to resume or extend)")
+                                  f"allowed: {SWEEP_ALLOWED}")
         elif self.path.exists() and any(self.path.iterdir()):
-            raise ConfigError(f"--out={str(self.path)!r}: is not empty and holds no sweep; allowed: a new "
-                              "directory or one holding a sweep of the same base config")
+            raise ConfigError(f"--out={str(self.path)!r}: is not empty and holds no sweep; allowed: "
+                              f"{SWEEP_ALLOWED}")
         self.points_dir.mkdir(parents=True, exist_ok=True)
         grids = json.loads(manifest.read_text()).get("grids", []) if manifest.is_file() else []
         if grid not in grids:
@@ -236,16 +171,8 @@ class SweepDirectory:
     def write_results(self) -> None:
         """Rebuild ``results.csv`` from the point files (atomically)."""
         rows = self.rows()
-        if not rows:
-            return
-        columns: list[str] = []
-        for row in rows:
-            columns += [k for k in row if k not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.path / "results.csv", lambda f: f.write(buffer.getvalue().encode()))
+        if rows:
+            atomic_write_csv(self.path / "results.csv", rows)
 
 
 def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: SweepOptions = SweepOptions(),

@@ -1,4 +1,4 @@
-"""Automatic stage detection on trajectories (DESIGN §5). Reads ``Trajectory`` records only.
+"""Automatic stage detection on trajectories (docs/design.md §5). Reads ``Trajectory`` records only.
 
 **Aggregate stages.** A stage is an interval of log t on which the loss sits on a plateau whose level
 matches a reference entropy of the run's own table (``Trajectory.levels``):
@@ -16,9 +16,11 @@ candidate, so a curve without an intermediate plateau gets none. The boundary be
 stages is where the smoothed loss crosses the midpoint of their levels.
 
 **Per-fact stages.** A fact is *recalled* when p(a*) > 1/2, *hallucinating* when not recalled but its
-relation mass p(A_r) > 1/2, *uninformed* otherwise. Per fact: the times it enters and leaves the
+relation mass p(A_r) is above :func:`relation_threshold` (1/2 when R > 2), *uninformed* otherwise (the
+three :class:`~dynamics.trajectory.FactClass` values). Per fact: the times it enters and leaves the
 hallucinating state, the time it is recalled, and a learning time from a sigmoid fit in log t:
-logit p(a*) ≈ (log t − μ)/w by least squares over the points with p(a*) in [0.1, 0.9]; learning time e^μ.
+logit p(a*) ≈ (log t − μ)/w by least squares over the steep rise through p(a*) = 1/2 (within
+[0.05, 0.95], see ``_sigmoid_fit``); learning time e^μ.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from dynamics.trajectory import Trajectory
+from dynamics.trajectory import FactClass, Trajectory
 
 STAGE_LEVELS = {"init": "log|A|", "marginal": "H(A)", "hallucination": "H(A|R)",
                 "subject_first": "H(A|S)", "recall": "0"}
 INTERMEDIATE = ("marginal", "hallucination", "subject_first")
-UNINFORMED, HALLUCINATING, RECALLED = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class FactStages:
     """Per-fact stage times (S, R) (NaN where never) and the fractions of facts in each state (K,)."""
 
     t: np.ndarray
-    state: np.ndarray  # (K, S, R): 0 uninformed, 1 hallucinating, 2 recalled
+    state: np.ndarray  # (K, S, R): FactClass values (uninformed, hallucinating, recalled)
     enter_hallucination: np.ndarray
     leave_hallucination: np.ndarray
     recall_time: np.ndarray
@@ -265,10 +266,12 @@ def relation_threshold(R: int) -> float:
 
 
 def fact_states(traj: Trajectory) -> np.ndarray:
-    """(K, S, R) state of every fact at every time: uninformed, hallucinating or recalled."""
+    """(K, S, R) state of every fact at every time: uninformed, hallucinating or recalled, as
+    :class:`~dynamics.trajectory.FactClass` values (int8)."""
     recalled = traj.p_correct > 0.5
     hallucinating = ~recalled & (traj.p_relation > relation_threshold(traj.facts.shape[1]))
-    return np.where(recalled, RECALLED, np.where(hallucinating, HALLUCINATING, UNINFORMED)).astype(np.int8)
+    return np.where(recalled, FactClass.RECALLED,
+                    np.where(hallucinating, FactClass.HALLUCINATING, FactClass.UNINFORMED)).astype(np.int8)
 
 
 def detect_fact_stages(traj: Trajectory) -> FactStages:
@@ -283,15 +286,15 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
     for s in range(S):
         for r in range(R):
             column = state[:, s, r]
-            halluc = np.nonzero(column == HALLUCINATING)[0]
+            halluc = np.nonzero(column == FactClass.HALLUCINATING)[0]
             if len(halluc):
                 first = int(halluc[0])
                 enter[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, max(first - 1, 0), False)
-                after = np.nonzero(column[first:] != HALLUCINATING)[0]
+                after = np.nonzero(column[first:] != FactClass.HALLUCINATING)[0]
                 if len(after):
                     i = first + int(after[0])
                     # leaving means recalled (p(a*) rises past 1/2) or uninformed again (p(A_r) falls)
-                    if column[i] == RECALLED:
+                    if column[i] == FactClass.RECALLED:
                         leave[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, i - 1, downward=False)
                     else:
                         leave[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, i - 1, downward=True)
@@ -300,9 +303,9 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
     flat = state.reshape(K, -1)
     return FactStages(t=t.copy(), state=state, enter_hallucination=enter, leave_hallucination=leave,
                       recall_time=recall, learning_time=learning_time, learning_width=width,
-                      fraction_uninformed=(flat == UNINFORMED).mean(1),
-                      fraction_hallucinating=(flat == HALLUCINATING).mean(1),
-                      fraction_recalled=(flat == RECALLED).mean(1))
+                      fraction_uninformed=(flat == FactClass.UNINFORMED).mean(1),
+                      fraction_hallucinating=(flat == FactClass.HALLUCINATING).mean(1),
+                      fraction_recalled=(flat == FactClass.RECALLED).mean(1))
 
 
 def _sigmoid_fit(t: np.ndarray, p: np.ndarray, recall_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,5 @@
-"""Figures of a comparison of the flow with discrete training (issue 4 item 4), from the dict that
-:func:`analysis.compare.compare` returns (its private ``_trajectory`` and ``_series`` entries included).
-matplotlib's object API only (no pyplot state).
+"""Figures of a comparison of the flow with discrete training, from the :class:`Comparison` that
+:func:`analysis.compare.compare` returns.
 
 - ``compare_loss.png``: the flow's loss (solid black) and the discrete runs' over log t, one column per
   optimizer, the flow's stages shaded; below, each run's |L_run − L_flow| on log axes;
@@ -14,15 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .plots import _shade_stages
+from ..plotting import figure, save, shade_stages, time_window
+from .compute import ComparedRun, Comparison
 
 FIGURES = ("compare_loss.png", "compare_order.png", "compare_stage_shift.png", "compare_sharpness.png")
 OPTIMIZER_NAMES = {"gd": "GD (full batch)", "sgd": "SGD (online)", "adam": "Adam"}
@@ -30,7 +30,7 @@ BOUNDARY_MARKERS = ("o", "s", "^", "D", "v", "P")
 BATCH_STYLES = ("-", (0, (5, 2)), (0, (2, 1.5)), (0, (6, 2, 1, 2)), (0, (1, 1)))
 
 
-def plot_comparison(result: Mapping[str, Any], directory: Path) -> None:
+def plot_comparison(result: Comparison, directory: Path) -> None:
     """Write the four figures of :data:`FIGURES` into ``directory``."""
     directory = Path(directory)
     plot_loss_curves(result, directory / "compare_loss.png")
@@ -51,36 +51,29 @@ def _lr_colors(lrs: Iterable[float]) -> dict[float, Any]:
     return {lr: cmap(0.05 + 0.8 * i / (len(ordered) - 1)) for i, lr in enumerate(ordered)}
 
 
-def _flow_window(result: Mapping[str, Any]) -> tuple[float, float]:
-    """The x range of every log-t panel: at most three decades below the flow's last time (as loss.png)."""
-    t = np.asarray(result["flow"]["_trajectory"].t, dtype=np.float64)
-    positive = t[t > 0]
-    if not len(positive):
-        return 1e-2, 1.0
-    return max(float(positive[0]), float(positive[-1]) * 1e-3), float(positive[-1]) * 1.05
+def _flow_stages(result: Comparison) -> list[Mapping[str, Any]]:
+    """The flow's stages as the dicts :func:`analysis.plotting.shade_stages` draws."""
+    return [asdict(stage) for stage in result.flow_stages.stages]
 
 
-def _flow_stages(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(result["flow"]["stages"].get("stages", []))
-
-
-def _settings(runs: Sequence[Mapping[str, Any]], optimizer: str) -> dict[tuple[float, int | None], list]:
+def _settings(runs: Sequence[ComparedRun], optimizer: str
+              ) -> dict[tuple[float, int | None], list[ComparedRun]]:
     """The runs of one optimizer grouped by (lr, batch size), in the order they were planned."""
-    groups: dict[tuple[float, int | None], list] = {}
+    groups: dict[tuple[float, int | None], list[ComparedRun]] = {}
     for run in runs:
-        if run["optimizer"] == optimizer:
-            groups.setdefault((float(run["lr"]), run["batch_size"]), []).append(run)
+        if run.optimizer == optimizer:
+            groups.setdefault((float(run.lr), run.batch_size), []).append(run)
     return groups
 
 
-def _seed_band(members: Sequence[Mapping[str, Any]], field: str = "loss"
+def _seed_band(members: Sequence[ComparedRun], field: str = "loss"
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(t, mean, min, max) over the seeds of one setting, on their common time grid.
 
     Seeds share their record steps; a seed that diverged stops early, so the band covers the prefix every
     seed reached, and the seeds still running carry it on alone afterwards (never averaging in a gap).
     """
-    trajs = [m["_trajectory"] for m in members]
+    trajs = [m.trajectory for m in members]
     longest = max(trajs, key=lambda tr: len(tr.t))
     t = np.asarray(longest.t, dtype=np.float64)
     stacked = np.full((len(trajs), len(t)), np.nan)
@@ -96,22 +89,22 @@ def _seed_band(members: Sequence[Mapping[str, Any]], field: str = "loss"
     return t, mean, low, high
 
 
-def _setting_deviation(members: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+def _setting_deviation(members: Sequence[ComparedRun]) -> tuple[np.ndarray, np.ndarray]:
     """(t, mean over seeds of |L_run − L_flow|) on the common grid."""
-    trajs = [m["_trajectory"] for m in members]
+    trajs = [m.trajectory for m in members]
     t = np.asarray(max(trajs, key=lambda tr: len(tr.t)).t, dtype=np.float64)
     stacked = np.full((len(members), len(t)), np.nan)
     for i, m in enumerate(members):
-        dev = np.asarray(m["_series"]["loss_deviation"], dtype=np.float64)
+        dev = np.asarray(m.loss_deviation, dtype=np.float64)
         stacked[i, :len(dev)] = dev[:len(t)]
     with np.errstate(all="ignore"):
         return t, np.nanmean(stacked, axis=0)
 
 
-def _ceiling(result: Mapping[str, Any]) -> float:
+def _ceiling(result: Comparison) -> float:
     """Largest loss deviation drawn to scale: 10× the flow's largest loss. A run that blew up (finite but
     astronomically large, or cut short as non-finite) is drawn at this ceiling, never squashing the rest."""
-    loss = np.asarray(result["flow"]["_trajectory"].loss, dtype=np.float64)
+    loss = np.asarray(result.flow.loss, dtype=np.float64)
     loss = loss[np.isfinite(loss)]
     return 10.0 * max(float(loss.max()) if len(loss) else 1.0, 0.1)
 
@@ -137,7 +130,7 @@ def _percent(value: float, _position: Any = None) -> str:
 # --- compare_loss.png ------------------------------------------------------------------------------
 
 
-def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
+def plot_loss_curves(result: Comparison, path: Path) -> None:
     """Loss of the flow (solid black) and the discrete runs against log t, one column per optimizer present.
 
     GD: one curve per lr. SGD and Adam: per (lr, batch size) the mean over seeds with a min–max band
@@ -145,14 +138,14 @@ def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
     |L_run − L_flow| of each curve on log axes, where deviations of a few 1e-2 become visible. A run that
     ended early (non-finite) is marked with a red cross where its record stops.
     """
-    flow = result["flow"]["_trajectory"]
-    runs = result["runs"]
-    optimizers = [o for o in ("gd", "sgd", "adam") if any(r["optimizer"] == o for r in runs)]
+    flow = result.flow
+    runs = result.runs
+    optimizers = [o for o in ("gd", "sgd", "adam") if any(r.optimizer == o for r in runs)]
     columns = max(1, len(optimizers))
-    fig = Figure(figsize=(4.6 * columns + 0.8, 6.4), layout="constrained")
+    fig = figure(4.6 * columns + 0.8, 6.4)
     axes = fig.subplots(2, columns, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
-    left, right = _flow_window(result)
-    colors = _lr_colors(float(r["lr"]) for r in runs)
+    left, right = time_window(flow.t)
+    colors = _lr_colors(float(r.lr) for r in runs)
     positive = flow.t > 0
     top = max(float(np.nanmax(flow.loss)) if len(flow.loss) else 1.0, 0.1)
     y_range = (-0.04 * top, 1.12 * top)  # a run that blows up leaves the frame rather than squashing it
@@ -164,7 +157,7 @@ def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
         ax.plot(flow.t[positive], flow.loss[positive], color="black", lw=2.2, label="flow", zorder=5)
         deviation_floor = []
         clipped = False
-        batches = sorted({r["batch_size"] for r in runs if r["optimizer"] == optimizer},
+        batches = sorted({r.batch_size for r in runs if r.optimizer == optimizer},
                          key=lambda b: -1 if b is None else b, reverse=True)
         for (lr, batch), members in _settings(runs, optimizer).items():
             color = colors[lr]
@@ -176,12 +169,12 @@ def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
             if len(members) > 1:
                 ax.fill_between(t[keep], low[keep], high[keep], color=color, alpha=0.22, lw=0)
                 label += f" ({len(members)} seeds)"
-            failed = [m for m in members if m["status"] != "ok"]
+            failed = [m for m in members if m.status != "ok"]
             if failed:
-                label += ", " + "; ".join(f"{m['status']}@{m['status_step']}" for m in failed)
+                label += ", " + "; ".join(f"{m.status.value}@{m.status_step}" for m in failed)
             ax.plot(t[keep], mean[keep], color=color, ls=style, lw=1.4, label=label)
             for m in failed:
-                tr = m["_trajectory"]
+                tr = m.trajectory
                 if len(tr.t) and tr.t[-1] > 0:
                     y = float(np.clip(tr.loss[-1], *y_range))
                     ax.plot([tr.t[-1]], [y], marker="x", color="red", ms=8, mew=2, zorder=6)
@@ -194,7 +187,7 @@ def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(left, right)
         ax.set_ylim(*y_range)
-        _shade_stages(ax, _flow_stages(result), left, right)
+        shade_stages(ax, _flow_stages(result), left, right)
         ax.set_title(OPTIMIZER_NAMES.get(optimizer, optimizer) + " against the flow", fontsize=10)
         ax.set_ylabel("loss (nats)")
         ax.legend(fontsize=7, loc="lower left", ncol=1 if len(ax.get_lines()) < 8 else 2)
@@ -215,7 +208,7 @@ def plot_loss_curves(result: Mapping[str, Any], path: Path) -> None:
         dev_ax.set_ylabel("|L_run − L_flow|" + (" (mean over seeds)" if optimizer != "gd" else ""))
         dev_ax.grid(alpha=0.25, which="both")
     fig.suptitle("Loss of the gradient flow and of discrete training from the same θ(0)", fontsize=11)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 # --- compare_order.png -----------------------------------------------------------------------------
@@ -230,31 +223,31 @@ def _fitted_line(lrs: Sequence[float], deviations: Sequence[float], slope: float
     return span, np.exp(intercept + slope * np.log(span))
 
 
-def plot_order(result: Mapping[str, Any], path: Path) -> None:
+def plot_order(result: Comparison, path: Path) -> None:
     """GD's largest loss deviation against lr on log–log axes, from the flow (order ≈ 1) and from GD's
-    modified flow (order ≈ 2), each with its fitted line and slope (``result["orders"]``); the GD runs left
+    modified flow (order ≈ 2), each with its fitted line and slope (``result.orders``); the GD runs left
     out of the fit (outside the stability margin, or diverged) as hollow markers; SGD (one series per batch
     size) and Adam group means with their min–max over seeds, for context; the bound 2/λ_max dotted.
     """
-    runs = result["runs"]
-    orders = result["orders"]
-    fitted = {float(lr) for lr in orders.get("gd_lrs", [])}
-    fig = Figure(figsize=(7.2, 5.0), layout="constrained")
+    runs = result.runs
+    orders = result.orders
+    fitted = {float(lr) for lr in orders.gd_lrs}
+    fig = figure(7.2, 5.0)
     ax = fig.subplots()
-    gd = [r for r in runs if r["optimizer"] == "gd"]
+    gd = [r for r in runs if r.optimizer == "gd"]
     plotted: list[float] = []
     ceiling = _ceiling(result)
     off_scale: list[tuple[float, float]] = []
     series = (("max_loss_deviation", "gd_vs_flow", "GD vs flow", "C0", "o"),
               ("max_loss_deviation_modified", "gd_vs_modified_flow", "GD vs modified flow", "C3", "s"))
     for key, order_key, name, color, marker in series:
-        points = [(float(r["lr"]), r.get(key)) for r in gd]
+        points = [(float(r.lr), getattr(r, key)) for r in gd]
         points = [(lr, float(d)) for lr, d in points if d is not None and math.isfinite(d) and d > 0]
         off_scale += [(lr, d) for lr, d in points if d > ceiling]
         points = [(lr, min(d, ceiling)) for lr, d in points]
         inside = [(lr, d) for lr, d in points if lr in fitted]
         outside = [(lr, d) for lr, d in points if lr not in fitted]
-        slope = orders.get(order_key)
+        slope = getattr(orders, order_key)
         label = name + (f": fitted order {slope:.2f}" if slope is not None else ": no fit (< 2 lrs)")
         if inside:
             ax.plot(*zip(*inside, strict=True), ls="none", marker=marker, ms=7, color=color, label=label)
@@ -267,17 +260,17 @@ def plot_order(result: Mapping[str, Any], path: Path) -> None:
                     label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)")
         plotted += [d for _, d in points]
     for optimizer, marker in (("sgd", "v"), ("adam", "^")):
-        groups = [g for g in result.get("groups", []) if g["optimizer"] == optimizer
-                  and g["mean_max_loss_deviation"] is not None and g["min_max_loss_deviation"] > 0]
-        batches = sorted({g["batch_size"] for g in groups})
+        groups = [g for g in result.groups if g.optimizer == optimizer
+                  and g.mean_max_loss_deviation is not None and g.min_max_loss_deviation > 0]
+        batches = sorted({g.batch_size for g in groups})
         for index, batch in enumerate(batches):
-            members = sorted((g for g in groups if g["batch_size"] == batch), key=lambda g: g["lr"])
-            lrs = np.array([g["lr"] for g in members])
-            raw = np.array([g["mean_max_loss_deviation"] for g in members])
+            members = sorted((g for g in groups if g.batch_size == batch), key=lambda g: g.lr)
+            lrs = np.array([g.lr for g in members])
+            raw = np.array([g.mean_max_loss_deviation for g in members])
             off_scale += [(lr, d) for lr, d in zip(lrs, raw, strict=True) if d > ceiling]
             mean = np.minimum(raw, ceiling)
-            low = mean - np.minimum([g["min_max_loss_deviation"] for g in members], ceiling)
-            high = np.minimum([g["max_max_loss_deviation"] for g in members], ceiling) - mean
+            low = mean - np.minimum([g.min_max_loss_deviation for g in members], ceiling)
+            high = np.minimum([g.max_max_loss_deviation for g in members], ceiling) - mean
             shade = colormaps["Greens" if optimizer == "sgd" else "Purples"](0.45 + 0.5 * index
                                                                               / max(1, len(batches) - 1))
             ax.errorbar(lrs, mean, yerr=[low, high], color=shade, marker=marker, ms=6, lw=0.9, ls=":",
@@ -287,8 +280,8 @@ def plot_order(result: Mapping[str, Any], path: Path) -> None:
         ax.plot([lr for lr, _ in off_scale], [ceiling] * len(off_scale), ls="none", marker="^", ms=11,
                 mfc="none", mec="red", mew=1.5,
                 label=f"off scale: deviation up to {max(d for _, d in off_scale):.2g} (blew up)")
-    bound = result["flow"].get("stable_lr_bound")
-    all_lrs = [float(r["lr"]) for r in runs]
+    bound = result.stable_lr_bound
+    all_lrs = [float(r.lr) for r in runs]
     if bound is not None and all_lrs and min(all_lrs) / 2 <= bound <= max(all_lrs) * 2:
         ax.axvline(bound, color="0.3", ls=":", lw=1.2, label=f"2/λ_max = {bound:.3g} (stability bound)")
     if not plotted:
@@ -305,15 +298,15 @@ def plot_order(result: Mapping[str, Any], path: Path) -> None:
     ax.set_ylabel("largest loss deviation  max_t |L_run(t) − L(t)|")
     ax.set_title("Order of convergence in lr: GD → flow at first order, → modified flow at second",
                  fontsize=10)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 # --- compare_stage_shift.png -----------------------------------------------------------------------
 
 
-def _shift_stats(members: Sequence[Mapping[str, Any]], boundary: str) -> tuple[float, float, float] | None:
+def _shift_stats(members: Sequence[ComparedRun], boundary: str) -> tuple[float, float, float] | None:
     """(mean, min, max) of one boundary's relative shift over the seeds that found it; None if none did."""
-    values = [m["stage_shift"].get(boundary) for m in members if m["status"] == "ok"]
+    values = [m.stage_shift.get(boundary) for m in members if m.status == "ok"]
     values = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None
@@ -340,25 +333,25 @@ def _shift_axis(ax: Any, values: Sequence[float]) -> None:
     ax.grid(alpha=0.25, which="major")
 
 
-def plot_stage_shift(result: Mapping[str, Any], path: Path) -> None:
+def plot_stage_shift(result: Comparison, path: Path) -> None:
     """Relative shift (t_run − t_flow)/t_flow of every stage boundary of the flow.
 
     Left: against lr, per optimizer (GD; SGD at its largest batch size; Adam), mean over seeds with min–max
     error bars. Right: SGD against batch size, one line per lr. Colour: optimizer (left) or lr (right);
     marker: the boundary. A boundary a run did not reproduce is left out (and counted in the legend).
     """
-    runs = result["runs"]
-    transitions = result["flow"]["stages"].get("transitions", [])
+    runs = result.runs
+    transitions = result.flow_stages.transitions
     boundaries = [f"{tr['from']}->{tr['to']}" for tr in transitions]
-    fig = Figure(figsize=(11.5, 4.6), layout="constrained")
+    fig = figure(11.5, 4.6)
     by_lr, by_batch = fig.subplots(1, 2)
     by_lr.set_title("Stage-boundary shift against lr", fontsize=10)
     by_batch.set_title("SGD: stage-boundary shift against batch size (mean over seeds)", fontsize=10)
     if not boundaries:
         for ax in (by_lr, by_batch):
             _no_data(ax, "the flow has no stage boundary to shift\n"
-                         f"(stages: {result['flow']['stages'].get('summary', 'none')})")
-        fig.savefig(path, dpi=120)
+                         f"(stages: {result.flow_stages.summary()})")
+        save(fig, path)
         return
     markers = {b: BOUNDARY_MARKERS[i % len(BOUNDARY_MARKERS)] for i, b in enumerate(boundaries)}
     names = {b: b.replace("->", " → ") for b in boundaries}
@@ -397,7 +390,7 @@ def plot_stage_shift(result: Mapping[str, Any], path: Path) -> None:
             by_lr.plot([], [], ls="none", marker="x", color=optimizer_colors[optimizer],
                        label=f"{label}: no flow boundary reproduced")
     if shown:
-        _log_shift_axis(by_lr, sorted({float(r["lr"]) for r in runs}), 10, shown)
+        _log_shift_axis(by_lr, sorted({float(r.lr) for r in runs}), 10, shown)
     else:
         _no_data(by_lr, "no run reproduced a stage boundary of the flow")
     by_lr.set_xlabel("learning rate lr")
@@ -425,7 +418,7 @@ def plot_stage_shift(result: Mapping[str, Any], path: Path) -> None:
         _no_data(by_batch, "no SGD run to compare across batch sizes")
     by_batch.set_xlabel("SGD batch size")
     by_batch.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def _log_shift_axis(ax, ticks: list[float], base: int, shown: list[float]) -> None:
@@ -440,19 +433,18 @@ def _log_shift_axis(ax, ticks: list[float], base: int, shown: list[float]) -> No
 # --- compare_sharpness.png -------------------------------------------------------------------------
 
 
-def plot_sharpness(result: Mapping[str, Any], path: Path) -> None:
+def plot_sharpness(result: Comparison, path: Path) -> None:
     """Top: the sharpness λ_max(P H) along the flow against log t, stages shaded. Bottom: lr·λ_max for
     every lr of the comparison, with the stability line lr·λ_max = 2 (GD leaves the flow above it)."""
-    flow = result["flow"]
-    t = np.asarray(flow["sharpness_t"], dtype=np.float64)
-    lam = np.asarray([np.nan if v is None else v for v in flow["sharpness"]], dtype=np.float64)
+    t = np.asarray(result.sharpness_t, dtype=np.float64)
+    lam = np.asarray(result.sharpness, dtype=np.float64)
     keep = (t > 0) & np.isfinite(lam)
-    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    fig = figure(7.5, 6.0)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    left, right = _flow_window(result)
+    left, right = time_window(result.flow.t)
     if not keep.any():
         _no_data(top, "no sharpness estimate along the flow")
-        fig.savefig(path, dpi=120)
+        save(fig, path)
         return
     t, lam = t[keep], lam[keep]
     positive = bool((lam > 0).all())
@@ -462,14 +454,13 @@ def plot_sharpness(result: Mapping[str, Any], path: Path) -> None:
         top.set_yscale("log")
         _readable_log_ticks(top)
     top.set_xlim(left, right)
-    _shade_stages(top, _flow_stages(result), left, right)
+    shade_stages(top, _flow_stages(result), left, right)
     top.set_ylabel("sharpness λ_max(P H)")
-    top.set_title(f"Sharpness along the flow (max {flow['max_sharpness']:.4g}; GD stable for lr < "
-                  + ("n/a" if flow.get("stable_lr_bound") is None else f"{flow['stable_lr_bound']:.3g}")
-                  + ")", fontsize=10)
+    bound = result.stable_lr_bound
+    top.set_title(f"Sharpness along the flow (max {result.max_sharpness:.4g}; GD stable for lr < "
+                  + ("n/a" if bound is None else f"{bound:.3g}") + ")", fontsize=10)
     top.grid(alpha=0.25, which="both")
-    lrs = sorted({float(r["lr"]) for r in result["runs"]} or set(result.get("spec", {}).get("lrs", [])),
-                 reverse=True)
+    lrs = sorted({float(r.lr) for r in result.runs} or set(result.spec.lrs), reverse=True)
     colors = _lr_colors(lrs)
     values: list[float] = []
     for lr in lrs:
@@ -488,4 +479,4 @@ def plot_sharpness(result: Mapping[str, Any], path: Path) -> None:
     bottom.set_ylabel("lr · λ_max")
     bottom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     bottom.grid(alpha=0.25, which="both")
-    fig.savefig(path, dpi=120)
+    save(fig, path)

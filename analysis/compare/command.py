@@ -1,36 +1,61 @@
-"""``factrecall compare``: run a comparison and write its directory (JSON, CSV, figures) atomically."""
+"""``factrecall compare``: run a comparison and write its directory atomically: ``config.json``,
+``compare.json``, ``compare.csv`` and the figures; print a summary table."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config
+from dynamics.io import atomic_write_csv, atomic_write_json
 
-from .compare import CompareSpec, compare, public, write_outputs
-from .compare_plots import plot_comparison
-from .rundir import staged_run_dir
+from ..arguments import config_from_args, parse_count, parse_list
+from ..rundir import check_target, staged_run_dir
+from .compute import CSV_COLUMNS, CompareSpec, Comparison, compare, tidy_rows
+from .plots import plot_comparison
+
+
+def command(args: argparse.Namespace) -> int:
+    """The ``compare`` subcommand: the spec from the flags, then :func:`run_compare`."""
+    config = config_from_args(args)
+    spec = CompareSpec(lrs=parse_list("--lrs", args.lrs, float),
+                       optimizers=tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
+                       batch_sizes=parse_list("--batch-sizes", args.batch_sizes, int),
+                       seeds=parse_count("--seeds", args.seeds),
+                       modified_flow=not args.no_modified)
+    run_compare(config, spec, Path(args.out), quiet=args.quiet)
+    return 0
 
 
 def run_compare(config: Config, spec: CompareSpec, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Compare the flow of ``config`` with the discrete runs of ``spec``; write ``out/compare.json``,
-    ``out/compare.csv``, ``out/config.json`` and the figures; print a summary table."""
+    """Compare the flow of ``config`` with the discrete runs of ``spec``; write ``out`` and print a summary
+    (:func:`save_comparison`). Returns what ``compare.json`` holds."""
     def log(message: str) -> None:
         if not quiet:
             print(f"compare: {message}", file=sys.stderr, flush=True)
 
-    result = compare(config, spec, log=log)
-    with staged_run_dir(out, config) as staging:
-        write_outputs(result, staging)
-        plot_comparison(result, staging)
-    print(format_summary(public(result)))
+    check_target(out, config)  # before the runs, not after them
+    return save_comparison(compare(config, spec, log=log), out)
+
+
+def save_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
+    """Write ``out/config.json``, ``out/compare.json``, ``out/compare.csv`` and the figures in one rename;
+    print the summary table. Returns what ``compare.json`` holds."""
+    payload = comparison.to_dict()
+    with staged_run_dir(out, comparison.config) as staging:
+        atomic_write_json(staging / "compare.json", payload)
+        atomic_write_csv(staging / "compare.csv", tidy_rows(comparison), CSV_COLUMNS)
+        plot_comparison(comparison, staging)
+    print(format_summary(payload))
     print(f"wrote {out}")
-    return result
+    return payload
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    """A plain-text table: one line per discrete run, then the fitted orders and the stability bound."""
+    """A plain-text table of what ``compare.json`` holds: one line per discrete run, then the fitted orders,
+    the stability bound and the seed groups."""
     flow = result["flow"]
     bound = flow["stable_lr_bound"]
     stability = f"GD stable for lr < {bound:.3g}" if bound is not None else "no stability bound: λ_max ≤ 0"

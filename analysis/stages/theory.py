@@ -1,4 +1,4 @@
-"""First-order (linearised) theory of the escape from a small initialisation (DESIGN §4).
+"""First-order (linearised) theory of the escape from a small initialisation (docs/design.md §4.6, §5.3).
 
 For the reduced model with linear attention, a constant initialisation of size α, uniform subject and
 relation frequencies and a balanced fact table, the output distribution stays uniform, u = 1/|A|, while
@@ -27,7 +27,7 @@ import numpy as np
 from dynamics.config import Config
 from dynamics.trajectory import Trajectory
 
-from .stages import crossing_time
+from .detect import crossing_time
 
 # The linearisation neglects O(1) prefactors against log(1/α); above this scale they are not negligible.
 MAX_INIT_SCALE = 1e-2
@@ -86,7 +86,7 @@ def _unbalanced_relations(facts: np.ndarray, D: int) -> list[int]:
 
 
 def theory_for(config: Config, facts: np.ndarray, fact_weights: np.ndarray) -> dict[str, Any]:
-    """The linearised predictions of DESIGN §4 for a run, or the reasons they do not apply.
+    """The linearised predictions of docs/design.md §5.3 for a run, or the reasons they do not apply.
 
     Returns a plain (JSON-ready) dict:
 
@@ -196,7 +196,7 @@ def _ratio(measured: Any, predicted: Any) -> float | None:
     return measured / predicted
 
 
-def compare(theory: dict[str, Any], measured: dict[str, float]) -> dict[str, Any]:
+def compare_times(theory: dict[str, Any], measured: dict[str, float]) -> dict[str, Any]:
     """Predicted and measured times side by side with their ratios measured/predicted.
 
     ``relation_ratio`` = t_relation / t_R and ``subject_ratio`` = t_subject / t_S; each is None when the

@@ -18,10 +18,10 @@ from dynamics.config import Config, resolve_config
 from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
-from .theory import escape_rates
+from ..plotting import figure, save
+from ..stages import escape_rates
 
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
-LARGE_SIZES = ((256, 16), (500, 20), (2000, 50))
 LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
 # A tight dopri5 reference costs tens of thousands of stability-bound steps beyond this many facts; above
 # it the reference is cvode at rtol 1e-10 (its agreement with dopri5 is tested on figure5 and 64 × 8).
@@ -37,7 +37,7 @@ VARIANTS = {
 
 def scale_config(subjects: int, relations: int, answers: int = 8) -> Config:
     """The scale benchmark's problem: random S × R table, integrated through both escapes."""
-    _, sigma_s = escape_rates(subjects, relations, answers)  # DESIGN §4
+    _, sigma_s = escape_rates(subjects, relations, answers)  # docs/design.md §5.3
     t_max = 2.5 * math.log(1 / 1e-5) / sigma_s
     return resolve_config("figure5", overrides={
         "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
@@ -79,7 +79,7 @@ def cost_to_accuracy(config: Config, method: str, reference: Trajectory, target:
 
 
 def bench_scale(sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
-                methods: tuple[str, ...] = ("dopri5", "cvode", "cvode+hvp", "auto"),
+                methods: tuple[str, ...] = tuple(VARIANTS),
                 target: float = 1e-4, log=lambda message: None) -> list[dict[str, Any]]:
     """One row per size: every method's cost to ``target``, and the ratios dopri5 / best stiff-aware method
     (the fastest of the others that met the target)."""
@@ -127,12 +127,8 @@ def format_scale_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
     """Log–log: evaluations (gradient + Hv) and wall time to the target accuracy against S·R, per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = figure(10, 4)
+    left, right = fig.subplots(1, 2)
     methods = sorted({name for row in rows for name in row["methods"]})
     for name in methods:
         pts = [(row["facts"], row["methods"][name]) for row in rows if name in row["methods"]]
@@ -150,6 +146,5 @@ def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel(label)
         ax.legend()
     fig.suptitle("flow cost to a largest loss deviation of 1e-4 (x: target missed)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
     return path

@@ -1,4 +1,5 @@
-"""``factrecall bench``: the simulator's performance targets, measured side by side in one run.
+"""The benchmark suite of ``factrecall bench``: the simulator's performance targets, measured side by side
+in one run.
 
 Each section times the flow and its competitor in the same process, one after the other, so the ratios
 hold even when the machine's absolute speed drifts. Results are printed as a table and saved as JSON.
@@ -22,7 +23,7 @@ from dynamics.config import Config, resolve_config
 from dynamics.io import atomic_write_json
 from dynamics.run import run_flow, run_training
 
-from .bench_scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
+from .scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
 
 
 def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[float, int]:
@@ -148,7 +149,7 @@ def run_bench(quick: bool = False, out: Path | None = None,
               sizes: tuple[tuple[int, int], ...] | None = None) -> dict[str, Any]:
     """Run every section, print the table, save JSON to ``out`` (and the scale figure beside it).
 
-    ``sizes``: the S × R tables of the scale section (default :data:`~analysis.bench_scale.DEFAULT_SIZES`;
+    ``sizes``: the S × R tables of the scale section (default :data:`~analysis.bench.scale.DEFAULT_SIZES`;
     quick: 12 × 8 only).
     """
     sizes = sizes or (((12, 8),) if quick else DEFAULT_SIZES)

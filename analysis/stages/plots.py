@@ -1,10 +1,12 @@
-"""Figures of learning stages (DESIGN §5, issue 3 item 5). Reads ``Trajectory`` records and plain
-dicts and arrays only, never model internals; matplotlib's object API (no pyplot state).
+"""The figures of a run directory (docs/design.md §5). Reads ``Trajectory`` records and plain dicts and
+arrays only, never model internals.
 
-- :func:`plot_stage_losses`: the loss curves of ``loss.png`` with detected stages shaded and named and
-  the theory's predicted escape times t_R, t_S marked;
-- :func:`plot_fact_heatmap`: p(a*) of every fact over log t, facts ordered by learning time;
-- :func:`plot_fact_fractions`: fractions of uninformed, hallucinating and recalled facts over log t.
+- :func:`plot_losses`: loss, relation-only and subject-only loss of one or more runs over log t, with the
+  reference levels, stages shaded and predicted times marked (``loss.png``);
+- :func:`plot_stage_losses`: ``loss.png`` of one run with its detected stages and the theory's t_R, t_S;
+- :func:`plot_fact_heatmap`: p(a*) of every fact over log t, facts ordered by learning time (``facts.png``);
+- :func:`plot_fact_fractions`: fractions of uninformed, hallucinating and recalled facts over log t
+  (``fractions.png``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,60 @@ from matplotlib.colors import Normalize
 
 from dynamics.trajectory import Trajectory
 
-from .plots import log_time_axis, plot_losses, run_figure
+from ..plotting import TIME_LABEL, log_time_axis, run_figure, save, shade_stages, time_window
+
+CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
+          ("subject_loss", "subject-only loss", "C2"))
+
+
+def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float], path: Path,
+                title: str = "", *, stages: Sequence[Mapping[str, Any]] | None = None,
+                predicted: Mapping[str, float] | None = None) -> None:
+    """Loss, relation-only and subject-only loss against log t for one or more runs, with the
+    reference levels log |A|, H(A|R) and 0 dashed. The first run is drawn solid, the others dashed.
+
+    ``stages`` (optional): dicts with ``name``, ``t_start`` and ``t_end`` (None: still running at the end),
+    each shaded as a band on the time axis and named in it; a ``t_start`` of 0 starts at the left edge.
+    ``predicted`` (optional): label -> time, each marked by a dotted vertical line (e.g. the theory's
+    ``t_R``, ``t_S``); the x range is widened to show them.
+    """
+    fig = run_figure(7.5, 4.2)
+    ax = fig.subplots()
+    for index, (label, traj) in enumerate(runs):
+        positive = traj.t > 0
+        style = "-" if index == 0 else (0, (3, 2))
+        for field, name, color in CURVES:
+            ax.plot(traj.t[positive], getattr(traj, field)[positive], ls=style, color=color,
+                    lw=2.6 if index == 0 else 1.3, alpha=0.55 if index == 0 and len(runs) > 1 else 1.0,
+                    label=f"{name} ({label})" if len(runs) > 1 else name)
+        info = traj.info
+        status = "ok" if info is None else info.status.value
+        if status != "ok" and info.status_time is not None:
+            ax.axvline(info.status_time, color="red", lw=1, ls=":")
+            ax.text(info.status_time, ax.get_ylim()[1], f" {label}: {status}", color="red",
+                    va="top", fontsize=8)
+    for name in ("log|A|", "H(A|R)", "0"):
+        ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9)
+        ax.text(0.995, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=8, color="0.35")
+    log_time_axis(ax)
+    left, right = time_window(np.concatenate([traj.t for _, traj in runs]))
+    marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
+    if marks:
+        left, right = min(left, min(marks.values()) / 1.2), max(right, max(marks.values()) * 1.2)
+    ax.set_xlim(left, right)
+    if stages:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.08 * (high - low))  # headroom for the stage names above the curves
+        shade_stages(ax, stages, left, right)
+    for index, (label, time) in enumerate(marks.items()):
+        ax.axvline(time, color="0.15", ls=(0, (1, 1 + index)), lw=1.3, label=f"{label} = {time:.3g}")
+    ax.set_xlabel(TIME_LABEL)
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
+    ax.grid(alpha=0.25, which="both")
+    save(fig, path)
 
 
 def predicted_times(theory: Mapping[str, Any] | None) -> dict[str, float]:
@@ -32,13 +87,13 @@ def predicted_times(theory: Mapping[str, Any] | None) -> dict[str, float]:
 
 def plot_stage_losses(traj: Trajectory, stages: Sequence[Mapping[str, Any]], theory: Mapping[str, Any] | None,
                       path: str | Path, title: str = "") -> None:
-    """Loss, relation-only and subject-only loss against log t (as :func:`analysis.plots.plot_losses`)
-    with the reference levels log |A|, H(A|R), 0 dashed, every stage shaded between ``t_start`` and
-    ``t_end`` (None: to the end) and named, and, when ``theory`` applies, t_R = log(1/α)/σ_r and
-    t_S = log(1/α)/σ_s as dotted vertical lines.
+    """Loss, relation-only and subject-only loss against log t (as :func:`plot_losses`) with the reference
+    levels log |A|, H(A|R), 0 dashed, every stage shaded between ``t_start`` and ``t_end`` (None: to the
+    end) and named, and, when ``theory`` applies, t_R = log(1/α)/σ_r and t_S = log(1/α)/σ_s as dotted
+    vertical lines.
 
     ``stages``: dicts {"name", "t_start", "t_end", "level", "expected_level"} (only the first three are
-    drawn). ``theory``: a dict from :func:`analysis.theory.theory_for`, or None.
+    drawn). ``theory``: a dict from :func:`analysis.stages.theory_for`, or None.
     """
     label = "run" if traj.info is None else traj.info.kind
     plot_losses([(label, traj)], traj.levels, Path(path), title=title, stages=list(stages),
@@ -56,11 +111,6 @@ def fact_order(learning_time: np.ndarray) -> np.ndarray:
     return np.lexsort((keys, ~finite)).astype(np.int64)
 
 
-def _log_xlim(t: np.ndarray) -> tuple[float, float]:
-    """The x range of :func:`analysis.plots.plot_losses`: at most three decades below the last time."""
-    return max(float(t[0]), float(t[-1]) * 1e-3), float(t[-1])
-
-
 def _log_edges(t: np.ndarray) -> np.ndarray:
     """Cell edges around positive, increasing times: geometric midpoints, extended half a step each end."""
     if len(t) == 1:
@@ -72,7 +122,8 @@ def _log_edges(t: np.ndarray) -> np.ndarray:
 def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | Path, title: str = "") -> None:
     """p(a*) of every fact (rows, ordered by :func:`fact_order` of ``learning_time`` (S, R), never-learned
     facts at the bottom, below a red dashed line) against log t (columns at the recorded t > 0, the x range
-    that of ``loss.png``), colour in [0, 1], with the learning times drawn over it as a white line."""
+    that of ``loss.png`` up to the last time), colour in [0, 1], with the learning times drawn over it as a
+    white line."""
     learning_time = np.asarray(learning_time, dtype=np.float64)
     S, R = traj.p_correct.shape[1:]
     if learning_time.shape != (S, R):
@@ -96,21 +147,21 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
     if (~learned).any() and learned.any():
         ax.axhline(learned.sum() - 0.5, color="red", lw=0.8, ls="--")
     log_time_axis(ax)
-    ax.set_xlim(*_log_xlim(t))
+    ax.set_xlim(*time_window(t, margin=1.0))
     ax.set_ylim(S * R - 0.5, -0.5)  # earliest-learned fact at the top
-    ax.set_xlabel("flow time t (= step × lr for discrete runs)")
+    ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(f"fact (s, r), ordered by learning time ({S * R} facts)")
     if S * R <= 32:
         ax.set_yticks(np.arange(S * R), [f"({i // R}, {i % R})" for i in order], fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(mesh, ax=ax, label="p(a*)")
-    fig.savefig(path, dpi=120)
+    save(fig, path)
 
 
 def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np.ndarray,
                         recalled: np.ndarray, path: str | Path, title: str = "") -> None:
     """The fractions of facts uninformed, hallucinating and recalled (each (K,), in [0, 1]) against log t
-    (t > 0, the x range that of ``loss.png``); y axis [0, 1]."""
+    (t > 0, the x range that of ``loss.png`` up to the last time); y axis [0, 1]."""
     t = np.asarray(t, dtype=np.float64)
     curves = {"uninformed": uninformed, "hallucinating": hallucinating, "recalled": recalled}
     curves = {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
@@ -126,11 +177,11 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)
         ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0)
     log_time_axis(ax)
-    ax.set_xlim(*_log_xlim(t[positive]))
+    ax.set_xlim(*time_window(t, margin=1.0))
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("flow time t (= step × lr for discrete runs)")
+    ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("fraction of facts")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="center left")
     ax.grid(alpha=0.25, which="both")
-    fig.savefig(path, dpi=120)
+    save(fig, path)

@@ -1,140 +1,64 @@
-"""``factrecall capacity``: the grids of REFERENCE.md (Figures 1 and 4) and small ``--quick`` grids, run
-into a directory: ``trials.csv`` (every trial, rewritten atomically after each model size),
-``summary.json`` (capacities, fitted exponent with its confidence interval) and the figures.
-"""
+"""``factrecall capacity``: a grid run into a directory: ``trials.csv`` (every trial, rewritten atomically
+after each model size), ``summary.json`` (capacities, fitted exponent with its confidence interval) and
+the figures."""
 
 from __future__ import annotations
 
+import argparse
 import csv
-import io
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dynamics.config import ConfigError
-from dynamics.io import atomic_write, atomic_write_json
+from dynamics.config import check_device
+from dynamics.errors import ConfigError
+from dynamics.io import atomic_write_csv, atomic_write_json
 
-from .capacity import TrialRecord, bisect_largest, fit_power_law, guarded, min_sufficient_attention
-from .capacity_trials import TrialSettings, linear_trial, mlp_trial, transformer_trial
+from ..arguments import parse_count, require_device
+from ..rundir import check_output_dir
+from .grids import KINDS, Experiment, Point, build_experiment
+from .plots import plot_capacity, plot_tradeoff
+from .search import TrialRecord, bisect_largest, fit_power_law, guarded, min_sufficient_attention
+from .trials import linear_trial
 
-KINDS = ("linear", "mlp", "transformer", "tradeoff")
 COLUMNS = ("kind", "variant", "point", "seed", "params", "size", "facts", "stored", "status", "accuracy",
            "steps", "wall_seconds", "lr", "message")
 
 
-@dataclass
-class Point:
-    """One model size of a capacity grid: its label, the parameter count the paper plots, the bisection
-    range of the size variable, ``facts(size)`` (associations or S·R facts) and ``trial(size, seed)``."""
-
-    label: str
-    params: int
-    low: int
-    high: int
-    trial: Callable[[int, int], Any]
-    facts: Callable[[int], int] = lambda n: n
-    shape: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Experiment:
-    """A capacity grid (or, for ``tradeoff``, an accuracy grid) and how to read it."""
-
-    kind: str
-    points: list[Point]
-    settings: TrialSettings
-    rel_tol: float
-    x_label: str
-    reference: str  # the paper's trend, in words
-
-
-def _square(n: int) -> int:
-    return n * n
-
-
-def build_experiment(kind: str, quick: bool, device: str = "cpu") -> Experiment:
-    """The grid of ``kind`` (quick: small sizes and budgets that run in minutes on 2 CPU cores)."""
-    if kind == "linear":
-        settings = TrialSettings(optimizer="adamw", lrs=(1.0,), steps=2048 if quick else 4096)
-        dims = (8, 16, 32, 64) if quick else (8, 11, 16, 22, 32, 45, 64, 90, 128, 181, 256)
-        points = [Point(f"d={d}", d * d, d, d * d // 2,
-                        partial(_linear, d=d, settings=settings, device=device), shape={"d": d})
-                  for d in dims]
-        return Experiment(kind, points, settings, 0.05 if quick else 0.02, "parameters d²", "N log N ∝ d²")
-    if kind == "mlp":
-        settings = TrialSettings(optimizer="adamw", lrs=(3e-2,), steps=4000 if quick else 32768)
-        grid = [(d, k) for d in ((8, 12, 16, 24) if quick else (8, 11, 16, 22, 32, 45, 64, 90))
-                for k in ((1, 2) if quick else (1, 2, 4, 8))
-                if not (quick and d * k * d < 100)]  # m·d = 64 stores fewer than M = 32 maps: below range
-        points = [Point(f"d={d},m={k * d}", k * d * d, 32, 4 * k * d * d,
-                        partial(_mlp, d=d, width=k * d, settings=settings, device=device),
-                        shape={"d": d, "m": k * d}) for d, k in grid]
-        return Experiment(kind, points, settings, 0.1 if quick else 0.02, "parameters m·d",
-                          "N ∝ m·d (M = 32)")
-    if kind == "transformer":
-        settings = TrialSettings(optimizer="adam", lrs=(1e-2,) if quick else (1e-3, 3e-3, 1e-2),
-                                 steps=4000 if quick else 16384, batch_size=1024, check_every=100)
-        scales = (1.0,) if quick else (0.25, 0.5, 1.0, 2.0, 4.0)
-        dims = (8, 12, 16, 24) if quick else (8, 11, 16, 22, 32, 45, 64, 90, 128, 181)
-        points = []
-        for d in dims:
-            for c in scales:
-                for c2 in scales:
-                    H, dh, m = 8, max(1, int(c * d / 8)), max(1, int(c2 * d))
-                    params = 4 * H * dh * d + 2 * m * d
-                    high = max(3, math.ceil(math.sqrt((0.4 if quick else 1.0) * params)))
-                    points.append(Point(f"d={d},H={H},dh={dh},m={m}", params, 2, high,
-                                        partial(_transformer, d=d, heads=H, head_dim=dh, mlp_width=m,
-                                                settings=settings, device=device),
-                                        _square, {"d": d, "H": H, "dh": dh, "m": m}))
-        return Experiment(kind, points, settings, 0.1 if quick else 0.02, "parameters 4·H·d_h·d + 2·m·d",
-                          "facts ≈ 0.15 × parameters")
-    if kind == "tradeoff":
-        settings = TrialSettings(optimizer="adam", lrs=(1e-2,) if quick else (1e-3, 3e-3, 1e-2),
-                                 steps=1500 if quick else 16384, batch_size=512 if quick else 1024,
-                                 check_every=100)
-        s, noise, d, dh = (8, 16, 16, 2) if quick else (32, 64, 32, 8)
-        heads = (1, 2, 4, 8) if quick else (1, 2, 4, 8, 16, 32)
-        widths = (0, 8, 32) if quick else (0, 1, 2, 4, 8, 16, 32, 64, 128)
-        points = [Point(f"H={H},m={m}", 4 * H * dh * d + 2 * m * d, s, s,
-                        partial(_transformer, d=d, heads=H, head_dim=dh, mlp_width=m, noise=noise,
-                                settings=settings, device=device),
-                        _square, {"d": d, "H": H, "dh": dh, "m": m, "attention_params": 4 * H * dh * d,
-                                  "mlp_params": 2 * m * d})
-                  for H in heads for m in widths]
-        return Experiment(kind, points, settings, 0.0, "attention parameters 4·H·d_h·d",
-                          "≈1.3k attention parameters needed at S = R = 32")
-    raise ConfigError(f"KIND={kind!r}: allowed " + ", ".join(KINDS))
-
-
-def _linear(n, seed, *, d, settings, device, embeddings="gaussian"):
-    return linear_trial(n, d=d, seed=seed, settings=settings, embeddings=embeddings, device=device)
-
-
-def _mlp(n, seed, *, d, width, settings, device):
-    return mlp_trial(n, d=d, width=width, num_classes=32, seed=seed, settings=settings, device=device)
-
-
-def _transformer(s, seed, *, d, heads, head_dim, mlp_width, settings, device, noise=None):
-    return transformer_trial(s, d=d, heads=heads, head_dim=head_dim, mlp_width=mlp_width, seed=seed,
-                             settings=settings, noise=noise, device=device)
-
-
-def write_trials_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """All trials so far as CSV (columns :data:`COLUMNS`), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    atomic_write(path, lambda f: f.write(text.encode()))
+def command(args: argparse.Namespace) -> int:
+    """The ``capacity`` subcommand: run the grid of KIND into ``--out`` and print the fitted exponent (or the
+    trade-off's minimum attention size)."""
+    if args.kind not in KINDS:
+        raise ConfigError(f"KIND={args.kind!r}: allowed " + ", ".join(KINDS))
+    seeds = (1 if args.quick else 5) if args.seeds is None else parse_count("--seeds", args.seeds)
+    check_device(args.device, "--device")
+    require_device(args.device)
+    default = Path("runs") / f"capacity-{args.kind}{'-quick' if args.quick else ''}"
+    out = Path(args.out) if args.out else default
+    check_output_dir(out)
+    summary = run_capacity(args.kind, out, quick=args.quick, seeds=seeds, device=args.device,
+                           progress=not args.quiet)
+    if args.kind == "tradeoff":
+        info = summary["tradeoff"]
+        print(f"tradeoff: minimum attention parameters {info['min_attention_params']} "
+              f"(all smaller fail: {info['below_all_fail']})")
+    else:
+        fit = summary["fit"]
+        print(f"{args.kind}: exponent {fit['exponent']:.3f} (95% CI {fit['ci_low']:.3f}.."
+              f"{fit['ci_high']:.3f}, {fit['points']} points) against {summary['x_label']}")
+        if "fit_vs_d" in summary:
+            print(f"linear: exponent {summary['fit_vs_d']['exponent']:.3f} against d "
+                  f"(95% CI {summary['fit_vs_d']['ci_low']:.3f}..{summary['fit_vs_d']['ci_high']:.3f})")
+    print(f"wrote {out / 'trials.csv'}, {out / 'summary.json'}, " + ", ".join(summary["figures"]) +
+          f" in {summary['wall_seconds']:.0f} s")
+    return 0
 
 
 def read_trials_csv(path: Path) -> list[dict[str, str]]:
@@ -178,11 +102,9 @@ def run_capacity(kind: str, out: Path, *, quick: bool = False, seeds: int = 1, d
                             "accuracy": log[-1].accuracy if log else math.nan})
             if kind == "linear":
                 rows.append(_orthonormal_row(point, seed, experiment, device, results[-1], progress))
-            write_trials_csv(out / "trials.csv", rows)
+            atomic_write_csv(out / "trials.csv", rows, COLUMNS)
     summary = summarise(kind, experiment, results, quick, seeds)
     summary["wall_seconds"] = time.perf_counter() - start
-    from .capacity_plots import plot_capacity, plot_tradeoff
-
     figures = (plot_tradeoff(summary, out / "tradeoff.png") if kind == "tradeoff"
                else plot_capacity(summary, out / "capacity.png"))
     summary["figures"] = [p.name for p in figures]
@@ -204,8 +126,8 @@ def _orthonormal_row(point: Point, seed: int, experiment: Experiment, device: st
     """Linear memory with orthonormal embeddings at N = d (capacity ≥ d exactly)."""
     d = point.shape["d"]
     log: list[TrialRecord] = []
-    guarded(lambda n: _linear(n, seed, d=d, settings=experiment.settings, device=device,
-                              embeddings="orthonormal"), log)(d)
+    guarded(lambda n: linear_trial(n, d=d, seed=seed, settings=experiment.settings,
+                                   embeddings="orthonormal", device=device), log)(d)
     rec = log[0]
     result["orthonormal_at_d"] = rec.stored
     _say(progress, f"[linear] {point.label} seed={seed} orthonormal N=d={d} -> {rec.status}")

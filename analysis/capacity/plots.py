@@ -1,4 +1,4 @@
-"""Figures of capacity summaries (``analysis.capacity_run``): capacity against parameters on log–log axes
+"""Figures of capacity summaries (what ``summary.json`` holds): capacity against parameters on log–log axes
 with the fitted power law and the paper's trend; the attention/MLP trade-off heatmap."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 from scipy.optimize import brentq
+
+from ..plotting import figure, save
 
 
 def reference_curve(kind: str, params: np.ndarray, anchor: tuple[float, float] | None) -> np.ndarray:
@@ -31,7 +32,7 @@ def reference_curve(kind: str, params: np.ndarray, anchor: tuple[float, float] |
 def plot_capacity(summary: dict[str, Any], path: Path) -> list[Path]:
     """Facts stored against parameters (every seed, log–log), the fitted line with its exponent and CI,
     and the reference trend."""
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = figure(6, 4.2)
     ax = fig.subplots()
     ok = [r for r in summary["results"] if r["status"] == "ok"]
     other = [r for r in summary["results"] if r["status"] != "ok" and r["facts"] is not None]
@@ -58,7 +59,7 @@ def plot_capacity(summary: dict[str, Any], path: Path) -> list[Path]:
                  f"{summary['seeds']} seed(s))", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
     return [path]
 
 
@@ -67,7 +68,7 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
     minimum sufficient attention size marked."""
     info = summary["tradeoff"]
     grid = np.asarray(info["accuracy"], dtype=float)
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = figure(6, 4.2)
     ax = fig.subplots()
     image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
     fig.colorbar(image, ax=ax, label="accuracy")
@@ -83,5 +84,5 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
         row = info["attention_params"].index(info["min_attention_params"])
         ax.axhline(row - 0.5, color="red", lw=1.5)
     ax.set_title(f"trade-off: minimum attention {info.get('min_attention_params')} parameters", fontsize=9)
-    fig.savefig(path, dpi=120)
+    save(fig, path)
     return [path]

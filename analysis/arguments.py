@@ -1,0 +1,53 @@
+"""Command-line strings turned into checked values for the commands: the config of ``--preset``,
+``--config`` and ``--set`` on a device this machine has, comma-separated lists, counts. Every invalid
+value is a one-line ConfigError (the CLI exits 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+from dynamics.config import Config, resolve_config
+from dynamics.errors import ConfigError
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config of ``--preset``/``--config``/``--set``, refused when its device is not on this machine."""
+    config = resolve_config(args.preset, args.config, args.overrides)
+    require_device(config.device)
+    return config
+
+
+def require_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have (``cpu`` is always there)."""
+    if device == "cpu":
+        return
+    import torch
+
+    index = torch.device(device).index or 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"device={device!r}: not available on this machine ({count} CUDA devices); "
+                          "allowed: cpu" + (f" or cuda:0..cuda:{count - 1}" if count else ""))
+
+
+def parse_list(flag: str, text: str, kind: type) -> tuple:
+    """A comma-separated list of ``kind`` values, at least one."""
+    try:
+        values = tuple(kind(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}={text!r}: must be a comma-separated list of {kind.__name__} values"
+                          ) from None
+    if not values:
+        raise ConfigError(f"{flag}={text!r}: must list at least one value")
+    return values
+
+
+def parse_count(flag: str, text: str) -> int:
+    """One integer >= 1 (``--seeds``, ``--workers``): a clear error rather than silently taking the first."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{flag}={text!r}: must be one integer >= 1")
+    return value

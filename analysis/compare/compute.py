@@ -1,0 +1,381 @@
+"""ODE against discrete training: every discrete run set beside the exact flow from the same θ(0).
+
+For each discrete run (optimizer, lr, batch size, seed) recorded at t = k·lr, the flow is evaluated at
+exactly those times, and the run is summarised by: the largest loss deviation from the flow, the largest
+per-fact loss deviation, the relative parameter distance ‖θ_k − θ(t)‖ / ‖θ(t)‖ (both in the parametrisation
+with one parameter set per token), the shift of every stage boundary relative to the flow's, and its
+status (a diverged run keeps its step). For GD the order of convergence in lr is fitted (slope of log
+deviation against log lr), against the flow and against GD's modified flow −P∇L − (η/2) P H P ∇L, which
+GD follows to second order (docs/design.md §4.5). Along the flow, the sharpness λ_max(P H) gives the
+stability margin lr·λ_max. :func:`compare` returns all of it as a :class:`Comparison`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from dynamics.config import Config
+from dynamics.errors import ConfigError, RunError
+from dynamics.io import finite_or_none
+from dynamics.run import flow_sharpness, run_flow, run_training
+from dynamics.solvers import Status
+from dynamics.trajectory import Trajectory
+
+from ..stages import StageReport, detect_stages
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """Which discrete runs to set against the flow."""
+
+    lrs: tuple[float, ...] = (0.8, 0.4, 0.2, 0.1)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    batch_sizes: tuple[int, ...] = (64, 256, 1024)  # SGD; Adam uses the config's train.batch_size
+    seeds: int = 3  # SGD and Adam: runs per setting, for a mean and a band
+    modified_flow: bool = True  # GD against its modified flow, for the second-order check
+    sharpness_points: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
+            raise ConfigError(f"--lrs={','.join(map(str, self.lrs))!r}: must be positive numbers, "
+                              "e.g. 0.4,0.2,0.1")
+        for name in self.optimizers:
+            if name not in OPTIMIZERS:
+                raise ConfigError(f"--optimizers={name!r}: must be among " + ", ".join(OPTIMIZERS))
+        if not self.optimizers:
+            raise ConfigError("--optimizers='': must name at least one of " + ", ".join(OPTIMIZERS))
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"--batch-sizes={self.batch_sizes!r}: must be integers >= 1")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds={self.seeds!r}: must be an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One discrete run."""
+
+    optimizer: str
+    lr: float
+    batch_size: int | None  # None for full-batch GD
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """A readable identifier, e.g. ``sgd_lr0.1_b1024_s0``."""
+        batch = "" if self.batch_size is None else f"_b{self.batch_size}"
+        seed = "" if self.optimizer == "gd" else f"_s{self.seed}"
+        return f"{self.optimizer}_lr{self.lr:g}{batch}{seed}"
+
+
+def plan_runs(config: Config, spec: CompareSpec) -> list[RunSpec]:
+    """Every discrete run of a comparison, GD first."""
+    runs: list[RunSpec] = []
+    for optimizer in spec.optimizers:
+        for lr in spec.lrs:
+            if optimizer == "gd":
+                runs.append(RunSpec("gd", lr, None, 0))
+                continue
+            batches = spec.batch_sizes if optimizer == "sgd" else (config.train.batch_size,)
+            runs += [RunSpec(optimizer, lr, b, config.train.seed + s)
+                     for b in batches for s in range(spec.seeds)]
+    return runs
+
+
+def run_config(config: Config, run: RunSpec) -> Config:
+    """The config of one discrete run: same task, model and θ(0); steps to cover the flow's t_max."""
+    overrides: dict[str, Any] = {"train.optimizer": run.optimizer, "train.lr": run.lr, "train.seed": run.seed,
+                                 "train.steps": max(1, int(round(config.flow.t_max / run.lr)))}
+    if run.batch_size is not None:
+        overrides["train.batch_size"] = run.batch_size
+    return config.override(overrides)
+
+
+def fitted_order(lrs: Sequence[float], deviations: Sequence[float]) -> float | None:
+    """Slope of log deviation against log lr (least squares); None with fewer than two usable points."""
+    pairs = [(math.log(lr), math.log(d)) for lr, d in zip(lrs, deviations, strict=True)
+             if d is not None and math.isfinite(d) and d > 0]
+    if len(pairs) < 2:
+        return None
+    x, y = np.array(pairs).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _flow_at(config: Config, times: np.ndarray, modified_lr: float = 0.0) -> Trajectory:
+    """The flow (or GD's modified flow) evaluated exactly at ``times``, integrated tightly enough that its
+    own error is far below the deviations measured."""
+    tight = {"flow.rtol": min(config.flow.rtol, 1e-8), "flow.atol": min(config.flow.atol, 1e-12),
+             "flow.modified_lr": modified_lr}
+    return run_flow(config.override(tight), times=np.concatenate([[0.0], times[times > 0]]), keep_states=True)
+
+
+def _lookup(reference: Trajectory, times: np.ndarray) -> np.ndarray:
+    index = np.searchsorted(reference.t, times)
+    index = np.clip(index, 0, len(reference.t) - 1)
+    if not np.allclose(reference.t[index], times, rtol=1e-12, atol=0):
+        raise RuntimeError("flow was not evaluated at the discrete run's times")
+    return index
+
+
+def deviation_measures(run: Trajectory, flow: Trajectory) -> dict[str, Any]:
+    """Largest loss and per-fact deviation of ``run`` from ``flow`` (evaluated at the run's times), and the
+    relative parameter distance over time."""
+    index = _lookup(flow, run.t)
+    loss_dev = np.abs(run.loss - flow.loss[index])
+    fact_dev = np.abs(run.fact_loss - flow.fact_loss[index])
+    result: dict[str, Any] = {"max_loss_deviation": float(loss_dev.max()),
+                              "max_fact_deviation": float(fact_dev.max()),
+                              "loss_deviation": loss_dev, "flow_loss": flow.loss[index]}
+    if run.states is not None and flow.states is not None:
+        exact = flow.states[index]
+        scale = np.maximum(np.linalg.norm(exact, axis=1), 1e-300)
+        distance = np.linalg.norm(run.states - exact, axis=1) / scale
+        result.update(param_distance=distance, max_param_distance=float(distance.max()),
+                      final_param_distance=float(distance[-1]))
+    return result
+
+
+def stage_shifts(run: Trajectory, flow_transitions: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Relative shift (t_run − t_flow)/t_flow of every flow stage boundary in ``run`` (None if missing)."""
+    found = {(tr["from"], tr["to"]): tr["t"] for tr in detect_stages(run).transitions}
+    shifts: dict[str, float | None] = {}
+    for tr in flow_transitions:
+        key = (tr["from"], tr["to"])
+        shifts[f"{key[0]}->{key[1]}"] = (found[key] - tr["t"]) / tr["t"] if key in found else None
+    return shifts
+
+
+@dataclass
+class ComparedRun:
+    """One discrete run set beside the flow: what ``compare.json`` records of it (:meth:`to_dict`), its
+    trajectory, and its deviation from the flow at every recorded time (what ``compare.csv`` adds)."""
+
+    spec: RunSpec
+    trajectory: Trajectory
+    status: Status
+    status_step: int | None  # the step at which a run that stopped early stopped
+    status_time: float | None
+    message: str
+    steps: int
+    diverged: bool  # stopped early, or ended above its starting loss (a finite blow-up)
+    first_loss_increase_step: int | None
+    lr_times_sharpness: float  # lr · λ_max of the flow
+    predicted_stable: bool  # lr · λ_max < 2
+    final_loss: float
+    stages: list[str]  # the run's own stage names
+    stage_shift: dict[str, float | None]  # per flow boundary "a->b": (t_run − t_flow)/t_flow, None: not found
+    max_loss_deviation: float
+    max_fact_deviation: float
+    loss_deviation: np.ndarray  # |L_run − L_flow| at the run's times
+    flow_loss: np.ndarray  # the flow's loss at the run's times
+    param_distance: np.ndarray | None = None  # ‖θ_k − θ(t)‖ / ‖θ(t)‖; None without kept states
+    max_loss_deviation_modified: float | None = None  # GD against its modified flow; None: not computed
+
+    @property
+    def name(self) -> str:
+        """The run's identifier, e.g. ``sgd_lr0.1_b1024_s0``."""
+        return self.spec.name
+
+    @property
+    def optimizer(self) -> str:
+        return self.spec.optimizer
+
+    @property
+    def lr(self) -> float:
+        return self.spec.lr
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.spec.batch_size
+
+    @property
+    def max_param_distance(self) -> float | None:
+        """The largest relative parameter distance from the flow (None without kept states)."""
+        return None if self.param_distance is None else float(self.param_distance.max())
+
+    def to_dict(self, modified_flow: bool = False) -> dict[str, Any]:
+        """The run's entry in ``compare.json`` (no arrays). ``modified_flow``: the comparison checked GD
+        against its modified flow, so a GD entry carries ``max_loss_deviation_modified`` (None: skipped)."""
+        entry: dict[str, Any] = {
+            **asdict(self.spec), "name": self.name, "status": self.status.value,
+            "status_step": self.status_step, "status_time": self.status_time, "message": self.message,
+            "steps": self.steps, "diverged": self.diverged,
+            "first_loss_increase_step": self.first_loss_increase_step,
+            "lr_times_sharpness": self.lr_times_sharpness, "predicted_stable": self.predicted_stable,
+            "final_loss": self.final_loss, "stages": self.stages, "stage_shift": self.stage_shift,
+            "max_loss_deviation": self.max_loss_deviation, "max_fact_deviation": self.max_fact_deviation}
+        if self.param_distance is not None:
+            entry.update(max_param_distance=self.max_param_distance,
+                         final_param_distance=float(self.param_distance[-1]))
+        if modified_flow and self.optimizer == "gd":
+            entry["max_loss_deviation_modified"] = self.max_loss_deviation_modified
+        return entry
+
+
+@dataclass
+class SeedGroup:
+    """The SGD or Adam runs of one (optimizer, lr, batch size) over seeds: the spread of their largest loss
+    deviation over the runs that finished (None: none did)."""
+
+    optimizer: str
+    lr: float
+    batch_size: int | None
+    runs: int
+    diverged: int  # runs that did not finish (status other than ok)
+    mean_max_loss_deviation: float | None
+    min_max_loss_deviation: float | None
+    max_max_loss_deviation: float | None
+
+
+@dataclass
+class Orders:
+    """GD's fitted orders of convergence in lr (:func:`fitted_order`), over the GD runs that finished inside
+    the stability margin (``gd_lrs``); None with fewer than two usable points."""
+
+    gd_lrs: list[float]
+    gd_vs_flow: float | None
+    gd_vs_modified_flow: float | None
+
+
+@dataclass
+class Comparison:
+    """The flow and every discrete run of ``spec`` from the same θ(0), with every measure: what
+    ``compare.json`` (:meth:`to_dict`) and ``compare.csv`` (:func:`tidy_rows`) hold and the figures read."""
+
+    config: Config
+    spec: CompareSpec
+    flow: Trajectory  # on the config's own record grid
+    flow_stages: StageReport
+    sharpness_t: np.ndarray
+    sharpness: np.ndarray  # λ_max(P H) along the flow at ``sharpness_t``
+    max_sharpness: float
+    runs: list[ComparedRun]
+    groups: list[SeedGroup]
+    orders: Orders
+
+    @property
+    def stable_lr_bound(self) -> float | None:
+        """2 / λ_max: GD leaves the flow for larger lr (None when λ_max ≤ 0)."""
+        return 2.0 / self.max_sharpness if self.max_sharpness > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``compare.json`` holds: strict-JSON-ready (NaN and infinities as None, no arrays)."""
+        flow = {"status": self.flow.info.status.value, "function_evals": self.flow.info.cost.function_evals,
+                "stages": self.flow_stages.to_dict(), "sharpness_t": self.sharpness_t.tolist(),
+                "sharpness": self.sharpness.tolist(), "max_sharpness": self.max_sharpness,
+                "stable_lr_bound": self.stable_lr_bound}
+        return finite_or_none({"config": self.config.to_dict(), "spec": asdict(self.spec), "flow": flow,
+                               "runs": [r.to_dict(self.spec.modified_flow) for r in self.runs],
+                               "groups": [asdict(g) for g in self.groups], "orders": asdict(self.orders)})
+
+
+def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lambda message: None
+            ) -> Comparison:
+    """Run the flow and every discrete run of ``spec`` from the same θ(0); return every measure.
+
+    Raises RunError when the reference flow at the runs' times stops early (nothing to compare with).
+    """
+    flow = run_flow(config, keep_states=True)
+    flow_stages = detect_stages(flow)
+    log(f"flow: {flow.info.status}, {flow_stages.summary()}")
+    t_sharp, lam = flow_sharpness(config, spec.sharpness_points)
+    lam_max = float(np.nanmax(lam))
+    trained = []
+    for run in plan_runs(config, spec):
+        traj = run_training(run_config(config, run), keep_states=True)
+        trained.append((run, traj))
+        log(f"{run.name}: {traj.info.status} ({traj.info.cost.function_evals} steps)")
+    all_times = np.unique(np.concatenate([traj.t for _, traj in trained] + [np.zeros(1)]))
+    exact = _flow_at(config, all_times)
+    if not exact.info.ok:
+        raise RunError(f"flow stopped early ({exact.info.status} at t = {exact.info.status_time}): "
+                       "the discrete runs have no reference to be compared with; shorten the runs or "
+                       "loosen flow.rtol/flow.atol")
+    runs = []
+    for run, traj in trained:
+        measures = deviation_measures(traj, exact)
+        info = traj.info
+        compared = ComparedRun(
+            spec=run, trajectory=traj, status=info.status, status_step=info.train.status_step,
+            status_time=info.status_time, message=info.message, steps=info.cost.function_evals,
+            # a finite blow-up (loss above its start) is a divergence too, not only NaN
+            diverged=not info.ok or not traj.loss[-1] <= traj.loss[0],
+            first_loss_increase_step=info.train.first_loss_increase_step,
+            lr_times_sharpness=run.lr * lam_max, predicted_stable=run.lr * lam_max < 2,
+            final_loss=traj.final_loss, stages=detect_stages(traj).names,
+            stage_shift=stage_shifts(traj, flow_stages.transitions),
+            max_loss_deviation=measures["max_loss_deviation"],
+            max_fact_deviation=measures["max_fact_deviation"], loss_deviation=measures["loss_deviation"],
+            flow_loss=measures["flow_loss"], param_distance=measures.get("param_distance"))
+        if run.optimizer == "gd" and spec.modified_flow:
+            # Backward-error analysis is an expansion in lr·λ_max: beyond the stability margin (or past a
+            # divergence) the modified flow predicts nothing, and it gets stiff (9 minutes on tiny with
+            # init.kind=gaussian, init.scale=1 at lr 100).
+            if compared.predicted_stable and compared.status == "ok":
+                modified = deviation_measures(traj, _flow_at(config, traj.t, modified_lr=run.lr))
+                compared.max_loss_deviation_modified = modified["max_loss_deviation"]
+                log(f"{run.name}: modified flow, deviation {compared.max_loss_deviation_modified:.3g}")
+            else:
+                log(f"{run.name}: modified flow skipped (lr·λ_max = {compared.lr_times_sharpness:.3g}, "
+                    f"status {compared.status})")
+        runs.append(compared)
+    return Comparison(config=config, spec=spec, flow=flow, flow_stages=flow_stages, sharpness_t=t_sharp,
+                      sharpness=lam, max_sharpness=lam_max, runs=runs, groups=_groups(runs),
+                      orders=_orders(runs))
+
+
+def _orders(runs: list[ComparedRun]) -> Orders:
+    # Orders are asymptotic in lr: fit over the GD runs that finished inside the stability margin.
+    gd = [r for r in runs if r.optimizer == "gd" and r.status == "ok" and r.predicted_stable]
+    lrs = [r.lr for r in gd]
+    return Orders(gd_lrs=lrs, gd_vs_flow=fitted_order(lrs, [r.max_loss_deviation for r in gd]),
+                  gd_vs_modified_flow=fitted_order(lrs, [r.max_loss_deviation_modified for r in gd]))
+
+
+def _groups(runs: list[ComparedRun]) -> list[SeedGroup]:
+    groups: dict[tuple, list[ComparedRun]] = {}
+    for r in runs:
+        if r.optimizer != "gd":
+            groups.setdefault((r.optimizer, r.lr, r.batch_size), []).append(r)
+    summary = []
+    for (optimizer, lr, batch), members in groups.items():
+        ok = [m.max_loss_deviation for m in members if m.status == "ok"]
+        summary.append(SeedGroup(optimizer=optimizer, lr=lr, batch_size=batch, runs=len(members),
+                                 diverged=sum(m.status != "ok" for m in members),
+                                 mean_max_loss_deviation=float(np.mean(ok)) if ok else None,
+                                 min_max_loss_deviation=float(np.min(ok)) if ok else None,
+                                 max_max_loss_deviation=float(np.max(ok)) if ok else None))
+    return summary
+
+
+CSV_COLUMNS = ("run", "optimizer", "lr", "batch_size", "seed", "t", "loss", "relation_loss", "subject_loss",
+               "flow_loss", "loss_deviation", "param_distance")
+
+
+def tidy_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """One row per run and recorded time (columns :data:`CSV_COLUMNS`): what ``compare.csv`` holds, the
+    flow's own rows first."""
+    rows = []
+    flow = comparison.flow
+    for k, t in enumerate(flow.t):
+        rows.append({"run": "flow", "optimizer": "flow", "lr": "", "batch_size": "", "seed": "", "t": t,
+                     "loss": flow.loss[k], "relation_loss": flow.relation_loss[k],
+                     "subject_loss": flow.subject_loss[k], "flow_loss": flow.loss[k], "loss_deviation": 0.0,
+                     "param_distance": 0.0})
+    for r in comparison.runs:
+        traj = r.trajectory
+        distance = r.param_distance if r.param_distance is not None else np.full(len(traj.t), np.nan)
+        for k, t in enumerate(traj.t):
+            rows.append({"run": r.name, "optimizer": r.optimizer, "lr": r.lr,
+                         "batch_size": r.batch_size if r.batch_size is not None else "",
+                         "seed": r.spec.seed, "t": t, "loss": traj.loss[k],
+                         "relation_loss": traj.relation_loss[k], "subject_loss": traj.subject_loss[k],
+                         "flow_loss": r.flow_loss[k], "loss_deviation": r.loss_deviation[k],
+                         "param_distance": distance[k]})
+    return rows
