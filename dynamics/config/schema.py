@@ -1,4 +1,4 @@
-"""Frozen, validated configuration dataclasses with dotted overrides and named presets.
+"""Frozen, validated configuration dataclasses with dotted overrides (``Config.override``) and value coercion.
 
 A configuration is a tree of small frozen dataclasses (``task``, ``model``, ``init``, ``loss``, ``flow``,
 ``train``). Every value is checked when the dataclass is built; a bad value raises :class:`ConfigError`
