@@ -111,8 +111,8 @@ def test_spectral_flow_is_equivariant_under_a_rotation_of_the_embeddings_and_sig
         losses[name] = [np.array([float(obj(s)) for s in flow.states])
                         for flow, obj in zip(flows, (objective, twin_objective), strict=True)]
     spectral, sign = (np.abs(a / b - 1).max() for a, b in (losses["spectral"], losses["sign"]))
-    assert spectral < 1e-8  # the same losses in either basis
-    assert sign > 0.01  # the basis matters for sign descent
+    assert spectral < 1e-10  # the same losses in either basis (measured 4e-13)
+    assert sign > 0.05  # the basis matters for sign descent (measured 9.3% at t = 0.25)
 
 
 def test_a_chattering_sign_field_ends_with_a_status_and_keeps_its_trajectory():
