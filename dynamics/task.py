@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import cached_property
 
 import numpy as np
 import torch
 
 from .config import TaskConfig
+
+
+class FactClass(IntEnum):
+    """What a fact's answer distribution shows, ordered by knowledge. For ``argmax_class``: the most likely
+    answer is outside the relation's answers A_r (UNINFORMED), another answer of A_r (HALLUCINATING), or
+    a* (RECALLED). Stage detection classifies each fact at each time with the same three words."""
+
+    UNINFORMED = 0
+    HALLUCINATING = 1
+    RECALLED = 2
 
 
 def zipf_weights(n: int, exponent: float) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,7 @@ from .io import atomic_write, atomic_write_json
 from .models import Model
 from .numerics import compute_settings
 from .records import RunInfo
-from .task import FactTask, reference_levels
-
-
-class FactClass(IntEnum):
-    """What a fact's answer distribution shows, ordered by knowledge. For ``argmax_class``: the most likely
-    answer is outside the relation's answers A_r (UNINFORMED), another answer of A_r (HALLUCINATING), or
-    a* (RECALLED). Stage detection classifies each fact at each time with the same three words."""
-
-    UNINFORMED = 0
-    HALLUCINATING = 1
-    RECALLED = 2
-
+from .task import FactClass, FactTask, reference_levels
 
 ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
 
@@ -131,10 +119,15 @@ RECORD_ELEMENTS = 2**22
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
            info: RunInfo | None = None, chunk: int | None = None) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
-    states at a time (default: as many as keep RECORD_ELEMENTS logits). ``info``, when given, is attached
-    with its ``final_loss`` set to the record's last loss."""
+    states at a time (default: as many as keep RECORD_ELEMENTS logits). A model that offers its own
+    ``fact_record`` (the factorised linear-attention reduced model: no S×R×|A| table) gives the per-fact
+    arrays; otherwise they come from the logits. ``info``, when given, is attached with its ``final_loss``
+    set to the record's last loss."""
+    own_record = getattr(model, "fact_record", None)
+    factorised = own_record is not None and own_record(states[:1]) is not None
     if chunk is None:
-        chunk = max(1, RECORD_ELEMENTS // (task.S * task.R * task.num_answers))
+        per_state = task.S * task.R * (4 if factorised else task.num_answers)
+        chunk = max(1, RECORD_ELEMENTS // per_state)
     weights = torch.as_tensor(task.fact_weights, device=states.device)
     logits_of = torch.func.vmap(model.population_logits)
     attention_of = torch.func.vmap(model.attention_weights)
@@ -142,7 +135,7 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad(), compute_settings(states[0]):
         for block in torch.split(states, chunk):
-            metrics = fact_metrics(task, logits_of(block))
+            metrics = own_record(block) if factorised else fact_metrics(task, logits_of(block))
             metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
             for name in ("relation_loss", "subject_loss"):
                 metrics[name] = (weights * metrics[name]).sum((-2, -1))

@@ -1,4 +1,4 @@
-"""The factorised population loss (dynamics/factorised.py) against the blocked closed forms of ReducedModel,
+"""The factorised population loss (dynamics/models/factorised.py) against the blocked forms of ReducedModel,
 autodiff of the direct loss, ``fact_metrics`` on the full logits, and a 450-digit reference.
 
 Every check uses float64 on small tables; the blocked path and autodiff agree with the factorised path to
@@ -12,7 +12,7 @@ import mpmath
 import pytest
 import torch
 
-from dynamics import factorised
+from dynamics.models import factorised
 from dynamics.config import TaskConfig
 from dynamics.models import ReducedModel
 from dynamics.task import FactTask
@@ -84,7 +84,7 @@ def test_loss_and_gradient_match_blocked_path_and_autodiff(changes, tied, scale)
     model = ReducedModel(make_task(**changes), tied=tied)
     theta = random_theta(model, scale, seed=7)
     loss, grad = factorised.loss_and_gradient(model, theta)
-    blocked_loss, blocked_grad = model.population_loss_and_gradient(theta)
+    blocked_loss, blocked_grad = model.blocked_loss_and_gradient(theta)
     assert loss.shape == () and grad.shape == theta.shape
     assert float(loss) == pytest.approx(float(blocked_loss), rel=1e-12, abs=1e-300)
     assert float(loss) == pytest.approx(float(model.population_loss(theta)), rel=1e-12, abs=1e-300)
@@ -98,7 +98,7 @@ def test_batched_loss_and_gradient(changes, scale):
     model = ReducedModel(make_task(**changes))
     thetas = random_theta(model, scale, seed=8, batch=(3,))
     losses, grads = factorised.loss_and_gradient(model, thetas)
-    blocked_losses, blocked_grads = model.population_loss_and_gradient(thetas)
+    blocked_losses, blocked_grads = model.blocked_loss_and_gradient(thetas)
     assert losses.shape == (3,) and grads.shape == thetas.shape
     assert_close(losses, blocked_losses)
     for theta, loss, grad, blocked in zip(thetas, losses, grads, blocked_grads, strict=True):
@@ -118,7 +118,7 @@ def test_hessian_vector_product_matches_autodiff(changes, tied, scale):
     hv = factorised.hessian_vector_product(model, theta, u)
     assert hv.shape == theta.shape
     assert_close(hv, autodiff_hvp(model, theta, u))
-    assert_close(hv, model.population_hessian_vector_product(theta, u))
+    assert_close(hv, model.blocked_hessian_vector_product(theta, u))
 
 
 def test_batched_hessian_vector_product():
@@ -175,7 +175,7 @@ def test_underflow_fallback_matches_blocked_path_and_autodiff(monkeypatch, chunk
     assert torch.isfinite(loss) and bool(torch.isfinite(grad).all())
     assert float(loss) == pytest.approx(float(model.population_loss(theta)), rel=1e-12)
     assert_close(grad, autodiff_gradient(model, theta))
-    assert_close(grad, model.population_loss_and_gradient(theta)[1])
+    assert_close(grad, model.blocked_loss_and_gradient(theta)[1])
     u = random_theta(model, 1.0, seed=22)
     assert_close(factorised.hessian_vector_product(model, theta, u), autodiff_hvp(model, theta, u))
     # batched, with the underflowing state in the middle of ordinary ones
@@ -288,3 +288,14 @@ def test_cuda_matches_cpu():
     record, expected = factorised.fact_record(gpu, on_gpu), factorised.fact_record(cpu, thetas)
     for name, value in expected.items():
         torch.testing.assert_close(record[name].cpu(), value, rtol=1e-12, atol=1e-13)
+
+
+def test_rejects_what_it_does_not_cover():
+    task = make_task()
+    theta = random_theta(ReducedModel(task), 0.5, seed=61)
+    with pytest.raises(ValueError, match="linear attention"):
+        factorised.loss_and_gradient(ReducedModel(task, "softmax"), theta)
+    with pytest.raises(ValueError, match="float64"):
+        factorised.loss_and_gradient(ReducedModel(task), theta.float())
+    with pytest.raises(ValueError, match="shape"):
+        factorised.hessian_vector_product(ReducedModel(task), theta, theta[:-1])

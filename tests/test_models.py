@@ -414,14 +414,14 @@ def test_blocked_population_terms_equal_one_block(monkeypatch, attention, rows):
     model = ReducedModel(task, attention)
     thetas = torch.stack([random_theta(model.num_params, seed) for seed in (21, 22)])
     u = random_theta(model.num_params, 23, scale=1.0)
-    whole_loss, whole_grad = model.population_loss_and_gradient(thetas)
-    whole_hv = model.population_hessian_vector_product(thetas[0], u)
+    whole_loss, whole_grad = model.blocked_loss_and_gradient(thetas)
+    whole_hv = model.blocked_hessian_vector_product(thetas[0], u)
     per_subject = task.R * task.num_answers
     monkeypatch.setattr(reduced, "BLOCK_ELEMENTS", rows * per_subject * len(thetas))
     assert len(model._subject_blocks(thetas)) == -(-task.S // rows) > 1
-    loss, grad = model.population_loss_and_gradient(thetas)
+    loss, grad = model.blocked_loss_and_gradient(thetas)
     assert relative_error(loss, whole_loss) < 1e-13 and relative_error(grad, whole_grad) < 1e-13
     monkeypatch.setattr(reduced, "BLOCK_ELEMENTS", rows * per_subject)
     assert len(model._subject_blocks(thetas[0])) > 1
     if attention == "linear":
-        assert relative_error(model.population_hessian_vector_product(thetas[0], u), whole_hv) < 1e-13
+        assert relative_error(model.blocked_hessian_vector_product(thetas[0], u), whole_hv) < 1e-13

@@ -23,6 +23,8 @@ from dynamics.config import Config, resolve_config
 from dynamics.io import atomic_write_json
 from dynamics.run import run_flow, run_training
 
+from .gradient import SIZES as GRADIENT_SIZES
+from .gradient import bench_gradient, format_gradient_rows
 from .scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
 
 
@@ -140,6 +142,7 @@ def format_table(results: dict[str, Any]) -> str:
         _row(f"{bs['points']}-point init.scale sweep: one by one {bs['one_by_one_seconds']:.1f} s / batched "
              f"{bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"]),
     ]
+    lines += format_gradient_rows(results.get("gradient", []))
     if results.get("scale"):
         lines += ["", format_scale_table(results["scale"])]
     return "\n".join(lines)
@@ -159,6 +162,7 @@ def run_bench(quick: bool = False, out: Path | None = None,
                 ("gd_evals", lambda: bench_gd_evals(quick)),
                 ("long_horizon", bench_long_horizon),
                 ("batched_sweep", lambda: bench_batched_sweep(8 if quick else 32)),
+                ("gradient", lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES)),
                 ("scale", lambda: bench_scale(sizes, log=log))]
     results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
     for name, section in sections:

@@ -6,6 +6,7 @@ import torch
 
 from ..geometry import ParameterBlock
 from ..task import FactTask
+from . import factorised
 from .base import Model
 from .tokens import noise_block, population_logits_from_tokens
 
@@ -71,7 +72,21 @@ class ReducedModel(Model):
         return theta[..., :n], theta[..., n:].reshape(*theta.shape[:-1], n, self.task.num_answers)
 
     def population_loss_and_gradient(self, theta):
-        """Closed-form gradient (no autodiff graph); θ may be batched (B, P).
+        """(L(θ), ∇L(θ)) in closed form; θ may be batched (B, P). Linear attention: by matrix products over
+        the additive logits, never forming the S×R×|A| table (:mod:`.factorised`); softmax attention: the
+        blocked table (:meth:`blocked_loss_and_gradient`)."""
+        if self.attention == "linear" and not (torch.is_grad_enabled() and theta.requires_grad):
+            return factorised.loss_and_gradient(self, theta)
+        # the factorised products are not differentiated through: under autodiff, the blocked form is
+        return self.blocked_loss_and_gradient(theta)
+
+    def fact_record(self, thetas: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The per-fact record of states (K, P) without the S×R×|A| table (linear attention), else None."""
+        return factorised.fact_record(self, thetas) if self.attention == "linear" else None
+
+    def blocked_loss_and_gradient(self, theta):
+        """Closed-form gradient over the table of logits, a block of subjects at a time (the reference for the
+        factorised path, and the path of softmax attention); θ may be batched (B, P).
 
         With G_f = w_f (p_f - e_{a*(f)}) per fact f = (s, r) and the logits ℓ_f of docs/design.md §3.1:
         linear:  ∂L/∂v_z = Σ_f c_z(f) a_z G_f,        ∂L/∂a_z = Σ_f c_z(f) v_z·G_f;
@@ -114,6 +129,16 @@ class ReducedModel(Model):
 
     def population_hessian_vector_product(self, theta: torch.Tensor, vector: torch.Tensor
                                           ) -> torch.Tensor | None:
+        """H(θ)·u in closed form for linear attention by matrix products (:mod:`.factorised`); None for
+        softmax (autodiff)."""
+        if not self.has_closed_hvp:
+            return None
+        if torch.is_grad_enabled() and (theta.requires_grad or vector.requires_grad):
+            return self.blocked_hessian_vector_product(theta, vector)
+        return factorised.hessian_vector_product(self, theta, vector)
+
+    def blocked_hessian_vector_product(self, theta: torch.Tensor, vector: torch.Tensor
+                                       ) -> torch.Tensor | None:
         """H(θ)·u in closed form for linear attention (None for softmax), θ and u of shape (P,).
 
         The logits ℓ_f = Σ_z c_z(f) a_z v_z are bilinear, so along u = (δa, δv)

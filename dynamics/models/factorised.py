@@ -54,11 +54,15 @@ import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .models import ReducedModel
-from .task import FactTask
+from ..task import FactClass, FactTask
+from .tokens import noise_block
+
+if TYPE_CHECKING:
+    from .reduced import ReducedModel
 
 # Facts with a shifted partition function below this are recomputed from their logits (module docstring).
 TINY = 1e-200
@@ -72,6 +76,10 @@ RECORD_ELEMENTS = 2**22
 _TARGETS: weakref.WeakKeyDictionary[FactTask, dict[torch.device, tuple[torch.Tensor, torch.Tensor]]] = (
     weakref.WeakKeyDictionary())
 
+# Implementation note: on the CPU a fresh S×|A| tensor costs about as much as five passes over it (the
+# allocator returns large blocks to the system, so each new one is page-faulted in again), so the S×|A|
+# tables below are few and reused in place; products that only reduce use einsum, which needs no temporary.
+
 
 def _targets(task: FactTask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(fact weights W (S, R) float64, answers a* (S, R) int64) on ``device``, converted once per task."""
@@ -82,22 +90,16 @@ def _targets(task: FactTask, device: torch.device) -> tuple[torch.Tensor, torch.
     return per_device[device]
 
 
-def _noise_block(task: FactTask, num_tokens: int) -> tuple[int, float]:
-    """Tokens in the noise block of a token axis of ``num_tokens`` (subjects, relations, noise, EOS) and the
-    expected count of each in one sequence, (T − 3) / n_noise: the model's own convention, restated here so
-    that this module depends on the model only through its public interface."""
-    n_noise = num_tokens - task.S - task.R - 1
-    return n_noise, (task.T - 3) / n_noise if n_noise else 0.0
-
-
 def _check(model: ReducedModel) -> None:
-    if not isinstance(model, ReducedModel) or model.attention != "linear":
+    if getattr(model, "attention", None) != "linear" or not hasattr(model, "num_tokens"):
         raise ValueError("the factorised population loss needs a ReducedModel with linear attention")
 
 
 def _as_batch(theta: torch.Tensor) -> torch.Tensor:
     if theta.dim() not in (1, 2):
         raise ValueError(f"θ must have shape (P,) or (B, P), got {tuple(theta.shape)}")
+    if theta.dtype != torch.float64:  # TINY and the precision arguments assume float64
+        raise ValueError(f"θ must be float64, got {theta.dtype}")
     return theta if theta.dim() == 2 else theta[None]
 
 
@@ -112,11 +114,25 @@ def _tables(model: ReducedModel, a: torch.Tensor, v: torch.Tensor
     values v (..., n, |A|), computed with the same operations as the model's population logits (so that
     x_s + y_r + c, summed in that order, reproduces its logits bit for bit)."""
     S, R = model.task.S, model.task.R
-    _, per_noise = _noise_block(model.task, a.shape[-1])
+    _, per_noise = noise_block(model.task, a.shape[-1])
     x = a[..., :S, None] * v[..., :S, :]
     y = a[..., S:S + R, None] * v[..., S:S + R, :]
     c = per_noise * (a[..., S + R:-1, None] * v[..., S + R:-1, :]).sum(-2) + a[..., -1, None] * v[..., -1, :]
     return x, y, c
+
+
+def _directions(model: ReducedModel, a: torch.Tensor, v: torch.Tensor, da: torch.Tensor, dv: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along (δa, δv): δx (B, S, |A|) = δa_s v_s + a_s δv_s and δỹ (B, R, |A|) = δy_r + δc, so that the
+    logits move by δℓ(s, r, ·) = δx_s + δỹ_r."""
+    S, R = model.task.S, model.task.R
+    _, per_noise = noise_block(model.task, a.shape[-1])
+
+    def moved(rows: slice) -> torch.Tensor:
+        return torch.mul(da[:, rows, None], v[:, rows]).addcmul_(a[:, rows, None], dv[:, rows])
+
+    dc = per_noise * moved(slice(S + R, -1)).sum(-2) + moved(slice(-1, None))[:, 0]
+    return moved(slice(0, S)), moved(slice(S, S + R)) + dc[:, None]
 
 
 def _chunks(index: tuple[torch.Tensor, ...], width: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -126,10 +142,11 @@ def _chunks(index: tuple[torch.Tensor, ...], width: int) -> Iterator[tuple[torch
         yield tuple(i[start:start + step] for i in index)
 
 
-def _direct_logits(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, b: torch.Tensor, s: torch.Tensor,
-                   r: torch.Tensor) -> torch.Tensor:
-    """(k, |A|) logits ℓ(s, r, ·) = x_s + y_r + c of the k facts (b, s, r) (b: the state of the batch)."""
-    return x[b, s] + y[b, r] + c[b]
+def _row_logits(a: torch.Tensor, v: torch.Tensor, y: torch.Tensor, c: torch.Tensor, b: torch.Tensor,
+                s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(k, |A|) logits ℓ(s, r, ·) = x_s + y_r + c of the k facts (b, s, r) (b: the state of the batch),
+    x_s recomputed as a_s v_s exactly as in the table x."""
+    return a[b, s, None] * v[b, s] + y[b, r] + c[b]
 
 
 def _masked_logsumexp(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -143,57 +160,68 @@ class _Facts:
 
     X: torch.Tensor  # (B, S, |A|) exp(x − m_x)
     YC: torch.Tensor  # (B, R, |A|) exp(y − m_y) ⊙ exp(c − m_c)
-    M: torch.Tensor  # m_x[s] + m_y[r] + m_c
     lse: torch.Tensor  # log Σ_a exp ℓ(s, r, a), exact for every fact
     loss: torch.Tensor  # −log p(a* | s, r), to full relative precision
     scale: torch.Tensor  # 1 / Z, 0 for flagged facts: p(s, r, a) = X[s, a] YC[r, a] scale[s, r]
     Z_in: torch.Tensor  # Σ_{a ∈ A_r} X[s, a] YC[r, a]: the own block's share of Z = exp(lse − M)
     Z_off: torch.Tensor  # Σ_{a ∉ A_r} X[s, a] YC[r, a]: the other blocks' share (0 when R = 1)
     flagged: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (b, s, r) of the facts with Z < TINY
+    spare: torch.Tensor  # a (B, S, |A|) buffer free for the caller
 
 
-def _facts(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, facts: torch.Tensor) -> _Facts:
-    """Log-partition and loss of every fact of states given by their tables x (B, S, |A|), y (B, R, |A|),
-    c (B, |A|), the flagged facts recomputed from their own logits (module docstring)."""
+def _facts(a: torch.Tensor, v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor,
+           facts: torch.Tensor) -> _Facts:
+    """Log-partition and loss of every fact of states (a, v) with tables x (B, S, |A|), y (B, R, |A|),
+    c (B, |A|); the flagged facts are recomputed from their own logits (module docstring). ``x`` is
+    overwritten by X."""
     B, S, A = x.shape
     R = y.shape[-2]
     D = A // R
+    own = torch.arange(R, device=x.device)
+    # the D logits of the fact's own block, (B, S, R, D), summed in the order of the model's logits
+    block = torch.add(x.view(B, S, R, D), y.view(B, R, R, D)[:, own, own][:, None])
+    block += c.view(B, R, D)[:, None]
+    within = (facts - own * D).expand(B, S, R)[..., None]
+    target = block.gather(-1, within)[..., 0]
+    # log Σ_{a ∈ A_r, a ≠ a*} exp ℓ(s, r, a) (−inf when D = 1), in place
+    block.scatter_(-1, within, -math.inf)
+    top = block.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    others = torch.log(block.sub_(top).exp_().sum(-1)) + top[..., 0]
+
     m_x = x.amax(-1, keepdim=True)
     m_y = y.amax(-1, keepdim=True)
     m_c = c.amax(-1, keepdim=True)
-    X = torch.exp(x - m_x)
+    X = x.sub_(m_x).exp_()
     YC = torch.exp(y - m_y) * torch.exp(c - m_c)[..., None, :]
     M = m_x + m_y.mT + m_c[..., None]
-    own = torch.arange(R, device=x.device)
     off_block = (torch.arange(A, device=x.device) // D)[None, :] != own[:, None]  # (R, |A|)
     Z_off = X @ (YC * off_block).mT
-    Z_in = (X.reshape(B, S, R, D) * YC.reshape(B, R, R, D)[:, own, own][:, None]).sum(-1)
+    Z_in = torch.einsum("bsrd,brd->bsr", X.view(B, S, R, D), YC.view(B, R, R, D)[:, own, own])
     Z = Z_in + Z_off
     bad = Z < TINY
     lse = torch.log(Z.clamp_min(TINY)) + M
-    # the D logits of the fact's own block, (B, S, R, D), summed in the order of the model's logits
-    block = x.reshape(B, S, R, D) + y.reshape(B, R, R, D)[:, own, own][:, None] + c.reshape(B, R, D)[:, None]
-    within = (facts - own * D).expand(B, S, R)[..., None]
-    target = block.gather(-1, within)[..., 0]
-    others = torch.logsumexp(block.scatter(-1, within, -math.inf), dim=-1)
     loss = _softplus(torch.logaddexp(others - target, torch.log(Z_off) + (M - target)))
     flagged = bad.nonzero(as_tuple=True)
     for b, s, r in _chunks(flagged, A):
-        logits = _direct_logits(x, y, c, b, s, r)
-        answers = facts[s, r]
-        not_target = torch.arange(A, device=x.device) != answers[:, None]
+        logits = _row_logits(a, v, y, c, b, s, r)
+        not_target = torch.arange(A, device=x.device) != facts[s, r, None]
         lse[b, s, r] = torch.logsumexp(logits, dim=-1)
         loss[b, s, r] = _softplus(_masked_logsumexp(logits, not_target) - target[b, s, r])
     scale = torch.where(bad, 0.0, 1.0 / Z.clamp_min(TINY))
-    return _Facts(X, YC, M, lse, loss, scale, Z_in, Z_off, flagged)
+    return _Facts(X, YC, lse, loss, scale, Z_in, Z_off, flagged, block.view(B, S, A))
 
 
-def _token_sums(g_s: torch.Tensor, g_r: torch.Tensor, n_noise: int, per_noise: float) -> torch.Tensor:
-    """(B, n, |A|) sums Σ_f c_z(f) G_f per token from the subject rows g_s (B, S, |A|) and relation rows
-    g_r (B, R, |A|): each noise token gets per_noise × the total over facts, EOS the total."""
-    total = g_r.sum(-2)
-    noise = (per_noise * total)[..., None, :].expand(*total.shape[:-1], n_noise, total.shape[-1])
-    return torch.cat([g_s, g_r, noise, total[..., None, :]], dim=-2)
+def _token_rows(g_s: torch.Tensor, g_r: torch.Tensor, n_noise: int, per_noise: float
+                ) -> list[tuple[slice, torch.Tensor]]:
+    """The sums Σ_f c_z(f) G_f of every token as (token rows, (B, rows, |A|)) pieces, from the subject rows
+    g_s (B, S, |A|) and relation rows g_r (B, R, |A|): each noise token gets per_noise × the total over
+    facts, EOS the total."""
+    S, R = g_s.shape[-2], g_r.shape[-2]
+    total = g_r.sum(-2, keepdim=True)
+    noise = (per_noise * total).expand(-1, n_noise, -1)
+    return [(slice(0, S), g_s), (slice(S, S + R), g_r), (slice(S + R, S + R + n_noise), noise),
+            (slice(S + R + n_noise, S + R + n_noise + 1), total)]
 
 
 def _subtract_targets(g_s: torch.Tensor, g_r: torch.Tensor, weights: torch.Tensor, facts: torch.Tensor
@@ -204,6 +232,12 @@ def _subtract_targets(g_s: torch.Tensor, g_r: torch.Tensor, weights: torch.Tenso
     g_r.scatter_add_(-1, facts.mT.expand(B, -1, -1), -weights.mT.expand(B, -1, -1))
 
 
+def _split(out: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The score part (B, n) and the value part (B, n, |A|) of parameter vectors (B, P)."""
+    return out[:, :n], out[:, n:].unflatten(-1, (n, -1))
+
+
+@torch.no_grad()
 def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L(θ), ∇L(θ)) of the population loss, θ of shape (P,) or a batch (B, P) (then L (B,), ∇L (B, P)).
 
@@ -221,23 +255,27 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
     weights, facts = _targets(model.task, theta.device)
-    f = _facts(x, y, c, facts)
+    f = _facts(a, v, x, y, c, facts)
     loss = (weights * f.loss).sum((-2, -1))
     Q = weights * f.scale
-    g_s = f.X * (Q @ f.YC)
+    g_s = torch.matmul(Q, f.YC, out=f.spare).mul_(f.X)
     g_r = f.YC * (Q.mT @ f.X)
-    for b, s, r in _chunks(f.flagged, x.shape[-1]):
-        wp = weights[s, r, None] * torch.exp(_direct_logits(x, y, c, b, s, r) - f.lse[b, s, r, None])
+    for b, s, r in _chunks(f.flagged, f.X.shape[-1]):
+        wp = weights[s, r, None] * torch.exp(_row_logits(a, v, y, c, b, s, r) - f.lse[b, s, r, None])
         g_s.index_put_((b, s), wp, accumulate=True)
         g_r.index_put_((b, r), wp, accumulate=True)
     _subtract_targets(g_s, g_r, weights, facts)
-    g = _token_sums(g_s, g_r, *_noise_block(model.task, a.shape[-1]))
-    grad = torch.cat([(v * g).sum(-1), (a[..., None] * g).flatten(-2)], dim=-1)
+    grad = torch.empty_like(batch)
+    grad_a, grad_v = _split(grad, a.shape[-1])
+    for rows, g in _token_rows(g_s, g_r, *noise_block(model.task, a.shape[-1])):
+        torch.mul(a[:, rows, None], g, out=grad_v[:, rows])
+        grad_a[:, rows] = torch.einsum("bka,bka->bk", v[:, rows], g)
     if theta.dim() == 1:
         return loss[0], grad[0]
     return loss, grad
 
 
+@torch.no_grad()
 def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """H(θ)·u of the population loss, θ and u of shape (P,) (or both (B, P): one product per row).
 
@@ -245,12 +283,12 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     δx_s = δa_s v_s + a_s δv_s and δỹ_r = δa_r v_r + a_r δv_r + δc (δc the same for c), and
     δG_f = w_f (p_f ⊙ δℓ_f − p_f ρ_f) with ρ_f = p_f · δℓ_f. With Q = W / Z:
         ρ = [ (X ⊙ δx)·YCᵀ + X·(YC ⊙ δỹ)ᵀ ] / Z,
-        δg_s = Σ_r δG_sr = X ⊙ [ (Q·YC) ⊙ δx + Q·(YC ⊙ δỹ) − (Q ⊙ ρ)·YC ],
+        δg_s = Σ_r δG_sr = (Q·YC) ⊙ (X ⊙ δx) + X ⊙ [ Q·(YC ⊙ δỹ) − (Q ⊙ ρ)·YC ],
         δg_r = Σ_s δG_sr = YC ⊙ [ Qᵀ·(X ⊙ δx) + (Qᵀ·X) ⊙ δỹ − (Q ⊙ ρ)ᵀ·X ],
     noise and EOS tokens as in the gradient; then (H u)_{v_z} = δa_z g_z + a_z δg_z and
     (H u)_{a_z} = δv_z · g_z + v_z · δg_z (g the gradient's token sums). Flagged facts are handled from
     their own logits as in :func:`loss_and_gradient`.
-    Cost: about ten products of S×|A|×R; memory O((S + R)·|A| + S·R).
+    Cost: about nine products of S×|A|×R; memory O((S + R)·|A| + S·R).
     """
     _check(model)
     if vector.shape != theta.shape:
@@ -259,40 +297,45 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     a, v = model.token_parameters(batch)
     da, dv = model.token_parameters(direction)
     x, y, c = _tables(model, a, v)
-    # δ(a_z v_z) = δa_z v_z + a_z δv_z, read through the same tables with unit scores
-    dx, dy, dc = _tables(model, torch.ones_like(a), da[..., None] * v + a[..., None] * dv)
-    dy = dy + dc[..., None, :]
+    dx, dy = _directions(model, a, v, da, dv)
     weights, facts = _targets(model.task, theta.device)
-    f = _facts(x, y, c, facts)
+    f = _facts(a, v, x, y, c, facts)
     X, YC = f.X, f.YC
-    A = X.shape[-1]
+    R = YC.shape[-2]
+    flagged = [(b, s, r, dx[b, s]) for b, s, r in _chunks(f.flagged, X.shape[-1])]  # δx rows, kept
+    Xdx = dx.mul_(X)
     Q = weights * f.scale
-    rho = f.scale * (torch.cat([X * dx, X], -1) @ torch.cat([YC, YC * dy], -1).mT)
+    YCdy = YC * dy
+    rho = (Xdx @ YC.mT + X @ YCdy.mT) * f.scale
     Q_rho = Q * rho
-    QY = Q @ torch.cat([YC, YC * dy], -1)
-    QX = Q.mT @ torch.cat([X, X * dx], -1)
-    g_s = X * QY[..., :A]
-    g_r = YC * QX[..., :A]
-    dg_s = X * (QY[..., :A] * dx + QY[..., A:] - Q_rho @ YC)
-    dg_r = YC * (QX[..., A:] + QX[..., :A] * dy - Q_rho.mT @ X)
-    for b, s, r in _chunks(f.flagged, A):
+    QY = torch.matmul(Q, YC, out=f.spare)
+    dg_s = (torch.cat([Q, -Q_rho], -1) @ torch.cat([YCdy, YC], -2)).mul_(X).addcmul_(QY, Xdx)
+    g_s = QY.mul_(X)
+    QX = torch.cat([Q, Q_rho], -1).mT @ X  # [Qᵀ·X; (Q ⊙ ρ)ᵀ·X]
+    g_r = YC * QX[:, :R]
+    dg_r = YC * (Q.mT @ Xdx + QX[:, :R] * dy - QX[:, R:])
+    for b, s, r, dx_rows in flagged:
         w = weights[s, r, None]
-        p = torch.exp(_direct_logits(x, y, c, b, s, r) - f.lse[b, s, r, None])
-        pd = p * (dx[b, s] + dy[b, r])
+        p = torch.exp(_row_logits(a, v, y, c, b, s, r) - f.lse[b, s, r, None])
+        pd = p * (dx_rows + dy[b, r])
         dG = w * (pd - p * pd.sum(-1, keepdim=True))
         g_s.index_put_((b, s), w * p, accumulate=True)
         g_r.index_put_((b, r), w * p, accumulate=True)
         dg_s.index_put_((b, s), dG, accumulate=True)
         dg_r.index_put_((b, r), dG, accumulate=True)
     _subtract_targets(g_s, g_r, weights, facts)
-    noise = _noise_block(model.task, a.shape[-1])
-    g, dg = _token_sums(g_s, g_r, *noise), _token_sums(dg_s, dg_r, *noise)
-    hv_v = da[..., None] * g + a[..., None] * dg
-    hv_a = (dv * g).sum(-1) + (v * dg).sum(-1)
-    hv = torch.cat([hv_a, hv_v.flatten(-2)], dim=-1)
+    hv = torch.empty_like(batch)
+    hv_a, hv_v = _split(hv, a.shape[-1])
+    noise = noise_block(model.task, a.shape[-1])
+    pieces = zip(_token_rows(g_s, g_r, *noise), _token_rows(dg_s, dg_r, *noise), strict=True)
+    for (rows, g), (_, dg) in pieces:
+        torch.mul(da[:, rows, None], g, out=hv_v[:, rows]).addcmul_(a[:, rows, None], dg)
+        hv_a[:, rows] = (torch.einsum("bka,bka->bk", dv[:, rows], g)
+                         + torch.einsum("bka,bka->bk", v[:, rows], dg))
     return hv[0] if theta.dim() == 1 else hv
 
 
+@torch.no_grad()
 def flagged_facts(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
     """Boolean (S, R) (or (B, S, R)) mask of the facts whose shifted partition function Z = exp(lse − M)
     is below TINY at θ: those the other functions recompute from their own logits."""
@@ -300,7 +343,7 @@ def flagged_facts(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
     batch = _as_batch(theta)
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
-    f = _facts(x, y, c, _targets(model.task, theta.device)[1])
+    f = _facts(a, v, x, y, c, _targets(model.task, theta.device)[1])
     mask = torch.zeros_like(f.lse, dtype=torch.bool)
     mask[f.flagged] = True
     return mask[0] if theta.dim() == 1 else mask
@@ -326,6 +369,7 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
     _check(model)
     if thetas.dim() != 2:
         raise ValueError(f"thetas must have shape (K, P), got {tuple(thetas.shape)}")
+    _as_batch(thetas)
     task = model.task
     per_state = (task.S + task.R) * task.num_answers + task.S * task.R
     step = max(1, RECORD_ELEMENTS // per_state)
@@ -339,7 +383,6 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
 
 def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.Tensor]:
     """:func:`fact_record` of a few states (B, P)."""
-    from .trajectory import FactClass  # here, not at the top: the trajectory module may come to use this one
 
     task = model.task
     S, R, D, A = task.S, task.R, task.D, task.num_answers
@@ -348,14 +391,15 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
     a, v = model.token_parameters(block)
     x, y, c = _tables(model, a, v)
     _, facts = _targets(task, device)
-    f = _facts(x, y, c, facts)
+    f = _facts(a, v, x, y, c, facts)
     fact_loss = f.loss
     relation_loss = _softplus(torch.log(f.Z_off) - torch.log(f.Z_in))
 
     subject = torch.zeros(S, A, dtype=torch.bool, device=device)
     subject.scatter_(-1, facts, True)
-    s_in = (f.X * subject) @ f.YC.mT
-    s_out = (f.X * ~subject) @ f.YC.mT
+    X_in = f.X * subject
+    s_in = X_in @ f.YC.mT
+    s_out = f.X.sub_(X_in) @ f.YC.mT  # X ⊙ (1 − U), exactly; X is not used after this
     subject_loss = _softplus(torch.log(s_out) - torch.log(s_in))
 
     redo = (s_in < TINY) | (f.Z_in < TINY)
@@ -366,7 +410,7 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
         redo |= s_out < TINY
     answer = torch.arange(A, device=device)
     for b, s, r in _chunks(redo.nonzero(as_tuple=True), A):
-        logits = _direct_logits(x, y, c, b, s, r)
+        logits = _row_logits(a, v, y, c, b, s, r)
         target = facts[s, r]
         in_block = answer // D == r[:, None]
         own_answers = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, facts[s], True)
@@ -379,12 +423,15 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
 
     own = torch.arange(R, device=device)
     top = torch.empty(B, S, R, dtype=torch.int64, device=device)
-    rows = max(1, ARGMAX_ELEMENTS // (R * A))
+    rows = min(S, max(1, ARGMAX_ELEMENTS // (R * A)))
+    buffer = torch.empty(rows, R, A, dtype=a.dtype, device=device)  # reused for (x_s + y_r) + c
     for k in range(B):
         xk, yk, ck = _tables(model, a[k], v[k])  # one state, exactly as population_logits evaluates it
         for start in range(0, S, rows):
             subjects = slice(start, min(start + rows, S))
-            top[k, subjects] = (xk[subjects, None, :] + yk[None, :, :] + ck[None, None, :]).argmax(-1)
+            chunk = buffer[:subjects.stop - start]
+            torch.add(xk[subjects, None, :], yk[None, :, :], out=chunk).add_(ck)
+            top[k, subjects] = chunk.argmax(-1)
     argmax_class = torch.where(top == facts, FactClass.RECALLED,
                                torch.where(top // D == own, FactClass.HALLUCINATING, FactClass.UNINFORMED))
     return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
