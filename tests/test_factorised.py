@@ -12,9 +12,8 @@ import mpmath
 import pytest
 import torch
 
-from dynamics.models import factorised
 from dynamics.config import TaskConfig
-from dynamics.models import ReducedModel
+from dynamics.models import ReducedModel, factorised
 from dynamics.task import FactTask
 from dynamics.trajectory import FactClass, fact_metrics
 
