@@ -28,7 +28,8 @@ def _imports(path: Path) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     tree = ast.parse(path.read_text())
-    for guard in [n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]:
+    guards = [n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    for guard in guards:
         guard.body = []  # imports for type annotations only are not imports at run time
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
