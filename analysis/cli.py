@@ -95,10 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# options and arguments whose empty value would silently mean the default (or the current directory)
+NON_EMPTY = {"out": "--out", "preset": "--preset", "config": "--config", "run_dir": "RUN_DIR", "dir": "DIR",
+             "scheduler": "--scheduler"}
+
+
+def _refuse_empty(args: argparse.Namespace) -> None:
+    for attr, flag in NON_EMPTY.items():
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{flag}={value!r}: must not be empty; omit it for the default")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``factrecall`` console script."""
     try:
         args = build_parser().parse_args(argv)
+        _refuse_empty(args)
         module, function = COMMANDS[args.command]
         return getattr(importlib.import_module(module), function)(args)
     except ConfigError as err:

@@ -4,7 +4,8 @@ stages shaded on it. matplotlib's object API only (no pyplot state, no GUI backe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from dynamics.io import atomic_write
 
 DPI = 120
 TIME_LABEL = "flow time t (= step × lr for discrete runs)"
@@ -36,8 +39,25 @@ def run_figure(width: float, height: float, left: float = 0.7, bottom: float = 0
 
 
 def save(fig: Figure, path: str | Path) -> None:
-    """Write ``fig`` as a PNG at the package's one resolution."""
-    fig.savefig(path, dpi=DPI)
+    """Write ``fig`` as a PNG at the package's one resolution, atomically (a temporary file beside ``path``
+    renamed into place: a failed draw leaves no half-written figure, and a symlink at ``path`` is replaced,
+    never written through)."""
+    atomic_write(Path(path), lambda handle: fig.savefig(handle, dpi=DPI, format="png"))
+
+
+def draw_or_skip(path: str | Path, plot: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Call ``plot(*args, **kwargs)`` to draw the figure at ``path``; a figure that cannot be drawn (e.g. a
+    run that failed at its first point has nothing to show on a log-t axis) is skipped with a one-line note
+    on stderr, and a stale figure at ``path`` is removed, rather than aborting the run. Returns whether it
+    was drawn."""
+    try:
+        plot(*args, **kwargs)
+        return True
+    except Exception as err:  # a figure is a view of the saved record: it never costs the record itself
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"factrecall: note: skipped {Path(path).name} ({reason})", file=sys.stderr)
+        Path(path).unlink(missing_ok=True)
+        return False
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")

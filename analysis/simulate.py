@@ -4,6 +4,7 @@ analyse its stages and print them."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
 from .arguments import config_from_args
+from .plotting import draw_or_skip
 from .rundir import check_target, default_run_dir, staged_run_dir
 from .stages import analyse_trajectory, format_stage_table, plot_losses
 
@@ -25,7 +27,7 @@ class SimulatedRun:
     ``simulate`` call took."""
 
     trajectory: Trajectory
-    stages: dict[str, Any]
+    stages: dict[str, Any] | None  # None: the stage analysis failed (the trajectory is saved all the same)
     total_seconds: float
 
 
@@ -52,14 +54,27 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
                 (target / "config.json").parent.mkdir(parents=True, exist_ok=True)
                 (target / "config.json").write_text((staging / "config.json").read_text())
             traj.save(target)
-            stages[name] = analyse_trajectory(traj, config, target, title=_title(config, name, traj))
+            stages[name] = _analyse(name, traj, config, target, title=_title(config, name, traj))
         if train:
             labels = {"flow": "flow", "train": f"{config.train.optimizer} lr={config.train.lr:g}"}
-            plot_losses([(labels[n], t) for n, t in runs.items()], levels, staging / "loss.png",
-                        title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]),
-                        stages=stages["flow"]["stages"])
+            draw_or_skip(staging / "loss.png", plot_losses, [(labels[n], t) for n, t in runs.items()], levels,
+                         staging / "loss.png",
+                         title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]),
+                         stages=(stages["flow"] or {}).get("stages"))
     seconds = time.perf_counter() - start
     return {name: SimulatedRun(traj, stages[name], seconds) for name, traj in runs.items()}
+
+
+def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: str) -> dict[str, Any] | None:
+    """The stage analysis of a saved trajectory; one that fails is a printed note, never the loss of the
+    run (``factrecall stages`` can redo it)."""
+    try:
+        return analyse_trajectory(traj, config, target, title=title)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"factrecall: note: stage analysis of the {name} failed ({reason}); trajectory kept",
+              file=sys.stderr)
+        return None
 
 
 def _title(config: Config, name: str, traj: Trajectory) -> str:
@@ -85,6 +100,7 @@ def command(args: argparse.Namespace) -> int:
               f"t_end={traj.t[-1]:.4g}  {cost}  {info.cost.wall_seconds:.2f} s")
         if not info.ok:
             print(f"       {info.message}")
-        print(format_stage_table(label, run.stages))
+        print(format_stage_table(label, run.stages) if run.stages is not None
+              else f"{label}: stages not analysed")
     print(f"wrote {out}")
     return 0

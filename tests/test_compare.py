@@ -416,7 +416,7 @@ def test_table_without_curvature_is_summarised_and_plotted(tmp_path, capsys):
     out = tmp_path / "flat"
     result = run_compare(config, CompareSpec(lrs=(0.4, 0.2), optimizers=("gd",), sharpness_points=4), out,
                          quiet=True)
-    assert result["flow"]["max_sharpness"] == 0.0 and result["flow"]["stable_lr_bound"] is None
+    assert abs(result["flow"]["max_sharpness"]) < 1e-12 and result["flow"]["stable_lr_bound"] is None
     assert result["orders"]["gd_vs_flow"] is None  # zero deviations carry no slope
     assert "no stability bound" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} >= set(FIGURES)

@@ -22,7 +22,7 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
 
 from ..arguments import parse_count, require_device
-from ..rundir import check_output_dir
+from ..rundir import check_kind, check_output_dir, check_writable
 from .grids import KINDS, Experiment, Point, build_experiment
 from .plots import plot_capacity, plot_tradeoff
 from .search import TrialRecord, bisect_largest, fit_power_law, guarded, min_sufficient_attention
@@ -43,6 +43,8 @@ def command(args: argparse.Namespace) -> int:
     default = Path("runs") / f"capacity-{args.kind}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else default
     check_output_dir(out)
+    check_kind(out, "capacity", "a new or empty directory, or one holding a capacity run")
+    check_writable(out)
     summary = run_capacity(args.kind, out, quick=args.quick, seeds=seeds, device=args.device,
                            progress=not args.quiet)
     if args.kind == "tradeoff":

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config
+from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
 
 from ..arguments import config_from_args, parse_count, parse_list
@@ -25,6 +26,10 @@ def command(args: argparse.Namespace) -> int:
                        batch_sizes=parse_list("--batch-sizes", args.batch_sizes, int),
                        seeds=parse_count("--seeds", args.seeds),
                        modified_flow=not args.no_modified)
+    too_large = [lr for lr in spec.lrs if not 0 < lr <= config.flow.t_max]
+    if too_large:  # one step would already pass the flow's horizon: nothing to compare along the way
+        raise ConfigError(f"--lrs={args.lrs!r}: {too_large[0]:g} is not in (0, flow.t_max = "
+                          f"{config.flow.t_max:g}]; allowed: learning rates whose steps lie within the flow")
     run_compare(config, spec, Path(args.out), quiet=args.quiet)
     return 0
 
@@ -36,7 +41,7 @@ def run_compare(config: Config, spec: CompareSpec, out: Path, quiet: bool = Fals
         if not quiet:
             print(f"compare: {message}", file=sys.stderr, flush=True)
 
-    check_target(out, config)  # before the runs, not after them
+    check_target(out, config, "compare")  # before the runs, not after them
     return save_comparison(compare(config, spec, log=log), out)
 
 
@@ -44,7 +49,7 @@ def save_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
     """Write ``out/config.json``, ``out/compare.json``, ``out/compare.csv`` and the figures in one rename;
     print the summary table. Returns what ``compare.json`` holds."""
     payload = comparison.to_dict()
-    with staged_run_dir(out, comparison.config) as staging:
+    with staged_run_dir(out, comparison.config, "compare") as staging:
         atomic_write_json(staging / "compare.json", payload)
         atomic_write_csv(staging / "compare.csv", tidy_rows(comparison), CSV_COLUMNS)
         plot_comparison(comparison, staging)

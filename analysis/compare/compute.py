@@ -30,6 +30,10 @@ from ..stages import StageReport, detect_stages
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 
+# A sharpness below this is the rounding of a flat loss (the closed-form Hessian-vector products are exact
+# to ~1e-16 relative), not a curvature that bounds GD's learning rate.
+FLAT_SHARPNESS = 1e-12
+
 
 @dataclass(frozen=True)
 class CompareSpec:
@@ -261,8 +265,8 @@ class Comparison:
 
     @property
     def stable_lr_bound(self) -> float | None:
-        """2 / λ_max: GD leaves the flow for larger lr (None when λ_max ≤ 0)."""
-        return 2.0 / self.max_sharpness if self.max_sharpness > 0 else None
+        """2 / λ_max: GD leaves the flow for larger lr (None when λ_max ≤ FLAT_SHARPNESS: a flat loss)."""
+        return 2.0 / self.max_sharpness if self.max_sharpness > FLAT_SHARPNESS else None
 
     def to_dict(self) -> dict[str, Any]:
         """What ``compare.json`` holds: strict-JSON-ready (NaN and infinities as None, no arrays)."""
@@ -284,6 +288,9 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     flow = run_flow(config, keep_states=True)
     flow_stages = detect_stages(flow)
     log(f"flow: {flow.info.status}, {flow_stages.summary()}")
+    if not flow.info.ok and len(flow.t) < 2:  # failed at its first point: no curvature, no reference
+        raise RunError(f"flow stopped early ({flow.info.status} at t = {flow.info.status_time}): "
+                       f"{flow.info.message}; the discrete runs have no reference to be compared with")
     t_sharp, lam = flow_sharpness(config, spec.sharpness_points)
     lam_max = float(np.nanmax(lam))
     trained = []

@@ -26,7 +26,7 @@ from .plots import (
     plot_stage_losses,
     predicted_times,
 )
-from .report import analyse_run_directory, analyse_trajectory, format_stage_table, run_directories
+from .report import analyse_run_directory, analyse_trajectory, format_stage_table, load_run, run_directories
 from .theory import (
     MAX_INIT_SCALE,
     compare_times,
@@ -41,6 +41,6 @@ from .theory import (
 __all__ = ["INTERMEDIATE", "MAX_INIT_SCALE", "STAGE_LEVELS", "DetectorSettings", "FactStages", "Stage",
            "StageReport", "analyse_run_directory", "analyse_trajectory", "compare_times", "crossing_time",
            "detect_fact_stages", "detect_stages", "escape_rates", "fact_order", "fact_states",
-           "format_stage_table", "marginal_signal", "measured_times", "midpoint_crossing",
+           "format_stage_table", "load_run", "marginal_signal", "measured_times", "midpoint_crossing",
            "plot_fact_fractions", "plot_fact_heatmap", "plot_losses", "plot_stage_losses", "predicted_times",
            "relation_first", "relation_threshold", "run_directories", "running_median", "theory_for"]

@@ -25,7 +25,7 @@ from dynamics.io import atomic_write_csv, atomic_write_json, finite_or_none
 from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
-from ..rundir import check_output_dir
+from ..rundir import check_output_dir, check_writable
 from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_for
 from .grid import grid_points, point_id
 
@@ -136,6 +136,7 @@ class SweepDirectory:
     def claim(self, base: Config, grid: dict[str, list[Any]]) -> None:
         """Create the directory, or check that it holds a sweep of the same base config."""
         check_output_dir(self.path, SWEEP_ALLOWED)
+        check_writable(self.path)
         manifest = self.path / "sweep.json"
         if manifest.is_file():
             held = json.loads(manifest.read_text())

@@ -69,6 +69,11 @@ def _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, 
     first_increase = None
     for k in range(steps + 1):
         theta = stepper.theta
+        if not math.isfinite(k * lr):  # the time axis t = k·lr overflowed: no later point can be placed
+            status, status_time = Status.NONFINITE, (k - 1) * lr
+            message = (f"flow time t = k·lr overflowed at step {k} (lr={lr}); stopped at step {k - 1} "
+                       f"(t={(k - 1) * lr:.6g})")
+            break
         if k in wanted:
             kept_steps.append(k)
             kept.append(theta.clone())
