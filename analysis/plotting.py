@@ -30,8 +30,8 @@ def figure(width: float, height: float) -> Figure:
 def run_figure(width: float, height: float, left: float = 0.7, bottom: float = 0.5) -> Figure:
     """A one-axes figure of a run directory with fixed margins (``left``, ``bottom``: inches).
 
-    Constrained layout measured 0.2 s per figure, a sixth of ``factrecall simulate``'s 5 s budget over the
-    three figures of a run; the run figures' labels fit fixed margins.
+    Fixed margins instead of constrained layout, whose cost per figure is a noticeable part of
+    ``factrecall simulate``'s time budget (docs/performance.md); the run figures' labels fit them.
     """
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=left / width, bottom=bottom / height, right=0.98, top=1 - 0.35 / height)

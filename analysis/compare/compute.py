@@ -322,8 +322,7 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
             flow_loss=measures["flow_loss"], param_distance=measures.get("param_distance"))
         if run.optimizer == "gd" and spec.modified_flow:
             # Backward-error analysis is an expansion in lr·λ_max: beyond the stability margin (or past a
-            # divergence) the modified flow predicts nothing, and it gets stiff (9 minutes on tiny with
-            # init.kind=gaussian, init.scale=1 at lr 100).
+            # divergence) the modified flow predicts nothing, and it gets very stiff there.
             if compared.predicted_stable and compared.status == "ok":
                 modified = deviation_measures(traj, _flow_at(config, traj.t, modified_lr=run.lr))
                 compared.max_loss_deviation_modified = modified["max_loss_deviation"]
