@@ -132,7 +132,8 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     logits_of = torch.func.vmap(model.population_logits)
     attention_of = torch.func.vmap(model.attention_weights)
     norms_of = torch.func.vmap(model.parameter_norms)
-    parts: dict[str, list[torch.Tensor]] = {}
+    arrays: dict[str, np.ndarray] = {}  # filled chunk by chunk: the record is never held twice
+    done = 0
     with torch.no_grad(), compute_settings(states[0]):
         for block in torch.split(states, chunk):
             metrics = own_record(block) if factorised else fact_metrics(task, logits_of(block))
@@ -142,10 +143,13 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
             metrics["attention"] = (weights[..., None] * attention_of(block)).sum((-3, -2))
             metrics.update({f"norm:{k}": v for k, v in norms_of(block).items()})
             for name, value in metrics.items():
-                parts.setdefault(name, []).append(value)
-    arrays = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
+                value = value.cpu().numpy()
+                if name not in arrays:
+                    dtype = np.int8 if name == "argmax_class" else value.dtype
+                    arrays[name] = np.empty((len(states), *value.shape[1:]), dtype=dtype)
+                arrays[name][done:done + len(value)] = value
+            done += len(block)
     norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
-    arrays["argmax_class"] = arrays["argmax_class"].astype(np.int8)
     trajectory = Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
                             fact_weights=task.fact_weights.copy(), answers_per_relation=task.D, norms=norms,
                             **arrays)

@@ -73,11 +73,14 @@ class _Evaluations:
 
 class _Grid:
     """The record grid as the solver passes it: after each accepted step to ``reached``, the grid points up
-    to there are interpolated inside that step and kept; counts steps, drives progress, keeps the budget."""
+    to there are interpolated inside that step and kept in ``states`` (preallocated (K, P): the record is
+    written once, never copied); counts steps, drives progress, keeps the budget."""
 
-    def __init__(self, calls: _Evaluations, states: list[np.ndarray], times: np.ndarray, max_steps: int,
+    def __init__(self, calls: _Evaluations, theta0: np.ndarray, times: np.ndarray, max_steps: int,
                  progress: Callable[[float], None] | None):
-        self.calls, self.states, self.times = calls, states, times
+        self.calls, self.times = calls, times
+        self.states = np.empty((len(times), theta0.size), dtype=np.float64)
+        self.states[0] = theta0
         self.max_steps, self.progress = max_steps, progress
         self.k, self.steps = 1, 0
 
@@ -99,7 +102,7 @@ class _Grid:
             state = np.array(np.atleast_2d(interpolate(t))[-1], dtype=np.float64)
             if not np.isfinite(state).all():
                 return Status.NONFINITE, t, f"state became non-finite at t={t:.6g}"
-            self.states.append(state)
+            self.states[self.k] = state
             self.k += 1
         if self.progress is not None:
             self.progress(reached)
@@ -115,14 +118,14 @@ def integrate_implicit(method: str, problem: FlowProblem, options: SolverOptions
     start = time.perf_counter()
     times = np.asarray(problem.times, dtype=np.float64)
     calls = _Evaluations(problem)
-    states = [problem.theta0.detach().cpu().numpy().astype(np.float64)]
-    grid = _Grid(calls, states, times, options.max_steps, problem.progress)
+    grid = _Grid(calls, problem.theta0.detach().cpu().numpy().astype(np.float64), times, options.max_steps,
+                 problem.progress)
     with compute_settings(problem.theta0):
         if method == "cvode":
             status, when, message = _cvode(calls, grid, options)
         else:
             status, when, message = _scipy(calls, SCIPY_METHODS[method], grid, options)
-    kept = torch.as_tensor(np.stack(states), device=problem.theta0.device)
+    kept = torch.as_tensor(grid.states[:grid.k], device=problem.theta0.device)
     cost = Cost(function_evals=calls.evals, hvp_evals=calls.jvps, jacobian_evals=calls.jacobians,
                 accepted_steps=grid.steps, wall_seconds=time.perf_counter() - start)
     return FlowResult(times[:len(kept)].copy(), kept, status, when, message, cost)
