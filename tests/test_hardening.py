@@ -333,3 +333,32 @@ def test_compare_refuses_lrs_beyond_the_flow(capsys, tmp_path, lrs, monkeypatch)
                                     tmp_path / "cmp", "--quiet"])
     one_line_error(code, err, "--lrs", "flow.t_max")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["task.seed", "model.seed", "init.seed", "loss.seed", "train.seed"])
+def test_one_rule_for_every_seed(key):
+    from dynamics.config import ConfigError, resolve_config
+
+    section = key.split(".")[0]
+    assert resolve_config("tiny", overrides={key: 2**63 - 1}).to_dict()[section]["seed"] == 2**63 - 1
+    for bad in (2**64, 2**63, -1):
+        with pytest.raises(ConfigError, match=rf"{key}=.*must be an integer in \[0, 2\^63 - 1\]"):
+            resolve_config("tiny", overrides={key: bad})
+
+
+def test_a_huge_value_is_cut_in_the_message():
+    from dynamics.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_config("tiny", overrides={"task.facts": "x" * 10_000})
+    message = str(caught.value)
+    assert len(message) < 400 and "(10002 characters)" in message and "\n" not in message
+
+
+def test_deeply_nested_config_file_is_one_line(tmp_path):
+    from dynamics.config import ConfigError, resolve_config
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="--config=.*nest deeper"):
+        resolve_config(config_file=path)

@@ -41,11 +41,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             tree = yaml.safe_load(text)
         except yaml.YAMLError as err:
             fail("--config", str(path), f"must be valid YAML ({str(err).splitlines()[0]})")
+        except RecursionError:
+            fail("--config", str(path), "must not nest deeper than Python's recursion limit")
     else:
         try:
             tree = json.loads(text)
         except json.JSONDecodeError as err:
             fail("--config", str(path), f"must be valid JSON ({err.msg} at line {err.lineno})")
+        except RecursionError:
+            fail("--config", str(path), "must not nest deeper than Python's recursion limit")
     if not isinstance(tree, dict):
         fail("--config", str(path), "must hold a mapping of sections (task, model, init, ...)")
     return tree

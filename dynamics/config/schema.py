@@ -22,9 +22,22 @@ from ..geometry import GEOMETRIES
 from ..optimizers import TRAIN_OPTIMIZERS
 from ..solvers.registry import METHODS
 
+MAX_SHOWN = 240  # characters of an offending value shown in a message (its start and its end)
+MAX_SEED = 2**63 - 1  # torch's generators take seeds below 2^64; one rule for every seed
+
 
 def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"{key}={value!r}: {allowed}")
+    """Raise the one-line ConfigError ``key=value: allowed`` (a long value cut in the middle to MAX_SHOWN
+    characters, so that a long path keeps its file name)."""
+    shown = repr(value)
+    if len(shown) > MAX_SHOWN:
+        shown = f"{shown[:MAX_SHOWN * 2 // 3]}...{shown[-MAX_SHOWN // 3:]} ({len(shown)} characters)"
+    raise ConfigError(f"{key}={shown}: {allowed}")
+
+
+def _seed(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        fail(key, value, "must be an integer in [0, 2^63 - 1]")
 
 
 def _int_at_least(key: str, value: Any, low: int) -> None:
@@ -81,7 +94,7 @@ class TaskConfig:
         _choice("task.facts", self.facts, ("random", "structured"))
         _non_negative("task.subject_zipf", self.subject_zipf)
         _non_negative("task.relation_zipf", self.relation_zipf)
-        _int_at_least("task.seed", self.seed, 0)
+        _seed("task.seed", self.seed)
         if self.seq_len > 3 and self.noise_tokens == 0:
             fail("task.noise_tokens", self.noise_tokens,
                   f"must be >= 1 when task.seq_len={self.seq_len} > 3 leaves positions for noise")
@@ -110,7 +123,7 @@ class ModelConfig:
         _choice("model.attention", self.attention, ("linear", "softmax"))
         _int_at_least("model.dim", self.dim, 1)
         _choice("model.embeddings", self.embeddings, ("orthonormal", "gaussian"))
-        _int_at_least("model.seed", self.seed, 0)
+        _seed("model.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,7 @@ class InitConfig:
     def __post_init__(self) -> None:
         _choice("init.kind", self.kind, ("constant", "gaussian"))
         _positive("init.scale", self.scale)
-        _int_at_least("init.seed", self.seed, 0)
+        _seed("init.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         _choice("loss.kind", self.kind, ("population", "sampled"))
         _int_at_least("loss.samples", self.samples, 1)
-        _int_at_least("loss.seed", self.seed, 0)
+        _seed("loss.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,7 @@ class TrainConfig:
         _positive("train.lr", self.lr)
         _int_at_least("train.batch_size", self.batch_size, 1)
         _int_at_least("train.steps", self.steps, 1)
-        _int_at_least("train.seed", self.seed, 0)
+        _seed("train.seed", self.seed)
         for key, value in (("train.beta1", self.beta1), ("train.beta2", self.beta2)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 fail(key, value, "must be a number in [0, 1)")
