@@ -43,7 +43,6 @@ class Stepper:
         theta0 = theta0.detach()
         if name == "muon":
             blocks = list(blocks or [ParameterBlock("theta", 0, (theta0.numel(),))])
-            self.shapes = [b.shape for b in blocks]
             self.leaves = [theta0[b.start:b.start + b.size].reshape(b.shape).clone().requires_grad_(True)
                            for b in blocks]
             matrices = [leaf for leaf, b in zip(self.leaves, blocks, strict=True) if b.is_matrix]

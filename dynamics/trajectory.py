@@ -119,12 +119,11 @@ RECORD_ELEMENTS = 2**22
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
            info: RunInfo | None = None, chunk: int | None = None) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
-    states at a time (default: as many as keep RECORD_ELEMENTS logits). A model that offers its own
-    ``fact_record`` (the factorised linear-attention reduced model: no S×R×|A| table) gives the per-fact
-    arrays; otherwise they come from the logits. ``info``, when given, is attached with its ``final_loss``
-    set to the record's last loss."""
-    own_record = getattr(model, "fact_record", None)
-    factorised = own_record is not None and own_record(states[:1]) is not None
+    states at a time (default: as many as keep RECORD_ELEMENTS logits). A model with ``has_fact_record``
+    (the factorised linear-attention reduced model: no S×R×|A| table) gives the per-fact arrays through its
+    ``fact_record``; otherwise they come from the logits. ``info``, when given, is attached with its
+    ``final_loss`` set to the record's last loss."""
+    factorised = model.has_fact_record
     if chunk is None:
         per_state = task.S * task.R * (4 if factorised else task.num_answers)
         chunk = max(1, RECORD_ELEMENTS // per_state)
@@ -136,7 +135,7 @@ def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor
     done = 0
     with torch.no_grad(), compute_settings(states[0]):
         for block in torch.split(states, chunk):
-            metrics = own_record(block) if factorised else fact_metrics(task, logits_of(block))
+            metrics = model.fact_record(block) if factorised else fact_metrics(task, logits_of(block))
             metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
             for name in ("relation_loss", "subject_loss"):
                 metrics[name] = (weights * metrics[name]).sum((-2, -1))

@@ -32,27 +32,30 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         fail("--config", str(path), f"must be a readable UTF-8 JSON or YAML file ({type(err).__name__})")
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml  # optional: only to read YAML configs
-        except ImportError:
-            fail("--config", str(path), "YAML configs need PyYAML installed; use a .json file")
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            fail("--config", str(path), f"must be valid YAML ({str(err).splitlines()[0]})")
-        except RecursionError:
-            fail("--config", str(path), "must not nest deeper than Python's recursion limit")
-    else:
-        try:
-            tree = json.loads(text)
-        except json.JSONDecodeError as err:
-            fail("--config", str(path), f"must be valid JSON ({err.msg} at line {err.lineno})")
-        except RecursionError:
-            fail("--config", str(path), "must not nest deeper than Python's recursion limit")
+    try:
+        tree = _parse(path, text)
+    except RecursionError:
+        fail("--config", str(path), "must not nest deeper than Python's recursion limit")
     if not isinstance(tree, dict):
         fail("--config", str(path), "must hold a mapping of sections (task, model, init, ...)")
     return tree
+
+
+def _parse(path: Path, text: str) -> Any:
+    """The tree of a JSON file, or of a YAML one (``.yaml``/``.yml``, through ``yaml.safe_load``)."""
+    if path.suffix not in (".yaml", ".yml"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            fail("--config", str(path), f"must be valid JSON ({err.msg} at line {err.lineno})")
+    try:
+        import yaml  # optional: only to read YAML configs
+    except ImportError:
+        fail("--config", str(path), "YAML configs need PyYAML installed; use a .json file")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        fail("--config", str(path), f"must be valid YAML ({str(err).splitlines()[0]})")
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,

@@ -77,6 +77,7 @@ class Model:
         """(L(θ), ∇L(θ)) of the population loss in closed form, or None where only autodiff is offered."""
         return None
 
+    has_fact_record = False  # whether fact_record(states) gives the per-fact record (else: from the logits)
     has_closed_hvp = False  # whether population_hessian_vector_product gives H·u (else None: autodiff)
 
     def population_hessian_vector_product(self, theta: torch.Tensor, vector: torch.Tensor

@@ -51,14 +51,13 @@ the logits in bounded chunks of subjects.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..task import FactClass, FactTask
+from ..task import FactClass
 from .tokens import noise_block
 
 if TYPE_CHECKING:
@@ -73,21 +72,9 @@ ARGMAX_ELEMENTS = 2**22
 # fact_record treats as many states at once as keep about this many entries of the per-state tables.
 RECORD_ELEMENTS = 2**22
 
-_TARGETS: weakref.WeakKeyDictionary[FactTask, dict[torch.device, tuple[torch.Tensor, torch.Tensor]]] = (
-    weakref.WeakKeyDictionary())
-
 # Implementation note: on the CPU a fresh S×|A| tensor costs about as much as five passes over it (the
 # allocator returns large blocks to the system, so each new one is page-faulted in again), so the S×|A|
 # tables below are few and reused in place; products that only reduce use einsum, which needs no temporary.
-
-
-def _targets(task: FactTask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fact weights W (S, R) float64, answers a* (S, R) int64) on ``device``, converted once per task."""
-    per_device = _TARGETS.setdefault(task, {})
-    if device not in per_device:
-        per_device[device] = (torch.as_tensor(task.fact_weights, device=device),
-                              torch.as_tensor(task.facts, device=device))
-    return per_device[device]
 
 
 def _check(model: ReducedModel) -> None:
@@ -254,7 +241,7 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
     batch = _as_batch(theta)
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
-    weights, facts = _targets(model.task, theta.device)
+    weights, facts = model.population_targets(theta.device)
     f = _facts(a, v, x, y, c, facts)
     loss = (weights * f.loss).sum((-2, -1))
     Q = weights * f.scale
@@ -298,7 +285,7 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     da, dv = model.token_parameters(direction)
     x, y, c = _tables(model, a, v)
     dx, dy = _directions(model, a, v, da, dv)
-    weights, facts = _targets(model.task, theta.device)
+    weights, facts = model.population_targets(theta.device)
     f = _facts(a, v, x, y, c, facts)
     X, YC = f.X, f.YC
     R = YC.shape[-2]
@@ -343,7 +330,7 @@ def flagged_facts(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
     batch = _as_batch(theta)
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
-    f = _facts(a, v, x, y, c, _targets(model.task, theta.device)[1])
+    f = _facts(a, v, x, y, c, model.population_targets(theta.device)[1])
     mask = torch.zeros_like(f.lse, dtype=torch.bool)
     mask[f.flagged] = True
     return mask[0] if theta.dim() == 1 else mask
@@ -390,7 +377,7 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
     device = block.device
     a, v = model.token_parameters(block)
     x, y, c = _tables(model, a, v)
-    _, facts = _targets(task, device)
+    _, facts = model.population_targets(device)
     f = _facts(a, v, x, y, c, facts)
     fact_loss = f.loss
     relation_loss = _softplus(torch.log(f.Z_off) - torch.log(f.Z_in))

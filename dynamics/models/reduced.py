@@ -80,9 +80,13 @@ class ReducedModel(Model):
         # the factorised products are not differentiated through: under autodiff, the blocked form is
         return self.blocked_loss_and_gradient(theta)
 
-    def fact_record(self, thetas: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """The per-fact record of states (K, P) without the S×R×|A| table (linear attention), else None."""
-        return factorised.fact_record(self, thetas) if self.attention == "linear" else None
+    @property
+    def has_fact_record(self) -> bool:  # the factorised record needs additive (linear-attention) logits
+        return self.attention == "linear"
+
+    def fact_record(self, thetas: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-fact record of states (K, P) without the S×R×|A| table (linear attention only)."""
+        return factorised.fact_record(self, thetas)
 
     def blocked_loss_and_gradient(self, theta):
         """Closed-form gradient over the table of logits, a block of subjects at a time (the reference for the
@@ -97,7 +101,7 @@ class ReducedModel(Model):
         S, R = task.S, task.R
         lead = theta.shape[:-1]
         a, v = self.token_parameters(theta)
-        weights, targets = self._population_targets(theta.device)
+        weights, targets = self.population_targets(theta.device)
         n_noise, per_noise = noise_block(task, a.shape[-1])
         softmax = self.attention == "softmax"
         if softmax:
@@ -154,7 +158,7 @@ class ReducedModel(Model):
         # the token values δ(a_z v_z) = δa_z v_z + a_z δv_z, read with unit scores
         moved = da[..., None] * v + a[..., None] * dv
         ones = torch.ones_like(a)
-        weights, _ = self._population_targets(theta.device)
+        weights, _ = self.population_targets(theta.device)
         n_noise, per_noise = noise_block(task, a.shape[-1])
         g, dg = _TokenSums(n_noise, per_noise), _TokenSums(n_noise, per_noise)
         for rows in self._subject_blocks(theta):
@@ -177,14 +181,15 @@ class ReducedModel(Model):
     def _residuals(self, p: torch.Tensor, subjects: slice = slice(None)) -> torch.Tensor:
         """G_f = w_f (p_f − e_{a*(f)}) for the facts of a block of subjects, from their answer
         probabilities p (..., rows, R, |A|)."""
-        weights, targets = self._population_targets(p.device)
+        weights, targets = self.population_targets(p.device)
         weights, targets = weights[subjects], targets[subjects]
         shape = p.shape[:-1]
         G = weights[..., None] * p
         G.scatter_add_(-1, targets.expand(shape)[..., None], -weights.expand(shape)[..., None])
         return G
 
-    def _population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fact weights W (S, R), answers a* (S, R)) as tensors on ``device``, converted once per device."""
         if device not in self._targets:
             self._targets[device] = (torch.as_tensor(self.task.fact_weights, device=device),
                                      torch.as_tensor(self.task.facts, device=device))
