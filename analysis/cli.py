@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(sim)
     sim.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<config hash>)")
     sim.add_argument("--train", action="store_true", help="also run the discrete training of train.*")
+    sim.add_argument("--init-from", metavar="RUN_DIR",
+                     help="start from this run's final state, with its config (then --set): fine-tuning; "
+                     "the same as --set init.from_run=RUN_DIR on that config")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
 
     stages = commands.add_parser("stages", help="detect the stages of a run directory and write them")

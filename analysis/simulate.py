@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config
+from dynamics.errors import ConfigError
 from dynamics.run import run_flow, run_training
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
@@ -85,11 +86,27 @@ def _title(config: Config, name: str, traj: Trajectory) -> str:
             f"α={config.init.scale:g}")
 
 
+def _start_from_run(args: argparse.Namespace) -> None:
+    """``--init-from RUN_DIR``: the config is RUN_DIR's, then ``--set``, with ``init.from_run=RUN_DIR``."""
+    if args.config or args.preset:
+        raise ConfigError(f"--init-from={args.init_from!r}: the config comes from that run (then --set); "
+                          "allowed: --set overrides, not --config or --preset")
+    config_file = Path(args.init_from) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"--init-from={args.init_from!r}: not a run directory (no config.json); allowed: a "
+                          "directory written by factrecall simulate")
+    args.config = str(config_file)
+    args.overrides = [*args.overrides, f"init.from_run={args.init_from}"]
+
+
 def command(args: argparse.Namespace) -> int:
     """Simulate the config of ``args`` into ``--out`` (default ``runs/<preset>-<config hash>``); print each
     run's status, cost and stage table."""
+    if getattr(args, "init_from", None):
+        _start_from_run(args)
     config = config_from_args(args)
-    name = args.preset or (Path(args.config).stem if args.config else "figure5")
+    name = ("finetune" if getattr(args, "init_from", None)
+            else args.preset or (Path(args.config).stem if args.config else "figure5"))
     out = Path(args.out) if args.out else default_run_dir(config, name)
     check_target(out, config)
     runs = simulate(config, out, train=args.train, progress=not args.quiet)

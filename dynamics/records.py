@@ -54,6 +54,11 @@ class RunInfo:
     flow: FlowInfo | None = None
     train: TrainInfo | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # The data schedule the run trained (dynamics.schedule): one dict per phase, start/end (None: the run's
+    # end), the subjects trained and replayed, the Zipf exponents; and, for a run started from another run's
+    # final state, how many subjects that run had (its subjects keep their indices).
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    old_subjects: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -29,6 +29,7 @@ from .numerics import compute_settings
 from .objective import Objective, make_objective
 from .progress import log_progress_bar, step_progress_bar
 from .records import FlowInfo, RunInfo, TrainInfo, versions
+from .schedule import Schedule, TaskSchedule, check_schedule, evaluation_task, per_time, schedule_of
 from .solvers import (
     FlowProblem,
     FlowResult,
@@ -37,9 +38,10 @@ from .solvers import (
     integrate_flow_batch,
     integrate_problem,
 )
+from .start import Start, starting_state
 from .task import FactTask
 from .training import record_steps, train
-from .trajectory import Trajectory, record
+from .trajectory import Recorder, Trajectory, record
 
 DENSE_JACOBIAN_MAX_PARAMS = 4096  # methods that use a dense P×P Jacobian (bdf, radau, lsoda)
 BATCHABLE = ("init.scale", "init.seed", "init.kind")  # what members of one batched flow may differ in
@@ -67,16 +69,45 @@ def solver_options(flow: FlowConfig) -> SolverOptions:
     return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
 
 
+def metric_of(config: Config, model: Model) -> torch.Tensor:
+    """The model's diagonal metric P with the blocks of ``data.freeze`` set to 0: a frozen block's field is
+    exactly 0, so it stays exactly where it started, under every geometry and optimizer."""
+    frozen = config.data.frozen
+    if not frozen:
+        return model.preconditioner
+    blocks = {block.name: block for block in model.parameter_blocks()}
+    metric = model.preconditioner.clone()
+    for name in frozen:
+        if name not in blocks:
+            raise ConfigError(f"data.freeze={config.data.freeze!r}: {name!r} is not a parameter block of "
+                              "this model; its blocks: " + ", ".join(blocks))
+        block = blocks[name]
+        metric[block.start:block.start + block.size] = 0.0
+    return metric
+
+
 def geometry_of(config: Config, model: Model):
     """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks)."""
-    return make_geometry(config.flow.geometry, model.preconditioner, model.parameter_blocks(),
+    return make_geometry(config.flow.geometry, metric_of(config, model), model.parameter_blocks(),
                          config.flow.geometry_eps)
 
 
+def task_schedule(config: Config, task: FactTask, old_subjects: int | None = None,
+                  schedule: Schedule | None = None) -> tuple[Schedule, TaskSchedule | None]:
+    """The schedule of ``config.data`` (and of a fine-tuning start), or ``schedule`` when given, and the
+    task trained at each time; None in place of the latter when the schedule trains the task's own
+    frequencies throughout."""
+    schedule = schedule or schedule_of(config, old_subjects)
+    check_schedule(config, schedule)
+    plain = schedule.is_plain(task.S, config.task.subject_zipf)
+    return schedule, None if plain else TaskSchedule(task, schedule)
+
+
 def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
-                 grid: np.ndarray, progress=None) -> FlowProblem:
+                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None) -> FlowProblem:
     """The flow of ``config`` as a solver problem: the field −D(∇L) of its geometry (or GD's modified field
-    when ``flow.modified_lr`` > 0) and the Jacobian products its method can use."""
+    when ``flow.modified_lr`` > 0) and the Jacobian products its method can use. With ``tasks`` (a data
+    schedule) the field at t is that of the task trained at t, and every phase start is a breakpoint."""
     method = get_method(config.flow.method)
     if method.uses == "jacobian" and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
         raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, allowed up to "
@@ -86,53 +117,85 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
     if method.uses == "jacobian" and config.flow.geometry != "euclidean":
         raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, offered for "
                           f"flow.geometry=euclidean only (not {config.flow.geometry!r}); use cvode or auto")
-    problem = FlowProblem(gradient_field(objective, metric), theta0, grid, progress=progress)
+
+    def of(build):  # build(objective) -> a function of (t, ...): of the one objective, or of the one at t
+        if tasks is None:
+            return build(objective)
+        return per_time(lambda task: build(make_objective(model.with_task(task), task, config.loss)), tasks)
+
+    breakpoints = () if tasks is None else tasks.schedule.breakpoints
+    problem = FlowProblem(of(lambda o: gradient_field(o, metric)), theta0, grid, progress=progress,
+                          breakpoints=breakpoints)
     if config.flow.modified_lr > 0:
         # The modified field's Jacobian is not −PH: implicit methods difference its values instead.
-        problem.field = modified_gradient_field(objective, metric, config.flow.modified_lr)
+        problem.field = of(lambda o: modified_gradient_field(o, metric, config.flow.modified_lr))
     elif method.uses == "jacobian_vector" and config.flow.jacobian == "hvp":
-        problem.jacobian_vector = gradient_field_jacobian_vector(objective, metric)
+        problem.jacobian_vector = of(lambda o: gradient_field_jacobian_vector(o, metric))
     elif method.uses == "jacobian":
         # a dense Jacobian by differences would cost P gradients: always the exact one
-        problem.jacobian = gradient_field_jacobian(objective, metric)
+        problem.jacobian = of(lambda o: gradient_field_jacobian(o, metric))
     return problem
 
 
 def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
-                          grid: np.ndarray, progress=None) -> FlowResult:
-    """Integrate the flow of ``config`` on ``grid`` with its method and options."""
-    problem = flow_problem(config, model, objective, theta0, grid, progress)
+                          grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None) -> FlowResult:
+    """Integrate the flow of ``config`` on ``grid`` with its method and options (and data schedule)."""
+    problem = flow_problem(config, model, objective, theta0, grid, progress, tasks)
     return integrate_problem(problem, config.flow.method, solver_options(config.flow))
 
 
-def _flow_info(config: Config, result: FlowResult, model: Model) -> RunInfo:
+def _flow_info(config: Config, result: FlowResult, model: Model, schedule: Schedule,
+               old_subjects: int | None) -> RunInfo:
     """The run record of a flow (``final_loss`` is filled in by :func:`record`)."""
     flow = FlowInfo(method=config.flow.method, jacobian=config.flow.jacobian,
                     method_used=result.method_used or "set by flow.method", method_split=result.method_split,
                     modified_lr=config.flow.modified_lr)
     return RunInfo(kind="flow", status=result.status, status_time=result.status_time, message=result.message,
                    final_loss=float("nan"), num_params=model.num_params, cost=result.cost, flow=flow,
-                   versions=versions())
+                   versions=versions(), phases=schedule.as_records(), old_subjects=old_subjects)
+
+
+def _recorded(model: Model, task: FactTask, config: Config, t: np.ndarray, states: torch.Tensor,
+              info: RunInfo) -> Trajectory:
+    """The per-fact record of ``states``, measured on the run's evaluation frequencies (held-out subjects
+    at weight 0, whatever the schedule trains at each time)."""
+    measured = evaluation_task(task, config)
+    return record(model.with_task(measured), measured, t, states, info)
 
 
 def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
-             keep_states: bool = False) -> Trajectory:
-    """Integrate the gradient flow dθ/dt = −P ∇L(θ) of ``config`` and record every fact on its grid.
+             keep_states: bool = False, start: Start | None = None, schedule: Schedule | None = None
+             ) -> Trajectory:
+    """Integrate the gradient flow dθ/dt = −P ∇L_{w(t)}(θ) of ``config`` and record every fact on its grid.
 
-    ``times`` (increasing, starting at 0) replaces the config's log grid, e.g. to evaluate the flow at
-    the times ``k·lr`` of a discrete run. ``flow.modified_lr`` = η > 0 integrates GD's modified flow
-    instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token.
+    w(t) are the fact frequencies trained at t: the task's own, or those of the data schedule of
+    ``data.*`` (:mod:`dynamics.schedule`; the solver restarts at every phase start). ``times`` (increasing)
+    replaces the config's log grid, e.g. to evaluate the flow at the times ``k·lr`` of a discrete run; the
+    flow starts at ``times[0]``. ``start`` replaces the start of ``init.*`` (θ(0) and, for a run taken
+    from another, its number of subjects); ``schedule`` replaces the schedule of ``data.*`` (any
+    :class:`~dynamics.schedule.Schedule`). ``flow.modified_lr`` = η > 0 integrates GD's modified flow
+    instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token. The
+    trajectory's ``final_state`` is θ at its last recorded time (what a later run can start from).
     """
     task, model, objective = setup(config)
-    theta0 = model.initial_parameters(config.init)
+    start = start or starting_state(config, model)
+    schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
         grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
-        result = integrate_config_flow(config, model, objective, theta0, grid, update)
+        # The per-fact record is taken point by point as the solver reaches the grid (as _recorded would
+        # take it): the states are never all held unless keep_states asks for them.
+        measured = evaluation_task(task, config)
+        recorder = Recorder(model.with_task(measured), measured, len(grid))
+        problem = flow_problem(config, model, objective, start.theta0, grid, update, tasks)
+        problem.observe, problem.keep_states = recorder.add, keep_states
+        result = integrate_problem(problem, flow.method, solver_options(flow))
     finally:
         close()
-    trajectory = record(model, task, result.t, result.states, _flow_info(config, result, model))
+    info = _flow_info(config, result, model, schedule, start.old_subjects)
+    trajectory = recorder.trajectory(result.t, info)
+    trajectory.final_state = result.last_state.cpu().numpy()
     if keep_states:
         trajectory.states = _untied_states(model, result.states)
     return trajectory
@@ -156,7 +219,9 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     config = configs[0]
-    if not get_method(config.flow.method).batched:
+    task = FactTask(config.task)
+    if (not get_method(config.flow.method).batched or any(c.init.from_run for c in configs)
+            or task_schedule(config, task)[1] is not None):
         return [run_flow(c, progress=progress) for c in configs]
     task, model, objective = setup(config)
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
@@ -175,11 +240,14 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
                        dataclasses.replace(result.cost, wall_seconds=result.cost.wall_seconds / len(configs)))
     for b in range(len(configs)):
         status, when, keep = result.member_status[b], result.member_status_time[b], result.member_kept[b]
-        info = dataclasses.replace(_flow_info(config, batch, model), status=status, status_time=when)
+        info = dataclasses.replace(_flow_info(config, batch, model, schedule_of(config), None), status=status,
+                                   status_time=when)
         info.flow.batch_size = len(configs)
         if status != result.status:
             info.message = f"member stopped ({status}) at t={when:.6g}; the others went on"
-        trajectories.append(record(model, task, result.t[:keep], result.states[:keep, b], info))
+        trajectory = _recorded(model, task, config, result.t[:keep], result.states[:keep, b], info)
+        trajectory.final_state = result.states[keep - 1, b].cpu().numpy()
+        trajectories.append(trajectory)
     return trajectories
 
 
@@ -189,19 +257,31 @@ def _untied_states(model: Model, states: torch.Tensor) -> np.ndarray:
     return torch.stack([expand(theta) for theta in states]).cpu().numpy()
 
 
-def run_training(config: Config, progress: bool = False, keep_states: bool = False) -> Trajectory:
+def run_training(config: Config, progress: bool = False, keep_states: bool = False,
+                 start: Start | None = None, schedule: Schedule | None = None) -> Trajectory:
     """Discrete training of ``train.*`` from the flow's initial parameters, recorded at t = k·lr.
 
     ``gd`` steps on the flow's own objective; ``sgd``, ``adam``, ``signsgd`` and ``muon`` draw a fresh batch
-    of ``train.batch_size`` sequences every step, on the model with one parameter set per token.
-    ``keep_states`` stores θ_k in ``Trajectory.states`` (one parameter set per token).
+    of ``train.batch_size`` sequences every step, on the model with one parameter set per token. Under a data
+    schedule, step k trains the frequencies w(k·lr) of the flow at that time. ``start`` and
+    ``schedule``: as for :func:`run_flow`. ``keep_states`` stores θ_k in ``Trajectory.states`` (one
+    parameter set per token).
     """
     task, model, objective = setup(config)
-    theta0 = model.initial_parameters(config.init)
+    start = start or starting_state(config, model)
+    schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
+    theta0 = start.theta0
     opts = config.train
+
+    def task_at(k: int) -> FactTask:
+        return task if tasks is None else tasks.at(k * opts.lr)
+
     if opts.optimizer == "gd":
         def objective_at(k: int) -> Objective:
-            return objective
+            if tasks is None:
+                return objective
+            now = task_at(k)
+            return make_objective(model.with_task(now), now, config.loss)
     else:
         model, expand = model.untied()
         theta0 = expand(theta0)
@@ -209,7 +289,7 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
         device = theta0.device
 
         def objective_at(k: int) -> Objective:
-            counts, targets = task.sample(opts.batch_size, generator)
+            counts, targets = task_at(k).sample(opts.batch_size, generator)
             counts, targets = counts.to(device), targets.to(device)
             return lambda theta: model.sequence_loss(theta, counts, targets)
 
@@ -217,7 +297,7 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     try:
         result = train(objective_at, theta0, optimizer=opts.optimizer, lr=opts.lr, steps=opts.steps,
                        record=record_steps(time_grid(config), opts.lr, opts.steps),
-                       preconditioner=model.preconditioner, beta1=opts.beta1, beta2=opts.beta2,
+                       preconditioner=metric_of(config, model), beta1=opts.beta1, beta2=opts.beta2,
                        eps=opts.eps, momentum=opts.momentum, blocks=model.parameter_blocks(),
                        progress=update)
     finally:
@@ -227,8 +307,8 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
                    final_loss=float("nan"), num_params=model.num_params, cost=result.cost,
                    train=TrainInfo(optimizer=opts.optimizer, lr=opts.lr, status_step=status_step,
                                    first_loss_increase_step=result.first_loss_increase),
-                   versions=versions())
-    trajectory = record(model, task, result.t, result.states, info)
+                   versions=versions(), phases=schedule.as_records(), old_subjects=start.old_subjects)
+    trajectory = _recorded(model, task, config, result.t, result.states, info)
     if keep_states:
         trajectory.states = _untied_states(model, result.states)
     return trajectory

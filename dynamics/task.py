@@ -9,6 +9,7 @@ by its token *counts*; the sampler returns counts (B, V) and targets (B,).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from enum import IntEnum
@@ -70,12 +71,16 @@ def reference_levels(facts: np.ndarray, fact_weights: np.ndarray, answers_per_re
     given_relation = 0.0
     for r in range(R):
         w_r = fact_weights[:, r].sum()
+        if w_r == 0:  # a relation never trained has no conditional to average
+            continue
         cond = np.zeros(num_answers)
         np.add.at(cond, facts[:, r], fact_weights[:, r] / w_r)
         given_relation += w_r * _entropy(cond)
     given_subject = 0.0
     for s in range(S):
         w_s = fact_weights[s].sum()
+        if w_s == 0:  # a held-out subject
+            continue
         cond = np.zeros(num_answers)
         np.add.at(cond, facts[s], fact_weights[s] / w_s)
         given_subject += w_s * _entropy(cond)
@@ -102,6 +107,15 @@ class FactTask:
             rng = np.random.default_rng(config.seed)
             table = np.arange(self.R)[None, :] * self.D + rng.integers(0, self.D, size=(self.S, self.R))
         self.facts = table.astype(np.int64)
+
+    def with_subject_weights(self, subject_weights: np.ndarray) -> FactTask:
+        """The same task (table, vocabulary) with other subject frequencies (S,): what a data schedule trains
+        at one time. Subjects of weight 0 are never sampled and never part of the population loss."""
+        other = copy.copy(self)
+        other.__dict__.pop("fact_weights", None)
+        other.__dict__.pop("levels", None)
+        other.subject_weights = np.asarray(subject_weights, dtype=np.float64)
+        return other
 
     @cached_property
     def fact_weights(self) -> np.ndarray:

@@ -10,6 +10,7 @@ from .loading import load_config_file, parse_set, resolve_config
 from .presets import DEFAULT_PRESET, PRESETS
 from .schema import (
     Config,
+    DataConfig,
     FlowConfig,
     InitConfig,
     LossConfig,
@@ -19,6 +20,6 @@ from .schema import (
     check_device,
 )
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "Config", "ConfigError", "FlowConfig", "InitConfig", "LossConfig",
-           "ModelConfig", "TaskConfig", "TrainConfig", "check_device", "load_config_file", "parse_set",
-           "resolve_config"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "Config", "ConfigError", "DataConfig", "FlowConfig", "InitConfig",
+           "LossConfig", "ModelConfig", "TaskConfig", "TrainConfig", "check_device", "load_config_file",
+           "parse_set", "resolve_config"]

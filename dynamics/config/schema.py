@@ -128,14 +128,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InitConfig:
-    """Initial parameters: every entry equal to ``scale`` (constant) or drawn N(0, scale²) (gaussian)."""
+    """Initial parameters: every entry equal to ``scale`` (constant) or drawn N(0, scale²) (gaussian); or
+    the final state of the run in ``from_run``."""
 
     kind: str = "constant"
     scale: float = 1e-5
     seed: int = 0
+    # A run directory to start from (fine-tuning): its flow's final state, tokens added since initialised
+    # as above. Empty: start from the initialisation.
+    from_run: str = ""
 
     def __post_init__(self) -> None:
         _choice("init.kind", self.kind, ("constant", "gaussian"))
+        if not isinstance(self.from_run, str):
+            fail("init.from_run", self.from_run, "must be a path to a run directory (or empty)")
         _positive("init.scale", self.scale)
         _seed("init.seed", self.seed)
 
@@ -225,6 +231,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """What is trained when (docs/design.md §7): held-out subjects, a warm-up on a subset of subjects, an
+    annealed subject Zipf exponent, the replay share of a fine-tuning run, frozen parameter blocks."""
+
+    holdout: int = 0  # the last k subjects are never trained (unseen subjects); their facts are recorded
+    warmup_subjects: float = 1.0  # share of the trained subjects seen during the warm-up (1: no warm-up)
+    warmup_time: float = 0.0  # the warm-up lasts [0, warmup_time)
+    zipf_end: float | None = None  # anneal task.subject_zipf (t = 0) linearly to this (t = flow.t_max)
+    replay: float = 0.0  # a run started from another (init.from_run): the old subjects' share of the data
+    freeze: str = "none"  # parameter blocks held fixed: none, or block names joined by '+' (reduced: a, v)
+
+    def __post_init__(self) -> None:
+        _int_at_least("data.holdout", self.holdout, 0)
+        if not _is_number(self.warmup_subjects) or not 0 < self.warmup_subjects <= 1:
+            fail("data.warmup_subjects", self.warmup_subjects, "must be a number in (0, 1]")
+        _non_negative("data.warmup_time", self.warmup_time)
+        if self.zipf_end is not None:
+            _non_negative("data.zipf_end", self.zipf_end)
+        if not _is_number(self.replay) or not 0 <= self.replay < 1:
+            fail("data.replay", self.replay, "must be a number in [0, 1)")
+        if not (isinstance(self.freeze, str) and re.fullmatch(r"none|\w+(\+\w+)*", self.freeze)):
+            fail("data.freeze", self.freeze,
+                 "must be none or parameter block names joined by '+', e.g. a or a+v")
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """The names of the frozen parameter blocks."""
+        return () if self.freeze == "none" else tuple(self.freeze.split("+"))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one simulation."""
 
@@ -234,10 +271,17 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        if self.data.holdout >= self.task.subjects:
+            fail("data.holdout", self.data.holdout,
+                 f"must leave at least one trained subject (< task.subjects={self.task.subjects})")
+        if self.data.warmup_time > 0 and self.init.from_run:
+            fail("data.warmup_time", self.data.warmup_time,
+                 "a warm-up cannot be combined with init.from_run (a fine-tuning run); allowed: 0")
         if self.model.kind == "embedded":
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
             answers = self.task.relations * self.task.answers_per_relation

@@ -6,11 +6,13 @@ A model knows nothing about solvers: it maps θ to logits and losses, and expose
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
 
 from ..config import InitConfig
+from ..errors import ConfigError
 from ..geometry import ParameterBlock
 from ..task import FactTask
 from .tokens import attention_from_tokens, count_logits_from_tokens, population_logits_from_tokens
@@ -40,6 +42,20 @@ class Model:
     def parameter_norms(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named Euclidean norms of the parameter blocks."""
         raise NotImplementedError
+
+    def with_task(self, task: FactTask) -> Model:
+        """This model (same parameters' meaning) on another instance of its task with the same table and
+        vocabulary but other fact frequencies: what a data schedule trains at one time."""
+        other = copy.copy(self)
+        other.task = task
+        return other
+
+    def grown_state(self, theta_old: torch.Tensor, old_task: FactTask, theta_init: torch.Tensor
+                    ) -> torch.Tensor:
+        """θ for this model from ``theta_old``, a state of the same model on ``old_task``, whose subjects are
+        the first of this task's: old tokens keep their parameters, new ones take ``theta_init``'s."""
+        raise ConfigError("init.from_run: starting from another run's state is offered for "
+                          f"model.kind=reduced; this model is {type(self).__name__}")
 
     def parameter_blocks(self) -> list[ParameterBlock]:
         """θ's named blocks, vectors and matrices, in order (the spectral geometry and Muon act per matrix).

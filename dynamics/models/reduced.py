@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..geometry import ParameterBlock
 from ..task import FactTask
 from . import factorised
@@ -187,6 +188,27 @@ class ReducedModel(Model):
         G = weights[..., None] * p
         G.scatter_add_(-1, targets.expand(shape)[..., None], -weights.expand(shape)[..., None])
         return G
+
+    def with_task(self, task: FactTask) -> ReducedModel:
+        """See :meth:`Model.with_task`; the per-device fact weights are converted anew."""
+        other = super().with_task(task)
+        other._targets = {}
+        return other
+
+    def grown_state(self, theta_old: torch.Tensor, old_task: FactTask, theta_init: torch.Tensor
+                    ) -> torch.Tensor:
+        """See :meth:`Model.grown_state`. Token k of the old model is token k here for its subjects and
+        token k + (S − S_old) for the rest (relations, noise, EOS shift by the subjects added)."""
+        old = ReducedModel(old_task, self.attention, self.tied, device=theta_init.device)
+        if theta_old.shape != (old.num_params,):
+            raise ConfigError(f"init.from_run: the old state has {tuple(theta_old.shape)} parameters, its "
+                              f"task gives {old.num_params}")
+        a_old, v_old = old.token_parameters(theta_old.to(theta_init))
+        a, v = (part.clone() for part in self.token_parameters(theta_init))
+        index = torch.arange(old.num_tokens, device=theta_init.device)
+        index[old_task.S:] += self.task.S - old_task.S
+        a[index], v[index] = a_old, v_old
+        return torch.cat([a, v.reshape(-1)])
 
     def population_targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(fact weights W (S, R), answers a* (S, R)) as tensors on ``device``, converted once per device."""

@@ -1,0 +1,99 @@
+"""Where a run starts: the initialisation of ``init.*``, or the final state of another run (fine-tuning).
+
+A run started from ``init.from_run = DIR`` takes the final state of DIR's flow. Its task may add subjects
+after DIR's (new facts): DIR's tokens keep their parameters, the new subjects' tokens are initialised as
+``init.*`` says, and everything else of the task and the model must be DIR's, so that every old fact means
+what it meant (docs/design.md §7.2).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .errors import ConfigError
+from .models import Model
+from .task import FactTask
+
+STATE_FILE = "trajectory.npz"
+STATE_KEY = "final_state"
+
+
+@dataclass
+class Start:
+    """θ(0) of a run, and the number of subjects of the run it was taken from (None: a fresh start)."""
+
+    theta0: torch.Tensor
+    old_subjects: int | None = None
+
+
+def starting_state(config: Config, model: Model) -> Start:
+    """θ(0) for ``config`` on ``model``: ``model.initial_parameters(config.init)``, or, with
+    ``init.from_run``, that run's final flow state carried over to this task (:meth:`Model.grown_state`)."""
+    theta0 = model.initial_parameters(config.init)
+    if not config.init.from_run:
+        return Start(theta0)
+    directory = _flow_dir(Path(config.init.from_run))
+    old = _old_config(directory)
+    _check_compatible(config, old)
+    old_task = FactTask(old.task)
+    if not np.array_equal(model.task.facts[:old_task.S], old_task.facts):
+        raise ConfigError(f"init.from_run={str(directory)!r}: the old subjects' facts differ in this task "
+                          f"(task.facts={config.task.facts!r}); allowed: task.facts=random, whose table "
+                          "keeps the old subjects' rows when subjects are added")
+    state = _final_state(directory)
+    theta = model.grown_state(torch.as_tensor(state, device=theta0.device), old_task, theta0)
+    return Start(theta, old_task.S)
+
+
+def _flow_dir(path: Path) -> Path:
+    """The run directory holding the flow: ``path`` itself, or ``path/flow`` of a ``--train`` run."""
+    if (path / "flow" / STATE_FILE).is_file():
+        return path / "flow"
+    if not (path / STATE_FILE).is_file():
+        raise ConfigError(f"init.from_run={str(path)!r}: not a run directory (no {STATE_FILE} with a final "
+                          "state); allowed: a directory written by factrecall simulate")
+    return path
+
+
+def _old_config(directory: Path) -> Config:
+    path = directory / "config.json"
+    if not path.is_file():
+        path = directory.parent / "config.json"
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read its config.json ({err})") from None
+
+
+def _final_state(directory: Path) -> np.ndarray:
+    try:
+        with np.load(directory / STATE_FILE, allow_pickle=False) as data:
+            if STATE_KEY not in data.files:
+                raise ConfigError(f"init.from_run={str(directory)!r}: its {STATE_FILE} holds no final state "
+                                  "(written before runs kept it, or by a discrete run); rerun it")
+            return data[STATE_KEY]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read {STATE_FILE} ({err})") from None
+
+
+def _check_compatible(config: Config, old: Config) -> None:
+    """Everything but the number of subjects (and the task's seed-free settings) must be the old run's."""
+    new_task, old_task = config.task, old.task
+    for key in ("relations", "answers_per_relation", "noise_tokens", "seq_len", "facts", "seed"):
+        if getattr(new_task, key) != getattr(old_task, key):
+            raise ConfigError(f"task.{key}={getattr(new_task, key)!r}: a run started from init.from_run "
+                              f"keeps the old run's task.{key}={getattr(old_task, key)!r}")
+    if new_task.subjects < old_task.subjects:
+        raise ConfigError(f"task.subjects={new_task.subjects}: must be >= the old run's "
+                          f"{old_task.subjects} (subjects can be added, not removed)")
+    for key in ("kind", "attention", "dim", "embeddings", "seed"):
+        if getattr(config.model, key) != getattr(old.model, key):
+            raise ConfigError(f"model.{key}={getattr(config.model, key)!r}: a run started from "
+                              f"init.from_run keeps the old run's model.{key}={getattr(old.model, key)!r}")
