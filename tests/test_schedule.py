@@ -1,0 +1,224 @@
+"""Data over time: schedules of the training distribution, held-out subjects, starts from another run, frozen
+blocks. Each test compares against an independent computation (the same flow run another way)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dynamics import resolve_config, run_flow, run_training
+from dynamics.config import ConfigError
+from dynamics.objective import gradient, make_objective
+from dynamics.run import integrate_config_flow, setup, time_grid
+from dynamics.schedule import Phase, Schedule, TaskSchedule, schedule_of
+from dynamics.start import Start, starting_state
+
+TINY = resolve_config("tiny", None, ["task.facts=random", "task.subjects=6", "flow.points=40"])
+
+
+def _schedule(*phases: tuple[float, tuple[int, int]]) -> Schedule:
+    """Consecutive phases from (start, subjects) pairs."""
+    starts = [start for start, _ in phases] + [math.inf]
+    return Schedule(tuple(Phase(starts[i], starts[i + 1], subjects)
+                          for i, (_, subjects) in enumerate(phases)))
+
+
+def test_a_one_phase_schedule_on_all_subjects_is_the_plain_run_bit_for_bit():
+    task, model, objective = setup(TINY)
+    theta0 = model.initial_parameters(TINY.init)
+    grid = time_grid(TINY)
+    plain = integrate_config_flow(TINY, model, objective, theta0, grid)
+    # forced through the per-time path: the field of the task trained at t, rebuilt from the schedule
+    tasks = TaskSchedule(task, _schedule((0.0, (0, task.S))))
+    scheduled = integrate_config_flow(TINY, model, objective, theta0, grid, tasks=tasks)
+    assert torch.equal(plain.states, scheduled.states)
+    assert plain.cost.function_evals == scheduled.cost.function_evals
+
+
+def test_a_two_phase_schedule_is_two_runs_with_the_state_handed_over():
+    t1 = 30.0
+    grid = np.unique(np.concatenate([time_grid(TINY), [t1]]))
+    first, second = grid[grid <= t1], grid[grid >= t1]
+    both = run_flow(TINY, times=grid, schedule=_schedule((0.0, (0, 3)), (t1, (0, 6))), keep_states=True)
+    one = run_flow(TINY, times=first, schedule=_schedule((0.0, (0, 3))), keep_states=True)
+    two = run_flow(TINY, times=second, schedule=_schedule((0.0, (0, 6))), keep_states=True,
+                   start=Start(torch.as_tensor(one.final_state)))
+    joined = np.concatenate([one.states, two.states[1:]])
+    np.testing.assert_array_equal(both.states, joined)
+    np.testing.assert_array_equal(both.fact_loss, np.concatenate([one.fact_loss, two.fact_loss[1:]]))
+
+
+def test_the_solver_takes_no_step_across_a_phase_boundary():
+    t1 = 37.3  # not a record time: the solver must stop there all the same
+    seen: list[tuple[float, int]] = []
+
+    class Watched(TaskSchedule):
+        def key(self, t):
+            seen.append((float(t), self.schedule.index(t)))
+            return super().key(t)
+
+    task, model, objective = setup(TINY)
+    tasks = Watched(task, _schedule((0.0, (0, 3)), (t1, (0, 6))))
+    integrate_config_flow(TINY, model, objective, model.initial_parameters(TINY.init), time_grid(TINY),
+                          tasks=tasks)
+    times = np.array(seen)
+    assert (times[times[:, 1] == 0, 0] < t1).all() and (times[times[:, 1] == 1, 0] >= t1).all()
+    assert (times[:, 1] == 0).any() and (times[:, 1] == 1).any()
+    assert np.isclose(times[:, 0], t1, rtol=0, atol=1e-12).any()  # the second piece starts at t1 exactly
+
+
+def test_warm_up_trains_only_its_subjects_until_it_ends():
+    config = TINY.override({"data.warmup_subjects": 0.5, "data.warmup_time": 40.0})
+    schedule = schedule_of(config)
+    assert [p.subjects for p in schedule.phases] == [(0, 3), (0, 6)] and schedule.breakpoints == (40.0,)
+    traj = run_flow(config, keep_states=True)
+    a = traj.states[:, :12]  # one parameter set per vocabulary token: the scores of V = 6 + 2 + 3 + 1 tokens
+    before = traj.t < 40.0
+    # subjects 3..5 have no fact in the warm-up: their scores do not move until it ends, then they do
+    assert np.array_equal(a[before][:, 3:6], np.broadcast_to(a[0, 3:6], a[before][:, 3:6].shape))
+    assert not np.allclose(a[-1, 3:6], a[0, 3:6])
+    assert not np.allclose(a[before][-1, :3], a[0, :3])
+
+
+def test_an_annealed_zipf_exponent_moves_linearly_and_sampling_follows_it():
+    config = TINY.override({"data.zipf_end": 2.0})
+    (phase,) = schedule_of(config).phases
+    assert phase.exponent(0.0) == 0.0 and phase.exponent(200.0) == pytest.approx(1.0)
+    assert phase.exponent(config.flow.t_max) == 2.0 and phase.exponent(1e9) == 2.0
+    u = phase.subject_weights(6, config.flow.t_max)
+    np.testing.assert_allclose(u, np.arange(1, 7) ** -2.0 / (np.arange(1, 7) ** -2.0).sum(), rtol=1e-15)
+    assert run_flow(config).info.ok
+
+
+def test_replay_mixes_old_and_new_subjects_with_its_share():
+    phase = Phase(0.0, math.inf, (4, 6), replay=0.25, replay_subjects=(0, 4))
+    u = phase.subject_weights(7, 0.0)
+    np.testing.assert_allclose(u, [1 / 16] * 4 + [3 / 8] * 2 + [0.0], rtol=1e-15)
+
+
+def test_held_out_subjects_start_at_log_A_and_are_never_part_of_the_loss():
+    config = TINY.override({"data.holdout": 2})
+    traj = run_flow(config)
+    num_answers = config.task.relations * config.task.answers_per_relation
+    np.testing.assert_allclose(traj.fact_loss[0, 4:], math.log(num_answers), rtol=1e-12)
+    assert (traj.fact_weights[4:] == 0).all() and traj.fact_weights.sum() == pytest.approx(1.0)
+    # the gradient of the trained distribution does not see the held-out subjects' answers
+    task, model, _ = setup(config)
+    trained = TaskSchedule(task, schedule_of(config)).at(0.0)
+    changed = trained.with_subject_weights(trained.subject_weights)
+    changed.facts = trained.facts.copy()
+    changed.facts[4:] = (changed.facts[4:] + 1) % config.task.answers_per_relation + \
+        (changed.facts[4:] // config.task.answers_per_relation) * config.task.answers_per_relation
+    assert not np.array_equal(changed.facts, trained.facts)
+    theta = torch.randn(model.num_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g1 = gradient(make_objective(model.with_task(trained), trained, config.loss), theta)
+    g2 = gradient(make_objective(model.with_task(changed), changed, config.loss), theta)
+    assert torch.equal(g1[1], g2[1]) and torch.equal(g1[0], g2[0])
+
+
+def test_held_out_subjects_are_never_sampled_by_sgd():
+    config = TINY.override({"data.holdout": 2, "train.steps": 200})
+    traj = run_training(config, keep_states=True)
+    # one parameter set per vocabulary token: subjects 4, 5 never appear in a batch, their scores never move
+    held_out = traj.states[:, 4:6]
+    assert np.array_equal(held_out, np.broadcast_to(held_out[0], held_out.shape))
+    assert not np.array_equal(traj.states[-1, :4], traj.states[0, :4])
+
+
+@pytest.mark.parametrize("optimizer", ["flow", "sgd", "adam", "muon", "signsgd"])
+def test_frozen_blocks_stay_exactly_fixed(optimizer):
+    config = TINY.override({"data.freeze": "a", "train.steps": 100, "train.lr": 0.05,
+                            "train.optimizer": optimizer if optimizer != "flow" else "sgd"})
+    run = run_flow if optimizer == "flow" else run_training
+    traj = run(config, keep_states=True)
+    vocab = 6 + 2 + 3 + 1
+    a = traj.states[:, :vocab]
+    assert np.array_equal(a, np.broadcast_to(a[0], a.shape))
+    assert not np.array_equal(traj.states[-1, vocab:], traj.states[0, vocab:])
+
+
+def test_an_unknown_frozen_block_is_one_line():
+    with pytest.raises(ConfigError, match=r"data.freeze='a\+w': 'w' is not a parameter block .* a, v"):
+        run_flow(TINY.override({"data.freeze": "a+w"}))
+
+
+def _saved_run(tmp_path, config, name="old"):
+    traj = run_flow(config)
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "config.json").write_text(__import__("json").dumps(config.to_dict()))
+    traj.save(directory)
+    return directory, traj
+
+
+def test_a_start_from_a_run_with_nothing_new_continues_it(tmp_path):
+    config = TINY.override({"flow.rtol": 1e-10, "flow.atol": 1e-14, "flow.t_max": 100.0})
+    directory, old = _saved_run(tmp_path, config)
+    resumed_config = config.override({"init.from_run": str(directory)})
+    resumed = run_flow(resumed_config)
+    # the start is the old final state, bit for bit, and the schedule is the task's own
+    np.testing.assert_array_equal(starting_state(resumed_config, setup(config)[1]).theta0, old.final_state)
+    assert resumed.info.old_subjects == 6 and resumed.info.phases[0]["subjects"] == [0, 6]
+    # continuing: the flow to 100 + t equals the fresh flow to 100 + t (an autonomous field), to the solver's
+    # tolerance
+    times = 100.0 + resumed.t
+    longer = run_flow(config.override({"flow.t_max": 200.0}), times=np.concatenate([[0.0], times]))
+    np.testing.assert_allclose(resumed.fact_loss, longer.fact_loss[1:], rtol=1e-7, atol=1e-9)
+
+
+def test_a_start_from_a_run_with_new_subjects_keeps_the_old_tokens(tmp_path):
+    directory, old = _saved_run(tmp_path, TINY)
+    config = TINY.override({"task.subjects": 9, "init.from_run": str(directory), "data.replay": 0.2})
+    task, model, _ = setup(config)
+    start = starting_state(config, model)
+    assert start.old_subjects == 6
+    _, old_model, _ = setup(TINY)
+    a_old, v_old = old_model.token_parameters(torch.as_tensor(old.final_state))
+    a, v = model.token_parameters(start.theta0)
+    index = list(range(6)) + [9 + k for k in range(old_model.num_tokens - 6)]
+    assert torch.equal(a[index], a_old) and torch.equal(v[index], v_old)
+    assert torch.equal(a[6:9], torch.full((3,), config.init.scale, dtype=torch.float64))
+    traj = run_flow(config)
+    assert traj.info.phases[0]["subjects"] == [6, 9] and traj.info.phases[0]["replay"] == 0.2
+    # the old facts were recalled; the new facts get learned
+    assert (traj.p_correct[0, :6] > 0.5).all() and (traj.p_correct[0, 6:] < 0.5).all()
+    assert (traj.p_correct[-1, 6:] > 0.5).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task.relations": 3}, "task.relations=3: a run started from init.from_run keeps"),
+    ({"task.subjects": 4}, "task.subjects=4: must be >= the old run's 6"),
+    ({"task.facts": "structured", "task.subjects": 7}, "task.facts=.*"),
+])
+def test_an_incompatible_start_is_one_line(tmp_path, change, message):
+    directory, _ = _saved_run(tmp_path, TINY)
+    with pytest.raises(ConfigError, match=message):
+        run_flow(TINY.override({"init.from_run": str(directory), **change}))
+
+
+def test_a_sampled_loss_cannot_follow_a_schedule():
+    config = TINY.override({"loss.kind": "sampled", "data.holdout": 1})
+    with pytest.raises(ConfigError, match="loss.kind='sampled': a fixed sample cannot follow a data sched"):
+        run_flow(config)
+
+
+def test_simulate_init_from_on_the_command_line(tmp_path):
+    cli = [sys.executable, "-m", "analysis.cli"]
+    old = tmp_path / "old"
+    base = ["--preset", "tiny", "--set", "task.facts=random", "--set", "task.subjects=6", "--quiet"]
+    subprocess.run([*cli, "simulate", *base, "--out", str(old)], check=True, capture_output=True)
+    new = tmp_path / "new"
+    done = subprocess.run([*cli, "simulate", "--init-from", str(old), "--set", "task.subjects=8", "--set",
+                           "data.replay=0.1", "--out", str(new), "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    saved = __import__("json").loads((new / "config.json").read_text())
+    assert saved["init"]["from_run"] == str(old) and saved["task"]["subjects"] == 8
+    bad = subprocess.run([*cli, "simulate", "--init-from", str(tmp_path / "nowhere"), "--quiet"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "not a run directory" in bad.stderr
