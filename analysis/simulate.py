@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynamics.budget import check_config
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.run import run_flow, run_training
@@ -20,6 +21,7 @@ from .arguments import config_from_args
 from .plotting import draw_or_skip
 from .rundir import check_target, default_run_dir, staged_run_dir
 from .stages import analyse_trajectory, format_stage_table, plot_losses
+from .timeline import analyse_timeline, format_timeline, has_timeline
 
 
 @dataclass
@@ -30,6 +32,7 @@ class SimulatedRun:
     trajectory: Trajectory
     stages: dict[str, Any] | None  # None: the stage analysis failed (the trajectory is saved all the same)
     total_seconds: float
+    timeline: dict[str, Any] | None = None  # timeline.json of a run whose data changed over time
 
 
 def simulate(config: Config, out: str | Path, train: bool = False, progress: bool = False
@@ -37,7 +40,9 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     """Integrate the gradient flow of ``config`` and write a run directory at ``out``.
 
     Without ``train``: ``out/{config.json, trajectory.npz, summary.json, stages.json, stages.npz,
-    loss.png, facts.png, fractions.png}`` (stage analysis: :mod:`analysis.stages.report`). With ``train``
+    loss.png, facts.png, fractions.png}`` (stage analysis: :mod:`analysis.stages.report`), and
+    ``timeline.{json,npz,png}`` when the data change over time or subjects are held out
+    (:mod:`analysis.timeline`). With ``train``
     the discrete run of ``train.*`` starts from the same θ(0): ``out/flow/`` and ``out/train/`` each
     hold a run, and ``out/loss.png`` overlays both. Returns the runs by name (``flow``, ``train``).
     """
@@ -47,7 +52,7 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     runs = {"flow": run_flow(config, progress=progress)}
     if train:
         runs["train"] = run_training(config, progress=progress)
-    stages = {}
+    stages, timelines = {}, {}
     with staged_run_dir(out, config) as staging:
         for name, traj in runs.items():
             target = staging / name if train else staging
@@ -56,6 +61,8 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
                 (target / "config.json").write_text((staging / "config.json").read_text())
             traj.save(target)
             stages[name] = _analyse(name, traj, config, target, title=_title(config, name, traj))
+            if has_timeline(traj):
+                timelines[name] = analyse_timeline(traj, target, title=_title(config, name, traj))
         if train:
             labels = {"flow": "flow", "train": f"{config.train.optimizer} lr={config.train.lr:g}"}
             draw_or_skip(staging / "loss.png", plot_losses, [(labels[n], t) for n, t in runs.items()], levels,
@@ -63,7 +70,8 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
                          title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]),
                          stages=(stages["flow"] or {}).get("stages"))
     seconds = time.perf_counter() - start
-    return {name: SimulatedRun(traj, stages[name], seconds) for name, traj in runs.items()}
+    return {name: SimulatedRun(traj, stages[name], seconds, timelines.get(name))
+            for name, traj in runs.items()}
 
 
 def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: str) -> dict[str, Any] | None:
@@ -108,6 +116,7 @@ def command(args: argparse.Namespace) -> int:
     name = ("finetune" if getattr(args, "init_from", None)
             else args.preset or (Path(args.config).stem if args.config else "figure5"))
     out = Path(args.out) if args.out else default_run_dir(config, name)
+    check_config(config, train=args.train)  # memory and steps, before any work
     check_target(out, config)
     runs = simulate(config, out, train=args.train, progress=not args.quiet)
     for label, run in runs.items():
@@ -119,5 +128,7 @@ def command(args: argparse.Namespace) -> int:
             print(f"       {info.message}")
         print(format_stage_table(label, run.stages) if run.stages is not None
               else f"{label}: stages not analysed")
+        if run.timeline is not None:
+            print(format_timeline(label, run.timeline))
     print(f"wrote {out}")
     return 0

@@ -127,10 +127,11 @@ def schedule_of(config: Config, old_subjects: int | None = None) -> Schedule:
     share ``data.replay`` (with no new subject, the task's own frequencies: the run goes on).
 
     Without fine-tuning: a warm-up phase on the first ⌈f·n⌉ subjects (f = ``data.warmup_subjects``) until
-    ``data.warmup_time``, then all n trained subjects; α anneals from ``task.subject_zipf`` at t = 0 to
-    ``data.zipf_end`` at ``flow.t_max`` when that key is set."""
+    ``data.warmup_time``, then all n trained subjects. The exponent α is ``data.zipf`` (default
+    ``task.subject_zipf``), annealed to ``data.zipf_end`` at ``flow.t_max`` when that key is set."""
     data, n = config.data, trained_subjects(config)
-    zipf = dict(zipf=config.task.subject_zipf, zipf_end=data.zipf_end, anneal_until=config.flow.t_max)
+    alpha = config.task.subject_zipf if data.zipf is None else data.zipf
+    zipf = dict(zipf=alpha, zipf_end=data.zipf_end, anneal_until=config.flow.t_max)
     if old_subjects is not None and old_subjects < n:
         return Schedule((Phase(0.0, math.inf, (old_subjects, n), data.replay, (0, old_subjects), **zipf),))
     if data.warmup_time > 0 and data.warmup_subjects < 1:

@@ -222,3 +222,60 @@ def test_simulate_init_from_on_the_command_line(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "not a run directory" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# The timeline analysis: per-fact events and groups, read from the record
+
+
+def _record(p_correct: np.ndarray, t: np.ndarray, fact_weights: np.ndarray, old_subjects=None):
+    """A bare trajectory whose p(a*) is ``p_correct`` (K, S, R); other per-fact arrays consistent with it."""
+    from dynamics.records import RunInfo
+    from dynamics.solvers import Cost, Status
+    from dynamics.trajectory import Trajectory
+
+    K, S, R = p_correct.shape
+    zeros = np.zeros(K)
+    info = RunInfo(kind="flow", status=Status.OK, status_time=None, message="", final_loss=0.0, num_params=1,
+                   cost=Cost(), phases=[{"start": 0.0, "end": None, "subjects": [0, S], "replay": 0.0}],
+                   old_subjects=old_subjects)
+    return Trajectory(t=t, loss=zeros, relation_loss=zeros, subject_loss=zeros, fact_loss=-np.log(p_correct),
+                      p_correct=p_correct, p_relation=np.ones_like(p_correct), p_subject=p_correct,
+                      argmax_class=np.where(p_correct > 0.5, 2, 1).astype(np.int8),
+                      facts=np.zeros((S, R), dtype=np.int64), fact_weights=fact_weights,
+                      answers_per_relation=4, attention=np.zeros((K, 4)), norms={}, info=info)
+
+
+def test_fact_events_are_the_crossings_of_one_half_in_log_t():
+    from analysis.timeline import fact_events, groups_of, has_timeline
+
+    t = np.array([0.0, 1.0, 10.0, 100.0, 1000.0])
+    p = np.empty((5, 3, 1))
+    p[:, 0, 0] = [0.1, 0.3, 0.7, 0.9, 0.9]   # learned between t = 1 and 10: 1/2 at log-midpoint √10
+    p[:, 1, 0] = [0.9, 0.7, 0.3, 0.2, 0.7]   # known, forgotten at √10 · ..., relearned between 100 and 1000
+    p[:, 2, 0] = [0.9, 0.9, 0.9, 0.9, 0.9]   # known throughout: no event
+    weights = np.array([[0.5], [0.5], [0.0]])
+    traj = _record(p, t, weights, old_subjects=1)
+    events = fact_events(traj)
+    assert events.learned[0, 0] == pytest.approx(10 ** 0.5, rel=1e-12)
+    assert events.forgotten[1, 0] == pytest.approx(10 ** 0.5, rel=1e-12)
+    assert events.relearned[1, 0] == pytest.approx(10 ** 2.6, rel=1e-12)  # 0.2 -> 0.7 over 100 -> 1000
+    assert np.isnan(events.learned[1:, 0]).all() and np.isnan(events.forgotten[[0, 2], 0]).all()
+    groups = groups_of(traj)
+    assert {k: v.tolist() for k, v in groups.items()} == {"unseen": [2], "old": [0], "new": [1]}
+    assert has_timeline(traj)
+    plain = _record(p, t, np.full((3, 1), 1 / 3))
+    assert not has_timeline(plain) and list(groups_of(plain)) == ["trained"]
+
+
+def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
+    from analysis.simulate import simulate
+
+    plain = simulate(TINY, tmp_path / "plain")["flow"]
+    assert plain.timeline is None and not (tmp_path / "plain" / "timeline.json").exists()
+    held = simulate(TINY.override({"data.holdout": 2}), tmp_path / "held")["flow"]
+    assert (tmp_path / "held" / "timeline.png").is_file()
+    unseen = held.timeline["unseen"]
+    num_answers = TINY.task.relations * TINY.task.answers_per_relation
+    assert unseen["loss_start"] == pytest.approx(math.log(num_answers), rel=1e-12)
+    assert held.timeline["groups"] == {"unseen": [4, 6], "trained": [0, 4]}

@@ -232,13 +232,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What is trained when (docs/design.md §7): held-out subjects, a warm-up on a subset of subjects, an
-    annealed subject Zipf exponent, the replay share of a fine-tuning run, frozen parameter blocks."""
+    """What is trained when (docs/design.md §7): held-out subjects, a warm-up on a subset of subjects, the
+    subject Zipf exponent trained (fixed or annealed), the replay share of a fine-tuning run, frozen
+    parameter blocks. The task's own frequencies stay what the run is measured on."""
 
     holdout: int = 0  # the last k subjects are never trained (unseen subjects); their facts are recorded
     warmup_subjects: float = 1.0  # share of the trained subjects seen during the warm-up (1: no warm-up)
     warmup_time: float = 0.0  # the warm-up lasts [0, warmup_time)
-    zipf_end: float | None = None  # anneal task.subject_zipf (t = 0) linearly to this (t = flow.t_max)
+    # The subject Zipf exponent trained (None: task.subject_zipf, which is what the run is measured on),
+    # annealed linearly from zipf (t = 0) to zipf_end (t = flow.t_max) when zipf_end is set.
+    zipf: float | None = None
+    zipf_end: float | None = None
     replay: float = 0.0  # a run started from another (init.from_run): the old subjects' share of the data
     freeze: str = "none"  # parameter blocks held fixed: none, or block names joined by '+' (reduced: a, v)
 
@@ -247,8 +251,9 @@ class DataConfig:
         if not _is_number(self.warmup_subjects) or not 0 < self.warmup_subjects <= 1:
             fail("data.warmup_subjects", self.warmup_subjects, "must be a number in (0, 1]")
         _non_negative("data.warmup_time", self.warmup_time)
-        if self.zipf_end is not None:
-            _non_negative("data.zipf_end", self.zipf_end)
+        for key, value in (("data.zipf", self.zipf), ("data.zipf_end", self.zipf_end)):
+            if value is not None:
+                _non_negative(key, value)
         if not _is_number(self.replay) or not 0 <= self.replay < 1:
             fail("data.replay", self.replay, "must be a number in [0, 1)")
         if not (isinstance(self.freeze, str) and re.fullmatch(r"none|\w+(\+\w+)*", self.freeze)):
