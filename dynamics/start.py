@@ -36,18 +36,24 @@ class Start:
 def starting_state(config: Config, model: Model) -> Start:
     """θ(0) for ``config`` on ``model``: ``model.initial_parameters(config.init)``, or, with
     ``init.from_run``, that run's final flow state carried over to this task (:meth:`Model.grown_state`)."""
-    theta0 = model.initial_parameters(config.init)
     if not config.init.from_run:
-        return Start(theta0)
+        return Start(model.initial_parameters(config.init))
     directory = _flow_dir(Path(config.init.from_run))
-    old = _old_config(directory)
+    return continued_start(config, model, _old_config(directory), _final_state(directory), str(directory))
+
+
+def continued_start(config: Config, model: Model, old: Config, state: np.ndarray, source: str = "the old run"
+                    ) -> Start:
+    """The start of ``config`` from ``state``, the final state of a run of config ``old`` (on ``model``, the
+    model of ``config``): old tokens keep their parameters, subjects added take ``init.*``'s. Refuses a
+    task or model that is not the old one with subjects added."""
     _check_compatible(config, old)
     old_task = FactTask(old.task)
     if not np.array_equal(model.task.facts[:old_task.S], old_task.facts):
-        raise ConfigError(f"init.from_run={str(directory)!r}: the old subjects' facts differ in this task "
+        raise ConfigError(f"init.from_run={source!r}: the old subjects' facts differ in this task "
                           f"(task.facts={config.task.facts!r}); allowed: task.facts=random, whose table "
                           "keeps the old subjects' rows when subjects are added")
-    state = _final_state(directory)
+    theta0 = model.initial_parameters(config.init)
     theta = model.grown_state(torch.as_tensor(state, device=theta0.device), old_task, theta0)
     return Start(theta, old_task.S)
 

@@ -279,3 +279,17 @@ def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
     num_answers = TINY.task.relations * TINY.task.answers_per_relation
     assert unseen["loss_start"] == pytest.approx(math.log(num_answers), rel=1e-12)
     assert held.timeline["groups"] == {"unseen": [4, 6], "trained": [0, 4]}
+
+
+def test_gd_follows_the_flow_across_a_phase_start_at_order_one():
+    # GD's step k trains w(k·lr); the flow switches at t1 exactly: the deviation is still O(lr)
+    config = TINY.override({"data.warmup_subjects": 0.5, "data.warmup_time": 60.0, "flow.t_max": 200.0,
+                            "train.optimizer": "gd"})
+    deviations = []
+    lrs = (0.4, 0.2, 0.1)
+    for lr in lrs:
+        gd = run_training(config.override({"train.lr": lr, "train.steps": int(200 / lr)}))
+        flow = run_flow(config.override({"flow.rtol": 1e-10, "flow.atol": 1e-14}), times=gd.t)
+        deviations.append(np.abs(gd.p_correct - flow.p_correct).max())
+    order = np.polyfit(np.log(lrs), np.log(deviations), 1)[0]
+    assert 0.9 < order < 1.1, (deviations, order)

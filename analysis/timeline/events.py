@@ -20,7 +20,7 @@ import numpy as np
 from dynamics.task import FactClass
 from dynamics.trajectory import Trajectory
 
-from ..stages import crossing_time
+from ..stages import crossing_time, fact_states
 
 KNOWN = 0.5  # p(a*) at which a fact counts as known
 
@@ -75,8 +75,9 @@ def fact_events(traj: Trajectory) -> FactEvents:
 @dataclass
 class GroupCurves:
     """Per group, at every recorded time (K,): mean p(a*), mean loss −log p(a*), and the fractions of its
-    facts recalled and hallucinating (the most likely answer is a* / another answer of the relation). Means
-    are over subjects uniformly and over relations with the run's relation frequencies."""
+    facts recalled (p(a*) > 1/2) and hallucinating (not recalled, but the relation's answers hold the
+    majority of the mass), as the stage detector classifies facts. Means are over subjects uniformly and
+    over relations with the run's relation frequencies."""
 
     t: np.ndarray
     p_correct: dict[str, np.ndarray]
@@ -97,13 +98,15 @@ def group_curves(traj: Trajectory, groups: dict[str, np.ndarray]) -> GroupCurves
     def mean(values: np.ndarray, index: np.ndarray) -> np.ndarray:
         return (values[:, index].mean(1) * q).sum(-1)
 
-    cls = traj.argmax_class
+    state = fact_states(traj)
+    recalled = (state == FactClass.RECALLED).astype(float)
+    hallucinating = (state == FactClass.HALLUCINATING).astype(float)
     return GroupCurves(
         t=traj.t,
         p_correct={g: mean(traj.p_correct, i) for g, i in groups.items()},
         loss={g: mean(traj.fact_loss, i) for g, i in groups.items()},
-        recalled={g: mean((cls == FactClass.RECALLED).astype(float), i) for g, i in groups.items()},
-        hallucinating={g: mean((cls == FactClass.HALLUCINATING).astype(float), i) for g, i in groups.items()})
+        recalled={g: mean(recalled, i) for g, i in groups.items()},
+        hallucinating={g: mean(hallucinating, i) for g, i in groups.items()})
 
 
 def unseen_summary(traj: Trajectory, curves: GroupCurves) -> dict[str, float] | None:

@@ -1,0 +1,270 @@
+"""Four experiments on data that change over time, in the reduced model (flow, and SGD beside it):
+
+- ``zipf``: subjects trained with Zipf frequencies (s + 1)^−α, measured on uniform frequencies: when do
+  10%, 50% and 90% of the facts become known, when does the hallucination plateau end, and how many facts
+  are known at a fixed budget?
+- ``warmup``: a warm-up on a share of the subjects, then all of them, against no warm-up at equal total time.
+- ``finetune``: a run that knows its facts goes on with new subjects, the old ones replayed at a share ρ:
+  how many old facts are forgotten and when, how fast the new ones are learned.
+- ``unseen``: subjects held out of training: their loss against log|A| and log D over time.
+
+Run all of them with ``python -m analysis.timeline.experiments --out DIR`` (``--quick`` for small sizes);
+``DIR/experiments.json`` holds every number and ``DIR/data_over_time.png`` the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics import resolve_config, run_flow, run_training
+from dynamics.config import Config
+from dynamics.io import atomic_write_json
+from dynamics.run import setup
+from dynamics.start import continued_start
+from dynamics.trajectory import Trajectory
+
+from ..plotting import TIME_LABEL, figure, log_time_axis, save
+from ..stages import detect_stages
+from .events import fact_events, group_curves, groups_of
+
+# The base task: 64 subjects × 8 relations × 8 answers, random table (4,096-answer facts), from the
+# random64 preset; QUICK is a smaller one for smoke runs and the notebook.
+FULL = {"preset": "random64", "set": {}}
+QUICK = {"preset": "random64", "set": {"task.subjects": 16, "task.relations": 4, "task.noise_tokens": 24}}
+
+
+def base_config(quick: bool, **overrides: Any) -> Config:
+    """The experiments' base config (FULL or QUICK) with ``overrides`` (dotted keys)."""
+    spec = QUICK if quick else FULL
+    return resolve_config(spec["preset"], None, {**spec["set"], **overrides})
+
+
+def recalled_fraction(traj: Trajectory, subjects: np.ndarray | None = None) -> np.ndarray:
+    """(K,) the fraction of facts (of ``subjects``, default all trained ones) recalled (p(a*) > 1/2),
+    relations weighted by their frequencies."""
+    index = groups_of(traj).get("trained", np.arange(traj.facts.shape[0])) if subjects is None else subjects
+    curves = group_curves(traj, {"these": index})
+    return curves.recalled["these"]
+
+
+def first_time(t: np.ndarray, values: np.ndarray, level: float) -> float:
+    """The first recorded time at which ``values`` reaches ``level`` (NaN if never)."""
+    hit = np.nonzero(values >= level)[0]
+    return float(t[hit[0]]) if len(hit) else math.nan
+
+
+def value_at(t: np.ndarray, values: np.ndarray, when: float) -> float:
+    """``values`` at the last recorded time ≤ ``when``."""
+    return float(values[max(0, int(np.searchsorted(t, when, side="right")) - 1)])
+
+
+def plateau_end(traj: Trajectory) -> float:
+    """The end of the hallucination stage the detector finds (NaN where there is none)."""
+    for stage in detect_stages(traj).stages:
+        if stage.name == "hallucination" and stage.t_end is not None:
+            return float(stage.t_end)
+    return math.nan
+
+
+def _learning_row(traj: Trajectory, budget: float) -> dict[str, float]:
+    fraction = recalled_fraction(traj)
+    return {"t_10": first_time(traj.t, fraction, 0.1), "t_50": first_time(traj.t, fraction, 0.5),
+            "t_90": first_time(traj.t, fraction, 0.9), "plateau_end": plateau_end(traj),
+            "recalled_at_budget": value_at(traj.t, fraction, budget), "status": traj.info.status.value}
+
+
+def _sgd(config: Config, t_max: float, lr: float) -> Config:
+    return config.override({"train.optimizer": "sgd", "train.lr": lr, "train.steps": int(round(t_max / lr))})
+
+
+def zipf_experiment(quick: bool, exponents: tuple[float, ...], sgd_lr: float | None = None) -> dict[str, Any]:
+    """Training Zipf exponent α against learning times, measured on uniform subject frequencies."""
+    config = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
+    uniform = run_flow(config)
+    budget = 2.0 * first_time(uniform.t, recalled_fraction(uniform), 0.9)
+    rows = []
+    for alpha in exponents:
+        point = config.override({"data.zipf": alpha})
+        row = {"alpha": alpha, "flow": _learning_row(run_flow(point) if alpha else uniform, budget)}
+        if sgd_lr is not None:
+            row["sgd"] = _learning_row(run_training(_sgd(point, budget, sgd_lr)), budget)
+        rows.append(row)
+    return {"budget": budget, "rows": rows}
+
+
+def warmup_experiment(quick: bool, shares: tuple[float, ...], sgd_lr: float | None = None) -> dict[str, Any]:
+    """A warm-up on a share f of the subjects for half the budget, then all, against none; the budget is the
+    time at which the run without warm-up knows half of its facts."""
+    config = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
+    plain = run_flow(config)
+    budget = first_time(plain.t, recalled_fraction(plain), 0.5)
+    config = config.override({"flow.t_max": budget})
+    rows = []
+    for share in (1.0, *shares):
+        warmup = {"data.warmup_subjects": share, "data.warmup_time": budget / 2 if share < 1 else 0.0}
+        point = config.override(warmup)
+        flow = run_flow(point)
+        row = {"share": share, "warmup_time": point.data.warmup_time,
+               "flow_recalled": float(recalled_fraction(flow)[-1]), "flow_final_loss": flow.final_loss}
+        if sgd_lr is not None:
+            train = run_training(_sgd(point, budget, sgd_lr))
+            row.update({"sgd_recalled": float(recalled_fraction(train)[-1]),
+                        "sgd_final_loss": train.final_loss})
+        rows.append(row)
+    return {"budget": budget, "rows": rows}
+
+
+def finetune_experiment(quick: bool, new_share: float, replays: tuple[float, ...], duration: float
+                        ) -> dict[str, Any]:
+    """Train the base task until its facts are known, then add ⌈new_share·S⌉ subjects and train them with the
+    old ones replayed at each share ρ (and, at ρ = 0, with the scores a frozen)."""
+    old = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
+    first = run_flow(old)
+    S_old = old.task.subjects
+    S_new = S_old + math.ceil(new_share * S_old)
+    runs = {}
+    for replay in replays:
+        runs[f"replay {replay:g}"] = old.override({"task.subjects": S_new, "data.replay": replay,
+                                                   "task.noise_tokens": old.task.noise_tokens,
+                                                   "flow.t_max": duration})
+    runs["replay 0, scores frozen"] = old.override({"task.subjects": S_new, "data.freeze": "a",
+                                                    "flow.t_max": duration})
+    out: dict[str, Any] = {"old_subjects": S_old, "new_subjects": S_new - S_old,
+                           "old_recalled_before": float(recalled_fraction(first)[-1]), "runs": {}}
+    curves = {}
+    for name, config in runs.items():
+        model = setup(config)[1]
+        traj = run_flow(config, start=continued_start(config, model, old, first.final_state))
+        groups = groups_of(traj)
+        events = fact_events(traj)
+        old_recalled = recalled_fraction(traj, groups["old"])
+        new_recalled = recalled_fraction(traj, groups["new"])
+        forgotten = events.forgotten[groups["old"]]
+        out["runs"][name] = {
+            "old_recalled_min": float(old_recalled.min()),
+            "t_old_recalled_min": float(traj.t[old_recalled.argmin()]),
+            "old_recalled_end": float(old_recalled[-1]), "old_forgotten": int(np.isfinite(forgotten).sum()),
+            "old_facts": int(forgotten.size),
+            "median_forgotten": _median(forgotten), "new_t_50": first_time(traj.t, new_recalled, 0.5),
+            "new_recalled_end": float(new_recalled[-1])}
+        curves[name] = (traj.t, old_recalled, new_recalled)
+    return {"summary": out, "curves": curves}
+
+
+def unseen_experiment(quick: bool, holdout_share: float) -> dict[str, Any]:
+    """Hold out a share of the subjects; their loss and hallucinations over time."""
+    config = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
+    config = config.override({"data.holdout": max(1, int(round(holdout_share * config.task.subjects)))})
+    traj = run_flow(config)
+    groups = groups_of(traj)
+    curves = group_curves(traj, groups)
+    loss = curves.loss["unseen"]
+    halluc = curves.hallucinating["unseen"]
+    D = config.task.answers_per_relation
+    summary = {"held_out": int(len(groups["unseen"])), "log_answers": math.log(config.task.relations * D),
+               "log_D": math.log(D), "loss_start": float(loss[0]), "loss_max": float(loss.max()),
+               "t_loss_max": float(traj.t[loss.argmax()]), "loss_end": float(loss[-1]),
+               "hallucinating_end": float(halluc[-1]),
+               "t_trained_50": first_time(traj.t, curves.recalled["trained"], 0.5),
+               "recalled_unseen_end": float(curves.recalled["unseen"][-1])}
+    return {"summary": summary, "curves": (traj.t, loss, curves.loss["trained"], halluc)}
+
+
+def _median(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if len(finite) else None
+
+
+def plot_experiments(results: dict[str, Any], path: Path) -> None:
+    """Four panels: the zipf learning times, the warm-up's facts known, old facts after fine-tuning, and the
+    held-out subjects' loss."""
+    fig = figure(13.0, 3.6)
+    zipf_ax, warm_ax, fine_ax, unseen_ax = fig.subplots(1, 4)
+    rows = results["zipf"]["rows"]
+    alphas = [r["alpha"] for r in rows]
+    for key, style in (("t_10", "o-"), ("plateau_end", "s--"), ("t_50", "^-"), ("t_90", "v-")):
+        zipf_ax.plot(alphas, [r["flow"][key] for r in rows], style, label=f"flow {key}")
+        if "sgd" in rows[0]:
+            zipf_ax.plot(alphas, [r["sgd"][key] for r in rows], style, alpha=0.5, label=f"sgd {key}")
+    zipf_ax.set_yscale("log")
+    zipf_ax.set_xlabel("training Zipf exponent α")
+    zipf_ax.set_ylabel("time")
+    zipf_ax.legend(fontsize=6)
+    warm = results["warmup"]["rows"]
+    labels = [f"{r['share']:g}" for r in warm]
+    warm_ax.bar(np.arange(len(warm)) - 0.2, [r["flow_recalled"] for r in warm], 0.4, label="flow")
+    if "sgd_recalled" in warm[0]:
+        warm_ax.bar(np.arange(len(warm)) + 0.2, [r["sgd_recalled"] for r in warm], 0.4, label="sgd")
+    warm_ax.set_xticks(np.arange(len(warm)), labels)
+    warm_ax.set_xlabel("warm-up share of subjects (1: none)")
+    warm_ax.set_ylabel("facts known at equal total time")
+    warm_ax.legend(fontsize=7)
+    for index, (name, (t, old, new)) in enumerate(results["finetune"]["curves"].items()):
+        shown = t > 0
+        fine_ax.plot(t[shown], old[shown], color=f"C{index}", label=f"old, {name}")
+        fine_ax.plot(t[shown], new[shown], color=f"C{index}", ls=":")
+    log_time_axis(fine_ax)
+    fine_ax.set_xlabel("t since the new subjects came")
+    fine_ax.set_ylabel("facts known (old solid, new dotted)")
+    fine_ax.legend(fontsize=6)
+    t, unseen, trained, _ = results["unseen"]["curves"]
+    shown = t > 0
+    unseen_ax.plot(t[shown], unseen[shown], color="C3", label="held-out subjects")
+    unseen_ax.plot(t[shown], trained[shown], color="C0", label="trained subjects")
+    summary = results["unseen"]["summary"]
+    for name, value in (("log|A|", summary["log_answers"]), ("log D", summary["log_D"])):
+        unseen_ax.axhline(value, color="0.5", ls="--", lw=0.8)
+        unseen_ax.text(t[shown][0], value, f" {name}", va="bottom", fontsize=8)
+    log_time_axis(unseen_ax)
+    unseen_ax.set_xlabel(TIME_LABEL.split(" (")[0])
+    unseen_ax.set_ylabel("mean loss (nats)")
+    unseen_ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def run_all(quick: bool, sgd_lr: float | None = 1.0) -> dict[str, Any]:
+    """Every experiment at the FULL (or QUICK) size; what ``main`` saves."""
+    duration = 20000.0 if not quick else 4000.0
+    return {"zipf": zipf_experiment(quick, (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), sgd_lr),
+            "warmup": warmup_experiment(quick, (0.125, 0.25, 0.5), sgd_lr),
+            "finetune": finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration),
+            "unseen": unseen_experiment(quick, 0.2)}
+
+
+def _plain(results: dict[str, Any]) -> dict[str, Any]:
+    """The results less their curves (what ``experiments.json`` holds)."""
+    return {"zipf": results["zipf"], "warmup": results["warmup"], "finetune": results["finetune"]["summary"],
+            "unseen": results["unseen"]["summary"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.timeline.experiments --out DIR [--quick] [--no-sgd]``."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.timeline.experiments", description=__doc__)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--no-sgd", action="store_true", help="flows only")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = run_all(args.quick, None if args.no_sgd else 1.0)
+    atomic_write_json(out / "experiments.json", _plain(results))
+    plot_experiments(results, out / "data_over_time.png")
+    print(f"wrote {out}/experiments.json and data_over_time.png in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["base_config", "finetune_experiment", "first_time", "main", "plot_experiments",
+           "recalled_fraction", "run_all", "unseen_experiment", "warmup_experiment", "zipf_experiment"]
