@@ -169,7 +169,8 @@ def unseen_experiment(quick: bool, holdout_share: float) -> dict[str, Any]:
     halluc = curves.hallucinating["unseen"]
     D = config.task.answers_per_relation
     summary = {"held_out": int(len(groups["unseen"])), "log_answers": math.log(config.task.relations * D),
-               "log_D": math.log(D), "loss_start": float(loss[0]), "loss_max": float(loss.max()),
+               "log_D": math.log(D), "H(A|R)": traj.levels["H(A|R)"], "loss_start": float(loss[0]),
+               "loss_max": float(loss.max()),
                "t_loss_max": float(traj.t[loss.argmax()]), "loss_end": float(loss[-1]),
                "hallucinating_end": float(halluc[-1]),
                "t_trained_50": first_time(traj.t, curves.recalled["trained"], 0.5),
@@ -219,7 +220,8 @@ def plot_experiments(results: dict[str, Any], path: Path) -> None:
     unseen_ax.plot(t[shown], unseen[shown], color="C3", label="held-out subjects")
     unseen_ax.plot(t[shown], trained[shown], color="C0", label="trained subjects")
     summary = results["unseen"]["summary"]
-    for name, value in (("log|A|", summary["log_answers"]), ("log D", summary["log_D"])):
+    for name, value in (("log|A|", summary["log_answers"]), ("log D", summary["log_D"]),
+                        ("H(A|R)", summary["H(A|R)"])):
         unseen_ax.axhline(value, color="0.5", ls="--", lw=0.8)
         unseen_ax.text(t[shown][0], value, f" {name}", va="bottom", fontsize=8)
     log_time_axis(unseen_ax)

@@ -88,7 +88,8 @@ def analyse_timeline(traj: Trajectory, directory: Path, title: str = "") -> dict
     }
     atomic_write_json(directory / "timeline.json", payload)
     atomic_write(directory / "timeline.npz", lambda f: np.savez_compressed(f, t=traj.t, **events.arrays()))
-    levels = {"log|A|": math.log(traj.facts.shape[1] * D), "log D": math.log(D)}
+    levels = {"log|A|": math.log(traj.facts.shape[1] * D), "log D": math.log(D),
+              "H(A|R)": traj.levels["H(A|R)"]}
     draw_or_skip(directory / "timeline.png", plot_timeline, curves,
                  phase_starts_of(traj.info.phases if traj.info else []), levels, directory / "timeline.png",
                  title=title)
@@ -110,7 +111,8 @@ def format_timeline(label: str, payload: dict[str, Any]) -> str:
     if unseen:
         lines.append(f"  unseen loss {unseen['loss_start']:.3f} -> max {unseen['loss_max']:.3f} "
                      f"(t = {unseen['t_loss_max']:.4g}) -> {unseen['loss_end']:.3f}; log|A| = "
-                     f"{unseen['log_answers']:.3f}, log D = {unseen['log_D']:.3f}")
+                     f"{unseen['log_answers']:.3f}, log D = {unseen['log_D']:.3f}, H(A|R) = "
+                     f"{unseen['H(A|R)']:.3f}")
     return "\n".join(lines)
 
 
