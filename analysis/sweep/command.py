@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import sys
 from pathlib import Path
 
 from dynamics.errors import ConfigError
 
 from ..arguments import config_from_args, parse_count
-from .grid import parse_grid
+from .grid import grid_points, parse_grid, point_id
 from .plots import plot_heatmap, plot_lines, plot_sweep, read_results
-from .run import SweepOptions, run_sweep
+from .run import ERROR, SweepDirectory, SweepOptions, counted, run_sweep
 
 
 def command(args: argparse.Namespace) -> int:
-    """The ``sweep`` subcommand: run every unfinished point, rebuild ``results.csv``, draw the figures."""
+    """The ``sweep`` subcommand: run every unfinished point, rebuild ``results.csv``, draw the figures.
+    Exit status 1 when a point of the grid failed with an error (recorded with its message), else 0;
+    130 on Ctrl-C, after saying how many finished points are kept."""
     config = config_from_args(args)
     grid = parse_grid(args.grid, config)
     workers = parse_count("--workers", args.workers)
@@ -24,13 +28,38 @@ def command(args: argparse.Namespace) -> int:
     options = SweepOptions(train=args.train, keep_trajectories=args.keep_trajectories,
                            batch=not args.no_batch)
     out = Path(args.out)
-    rows = run_sweep(config, grid, out, options, workers=workers, backend=args.backend,
-                     scheduler=args.scheduler, progress=not args.quiet)
+    try:
+        rows = run_sweep(config, grid, out, options, workers=workers, backend=args.backend,
+                         scheduler=args.scheduler, progress=not args.quiet)
+    except KeyboardInterrupt:
+        rows = None
+    if rows is None:
+        gc.collect()  # the stopped worker pool's queues: freed now, not reported as leaked at exit
+        print(interrupted_message(out), file=sys.stderr)
+        return 130
     figures = plot_sweep(out, list(grid))
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows)} points in {out / 'results.csv'} ({failed} not ok); figures: "
-          + ", ".join(p.name for p in figures))
-    return 0
+    ids = {point_id(p) for p in grid_points(grid)}
+    mine = [r for r in rows if point_id({k: r.get(k) for k in grid}) in ids]
+    failed = sum(r["status"] != "ok" for r in mine)
+    errors = sum(r["status"] == ERROR for r in mine)
+    detail = f"{failed} not ok" + (f", of which {errors} failed with an error (see the message column; a "
+                                   "rerun tries again)" if errors else "")
+    print(f"{counted(len(rows))} in {out / 'results.csv'}, {len(mine)} of this grid: {detail}; figures: "
+          + (", ".join(p.name for p in figures) or "none"))
+    return 1 if errors else 0
+
+
+def interrupted_message(out: Path) -> str:
+    """The one line for a sweep stopped by Ctrl-C: how many finished points it keeps, and how to resume."""
+    try:
+        kept = len(SweepDirectory(out).finished())
+    except OSError:
+        kept = 0
+    if not kept:
+        return ("factrecall: interrupted; no point had finished, so none is kept; rerun the same command "
+                "to start again")
+    return (f"factrecall: interrupted; {counted(kept)} finished and kept in {out} (listed in results.csv); "
+            "rerun the same command to resume")
 
 
 def plot_command(args: argparse.Namespace) -> int:

@@ -1,11 +1,15 @@
 """The grid of a sweep: ``--grid KEY=VALUES`` parsed and validated against the base config, the points
-of its cartesian product, and each point's stable identifier."""
+of its cartesian product, and each point's stable identifier.
+
+Float values are canonicalised to 12 significant digits, so that the same number reached by two spellings
+(``0.3`` and the 0.30000000000000004 of ``0:1:lin:11``) is one grid point."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,6 +17,9 @@ import numpy as np
 
 from dynamics.config import Config
 from dynamics.errors import ConfigError
+
+MAX_POINTS = 100_000  # a grid larger than this is refused before any value is validated
+SIGNIFICANT_DIGITS = 12
 
 
 def parse_values(key: str, text: str) -> list[Any]:
@@ -27,8 +34,12 @@ def parse_values(key: str, text: str) -> list[Any]:
         except ValueError:
             raise ConfigError(f"--grid {key}={text!r}: start and stop must be numbers, n an integer"
                               ) from None
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise ConfigError(f"--grid {key}={text!r}: start and stop must be finite numbers")
         if count < 1 or (parts[2] == "log" and (start <= 0 or stop <= 0)):
             raise ConfigError(f"--grid {key}={text!r}: n must be >= 1 and log ranges positive")
+        if count > MAX_POINTS:
+            raise ConfigError(f"--grid {key}={text!r}: n = {count} values; allowed: at most {MAX_POINTS}")
         values = np.geomspace(start, stop, count) if parts[2] == "log" else np.linspace(start, stop, count)
         return [_snap(float(v)) for v in values]
     values = [v.strip() for v in text.split(",") if v.strip()]
@@ -44,9 +55,18 @@ def _snap(value: float) -> float:
     return float(nearest) if nearest != 0 and abs(value - nearest) <= 1e-9 * abs(value) else value
 
 
+def canonical(value: Any) -> Any:
+    """A float rounded to 12 significant digits (the shortest repr of that rounding); anything else as is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return value
+
+
 def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
-    """``KEY=VALUES`` strings to an ordered grid; every value is validated against ``base``."""
+    """``KEY=VALUES`` strings to an ordered grid; every value is validated against ``base`` and
+    canonicalised (:func:`canonical`); a value given twice counts once."""
     grid: dict[str, list[Any]] = {}
+    size = 1
     for spec in specs:
         key, sep, text = spec.partition("=")
         key = key.strip()
@@ -55,8 +75,13 @@ def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; allowed: each key once")
         values = parse_values(key, text)
+        size *= len(values)
+        if size > MAX_POINTS:
+            raise ConfigError(f"--grid {key}={text!r}: the grid would have {size} or more points; "
+                              f"allowed: at most {MAX_POINTS}")
         # validate and normalise each value through the config's own coercion
-        grid[key] = [_resolve_key(base.override({key: v}), key) for v in values]
+        resolved = [canonical(_resolve_key(base.override({key: v}), key)) for v in values]
+        grid[key] = list(dict.fromkeys(resolved))
     if not grid:
         raise ConfigError("--grid: at least one --grid KEY=VALUES is required")
     return grid

@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm
 
 from dynamics.errors import ConfigError
 
-from ..plotting import figure, save
+from ..plotting import draw_or_skip, figure, save
 from ..stages import relation_first
 
 
@@ -136,17 +136,19 @@ DEFAULT_COLUMNS = ("plateau_length", "t_first_transition", "t_second_transition"
 
 
 def plot_sweep(directory: Path, grid_keys: list[str]) -> list[Path]:
-    """The default figures of a sweep: heatmaps over the first two grid axes, or line plots for one."""
+    """The default figures of a sweep: heatmaps over the first two grid axes, or line plots for one.
+    A figure that cannot be drawn (every point failed, so a column is missing) is skipped with a one-line
+    note; the sweep's results are kept either way."""
     rows = read_results(directory / "results.csv")
     written = []
     if len(grid_keys) >= 2:
         x, y = grid_keys[0], grid_keys[1]
         for value in ("plateau_length", "t_first_transition", "learned_first", "intermediate"):
             path = directory / f"phase_{value}.png"
-            plot_heatmap(rows, x, y, value, path)
-            written.append(path)
+            if draw_or_skip(path, plot_heatmap, rows, x, y, value, path):
+                written.append(path)
     elif grid_keys:
         path = directory / "sweep_lines.png"
-        plot_lines(rows, grid_keys[0], list(DEFAULT_COLUMNS), path)
-        written.append(path)
+        if draw_or_skip(path, plot_lines, rows, grid_keys[0], list(DEFAULT_COLUMNS), path):
+            written.append(path)
     return written

@@ -1,36 +1,52 @@
 """Running a sweep for phase diagrams: every grid point summarised by its stages, into a resumable
 directory.
 
-A sweep directory holds ``sweep.json`` (the base config and the grid), ``points/<id>.json`` (one file per
-finished point, written atomically as it completes), ``results.csv`` (rebuilt atomically from the point
-files after every completion) and, on request, ``trajectories/<id>/``. Rerunning the same command skips
-finished points; a kill loses at most the points in flight. Points that differ only in ``init.*`` are
-integrated together as one batched system (:func:`dynamics.run.run_flow_batch`); batches and single
-points are spread over worker processes (``local``) or a ``dask.distributed`` cluster (``dask``).
+A sweep directory holds ``sweep.json`` (the base config and the grids), ``points/<id>.json`` (one file per
+point, written atomically as it completes), ``results.csv`` (rebuilt atomically from the point files after
+every completion) and, on request, ``trajectories/<id>/`` (run directories: ``config.json``,
+``trajectory.npz``, ``summary.json``). Rerunning the same command skips finished points; a kill loses at
+most the points in flight. A point that raises (an invalid combination of values, a device that is not
+there) is recorded with status ``error`` and its message, and tried again by the next rerun.
+
+Points that differ only in ``init.*`` are integrated together as one batched system
+(:func:`dynamics.run.run_flow_batch`). The batches are fixed by the grid (grid order, at most
+:data:`MAX_BATCH` points, balanced), never by the worker count or by which points are left: a batch with a
+missing member is recomputed whole, so a resumed sweep's numbers equal an uninterrupted one's exactly.
+Batches and single points are spread over worker processes (``local``) or a ``dask.distributed`` cluster
+(``dask``); local workers exit when the sweep's process dies.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config
-from dynamics.errors import ConfigError
-from dynamics.io import atomic_write_csv, atomic_write_json, finite_or_none
+from dynamics.errors import ConfigError, RunError
+from dynamics.io import finite_or_none
 from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
-from ..rundir import check_output_dir, check_writable
 from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_for
+from .directory import ERROR, SweepDirectory
 from .grid import grid_points, point_id
 
 MAX_BATCH = 32
-SWEEP_ALLOWED = "a new directory or one holding a sweep of the same base config (to resume or extend)"
+MESSAGE_CHARS = 300
+CONNECT_SECONDS = 10  # how long to try to reach a dask scheduler
+
+# what a point may need: its row (flow, summary, and the discrete run with --train), the discrete run's
+# columns added to an existing row, its flow's trajectory kept
+ROW, TRAIN, TRAJECTORY = "row", "train", "trajectory"
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,47 @@ class SweepOptions:
     train: bool = False  # also the discrete run of train.* at every point
     keep_trajectories: bool = False
     batch: bool = True  # integrate init-only variations together
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a batch fixed by the grid (its points in grid order) and, for each member that
+    needs anything, what it needs (a subset of ROW, TRAIN, TRAJECTORY)."""
+
+    points: list[dict[str, Any]]
+    wanted: dict[str, frozenset[str]]
+
+
+@dataclass
+class PointResult:
+    """What a job gives for one point: a new row (replacing any old one), or discrete-run columns to add
+    to the existing row; and the flow when its trajectory is to be kept."""
+
+    pid: str
+    values: dict[str, Any]
+    row: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    flow: Trajectory | None = field(default=None, repr=False)
+
+
+def describe(err: BaseException) -> str:
+    """An exception as one line of at most MESSAGE_CHARS characters: ``Type: message``."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def error_row(values: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    """The row of a point that raised: its grid values, status ``error`` and the exception."""
+    return {**values, "status": ERROR, "status_time": None, "message": describe(err)}
+
+
+def train_columns(train: Trajectory | BaseException) -> dict[str, Any]:
+    """The discrete run's columns of a row (status, final loss, stage names; or the error)."""
+    if isinstance(train, BaseException):
+        return {"train_status": ERROR, "train_final_loss": None, "train_stages": None,
+                "train_message": describe(train)}
+    return finite_or_none({"train_status": train.info.status.value, "train_final_loss": train.final_loss,
+                           "train_stages": " > ".join(detect_stages(train).names)})
 
 
 def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: Trajectory | None,
@@ -60,6 +117,7 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     row: dict[str, Any] = dict(values)
     row.update({
         "status": flow.info.status.value, "status_time": flow.info.status_time,
+        "message": None if flow.info.ok else flow.info.message or None,
         "stages": " > ".join(report.names), "intermediate": "+".join(report.intermediate) or "none",
         "t_first_transition": transitions[0]["t"] if transitions else None,
         "t_second_transition": transitions[1]["t"] if len(transitions) > 1 else None,
@@ -76,174 +134,365 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
         "batch_size": flow.info.flow.batch_size, "wall_seconds": seconds,
     })
     if train is not None:
-        row.update({"train_status": train.info.status.value, "train_final_loss": train.final_loss,
-                    "train_stages": " > ".join(detect_stages(train).names)})
+        row.update(train_columns(train))
     return finite_or_none(row)
 
 
-def run_group(base: dict[str, Any], points: list[dict[str, Any]], options: SweepOptions
-              ) -> list[tuple[str, dict[str, Any], Trajectory | None]]:
-    """Run one group of points (a batch, or a single point) in this process; returns (id, row, flow)."""
-    base_config = Config.from_dict(base)
-    configs = [base_config.override(p) for p in points]
+# --------------------------------------------------------------------------------------------------
+# Work: one job (a batch, or a single point) in this process
+# --------------------------------------------------------------------------------------------------
+
+def _configs(base: Config, points: list[dict[str, Any]]) -> dict[str, Config | ConfigError]:
+    configs: dict[str, Config | ConfigError] = {}
+    for values in points:
+        try:
+            configs[point_id(values)] = base.override(values)
+        except ConfigError as err:  # a combination of values that is not a valid config
+            configs[point_id(values)] = err
+    return configs
+
+
+def _single_flow(config: Config) -> Trajectory | Exception:
+    try:
+        return run_flow(config)
+    except Exception as err:  # recorded as the point's status `error` with the message
+        return err
+
+
+def _flows(configs: dict[str, Config | ConfigError]) -> tuple[dict[str, Trajectory | Exception], float]:
+    """The flows of the valid configs (one batched solve when there are several), each a trajectory or the
+    exception it raised; and the wall seconds per point. A batch that raises is run point by point, so that
+    one failing member does not take the others with it."""
+    valid = {pid: c for pid, c in configs.items() if isinstance(c, Config)}
     start = time.perf_counter()
-    flows = run_flow_batch(configs) if len(configs) > 1 else [run_flow(configs[0])]
-    elapsed = (time.perf_counter() - start) / len(configs)
-    out = []
-    for values, config, flow in zip(points, configs, flows, strict=True):
-        train = run_training(config) if options.train else None
-        row = summarise(values, config, flow, train, elapsed)
-        out.append((point_id(values), row, flow if options.keep_trajectories else None))
-    return out
+    if len(valid) > 1:
+        try:
+            flows: dict[str, Trajectory | Exception] = dict(
+                zip(valid, run_flow_batch(list(valid.values())), strict=True))
+        except Exception:
+            flows = {pid: _single_flow(c) for pid, c in valid.items()}
+    else:
+        flows = {pid: _single_flow(c) for pid, c in valid.items()}
+    return flows, (time.perf_counter() - start) / max(len(valid), 1)
 
 
-def plan_groups(base: Config, points: list[dict[str, Any]], options: SweepOptions, workers: int
+def _train(config: Config) -> Trajectory | Exception:
+    try:
+        return run_training(config)
+    except Exception as err:  # recorded as train_status `error` with the message
+        return err
+
+
+def run_group(base: dict[str, Any], points: list[dict[str, Any]], options: SweepOptions,
+              wanted: dict[str, frozenset[str]] | None = None) -> list[PointResult]:
+    """Run one job in this process: the flow of the whole batch ``points`` (when a member needs its row
+    or trajectory) and the discrete runs asked for. ``wanted``: what each member needs (default: every
+    member its row). Returns one result per member that needs anything, in grid order."""
+    if wanted is None:
+        wanted = {point_id(p): frozenset({ROW}) for p in points}
+    configs = _configs(Config.from_dict(base), points)
+    need_flow = any(ROW in need or TRAJECTORY in need for need in wanted.values())
+    flows, seconds = _flows(configs) if need_flow else ({}, 0.0)
+    results = []
+    for values in points:
+        pid = point_id(values)
+        need = wanted.get(pid, frozenset())
+        if need:
+            results.append(_point_result(values, configs[pid], flows.get(pid), need, options, seconds))
+    return results
+
+
+def _point_result(values: dict[str, Any], config: Config | ConfigError, flow: Trajectory | Exception | None,
+                  need: frozenset[str], options: SweepOptions, seconds: float) -> PointResult:
+    pid = point_id(values)
+    if isinstance(config, ConfigError):
+        return PointResult(pid, values, row=error_row(values, config))
+    train = _train(config) if options.train and (ROW in need or TRAIN in need) else None
+    kept = flow if isinstance(flow, Trajectory) and (TRAJECTORY in need or
+                                                     (ROW in need and options.keep_trajectories)) else None
+    if ROW not in need:
+        return PointResult(pid, values, train=train_columns(train) if train is not None else None, flow=kept)
+    if isinstance(flow, Exception) or flow is None:
+        row = error_row(values, flow or RunError("no flow was computed"))
+        if train is not None:
+            row.update(train_columns(train))
+        return PointResult(pid, values, row=row)
+    try:
+        row = summarise(values, config, flow, train, seconds)
+    except Exception as err:  # a trajectory the analysis cannot read: the point is an error, not a crash
+        row = error_row(values, err)
+        kept = None
+    return PointResult(pid, values, row=row, flow=kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning: batches fixed by the grid, and what each point still needs
+# --------------------------------------------------------------------------------------------------
+
+def _batch_key(base: Config, values: dict[str, Any]) -> str:
+    try:
+        return batch_key(base.override(values))
+    except ConfigError:  # an invalid point runs (and is recorded as an error) on its own
+        return "invalid:" + point_id(values)
+
+
+def plan_groups(base: Config, points: list[dict[str, Any]], options: SweepOptions
                 ) -> list[list[dict[str, Any]]]:
-    """Group points that differ only in ``init.*`` into batches (at most MAX_BATCH, and split so that
-    every worker gets work); the rest run one by one."""
+    """The batches of a grid: ``points`` (the whole grid, in grid order) that differ only in ``init.*``,
+    cut into the fewest chunks of at most MAX_BATCH, of balanced sizes; the rest one by one. A function
+    of the grid and the base config only, so that resuming or another worker count never re-batches."""
     if not options.batch:
         return [[p] for p in points]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault(batch_key(base.override(p)), []).append(p)
+    for values in points:
+        groups.setdefault(_batch_key(base, values), []).append(values)
     planned = []
     for members in groups.values():
-        size = min(MAX_BATCH, max(1, math.ceil(len(members) / max(workers, 1))))
+        size = math.ceil(len(members) / math.ceil(len(members) / MAX_BATCH))
         planned += [members[i:i + size] for i in range(0, len(members), size)]
     return planned
 
 
-def _sort_value(value: Any) -> tuple:
-    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+def _needs(row: dict[str, Any] | None, has_trajectory: bool, options: SweepOptions) -> frozenset[str]:
+    """What a point needs given its valid row (None: none or damaged) and whether its trajectory is kept."""
+    if row is None or row.get("status") == ERROR:
+        return frozenset({ROW})
+    need = set()
+    if options.train and row.get("train_status") in (None, ERROR):
+        need.add(TRAIN)
+    if options.keep_trajectories and not has_trajectory:
+        need.add(TRAJECTORY)
+    return frozenset(need)
 
 
-def _normalised(tree: Any) -> Any:
-    """A manifest's base config with the defaults of keys added since it was written filled in (so that a
-    new config key with a default does not orphan existing sweeps); as stored when it does not load."""
-    try:
-        return json.loads(json.dumps(Config.from_dict(tree).to_dict()))
-    except (ConfigError, TypeError):
-        return tree
+# --------------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------------
+
+def note(text: str) -> None:
+    """One line on stderr about what a sweep does beyond the plain run."""
+    print(f"factrecall: note: {text}", file=sys.stderr)
 
 
-class SweepDirectory:
-    """The on-disk state of a sweep: manifest, finished points, results table."""
+def counted(count: int) -> str:
+    """``1 point``, ``2 points``."""
+    return f"{count} point" + ("" if count == 1 else "s")
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.points_dir = self.path / "points"
 
-    def claim(self, base: Config, grid: dict[str, list[Any]]) -> None:
-        """Create the directory, or check that it holds a sweep of the same base config."""
-        check_output_dir(self.path, SWEEP_ALLOWED)
-        check_writable(self.path)
-        manifest = self.path / "sweep.json"
-        if manifest.is_file():
-            held = json.loads(manifest.read_text())
-            if _normalised(held.get("base")) != json.loads(json.dumps(base.to_dict())):
-                raise ConfigError(f"--out={str(self.path)!r}: holds a sweep of a different base config; "
-                                  f"allowed: {SWEEP_ALLOWED}")
-        elif self.path.exists() and any(self.path.iterdir()):
-            raise ConfigError(f"--out={str(self.path)!r}: is not empty and holds no sweep; allowed: "
-                              f"{SWEEP_ALLOWED}")
-        self.points_dir.mkdir(parents=True, exist_ok=True)
-        grids = json.loads(manifest.read_text()).get("grids", []) if manifest.is_file() else []
-        if grid not in grids:
-            grids.append(grid)
-        atomic_write_json(manifest, {"base": base.to_dict(), "grids": grids})
+def _listed(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
-    def finished(self) -> set[str]:
-        """Identifiers of the points already done."""
-        return {p.stem for p in self.points_dir.glob("p*.json")}
 
-    def save_point(self, pid: str, row: dict[str, Any], flow: Trajectory | None) -> None:
-        """Write one finished point (and its trajectory when kept), atomically."""
-        if flow is not None:
-            flow.save(self.path / "trajectories" / pid)
-        atomic_write_json(self.points_dir / f"{pid}.json", row, sort_keys=False)
+def plan_jobs(directory: SweepDirectory, base: Config, grid: dict[str, list[Any]], options: SweepOptions,
+              report: Callable[[str], None] = note) -> list[Job]:
+    """The jobs of a run: every batch of the grid with a member that needs anything; one line each on
+    damaged point files (recomputed), points that failed before (retried) and results that earlier runs
+    did not ask for (computed now)."""
+    rows, damaged = directory.scan(grid)
+    points = grid_points(grid)
+    ids = {point_id(p) for p in points}
+    ours = {name for name in damaged if name[:-len(".json")] in ids}
+    if ours:
+        listed = _listed(f"{name}: {damaged[name]}" for name in ours)
+        report(f"{len(ours)} damaged point file{'' if len(ours) == 1 else 's'} recomputed ({listed})")
+    if set(damaged) - ours:
+        others = set(damaged) - ours
+        report(f"{len(others)} damaged point file{'' if len(others) == 1 else 's'} of no point of this grid "
+               f"left out of results.csv ({_listed(others)})")
+    needs = {pid: _needs(rows.get(pid), directory.has_trajectory(pid), options) for pid in ids}
+    _report_needs(needs, rows, report)
+    jobs = []
+    for group in plan_groups(base, points, options):
+        wanted = {point_id(p): needs[point_id(p)] for p in group if needs[point_id(p)]}
+        if wanted:
+            jobs.append(Job(group, wanted))
+    return jobs
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every finished point's row, in grid order (sorted by the grid values)."""
-        rows = [json.loads(p.read_text()) for p in self.points_dir.glob("p*.json")]
-        manifest = json.loads((self.path / "sweep.json").read_text())
-        keys = [k for grid in manifest["grids"] for k in grid]
-        return sorted(rows, key=lambda row: [_sort_value(row.get(k)) for k in keys])
 
-    def write_results(self) -> None:
-        """Rebuild ``results.csv`` from the point files (atomically)."""
-        rows = self.rows()
-        if rows:
-            atomic_write_csv(self.path / "results.csv", rows)
+def _report_needs(needs: dict[str, frozenset[str]], rows: dict[str, dict[str, Any]],
+                  report: Callable[[str], None]) -> None:
+    retried = sum(ROW in n and rows.get(pid, {}).get("status") == ERROR for pid, n in needs.items())
+    if retried:
+        report(f"{counted(retried)} that failed with an error before tried again")
+    train = sum(TRAIN in n for n in needs.values())
+    if train:
+        report(f"{counted(train)} finished without --train: their discrete runs are computed now")
+    kept = sum(TRAJECTORY in n for n in needs.values())
+    if kept:
+        report(f"{counted(kept)} finished without --keep-trajectories: their flows are recomputed (with "
+               "their batches) to keep the trajectories")
 
 
 def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: SweepOptions = SweepOptions(),
               workers: int = 1, backend: str = "local", scheduler: str | None = None,
-              progress: bool = False, on_point: Callable[[str, dict[str, Any]], None] | None = None
-              ) -> list[dict[str, Any]]:
-    """Run every unfinished point of ``grid`` over ``base`` into ``out``; returns all rows (old and new)."""
+              progress: bool = False, on_point: Callable[[str, dict[str, Any]], None] | None = None,
+              report: Callable[[str], None] = note) -> list[dict[str, Any]]:
+    """Run every unfinished point of ``grid`` over ``base`` into ``out``; returns all rows (old and new).
+    ``report`` receives the one-line notes (damaged point files, retried points, results added)."""
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"--backend={backend!r}: must be local or dask")
+    if scheduler is not None and backend != "dask":
+        raise ConfigError(f"--scheduler={scheduler!r}: only used with --backend dask; allowed: omit it, or "
+                          "add --backend dask")
     directory = SweepDirectory(out)
-    directory.claim(base, grid)
-    done = directory.finished()
-    todo = [p for p in grid_points(grid) if point_id(p) not in done]
-    groups = plan_groups(base, todo, options, workers)
-    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
-
-    bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not progress, leave=False)
-    base_tree = base.to_dict()
-
-    def finish(results: list[tuple[str, dict[str, Any], Trajectory | None]]) -> None:
-        for pid, row, flow in results:
-            directory.save_point(pid, row, flow)
-            if on_point is not None:
-                on_point(pid, row)
-            bar.update(1)
-        directory.write_results()
-
-    try:
-        if not groups:
-            pass  # every point already finished: no worker or cluster to start
-        elif backend == "dask":
-            _run_dask(groups, base_tree, options, workers, scheduler, finish)
-        elif workers > 1 and len(groups) > 1:
-            _run_processes(groups, base_tree, options, workers, finish)
-        else:
-            for group in groups:
-                finish(run_group(base_tree, group, options))
-    finally:
-        bar.close()
+    held = directory.check(base)
+    jobs = plan_jobs(directory, base, grid, options, report)
+    with ExitStack() as stack:
+        client = stack.enter_context(dask_client(scheduler, workers)) if jobs and backend == "dask" else None
+        directory.write_manifest(base, held, grid)
+        _run_jobs(directory, base, jobs, options, workers, client, progress, on_point)
     directory.write_results()
     return directory.rows()
 
 
-def _run_processes(groups, base_tree, options, workers, finish) -> None:
+def _run_jobs(directory: SweepDirectory, base: Config, jobs: list[Job], options: SweepOptions, workers: int,
+              client: Any, progress: bool, on_point: Callable[[str, dict[str, Any]], None] | None) -> None:
+    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
+
+    bar = tqdm(total=sum(len(j.wanted) for j in jobs), desc="sweep", unit="point", disable=not progress,
+               leave=False)
+    base_tree = base.to_dict()
+
+    def finish(results: list[PointResult]) -> None:
+        for result in results:
+            row = _save(directory, base, result)
+            if on_point is not None:
+                on_point(result.pid, row)
+            bar.update(1)
+        directory.write_results()
+
+    try:
+        if not jobs:
+            pass  # every point already finished: no worker or cluster to start
+        elif client is not None:
+            _run_dask(client, jobs, base_tree, options, finish)
+        elif workers > 1 and len(jobs) > 1:
+            _run_processes(jobs, base_tree, options, workers, finish)
+        else:
+            for job in jobs:
+                finish(run_group(base_tree, job.points, options, job.wanted))
+    except KeyboardInterrupt:
+        directory.write_results()  # results.csv lists every point kept
+        raise
+    finally:
+        bar.close()
+
+
+def _save(directory: SweepDirectory, base: Config, result: PointResult) -> dict[str, Any]:
+    """Write one point's result: a new row, or the discrete-run columns merged into its row, and its
+    trajectory (before the row, so that a row asking for a trajectory always has it). Returns the row."""
+    config = base.override(result.values) if result.flow is not None else None
+    if result.row is not None:
+        directory.save_point(result.pid, result.row, result.flow, config)
+        return result.row
+    row = directory.point_row(result.pid) or dict(result.values)
+    if result.flow is not None and config is not None:
+        directory.save_trajectory(result.pid, config, result.flow)
+    if result.train is not None:
+        row = {**row, **result.train}
+        directory.save_point(result.pid, row)
+    return row
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit when the sweep's process dies (SIGKILL included): the kernel's parent-death
+    signal on Linux, and everywhere a thread that polls the parent. Ctrl-C is left to the parent, which
+    ends the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from tqdm.std import tqdm
+
+    # tqdm would make a named (spawn) semaphore per worker, which a worker ended by the parent never frees
+    tqdm.set_lock(threading.RLock())
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sweep-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _run_processes(jobs: list[Job], base_tree: dict[str, Any], options: SweepOptions, workers: int,
+                   finish: Callable[[list[PointResult]], None]) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_group, base_tree, group, options) for group in groups]
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    try:
+        futures = [pool.submit(run_group, base_tree, job.points, options, job.wanted) for job in jobs]
         for future in as_completed(futures):
             finish(future.result())
+    except BrokenProcessPool:
+        _stop(pool)
+        raise RunError("sweep: a worker process died (killed, or out of memory?); the finished points are "
+                       "kept, rerun the same command to resume") from None
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
 
 
-def _run_dask(groups, base_tree, options, workers, scheduler, finish) -> None:
+def _stop(pool: Any) -> None:
+    """Cancel what has not started and end the workers now (not after their current batch)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+    pool.shutdown(wait=True, cancel_futures=True)  # the pool sees its workers gone and frees its queues
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """A ``dask.distributed`` client of ``scheduler`` (a one-line ConfigError when it cannot be reached
+    within CONNECT_SECONDS), or of a local cluster of ``workers`` processes; closed on exit."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--backend='dask': needs dask.distributed; install the project's 'cluster' extra "
-                          "(pip install -c constraints.txt '.[cluster]')") from None
+        raise ConfigError("--backend='dask': needs dask.distributed; install the project's 'cluster' "
+                          "extra (pip install -c constraints.txt '.[cluster]')") from None
+    cluster = None
     if scheduler:
-        client = Client(scheduler)
-        cluster = None
+        try:
+            client = Client(scheduler, timeout=CONNECT_SECONDS)
+        except (OSError, ValueError, TypeError) as err:
+            raise ConfigError(f"--scheduler={scheduler!r}: cannot connect ({describe(err)}); allowed: "
+                              "the address of a running dask scheduler, e.g. tcp://host:8786") from None
     else:
         cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = [client.submit(run_group, base_tree, group, options, pure=False) for group in groups]
-        for future in as_completed(futures):
-            finish(future.result())
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_dask(client: Any, jobs: list[Job], base_tree: dict[str, Any], options: SweepOptions,
+              finish: Callable[[list[PointResult]], None]) -> None:
+    from dask.distributed import as_completed
+
+    futures = [client.submit(run_group, base_tree, job.points, options, job.wanted, pure=False)
+               for job in jobs]
+    try:
+        for future in as_completed(futures):
+            finish(future.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
