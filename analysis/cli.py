@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from dynamics.errors import ConfigError, RunError
 
@@ -25,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(f"{self.prog}: error: {message}")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(comp)
     comp.add_argument("--out", metavar="DIR", required=True, help="output directory")
     comp.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
-    comp.add_argument("--optimizers", default="gd,sgd,adam", help="among gd, sgd, adam")
+    comp.add_argument("--optimizers", default="gd,sgd,adam",
+                      help="among gd, sgd, adam, signsgd, muon, muon_svd (each against its own flow)")
+    comp.add_argument("--full-batch", action="store_true",
+                      help="adam, signsgd, muon on the flow's population loss (deterministic)")
     comp.add_argument("--batch-sizes", default="64,256,1024", help="SGD batch sizes")
     comp.add_argument("--seeds", default="3", help="SGD/Adam runs per setting (mean and band)")
     comp.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to save the JSON (the scale figure goes beside it, .png)")
     bench.add_argument("--sizes", default=None, metavar="SxR,...",
                        help="tables of the scale section, e.g. 64x8,256x16 (default 12x8,64x8,125x8)")
+    bench.add_argument("--huge", action="store_true", help="add 10^6 facts (10^4 x 100) to the large section")
     return parser
 
 
@@ -110,13 +116,39 @@ def _refuse_empty(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}={value!r}: must not be empty; omit it for the default")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``factrecall`` console script."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that every path that cleans up after Ctrl-C (a staged run
+    directory removed, a sweep's finished points listed) cleans up after it too."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+    raise Terminated()
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only; elsewhere a no-op)."""
     try:
-        args = build_parser().parse_args(argv)
-        _refuse_empty(args)
-        module, function = COMMANDS[args.command]
-        return getattr(importlib.import_module(module), function)(args)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``factrecall`` console script. Exit status: 0 done, 1 a run that cannot deliver,
+    2 bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    try:
+        with _terminate_as_interrupt():
+            args = build_parser().parse_args(argv)
+            _refuse_empty(args)
+            module, function = COMMANDS[args.command]
+            return getattr(importlib.import_module(module), function)(args)
     except ConfigError as err:
         message = str(err)
         print(message if message.startswith("factrecall") else f"factrecall: error: {message}",
@@ -125,9 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as err:
         print(f"factrecall: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("factrecall: interrupted; nothing was written for the unfinished run", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"factrecall: {how}; nothing was written for the unfinished run", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from analysis.capacity import (
     run_capacity,
 )
 from analysis.cli import main
+from dynamics.errors import RunError
 
 
 # --- bisection on synthetic oracles -------------------------------------------------------------------
@@ -65,10 +66,10 @@ def fit_result(status: str, accuracy: float, steps: int = 10):
                            steps=steps, wall_seconds=0.01, message="")
 
 
-def test_failed_diverged_and_crashing_trials_are_failures_not_crashes():
+def test_failed_and_diverged_trials_are_failures_and_crashes_surface():
     def trial(n):
         if n == 23:
-            raise RuntimeError("CUDA out of memory (simulated)")
+            raise RunError("training stopped early (simulated)")
         if n == 11:
             return fit_result("nonfinite", 0.0), 0.1
         if n == 14:
@@ -81,11 +82,39 @@ def test_failed_diverged_and_crashing_trials_are_failures_not_crashes():
     assert seen == log
     by_size = {r.size: r for r in log}
     assert result.calls == [8, 64, 23, 14, 11, 9, 10]
-    assert by_size[23].status == "error" and "out of memory" in by_size[23].message
+    assert by_size[23].status == "error" and "stopped early" in by_size[23].message
     assert by_size[14].status == "nonfinite" and by_size[11].status == "nonfinite" and by_size[11].lr == 0.1
     assert not any(by_size[n].stored for n in (64, 23, 14, 11)) and by_size[10].stored
     assert result.capacity == 10  # failed trials bound the search exactly as unsuccessful trainings do
     assert [r.size for r in log] == result.calls
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("CUDA out of memory"), TypeError("bad argument"),
+                                   FloatingPointError("overflow")])
+def test_a_crashing_trial_is_not_a_failed_trial(crash):
+    """A trial that raises anything but RunError is a bug or a machine problem, not a model that did not
+    store: it surfaces instead of ending the bisection as a failure."""
+    def trial(n):
+        if n == 64:
+            raise crash
+        return fit_result("stored", 1.0)
+
+    log: list[TrialRecord] = []
+    with pytest.raises(type(crash)):
+        bisect_largest(guarded(trial, log), 8, 64)
+    assert [r.size for r in log] == [8]
+
+
+def test_mlp_trial_stores_a_few_maps_and_not_many():
+    """mlp_trial itself (the fast suite's only run of it): 16 maps in a width-32 MLP are stored, 512 in a
+    width-2 one are not; both end with status ok (a finished training), not an error."""
+    from analysis.capacity import mlp_trial
+
+    settings = TrialSettings(optimizer="adamw", lrs=(3e-2,), steps=600)
+    small, lr = mlp_trial(16, d=8, width=32, num_classes=None, seed=0, settings=settings)
+    assert small.status == "ok" and small.stored and small.accuracy == 1.0 and lr == 3e-2
+    large, _ = mlp_trial(512, d=8, width=2, num_classes=None, seed=0, settings=settings)
+    assert large.status == "ok" and not large.stored and large.accuracy < 0.5 and large.steps == 600
 
 
 # --- fits -----------------------------------------------------------------------------------------------
@@ -109,12 +138,12 @@ def test_min_sufficient_attention():
 
 # --- files ------------------------------------------------------------------------------------------
 def synthetic_experiment(kind: str = "linear") -> Experiment:
-    """Capacity = params^0.75 exactly; the top of each range raises (a crash is a failed trial)."""
+    """Capacity = params^0.75 exactly; the top of each range diverges (a RunError: a failed trial)."""
 
     def trial_for(params):
         def trial(n, seed):
             if n == 4 * params:
-                raise FloatingPointError("diverged")
+                raise RunError("diverged")
             return fit_result("stored" if n <= int(params**0.75) else "not_stored", 1.0)
         return trial
 
@@ -176,7 +205,6 @@ def test_grids_are_well_formed():
 def test_acceptance_linear_quick_grid(tmp_path):
     summary = run_capacity("linear", tmp_path, quick=True, seeds=2, progress=False)
     assert 1.5 <= summary["fit_vs_d"]["exponent"] <= 2.0
-    assert abs(summary["fit_vs_d"]["exponent"] - 2 * summary["fit"]["exponent"]) < 1e-9
     assert summary["orthonormal_capacity_at_least_d"]
 
 

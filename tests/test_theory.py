@@ -215,16 +215,15 @@ def test_linear_regime_of_the_flow_is_alpha_cosh_sigma_t():
 
 # --- measured times --------------------------------------------------------------------------------------
 
-def test_figure5_measured_times_within_a_factor_1p5(figure5_flow):
+def test_figure5_measured_and_predicted_times_are_the_documented_ones(figure5_flow):
+    """README's stage table, to the digits it prints: theory t_R = 150.4, t_S = 393.9; measured relation
+    time 168.4, subject time 437.1; ratios 1.12 and 1.11."""
     theory = theory_of(resolve_config("figure5"))
     measured = measured_times(figure5_flow)
-    assert measured["t_relation"] == pytest.approx(170, rel=0.1)
-    assert measured["t_subject"] == pytest.approx(440, rel=0.1)
+    assert (round(theory["t_R"], 1), round(theory["t_S"], 1)) == (150.4, 393.9)
+    assert (round(measured["t_relation"], 1), round(measured["t_subject"], 1)) == (168.4, 437.1)
     ratios = compare_times(theory, measured)
-    assert ratios["relation_ratio"] == pytest.approx(measured["t_relation"] / theory["t_R"])
-    assert ratios["subject_ratio"] == pytest.approx(measured["t_subject"] / theory["t_S"])
-    for key in ("relation_ratio", "subject_ratio"):
-        assert 1 / 1.5 < ratios[key] < 1.5, (key, ratios)
+    assert (round(ratios["relation_ratio"], 2), round(ratios["subject_ratio"], 2)) == (1.12, 1.11)
     json.dumps(ratios)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.budget import check_steps
 from dynamics.config import check_device
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
@@ -40,6 +41,7 @@ def command(args: argparse.Namespace) -> int:
     seeds = (1 if args.quick else 5) if args.seeds is None else parse_count("--seeds", args.seeds)
     check_device(args.device, "--device")
     require_device(args.device)
+    check_steps("--seeds", seeds, seeds * planned_steps(build_experiment(args.kind, args.quick, args.device)))
     default = Path("runs") / f"capacity-{args.kind}{'-quick' if args.quick else ''}"
     out = Path(args.out) if args.out else default
     check_output_dir(out)
@@ -61,6 +63,14 @@ def command(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'trials.csv'}, {out / 'summary.json'}, " + ", ".join(summary["figures"]) +
           f" in {summary['wall_seconds']:.0f} s")
     return 0
+
+
+def planned_steps(experiment: Experiment) -> int:
+    """An upper estimate of the training steps of one seed of ``experiment``: per point, the bisection's
+    calls (at most 2 + log₂ of its range) × the learning rates tried × the steps of a trial."""
+    settings = experiment.settings
+    calls = sum(2 + math.ceil(math.log2(p.high - p.low + 1)) for p in experiment.points)
+    return calls * len(settings.lrs) * settings.steps
 
 
 def read_trials_csv(path: Path) -> list[dict[str, str]]:

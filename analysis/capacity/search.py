@@ -3,7 +3,8 @@ given size learns to accuracy ≥ 0.99, by bisection, over seeds; then the expon
 parameters.
 
 The bisection (:func:`bisect_largest`) only sees a yes/no oracle, so it is tested on synthetic monotone
-oracles; :func:`guarded` turns a trial that raises or diverges into a *failed* trial recorded as such.
+oracles; :func:`guarded` turns a trial that diverges (or reports a RunError) into a *failed* trial recorded
+as such, and lets any other exception (a crash, not an answer) surface.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.errors import RunError
+
 
 @dataclass
 class TrialRecord:
     """One training trial at one size: ``stored`` whether it reached the accuracy threshold; ``status`` how
-    the training ended (ok | nonfinite, the engine's status words) or ``error`` when it raised."""
+    the training ended (ok | nonfinite, the engine's status words) or ``error`` when it raised a RunError."""
 
     size: int
     stored: bool
@@ -40,9 +43,10 @@ def guarded(trial: Callable[[int], Any], log: list[TrialRecord],
     """An oracle n -> success from ``trial(n)``, appending a :class:`TrialRecord` to ``log`` every call.
 
     ``trial`` returns a FitResult-like object (``status``, ``stored``, ``accuracy``, ``steps``,
-    ``wall_seconds``, ``message``), or a (result, lr) pair. An exception, a non-finite accuracy or a
-    ``nonfinite`` status is a failed trial (stored False), never a crash. ``on_record`` (optional) sees
-    each record as it is made.
+    ``wall_seconds``, ``message``), or a (result, lr) pair. A RunError (a training that ran but cannot
+    deliver), a non-finite accuracy or a ``nonfinite`` status is a failed trial (stored False); any other
+    exception is a crash and propagates, never mistaken for a model that did not store. ``on_record``
+    (optional) sees each record as it is made.
     """
 
     def oracle(n: int) -> bool:
@@ -54,7 +58,7 @@ def guarded(trial: Callable[[int], Any], log: list[TrialRecord],
     def _run(n: int) -> bool:
         try:
             out = trial(n)
-        except Exception as err:  # noqa: BLE001 - any failure of one training is a result
+        except RunError as err:  # the training's own answer: it cannot deliver
             log.append(TrialRecord(n, False, "error", message=f"{type(err).__name__}: {err}"[:300]))
             return False
         result, lr = out if isinstance(out, tuple) else (out, math.nan)

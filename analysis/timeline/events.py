@@ -110,11 +110,11 @@ def group_curves(traj: Trajectory, groups: dict[str, np.ndarray]) -> GroupCurves
 
 
 def unseen_summary(traj: Trajectory, curves: GroupCurves) -> dict[str, float] | None:
-    """What the model says of subjects it never saw: their mean loss at the start, its largest value and
-    when, at the end; beside log|A| (no knowledge at all), log D (the relation known, the answer a uniform
-    guess among its D answers: the best a model can do for a subject it never saw, when answers are drawn
-    uniformly) and H(A|R) of the trained facts (what the relation alone tells of their answers); and the
-    largest fraction of their facts answered by a confident wrong answer of the right relation
+    """What the model says of subjects it never saw: their mean loss at the start, its largest and smallest
+    values and when, at the end; beside log|A| (no knowledge at all), log D (the relation known, the answer
+    a uniform guess among its D answers: the best a model can do for a subject it never saw, when answers
+    are drawn uniformly) and H(A|R) of the trained facts (what the relation alone tells of their answers);
+    and the largest fraction of their facts answered by a confident wrong answer of the right relation
     (hallucinating)."""
     if "unseen" not in curves.loss:
         return None
@@ -122,7 +122,9 @@ def unseen_summary(traj: Trajectory, curves: GroupCurves) -> dict[str, float] | 
     peak = int(np.argmax(loss))
     D = traj.answers_per_relation
     num_answers = traj.facts.shape[1] * D
+    low = int(np.argmin(loss))
     return {"loss_start": float(loss[0]), "loss_max": float(loss[peak]), "t_loss_max": float(traj.t[peak]),
+            "loss_min": float(loss[low]), "t_loss_min": float(traj.t[low]),
             "loss_end": float(loss[-1]), "log_answers": math.log(num_answers), "log_D": math.log(D),
             "H(A|R)": traj.levels["H(A|R)"],
             "max_fraction_hallucinating": float(halluc.max()),

@@ -99,26 +99,29 @@ def zipf_experiment(quick: bool, exponents: tuple[float, ...], sgd_lr: float | N
     return {"budget": budget, "rows": rows}
 
 
-def warmup_experiment(quick: bool, shares: tuple[float, ...], sgd_lr: float | None = None) -> dict[str, Any]:
-    """A warm-up on a share f of the subjects for half the budget, then all, against none; the budget is the
-    time at which the run without warm-up knows half of its facts."""
+def warmup_experiment(quick: bool, shares: tuple[float, ...], budgets: tuple[float, ...],
+                      sgd_lr: float | None = None) -> dict[str, Any]:
+    """A warm-up on a share f of the subjects for the first half of a budget, then all of them, against no
+    warm-up at the same budget; budgets are multiples of the time at which the run without warm-up knows
+    half of its facts."""
     config = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
     plain = run_flow(config)
-    budget = first_time(plain.t, recalled_fraction(plain), 0.5)
-    config = config.override({"flow.t_max": budget})
+    t_50 = first_time(plain.t, recalled_fraction(plain), 0.5)
     rows = []
-    for share in (1.0, *shares):
-        warmup = {"data.warmup_subjects": share, "data.warmup_time": budget / 2 if share < 1 else 0.0}
-        point = config.override(warmup)
-        flow = run_flow(point)
-        row = {"share": share, "warmup_time": point.data.warmup_time,
-               "flow_recalled": float(recalled_fraction(flow)[-1]), "flow_final_loss": flow.final_loss}
-        if sgd_lr is not None:
-            train = run_training(_sgd(point, budget, sgd_lr))
-            row.update({"sgd_recalled": float(recalled_fraction(train)[-1]),
-                        "sgd_final_loss": train.final_loss})
-        rows.append(row)
-    return {"budget": budget, "rows": rows}
+    for multiple in budgets:
+        budget = multiple * t_50
+        for share in (1.0, *shares):
+            warmup = {"data.warmup_subjects": share, "data.warmup_time": budget / 2 if share < 1 else 0.0}
+            point = config.override({"flow.t_max": budget, **warmup})
+            flow = run_flow(point)
+            row = {"budget": budget, "budget_over_t50": multiple, "share": share,
+                   "flow_recalled": float(recalled_fraction(flow)[-1]), "flow_final_loss": flow.final_loss}
+            if sgd_lr is not None:
+                train = run_training(_sgd(point, budget, sgd_lr))
+                row.update({"sgd_recalled": float(recalled_fraction(train)[-1]),
+                            "sgd_final_loss": train.final_loss})
+            rows.append(row)
+    return {"t_50_without_warmup": t_50, "rows": rows}
 
 
 def finetune_experiment(quick: bool, new_share: float, replays: tuple[float, ...], duration: float
@@ -171,7 +174,8 @@ def unseen_experiment(quick: bool, holdout_share: float) -> dict[str, Any]:
     summary = {"held_out": int(len(groups["unseen"])), "log_answers": math.log(config.task.relations * D),
                "log_D": math.log(D), "H(A|R)": traj.levels["H(A|R)"], "loss_start": float(loss[0]),
                "loss_max": float(loss.max()),
-               "t_loss_max": float(traj.t[loss.argmax()]), "loss_end": float(loss[-1]),
+               "t_loss_max": float(traj.t[loss.argmax()]), "loss_min": float(loss.min()),
+               "t_loss_min": float(traj.t[loss.argmin()]), "loss_end": float(loss[-1]),
                "hallucinating_end": float(halluc[-1]),
                "t_trained_50": first_time(traj.t, curves.recalled["trained"], 0.5),
                "recalled_unseen_end": float(curves.recalled["unseen"][-1])}
@@ -190,7 +194,7 @@ def plot_experiments(results: dict[str, Any], path: Path) -> None:
     zipf_ax, warm_ax, fine_ax, unseen_ax = fig.subplots(1, 4)
     rows = results["zipf"]["rows"]
     alphas = [r["alpha"] for r in rows]
-    for key, style in (("t_10", "o-"), ("plateau_end", "s--"), ("t_50", "^-"), ("t_90", "v-")):
+    for key, style in (("t_10", "o-"), ("t_50", "^-"), ("t_90", "v-")):
         zipf_ax.plot(alphas, [r["flow"][key] for r in rows], style, label=f"flow {key}")
         if "sgd" in rows[0]:
             zipf_ax.plot(alphas, [r["sgd"][key] for r in rows], style, alpha=0.5, label=f"sgd {key}")
@@ -199,13 +203,18 @@ def plot_experiments(results: dict[str, Any], path: Path) -> None:
     zipf_ax.set_ylabel("time")
     zipf_ax.legend(fontsize=6)
     warm = results["warmup"]["rows"]
-    labels = [f"{r['share']:g}" for r in warm]
-    warm_ax.bar(np.arange(len(warm)) - 0.2, [r["flow_recalled"] for r in warm], 0.4, label="flow")
-    if "sgd_recalled" in warm[0]:
-        warm_ax.bar(np.arange(len(warm)) + 0.2, [r["sgd_recalled"] for r in warm], 0.4, label="sgd")
-    warm_ax.set_xticks(np.arange(len(warm)), labels)
-    warm_ax.set_xlabel("warm-up share of subjects (1: none)")
-    warm_ax.set_ylabel("facts known at equal total time")
+    multiples = sorted({r["budget_over_t50"] for r in warm})
+    shares = sorted({r["share"] for r in warm})
+    width = 0.8 / len(shares)
+    for k, share in enumerate(shares):
+        values = [next(r["flow_recalled"] for r in warm if r["share"] == share and r["budget_over_t50"] == m)
+                  for m in multiples]
+        label = "no warm-up" if share == 1 else f"warm-up on {share:g}"
+        offset = (k - (len(shares) - 1) / 2) * width
+        warm_ax.bar(np.arange(len(multiples)) + offset, values, width, label=label)
+    warm_ax.set_xticks(np.arange(len(multiples)), [f"{m:g}" for m in multiples])
+    warm_ax.set_xlabel("total time / t_50 without warm-up")
+    warm_ax.set_ylabel("facts known at the end (flow)")
     warm_ax.legend(fontsize=7)
     for index, (name, (t, old, new)) in enumerate(results["finetune"]["curves"].items()):
         shown = t > 0
@@ -235,7 +244,7 @@ def run_all(quick: bool, sgd_lr: float | None = 1.0) -> dict[str, Any]:
     """Every experiment at the FULL (or QUICK) size; what ``main`` saves."""
     duration = 20000.0 if not quick else 4000.0
     return {"zipf": zipf_experiment(quick, (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), sgd_lr),
-            "warmup": warmup_experiment(quick, (0.125, 0.25, 0.5), sgd_lr),
+            "warmup": warmup_experiment(quick, (0.25, 0.5), (0.6, 0.8, 1.0), sgd_lr),
             "finetune": finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration),
             "unseen": unseen_experiment(quick, 0.2)}
 

@@ -1,0 +1,312 @@
+"""What a config asks of the machine, estimated before any work, and the refusal of what is beyond reason.
+
+Memory (:func:`estimate_memory`): the bytes of the arrays that dominate a run, from the config alone (no
+tensor is made): the parameters at every record point, the solver's and the optimizer's working vectors,
+the per-fact records (K×S×R), the population tables of one evaluation, the sampled loss's counts
+(``loss.samples × V``), the training batch (``train.batch_size × V``), the embeddings (``model.dim²``) and
+the transformer's attention table (heads × facts × V). It is compared with a limit (:func:`memory_limit`):
+``FACTRECALL_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix) when set, else the memory the machine has
+available now (``MemAvailable`` of ``/proc/meminfo``; the physical memory elsewhere).
+
+Time: discrete step counts (``train.steps``, ``compare``'s ``flow.t_max / lr``, a capacity grid) and
+sweep grid sizes are compared with fixed limits (``FACTRECALL_STEP_LIMIT`` and ``FACTRECALL_GRID_LIMIT``
+change them). An explicit flow's step count is estimated from its stiffness at θ(0) (:func:`flow_steps`):
+dopri5 is stable only for steps h ≲ 3.3/ρ, ρ the spectral radius of the field's Jacobian.
+
+Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError
+from .solvers.registry import get_method
+
+FLOAT = 8  # bytes of a float64 (and of an int64 index)
+BASELINE = 400 * 2**20  # the interpreter, torch and numpy themselves
+SOLVER_VECTORS = 16  # parameter-sized vectors a solver keeps (Runge–Kutta stages, CVODE's Krylov basis)
+OPTIMIZER_VECTORS = 6  # θ, gradient, Adam's two moments, a step and a spare
+AUTODIFF_COPIES = 3  # a forward pass's activations kept for the backward pass, roughly
+STEP_LIMIT = 10**9  # discrete or flow steps of one command (a day at ~100 µs a step)
+GRID_LIMIT = 10**5  # points of one sweep
+STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axis
+MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
+MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+@dataclass(frozen=True)
+class MemoryPart:
+    """One term of an estimate: what it is (with the config keys and values that size it) and its bytes."""
+
+    what: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The estimated memory of a run: its parts and their total (bytes, exact integers: no overflow)."""
+
+    parts: tuple[MemoryPart, ...]
+
+    @property
+    def total(self) -> int:
+        """The sum of the parts."""
+        return sum(p.bytes for p in self.parts)
+
+    @property
+    def largest(self) -> MemoryPart:
+        """The part that dominates."""
+        return max(self.parts, key=lambda p: p.bytes)
+
+
+def format_bytes(n: int | float) -> str:
+    """``n`` bytes in the largest binary unit below it, e.g. ``3.2 GB``; beyond EB in powers of ten."""
+    if n >= 2**70:
+        return f"10^{len(str(int(n))) - 1} bytes"
+    for unit in ("EB", "PB", "TB", "GB", "MB", "kB"):
+        scale = 2 ** (10 * ("kMGTPE".index(unit[0]) + 1))
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _parameters(config: Config, untied: bool) -> int:
+    """The parameter count of the config's model (``untied``: one parameter set per vocabulary token, the
+    model of discrete training and of the sampled loss)."""
+    t, m = config.task, config.model
+    answers = t.relations * t.answers_per_relation
+    if m.kind == "embedded":
+        return 2 * m.dim * m.dim
+    if m.kind == "transformer":
+        return 4 * m.heads * m.head_dim * m.dim + 2 * m.mlp_width * m.dim
+    tokens = t.subjects + t.relations + (t.noise_tokens if untied else min(t.noise_tokens, 1)) + 1
+    return tokens * (1 + answers)
+
+
+def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
+    """The arrays of one loss evaluation on ``batch`` sampled sequences (``label`` names the batch's key):
+    the counts (B × V), the sampler's noise draws (B × (T − 3), indices and ones), the logits and the
+    attention weights, kept for the backward pass."""
+    t, m = config.task, config.model
+    vocab = t.subjects + t.relations + t.noise_tokens + 1
+    answers = t.relations * t.answers_per_relation
+    heads = m.heads if m.kind == "transformer" else 1
+    noise = max(t.seq_len - 3, 0)
+    return [MemoryPart(f"{label} × vocabulary = {batch} × {vocab} counts", batch * vocab * FLOAT),
+            MemoryPart(f"{label} × noise positions (task.seq_len - 3) = {batch} × {noise} draws",
+                       2 * batch * noise * FLOAT),
+            MemoryPart(f"{label} × (answers + heads × vocabulary) = {batch} × ({answers} + {heads} × {vocab})"
+                       " activations", AUTODIFF_COPIES * batch * (answers + heads * vocab) * FLOAT)]
+
+
+def _population(config: Config) -> list[MemoryPart]:
+    """The tables of the population loss and of the per-fact record: the fact table, and per evaluation the
+    S×R×|A| logits (not formed by the factorised linear reduced model) or the transformer's attention."""
+    t, m = config.task, config.model
+    facts = t.subjects * t.relations
+    answers = t.relations * t.answers_per_relation
+    vocab = t.subjects + t.relations + t.noise_tokens + 1
+    keys = f"task.subjects × task.relations = {t.subjects} × {t.relations}"
+    parts = [MemoryPart(f"fact tables {keys}", 4 * facts * FLOAT)]
+    if m.kind == "reduced" and m.attention == "linear":
+        parts.append(MemoryPart(f"factorised tables ({keys}) + (subjects + relations) × answers",
+                                (8 * facts + 4 * (t.subjects + t.relations) * answers) * FLOAT))
+    else:
+        parts.append(MemoryPart(f"population logits {keys} × answers {answers}", 4 * facts * answers * FLOAT))
+    if m.kind == "transformer":
+        parts.append(MemoryPart(f"attention table {keys} × model.heads {m.heads} × vocabulary {vocab}",
+                                facts * (m.heads * (vocab + m.head_dim) + vocab) * FLOAT))
+    return parts
+
+
+def _embeddings(config: Config) -> list[MemoryPart]:
+    """The embedding and unembedding tables (and the d × d orthogonalisation behind orthonormal ones)."""
+    t, m = config.task, config.model
+    if m.kind == "reduced":
+        return []
+    rows = t.subjects + t.relations + t.noise_tokens + 1 + t.relations * t.answers_per_relation
+    square = 6 * m.dim * m.dim if m.kind == "embedded" and m.embeddings == "orthonormal" else 0
+    return [MemoryPart(f"embeddings (vocabulary + answers) × model.dim = {rows} × {m.dim}"
+                       + (" and model.dim² orthogonalisations" if square else ""),
+                       (2 * rows * m.dim + square) * FLOAT)]
+
+
+def _run(config: Config, kind: str) -> list[MemoryPart]:
+    """The parts of one run (``flow`` or ``train``): its states at the record points, its working vectors,
+    its per-fact records and their stage analysis."""
+    t, f = config.task, config.flow
+    untied = (kind == "train" and config.train.optimizer != "gd") or config.loss.kind == "sampled"
+    params = _parameters(config, untied)
+    facts = t.subjects * t.relations
+    work = OPTIMIZER_VECTORS if kind == "train" else SOLVER_VECTORS
+    parts = [MemoryPart(f"{kind} states flow.points × parameters = {f.points} × {params}",
+                        f.points * params * FLOAT),
+             MemoryPart(f"{kind} working vectors {work} × parameters {params}", work * params * FLOAT),
+             MemoryPart(f"{kind} per-fact records flow.points × task.subjects × task.relations = "
+                        f"{f.points} × {t.subjects} × {t.relations}", f.points * facts * (5 * FLOAT + 1))]
+    if kind == "flow" and get_method(f.method).uses == "jacobian":
+        parts.append(MemoryPart(f"dense Jacobian parameters² = {params}²", 2 * params * params * FLOAT))
+    return parts
+
+
+def estimate_memory(config: Config, train: bool = False) -> MemoryEstimate:
+    """The memory the flow of ``config`` (and, with ``train``, its discrete run of ``train.*``) needs, in
+    its dominant arrays (module docstring). An estimate: the 10^5-fact run of docs/performance.md is
+    estimated at 3.3 GB and peaks at 3.8 GB."""
+    parts = [MemoryPart("interpreter and libraries", BASELINE), *_run(config, "flow"), *_population(config),
+             *_embeddings(config)]
+    if config.loss.kind == "sampled":
+        parts += _evaluation(config, config.loss.samples, "loss.samples")
+    if train:
+        parts += _run(config, "train")
+        if config.train.optimizer != "gd":
+            parts += _evaluation(config, config.train.batch_size, "train.batch_size")
+    return MemoryEstimate(tuple(parts))
+
+
+def _parse_size(name: str, text: str) -> int:
+    """Bytes from ``12345``, ``512M``, ``8G``, ``1.5T`` (binary units; a trailing ``B`` allowed)."""
+    body = text.strip().upper().removesuffix("B")
+    unit = body[-1] if body and body[-1] in "KMGT" else ""
+    try:
+        value = float(body[:-1] if unit else body) * UNITS[unit]
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={text!r}: must be a size in bytes > 0, e.g. 8G, 512M or 1000000")
+    return int(value)
+
+
+def _meminfo(field: str) -> int | None:
+    """A ``/proc/meminfo`` field in bytes, or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == field:
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """The memory a run may use and where that number comes from: ``FACTRECALL_MEMORY_LIMIT`` when set,
+    else the available memory (``/proc/meminfo``), else the physical memory; (None, ...) when unknown."""
+    text = os.environ.get("FACTRECALL_MEMORY_LIMIT")
+    if text is not None:
+        return _parse_size("FACTRECALL_MEMORY_LIMIT", text), "FACTRECALL_MEMORY_LIMIT"
+    available = _meminfo("MemAvailable")
+    if available is not None:
+        return available, "the available memory; FACTRECALL_MEMORY_LIMIT sets another"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the physical memory"
+    except (ValueError, OSError, AttributeError):
+        return None, "unknown"
+
+
+def check_memory(config: Config, train: bool = False) -> MemoryEstimate:
+    """Refuse (ConfigError) a config whose :func:`estimate_memory` is above :func:`memory_limit`; return the
+    estimate otherwise."""
+    estimate = estimate_memory(config, train)
+    limit, source = memory_limit()
+    if limit is not None and estimate.total > limit:
+        raise ConfigError(f"memory: this config needs about {format_bytes(estimate.total)}, above the limit "
+                          f"of {format_bytes(limit)} ({source}); largest part: {estimate.largest.what}")
+    return estimate
+
+
+def _limit(name: str, default: int) -> int:
+    """An integer limit from the environment variable ``name`` (default when unset)."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(float(text))
+    except (ValueError, OverflowError):
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={text!r}: must be an integer >= 1")
+    return value
+
+
+def check_steps(key: str, value: object, steps: float) -> None:
+    """Refuse ``steps`` discrete steps asked for by ``key=value`` beyond ``FACTRECALL_STEP_LIMIT`` (default
+    :data:`STEP_LIMIT`), or not finite."""
+    limit = _limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT)
+    if not math.isfinite(steps) or steps > limit:
+        shown = f"{steps:.3g}" if math.isfinite(steps) else "more than 1.8e308"
+        raise ConfigError(f"{key}={value}: needs {shown} steps, above the limit of {limit:.3g} steps "
+                          "(FACTRECALL_STEP_LIMIT sets another)")
+
+
+def check_grid_size(points: int) -> None:
+    """Refuse a sweep grid of more than ``FACTRECALL_GRID_LIMIT`` points (default :data:`GRID_LIMIT`).
+    Call it with the product of the axis lengths, before the grid is expanded."""
+    limit = _limit("FACTRECALL_GRID_LIMIT", GRID_LIMIT)
+    if points > limit:
+        raise ConfigError(f"--grid: {points} points, above the limit of {limit} points "
+                          "(FACTRECALL_GRID_LIMIT sets another)")
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """dopri5's step count over ``span`` of flow time at the stiffness ρ of θ(0): span·ρ / 3.3."""
+
+    radius: float
+    span: float
+    steps: float
+
+
+def flow_steps(config: Config) -> StepEstimate | None:
+    """The step count an explicit method (or ``auto``'s opening dopri5 stretch, to ``flow.t_min``) needs at
+    the stiffness of θ(0); None for implicit methods (their steps are not bounded by stiffness) and where
+    the field at θ(0) is not finite (the run fails at once and is saved with its status). Builds the model
+    and takes ten Jacobian products: call it after :func:`check_memory`."""
+    from .run import flow_problem, setup, time_grid
+    from .solvers.stiffness import spectral_radius
+
+    kind = get_method(config.flow.method).kind
+    if kind == "implicit":
+        return None
+    _, model, objective = setup(config)
+    theta0 = model.initial_parameters(config.init)
+    problem = flow_problem(config, model, objective, theta0, time_grid(config))
+    radius, _ = spectral_radius(problem.field, 0.0, theta0, problem.jacobian_vector)
+    if not math.isfinite(radius):
+        return None
+    span = config.flow.t_min if kind == "strategy" else config.flow.t_max
+    return StepEstimate(radius, span, span * radius / STABLE_STEP)
+
+
+def check_flow_steps(config: Config) -> StepEstimate | None:
+    """Refuse an explicit flow whose :func:`flow_steps` exceeds both 10 × ``flow.max_steps`` (it would stop
+    at its budget having covered under a tenth of its time) and 10^5 steps, or exceeds the step limit."""
+    estimate = flow_steps(config)
+    if estimate is None:
+        return None
+    f = config.flow
+    budget = max(MAX_STEPS_FACTOR * f.max_steps, MIN_REFUSED_STEPS)
+    limit = min(budget, _limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT))
+    if estimate.steps > limit:
+        until = "flow.t_min" if get_method(f.method).kind == "strategy" else "flow.t_max"
+        modified = f" with flow.modified_lr={f.modified_lr:g}" if f.modified_lr > 0 else ""
+        raise ConfigError(f"flow.method={f.method!r}{modified}: about {estimate.steps:.3g} dopri5 steps to "
+                          f"{until}={estimate.span:g} (stiffness at θ(0): ρ = {estimate.radius:.3g}, stable "
+                          f"steps h ≤ 3.3/ρ), above the limit of {limit:.3g} (from flow.max_steps="
+                          f"{f.max_steps}); allowed: flow.method=cvode, or a less stiff config")
+    return estimate
+
+
+def check_config(config: Config, train: bool = False) -> None:
+    """Every check of this module for a run of ``config`` (with ``train``: and its discrete run): memory,
+    discrete steps, the explicit flow's steps. Raises ConfigError; call it before any work."""
+    check_memory(config, train)
+    if train:
+        check_steps("train.steps", config.train.steps, config.train.steps)
+    check_flow_steps(config)
