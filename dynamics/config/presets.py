@@ -49,5 +49,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flow.points": 128, "flow.method": "bosh3", "flow.rtol": 1e-3, "flow.atol": 1e-6,
         "train.optimizer": "sgd", "train.lr": 0.5, "train.steps": 3000, "train.batch_size": 256,
     },
+    # Data over time (docs/data-over-time.md), on random64's task: 13 of 64 subjects held out; a warm-up
+    # on half the subjects for half of 0.8 × t_50 of the plain run; subjects trained with Zipf exponent 0.75.
+    "data_unseen": {
+        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 72, "flow.t_max": 40000.0, "data.holdout": 13,
+    },
+    "data_warmup": {
+        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 72, "flow.t_max": 2165.0, "data.warmup_subjects": 0.5,
+        "data.warmup_time": 1082.6,
+    },
+    "data_zipf": {
+        "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
+        "task.noise_tokens": 72, "flow.t_max": 40000.0, "data.zipf": 0.75,
+    },
 }
 DEFAULT_PRESET = "figure5"
