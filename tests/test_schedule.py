@@ -293,3 +293,16 @@ def test_gd_follows_the_flow_across_a_phase_start_at_order_one():
         deviations.append(np.abs(gd.p_correct - flow.p_correct).max())
     order = np.polyfit(np.log(lrs), np.log(deviations), 1)[0]
     assert 0.9 < order < 1.1, (deviations, order)
+
+
+def test_a_schedule_is_sweepable(tmp_path):
+    from analysis.sweep import run_sweep
+
+    grid = {"data.warmup_time": [0.0, 50.0], "data.warmup_subjects": [0.5]}
+    rows = run_sweep(TINY, grid, tmp_path / "sweep")
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    plain, warm = sorted(rows, key=lambda row: row["data.warmup_time"])
+    assert plain["final_loss"] != warm["final_loss"]
+    # the warm-up point is the run of its config
+    alone = run_flow(TINY.override({"data.warmup_time": 50.0, "data.warmup_subjects": 0.5}))
+    assert warm["final_loss"] == pytest.approx(alone.final_loss, rel=1e-12)
