@@ -124,19 +124,32 @@ def warmup_experiment(quick: bool, shares: tuple[float, ...], budgets: tuple[flo
     return {"t_50_without_warmup": t_50, "rows": rows}
 
 
-def finetune_experiment(quick: bool, new_share: float, replays: tuple[float, ...], duration: float
-                        ) -> dict[str, Any]:
+def _finetune_summary(traj: Trajectory) -> tuple[dict[str, Any], tuple]:
+    """Old facts forgotten and known, new facts learned, of a run started from another; and its curves."""
+    groups = groups_of(traj)
+    old_recalled = recalled_fraction(traj, groups["old"])
+    new_recalled = recalled_fraction(traj, groups["new"])
+    forgotten = fact_events(traj).forgotten[groups["old"]]
+    summary = {"old_recalled_min": float(old_recalled.min()),
+               "t_old_recalled_min": float(traj.t[old_recalled.argmin()]),
+               "old_recalled_end": float(old_recalled[-1]),
+               "old_forgotten": int(np.isfinite(forgotten).sum()),
+               "old_facts": int(forgotten.size), "median_forgotten": _median(forgotten),
+               "new_t_50": first_time(traj.t, new_recalled, 0.5), "new_recalled_end": float(new_recalled[-1])}
+    return summary, (traj.t, old_recalled, new_recalled)
+
+
+def finetune_experiment(quick: bool, new_share: float, replays: tuple[float, ...], duration: float,
+                        sgd_lr: float | None = None) -> dict[str, Any]:
     """Train the base task until its facts are known, then add ⌈new_share·S⌉ subjects and train them with the
-    old ones replayed at each share ρ (and, at ρ = 0, with the scores a frozen)."""
+    old ones replayed at each share ρ (and, at ρ = 0, with the scores a frozen). With ``sgd_lr``, SGD from the
+    same state beside each flow with unfrozen scores."""
     old = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
     first = run_flow(old)
     S_old = old.task.subjects
     S_new = S_old + math.ceil(new_share * S_old)
-    runs = {}
-    for replay in replays:
-        runs[f"replay {replay:g}"] = old.override({"task.subjects": S_new, "data.replay": replay,
-                                                   "task.noise_tokens": old.task.noise_tokens,
-                                                   "flow.t_max": duration})
+    runs = {f"replay {replay:g}": old.override({"task.subjects": S_new, "data.replay": replay,
+                                                "flow.t_max": duration}) for replay in replays}
     runs["replay 0, scores frozen"] = old.override({"task.subjects": S_new, "data.freeze": "a",
                                                     "flow.t_max": duration})
     out: dict[str, Any] = {"old_subjects": S_old, "new_subjects": S_new - S_old,
@@ -145,27 +158,27 @@ def finetune_experiment(quick: bool, new_share: float, replays: tuple[float, ...
     for name, config in runs.items():
         model = setup(config)[1]
         traj = run_flow(config, start=continued_start(config, model, old, first.final_state))
-        groups = groups_of(traj)
-        events = fact_events(traj)
-        old_recalled = recalled_fraction(traj, groups["old"])
-        new_recalled = recalled_fraction(traj, groups["new"])
-        forgotten = events.forgotten[groups["old"]]
-        out["runs"][name] = {
-            "old_recalled_min": float(old_recalled.min()),
-            "t_old_recalled_min": float(traj.t[old_recalled.argmin()]),
-            "old_recalled_end": float(old_recalled[-1]), "old_forgotten": int(np.isfinite(forgotten).sum()),
-            "old_facts": int(forgotten.size),
-            "median_forgotten": _median(forgotten), "new_t_50": first_time(traj.t, new_recalled, 0.5),
-            "new_recalled_end": float(new_recalled[-1])}
-        curves[name] = (traj.t, old_recalled, new_recalled)
+        out["runs"][name], curves[name] = _finetune_summary(traj)
+        if sgd_lr is not None and not config.data.frozen:
+            sgd = run_training(_sgd(config, duration, sgd_lr),
+                               start=continued_start(config, model, old, first.final_state))
+            out["runs"][name]["sgd"] = _finetune_summary(sgd)[0]
     return {"summary": out, "curves": curves}
 
 
-def unseen_experiment(quick: bool, holdout_share: float) -> dict[str, Any]:
-    """Hold out a share of the subjects; their loss and hallucinations over time."""
+def unseen_experiment(quick: bool, holdout_share: float, sgd_lr: float | None = None) -> dict[str, Any]:
+    """Hold out a share of the subjects; their loss and hallucinations over time (flow, and SGD beside it
+    with ``sgd_lr``)."""
     config = base_config(quick, **{"flow.t_max": 40000.0 if not quick else 8000.0})
     config = config.override({"data.holdout": max(1, int(round(holdout_share * config.task.subjects)))})
     traj = run_flow(config)
+    summary, curves = _unseen_summary(config, traj)
+    if sgd_lr is not None:
+        summary["sgd"] = _unseen_summary(config, run_training(_sgd(config, config.flow.t_max, sgd_lr)))[0]
+    return {"summary": summary, "curves": curves}
+
+
+def _unseen_summary(config: Config, traj: Trajectory) -> tuple[dict[str, Any], tuple]:
     groups = groups_of(traj)
     curves = group_curves(traj, groups)
     loss = curves.loss["unseen"]
@@ -173,13 +186,12 @@ def unseen_experiment(quick: bool, holdout_share: float) -> dict[str, Any]:
     D = config.task.answers_per_relation
     summary = {"held_out": int(len(groups["unseen"])), "log_answers": math.log(config.task.relations * D),
                "log_D": math.log(D), "H(A|R)": traj.levels["H(A|R)"], "loss_start": float(loss[0]),
-               "loss_max": float(loss.max()),
-               "t_loss_max": float(traj.t[loss.argmax()]), "loss_min": float(loss.min()),
-               "t_loss_min": float(traj.t[loss.argmin()]), "loss_end": float(loss[-1]),
-               "hallucinating_end": float(halluc[-1]),
+               "loss_max": float(loss.max()), "t_loss_max": float(traj.t[loss.argmax()]),
+               "loss_min": float(loss.min()), "t_loss_min": float(traj.t[loss.argmin()]),
+               "loss_end": float(loss[-1]), "hallucinating_end": float(halluc[-1]),
                "t_trained_50": first_time(traj.t, curves.recalled["trained"], 0.5),
                "recalled_unseen_end": float(curves.recalled["unseen"][-1])}
-    return {"summary": summary, "curves": (traj.t, loss, curves.loss["trained"], halluc)}
+    return summary, (traj.t, loss, curves.loss["trained"], halluc)
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -245,8 +257,8 @@ def run_all(quick: bool, sgd_lr: float | None = 1.0) -> dict[str, Any]:
     duration = 20000.0 if not quick else 4000.0
     return {"zipf": zipf_experiment(quick, (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), sgd_lr),
             "warmup": warmup_experiment(quick, (0.25, 0.5), (0.6, 0.8, 1.0), sgd_lr),
-            "finetune": finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration),
-            "unseen": unseen_experiment(quick, 0.2)}
+            "finetune": finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration, sgd_lr),
+            "unseen": unseen_experiment(quick, 0.2, sgd_lr)}
 
 
 def _plain(results: dict[str, Any]) -> dict[str, Any]:
