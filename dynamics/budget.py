@@ -245,10 +245,15 @@ def check_steps(key: str, value: object, steps: float) -> None:
                           "(FACTRECALL_STEP_LIMIT sets another)")
 
 
+def grid_limit() -> int:
+    """The most points a sweep grid may have: ``FACTRECALL_GRID_LIMIT``, default :data:`GRID_LIMIT`."""
+    return _limit("FACTRECALL_GRID_LIMIT", GRID_LIMIT)
+
+
 def check_grid_size(points: int) -> None:
-    """Refuse a sweep grid of more than ``FACTRECALL_GRID_LIMIT`` points (default :data:`GRID_LIMIT`).
-    Call it with the product of the axis lengths, before the grid is expanded."""
-    limit = _limit("FACTRECALL_GRID_LIMIT", GRID_LIMIT)
+    """Refuse a sweep grid of more than :func:`grid_limit` points. Call it with the product of the axis
+    lengths, before the grid is expanded."""
+    limit = grid_limit()
     if points > limit:
         raise ConfigError(f"--grid: {points} points, above the limit of {limit} points "
                           "(FACTRECALL_GRID_LIMIT sets another)")

@@ -20,7 +20,6 @@ import analysis.sweep.run as sweep_run
 from analysis.cli import main
 from analysis.sweep import (
     ERROR,
-    MAX_POINTS,
     SweepDirectory,
     SweepOptions,
     grid_points,
@@ -28,6 +27,7 @@ from analysis.sweep import (
     point_id,
     run_sweep,
 )
+from dynamics.budget import GRID_LIMIT as MAX_POINTS
 from dynamics.config import ConfigError, resolve_config
 from dynamics.trajectory import Trajectory
 
@@ -397,4 +397,12 @@ def test_cli_a_bad_dask_address_is_one_line_and_writes_nothing(tmp_path, capsys,
                                     "dask", "--scheduler", address, "--out", out, "--quiet"])
     assert code == 2
     one_line(err, "--scheduler", address, "cannot connect")
+    assert not out.exists()
+
+
+def test_cli_a_point_beyond_the_memory_limit_is_refused_before_any_work(capsys, tmp_path):
+    out = tmp_path / "sweep"
+    code, _, err = run_cli(capsys, ["sweep", "--preset", "tiny", "--grid", "task.subjects=4,100000",
+                                    "--grid", "task.relations=100000", "--out", out, "--quiet"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "memory" in err
     assert not out.exists()

@@ -5,7 +5,7 @@ read (``directory``), the phase-diagram figures from ``results.csv`` (``plots``)
 sweep`` and ``sweep-plot`` commands (``command``)."""
 
 from .directory import ERROR, SweepDirectory
-from .grid import MAX_POINTS, canonical, grid_points, parse_grid, parse_values, point_id
+from .grid import canonical, grid_points, parse_grid, parse_values, point_id
 from .plots import DEFAULT_COLUMNS, plot_heatmap, plot_lines, plot_sweep, read_results
 from .run import (
     MAX_BATCH,
@@ -17,7 +17,7 @@ from .run import (
     summarise,
 )
 
-__all__ = ["DEFAULT_COLUMNS", "ERROR", "MAX_BATCH", "MAX_POINTS", "SweepDirectory", "SweepOptions",
+__all__ = ["DEFAULT_COLUMNS", "ERROR", "MAX_BATCH", "SweepDirectory", "SweepOptions",
            "canonical", "grid_points", "parse_grid", "parse_values", "plan_groups", "plan_jobs",
            "plot_heatmap", "plot_lines", "plot_sweep", "point_id", "read_results", "run_group", "run_sweep",
            "summarise"]

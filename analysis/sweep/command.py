@@ -8,6 +8,7 @@ import gc
 import sys
 from pathlib import Path
 
+from dynamics.budget import check_memory
 from dynamics.errors import ConfigError
 
 from ..arguments import config_from_args, parse_count
@@ -22,6 +23,8 @@ def command(args: argparse.Namespace) -> int:
     130 on Ctrl-C, after saying how many finished points are kept."""
     config = config_from_args(args)
     grid = parse_grid(args.grid, config)
+    for point in grid_points(grid):  # memory is estimated from the config alone: refuse before any work
+        check_memory(config.override(point), train=args.train)
     workers = parse_count("--workers", args.workers)
     if args.backend not in ("local", "dask"):
         raise ConfigError(f"--backend={args.backend!r}: must be local or dask")

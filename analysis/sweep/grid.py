@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.budget import grid_limit
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 
-MAX_POINTS = 100_000  # a grid larger than this is refused before any value is validated
 SIGNIFICANT_DIGITS = 12
 
 
@@ -38,8 +38,9 @@ def parse_values(key: str, text: str) -> list[Any]:
             raise ConfigError(f"--grid {key}={text!r}: start and stop must be finite numbers")
         if count < 1 or (parts[2] == "log" and (start <= 0 or stop <= 0)):
             raise ConfigError(f"--grid {key}={text!r}: n must be >= 1 and log ranges positive")
-        if count > MAX_POINTS:
-            raise ConfigError(f"--grid {key}={text!r}: n = {count} values; allowed: at most {MAX_POINTS}")
+        if count > grid_limit():  # refused before any value is made
+            raise ConfigError(f"--grid {key}={text!r}: n = {count} values; allowed: at most {grid_limit()} "
+                              "(FACTRECALL_GRID_LIMIT sets another)")
         values = np.geomspace(start, stop, count) if parts[2] == "log" else np.linspace(start, stop, count)
         return [_snap(float(v)) for v in values]
     values = [v.strip() for v in text.split(",") if v.strip()]
@@ -76,9 +77,9 @@ def parse_grid(specs: Iterable[str], base: Config) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid {key}: given twice; allowed: each key once")
         values = parse_values(key, text)
         size *= len(values)
-        if size > MAX_POINTS:
+        if size > grid_limit():
             raise ConfigError(f"--grid {key}={text!r}: the grid would have {size} or more points; "
-                              f"allowed: at most {MAX_POINTS}")
+                              f"allowed: at most {grid_limit()} (FACTRECALL_GRID_LIMIT sets another)")
         # validate and normalise each value through the config's own coercion
         resolved = [canonical(_resolve_key(base.override({key: v}), key)) for v in values]
         grid[key] = list(dict.fromkeys(resolved))
