@@ -21,7 +21,7 @@ RUN_ALLOWED = "a new or empty directory, or one holding a run of the same config
 # What each command writes into its output directory (paths relative to it). The kind of a directory is
 # read from the files only that kind writes, so that no command replaces another's output.
 SIMULATE_FILES = ("config.json", "trajectory.npz", "summary.json", "stages.json", "stages.npz", "loss.png",
-                  "facts.png", "fractions.png")
+                  "facts.png", "fractions.png", "timeline.json", "timeline.npz", "timeline.png")
 CAPACITY_FILES = ("trials.csv", "summary.json", "capacity.png", "tradeoff.png")
 
 

@@ -274,6 +274,9 @@ def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
     plain = simulate(TINY, tmp_path / "plain")["flow"]
     assert plain.timeline is None and not (tmp_path / "plain" / "timeline.json").exists()
     held = simulate(TINY.override({"data.holdout": 2}), tmp_path / "held")["flow"]
+    # simulate's own files, timeline included: the run can be replaced by a rerun
+    from analysis.rundir import check_target
+    check_target(tmp_path / "held", TINY.override({"data.holdout": 2}))
     assert (tmp_path / "held" / "timeline.png").is_file()
     unseen = held.timeline["unseen"]
     num_answers = TINY.task.relations * TINY.task.answers_per_relation
