@@ -282,6 +282,11 @@ def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
     num_answers = TINY.task.relations * TINY.task.answers_per_relation
     assert unseen["loss_start"] == pytest.approx(math.log(num_answers), rel=1e-12)
     assert held.timeline["groups"] == {"unseen": [4, 6], "trained": [0, 4]}
+    # factrecall stages redoes the timeline of such a run
+    (tmp_path / "held" / "timeline.json").unlink()
+    from analysis.cli import main
+    assert main(["stages", str(tmp_path / "held")]) == 0
+    assert (tmp_path / "held" / "timeline.json").is_file()
 
 
 def test_gd_follows_the_flow_across_a_phase_start_at_order_one():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from dynamics.errors import ConfigError
 
-from .report import FIGURES, analyse_run_directory, format_stage_table
+from ..timeline import analyse_timeline, format_timeline, has_timeline
+from .report import FIGURES, analyse_run_directory, format_stage_table, load_run, run_directories
 
 
 def command(args: argparse.Namespace) -> int:
@@ -18,5 +19,12 @@ def command(args: argparse.Namespace) -> int:
                           "factrecall simulate")
     for name, payload in analyse_run_directory(path):
         print(format_stage_table(name, payload))
-    print(f"wrote stages.json, stages.npz, {', '.join(FIGURES)} in {path}")
+    written = ["stages.json", "stages.npz", *FIGURES]
+    for directory in run_directories(path):  # a run whose data changed over time: its timeline too
+        _, traj = load_run(directory)
+        if has_timeline(traj):
+            name = directory.name if directory != path else "run"
+            print(format_timeline(name, analyse_timeline(traj, directory, title=f"{path.name}: {name}")))
+            written.append("timeline.{json,npz,png}")
+    print(f"wrote {', '.join(dict.fromkeys(written))} in {path}")
     return 0
