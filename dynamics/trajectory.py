@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Trajectory:
     norms: dict[str, np.ndarray]  # name -> (K,)
     info: RunInfo | None = None  # what the run says about itself (summary.json); None for bare records
     states: np.ndarray | None = None  # (K, P) parameters, one set per token; kept only when asked
+    final_state: np.ndarray | None = None  # (P,) a flow's θ at its last recorded time (a later run's start)
 
     ARRAYS = ("t", "loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "p_relation",
               "p_subject", "argmax_class", "facts", "fact_weights")
@@ -81,8 +83,9 @@ class Trajectory:
             arrays[f"attention_{part}"] = self.attention[:, i]
         for name, values in self.norms.items():
             arrays[f"norm_{name}"] = values
-        if self.states is not None:
-            arrays["states"] = self.states
+        for name in ("states", "final_state"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         atomic_write(directory / "trajectory.npz", lambda f: np.savez_compressed(f, **arrays))
         if self.info is not None:
             atomic_write_json(directory / "summary.json", self.info.to_dict())
@@ -98,7 +101,7 @@ class Trajectory:
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
         return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
                    answers_per_relation=int(arrays["answers_per_relation"]), info=info,
-                   states=arrays.get("states"))
+                   states=arrays.get("states"), final_state=arrays.get("final_state"))
 
     @property
     def levels(self) -> dict[str, float]:
@@ -111,47 +114,111 @@ class Trajectory:
         return float(self.loss[-1])
 
 
-# record() evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a few
-# copies, so memory stays bounded however large the table.
+# The record evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a
+# few copies, so memory stays bounded however large the table.
 RECORD_ELEMENTS = 2**22
+
+
+def record_chunk(model: Model, task: FactTask) -> int:
+    """How many states the record evaluates together: as many as keep RECORD_ELEMENTS logits (the
+    factorised record holds about 4 numbers per fact instead of |A|)."""
+    per_state = task.S * task.R * (4 if model.has_fact_record else task.num_answers)
+    return max(1, RECORD_ELEMENTS // per_state)
+
+
+class Recorder:
+    """The per-fact record filled state by state as a flow reaches its grid points, so that the states are
+    never all held: ``add(k, θ)`` for k = 0, 1, … in order (a solver's observer), then
+    :meth:`trajectory`. States are evaluated ``chunk`` at a time (copied into one (chunk, P) buffer) and
+    their record written into arrays preallocated for ``points`` states; the chunks are those of
+    :func:`record` over the same states, so the two give the same numbers bit for bit. ``add`` is meant
+    to run under the integration's :func:`~dynamics.numerics.compute_settings` (a solver's observer does;
+    :func:`record` sets them itself); the last chunk is evaluated under the same settings.
+
+    ``seconds`` is the time spent recording."""
+
+    def __init__(self, model: Model, task: FactTask, points: int, chunk: int | None = None):
+        self.model, self.task, self.points = model, task, points
+        self.chunk = record_chunk(model, task) if chunk is None else chunk
+        self.count = 0
+        self.seconds = 0.0
+        self._buffer: torch.Tensor | None = None
+        self._held = 0  # states in the buffer, not yet recorded
+        self._arrays: dict[str, np.ndarray] = {}  # filled chunk by chunk: the record is never held twice
+        self._weights = torch.as_tensor(task.fact_weights)
+        self._attention_of = torch.func.vmap(model.attention_weights)
+        self._norms_of = torch.func.vmap(model.parameter_norms)
+        self._logits_of = torch.func.vmap(model.population_logits)
+
+    def add(self, k: int, theta: torch.Tensor) -> None:
+        """The state θ at grid point ``k`` (the next one: k = number of states added so far)."""
+        if k != self.count or k >= self.points:
+            raise ValueError(f"Recorder.add: state {k} given, expected {self.count} (of {self.points})")
+        start = time.perf_counter()
+        if self._buffer is None:
+            self._buffer = torch.empty((self.chunk, *theta.shape), dtype=theta.dtype, device=theta.device)
+            self._weights = self._weights.to(theta.device)
+        self._buffer[self._held] = theta
+        self._held += 1
+        self.count += 1
+        if self._held == self.chunk:
+            self._flush()
+        self.seconds += time.perf_counter() - start
+
+    def _flush(self) -> None:
+        if not self._held:
+            return
+        block = self._buffer[:self._held]
+        model, task, weights = self.model, self.task, self._weights
+        with torch.no_grad():
+            metrics = model.fact_record(block) if model.has_fact_record else fact_metrics(task,
+                                                                                          self._logits_of(block))
+            metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
+            for name in ("relation_loss", "subject_loss"):
+                metrics[name] = (weights * metrics[name]).sum((-2, -1))
+            metrics["attention"] = (weights[..., None] * self._attention_of(block)).sum((-3, -2))
+            metrics.update({f"norm:{k}": v for k, v in self._norms_of(block).items()})
+        done = self.count - self._held
+        for name, value in metrics.items():
+            value = value.cpu().numpy()
+            if name not in self._arrays:
+                dtype = np.int8 if name == "argmax_class" else value.dtype
+                self._arrays[name] = np.empty((self.points, *value.shape[1:]), dtype=dtype)
+            self._arrays[name][done:done + len(value)] = value
+        self._held = 0
+
+    def trajectory(self, times: np.ndarray, info: RunInfo | None = None) -> Trajectory:
+        """The record of the states added, at ``times`` (one per state). ``info``, when given, is attached
+        with its ``final_loss`` set to the record's last loss."""
+        if len(times) != self.count or self.count == 0:
+            raise ValueError(f"Recorder.trajectory: {len(times)} times for {self.count} recorded states")
+        start = time.perf_counter()
+        if self._held:
+            with compute_settings(self._buffer[0]):
+                self._flush()
+        self._buffer = None
+        arrays = {name: values[:self.count] for name, values in self._arrays.items()}
+        norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
+        task = self.task
+        trajectory = Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
+                                fact_weights=task.fact_weights.copy(), answers_per_relation=task.D,
+                                norms=norms, **arrays)
+        if info is not None:
+            trajectory.info = dataclasses.replace(info, final_loss=trajectory.final_loss)
+        self.seconds += time.perf_counter() - start
+        return trajectory
 
 
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
            info: RunInfo | None = None, chunk: int | None = None) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
-    states at a time (default: as many as keep RECORD_ELEMENTS logits). A model with ``has_fact_record``
-    (the factorised linear-attention reduced model: no S×R×|A| table) gives the per-fact arrays through its
+    states at a time (default :func:`record_chunk`). A model with ``has_fact_record`` (the factorised
+    linear-attention reduced model: no S×R×|A| table) gives the per-fact arrays through its
     ``fact_record``; otherwise they come from the logits. ``info``, when given, is attached with its
-    ``final_loss`` set to the record's last loss."""
-    factorised = model.has_fact_record
-    if chunk is None:
-        per_state = task.S * task.R * (4 if factorised else task.num_answers)
-        chunk = max(1, RECORD_ELEMENTS // per_state)
-    weights = torch.as_tensor(task.fact_weights, device=states.device)
-    logits_of = torch.func.vmap(model.population_logits)
-    attention_of = torch.func.vmap(model.attention_weights)
-    norms_of = torch.func.vmap(model.parameter_norms)
-    arrays: dict[str, np.ndarray] = {}  # filled chunk by chunk: the record is never held twice
-    done = 0
-    with torch.no_grad(), compute_settings(states[0]):
-        for block in torch.split(states, chunk):
-            metrics = model.fact_record(block) if factorised else fact_metrics(task, logits_of(block))
-            metrics["loss"] = (weights * metrics["fact_loss"]).sum((-2, -1))
-            for name in ("relation_loss", "subject_loss"):
-                metrics[name] = (weights * metrics[name]).sum((-2, -1))
-            metrics["attention"] = (weights[..., None] * attention_of(block)).sum((-3, -2))
-            metrics.update({f"norm:{k}": v for k, v in norms_of(block).items()})
-            for name, value in metrics.items():
-                value = value.cpu().numpy()
-                if name not in arrays:
-                    dtype = np.int8 if name == "argmax_class" else value.dtype
-                    arrays[name] = np.empty((len(states), *value.shape[1:]), dtype=dtype)
-                arrays[name][done:done + len(value)] = value
-            done += len(block)
-    norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
-    trajectory = Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
-                            fact_weights=task.fact_weights.copy(), answers_per_relation=task.D, norms=norms,
-                            **arrays)
-    if info is not None:
-        trajectory.info = dataclasses.replace(info, final_loss=trajectory.final_loss)
-    return trajectory
+    ``final_loss`` set to the record's last loss. The same as feeding the states one by one to a
+    :class:`Recorder` (which is what this does)."""
+    recorder = Recorder(model, task, len(states), chunk)
+    with compute_settings(states[0]):  # the settings a solver's observer runs under
+        for k, theta in enumerate(states):
+            recorder.add(k, theta)
+    return recorder.trajectory(times, info)

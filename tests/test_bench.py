@@ -33,3 +33,43 @@ def test_bad_sizes_is_a_one_line_error():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "factrecall: error: --sizes='64by8': must be a comma-separated list of SxR, e.g. 64x8"]
+
+
+def test_large_section_runs_simulate_end_to_end_in_a_fresh_process(monkeypatch):
+    """The large section's row comes from a real `factrecall simulate` (summary.json, stages.json) and the
+    child's own peak memory; --huge adds 10^6 facts to it."""
+    from analysis.bench import HUGE_SIZES, LARGE_SIZES, format_large_rows, suite
+    from analysis.bench import bench_large as large
+    from analysis.cli import build_parser
+
+    (row,) = large(((12, 4),))
+    assert row["facts"] == 48 and row["status"] == "ok" and row["final_loss"] < 0.02
+    assert "> hallucination > recall" in row["stages"], row["stages"]
+    assert row["function_evals"] > 100 and 0 < row["flow_seconds"] < row["seconds"]
+    assert 0.1 < row["peak_gb"] < 2.0  # the child's own peak (torch alone is ~0.3 GB), not this process's
+    assert row["overrides"]["flow.method"] == "cvode" and row["met"] is None
+    assert "| 48 facts (12 × 4," in format_large_rows([row])[0]
+
+    assert build_parser().parse_args(["bench", "--huge"]).huge
+    asked = []
+    monkeypatch.setattr(suite, "bench_large", lambda sizes, log: asked.append(sizes) or [])
+    for name in ("bench_end_to_end", "bench_sgd_vs_flow", "bench_gd_evals", "bench_long_horizon",
+                 "bench_batched_sweep", "bench_gradient", "bench_scale"):
+        monkeypatch.setattr(suite, name, lambda *a, **k: {})
+    monkeypatch.setattr(suite, "format_table", lambda results: "")
+    suite.run_bench(huge=True)
+    suite.run_bench()
+    assert asked == [LARGE_SIZES + HUGE_SIZES, LARGE_SIZES]
+    assert [s * r for s, r in LARGE_SIZES + HUGE_SIZES] == [10**4, 10**5, 10**6]
+
+
+def test_bench_evaluation_counts_are_the_documented_ones():
+    """The deterministic counts of docs/performance.md's bench table: the figure5 flow takes 596
+    evaluations to t = 819.2, 596 to t = 10^3 and 716 to t = 10^6 (dopri5 at rtol 1e-6)."""
+    from analysis.bench.suite import bench_long_horizon
+    from dynamics import resolve_config, run_flow
+
+    assert run_flow(resolve_config("figure5")).info.cost.function_evals == 596
+    horizon = bench_long_horizon()
+    assert (horizon["evals_1e3"], horizon["evals_1e6"]) == (596, 716)
+    assert horizon["ratio"] == 716 / 596 and horizon["met"] and horizon["status_1e6"] == "ok"

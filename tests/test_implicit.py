@@ -180,7 +180,8 @@ def test_auto_switches_to_cvode_when_the_flow_turns_stiff_for_long():
     assert auto.t[np.argmax(auto.loss < 2.2)] < switched  # after the first escape (loss 4.16 -> 2.08)
     explicit = run_flow(config)
     assert auto.info.status == "ok" and np.array_equal(auto.t, explicit.t)
-    assert np.max(np.abs(auto.loss - explicit.loss)) < 1e-3
+    # the accuracy docs/performance.md asks of every method: loss within 1e-4 (measured: 6.8e-5)
+    assert np.max(np.abs(auto.loss - explicit.loss)) < 1e-4
     assert auto.info.cost.function_evals < 0.7 * explicit.info.cost.function_evals
 
 
@@ -239,17 +240,50 @@ def test_dense_jacobian_methods_refuse_large_models():
         run_flow(config)
 
 
-def test_every_entry_point_takes_the_implicit_methods():
-    """Batched flows (sweeps) and the sharpness along the flow (compare) accept cvode and auto too."""
-    from dynamics.run import flow_sharpness, run_flow_batch
+def test_run_flow_batch_runs_implicit_methods_member_by_member():
+    """run_flow_batch takes cvode (one member at a time): each member is its own init's flow, in order,
+    against an independent tight dopri5 reference."""
+    from dynamics.run import run_flow_batch
 
     base = resolve_config("tiny", overrides={"flow.method": "cvode", "flow.rtol": 1e-8, "flow.atol": 1e-14})
     configs = [base.override({"init.scale": s}) for s in (1e-5, 1e-3)]
-    for batched, config in zip(run_flow_batch(configs), configs, strict=True):
-        alone = run_flow(config)
-        assert batched.info.flow.method == "cvode"
-        np.testing.assert_allclose(batched.loss, alone.loss, rtol=1e-12)
-    _, explicit = flow_sharpness(resolve_config("tiny"), points=6, iterations=20)
-    auto_config = resolve_config("tiny", overrides={"flow.method": "auto"})
-    _, auto = flow_sharpness(auto_config, points=6, iterations=20)
+    members = run_flow_batch(configs)
+    assert [m.info.flow.method for m in members] == ["cvode", "cvode"]
+    references = [run_flow(c.override({"flow.method": "dopri5", "flow.rtol": 1e-9})) for c in configs]
+    assert np.max(np.abs(references[0].loss - references[1].loss)) > 1e-2  # the members differ
+    for member, reference in zip(members, references, strict=True):
+        assert np.array_equal(member.t, reference.t)
+        assert np.max(np.abs(member.loss - reference.loss)) < 1e-6
+
+
+# figure5's table drawn at random, to t = 1500: auto switches to cvode on its plateau (at t ≈ 140)
+AUTO_SWITCHES = {"task.facts": "random", "flow.t_max": 1500.0, "flow.method": "auto"}
+
+
+@pytest.mark.slow
+def test_flow_sharpness_follows_auto_after_its_switch_to_cvode():
+    """The sharpness along the flow (compare) on a flow where auto does hand over to cvode: the same
+    values as along dopri5's flow."""
+    from dynamics.run import flow_sharpness, integrate_config_flow, log_time_grid, setup
+
+    config = resolve_config("figure5", overrides=AUTO_SWITCHES)
+    _, model, objective = setup(config)
+    times = log_time_grid(config.flow.t_min, config.flow.t_max, 7)  # flow_sharpness's grid at points=6
+    result = integrate_config_flow(config, model, objective, model.initial_parameters(config.init), times)
+    assert "cvode" in result.method_split and result.method_split["cvode"].function_evals > 0
+    _, auto = flow_sharpness(config, points=6, iterations=20)
+    _, explicit = flow_sharpness(config.override({"flow.method": "dopri5"}), points=6, iterations=20)
     np.testing.assert_allclose(auto, explicit, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rejected_steps_of_implicit_methods_are_unknown_not_zero(method):
+    """CVODE's and SciPy's wrappers do not report error-test failures: the count is None (null in
+    summary.json), never a 0 that would claim none happened; dopri5 counts its own."""
+    loss, theta0, _ = stiff_quadratic()
+    grid = log_time_grid(1e-3, 30.0, 20)
+    result = integrate_flow(gradient_field(loss), theta0, grid, method=method, **_jacobians(loss))
+    assert result.status == "ok" and result.cost.rejected_steps is None
+    explicit = integrate_flow(gradient_field(loss), theta0, grid)
+    assert explicit.cost.rejected_steps > 0  # this stiff flow makes dopri5 reject steps
+    assert (explicit.cost + result.cost).rejected_steps is None

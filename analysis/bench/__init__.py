@@ -4,9 +4,13 @@ same accuracy as the fact table grows, ``scale``), and the command (``command``)
 
 from .scale import (
     DEFAULT_SIZES,
+    HUGE_SIZES,
+    LARGE_SIZES,
     VARIANTS,
+    bench_large,
     bench_scale,
     cost_to_accuracy,
+    format_large_rows,
     format_scale_table,
     plot_scale,
     reference_flow,
@@ -23,7 +27,8 @@ from .suite import (
     run_bench,
 )
 
-__all__ = ["DEFAULT_SIZES", "VARIANTS", "bench_batched_sweep", "bench_end_to_end", "bench_gd_evals",
-           "bench_long_horizon", "bench_scale", "bench_sgd_vs_flow", "cost_to_accuracy", "format_scale_table",
+__all__ = ["DEFAULT_SIZES", "HUGE_SIZES", "LARGE_SIZES", "VARIANTS", "bench_batched_sweep",
+           "bench_end_to_end", "bench_gd_evals", "bench_large", "bench_long_horizon", "bench_scale",
+           "bench_sgd_vs_flow", "cost_to_accuracy", "format_large_rows", "format_scale_table",
            "format_table", "max_deviation_from_flow", "plot_scale", "reference_flow", "run_bench",
            "scale_config"]

@@ -21,5 +21,5 @@ def command(args: argparse.Namespace) -> int:
                               ) from None
         if not sizes or any(a < 1 or b < 1 for a, b in sizes):
             raise ConfigError(f"--sizes={args.sizes!r}: sizes must be >= 1")
-    run_bench(quick=args.quick, out=Path(args.out), sizes=sizes)
+    run_bench(quick=args.quick, out=Path(args.out), sizes=sizes, huge=args.huge)
     return 0

@@ -4,11 +4,21 @@ For every size S × R (D = 8, random table, N = S + R noise tokens, constant ini
 the predicted subject escape so that both stages are passed) each method runs down a ladder of tolerances
 until its largest loss deviation from a tight reference is at most ``target`` (1e-4). Reported: gradient
 evaluations, Hessian-vector products (each counted), wall time, the tolerance that sufficed.
+
+Beyond a few thousand facts a tolerance ladder costs too much; :func:`bench_large` runs the same problem
+once per size with cvode (rtol 1e-7, atol 1e-13) through ``factrecall simulate`` in a fresh process and
+reports what a user waits for and holds: the flow's and the whole command's seconds and the process's peak
+memory, against the targets (10^5 facts: 2 minutes, 2 GB; 10^6 facts: 30 minutes, 12 GB).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +158,82 @@ def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.suptitle("flow cost to a largest loss deviation of 1e-4 (x: target missed)")
     save(fig, path)
     return path
+
+
+# One size per decade of the large section: 10^4 and 10^5 facts by default, 10^6 with --huge; --quick: 10^3.
+LARGE_SIZES = ((500, 20), (2000, 50))
+HUGE_SIZES = ((10_000, 100),)
+QUICK_LARGE_SIZES = ((100, 10),)
+# (seconds, GB) end to end, where a target is set
+LARGE_TARGETS = {10**5: (120.0, 2.0), 10**6: (1800.0, 12.0)}
+LARGE_TOLERANCES = {"flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13}
+
+# Runs `factrecall simulate` in this (fresh) process and prints its peak resident memory last.
+_SIMULATE_AND_MEASURE = """
+import json, resource, sys
+from analysis.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def large_overrides(subjects: int, relations: int) -> dict[str, Any]:
+    """The ``--set`` values of a large run: :func:`scale_config` with the large section's cvode settings
+    and the default 256-point record grid."""
+    config = scale_config(subjects, relations)
+    return {"task.subjects": subjects, "task.relations": relations, "task.noise_tokens": subjects + relations,
+            "task.facts": "random", "flow.t_max": round(config.flow.t_max), **LARGE_TOLERANCES}
+
+
+def bench_large(sizes: tuple[tuple[int, int], ...] = LARGE_SIZES, log=lambda message: None
+                ) -> list[dict[str, Any]]:
+    """One ``factrecall simulate`` per size in a fresh process (imports, flow, record, stages, figures):
+    end-to-end seconds, the flow's seconds and evaluations, the process's peak resident memory, the final
+    loss and the stages, beside the targets where one is set."""
+    rows = []
+    for subjects, relations in sizes:
+        facts = subjects * relations
+        overrides = large_overrides(subjects, relations)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            command = [sys.executable, "-c", _SIMULATE_AND_MEASURE, "simulate", "--quiet", "--out", str(out)]
+            for key, value in overrides.items():
+                command += ["--set", f"{key}={value}"]
+            log(f"large: {subjects} x {relations} ({facts:,} facts) ...")
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"factrecall simulate at {subjects} x {relations} failed: "
+                                   + (done.stderr.strip().splitlines() or ["?"])[-1])
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            summary = json.loads((out / "summary.json").read_text())
+            stages = json.loads((out / "stages.json").read_text())
+        seconds_target, memory_target = LARGE_TARGETS.get(facts, (None, None))
+        peak_gb = measured["peak_rss_kb"] / 2**20
+        rows.append({
+            "facts": facts, "S": subjects, "R": relations, "params": summary["num_params"],
+            "overrides": overrides, "status": summary["status"], "final_loss": summary["final_loss"],
+            "function_evals": summary["cost"]["function_evals"],
+            "accepted_steps": summary["cost"]["accepted_steps"],
+            "flow_seconds": summary["cost"]["wall_seconds"], "seconds": seconds, "peak_gb": peak_gb,
+            "stages": " > ".join(s["name"] for s in stages.get("stages", [])),
+            "target_seconds": seconds_target, "target_gb": memory_target,
+            "met": None if seconds_target is None else bool(seconds <= seconds_target
+                                                             and peak_gb <= memory_target)})
+    return rows
+
+
+def format_large_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """Table rows (measure | value | target | met) of the large section."""
+    out = []
+    for row in rows:
+        target = ("—" if row["target_seconds"] is None
+                  else f"≤ {row['target_seconds'] / 60:g} min, ≤ {row['target_gb']:g} GB")
+        met = "—" if row["met"] is None else ("yes" if row["met"] else "no")
+        out.append(f"| {row['facts']:,} facts ({row['S']} × {row['R']}, {row['params']:,} parameters) "
+                   f"through both stages, `factrecall simulate` end to end (cvode rtol 1e-7; flow "
+                   f"{row['flow_seconds']:.0f} s, {row['function_evals']} evals, final loss "
+                   f"{row['final_loss']:.2g}, {row['stages']}) "
+                   f"| {row['seconds']:.0f} s, {row['peak_gb']:.2f} GB | {target} | {met} |")
+    return out

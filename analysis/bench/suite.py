@@ -25,7 +25,17 @@ from dynamics.run import run_flow, run_training
 
 from .gradient import SIZES as GRADIENT_SIZES
 from .gradient import bench_gradient, format_gradient_rows
-from .scale import DEFAULT_SIZES, bench_scale, format_scale_table, plot_scale
+from .scale import (
+    DEFAULT_SIZES,
+    HUGE_SIZES,
+    LARGE_SIZES,
+    QUICK_LARGE_SIZES,
+    bench_large,
+    bench_scale,
+    format_large_rows,
+    format_scale_table,
+    plot_scale,
+)
 
 
 def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[float, int]:
@@ -143,19 +153,22 @@ def format_table(results: dict[str, Any]) -> str:
              f"{bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"]),
     ]
     lines += format_gradient_rows(results.get("gradient", []))
+    lines += format_large_rows(results.get("large", []))
     if results.get("scale"):
         lines += ["", format_scale_table(results["scale"])]
     return "\n".join(lines)
 
 
 def run_bench(quick: bool = False, out: Path | None = None,
-              sizes: tuple[tuple[int, int], ...] | None = None) -> dict[str, Any]:
+              sizes: tuple[tuple[int, int], ...] | None = None, huge: bool = False) -> dict[str, Any]:
     """Run every section, print the table, save JSON to ``out`` (and the scale figure beside it).
 
     ``sizes``: the S × R tables of the scale section (default :data:`~analysis.bench.scale.DEFAULT_SIZES`;
-    quick: 12 × 8 only).
+    quick: 12 × 8 only). The large section runs 10^4 and 10^5 facts end to end (quick: 10^3), and
+    10^6 with ``huge``.
     """
     sizes = sizes or (((12, 8),) if quick else DEFAULT_SIZES)
+    large = (QUICK_LARGE_SIZES if quick else LARGE_SIZES) + (HUGE_SIZES if huge else ())
     log = partial(print, file=sys.stderr, flush=True)
     sections = [("end_to_end", lambda: bench_end_to_end(2 if quick else 3)),
                 ("sgd_vs_flow", lambda: bench_sgd_vs_flow(quick)),
@@ -163,6 +176,7 @@ def run_bench(quick: bool = False, out: Path | None = None,
                 ("long_horizon", bench_long_horizon),
                 ("batched_sweep", lambda: bench_batched_sweep(8 if quick else 32)),
                 ("gradient", lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES)),
+                ("large", lambda: bench_large(large, log=log)),
                 ("scale", lambda: bench_scale(sizes, log=log))]
     results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
     for name, section in sections:

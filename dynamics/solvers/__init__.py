@@ -6,6 +6,9 @@ One call integrates a flow, torchdiffeq-style::
     result = integrate_flow(field, theta0, times, method="dopri5", rtol=1e-6, atol=1e-10)
     result.status, result.t, result.states, result.cost
 
+A :class:`FlowProblem` with an observer, ``observe(k, θ)``, hands each grid state over as soon as it is
+final and keeps none (unless ``keep_states``): what a caller does not reduce on the way is not held.
+
 Modules: ``registry`` (the methods by name), ``options`` (the problem and the solver settings),
 ``results`` (result types, the status vocabulary, costs), ``explicit`` (torchdiffeq), ``implicit`` (CVODE,
 SciPy), ``stiffness`` (the Jacobian's spectral radius), ``auto`` (explicit, then implicit when stiff).
@@ -19,15 +22,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..numerics import compute_settings
 from .explicit import integrate_explicit_batch
-from .options import FlowProblem, Jacobian, JacobianVector, Progress, SolverOptions, VectorField
+from .options import FlowProblem, Jacobian, JacobianVector, Observer, Progress, SolverOptions, VectorField
 from .registry import METHODS, Method, get_method
 from .results import BatchFlowResult, Cost, FlowResult, Status, join
 from .stiffness import spectral_radius
 
 __all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "Jacobian", "JacobianVector",
-           "Method", "Progress", "SolverOptions", "Status", "VectorField", "get_method", "integrate_flow",
-           "integrate_flow_batch", "integrate_problem", "join", "spectral_radius"]
+           "Method", "Observer", "Progress", "SolverOptions", "Status", "VectorField", "get_method",
+           "integrate_flow", "integrate_flow_batch", "integrate_problem", "join", "spectral_radius"]
 
 
 def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str = "dopri5",
@@ -61,21 +65,34 @@ def integrate_problem(problem: FlowProblem, method: str, options: SolverOptions)
         return spec.integrate(problem, options)
     edges = [float(times[0]), *inner, float(times[-1])]
     parts: list[FlowResult] = []
-    state, steps = problem.theta0, 0
+    state, steps = problem.theta0, options.spent
+    if problem.observe is not None:
+        with compute_settings(state):  # the settings the solvers observe under
+            problem.observe(0, state)  # every piece's start has been seen: the first one here
     for start, end in zip(edges[:-1], edges[1:], strict=True):
-        inside = times[(times > start) & (times < end)]
-        piece = _before(problem, end).restricted(np.concatenate([[start], inside, [end]]), state)
-        part = spec.integrate(piece, options.replace(max_steps=options.max_steps - steps))
+        inside = np.flatnonzero((times > start) & (times < end))
+        piece_times = np.concatenate([[start], times[inside], [end]])
+        # the piece's points in the grid (its start was seen already; a breakpoint off the grid: −1)
+        indices = np.concatenate([[-1], inside, [_index_of(times, end)]])
+        piece = _before(problem, end).restricted(piece_times, state, indices)
+        part = spec.integrate(piece, options.replace(spent=steps))
         parts.append(part)
         steps += part.cost.accepted_steps
         if part.status != Status.OK:
             break
-        state = part.states[-1]
+        state = part.last_state
     joined = join(parts)
     keep = np.isin(joined.t, times)  # drop the breakpoints that are not record times
     joined.t = joined.t[keep]
-    joined.states = joined.states[torch.as_tensor(keep, device=joined.states.device)]
+    if joined.states is not None:
+        joined.states = joined.states[torch.as_tensor(keep, device=joined.states.device)]
     return joined
+
+
+def _index_of(times: np.ndarray, t: float) -> int:
+    """The index of ``t`` in the grid ``times``, −1 when it is not a grid time."""
+    k = int(np.searchsorted(times, t))
+    return k if k < len(times) and times[k] == t else -1
 
 
 def _before(problem: FlowProblem, end: float) -> FlowProblem:

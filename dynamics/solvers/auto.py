@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from ..numerics import compute_settings
 from .explicit import integrate_explicit
 from .implicit import integrate_implicit
 from .options import FlowProblem, SolverOptions
@@ -33,19 +34,21 @@ def integrate_auto(problem: FlowProblem, options: SolverOptions) -> FlowResult:
     The result's ``method_used`` and ``method_split`` (the cost of each part: ``dopri5``,
     ``stiffness_probes``, ``cvode``) say what was done."""
     grid = np.asarray(problem.times, dtype=np.float64)
-    budget = options.max_steps
     parts: list[FlowResult] = []
     probes = Cost()
-    i, state, first_step, span_end, steps = 0, problem.theta0, options.first_step, grid[0], 0
+    i, state, first_step, span_end, steps = 0, problem.theta0, options.first_step, grid[0], options.spent
+    if problem.observe is not None:
+        with compute_settings(state):  # the settings the solvers observe under
+            problem.observe(0, state)  # every span's start has been seen: the first one here
     while i < len(grid) - 1:
         j = min(max(i + 1, int(np.searchsorted(grid, span_end, side="right")) - 1), len(grid) - 1)
-        span = integrate_explicit("dopri5", problem.restricted(grid[i:j + 1], state),
-                                  options.replace(max_steps=budget - steps, first_step=first_step))
+        span = integrate_explicit("dopri5", _part_of(problem, i, j + 1, state),
+                                  options.replace(spent=steps, first_step=first_step))
         parts.append(span)
         steps += span.cost.accepted_steps
         if span.status != "ok":
             break
-        i, state, first_step = j, span.states[-1], span.last_step or first_step
+        i, state, first_step = j, span.last_state, span.last_step or first_step
         mean_step = (span.t[-1] - span.t[0]) / max(span.cost.accepted_steps, 1)
         left = (grid[-1] - grid[i]) / mean_step  # dopri5's steps to the end at its present step size
         span_end = grid[i] + SPAN_STEPS * mean_step
@@ -53,8 +56,8 @@ def integrate_auto(problem: FlowProblem, options: SolverOptions) -> FlowResult:
             radius, cost = spectral_radius(problem.field, float(grid[i]), state, problem.jacobian_vector)
             probes = probes + cost
             if mean_step * radius >= STIFF_STEP:
-                implicit = integrate_implicit("cvode", problem.restricted(grid[i:], state),
-                                              options.replace(max_steps=budget - steps))
+                implicit = integrate_implicit("cvode", _part_of(problem, i, len(grid), state),
+                                              options.replace(spent=steps))
                 used = (f"dopri5 to t={grid[i]:.6g} (mean step {mean_step:.3g} = "
                         f"{mean_step * radius:.2f}/ρ, ρ = {radius:.3g}: stiff, ~{left:.0f} "
                         "steps left), then cvode")
@@ -68,3 +71,9 @@ def integrate_auto(problem: FlowProblem, options: SolverOptions) -> FlowResult:
 
 def _part(parts: list[FlowResult]) -> Cost:
     return sum((p.cost for p in parts), Cost())
+
+
+def _part_of(problem: FlowProblem, start: int, stop: int, state) -> FlowProblem:
+    """The problem on grid points start … stop − 1 from ``state``, its observer seeing the whole grid's
+    indices."""
+    return problem.restricted(problem.times[start:stop], state, np.arange(start, stop))

@@ -3,9 +3,12 @@
 ``integrate_explicit`` never raises on numerical failure: the result carries a status (ok, nonfinite,
 step_underflow, max_steps), the time it happened and the states at every grid point reached. Only
 torchdiffeq's public ``odeint`` is used: the grid is integrated in chunks (the step size carried across), so
-a failure loses no chunk already done; the failed chunk is then replayed one grid point at a time to keep
-every point before the failure. ``integrate_explicit_batch`` integrates B independent flows together with
-shared steps and a status per member.
+a failure loses no chunk already done; a chunk that fails (non-finite, step underflow) is then replayed one
+grid point at a time, within what is left of the step budget, to keep every point before the failure.
+The step budget itself never needs a replay: once it is spent the solver coasts to the end of the chunk on
+a zero field (no evaluation, no step counted), and the chunk's points up to the last accepted step are kept,
+so a run takes at most ``max_steps`` steps. ``integrate_explicit_batch`` integrates B independent flows
+together with shared steps and a status per member.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torchdiffeq import odeint
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions, VectorField
-from .results import BatchFlowResult, Cost, FlowResult, Status
+from .results import BatchFlowResult, Cost, FlowResult, GridStates, Status
 
 METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's adaptive methods
 
@@ -31,7 +34,9 @@ class _Stop(Exception):
 
 
 class _Counter(torch.nn.Module):
-    """Wraps the field for torchdiffeq: counts evaluations and steps, checks finiteness, drives progress."""
+    """Wraps the field for torchdiffeq: counts evaluations and steps, checks finiteness, drives progress,
+    keeps the step budget (``max_steps`` steps for this part; ``exhausted``: the time of the step that
+    spent it, after which the field is zero and nothing is counted)."""
 
     def __init__(self, field: VectorField, max_steps: int, progress):
         super().__init__()
@@ -39,8 +44,11 @@ class _Counter(torch.nn.Module):
         self.evals = self.accepted = self.rejected = 0
         self.last_dt: float | None = None
         self.t_reached = 0.0
+        self.exhausted: float | None = None
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.exhausted is not None:  # coasting to the end of the chunk: its points beyond are dropped
+            return torch.zeros_like(y)
         self.evals += 1
         if self.members is not None:
             return self._batched(t, y)
@@ -95,17 +103,19 @@ class _Counter(torch.nn.Module):
         return rms.max()
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        if self.exhausted is not None:
+            return
         self.accepted += 1
         self.last_dt = float(dt)
         self.t_reached = float(t0 + dt)
         if self.progress is not None:
             self.progress(self.t_reached)
         if self.accepted >= self.max_steps:
-            raise _Stop(Status.MAX_STEPS, self.t_reached, f"step budget flow.max_steps={self.max_steps} "
-                        f"exhausted at t={self.t_reached:.6g}")
+            self.exhausted = self.t_reached
 
     def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
-        self.rejected += 1
+        if self.exhausted is None:
+            self.rejected += 1
 
     def cost(self, start: float) -> Cost:
         return Cost(function_evals=self.evals, accepted_steps=self.accepted, rejected_steps=self.rejected,
@@ -153,32 +163,35 @@ def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch:
     theta0 = problem.theta0
     # Each chunk restarts the solver (about one step's work); a few dozen chunks keep that cost small.
     chunk = options.chunk or max(32, len(times) // 24)
-    counter = _Counter(problem.field, options.max_steps, problem.progress)
+    counter = _Counter(problem.field, options.steps_left, problem.progress)
     if batch:
         counter.start_batch(theta0.shape[0], theta0.device)
     grid = torch.as_tensor(times, device=theta0.device)
-    states = [theta0.detach().clone()]
+    states = GridStates(problem)
     status, status_time, message = Status.OK, None, "integrated to t_max"
     i = 0
+    if counter.max_steps <= 0 and len(grid) > 1:
+        status, status_time = Status.MAX_STEPS, float(times[0])
+        message = options.budget_message(status_time)
     while i < len(grid) - 1 and status == Status.OK:
         j = min(i + chunk, len(grid) - 1)
         try:
-            states.extend(_solve(counter, states[-1], grid[i:j + 1], method, options)[1:])
-            i = j
+            solution = _solve(counter, states.last, grid[i:j + 1], method, options)
+            i = _advance(counter, states, times, i, solution)
+            if counter.exhausted is not None and i < len(grid) - 1:
+                status, status_time = Status.MAX_STEPS, counter.exhausted
+                message = options.budget_message(counter.exhausted)
             continue
         except (_Stop, AssertionError) as err:
             status, status_time, message = _classify(err, counter)
-        if status == Status.MAX_STEPS:
-            # The budget ran out at status_time, after the accepted steps had passed every grid point up
-            # to it: replay those points (no progress in time beyond status_time) instead of losing them.
-            counter.max_steps = math.inf
-            j = max(i, int(np.searchsorted(times, status_time, "right")) - 1)
-        # Replay the failed chunk point by point, keeping every grid point before the failure.
-        while i < j:
+        # Replay the failed chunk point by point, keeping every grid point before the failure; the replay
+        # is part of the run and shares what is left of its step budget.
+        while i < j and counter.exhausted is None:
             try:
-                states.append(_solve(counter, states[-1], grid[i:i + 2], method, options)[1])
-                i += 1
-            except (_Stop, AssertionError):
+                solution = _solve(counter, states.last, grid[i:i + 2], method, options)
+                i = _advance(counter, states, times, i, solution)
+            except (_Stop, AssertionError) as err:
+                _classify(err, counter)  # anything but a numerical failure is a bug: raised
                 break
         if status == Status.STEP_UNDERFLOW and batch and int(counter.alive().sum()) > 1:
             # One member stiffening or blowing up must not stop the batch: freeze the one that forced the
@@ -186,10 +199,22 @@ def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch:
             counter.freeze(counter.worst, Status.STEP_UNDERFLOW, status_time, float(grid[i]))
             counter.last_dt = None
             status, status_time, message = Status.OK, None, "integrated to t_max"
-    kept = torch.stack(states)
-    result = FlowResult(times[:len(kept)].copy(), kept, status, status_time, message, counter.cost(start),
-                        last_step=counter.last_dt)
+    cost = counter.cost(start)
+    cost.wall_seconds -= states.observe_seconds
+    result = FlowResult(times[:states.count].copy(), states.kept(), status, status_time, message, cost,
+                        last_step=counter.last_dt, last_state=states.last)
     return result, counter
+
+
+def _advance(counter: _Counter, states: GridStates, times: np.ndarray, i: int, solution: torch.Tensor) -> int:
+    """Deliver the points of a solve from times[i] (``solution[0]``, already delivered): all of them, or,
+    when the step budget ran out inside it, those up to the last accepted step. Returns the new index."""
+    n = len(solution)
+    if counter.exhausted is not None:
+        n = int(np.searchsorted(times[i:i + n], counter.exhausted, side="right"))
+    for state in solution[1:n]:
+        states.add(state)
+    return i + max(n - 1, 0)
 
 
 def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, options: SolverOptions

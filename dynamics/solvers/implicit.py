@@ -27,7 +27,7 @@ import torch
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions
-from .results import Cost, FlowResult, Status
+from .results import Cost, FlowResult, GridStates, Status
 
 SCIPY_METHODS = {"bdf": "BDF", "radau": "Radau", "lsoda": "LSODA"}  # our name -> scipy.integrate class
 
@@ -73,15 +73,15 @@ class _Evaluations:
 
 class _Grid:
     """The record grid as the solver passes it: after each accepted step to ``reached``, the grid points up
-    to there are interpolated inside that step and kept in ``states`` (preallocated (K, P): the record is
-    written once, never copied); counts steps, drives progress, keeps the budget."""
+    to there are interpolated inside that step and delivered to ``states`` (the problem's observer, and the
+    states kept when asked: :class:`~dynamics.solvers.results.GridStates`); counts steps, drives progress,
+    keeps the budget (``options.steps_left`` steps; the message names ``flow.max_steps``)."""
 
-    def __init__(self, calls: _Evaluations, theta0: np.ndarray, times: np.ndarray, max_steps: int,
-                 progress: Callable[[float], None] | None):
-        self.calls, self.times = calls, times
-        self.states = np.empty((len(times), theta0.size), dtype=np.float64)
-        self.states[0] = theta0
-        self.max_steps, self.progress = max_steps, progress
+    def __init__(self, calls: _Evaluations, problem: FlowProblem, options: SolverOptions):
+        self.calls, self.times, self.options = calls, np.asarray(problem.times, dtype=np.float64), options
+        self.theta0 = problem.theta0.detach().cpu().numpy().astype(np.float64)
+        self.states = GridStates(problem)
+        self.max_steps, self.progress = options.steps_left, problem.progress
         self.k, self.steps = 1, 0
 
     @property
@@ -102,13 +102,12 @@ class _Grid:
             state = np.array(np.atleast_2d(interpolate(t))[-1], dtype=np.float64)
             if not np.isfinite(state).all():
                 return Status.NONFINITE, t, f"state became non-finite at t={t:.6g}"
-            self.states[self.k] = state
+            self.states.add(torch.as_tensor(state, device=self.calls.like.device))
             self.k += 1
         if self.progress is not None:
             self.progress(reached)
         if self.steps >= self.max_steps and not self.done:
-            return (Status.MAX_STEPS, reached, f"step budget flow.max_steps={self.max_steps} exhausted at "
-                    f"t={reached:.6g}")
+            return Status.MAX_STEPS, reached, self.options.budget_message(reached)
         return None
 
 
@@ -118,17 +117,19 @@ def integrate_implicit(method: str, problem: FlowProblem, options: SolverOptions
     start = time.perf_counter()
     times = np.asarray(problem.times, dtype=np.float64)
     calls = _Evaluations(problem)
-    grid = _Grid(calls, problem.theta0.detach().cpu().numpy().astype(np.float64), times, options.max_steps,
-                 problem.progress)
+    grid = _Grid(calls, problem, options)
     with compute_settings(problem.theta0):
-        if method == "cvode":
+        if grid.max_steps <= 0 and not grid.done:
+            status, when, message = Status.MAX_STEPS, float(times[0]), options.budget_message(float(times[0]))
+        elif method == "cvode":
             status, when, message = _cvode(calls, grid, options)
         else:
             status, when, message = _scipy(calls, SCIPY_METHODS[method], grid, options)
-    kept = torch.as_tensor(grid.states[:grid.k], device=problem.theta0.device)
     cost = Cost(function_evals=calls.evals, hvp_evals=calls.jvps, jacobian_evals=calls.jacobians,
-                accepted_steps=grid.steps, wall_seconds=time.perf_counter() - start)
-    return FlowResult(times[:len(kept)].copy(), kept, status, when, message, cost)
+                accepted_steps=grid.steps, rejected_steps=None,  # CVODE's and SciPy's wrappers do not say
+                wall_seconds=time.perf_counter() - start - grid.states.observe_seconds)
+    return FlowResult(times[:grid.k].copy(), grid.states.kept(), status, when, message, cost,
+                      last_state=grid.states.last)
 
 
 def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[Status, float | None, str]:
@@ -145,7 +146,7 @@ def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[St
                    first_step=options.first_step, max_num_steps=options.max_steps, jactimes=products)
     times = grid.times
     reached = float(times[0])
-    solver.init_step(reached, grid.states[0])
+    solver.init_step(reached, grid.theta0)
     while not grid.done:
         # One internal step, then the grid points it passed, interpolated inside that step. (After an
         # interpolated output CVODE's next one-step call first returns its current time: not a new step.)
@@ -173,7 +174,7 @@ def _scipy(calls: _Evaluations, name: str, grid: _Grid, options: SolverOptions
 
     start, end = float(grid.times[0]), float(grid.times[-1])
     jac = None if calls.problem.jacobian is None else calls.jacobian
-    solver = getattr(scipy.integrate, name)(calls.f, start, grid.states[0], end, rtol=options.rtol,
+    solver = getattr(scipy.integrate, name)(calls.f, start, grid.theta0, end, rtol=options.rtol,
                                             atol=options.atol, first_step=options.first_step, jac=jac)
     while not grid.done:
         reached = float(solver.t)

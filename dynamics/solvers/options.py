@@ -18,6 +18,7 @@ VectorField = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> dθ/dt
 JacobianVector = Callable[[float, torch.Tensor, torch.Tensor], torch.Tensor]  # (t, θ, v) -> J(t, θ)·v
 Jacobian = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> J(t, θ), dense (P, P)
 Progress = Callable[[float], None]  # called with the time reached after every accepted step
+Observer = Callable[[int, torch.Tensor], None]  # (k, θ(times[k])), as each grid point is reached
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,25 @@ class SolverOptions:
     """Settings every method understands. ``rtol``/``atol``: the local error test
     |err_i| ≤ atol + rtol·|θ_i| (per component, RMS norm); ``first_step``: the first step size (a symmetric
     start has f ≈ 0, so it is given rather than guessed); ``max_steps``: the budget of accepted steps;
-    ``chunk``: grid points per call of an explicit solver (None: about 1/24 of the grid)."""
+    ``chunk``: grid points per call of an explicit solver (None: about 1/24 of the grid); ``spent``: steps
+    of the budget already taken by earlier parts of the same flow (a strategy's spans, the pieces between
+    breakpoints), so that a part gets ``max_steps − spent`` steps and its messages name the whole budget."""
 
     rtol: float = 1e-6
     atol: float = 1e-10
     first_step: float = 1e-3
     max_steps: int = 200_000
     chunk: int | None = None
+    spent: int = 0
+
+    @property
+    def steps_left(self) -> int:
+        """What is left of the step budget for this part: ``max_steps − spent``."""
+        return self.max_steps - self.spent
+
+    def budget_message(self, when: float) -> str:
+        """The message of a run stopped by the step budget at flow time ``when``."""
+        return f"step budget flow.max_steps={self.max_steps} exhausted at t={when:.6g}"
 
     def replace(self, **changes) -> SolverOptions:
         """A copy with some settings changed."""
@@ -44,7 +57,11 @@ class FlowProblem:
 
     ``jacobian_vector`` and ``jacobian`` are the field's Jacobian products where a method can use them
     (implicit methods, stiffness probes); ``breakpoints`` are times inside the grid where the field may
-    jump: no solver step crosses one."""
+    jump: no solver step crosses one. ``observe(k, θ)`` is called once for every grid point k reached, in
+    order (k = 0, 1, ...), as soon as θ(times[k]) is final — a failure later never takes it back — so a
+    caller can reduce each state as it comes (the per-fact record) instead of holding them all. θ is the
+    observer's to read (the solver never writes to it again); the solver keeps it only when
+    ``keeps_states``."""
 
     field: VectorField
     theta0: torch.Tensor
@@ -53,7 +70,28 @@ class FlowProblem:
     jacobian: Jacobian | None = None
     progress: Progress | None = None
     breakpoints: Sequence[float] = ()
+    observe: Observer | None = None
+    keep_states: bool | None = None
 
-    def restricted(self, times: np.ndarray, theta0: torch.Tensor) -> FlowProblem:
-        """The same flow on a part of the grid from another start (no breakpoints inside)."""
-        return dataclasses.replace(self, times=times, theta0=theta0, breakpoints=())
+    @property
+    def keeps_states(self) -> bool:
+        """Whether the result holds the states at every grid point reached: when asked (``keep_states``),
+        and by default only when there is no observer."""
+        return self.observe is None if self.keep_states is None else self.keep_states
+
+    def restricted(self, times: np.ndarray, theta0: torch.Tensor, indices: np.ndarray | None = None
+                   ) -> FlowProblem:
+        """The same flow on a part of the grid from another start (no breakpoints inside).
+
+        ``indices[k]`` is the index in this problem's grid of the part's point k (−1: not one of its points,
+        e.g. a breakpoint); the part's observer reports those indices and never the part's start, which
+        this problem has already seen. Without ``indices`` the part has no observer."""
+        observe = None
+        if self.observe is not None and indices is not None:
+            outer, where = self.observe, np.asarray(indices, dtype=np.int64)
+
+            def observe(k: int, theta: torch.Tensor) -> None:
+                if k > 0 and where[k] >= 0:
+                    outer(int(where[k]), theta)
+
+        return dataclasses.replace(self, times=times, theta0=theta0, breakpoints=(), observe=observe)

@@ -6,12 +6,15 @@ discrete training, sweeps, capacity trials), so a status reads the same wherever
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 import numpy as np
 import torch
+
+from .options import FlowProblem
 
 
 class Status(str, Enum):
@@ -36,11 +39,14 @@ class Cost:
     hvp_evals: int = 0
     jacobian_evals: int = 0
     accepted_steps: int = 0
-    rejected_steps: int = 0
+    rejected_steps: int | None = 0  # None: not reported by the solver (the implicit ones)
     wall_seconds: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(Cost)})
+        def total(a, b):  # an unknown count makes the sum unknown
+            return None if a is None or b is None else a + b
+
+        return Cost(**{f.name: total(getattr(self, f.name), getattr(other, f.name)) for f in fields(Cost)})
 
     def to_dict(self) -> dict[str, Any]:
         """The cost as a plain dict (``summary.json``)."""
@@ -54,10 +60,12 @@ class Cost:
 
 @dataclass
 class FlowResult:
-    """States at the grid times reached, the run's status with the time it happened, and its cost."""
+    """States at the grid times reached, the run's status with the time it happened, and its cost.
+    ``states`` is None when the problem had an observer and did not ask to keep them; ``last_state``, the
+    state at the last grid point reached, is always there (to continue a flow)."""
 
     t: np.ndarray  # (K,) grid times reached
-    states: torch.Tensor  # (K, P)
+    states: torch.Tensor | None  # (K, P), or None when not kept
     status: Status
     status_time: float | None  # flow time of the failure; None when ok
     message: str
@@ -65,6 +73,43 @@ class FlowResult:
     last_step: float | None = None  # the last accepted step size (explicit methods): to continue a run
     method_used: str = ""  # what a strategy (auto) chose, and why
     method_split: dict[str, Cost] = field(default_factory=dict)  # a strategy's cost, part by part
+    last_state: torch.Tensor | None = None  # θ at t[-1]
+
+    def __post_init__(self) -> None:
+        if self.last_state is None and self.states is not None and len(self.states):
+            self.last_state = self.states[-1]
+
+
+class GridStates:
+    """The states a solver delivers on the record grid, in order: each handed to the problem's observer as
+    soon as it is final, and written into one preallocated (K, …) tensor only when the problem keeps
+    states (the record is written once, never copied). ``observe_seconds``: the time spent in the
+    observer, which a solver leaves out of its own wall time."""
+
+    def __init__(self, problem: FlowProblem):
+        theta0 = problem.theta0
+        self.observe = problem.observe
+        self.states = (torch.empty((len(problem.times), *theta0.shape), dtype=theta0.dtype,
+                                   device=theta0.device) if problem.keeps_states else None)
+        self.count = 0
+        self.last: torch.Tensor | None = None
+        self.observe_seconds = 0.0
+        self.add(theta0.detach().clone())
+
+    def add(self, state: torch.Tensor) -> None:
+        """The state at the next grid point (index ``count``)."""
+        if self.states is not None:
+            self.states[self.count] = state
+        if self.observe is not None:
+            start = time.perf_counter()
+            self.observe(self.count, state)
+            self.observe_seconds += time.perf_counter() - start
+        self.last = state
+        self.count += 1
+
+    def kept(self) -> torch.Tensor | None:
+        """The states of the grid points reached, (count, …), or None when not kept."""
+        return None if self.states is None else self.states[:self.count]
 
 
 @dataclass
@@ -87,6 +132,8 @@ def join(parts: list[FlowResult], extra: Cost | None = None) -> FlowResult:
     with ``extra`` cost spent between them (e.g. stiffness probes)."""
     last = parts[-1]
     cost = sum((p.cost for p in parts), extra or Cost())
-    return FlowResult(np.concatenate([parts[0].t] + [p.t[1:] for p in parts[1:]]),
-                      torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]]), last.status,
-                      last.status_time, last.message, cost, last.last_step)
+    states = None
+    if all(p.states is not None for p in parts):
+        states = torch.cat([parts[0].states] + [p.states[1:] for p in parts[1:]])
+    return FlowResult(np.concatenate([parts[0].t] + [p.t[1:] for p in parts[1:]]), states, last.status,
+                      last.status_time, last.message, cost, last.last_step, last_state=last.last_state)

@@ -1,0 +1,244 @@
+"""Escape times and the hallucination plateau against the number of facts (S at fixed R, R at fixed S).
+
+For every size S × R: a random table, D = 8 answers per relation, N = S + R noise tokens, constant init
+α = 1e-5, the exact population gradient flow (cvode, rtol 1e-7, atol 1e-13) to 2.5 times the predicted
+subject escape. Measured: the relation and subject escape times (the midpoint crossings of the
+relation-only and subject-only losses), the hallucination plateau's detected start and end (the stage
+detector's transitions) and its length; beside them the first-order theory's
+
+    t_R = log(1/α)/σ_r,   σ_r = (1/R)·sqrt(1/D − 1/(RD)),
+    t_S = log(1/α)/σ_s,   σ_s = (1/S)·sqrt(1/R − 1/(RD))
+
+(:func:`analysis.stages.escape_rates`; derived for a balanced table, which a random table is on average).
+The plateau's end is fitted as c·(S·R)^β by least squares in log–log, one fit per series.
+
+Run as ``python -m analysis.scale_study --out DIR [--quick] [--import RUN_DIR ...]``: each finished size
+is written at once to ``DIR/points/SxR.json`` (a rerun skips it; ``--import`` takes a size from a
+``factrecall simulate`` run of exactly its config), then ``DIR/scale.json`` (rows and fits),
+``DIR/scale.csv`` and the figure ``DIR/scale.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics.config import Config, resolve_config
+from dynamics.io import atomic_write_json, finite_or_none
+from dynamics.run import run_flow
+from dynamics.trajectory import Trajectory
+
+from .plotting import figure, save
+from .stages import detect_stages, escape_rates, measured_times
+
+ALPHA = 1e-5  # init.scale
+ANSWERS = 8  # D
+# S at fixed R (R = 5: about the 6 attributes per individual of Zucchet et al. 2025; R = 50: up to 10^5
+# facts, the 10^5-fact run of docs/performance.md) and R at fixed S = 100. The hallucination plateau needs
+# σ_r > σ_s, i.e. S·sqrt(R − 1) > R·sqrt(D − 1): at R = 50 that is S > 19, so that series starts at 2,000.
+SERIES = {"subjects, R = 5": ((20, 5), (200, 5), (2000, 5)),
+          "subjects, R = 50": ((40, 50), (200, 50), (2000, 50)),
+          "relations, S = 100": ((100, 2), (100, 20), (100, 200))}
+QUICK_SERIES = {"subjects, R = 4": ((12, 4), (48, 4), (192, 4)),
+                "relations, S = 48": ((48, 2), (48, 4), (48, 8))}
+# Zucchet et al. 2025 (arXiv 2503.21676): plateau end ≈ 0.43·N^0.81 steps, N individuals, 4k–256k
+ZUCCHET = {"prefactor": 0.43, "exponent": 0.81}
+
+
+def theory_times(subjects: int, relations: int, answers: int = ANSWERS, alpha: float = ALPHA
+                 ) -> tuple[float, float]:
+    """The first-order escape times (t_R, t_S) = log(1/α)/σ (module docstring); inf where σ = 0."""
+    sigma_r, sigma_s = escape_rates(subjects, relations, answers)
+    scale = math.log(1.0 / alpha)
+    return (scale / sigma_r if sigma_r > 0 else math.inf, scale / sigma_s if sigma_s > 0 else math.inf)
+
+
+def study_config(subjects: int, relations: int, answers: int = ANSWERS) -> Config:
+    """The flow of one size: random table, N = S + R noise tokens, cvode (rtol 1e-7, atol 1e-13) to
+    2.5 t_S rounded to an integer, the default 256-point record grid: at 2000 × 50 exactly the 10^5-fact
+    ``factrecall simulate`` command of docs/performance.md."""
+    _, t_s = theory_times(subjects, relations, answers)
+    return resolve_config("figure5", overrides={
+        "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
+        "task.noise_tokens": subjects + relations, "task.facts": "random", "init.scale": ALPHA,
+        "flow.t_max": float(round(2.5 * t_s)), "flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13})
+
+
+def measure(subjects: int, relations: int, answers: int = ANSWERS) -> dict[str, Any]:
+    """One size's row: measured escape times, the plateau, the theory's times, the run's cost."""
+    config = study_config(subjects, relations, answers)
+    start = time.perf_counter()
+    traj = run_flow(config)
+    return summarise(traj, config, time.perf_counter() - start)
+
+
+def summarise(traj: Trajectory, config: Config, seconds: float | None) -> dict[str, Any]:
+    """The row of a flow of :func:`study_config` (``seconds``: what running it took, when known)."""
+    subjects, relations = config.task.subjects, config.task.relations
+    answers = config.task.answers_per_relation
+    report = detect_stages(traj)
+    plateau = next((s for s in report.stages if s.name == "hallucination"), None)
+    measured = measured_times(traj)
+    t_r, t_s = theory_times(subjects, relations, answers)
+    info = traj.info
+    return finite_or_none({
+        "S": subjects, "R": relations, "D": answers, "facts": subjects * relations,
+        "params": info.num_params, "status": info.status.value, "stages": " > ".join(report.names),
+        "t_relation": measured["t_relation"], "t_subject": measured["t_subject"],
+        "plateau_start": plateau.t_start if plateau else None,
+        "plateau_end": plateau.t_end if plateau else None,
+        "plateau_length": (plateau.t_end - plateau.t_start) if plateau and plateau.t_end else None,
+        "plateau_level": plateau.level if plateau else None,
+        "theory_t_R": t_r, "theory_t_S": t_s, "theory_plateau_length": t_s - t_r,
+        "final_loss": traj.final_loss, "function_evals": info.cost.function_evals,
+        "flow_seconds": info.cost.wall_seconds, "seconds": seconds, "t_max": config.flow.t_max})
+
+
+def import_run(out: Path, directory: Path) -> dict[str, Any]:
+    """Take the row of one size from a ``factrecall simulate`` run directory whose config is exactly
+    :func:`study_config` of its size (e.g. the 10^5-fact run of docs/performance.md) instead of running it
+    again; written to ``out/points`` like a measured one."""
+    directory = Path(directory)
+    config = Config.from_dict(json.loads((directory / "config.json").read_text()))
+    task = config.task
+    expected = study_config(task.subjects, task.relations, task.answers_per_relation)
+    if config.to_dict() != expected.to_dict():
+        raise ValueError(f"{directory}: not the scale study's config for {task.subjects} x {task.relations}")
+    row = summarise(Trajectory.load(directory), config, None)
+    row["imported_from"] = str(directory)
+    points = out / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(points / f"{task.subjects}x{task.relations}.json", row)
+    return row
+
+
+def fit_power_law(x: list[float], y: list[float]) -> dict[str, float] | None:
+    """y ≈ c·x^β by least squares on (log x, log y); None with fewer than two positive finite points."""
+    pts = [(a, b) for a, b in zip(x, y, strict=True)
+           if a is not None and b is not None and a > 0 and b > 0 and math.isfinite(b)]
+    if len(pts) < 2:
+        return None
+    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    beta, log_c = np.polyfit(lx, ly, 1)
+    return {"exponent": float(beta), "prefactor": float(math.exp(log_c)), "points": len(pts)}
+
+
+def fits(rows: list[dict[str, Any]], series: dict[str, tuple[tuple[int, int], ...]]) -> dict[str, Any]:
+    """Per series: power-law fits against the number of facts of the measured plateau end, subject and
+    relation escapes, and of the theory's t_S and t_R."""
+    out = {}
+    for name, sizes in series.items():
+        chosen = [r for r in rows if (r["S"], r["R"]) in set(sizes)]
+        facts = [r["facts"] for r in chosen]
+        out[name] = {column: fit_power_law(facts, [r[column] for r in chosen])
+                     for column in ("plateau_end", "t_subject", "t_relation", "theory_t_S", "theory_t_R")}
+    return out
+
+
+def run_study(out: Path, series: dict[str, tuple[tuple[int, int], ...]] = SERIES,
+              log=lambda message: print(message, file=sys.stderr, flush=True)) -> dict[str, Any]:
+    """Measure every size of ``series`` (resumable: finished sizes are read back from ``out/points``),
+    then write ``scale.json``, ``scale.csv`` and ``scale.png``. Returns what ``scale.json`` holds."""
+    points = out / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    sizes = sorted({size for group in series.values() for size in group}, key=lambda s: (s[0] * s[1], s))
+    rows = []
+    for subjects, relations in sizes:
+        path = points / f"{subjects}x{relations}.json"
+        if path.exists():
+            rows.append(json.loads(path.read_text()))
+            continue
+        log(f"scale study: {subjects} x {relations} ({subjects * relations:,} facts) ...")
+        row = measure(subjects, relations)
+        atomic_write_json(path, row)
+        log(f"  {row['stages']}; plateau end {row['plateau_end']}, theory t_S {row['theory_t_S']:.4g}; "
+            f"{row['function_evals']} evals, {row['seconds']:.0f} s")
+        rows.append(row)
+    result = {"rows": rows, "series": {k: [list(s) for s in v] for k, v in series.items()},
+              "fits": fits(rows, series), "zucchet": ZUCCHET}
+    atomic_write_json(out / "scale.json", result)
+    with open(out / "scale.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_study(result, out / "scale.png")
+    return result
+
+
+def plot_study(result: dict[str, Any], path: Path) -> Path:
+    """Two panels (S at fixed R, R at fixed S): measured escape times and plateau end (points) and the
+    theory's t_R, t_S (dashed) against the number of facts, log–log, with the fitted exponent."""
+    fig = figure(5.2 * len(result["series"]), 4.2)
+    axes = fig.subplots(1, len(result["series"]), squeeze=False)[0]
+    rows = result["rows"]
+    for ax, (name, sizes) in zip(axes, result["series"].items(), strict=True):
+        chosen = sorted((r for r in rows if [r["S"], r["R"]] in sizes), key=lambda r: r["facts"])
+        facts = [r["facts"] for r in chosen]
+        curves = (("t_relation", "o", "relation escape"), ("t_subject", "s", "subject escape"),
+                  ("plateau_end", "^", "plateau end (detected)"))
+        for column, style, label in curves:
+            values = [r[column] if r[column] is not None else math.nan for r in chosen]
+            ax.plot(facts, values, style + "-", label=label)
+        ax.plot(facts, [r["theory_t_R"] for r in chosen], "--", color="C0", label="theory t_R")
+        ax.plot(facts, [r["theory_t_S"] for r in chosen], "--", color="C1", label="theory t_S")
+        fit = result["fits"][name]["plateau_end"]
+        title = name + (f": plateau end ∝ facts^{fit['exponent']:.2f}" if fit else "")
+        ax.set_title(title, fontsize=10)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("facts S·R")
+        ax.set_ylabel("flow time")
+        ax.legend(fontsize=8)
+    fig.suptitle("escape times against the number of facts (random tables, D = 8, α = 1e-5)")
+    save(fig, path)
+    return path
+
+
+def format_rows(result: dict[str, Any]) -> str:
+    """Markdown: one line per size, then the fitted exponents."""
+    lines = ["| facts | S × R | t_relation | theory t_R | t_subject | theory t_S | plateau start – end | "
+             "evals | flow seconds |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def g(x: Any) -> str:
+        return "—" if x is None else f"{x:.4g}"
+
+    for r in sorted(result["rows"], key=lambda r: (r["facts"], r["S"])):
+        lines.append(f"| {r['facts']:,} | {r['S']} × {r['R']} | {g(r['t_relation'])} | "
+                     f"{g(r['theory_t_R'])} | {g(r['t_subject'])} | {g(r['theory_t_S'])} | "
+                     f"{g(r['plateau_start'])} – "
+                     f"{g(r['plateau_end'])} | {r['function_evals']} | {r['flow_seconds']:.0f} |")
+    lines += ["", "| series | plateau end | t_subject | t_relation | theory t_S | theory t_R |",
+              "|---|---|---|---|---|---|"]
+    for name, fit in result["fits"].items():
+        cells = [f"{fit[c]['exponent']:.3f}" if fit[c] else "—"
+                 for c in ("plateau_end", "t_subject", "t_relation", "theory_t_S", "theory_t_R")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.scale_study --out DIR [--quick] [--import RUN_DIR ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.scale_study",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output directory (resumable)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds; for tests and notebooks)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="RUN_DIR",
+                        help="take a size from this `factrecall simulate` run of the study's config")
+    args = parser.parse_args(argv)
+    for directory in args.imports:
+        import_run(Path(args.out), Path(directory))
+    result = run_study(Path(args.out), QUICK_SERIES if args.quick else SERIES)
+    print(format_rows(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

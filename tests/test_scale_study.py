@@ -1,0 +1,71 @@
+"""The scale study (analysis/scale_study.py): the theory's times, the power-law fit, the study's config at
+10^5 facts is the documented simulate command, a small study end to end (resumable, importable runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from analysis import scale_study
+from analysis.scale_study import fit_power_law, import_run, run_study, study_config, theory_times
+from dynamics.config import resolve_config
+
+
+def test_theory_times_are_log_one_over_alpha_over_the_rates():
+    t_r, t_s = theory_times(2000, 50)
+    assert math.isclose(t_r, math.log(1e5) * 50 / math.sqrt(1 / 8 - 1 / 400), rel_tol=1e-12)
+    assert math.isclose(t_s, math.log(1e5) * 2000 / math.sqrt(1 / 50 - 1 / 400), rel_tol=1e-12)
+    assert theory_times(10, 1)[0] == math.inf  # one relation carries no information: σ_r = 0
+
+
+def test_power_law_fit_recovers_exponent_and_prefactor():
+    x = [1e2, 1e3, 1e4, 1e5]
+    fit = fit_power_law(x, [0.43 * v**0.81 for v in x])
+    assert math.isclose(fit["exponent"], 0.81, rel_tol=1e-9)
+    assert math.isclose(fit["prefactor"], 0.43, rel_tol=1e-9)
+    assert fit_power_law([1.0, 2.0, 3.0], [None, 5.0, math.nan]) is None  # one usable point is no fit
+    assert fit_power_law(x[:2], [1.0, 10.0])["exponent"] == pytest.approx(1.0)
+
+
+def test_study_config_at_1e5_facts_is_the_documented_simulate_command():
+    documented = resolve_config(None, None, [
+        "task.subjects=2000", "task.relations=50", "task.noise_tokens=2050", "task.facts=random",
+        "flow.t_max=435148", "flow.method=cvode", "flow.rtol=1e-7", "flow.atol=1e-13"])
+    assert study_config(2000, 50).to_dict() == documented.to_dict()
+
+
+def test_small_study_end_to_end(tmp_path, monkeypatch):
+    series = {"subjects, R = 4": ((12, 4), (24, 4))}
+    result = run_study(tmp_path, series, log=lambda message: None)
+    rows = {(r["S"], r["R"]): r for r in result["rows"]}
+    for row in rows.values():
+        assert row["status"] == "ok" and "hallucination" in row["stages"]
+        # the measured subject escape and the plateau's end sit within 25% of the first-order t_S
+        assert 0.8 < row["t_subject"] / row["theory_t_S"] < 1.25, row
+        assert row["plateau_start"] < row["plateau_end"] and row["plateau_length"] > 0
+    fit = result["fits"]["subjects, R = 4"]
+    assert 0.8 < fit["plateau_end"]["exponent"] < 1.2 and fit["theory_t_S"]["exponent"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "scale.json").read_text())["fits"] == result["fits"]
+    assert (tmp_path / "scale.png").stat().st_size > 10_000 and (tmp_path / "scale.csv").exists()
+    # resumable: finished sizes are read back, not run again
+    monkeypatch.setattr(scale_study, "measure", lambda *a: pytest.fail("ran a finished size again"))
+    assert run_study(tmp_path, series, log=lambda message: None)["rows"] == result["rows"]
+
+
+def test_import_takes_only_a_run_of_the_study_config(tmp_path):
+    from analysis.simulate import simulate
+
+    run = tmp_path / "run"
+    simulate(study_config(12, 4), run)
+    row = import_run(tmp_path / "study", run)
+    assert (row["S"], row["R"]) == (12, 4) and row["imported_from"] == str(run)
+    assert (tmp_path / "study" / "points" / "12x4.json").exists()
+    series = {"subjects, R = 4": ((12, 4),)}  # an imported size is read back, its extra column in the CSV
+    assert run_study(tmp_path / "study", series, log=lambda message: None)["rows"] == [row]
+    assert "imported_from" in (tmp_path / "study" / "scale.csv").read_text()
+    other = tmp_path / "other"
+    simulate(study_config(12, 4).override({"flow.rtol": 1e-6}), other)
+    with pytest.raises(ValueError, match="not the scale study's config"):
+        import_run(tmp_path / "study", other)
