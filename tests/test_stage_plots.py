@@ -110,3 +110,22 @@ def test_fact_fractions_png(tmp_path, tiny):
     assert_png(path)
     with pytest.raises(ValueError, match="recalled"):
         plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled[:-1], tmp_path / "bad.png")
+
+
+def test_heatmap_rows_are_facts_or_means_of_consecutive_facts():
+    from analysis.stages.plots import HEATMAP_ROWS, _binned_rows
+
+    rng = np.random.default_rng(0)
+    few = rng.random((40, 50))
+    order = rng.permutation(50)
+    values, edges = _binned_rows(few, order)
+    np.testing.assert_array_equal(values, few[:, order].T)
+    np.testing.assert_array_equal(edges, np.arange(51) - 0.5)
+    many = rng.random((40, 2 * HEATMAP_ROWS + 345))
+    order = rng.permutation(many.shape[1])
+    values, edges = _binned_rows(many, order)
+    assert values.shape == (HEATMAP_ROWS, 40) and edges[0] == -0.5 and edges[-1] == many.shape[1] - 0.5
+    starts = (edges[:-1] + 0.5).astype(int)
+    for i in (0, 17, HEATMAP_ROWS - 1):
+        stop = int(edges[i + 1] + 0.5)
+        np.testing.assert_allclose(values[i], many[:, order[starts[i]:stop]].mean(1), rtol=1e-14)

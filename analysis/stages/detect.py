@@ -318,15 +318,16 @@ def _sigmoid_fit(t: np.ndarray, p: np.ndarray, recall_time: np.ndarray) -> tuple
     """
     K, S, R = p.shape
     x = np.log(np.where(t > 0, t, np.nan))
-    z = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
     learning_time = np.full((S, R), np.nan)
     width = np.full((S, R), np.nan)
     for s in range(S):
+        # logit p one subject at a time: the whole (K, S, R) table of it would be a copy of the record
+        z = np.log(np.clip(p[:, s], 1e-12, 1 - 1e-12) / np.clip(1 - p[:, s], 1e-12, 1))
         for r in range(R):
             if not np.isfinite(recall_time[s, r]):
                 continue
             learning_time[s, r] = recall_time[s, r]
-            zz, pp = z[:, s, r], p[:, s, r]
+            zz, pp = z[:, r], p[:, s, r]
             i = int(np.argmax(pp > 0.5))
             if i == 0 or not np.isfinite(x[i - 1]):
                 continue

@@ -119,11 +119,31 @@ def _log_edges(t: np.ndarray) -> np.ndarray:
     return np.concatenate([[t[0] ** 2 / mids[0]], mids, [t[-1] ** 2 / mids[-1]]])
 
 
+# A heatmap row per fact up to this many facts; beyond, rows are the means of consecutive facts in the
+# learning-time order (a figure is a few hundred pixels tall: 10^5 rows would cost gigabytes to draw).
+HEATMAP_ROWS = 1000
+HEATMAP_CHUNK = 16  # recorded times binned at once: the ordered copy stays a few chunks of facts in size
+
+
+def _binned_rows(p: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, times) values and the rows' edges in fact-index units: p (times, facts) in the fact ``order``,
+    one row per fact, or per bin of consecutive facts (their mean) when there are more than HEATMAP_ROWS."""
+    facts = len(order)
+    starts = np.arange(facts) if facts <= HEATMAP_ROWS else \
+        np.linspace(0, facts, HEATMAP_ROWS, endpoint=False).astype(np.int64)
+    sizes = np.diff(np.append(starts, facts))
+    values = np.empty((len(starts), len(p)))
+    for k in range(0, len(p), HEATMAP_CHUNK):
+        block = p[k:k + HEATMAP_CHUNK][:, order]
+        values[:, k:k + HEATMAP_CHUNK] = (np.add.reduceat(block, starts, axis=1) / sizes).T
+    return values, np.append(starts, facts) - 0.5
+
+
 def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | Path, title: str = "") -> None:
     """p(a*) of every fact (rows, ordered by :func:`fact_order` of ``learning_time`` (S, R), never-learned
-    facts at the bottom, below a red dashed line) against log t (columns at the recorded t > 0, the x range
-    that of ``loss.png`` up to the last time), colour in [0, 1], with the learning times drawn over it as a
-    white line."""
+    facts at the bottom, below a red dashed line; beyond HEATMAP_ROWS facts a row is the mean of consecutive
+    facts) against log t (columns at the recorded t > 0, the x range that of ``loss.png`` up to the last
+    time), colour in [0, 1], with the learning times drawn over it as a white line."""
     learning_time = np.asarray(learning_time, dtype=np.float64)
     S, R = traj.p_correct.shape[1:]
     if learning_time.shape != (S, R):
@@ -133,8 +153,7 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
         raise ValueError("the trajectory has no recorded time t > 0 to draw on a log axis")
     t = traj.t[positive]
     order = fact_order(learning_time)
-    values = traj.p_correct[positive].reshape(len(t), S * R)[:, order].T  # (facts, times)
-    rows = np.arange(S * R + 1) - 0.5
+    values, rows = _binned_rows(traj.p_correct[positive].reshape(len(t), S * R), order)
     fig = run_figure(7.5, 4.8, left=0.95 if S * R <= 32 else 0.7)
     ax = fig.subplots()
     mesh = ax.pcolormesh(_log_edges(t), rows, values, shading="flat", cmap="viridis",
