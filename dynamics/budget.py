@@ -131,7 +131,7 @@ def _embeddings(config: Config) -> list[MemoryPart]:
     if m.kind == "reduced":
         return []
     rows = t.subjects + t.relations + t.noise_tokens + 1 + t.relations * t.answers_per_relation
-    square = 6 * m.dim * m.dim if m.kind == "embedded" and m.embeddings == "orthonormal" else 0
+    square = 6 * m.dim * m.dim if m.kind == "embedded" and m.embeddings in ("orthonormal", "hadamard") else 0
     return [MemoryPart(f"embeddings (vocabulary + answers) × model.dim = {rows} × {m.dim}"
                        + (" and model.dim² orthogonalisations" if square else ""),
                        (2 * rows * m.dim + square) * FLOAT)]

@@ -11,6 +11,10 @@ flow's time axis, g = P ∇L in the flow's metric). The update rules, with step 
     muon:     each matrix block W: B ← μB + G, W ← W − η NS(G + μB) (Nesterov), NS the Newton–Schulz
               approximation of the polar factor U Vᵀ (torch.optim.Muon, no weight decay, η not rescaled by
               the block's shape); each vector block: θ ← θ − η g / ‖g‖, the normalised gradient.
+    muon_svd: muon with the exact polar factor U Vᵀ of G + μB (by SVD; singular values below rounding
+              level of the largest map to 0) in place of Newton–Schulz: Nesterov momentum by
+              torch.optim.SGD on the polar factor would be wrong (the momentum must be taken before
+              orthogonalising), so the buffer is kept here; vector blocks as in muon.
 
 signsgd's flow is the sign flow and muon's the spectral flow (dynamics.geometry), in the limit η → 0 (for
 muon up to Newton–Schulz's inexact singular values, which torch computes in bfloat16).
@@ -26,7 +30,9 @@ import torch
 from .geometry import ParameterBlock
 
 TRAIN_OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon")  # train.optimizer
-OPTIMIZERS = (*TRAIN_OPTIMIZERS, "adamw")
+# adamw: the capacity fitter's; muon_svd: Muon with the exact polar factor (SVD) instead of Newton–Schulz, for
+# measuring how far torch's Muon is from the spectral flow (analysis.compare)
+OPTIMIZERS = (*TRAIN_OPTIMIZERS, "adamw", "muon_svd")
 
 
 class Stepper:
@@ -37,16 +43,24 @@ class Stepper:
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.95,
                  blocks: Sequence[ParameterBlock] | None = None):
+        self.buffers: dict[int, torch.Tensor] = {}  # muon_svd: the momentum buffer of each matrix block
         if name not in OPTIMIZERS:
             raise ValueError(f"optimizer={name!r}: allowed " + ", ".join(OPTIMIZERS))
         self.name = name
         theta0 = theta0.detach()
-        if name == "muon":
+        if name in ("muon", "muon_svd"):
             blocks = list(blocks or [ParameterBlock("theta", 0, (theta0.numel(),))])
             self.leaves = [theta0[b.start:b.start + b.size].reshape(b.shape).clone().requires_grad_(True)
                            for b in blocks]
             matrices = [leaf for leaf, b in zip(self.leaves, blocks, strict=True) if b.is_matrix]
             vectors = [leaf for leaf, b in zip(self.leaves, blocks, strict=True) if not b.is_matrix]
+            self.momentum = momentum
+            if name == "muon_svd":
+                self.buffers = {id(w): torch.zeros_like(w) for w in matrices}
+            if name == "muon_svd":
+                self.optimizers = [torch.optim.SGD(self.leaves, lr=lr)]
+                self.normalise = [not b.is_matrix for b in blocks]
+                return
             # torch's Muon scales η by √max(1, rows/cols) ("original"); one group per matrix undoes it
             groups = [{"params": [w], "lr": lr / math.sqrt(max(1.0, w.shape[0] / w.shape[1]))}
                       for w in matrices]
@@ -70,7 +84,7 @@ class Stepper:
     @property
     def theta(self) -> torch.Tensor:
         """The current θ (flat, detached; a copy for muon)."""
-        if len(self.leaves) == 1 and self.name != "muon":
+        if len(self.leaves) == 1 and self.name not in ("muon", "muon_svd"):
             return self.leaves[0].detach()
         return torch.cat([leaf.detach().reshape(-1) for leaf in self.leaves])
 
@@ -85,6 +99,17 @@ class Stepper:
             if normalise:
                 norm = part.norm()
                 part = part / norm if norm > 0 else part
+            elif id(leaf) in self.buffers:
+                buffer = self.buffers[id(leaf)]
+                buffer.mul_(self.momentum).add_(part)
+                part = polar_factor(part + self.momentum * buffer)
             leaf.grad = part
         for optimizer in self.optimizers:
             optimizer.step()
+
+
+def polar_factor(G: torch.Tensor) -> torch.Tensor:
+    """U Vᵀ of G = U Σ Vᵀ by SVD; singular values at rounding level of the largest (exact zeros) map to 0."""
+    U, s, Vh = torch.linalg.svd(G, full_matrices=False)
+    keep = s > torch.finfo(s.dtype).eps * max(G.shape) * (s.max() if s.numel() else 0.0)
+    return (U * keep.to(G.dtype)) @ Vh

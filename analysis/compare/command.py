@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dynamics.budget import check_flow_steps, check_memory, check_steps
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
 
 from ..arguments import config_from_args, parse_count, parse_list
 from ..rundir import check_target, staged_run_dir
-from .compute import CSV_COLUMNS, CompareSpec, Comparison, compare, tidy_rows
+from .compute import CSV_COLUMNS, FLOW_GEOMETRY, CompareSpec, Comparison, compare, geometry_config, tidy_rows
 from .plots import plot_comparison
 
 
@@ -25,13 +26,30 @@ def command(args: argparse.Namespace) -> int:
                        optimizers=tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
                        batch_sizes=parse_list("--batch-sizes", args.batch_sizes, int),
                        seeds=parse_count("--seeds", args.seeds),
-                       modified_flow=not args.no_modified)
+                       modified_flow=not args.no_modified, full_batch=args.full_batch)
     too_large = [lr for lr in spec.lrs if not 0 < lr <= config.flow.t_max]
     if too_large:  # one step would already pass the flow's horizon: nothing to compare along the way
         raise ConfigError(f"--lrs={args.lrs!r}: {too_large[0]:g} is not in (0, flow.t_max = "
                           f"{config.flow.t_max:g}]; allowed: learning rates whose steps lie within the flow")
+    check_budget(config, spec)
     run_compare(config, spec, Path(args.out), quiet=args.quiet)
     return 0
+
+
+def check_budget(config: Config, spec: CompareSpec) -> None:
+    """Refuse, before any work, a comparison beyond the machine: a learning rate whose steps to
+    ``flow.t_max`` exceed the step limit, or memory for the flow and the largest SGD/Adam batch
+    (:mod:`dynamics.budget`)."""
+    for lr in spec.lrs:
+        check_steps("--lrs", f"{lr!r} (flow.t_max / lr)", config.flow.t_max / lr)
+    stochastic = [o for o in spec.optimizers if o != "gd"]
+    overrides = {"train.steps": 1, "train.optimizer": stochastic[0] if stochastic else "gd"}
+    if stochastic:
+        overrides["train.batch_size"] = max(spec.batch_sizes)
+    trained = config.override(overrides)  # train.steps: set per learning rate above
+    check_memory(trained, train=True)
+    for geometry in dict.fromkeys(FLOW_GEOMETRY[name] for name in spec.optimizers):  # each reference flow
+        check_flow_steps(geometry_config(trained, geometry))
 
 
 def run_compare(config: Config, spec: CompareSpec, out: Path, quiet: bool = False) -> dict[str, Any]:
@@ -84,6 +102,10 @@ def format_summary(result: dict[str, Any]) -> str:
 
     lines.append(f"GD order of convergence: against the flow {fmt(orders['gd_vs_flow'])}, against the "
                  f"modified flow {fmt(orders['gd_vs_modified_flow'])} (lrs {orders['gd_lrs']})")
+    for name, o in orders.get("by_optimizer", {}).items():
+        batches = "full batch" if o["full_batch"] else "fresh batches"
+        lines.append(f"  {name} against the {o['geometry']} flow ({batches}): order {fmt(o['order_loss'])} "
+                     f"in max |ΔL|, {fmt(o['order_params'])} in max |Δθ|/|θ| (lrs {o['lrs']})")
     for g in result["groups"]:
         if g["mean_max_loss_deviation"] is not None:
             lines.append(f"  {g['optimizer']} lr={g['lr']:g} batch={g['batch_size']}: max |ΔL| mean "

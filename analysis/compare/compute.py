@@ -8,13 +8,21 @@ status (a diverged run keeps its step). For GD the order of convergence in lr is
 deviation against log lr), against the flow and against GD's modified flow −P∇L − (η/2) P H P ∇L, which
 GD follows to second order (docs/design.md §4.5). Along the flow, the sharpness λ_max(P H) gives the
 stability margin lr·λ_max. :func:`compare` returns all of it as a :class:`Comparison`.
+
+Each optimizer is set against its own flow (:data:`FLOW_GEOMETRY`): GD and SGD against the gradient flow,
+signSGD and Adam against the sign flow (ℓ∞ steepest descent), Muon against the spectral flow. The flow's
+geometry is picked from the optimizers; a config that fixes ``flow.geometry`` to another geometry than an
+optimizer's is refused. With ``full_batch``, Adam, signSGD and Muon step on the flow's own population loss
+(deterministic, like GD), so that their deviation from their flow can vanish as lr → 0 and an order of
+convergence is fitted for each (:attr:`Orders.by_optimizer`); with fresh batches they follow another limit
+(e.g. signSGD the flow of E[sign ĝ], not of sign E[ĝ]).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,13 +30,23 @@ import numpy as np
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
-from dynamics.run import flow_sharpness, run_flow, run_training
+from dynamics.records import RunInfo, TrainInfo, versions
+from dynamics.run import flow_sharpness, run_flow, run_training, setup, time_grid
 from dynamics.solvers import Status
-from dynamics.trajectory import Trajectory
+from dynamics.training import record_steps, train
+from dynamics.trajectory import Trajectory, record
 
 from ..stages import StageReport, detect_stages
 
-OPTIMIZERS = ("gd", "sgd", "adam")
+OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon", "muon_svd")
+DEFAULT_OPTIMIZERS = ("gd", "sgd", "adam")
+# The flow each optimizer follows as lr → 0 (full batch): muon_svd is Muon with the exact polar factor.
+FLOW_GEOMETRY = {"gd": "euclidean", "sgd": "euclidean", "adam": "sign", "signsgd": "sign", "muon": "spectral",
+                 "muon_svd": "spectral"}
+# flow.geometry_eps used for a picked sign or spectral flow when the config leaves it at 0: the sign flow
+# chatters at ε = 0 from a symmetric start; the spectral flow grows stiff as ε shrinks (docs/geometry.md).
+DEFAULT_GEOMETRY_EPS = {"sign": 1e-8, "spectral": 1e-7}
+STOCHASTIC = ("sgd", "adam", "signsgd", "muon")  # fresh batches unless full_batch (sgd: always)
 
 # A sharpness below this is the rounding of a flat loss (the closed-form Hessian-vector products are exact
 # to ~1e-16 relative), not a curvature that bounds GD's learning rate.
@@ -40,11 +58,12 @@ class CompareSpec:
     """Which discrete runs to set against the flow."""
 
     lrs: tuple[float, ...] = (0.8, 0.4, 0.2, 0.1)
-    optimizers: tuple[str, ...] = OPTIMIZERS
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     batch_sizes: tuple[int, ...] = (64, 256, 1024)  # SGD; Adam uses the config's train.batch_size
     seeds: int = 3  # SGD and Adam: runs per setting, for a mean and a band
     modified_flow: bool = True  # GD against its modified flow, for the second-order check
     sharpness_points: int = 32
+    full_batch: bool = False  # adam, signsgd, muon on the flow's population loss (deterministic, one run)
 
     def __post_init__(self) -> None:
         if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
@@ -72,10 +91,15 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """A readable identifier, e.g. ``sgd_lr0.1_b1024_s0``."""
-        batch = "" if self.batch_size is None else f"_b{self.batch_size}"
-        seed = "" if self.optimizer == "gd" else f"_s{self.seed}"
-        return f"{self.optimizer}_lr{self.lr:g}{batch}{seed}"
+        """A readable identifier, e.g. ``sgd_lr0.1_b1024_s0``, ``gd_lr0.1``, ``signsgd_lr0.01_full``."""
+        if self.batch_size is None:
+            return f"{self.optimizer}_lr{self.lr:g}" + ("" if self.optimizer == "gd" else "_full")
+        return f"{self.optimizer}_lr{self.lr:g}_b{self.batch_size}_s{self.seed}"
+
+    @property
+    def full_batch(self) -> bool:
+        """Steps on the flow's own population loss (GD, or adam/signsgd/muon with ``full_batch``)."""
+        return self.batch_size is None
 
 
 def plan_runs(config: Config, spec: CompareSpec) -> list[RunSpec]:
@@ -83,8 +107,8 @@ def plan_runs(config: Config, spec: CompareSpec) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for optimizer in spec.optimizers:
         for lr in spec.lrs:
-            if optimizer == "gd":
-                runs.append(RunSpec("gd", lr, None, 0))
+            if optimizer == "gd" or optimizer == "muon_svd" or spec.full_batch and optimizer != "sgd":
+                runs.append(RunSpec(optimizer, lr, None, 0))
                 continue
             batches = spec.batch_sizes if optimizer == "sgd" else (config.train.batch_size,)
             runs += [RunSpec(optimizer, lr, b, config.train.seed + s)
@@ -96,9 +120,75 @@ def run_config(config: Config, run: RunSpec) -> Config:
     """The config of one discrete run: same task, model and θ(0); steps to cover the flow's t_max."""
     overrides: dict[str, Any] = {"train.optimizer": run.optimizer, "train.lr": run.lr, "train.seed": run.seed,
                                  "train.steps": max(1, int(round(config.flow.t_max / run.lr)))}
+    if run.optimizer == "muon_svd":  # not a train.optimizer of its own: run_discrete passes it on
+        overrides["train.optimizer"] = "muon"
     if run.batch_size is not None:
         overrides["train.batch_size"] = run.batch_size
     return config.override(overrides)
+
+
+def flow_geometries(config: Config, optimizers: Sequence[str]) -> dict[str, str]:
+    """The flow geometry each optimizer is compared with (:data:`FLOW_GEOMETRY`). Raises ConfigError (one
+    line) when ``flow.geometry`` is set to a geometry other than euclidean (the default, which lets each
+    optimizer pick its own) and an optimizer's flow is another one."""
+    chosen = config.flow.geometry
+    pairs = {name: FLOW_GEOMETRY[name] for name in optimizers}
+    wrong = [name for name, geometry in pairs.items() if chosen != "euclidean" and geometry != chosen]
+    if wrong:
+        fitting = ", ".join(name for name, g in FLOW_GEOMETRY.items() if g == chosen)
+        raise ConfigError(f"flow.geometry={chosen!r}: does not match --optimizers {wrong[0]} (whose flow is "
+                          f"{pairs[wrong[0]]}); allowed: optimizers {fitting}, or leave flow.geometry at "
+                          "euclidean and each optimizer is set against its own flow")
+    return pairs
+
+
+def geometry_config(config: Config, geometry: str) -> Config:
+    """``config`` with ``flow.geometry`` = ``geometry`` (ε from :data:`DEFAULT_GEOMETRY_EPS` when the
+    config leaves ``flow.geometry_eps`` at 0)."""
+    eps = config.flow.geometry_eps or DEFAULT_GEOMETRY_EPS.get(geometry, 0.0)
+    return config.override({"flow.geometry": geometry, "flow.geometry_eps": eps if geometry != "euclidean"
+                            else config.flow.geometry_eps})
+
+
+def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bool = True) -> Trajectory:
+    """``optimizer`` (default ``train.optimizer``: adam, signsgd, muon; or muon_svd) on the flow's own
+    population loss, from the flow's θ(0), recorded at t = k·lr: the deterministic run whose lr → 0 limit is
+    the optimizer's flow.
+
+    Runs on the model with one parameter set per token (as the fresh-batch optimizers do): Muon's blocks
+    are then the untied model's matrices, which the tied geometry reproduces exactly. Linear attention only
+    (the untied population loss with expected noise counts is exact there).
+    """
+    task, tied, _ = setup(config)
+    if config.model.attention != "linear" or config.loss.kind != "population":
+        raise ConfigError(f"model.attention={config.model.attention!r}, loss.kind={config.loss.kind!r}: "
+                          "full-batch adam/signsgd/muon need linear attention and the population loss")
+    model, expand = tied.untied()
+    theta0 = expand(tied.initial_parameters(config.init))
+    opts = config.train
+    optimizer = optimizer or opts.optimizer
+    result = train(lambda k: model.population_loss, theta0, optimizer=optimizer, lr=opts.lr,
+                   steps=opts.steps, record=record_steps(time_grid(config), opts.lr, opts.steps),
+                   preconditioner=model.preconditioner, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
+                   momentum=opts.momentum, blocks=model.parameter_blocks())
+    status_step = None if result.status_time is None else int(round(result.status_time / opts.lr))
+    info = RunInfo(kind="train", status=result.status, status_time=result.status_time, message=result.message,
+                   final_loss=float("nan"), num_params=model.num_params, cost=result.cost,
+                   train=TrainInfo(optimizer=optimizer, lr=opts.lr, status_step=status_step,
+                                   first_loss_increase_step=result.first_loss_increase),
+                   versions=versions())
+    trajectory = record(model, task, result.t, result.states, info)
+    if keep_states:
+        trajectory.states = result.states.detach().cpu().numpy()
+    return trajectory
+
+
+def run_discrete(config: Config, run: RunSpec) -> Trajectory:
+    """The discrete run ``run`` from the flow's θ(0), with its states kept."""
+    run_cfg = run_config(config, run)
+    if run.full_batch and run.optimizer != "gd":
+        return run_full_batch(run_cfg, run.optimizer)
+    return run_training(run_cfg, keep_states=True)
 
 
 def fitted_order(lrs: Sequence[float], deviations: Sequence[float]) -> float | None:
@@ -240,11 +330,15 @@ class SeedGroup:
 @dataclass
 class Orders:
     """GD's fitted orders of convergence in lr (:func:`fitted_order`), over the GD runs that finished inside
-    the stability margin (``gd_lrs``); None with fewer than two usable points."""
+    the stability margin (``gd_lrs``); None with fewer than two usable points. ``by_optimizer``: for every
+    optimizer, its flow's geometry, whether it ran full batch, the lrs fitted and the orders of its largest
+    loss deviation and largest relative parameter distance from its own flow (fresh-batch optimizers: the
+    mean over seeds)."""
 
     gd_lrs: list[float]
     gd_vs_flow: float | None
     gd_vs_modified_flow: float | None
+    by_optimizer: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -262,6 +356,17 @@ class Comparison:
     runs: list[ComparedRun]
     groups: list[SeedGroup]
     orders: Orders
+    # every flow the runs are set against, by geometry (``flow`` is the first optimizer's), and its stages
+    flows: dict[str, Trajectory] = field(default_factory=dict)
+    flows_stages: dict[str, StageReport] = field(default_factory=dict)
+    geometries: dict[str, str] = field(default_factory=dict)  # optimizer -> its flow's geometry
+
+    def flow_of(self, optimizer: str) -> tuple[Trajectory, StageReport]:
+        """The flow ``optimizer`` is set against and its stages (the main flow when not recorded)."""
+        geometry = self.geometries.get(optimizer)
+        if geometry in self.flows:
+            return self.flows[geometry], self.flows_stages[geometry]
+        return self.flow, self.flow_stages
 
     @property
     def stable_lr_bound(self) -> float | None:
@@ -273,7 +378,10 @@ class Comparison:
         flow = {"status": self.flow.info.status.value, "function_evals": self.flow.info.cost.function_evals,
                 "stages": self.flow_stages.to_dict(), "sharpness_t": self.sharpness_t.tolist(),
                 "sharpness": self.sharpness.tolist(), "max_sharpness": self.max_sharpness,
-                "stable_lr_bound": self.stable_lr_bound}
+                "stable_lr_bound": self.stable_lr_bound, "geometries": dict(self.geometries),
+                "flows": {g: {"status": f.info.status.value, "function_evals": f.info.cost.function_evals,
+                              "geometry_eps": geometry_config(self.config, g).flow.geometry_eps,
+                              "stages": self.flows_stages[g].to_dict()} for g, f in self.flows.items()}}
         return finite_or_none({"config": self.config.to_dict(), "spec": asdict(self.spec), "flow": flow,
                                "runs": [r.to_dict(self.spec.modified_flow) for r in self.runs],
                                "groups": [asdict(g) for g in self.groups], "orders": asdict(self.orders)})
@@ -285,28 +393,40 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
 
     Raises RunError when the reference flow at the runs' times stops early (nothing to compare with).
     """
-    flow = run_flow(config, keep_states=True)
-    flow_stages = detect_stages(flow)
-    log(f"flow: {flow.info.status}, {flow_stages.summary()}")
-    if not flow.info.ok and len(flow.t) < 2:  # failed at its first point: no curvature, no reference
-        raise RunError(f"flow stopped early ({flow.info.status} at t = {flow.info.status_time}): "
-                       f"{flow.info.message}; the discrete runs have no reference to be compared with")
-    t_sharp, lam = flow_sharpness(config, spec.sharpness_points)
+    geometries = flow_geometries(config, spec.optimizers)
+    flows: dict[str, Trajectory] = {}
+    flows_stages: dict[str, StageReport] = {}
+    for geometry in dict.fromkeys(geometries.values()):
+        flows[geometry] = run_flow(geometry_config(config, geometry), keep_states=True)
+        flows_stages[geometry] = detect_stages(flows[geometry])
+        log(f"{geometry} flow: {flows[geometry].info.status}, {flows_stages[geometry].summary()}")
+        if not flows[geometry].info.ok and len(flows[geometry].t) < 2:  # failed at once: no reference
+            raise RunError(f"{geometry} flow stopped early ({flows[geometry].info.status} at t = "
+                           f"{flows[geometry].info.status_time}): {flows[geometry].info.message}; the "
+                           "discrete runs have no reference to be compared with")
+    main = geometries[spec.optimizers[0]]
+    flow, flow_stages = flows[main], flows_stages[main]
+    # the sharpness of the gradient flow bounds GD's and SGD's lr (for the others it is for context only)
+    t_sharp, lam = flow_sharpness(geometry_config(config, "euclidean"), spec.sharpness_points)
     lam_max = float(np.nanmax(lam))
     trained = []
     for run in plan_runs(config, spec):
-        traj = run_training(run_config(config, run), keep_states=True)
+        traj = run_discrete(config, run)
         trained.append((run, traj))
         log(f"{run.name}: {traj.info.status} ({traj.info.cost.function_evals} steps)")
-    all_times = np.unique(np.concatenate([traj.t for _, traj in trained] + [np.zeros(1)]))
-    exact = _flow_at(config, all_times)
-    if not exact.info.ok:
-        raise RunError(f"flow stopped early ({exact.info.status} at t = {exact.info.status_time}): "
-                       "the discrete runs have no reference to be compared with; shorten the runs or "
-                       "loosen flow.rtol/flow.atol")
+    exact_flows = {}
+    for geometry in flows:
+        times = [traj.t for run, traj in trained if geometries[run.optimizer] == geometry]
+        exact = _flow_at(geometry_config(config, geometry), np.unique(np.concatenate(times + [np.zeros(1)])))
+        if not exact.info.ok:
+            raise RunError(f"{geometry} flow stopped early ({exact.info.status} at t = "
+                           f"{exact.info.status_time}): the discrete runs have no reference to be compared "
+                           "with; shorten the runs or loosen flow.rtol/flow.atol")
+        exact_flows[geometry] = exact
     runs = []
     for run, traj in trained:
-        measures = deviation_measures(traj, exact)
+        geometry = geometries[run.optimizer]
+        measures = deviation_measures(traj, exact_flows[geometry])
         info = traj.info
         compared = ComparedRun(
             spec=run, trajectory=traj, status=info.status, status_step=info.train.status_step,
@@ -316,7 +436,7 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
             first_loss_increase_step=info.train.first_loss_increase_step,
             lr_times_sharpness=run.lr * lam_max, predicted_stable=run.lr * lam_max < 2,
             final_loss=traj.final_loss, stages=detect_stages(traj).names,
-            stage_shift=stage_shifts(traj, flow_stages.transitions),
+            stage_shift=stage_shifts(traj, flows_stages[geometry].transitions),
             max_loss_deviation=measures["max_loss_deviation"],
             max_fact_deviation=measures["max_fact_deviation"], loss_deviation=measures["loss_deviation"],
             flow_loss=measures["flow_loss"], param_distance=measures.get("param_distance"))
@@ -333,15 +453,38 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
         runs.append(compared)
     return Comparison(config=config, spec=spec, flow=flow, flow_stages=flow_stages, sharpness_t=t_sharp,
                       sharpness=lam, max_sharpness=lam_max, runs=runs, groups=_groups(runs),
-                      orders=_orders(runs))
+                      orders=_orders(runs, geometries), flows=flows, flows_stages=flows_stages,
+                      geometries=geometries)
 
 
-def _orders(runs: list[ComparedRun]) -> Orders:
+def _orders(runs: list[ComparedRun], geometries: dict[str, str] | None = None) -> Orders:
     # Orders are asymptotic in lr: fit over the GD runs that finished inside the stability margin.
     gd = [r for r in runs if r.optimizer == "gd" and r.status == "ok" and r.predicted_stable]
     lrs = [r.lr for r in gd]
+    by_optimizer: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r.optimizer for r in runs):
+        members = gd if name == "gd" else [r for r in runs if r.optimizer == name and r.status == "ok"]
+        by_lr: dict[float, list[ComparedRun]] = {}
+        for r in members:
+            if name == "sgd" and r.batch_size != max(m.batch_size for m in members):
+                continue  # SGD: the largest batch size
+            by_lr.setdefault(r.lr, []).append(r)
+        fit_lrs = sorted(by_lr)
+
+        def mean(values: list[float | None]) -> float | None:
+            kept = [v for v in values if v is not None]
+            return float(np.mean(kept)) if kept else None
+
+        loss = [mean([r.max_loss_deviation for r in by_lr[lr]]) for lr in fit_lrs]
+        params = [mean([r.max_param_distance for r in by_lr[lr]]) for lr in fit_lrs]
+        by_optimizer[name] = {
+            "geometry": (geometries or {}).get(name, FLOW_GEOMETRY[name]),
+            "full_batch": all(r.spec.full_batch for r in members) if members else None,
+            "lrs": fit_lrs, "max_loss_deviation": loss, "max_param_distance": params,
+            "order_loss": fitted_order(fit_lrs, loss), "order_params": fitted_order(fit_lrs, params)}
     return Orders(gd_lrs=lrs, gd_vs_flow=fitted_order(lrs, [r.max_loss_deviation for r in gd]),
-                  gd_vs_modified_flow=fitted_order(lrs, [r.max_loss_deviation_modified for r in gd]))
+                  gd_vs_modified_flow=fitted_order(lrs, [r.max_loss_deviation_modified for r in gd]),
+                  by_optimizer=by_optimizer)
 
 
 def _groups(runs: list[ComparedRun]) -> list[SeedGroup]:

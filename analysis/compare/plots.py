@@ -25,7 +25,9 @@ from ..plotting import figure, save, shade_stages, time_window
 from .compute import ComparedRun, Comparison
 
 FIGURES = ("compare_loss.png", "compare_order.png", "compare_stage_shift.png", "compare_sharpness.png")
-OPTIMIZER_NAMES = {"gd": "GD (full batch)", "sgd": "SGD (online)", "adam": "Adam"}
+OPTIMIZER_NAMES = {"gd": "GD (full batch)", "sgd": "SGD (online)", "adam": "Adam", "signsgd": "signSGD",
+                   "muon": "Muon", "muon_svd": "Muon (exact polar factor)"}
+ALL_OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon", "muon_svd")
 BOUNDARY_MARKERS = ("o", "s", "^", "D", "v", "P")
 BATCH_STYLES = ("-", (0, (5, 2)), (0, (2, 1.5)), (0, (6, 2, 1, 2)), (0, (1, 1)))
 
@@ -51,9 +53,11 @@ def _lr_colors(lrs: Iterable[float]) -> dict[float, Any]:
     return {lr: cmap(0.05 + 0.8 * i / (len(ordered) - 1)) for i, lr in enumerate(ordered)}
 
 
-def _flow_stages(result: Comparison) -> list[Mapping[str, Any]]:
-    """The flow's stages as the dicts :func:`analysis.plotting.shade_stages` draws."""
-    return [asdict(stage) for stage in result.flow_stages.stages]
+def _flow_stages(result: Comparison, optimizer: str | None = None) -> list[Mapping[str, Any]]:
+    """The stages of the flow ``optimizer`` is set against (default: the main flow) as the dicts
+    :func:`analysis.plotting.shade_stages` draws."""
+    stages = result.flow_stages if optimizer is None else result.flow_of(optimizer)[1]
+    return [asdict(stage) for stage in stages.stages]
 
 
 def _settings(runs: Sequence[ComparedRun], optimizer: str
@@ -140,13 +144,12 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
     """
     flow = result.flow
     runs = result.runs
-    optimizers = [o for o in ("gd", "sgd", "adam") if any(r.optimizer == o for r in runs)]
+    optimizers = [o for o in ALL_OPTIMIZERS if any(r.optimizer == o for r in runs)]
     columns = max(1, len(optimizers))
     fig = figure(4.6 * columns + 0.8, 6.4)
     axes = fig.subplots(2, columns, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
     left, right = time_window(flow.t)
     colors = _lr_colors(float(r.lr) for r in runs)
-    positive = flow.t > 0
     top = max(float(np.nanmax(flow.loss)) if len(flow.loss) else 1.0, 0.1)
     y_range = (-0.04 * top, 1.12 * top)  # a run that blows up leaves the frame rather than squashing it
     ceiling = _ceiling(result)
@@ -154,7 +157,11 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
         _no_data(axes[0, 0], "no discrete runs")
     for column, optimizer in enumerate(optimizers or ["flow"]):
         ax, dev_ax = axes[0, column], axes[1, column]
-        ax.plot(flow.t[positive], flow.loss[positive], color="black", lw=2.2, label="flow", zorder=5)
+        own = result.flow_of(optimizer)[0] if optimizer != "flow" else flow
+        geometry = result.geometries.get(optimizer, "euclidean")
+        keep_own = own.t > 0
+        ax.plot(own.t[keep_own], own.loss[keep_own], color="black", lw=2.2, zorder=5,
+                label="flow" if geometry == "euclidean" else f"{geometry} flow")
         deviation_floor = []
         clipped = False
         batches = sorted({r.batch_size for r in runs if r.optimizer == optimizer},
@@ -187,8 +194,9 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(left, right)
         ax.set_ylim(*y_range)
-        shade_stages(ax, _flow_stages(result), left, right)
-        ax.set_title(OPTIMIZER_NAMES.get(optimizer, optimizer) + " against the flow", fontsize=10)
+        shade_stages(ax, _flow_stages(result, optimizer if optimizer != "flow" else None), left, right)
+        ax.set_title(OPTIMIZER_NAMES.get(optimizer, optimizer) + " against the "
+                     + ("flow" if geometry == "euclidean" else f"{geometry} flow"), fontsize=10)
         ax.set_ylabel("loss (nats)")
         ax.legend(fontsize=7, loc="lower left", ncol=1 if len(ax.get_lines()) < 8 else 2)
         ax.grid(alpha=0.25, which="both")
@@ -258,6 +266,21 @@ def plot_order(result: Comparison, path: Path) -> None:
         if outside:
             ax.plot(*zip(*outside, strict=True), ls="none", marker=marker, ms=7, mfc="none", color=color,
                     label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)")
+        plotted += [d for _, d in points]
+    for optimizer, marker, color in (("signsgd", "D", "C1"), ("adam", "^", "C4"), ("muon", "P", "C5"),
+                                     ("muon_svd", "X", "C6")):
+        full = sorted((r for r in runs if r.optimizer == optimizer and r.spec.full_batch
+                       and r.status == "ok"), key=lambda r: r.lr)
+        points = [(float(r.lr), float(r.max_loss_deviation)) for r in full if r.max_loss_deviation > 0]
+        if not points:
+            continue
+        slope = result.orders.by_optimizer.get(optimizer, {}).get("order_loss")
+        geometry = result.geometries.get(optimizer, "")
+        ax.plot(*zip(*points, strict=True), ls="none", marker=marker, ms=7, color=color,
+                label=f"{OPTIMIZER_NAMES[optimizer]} (full batch) vs {geometry} flow"
+                + (f": fitted order {slope:.2f}" if slope is not None else ""))
+        if slope is not None and len(points) >= 2:
+            ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8)
         plotted += [d for _, d in points]
     for optimizer, marker in (("sgd", "v"), ("adam", "^")):
         groups = [g for g in result.groups if g.optimizer == optimizer

@@ -31,6 +31,8 @@ from .detect import crossing_time
 
 # The linearisation neglects O(1) prefactors against log(1/α); above this scale they are not negligible.
 MAX_INIT_SCALE = 1e-2
+# embeddings with orthonormal rows: the embedded flow is then the reduced one (one-hot, Hadamard, random)
+ORTHONORMAL_EMBEDDINGS = ("orthonormal", "onehot", "hadamard")
 
 
 def escape_rates(S: int, R: int, D: int) -> tuple[float, float]:
@@ -121,7 +123,7 @@ def theory_for(config: Config, facts: np.ndarray, fact_weights: np.ndarray) -> d
     if config.model.attention != "linear":
         reasons.append(f"model.attention={config.model.attention!r}: the rates are derived for linear "
                        "attention")
-    if config.model.kind == "embedded" and config.model.embeddings != "orthonormal":
+    if config.model.kind == "embedded" and config.model.embeddings not in ORTHONORMAL_EMBEDDINGS:
         reasons.append(f"model.embeddings={config.model.embeddings!r}: only orthonormal embeddings "
                        "reproduce the reduced flow")
     if config.loss.kind != "population":

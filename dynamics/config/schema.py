@@ -122,7 +122,7 @@ class ModelConfig:
         _int_at_least("model.mlp_width", self.mlp_width, 0)
         _choice("model.attention", self.attention, ("linear", "softmax"))
         _int_at_least("model.dim", self.dim, 1)
-        _choice("model.embeddings", self.embeddings, ("orthonormal", "gaussian"))
+        _choice("model.embeddings", self.embeddings, ("orthonormal", "onehot", "hadamard", "gaussian"))
         _seed("model.seed", self.seed)
 
 
@@ -290,9 +290,13 @@ class Config:
         if self.model.kind == "embedded":
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
             answers = self.task.relations * self.task.answers_per_relation
-            if self.model.embeddings == "orthonormal" and self.model.dim < max(vocab, answers):
-                fail("model.dim", self.model.dim,
-                      f"orthonormal embeddings need dim >= max(vocabulary {vocab}, answers {answers})")
+            if self.model.embeddings in ("orthonormal", "onehot") and self.model.dim < max(vocab, answers):
+                fail("model.dim", self.model.dim, f"{self.model.embeddings} embeddings need dim >= "
+                      f"max(vocabulary {vocab}, answers {answers})")
+            dim = self.model.dim
+            if self.model.embeddings == "hadamard" and (dim < max(vocab, answers) or dim & (dim - 1)):
+                fail("model.dim", dim, "hadamard embeddings need dim a power of 2 >= max(vocabulary "
+                      f"{vocab}, answers {answers}), e.g. {1 << (max(vocab, answers) - 1).bit_length()}")
             if self.model.embeddings == "gaussian" and self.loss.kind == "population":
                 fail("loss.kind", self.loss.kind,
                       "the population loss is exact only for orthonormal embeddings; "

@@ -7,12 +7,17 @@ import torch
 from ..geometry import ParameterBlock
 from ..task import FactTask
 from .base import Model
-from .embeddings import orthonormal_rows
+from .embeddings import ORTHONORMAL_EMBEDDINGS, hadamard_rows, onehot_rows, orthonormal_rows
 from .reduced import ReducedModel
 
 
 class EmbeddedModel(Model):
     """docs/design.md §3.2: fixed embeddings E (V, d), unembeddings U (|A|, d), trainable W_KQ, W_OV (d, d).
+
+    ``embeddings``: ``orthonormal`` (rows of a random orthogonal matrix, seeded), ``onehot`` (rows of the
+    identity), ``hadamard`` (rows of the Sylvester–Hadamard matrix / √d, d a power of 2) — three orthonormal
+    bases that the gradient and spectral flows cannot tell apart and the sign flow can — or ``gaussian``
+    (N(0, I/d) rows, not orthonormal).
 
     ``logits = U W_OV Σ_t (e_EOS^T W_KQ e_t) e_t``, i.e. ``a_z = e_EOS^T W_KQ e_z``, ``v_z = U W_OV e_z``.
     θ = [W_KQ (d·d), W_OV (d·d)], row-major. Initialised as the image of the reduced initialisation,
@@ -29,13 +34,17 @@ class EmbeddedModel(Model):
         if embeddings == "orthonormal":
             E = orthonormal_rows(task.vocab_size, dim, gen)
             U = orthonormal_rows(task.num_answers, dim, gen)
+        elif embeddings == "onehot":
+            E, U = onehot_rows(task.vocab_size, dim), onehot_rows(task.num_answers, dim)
+        elif embeddings == "hadamard":
+            E, U = hadamard_rows(task.vocab_size, dim), hadamard_rows(task.num_answers, dim)
         else:
             E = torch.randn(task.vocab_size, dim, generator=gen, dtype=torch.float64) / dim**0.5
             U = torch.randn(task.num_answers, dim, generator=gen, dtype=torch.float64) / dim**0.5
         self.E, self.U = E.to(self.device), U.to(self.device)
         self.num_params = 2 * dim * dim
         self.preconditioner = torch.ones(self.num_params, dtype=torch.float64, device=self.device)
-        self.population_exact = embeddings == "orthonormal" and tied_init
+        self.population_exact = embeddings in ORTHONORMAL_EMBEDDINGS and tied_init
 
     def matrices(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_KQ, W_OV), each (d, d)."""
