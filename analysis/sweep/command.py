@@ -24,7 +24,11 @@ def command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     grid = parse_grid(args.grid, config)
     for point in grid_points(grid):  # memory is estimated from the config alone: refuse before any work
-        check_memory(config.override(point), train=args.train)
+        try:
+            point_config = config.override(point)
+        except ConfigError:
+            continue  # an invalid combination of values: the sweep records it as an error row
+        check_memory(point_config, train=args.train)
     workers = parse_count("--workers", args.workers)
     if args.backend not in ("local", "dask"):
         raise ConfigError(f"--backend={args.backend!r}: must be local or dask")
