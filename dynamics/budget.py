@@ -26,6 +26,7 @@ from pathlib import Path
 from .config import Config
 from .errors import ConfigError
 from .solvers.registry import get_method
+from .trajectory import RECORD_ELEMENTS
 
 FLOAT = 8  # bytes of a float64 (and of an int64 index)
 BASELINE = 400 * 2**20  # the interpreter, torch and numpy themselves
@@ -137,16 +138,26 @@ def _embeddings(config: Config) -> list[MemoryPart]:
                        (2 * rows * m.dim + square) * FLOAT)]
 
 
+def _factorised(config: Config) -> bool:
+    """Whether the record is the factorised one (no S×R×|A| table): the reduced model, linear attention."""
+    return config.model.kind == "reduced" and config.model.attention == "linear"
+
+
 def _run(config: Config, kind: str) -> list[MemoryPart]:
-    """The parts of one run (``flow`` or ``train``): its states at the record points, its working vectors,
-    its per-fact records and their stage analysis."""
+    """The parts of one run (``flow`` or ``train``): the states it holds (a flow: one record chunk, as the
+    record is taken as it goes; a discrete run: every recorded step), its working vectors, its per-fact
+    records and their stage analysis."""
     t, f = config.task, config.flow
     untied = (kind == "train" and config.train.optimizer != "gd") or config.loss.kind == "sampled"
     params = _parameters(config, untied)
     facts = t.subjects * t.relations
     work = OPTIMIZER_VECTORS if kind == "train" else SOLVER_VECTORS
-    parts = [MemoryPart(f"{kind} states flow.points × parameters = {f.points} × {params}",
-                        f.points * params * FLOAT),
+    if kind == "flow":  # the record is taken as the flow goes: one record chunk of states is held
+        per_state = facts * (4 if _factorised(config) else t.relations * t.answers_per_relation)
+        held, what = min(f.points, max(1, RECORD_ELEMENTS // per_state)), "one record chunk of states"
+    else:  # a discrete run keeps θ_k at every recorded step
+        held, what = f.points, "states flow.points"
+    parts = [MemoryPart(f"{kind} {what} × parameters = {held} × {params}", held * params * FLOAT),
              MemoryPart(f"{kind} working vectors {work} × parameters {params}", work * params * FLOAT),
              MemoryPart(f"{kind} per-fact records flow.points × task.subjects × task.relations = "
                         f"{f.points} × {t.subjects} × {t.relations}", f.points * facts * (5 * FLOAT + 1))]
@@ -158,7 +169,7 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
 def estimate_memory(config: Config, train: bool = False) -> MemoryEstimate:
     """The memory the flow of ``config`` (and, with ``train``, its discrete run of ``train.*``) needs, in
     its dominant arrays (module docstring). An estimate: the 10^5-fact run of docs/performance.md is
-    estimated at 3.3 GB and peaks at 3.8 GB."""
+    estimated at 1.6 GB and peaks at 1.9 GB."""
     parts = [MemoryPart("interpreter and libraries", BASELINE), *_run(config, "flow"), *_population(config),
              *_embeddings(config)]
     if config.loss.kind == "sampled":
