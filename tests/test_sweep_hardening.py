@@ -406,3 +406,23 @@ def test_cli_a_point_beyond_the_memory_limit_is_refused_before_any_work(capsys, 
                                     "--grid", "task.relations=100000", "--out", out, "--quiet"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "memory" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty (no header)"),
+    (b"task.subjects,final_loss\n", "a header but no rows"),
+    (b"task.subjects,final_loss\n1,2\n3\n", "line 3 has 1 fields, the header 2"),
+    (b"task.subjects,final_loss\n1,\xe9\n", "not UTF-8 text"),
+    (b"task.subjects,final_loss\nx,2\ny,3\n", "--x='task.subjects': no numeric value"),
+])
+def test_cli_sweep_plot_on_a_damaged_results_csv_is_one_line(capsys, tmp_path, content, message):
+    (tmp_path / "results.csv").write_bytes(content)
+    code, _, err = run_cli(capsys, ["sweep-plot", tmp_path, "--x", "task.subjects", "--value", "final_loss"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+def test_cli_sweep_plot_reads_a_results_csv_with_a_byte_order_mark(capsys, tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"\xef\xbb\xbftask.subjects,final_loss\n1,2\n2,3\n")
+    code, out, _ = run_cli(capsys, ["sweep-plot", tmp_path, "--x", "task.subjects", "--value", "final_loss"])
+    assert code == 0 and (tmp_path / "sweep_final_loss_task.subjects.png").is_file()

@@ -16,11 +16,32 @@ from ..stages import relation_first
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``results.csv`` as dicts of strings."""
+    """Rows of a ``results.csv`` as dicts of strings, checked: UTF-8 text (a byte-order mark is allowed), a
+    header, at least one row, every row as long as the header. Anything else is one ConfigError line."""
     if not path.is_file():
         raise ConfigError(f"DIR={str(path.parent)!r}: has no results.csv; allowed: a sweep directory")
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+
+    def damaged(what: str) -> ConfigError:
+        return ConfigError(f"{str(path)!r}: {what}; allowed: a results.csv written by factrecall sweep")
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise damaged(f"not UTF-8 text (byte {err.start})") from None
+    except csv.Error as err:
+        raise damaged(f"not CSV ({err})") from None
+    if not header or not any(name.strip() for name in header):
+        raise damaged("empty (no header)")
+    rows = [row for row in rows if row]  # a blank line is no row
+    if not rows:
+        raise damaged("a header but no rows")
+    for number, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise damaged(f"line {number} has {len(row)} fields, the header {len(header)}")
+    return [dict(zip(header, row, strict=True)) for row in rows]
 
 
 def _number(text: str) -> float:
@@ -104,6 +125,9 @@ def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path
         if rows and key not in rows[0]:
             raise ConfigError(f"{flag}={key!r}: not a column of results.csv; allowed: " + ", ".join(rows[0]))
     xs = np.array([_number(r[x]) for r in rows])
+    if rows and not np.isfinite(xs).any():
+        raise ConfigError(f"--x={x!r}: no numeric value in that column (e.g. {rows[0][x]!r}), so no line "
+                          "plot; allowed: a numeric grid key, or give --y for a heatmap")
     order = np.argsort(xs)
     columns = [v for v in values if rows and v in rows[0] and not _categorical([r[v] for r in rows])]
     if rows and not columns:
