@@ -1,0 +1,42 @@
+"""The learning-time table's pieces (analysis/geometry_table.py) on one tiny point."""
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.geometry_table import ROWS, decay_exponent, row_slope, run_point, slope
+
+
+def test_slope_recovers_a_known_power_law():
+    x = [0.125, 0.5, 2.0, 8.0, 32.0]
+    assert slope(x, [3.0 * v ** 0.5 for v in x]) == pytest.approx(0.5, abs=1e-12)
+    assert slope(x, [7.0 for _ in x]) == pytest.approx(0.0, abs=1e-12)
+    assert slope([1.0, 2.0], [1.0, float("nan")]) is None  # one usable point
+
+
+def test_row_slope_uses_only_its_row():
+    cells = [{"row": "gf", "S/R": s, "ratio": s} for s in (1.0, 4.0)] + \
+            [{"row": "sign", "S/R": s, "ratio": 1.0 / s} for s in (1.0, 4.0)]
+    assert row_slope(cells, "gf") == pytest.approx(1.0)
+    assert row_slope(cells, "sign") == pytest.approx(-1.0)
+
+
+def test_decay_exponent_of_a_power_law():
+    t = np.geomspace(1.0, 1e4, 50)
+    assert decay_exponent(t, 5.0 / t, 10.0) == pytest.approx(-1.0, abs=1e-9)
+    assert decay_exponent(t, np.exp(-t / 10), 20.0) < -5  # faster than any small power (down to the floor)
+    assert math.isnan(decay_exponent(t, 1.0 / t, 1e5))  # nothing after recall
+
+
+@pytest.mark.parametrize("key", ["gf", "sign"])
+def test_one_point_has_finite_times_and_the_expected_plateau(key):
+    # S/R = 4: the gradient flow learns relations first (a hallucination plateau, T_S/T_R > 2);
+    # the sign flow's learning times are finite on the same point
+    cell = run_point(8, 2, key, points=64)
+    assert cell["status"] == "ok"
+    assert math.isfinite(cell["T_R"]) and math.isfinite(cell["T_S"]) and cell["T_R"] > 0
+    if key == "gf":
+        assert cell["plateau"] and cell["ratio"] > 2.0
+        assert cell["ratio"] == pytest.approx(cell["theory_ratio"], rel=0.3)
+    assert cell["t_end"] == pytest.approx(ROWS[key].t_max)
