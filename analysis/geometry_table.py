@@ -34,8 +34,8 @@ from .plotting import figure, save
 from .stages import detect_stages, measured_times
 from .stages.theory import escape_rates
 
-# (S, R) with S/R = 1/8, 1/2, 2, 8, 32 and S·R = 128 (S/R = 64 with S·R ≤ 128 would need R = 1)
-PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2))
+# (S, R) with S/R = 1/8, 1/2, 2, 8, 32 at S·R = 128, and S/R = 64 at 128 × 2
+PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
 
 
 @dataclass(frozen=True)
