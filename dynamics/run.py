@@ -29,7 +29,15 @@ from .numerics import compute_settings
 from .objective import Objective, make_objective
 from .progress import log_progress_bar, step_progress_bar
 from .records import FlowInfo, RunInfo, TrainInfo, versions
-from .schedule import Schedule, TaskSchedule, check_schedule, evaluation_task, per_time, schedule_of
+from .schedule import (
+    Schedule,
+    TaskSchedule,
+    check_schedule,
+    evaluation_task,
+    per_task,
+    per_time,
+    schedule_of,
+)
 from .solvers import (
     FlowProblem,
     FlowResult,
@@ -155,12 +163,17 @@ def _flow_info(config: Config, result: FlowResult, model: Model, schedule: Sched
                    versions=versions(), phases=schedule.as_records(), old_subjects=old_subjects)
 
 
+def _measured(model: Model, task: FactTask, config: Config) -> tuple[Model, FactTask]:
+    """The model and task a run is recorded on: the run's evaluation frequencies (held-out subjects at
+    weight 0, whatever the schedule trains at each time)."""
+    measured = evaluation_task(task, config)
+    return model.with_task(measured), measured
+
+
 def _recorded(model: Model, task: FactTask, config: Config, t: np.ndarray, states: torch.Tensor,
               info: RunInfo) -> Trajectory:
-    """The per-fact record of ``states``, measured on the run's evaluation frequencies (held-out subjects
-    at weight 0, whatever the schedule trains at each time)."""
-    measured = evaluation_task(task, config)
-    return record(model.with_task(measured), measured, t, states, info)
+    """The per-fact record of ``states`` on the run's evaluation frequencies (:func:`_measured`)."""
+    return record(*_measured(model, task, config), t, states, info)
 
 
 def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
@@ -186,8 +199,7 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
         grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
         # The per-fact record is taken point by point as the solver reaches the grid (as _recorded would
         # take it): the states are never all held unless keep_states asks for them.
-        measured = evaluation_task(task, config)
-        recorder = Recorder(model.with_task(measured), measured, len(grid))
+        recorder = Recorder(*_measured(model, task, config), len(grid))
         problem = flow_problem(config, model, objective, start.theta0, grid, update, tasks)
         problem.observe, problem.keep_states = recorder.add, keep_states
         result = integrate_problem(problem, flow.method, solver_options(flow))
@@ -219,9 +231,9 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     config = configs[0]
-    task = FactTask(config.task)
-    if (not get_method(config.flow.method).batched or any(c.init.from_run for c in configs)
-            or task_schedule(config, task)[1] is not None):
+    schedule = schedule_of(config)
+    plain = schedule.is_plain(config.task.subjects, config.task.subject_zipf)
+    if not get_method(config.flow.method).batched or any(c.init.from_run for c in configs) or not plain:
         return [run_flow(c, progress=progress) for c in configs]
     task, model, objective = setup(config)
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
@@ -240,7 +252,7 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
                        dataclasses.replace(result.cost, wall_seconds=result.cost.wall_seconds / len(configs)))
     for b in range(len(configs)):
         status, when, keep = result.member_status[b], result.member_status_time[b], result.member_kept[b]
-        info = dataclasses.replace(_flow_info(config, batch, model, schedule_of(config), None), status=status,
+        info = dataclasses.replace(_flow_info(config, batch, model, schedule, None), status=status,
                                    status_time=when)
         info.flow.batch_size = len(configs)
         if status != result.status:
@@ -277,11 +289,11 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
         return task if tasks is None else tasks.at(k * opts.lr)
 
     if opts.optimizer == "gd":
+        if tasks is not None:  # one objective per constant phase, as the flow's field
+            objective_of = per_task(lambda now: make_objective(model.with_task(now), now, config.loss), tasks)
+
         def objective_at(k: int) -> Objective:
-            if tasks is None:
-                return objective
-            now = task_at(k)
-            return make_objective(model.with_task(now), now, config.loss)
+            return objective if tasks is None else objective_of(k * opts.lr)
     else:
         model, expand = model.untied()
         theta0 = expand(theta0)

@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .config import Config
 from .errors import ConfigError
 from .task import FactTask
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,19 +180,26 @@ class TaskSchedule:
         return self.task.with_subject_weights(self.schedule.subject_weights(self.task.S, t))
 
 
-def per_time(build: Callable[[FactTask], Callable], tasks: TaskSchedule) -> Callable:
-    """A function of (t, ...) that calls ``build(tasks.at(t))(t, ...)``: a field, or a Jacobian product,
-    of the task trained at t. What ``build`` returns is kept until the task changes."""
-    cache: dict[tuple, Callable] = {}
+def per_task(build: Callable[[FactTask], T], tasks: TaskSchedule) -> Callable[[float], T]:
+    """t -> ``build(tasks.at(t))``, what ``build`` returns kept until the task changes (a constant phase
+    builds it once): an objective, a field, a Jacobian product of the task trained at t."""
+    cache: dict[tuple, T] = {}
 
-    def at(t: float, *args):
+    def at(t: float) -> T:
         key = tasks.key(t)
         if key not in cache:
             cache.clear()
             cache[key] = build(tasks.at(t))
-        return cache[key](t, *args)
+        return cache[key]
 
     return at
+
+
+def per_time(build: Callable[[FactTask], Callable], tasks: TaskSchedule) -> Callable:
+    """A function of (t, ...) that calls ``build(tasks.at(t))(t, ...)``: a field, or a Jacobian product,
+    of the task trained at t (:func:`per_task`)."""
+    of = per_task(build, tasks)
+    return lambda t, *args: of(t)(t, *args)
 
 
 def check_schedule(config: Config, schedule: Schedule) -> None:
