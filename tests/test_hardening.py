@@ -103,28 +103,29 @@ def test_overflowing_time_axis_ends_nonfinite(capsys, tmp_path):
         assert np.isfinite(data["t"]).all()
 
 
-def test_figure_that_fails_is_skipped_not_fatal(capsys, tmp_path, monkeypatch):
+def _simulate_with_broken(capsys, monkeypatch, out, name: str, error: Exception):
+    """``simulate`` into ``out`` with ``analysis.stages.report.<name>`` raising ``error``."""
     import analysis.stages.report as report
 
     def broken(*args, **kwargs):
-        raise RuntimeError("cannot draw")
+        raise error
 
-    monkeypatch.setattr(report, "plot_fact_heatmap", broken)
+    monkeypatch.setattr(report, name, broken)
+    return run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, "--out", out, "--quiet"])
+
+
+def test_figure_that_fails_is_skipped_not_fatal(capsys, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, "--out", out, "--quiet"])
+    code, _, err = _simulate_with_broken(capsys, monkeypatch, out, "plot_fact_heatmap",
+                                         RuntimeError("cannot draw"))
     assert code == 0 and "skipped facts.png (cannot draw)" in err
     assert (out / "trajectory.npz").is_file() and not (out / "facts.png").exists()
 
 
 def test_failed_stage_analysis_keeps_the_run(capsys, tmp_path, monkeypatch):
-    import analysis.stages.report as report
-
-    def broken(*args, **kwargs):
-        raise IndexError("no stages")
-
-    monkeypatch.setattr(report, "detect_stages", broken)
     out = tmp_path / "run"
-    code, stdout, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, "--out", out, "--quiet"])
+    code, stdout, err = _simulate_with_broken(capsys, monkeypatch, out, "detect_stages",
+                                              IndexError("no stages"))
     assert code == 0 and "stage analysis of the flow failed (no stages)" in err
     assert "stages not analysed" in stdout
     assert {"config.json", "trajectory.npz", "summary.json"} <= set(files_under(out))
