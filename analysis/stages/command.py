@@ -8,7 +8,7 @@ from pathlib import Path
 from dynamics.errors import ConfigError
 
 from ..timeline import analyse_timeline, format_timeline, has_timeline
-from .report import FIGURES, analyse_run_directory, format_stage_table, load_run, run_directories
+from .report import FIGURES, analyse_run_directory, format_stage_table
 
 
 def command(args: argparse.Namespace) -> int:
@@ -17,13 +17,10 @@ def command(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise ConfigError(f"RUN_DIR={args.run_dir!r}: not a directory; allowed: a run directory written by "
                           "factrecall simulate")
-    for name, payload in analyse_run_directory(path):
-        print(format_stage_table(name, payload))
     written = ["stages.json", "stages.npz", *FIGURES]
-    for directory in run_directories(path):  # a run whose data changed over time: its timeline too
-        _, traj = load_run(directory)
-        if has_timeline(traj):
-            name = directory.name if directory != path else "run"
+    for name, directory, traj, payload in analyse_run_directory(path):
+        print(format_stage_table(name, payload))
+        if has_timeline(traj):  # a run whose data changed over time: its timeline too
             print(format_timeline(name, analyse_timeline(traj, directory, title=f"{path.name}: {name}")))
             written.append("timeline.{json,npz,png}")
     print(f"wrote {', '.join(dict.fromkeys(written))} in {path}")

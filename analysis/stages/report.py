@@ -105,14 +105,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def analyse_run_directory(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Analyse every trajectory of a run directory in place; returns (name, stages.json payload) pairs.
-    Every record is read and checked (:func:`load_run`) before anything is written."""
+def analyse_run_directory(path: Path) -> list[tuple[str, Path, Trajectory, dict[str, Any]]]:
+    """Analyse every trajectory of a run directory in place; returns (name, its directory, the trajectory,
+    the stages.json payload) per run. Every record is read and checked (:func:`load_run`) before anything
+    is written."""
     loaded = [(directory, *load_run(directory)) for directory in run_directories(path)]
     results = []
     for directory, config, traj in loaded:
         name = directory.name if directory != path else "run"
-        results.append((name, analyse_trajectory(traj, config, directory, title=f"{path.name}: {name}")))
+        payload = analyse_trajectory(traj, config, directory, title=f"{path.name}: {name}")
+        results.append((name, directory, traj, payload))
     return results
 
 
