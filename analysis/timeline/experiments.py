@@ -127,8 +127,8 @@ def warmup_experiment(quick: bool, shares: tuple[float, ...], budgets: tuple[flo
 def _finetune_summary(traj: Trajectory) -> tuple[dict[str, Any], tuple]:
     """Old facts forgotten and known, new facts learned, of a run started from another; and its curves."""
     groups = groups_of(traj)
-    old_recalled = recalled_fraction(traj, groups["old"])
-    new_recalled = recalled_fraction(traj, groups["new"])
+    recalled = group_curves(traj, {g: groups[g] for g in ("old", "new")}).recalled  # one classification
+    old_recalled, new_recalled = recalled["old"], recalled["new"]
     forgotten = fact_events(traj).forgotten[groups["old"]]
     summary = {"old_recalled_min": float(old_recalled.min()),
                "t_old_recalled_min": float(traj.t[old_recalled.argmin()]),
