@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default=None, metavar="SxR,...",
                        help="tables of the scale section, e.g. 64x8,256x16 (default 12x8,64x8,125x8)")
     bench.add_argument("--huge", action="store_true", help="add 10^6 facts (10^4 x 100) to the large section")
+    bench.add_argument("--only", default=None, metavar="SECTION,...",
+                       help="run only these sections (end_to_end, sgd_vs_flow, gd_evals, long_horizon, "
+                            "batched_sweep, gradient, large, scale)")
     return parser
 
 

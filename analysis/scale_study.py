@@ -41,14 +41,20 @@ from .stages import detect_stages, escape_rates, measured_times
 
 ALPHA = 1e-5  # init.scale
 ANSWERS = 8  # D
-# S at fixed R (R = 5: about the 6 attributes per individual of Zucchet et al. 2025; R = 50: up to 10^5
-# facts, the 10^5-fact run of docs/performance.md) and R at fixed S = 100. The hallucination plateau needs
+# S at fixed R (R = 5: about the 6 attributes per individual of Zucchet et al. 2025; R = 50: through the
+# 10^5-fact run of docs/performance.md), both to 10^6 facts, and R at fixed S = 100 to 10^5 facts (beyond,
+# the value rows grow as R·|A| = R²·D: 8·10^8 parameters at 10^6 facts). The hallucination plateau needs
 # σ_r > σ_s, i.e. S·sqrt(R − 1) > R·sqrt(D − 1): at R = 50 that is S > 19, so that series starts at 2,000.
-SERIES = {"subjects, R = 5": ((20, 5), (200, 5), (2000, 5)),
-          "subjects, R = 50": ((40, 50), (200, 50), (2000, 50)),
-          "relations, S = 100": ((100, 2), (100, 20), (100, 200))}
+SERIES = {"subjects, R = 5": ((20, 5), (200, 5), (2000, 5), (20000, 5), (200000, 5)),
+          "subjects, R = 50": ((40, 50), (200, 50), (2000, 50), (20000, 50)),
+          "relations, S = 100": ((100, 2), (100, 20), (100, 200), (100, 1000))}
 QUICK_SERIES = {"subjects, R = 4": ((12, 4), (48, 4), (192, 4)),
                 "relations, S = 48": ((48, 2), (48, 4), (48, 8))}
+# The record grid: the default 256 points up to 10^5 facts. The per-fact record holds about 41 bytes per
+# fact and point (10.5 GB at 10^6 facts and 256 points, more than the flow itself); 96 points keep it at 3.9 GB.
+RECORD_POINTS = 256
+LARGE_RECORD_POINTS = 96
+LARGE_RECORD_FACTS = 10**5
 # Zucchet et al. 2025 (arXiv 2503.21676): plateau end ≈ 0.43·N^0.81 steps, N individuals, 4k–256k
 ZUCCHET = {"prefactor": 0.43, "exponent": 0.81}
 
@@ -61,15 +67,21 @@ def theory_times(subjects: int, relations: int, answers: int = ANSWERS, alpha: f
     return (scale / sigma_r if sigma_r > 0 else math.inf, scale / sigma_s if sigma_s > 0 else math.inf)
 
 
+def record_points(facts: int) -> int:
+    """Points of the record grid at this many facts: 256 (the default) up to 10^5 facts, 96 beyond."""
+    return RECORD_POINTS if facts <= LARGE_RECORD_FACTS else LARGE_RECORD_POINTS
+
+
 def study_config(subjects: int, relations: int, answers: int = ANSWERS) -> Config:
     """The flow of one size: random table, N = S + R noise tokens, cvode (rtol 1e-7, atol 1e-13) to
-    2.5 t_S rounded to an integer, the default 256-point record grid: at 2000 × 50 exactly the 10^5-fact
-    ``factrecall simulate`` command of docs/performance.md."""
+    2.5 t_S rounded to an integer, :func:`record_points` grid points: at 2000 × 50 exactly the
+    10^5-fact ``factrecall simulate`` command of docs/performance.md."""
     _, t_s = theory_times(subjects, relations, answers)
     return resolve_config("figure5", overrides={
         "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
         "task.noise_tokens": subjects + relations, "task.facts": "random", "init.scale": ALPHA,
-        "flow.t_max": float(round(2.5 * t_s)), "flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13})
+        "flow.t_max": float(round(2.5 * t_s)), "flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13,
+        "flow.points": record_points(subjects * relations)})
 
 
 def measure(subjects: int, relations: int, answers: int = ANSWERS) -> dict[str, Any]:

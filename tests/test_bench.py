@@ -35,11 +35,21 @@ def test_bad_sizes_is_a_one_line_error():
         "factrecall: error: --sizes='64by8': must be a comma-separated list of SxR, e.g. 64x8"]
 
 
+def test_bad_only_is_a_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "analysis.cli", "bench", "--only", "large,speed"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "factrecall: error: --only='large,speed': unknown section speed; allowed: end_to_end, sgd_vs_flow, "
+        "gd_evals, long_horizon, batched_sweep, gradient, large, scale"]
+
+
 def test_large_section_runs_simulate_end_to_end_in_a_fresh_process(monkeypatch):
     """The large section's row comes from a real `factrecall simulate` (summary.json, stages.json) and the
     child's own peak memory; --huge adds 10^6 facts to it."""
     from analysis.bench import HUGE_SIZES, LARGE_SIZES, format_large_rows, suite
     from analysis.bench import bench_large as large
+    from analysis.bench.suite import format_table
     from analysis.cli import build_parser
 
     (row,) = large(((12, 4),))
@@ -61,6 +71,24 @@ def test_large_section_runs_simulate_end_to_end_in_a_fresh_process(monkeypatch):
     suite.run_bench()
     assert asked == [LARGE_SIZES + HUGE_SIZES, LARGE_SIZES]
     assert [s * r for s, r in LARGE_SIZES + HUGE_SIZES] == [10**4, 10**5, 10**6]
+    # --only runs the named sections alone, and the table shows what ran
+    ran = []
+    monkeypatch.setattr(suite, "bench_gradient", lambda *a, **k: ran.append("gradient") or [])
+    monkeypatch.setattr(suite, "format_table", format_table)
+    results = suite.run_bench(huge=True, only=("large", "gradient"))
+    assert ran == ["gradient"] and asked[-1] == LARGE_SIZES + HUGE_SIZES
+    assert set(results) == {"quick", "cpu_count", "large", "gradient"}
+    assert format_table(results).splitlines() == ["| measure | value | target | met |", "|---|---|---|---|"]
+
+
+def test_large_runs_keep_the_record_below_the_flow():
+    """Up to 10^5 facts the large rows record the default 256 points, beyond it 96: the per-fact record
+    (41 bytes per fact and point) stays under 4 GB at 10^6 facts."""
+    from analysis.bench.scale import large_overrides
+
+    assert large_overrides(2000, 50)["flow.points"] == 256
+    huge = large_overrides(10_000, 100)
+    assert huge["flow.points"] == 96 and huge["flow.points"] * 10**6 * 41 < 4e9
 
 
 def test_bench_evaluation_counts_are_the_documented_ones():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from dynamics.errors import ConfigError
 
-from .suite import run_bench
+from .suite import SECTIONS, run_bench
 
 
 def command(args: argparse.Namespace) -> int:
-    """The ``bench`` subcommand: ``--sizes SxR,...`` parsed, then :func:`run_bench`."""
+    """The ``bench`` subcommand: ``--sizes SxR,...`` and ``--only NAME,...`` parsed, then :func:`run_bench`."""
     sizes = None
     if args.sizes is not None:
         try:
@@ -21,5 +21,12 @@ def command(args: argparse.Namespace) -> int:
                               ) from None
         if not sizes or any(a < 1 or b < 1 for a, b in sizes):
             raise ConfigError(f"--sizes={args.sizes!r}: sizes must be >= 1")
-    run_bench(quick=args.quick, out=Path(args.out), sizes=sizes, huge=args.huge)
+    only = None
+    if args.only is not None:
+        only = tuple(name.strip() for name in args.only.split(","))
+        unknown = [name for name in only if name not in SECTIONS]
+        if unknown or not only:
+            raise ConfigError(f"--only={args.only!r}: unknown section {', '.join(unknown) or '(none)'}; "
+                              f"allowed: {', '.join(SECTIONS)}")
+    run_bench(quick=args.quick, out=Path(args.out), sizes=sizes, huge=args.huge, only=only)
     return 0

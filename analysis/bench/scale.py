@@ -29,6 +29,7 @@ from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
 from ..plotting import figure, save
+from ..scale_study import record_points
 from ..stages import escape_rates
 
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
@@ -179,10 +180,12 @@ print(json.dumps({"code": code, "peak_rss_kb": resource.getrusage(resource.RUSAG
 
 def large_overrides(subjects: int, relations: int) -> dict[str, Any]:
     """The ``--set`` values of a large run: :func:`scale_config` with the large section's cvode settings
-    and the default 256-point record grid."""
+    and the scale study's record grid (256 points up to 10^5 facts, 96 beyond:
+    :func:`analysis.scale_study.record_points`)."""
     config = scale_config(subjects, relations)
     return {"task.subjects": subjects, "task.relations": relations, "task.noise_tokens": subjects + relations,
-            "task.facts": "random", "flow.t_max": round(config.flow.t_max), **LARGE_TOLERANCES}
+            "task.facts": "random", "flow.t_max": round(config.flow.t_max), **LARGE_TOLERANCES,
+            "flow.points": record_points(subjects * relations)}
 
 
 def bench_large(sizes: tuple[tuple[int, int], ...] = LARGE_SIZES, log=lambda message: None

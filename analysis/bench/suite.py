@@ -134,24 +134,30 @@ def _row(measure: str, value: str, target: str, met: bool) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A Markdown table of the bench results (what the README shows)."""
-    e2e, sgd, gd = results["end_to_end"], results["sgd_vs_flow"], results["gd_evals"]
-    bs, lh = results["batched_sweep"], results["long_horizon"]
-    note = " (extrapolated)" if sgd["extrapolated"] else ""
-    lines = [
-        "| measure | value | target | met |", "|---|---|---|---|",
-        _row("`factrecall simulate` figure5, end to end", f"{e2e['seconds_best']:.2f} s", "≤ 5 s",
-             e2e["met"]),
-        _row(f"SGD protocol{note} {sgd['sgd_seconds']:.1f} s / flow {sgd['flow_seconds']:.2f} s",
-             f"{sgd['ratio']:.0f}×", "≥ 30×", sgd["met"]),
-        _row(f"GD gradient evals at max deviation 1e-3 (lr {gd['gd_lr']:.2g}: {gd['gd_gradient_evals']}) / "
-             f"flow evals ({gd['flow_function_evals']}), t ≤ {gd['t_max']:g}", f"{gd['ratio']:.0f}×", "≥ 50×",
-             gd["met"]),
-        _row(f"flow evals to t = 1e6 ({lh['evals_1e6']}) / to t = 1e3 ({lh['evals_1e3']})",
-             f"{lh['ratio']:.2f}", "≤ 3", lh["met"]),
-        _row(f"{bs['points']}-point init.scale sweep: one by one {bs['one_by_one_seconds']:.1f} s / batched "
-             f"{bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"]),
-    ]
+    """A Markdown table of the bench results (what the README shows); sections not run are left out."""
+    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
+    if "end_to_end" in results:
+        e2e = results["end_to_end"]
+        lines.append(_row("`factrecall simulate` figure5, end to end", f"{e2e['seconds_best']:.2f} s", "≤ 5 s",
+                          e2e["met"]))
+    if "sgd_vs_flow" in results:
+        sgd = results["sgd_vs_flow"]
+        note = " (extrapolated)" if sgd["extrapolated"] else ""
+        lines.append(_row(f"SGD protocol{note} {sgd['sgd_seconds']:.1f} s / flow {sgd['flow_seconds']:.2f} s",
+                          f"{sgd['ratio']:.0f}×", "≥ 30×", sgd["met"]))
+    if "gd_evals" in results:
+        gd = results["gd_evals"]
+        lines.append(_row(f"GD gradient evals at max deviation 1e-3 (lr {gd['gd_lr']:.2g}: "
+                          f"{gd['gd_gradient_evals']}) / flow evals ({gd['flow_function_evals']}), "
+                          f"t ≤ {gd['t_max']:g}", f"{gd['ratio']:.0f}×", "≥ 50×", gd["met"]))
+    if "long_horizon" in results:
+        lh = results["long_horizon"]
+        lines.append(_row(f"flow evals to t = 1e6 ({lh['evals_1e6']}) / to t = 1e3 ({lh['evals_1e3']})",
+                          f"{lh['ratio']:.2f}", "≤ 3", lh["met"]))
+    if "batched_sweep" in results:
+        bs = results["batched_sweep"]
+        lines.append(_row(f"{bs['points']}-point init.scale sweep: one by one {bs['one_by_one_seconds']:.1f} s"
+                          f" / batched {bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"]))
     lines += format_gradient_rows(results.get("gradient", []))
     lines += format_large_rows(results.get("large", []))
     if results.get("scale"):
@@ -159,9 +165,15 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("end_to_end", "sgd_vs_flow", "gd_evals", "long_horizon", "batched_sweep", "gradient", "large",
+            "scale")
+
+
 def run_bench(quick: bool = False, out: Path | None = None,
-              sizes: tuple[tuple[int, int], ...] | None = None, huge: bool = False) -> dict[str, Any]:
-    """Run every section, print the table, save JSON to ``out`` (and the scale figure beside it).
+              sizes: tuple[tuple[int, int], ...] | None = None, huge: bool = False,
+              only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run the sections (all of :data:`SECTIONS`, or those named in ``only``), print the table, save JSON
+    to ``out`` (and the scale figure beside it, when the scale section ran).
 
     ``sizes``: the S × R tables of the scale section (default :data:`~analysis.bench.scale.DEFAULT_SIZES`;
     quick: 12 × 8 only). The large section runs 10^4 and 10^5 facts end to end (quick: 10^3), and
@@ -170,21 +182,22 @@ def run_bench(quick: bool = False, out: Path | None = None,
     sizes = sizes or (((12, 8),) if quick else DEFAULT_SIZES)
     large = (QUICK_LARGE_SIZES if quick else LARGE_SIZES) + (HUGE_SIZES if huge else ())
     log = partial(print, file=sys.stderr, flush=True)
-    sections = [("end_to_end", lambda: bench_end_to_end(2 if quick else 3)),
-                ("sgd_vs_flow", lambda: bench_sgd_vs_flow(quick)),
-                ("gd_evals", lambda: bench_gd_evals(quick)),
-                ("long_horizon", bench_long_horizon),
-                ("batched_sweep", lambda: bench_batched_sweep(8 if quick else 32)),
-                ("gradient", lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES)),
-                ("large", lambda: bench_large(large, log=log)),
-                ("scale", lambda: bench_scale(sizes, log=log))]
+    sections = {"end_to_end": lambda: bench_end_to_end(2 if quick else 3),
+                "sgd_vs_flow": lambda: bench_sgd_vs_flow(quick),
+                "gd_evals": lambda: bench_gd_evals(quick),
+                "long_horizon": bench_long_horizon,
+                "batched_sweep": lambda: bench_batched_sweep(8 if quick else 32),
+                "gradient": lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES),
+                "large": lambda: bench_large(large, log=log),
+                "scale": lambda: bench_scale(sizes, log=log)}
     results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
-    for name, section in sections:
+    for name in only or SECTIONS:
         log(f"bench: {name} ...")
-        results[name] = section()
+        results[name] = sections[name]()
     table = format_table(results)
     print(table)
     if out is not None:
         atomic_write_json(Path(out), results)
-        results["scale_figure"] = str(plot_scale(results["scale"], Path(out).with_suffix(".png")))
+        if "scale" in results:
+            results["scale_figure"] = str(plot_scale(results["scale"], Path(out).with_suffix(".png")))
     return results
