@@ -51,7 +51,8 @@ SERIES = {"subjects, R = 5": ((20, 5), (200, 5), (2000, 5), (20000, 5), (200000,
 QUICK_SERIES = {"subjects, R = 4": ((12, 4), (48, 4), (192, 4)),
                 "relations, S = 48": ((48, 2), (48, 4), (48, 8))}
 # The record grid: the default 256 points up to 10^5 facts. The per-fact record holds about 41 bytes per
-# fact and point (10.5 GB at 10^6 facts and 256 points, more than the flow itself); 96 points keep it at 3.9 GB.
+# fact and point (10.5 GB at 10^6 facts and 256 points, more than the flow itself); 96 points keep it at
+# 3.9 GB.
 RECORD_POINTS = 256
 LARGE_RECORD_POINTS = 96
 LARGE_RECORD_FACTS = 10**5

@@ -11,7 +11,8 @@ from .suite import SECTIONS, run_bench
 
 
 def command(args: argparse.Namespace) -> int:
-    """The ``bench`` subcommand: ``--sizes SxR,...`` and ``--only NAME,...`` parsed, then :func:`run_bench`."""
+    """The ``bench`` subcommand: ``--sizes SxR,...`` and ``--only NAME,...`` parsed, then
+    :func:`run_bench`."""
     sizes = None
     if args.sizes is not None:
         try:
