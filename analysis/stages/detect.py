@@ -26,6 +26,7 @@ logit p(a*) ≈ (log t − μ)/w by least squares over the steep rise through p(
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,6 +122,30 @@ def crossing_time(t: np.ndarray, y: np.ndarray, threshold: float, start: int = 0
         return float(t[i])  # nothing to interpolate: y was already past the threshold at t[i - 1]
     frac = (y[i - 1] - threshold) / (y[i - 1] - y[i])
     return float(math.exp(math.log(t[i - 1]) + frac * (math.log(t[i]) - math.log(t[i - 1]))))
+
+
+def crossing_times(t: np.ndarray, Y: np.ndarray, threshold: float, start: np.ndarray | int = 0,
+                   downward: bool = True) -> np.ndarray:
+    """:func:`crossing_time` of every column of Y (K, M), column m searched from index start_m ≥ 0 (M,).
+
+    For column y: the first i ≥ start where y_i is past the threshold (y_i < threshold when ``downward``,
+    y_i > threshold otherwise), NaN when there is none. The time is t_i when i = 0, when y_(i−1) is already
+    past, when t_(i−1) ≤ 0 or when y_(i−1) = y_i; otherwise the log-t interpolation
+    exp(ln t_(i−1) + f (ln t_i − ln t_(i−1))) with f = (y_(i−1) − threshold)/(y_(i−1) − y_i).
+    """
+    K, M = Y.shape
+    cols = np.arange(M)
+    past = Y < threshold if downward else Y > threshold
+    hits = past & (np.arange(K)[:, None] >= np.asarray(start))
+    i = hits.argmax(0)  # 0 where there is no hit: told apart by hits[i]
+    prev = np.maximum(i - 1, 0)
+    y_prev, y_i, t_prev, t_i = Y[prev, cols], Y[i, cols], t[prev], t[i]
+    exact = (i == 0) | past[prev, cols] | (t_prev <= 0) | (y_prev == y_i)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_prev = np.log(np.where(t_prev > 0, t_prev, 1.0))
+        frac = (y_prev - threshold) / (y_prev - y_i)
+        interpolated = np.exp(log_prev + frac * (np.log(t_i) - log_prev))
+    return np.where(hits[i, cols], np.where(exact, t_i, interpolated), np.nan)
 
 
 def detect_stages(traj: Trajectory, settings: DetectorSettings | None = None) -> StageReport:
@@ -265,17 +290,35 @@ def relation_threshold(R: int) -> float:
     return 0.5 if R > 2 else (math.inf if R == 1 else (1 + 1 / R) / 2)
 
 
+# The per-fact analysis works on blocks of subjects of about this many record entries (K × subjects × R),
+# so that its temporaries stay bounded however large the table.
+FACT_BLOCK_ELEMENTS = 2**22
+
+
+def subject_blocks(K: int, S: int, R: int) -> Iterator[slice]:
+    """Consecutive slices of the S subjects, each covering about FACT_BLOCK_ELEMENTS entries of a (K, S, R)
+    record (at least one subject)."""
+    step = max(1, FACT_BLOCK_ELEMENTS // max(K * R, 1))
+    for first in range(0, S, step):
+        yield slice(first, min(first + step, S))
+
+
 def fact_states(traj: Trajectory) -> np.ndarray:
     """(K, S, R) state of every fact at every time: uninformed, hallucinating or recalled, as
     :class:`~dynamics.trajectory.FactClass` values (int8)."""
-    recalled = traj.p_correct > 0.5
-    hallucinating = ~recalled & (traj.p_relation > relation_threshold(traj.facts.shape[1]))
-    return np.where(recalled, FactClass.RECALLED,
-                    np.where(hallucinating, FactClass.HALLUCINATING, FactClass.UNINFORMED)).astype(np.int8)
+    K, S, R = traj.p_correct.shape
+    known = relation_threshold(traj.facts.shape[1])
+    state = np.empty((K, S, R), dtype=np.int8)
+    for block in subject_blocks(K, S, R):
+        recalled = traj.p_correct[:, block] > 0.5
+        hallucinating = ~recalled & (traj.p_relation[:, block] > known)
+        state[:, block] = np.where(recalled, FactClass.RECALLED,
+                                   np.where(hallucinating, FactClass.HALLUCINATING, FactClass.UNINFORMED))
+    return state
 
 
 def detect_fact_stages(traj: Trajectory) -> FactStages:
-    """Per-fact stage times and learning times (see the module docstring)."""
+    """Per-fact stage times and learning times (see the module docstring), a block of subjects at a time."""
     state = fact_states(traj)
     K, S, R = state.shape
     t = traj.t
@@ -283,29 +326,47 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
     enter = np.full((S, R), np.nan)
     leave = np.full((S, R), np.nan)
     recall = np.full((S, R), np.nan)
-    for s in range(S):
-        for r in range(R):
-            column = state[:, s, r]
-            halluc = np.nonzero(column == FactClass.HALLUCINATING)[0]
-            if len(halluc):
-                first = int(halluc[0])
-                enter[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, max(first - 1, 0), False)
-                after = np.nonzero(column[first:] != FactClass.HALLUCINATING)[0]
-                if len(after):
-                    i = first + int(after[0])
-                    # leaving means recalled (p(a*) rises past 1/2) or uninformed again (p(A_r) falls)
-                    if column[i] == FactClass.RECALLED:
-                        leave[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, i - 1, downward=False)
-                    else:
-                        leave[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, i - 1, downward=True)
-            recall[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, 0, downward=False)
+    counts = np.zeros((len(FactClass), K), dtype=np.int64)
+    for block in subject_blocks(K, S, R):
+        columns = state[:, block].reshape(K, -1)
+        times = _stage_times(t, columns, traj.p_correct[:, block].reshape(K, -1),
+                             traj.p_relation[:, block].reshape(K, -1), known)
+        for out, values in zip((enter, leave, recall), times, strict=True):
+            out[block] = values.reshape(-1, R)
+        for c in FactClass:
+            counts[c] += np.count_nonzero(columns == c, axis=1)
     learning_time, width = _sigmoid_fit(t, traj.p_correct, recall)
-    flat = state.reshape(K, -1)
+    fraction = counts / (S * R)  # what the mean over facts of (state == c) gives, bit for bit
     return FactStages(t=t.copy(), state=state, enter_hallucination=enter, leave_hallucination=leave,
                       recall_time=recall, learning_time=learning_time, learning_width=width,
-                      fraction_uninformed=(flat == FactClass.UNINFORMED).mean(1),
-                      fraction_hallucinating=(flat == FactClass.HALLUCINATING).mean(1),
-                      fraction_recalled=(flat == FactClass.RECALLED).mean(1))
+                      fraction_uninformed=fraction[FactClass.UNINFORMED],
+                      fraction_hallucinating=fraction[FactClass.HALLUCINATING],
+                      fraction_recalled=fraction[FactClass.RECALLED])
+
+
+def _stage_times(t: np.ndarray, state: np.ndarray, p_correct: np.ndarray, p_relation: np.ndarray,
+                 known: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(enter hallucination, leave it, recall time), each (M,), of the M facts whose (K, M) columns are given.
+
+    A fact enters where p(A_r) first crosses ``known`` upward, searched from the point before its first
+    hallucinating one; it leaves at its first later non-hallucinating point i, where p(a*) crosses 1/2
+    upward if it is recalled there, else where p(A_r) falls through ``known``, searched from i − 1. Its
+    recall time is the first upward crossing of 1/2 by p(a*). NaN where an event never happens.
+    """
+    K, M = state.shape
+    cols = np.arange(M)
+    halluc = state == FactClass.HALLUCINATING
+    first = halluc.argmax(0)
+    ever = halluc[first, cols]
+    enter = crossing_times(t, p_relation, known, np.maximum(first - 1, 0), downward=False)
+    after = ~halluc & (np.arange(K)[:, None] >= first)
+    i = after.argmax(0)
+    start = np.maximum(i - 1, 0)
+    leave = np.where(state[i, cols] == FactClass.RECALLED,
+                     crossing_times(t, p_correct, 0.5, start, downward=False),
+                     crossing_times(t, p_relation, known, start, downward=True))
+    recall = crossing_times(t, p_correct, 0.5, 0, downward=False)
+    return np.where(ever, enter, np.nan), np.where(ever & after[i, cols], leave, np.nan), recall
 
 
 def _sigmoid_fit(t: np.ndarray, p: np.ndarray, recall_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -320,29 +381,79 @@ def _sigmoid_fit(t: np.ndarray, p: np.ndarray, recall_time: np.ndarray) -> tuple
     x = np.log(np.where(t > 0, t, np.nan))
     learning_time = np.full((S, R), np.nan)
     width = np.full((S, R), np.nan)
-    for s in range(S):
-        # logit p one subject at a time: the whole (K, S, R) table of it would be a copy of the record
-        z = np.log(np.clip(p[:, s], 1e-12, 1 - 1e-12) / np.clip(1 - p[:, s], 1e-12, 1))
-        for r in range(R):
-            if not np.isfinite(recall_time[s, r]):
-                continue
-            learning_time[s, r] = recall_time[s, r]
-            zz, pp = z[:, r], p[:, s, r]
-            i = int(np.argmax(pp > 0.5))
-            if i == 0 or not np.isfinite(x[i - 1]):
-                continue
-            slope = (zz[i] - zz[i - 1]) / (x[i] - x[i - 1])
-            lo, hi = i - 1, i
-            while lo > 0 and np.isfinite(x[lo - 1]) and pp[lo - 1] >= 0.05 \
-                    and (zz[lo] - zz[lo - 1]) / (x[lo] - x[lo - 1]) > 0.25 * slope:
-                lo -= 1
-            while hi + 1 < K and pp[hi + 1] <= 0.95 \
-                    and (zz[hi + 1] - zz[hi]) / (x[hi + 1] - x[hi]) > 0.25 * slope:
-                hi += 1
-            width[s, r] = 1.0 / slope
-            if hi - lo + 1 >= 3:
-                fit_slope, intercept = np.polyfit(x[lo:hi + 1], zz[lo:hi + 1], 1)
-                if fit_slope > 0:
-                    learning_time[s, r] = math.exp(-intercept / fit_slope)
-                    width[s, r] = 1.0 / fit_slope
+    for block in subject_blocks(K, S, R):
+        fitted = _sigmoid_fit_block(x, p[:, block].reshape(K, -1), recall_time[block].reshape(-1))
+        learning_time[block], width[block] = (values.reshape(-1, R) for values in fitted)
     return learning_time, width
+
+
+def _sigmoid_fit_block(x: np.ndarray, p: np.ndarray,
+                       recall_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sigmoid_fit` of the M facts whose p(a*) are the columns of p (K, M); x = ln t (K,), NaN
+    where t ≤ 0.
+
+    With z = logit p, i the first point with p > 1/2 and g_k = (z_k − z_(k−1))/(x_k − x_(k−1)), the window
+    [lo, hi] starts at [i − 1, i]; it grows left to lo − 1 while lo > 0, x_(lo−1) is finite,
+    p_(lo−1) ≥ 0.05 and g_lo > g_i/4, and right to hi + 1 while hi + 1 < K, p_(hi+1) ≤ 0.95 and
+    g_(hi+1) > g_i/4. Then w = 1/g_i, replaced with the least-squares line over the window when it holds at
+    least three points and its slope is positive. Facts with i = 0 or x_(i−1) not finite keep their
+    crossing time and no width.
+    """
+    K, M = p.shape
+    learning_time = np.where(np.isfinite(recall_time), recall_time, np.nan)
+    if K < 2:
+        return learning_time, np.full(M, np.nan)  # no point before a crossing: nothing to fit
+    cols = np.arange(M)
+    z = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
+    i = (p > 0.5).argmax(0)
+    prev = np.maximum(i - 1, 0)
+    fit = np.isfinite(recall_time) & (i > 0) & np.isfinite(x[prev])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.diff(z, axis=0) / np.diff(x)[:, None]  # row k − 1 holds g_k
+    slope = g[prev, cols]
+    lo, hi = _rise_window(x, p, g, slope, i)
+    with np.errstate(divide="ignore"):
+        width = np.where(fit, 1.0 / slope, np.nan)
+    line = fit & (hi - lo + 1 >= 3)
+    mu, fit_slope = _window_line(x, z, lo, hi, line)
+    better = line & (fit_slope > 0)
+    with np.errstate(divide="ignore", over="ignore"):
+        learning_time = np.where(better, np.exp(mu), learning_time)
+        width = np.where(better, 1.0 / fit_slope, width)
+    return learning_time, width
+
+
+def _rise_window(x: np.ndarray, p: np.ndarray, g: np.ndarray, slope: np.ndarray,
+                 i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The window [lo, hi] (M,) of :func:`_sigmoid_fit_block` around the crossing points i (M,): lo is one
+    past the last j ≤ i − 2 whose step j → j + 1 does not qualify (0 if none), hi the first j ≥ i whose
+    step j → j + 1 does not qualify (K − 1 if none)."""
+    K, M = p.shape
+    cols = np.arange(M)
+    rows = np.arange(K - 1)[:, None]  # row j: the step between points j and j + 1
+    steep = g > 0.25 * slope
+    left_stop = ~(steep & np.isfinite(x[:-1])[:, None] & (p[:-1] >= 0.05)) & (rows <= i - 2)
+    last = (K - 2) - left_stop[::-1].argmax(0)
+    lo = np.where(left_stop[last, cols], last + 1, 0)
+    right_stop = ~(steep & (p[1:] <= 0.95)) & (rows >= i)
+    j = right_stop.argmax(0)
+    hi = np.where(right_stop[j, cols], j, K - 1)
+    return lo, hi
+
+
+def _window_line(x: np.ndarray, z: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line z ≈ b (x − μ) over rows lo..hi of every column of z (K, M) where ``use`` (M,):
+    returns (μ, b) = (x̄ − z̄/b, Σ (x − x̄)(z − z̄) / Σ (x − x̄)²), window means x̄, z̄; NaN elsewhere."""
+    K = len(x)
+    rows = np.arange(K)[:, None]
+    inside = (rows >= lo) & (rows <= hi) & use
+    n = np.maximum(hi - lo + 1, 1)
+    x_mean = np.where(inside, x[:, None], 0.0).sum(0) / n
+    z_mean = np.where(inside, z, 0.0).sum(0) / n
+    dx = np.where(inside, x[:, None] - x_mean, 0.0)  # centred in the window: no cancellation in Σ dx²
+    dz = np.where(inside, z - z_mean, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.einsum("km,km->m", dx, dz) / np.einsum("km,km->m", dx, dx)
+        mu = x_mean - z_mean / b
+    return np.where(use, mu, np.nan), np.where(use, b, np.nan)
