@@ -56,6 +56,8 @@ QUICK_SERIES = {"subjects, R = 4": ((12, 4), (48, 4), (192, 4)),
 RECORD_POINTS = 256
 LARGE_RECORD_POINTS = 96
 LARGE_RECORD_FACTS = 10**5
+# The full study as run for docs/scale.md (SERIES, 10^2–10^6 facts), shipped with the package.
+SHIPPED = Path(__file__).resolve().parent / "data" / "scale.json"
 # Zucchet et al. 2025 (arXiv 2503.21676): plateau end ≈ 0.43·N^0.81 steps, N individuals, 4k–256k
 ZUCCHET = {"prefactor": 0.43, "exponent": 0.81}
 
@@ -131,6 +133,12 @@ def import_run(out: Path, directory: Path) -> dict[str, Any]:
     points.mkdir(parents=True, exist_ok=True)
     atomic_write_json(points / f"{task.subjects}x{task.relations}.json", row)
     return row
+
+
+def shipped_study() -> dict[str, Any]:
+    """What ``scale.json`` holds for the full study (:data:`SERIES`) as run for docs/scale.md: its rows and
+    fits, without running it again (the 10^6-fact sizes take about 18 minutes each)."""
+    return json.loads(SHIPPED.read_text())
 
 
 def fit_power_law(x: list[float], y: list[float]) -> dict[str, float] | None:
@@ -224,10 +232,11 @@ def format_rows(result: dict[str, Any]) -> str:
         return "—" if x is None else f"{x:.4g}"
 
     for r in sorted(result["rows"], key=lambda r: (r["facts"], r["S"])):
+        plateau = ("none" if r["plateau_start"] is None
+                   else f"{g(r['plateau_start'])} – {g(r['plateau_end'])}")
         lines.append(f"| {r['facts']:,} | {r['S']} × {r['R']} | {g(r['t_relation'])} | "
                      f"{g(r['theory_t_R'])} | {g(r['t_subject'])} | {g(r['theory_t_S'])} | "
-                     f"{g(r['plateau_start'])} – "
-                     f"{g(r['plateau_end'])} | {r['function_evals']} | {r['flow_seconds']:.0f} |")
+                     f"{plateau} | {r['function_evals']} | {r['flow_seconds']:.0f} |")
     lines += ["", "| series | plateau end | t_subject | t_relation | theory t_S | theory t_R |",
               "|---|---|---|---|---|---|"]
     for name, fit in result["fits"].items():

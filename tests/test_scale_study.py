@@ -78,3 +78,28 @@ def test_import_takes_only_a_run_of_the_study_config(tmp_path):
     simulate(study_config(12, 4).override({"flow.rtol": 1e-6}), other)
     with pytest.raises(ValueError, match="not the scale study's config"):
         import_run(tmp_path / "study", other)
+
+
+def test_shipped_study_is_the_documented_one():
+    """The full study shipped with the package (what docs/scale.md's tables and notebooks/scale.ipynb show):
+    its sizes are SERIES, its fits are what its rows give, each row ran the study's config, and the ranges
+    docs/scale.md states are the rows' own."""
+    from pathlib import Path
+
+    shipped = scale_study.shipped_study()
+    assert shipped["series"] == {k: [list(s) for s in v] for k, v in scale_study.SERIES.items()}
+    assert scale_study.fits(shipped["rows"], scale_study.SERIES) == shipped["fits"]
+    rows = shipped["rows"]
+    assert {(r["S"], r["R"]) for r in rows} == {s for v in scale_study.SERIES.values() for s in v}
+    for row in rows:
+        assert row["status"] == "ok" and row["t_max"] == study_config(row["S"], row["R"]).flow.t_max
+    subject = [r["t_subject"] / r["theory_t_S"] for r in rows]
+    relation = [r["t_relation"] / r["theory_t_R"] for r in rows]
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "scale.md").read_text()
+    assert f"{min(subject):.2f}–{max(subject):.2f} times the theory's t_S" in doc
+    assert f"{min(relation):.2f}–{max(relation):.2f} times t_R" in doc
+    for name, fit in shipped["fits"].items():
+        plateau = fit["plateau_end"]
+        assert f"{plateau['prefactor']:.3g}·N^{plateau['exponent']:.3f}" in doc, name
+    no_plateau = [(r["S"], r["R"]) for r in rows if r["plateau_end"] is None]
+    assert no_plateau == [(100, 1000)]  # the relation series' last size: the plateau has closed
