@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +38,21 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# zlib level of the .npz files: level 1 compresses a per-fact record about 4× faster than numpy's fixed
+# level 6 (10^5 facts: 5.6 s instead of 20 s for 853 MB) for files about 15% larger (231 MB instead of 200).
+NPZ_LEVEL = 1
+
+
+def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = NPZ_LEVEL) -> None:
+    """Write ``arrays`` into ``handle`` as a deflate-compressed .npz archive at zlib level ``level``: the
+    format of ``np.savez_compressed`` (``np.load`` reads it), whose level cannot be chosen. No pickles."""
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=level,
+                         allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

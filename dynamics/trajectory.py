@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write, atomic_write_json
+from .io import atomic_write, atomic_write_json, write_npz
 from .models import Model
 from .numerics import compute_settings
 from .records import RunInfo
@@ -86,7 +86,7 @@ class Trajectory:
         for name in ("states", "final_state"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        atomic_write(directory / "trajectory.npz", lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(directory / "trajectory.npz", lambda f: write_npz(f, arrays))
         if self.info is not None:
             atomic_write_json(directory / "summary.json", self.info.to_dict())
 

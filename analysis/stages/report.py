@@ -11,7 +11,7 @@ import numpy as np
 
 from dynamics.config import Config
 from dynamics.errors import ConfigError
-from dynamics.io import atomic_write, atomic_write_json
+from dynamics.io import atomic_write, atomic_write_json, write_npz
 from dynamics.records import RunInfo
 from dynamics.trajectory import ATTENTION_PARTS, Trajectory
 
@@ -36,7 +36,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     payload["facts"] = _fact_summary(facts)
     payload["run_status"] = "ok" if traj.info is None else traj.info.status.value
     atomic_write_json(directory / "stages.json", payload)
-    atomic_write(directory / "stages.npz", lambda f: np.savez_compressed(f, **facts.arrays()))
+    atomic_write(directory / "stages.npz", lambda f: write_npz(f, facts.arrays()))
     stage_dicts = payload["stages"]
     draw_or_skip(directory / "loss.png", plot_stage_losses, traj, stage_dicts,
                  theory if theory.get("applicable") else None, directory / "loss.png", title=title)
