@@ -29,7 +29,7 @@ from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
 from ..plotting import figure, save
-from ..scale_study import record_points
+from ..scale_study import study_config
 from ..stages import escape_rates
 
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
@@ -167,7 +167,6 @@ HUGE_SIZES = ((10_000, 100),)
 QUICK_LARGE_SIZES = ((100, 10),)
 # (seconds, GB) end to end, where a target is set
 LARGE_TARGETS = {10**5: (120.0, 2.0), 10**6: (1800.0, 12.0)}
-LARGE_TOLERANCES = {"flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13}
 
 # Runs `factrecall simulate` in this (fresh) process and prints its peak resident memory last.
 _SIMULATE_AND_MEASURE = """
@@ -179,13 +178,14 @@ print(json.dumps({"code": code, "peak_rss_kb": resource.getrusage(resource.RUSAG
 
 
 def large_overrides(subjects: int, relations: int) -> dict[str, Any]:
-    """The ``--set`` values of a large run: :func:`scale_config` with the large section's cvode settings
-    and the scale study's record grid (256 points up to 10^5 facts, 96 beyond:
-    :func:`analysis.scale_study.record_points`)."""
-    config = scale_config(subjects, relations)
-    return {"task.subjects": subjects, "task.relations": relations, "task.noise_tokens": subjects + relations,
-            "task.facts": "random", "flow.t_max": round(config.flow.t_max), **LARGE_TOLERANCES,
-            "flow.points": record_points(subjects * relations)}
+    """The ``--set`` values of a large run: the scale study's config of that size
+    (:func:`analysis.scale_study.study_config`: cvode at rtol 1e-7, atol 1e-13, to 2.5 t_S, 256 record points
+    up to 10^5 facts and 96 beyond)."""
+    config = study_config(subjects, relations)
+    task, flow = config.task, config.flow
+    return {"task.subjects": subjects, "task.relations": relations, "task.noise_tokens": task.noise_tokens,
+            "task.facts": task.facts, "flow.t_max": round(flow.t_max), "flow.method": flow.method,
+            "flow.rtol": flow.rtol, "flow.atol": flow.atol, "flow.points": flow.points}
 
 
 def bench_large(sizes: tuple[tuple[int, int], ...] = LARGE_SIZES, log=lambda message: None
