@@ -304,3 +304,44 @@ def test_short_records(K):
     p_relation = np.maximum(rng.uniform(0, 1, (K, 6, 5)), p_correct)
     assert_matches_loop(record(t, p_correct, p_relation))
     assert_matches_loop(record(t + 0.5, p_correct, p_relation))  # no t = 0
+
+
+# --- the timeline's learned / forgotten / relearned times --------------------------------------------------
+
+def _loop_fact_events(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-fact loop the timeline used before its events were taken a block at a time."""
+    from analysis.timeline.events import KNOWN
+
+    _, S, R = p.shape
+    learned, forgotten, relearned = (np.full((S, R), np.nan) for _ in range(3))
+    for s in range(S):
+        for r in range(R):
+            column = p[:, s, r]
+            if column[0] < KNOWN:
+                learned[s, r] = crossing_time(t, column, KNOWN, 0, downward=False)
+                continue
+            below = np.nonzero(column < KNOWN)[0]
+            if not len(below):
+                continue
+            forgotten[s, r] = crossing_time(t, column, KNOWN, int(below[0]) - 1, downward=True)
+            relearned[s, r] = crossing_time(t, column, KNOWN, int(below[0]), downward=False)
+    return learned, forgotten, relearned
+
+
+@pytest.mark.parametrize("start_known", [False, True])
+def test_fact_events_match_the_loop(start_known, monkeypatch):
+    """Random walks of logit p(a*) that start below or above 1/2, cross it, fall back and rise again, on a
+    grid starting at t = 0, in blocks of 3 subjects: the same events as the per-fact loop."""
+    from analysis.timeline.events import fact_events
+
+    rng = np.random.default_rng(7 + start_known)
+    K, S, R = 50, 11, 4
+    t = np.concatenate([[0.0], np.logspace(-1, 4, K - 1)])
+    logit = np.cumsum(rng.normal(0, 0.8, (K, S, R)), axis=0) + (2.0 if start_known else -2.0)
+    logit[10:20, ::3] = logit[10, ::3]  # flat steps
+    p = 1 / (1 + np.exp(-logit))
+    monkeypatch.setattr(detect_module, "FACT_BLOCK_ELEMENTS", K * R * 3)
+    events = fact_events(SimpleNamespace(t=t, p_correct=p))
+    for name, old in zip(("learned", "forgotten", "relearned"), _loop_fact_events(t, p), strict=True):
+        assert_same_times(getattr(events, name), old, t, CROSSING_RTOL, name)
+        assert np.isfinite(old).any() or (name == "learned") == start_known, name

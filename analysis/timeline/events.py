@@ -20,7 +20,8 @@ import numpy as np
 from dynamics.task import FactClass
 from dynamics.trajectory import Trajectory
 
-from ..stages import crossing_time, fact_states
+from ..stages import fact_states
+from ..stages.detect import crossing_times, subject_blocks
 
 KNOWN = 0.5  # p(a*) at which a fact counts as known
 
@@ -54,21 +55,23 @@ class FactEvents:
 
 
 def fact_events(traj: Trajectory) -> FactEvents:
-    """The learned / forgotten / relearned time of every fact (see the module docstring)."""
+    """The learned / forgotten / relearned time of every fact (see the module docstring), a block of
+    subjects at a time."""
     t, p = traj.t, traj.p_correct
-    _, S, R = p.shape
+    K, S, R = p.shape
     learned, forgotten, relearned = (np.full((S, R), np.nan) for _ in range(3))
-    for s in range(S):
-        for r in range(R):
-            column = p[:, s, r]
-            if column[0] < KNOWN:
-                learned[s, r] = crossing_time(t, column, KNOWN, 0, downward=False)
-                continue
-            below = np.nonzero(column < KNOWN)[0]
-            if not len(below):
-                continue
-            forgotten[s, r] = crossing_time(t, column, KNOWN, int(below[0]) - 1, downward=True)
-            relearned[s, r] = crossing_time(t, column, KNOWN, int(below[0]), downward=False)
+    for block in subject_blocks(K, S, R):
+        column = p[:, block].reshape(K, -1)
+        unknown = column[0] < KNOWN  # never known at the start: only learned can happen
+        below = column < KNOWN
+        first_below = below.argmax(0)
+        dropped = ~unknown & below[first_below, np.arange(column.shape[1])]
+        times = (np.where(unknown, crossing_times(t, column, KNOWN, 0, downward=False), np.nan),
+                 np.where(dropped, crossing_times(t, column, KNOWN, np.maximum(first_below - 1, 0),
+                                                  downward=True), np.nan),
+                 np.where(dropped, crossing_times(t, column, KNOWN, first_below, downward=False), np.nan))
+        for out, values in zip((learned, forgotten, relearned), times, strict=True):
+            out[block] = values.reshape(-1, R)
     return FactEvents(learned, forgotten, relearned)
 
 
