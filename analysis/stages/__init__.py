@@ -35,6 +35,7 @@ from .theory import (
     measured_times,
     midpoint_crossing,
     relation_first,
+    theory_applies,
     theory_for,
 )
 
@@ -43,4 +44,5 @@ __all__ = ["INTERMEDIATE", "MAX_INIT_SCALE", "STAGE_LEVELS", "DetectorSettings",
            "detect_fact_stages", "detect_stages", "escape_rates", "fact_order", "fact_states",
            "format_stage_table", "load_run", "marginal_signal", "measured_times", "midpoint_crossing",
            "plot_fact_fractions", "plot_fact_heatmap", "plot_losses", "plot_stage_losses", "predicted_times",
-           "relation_first", "relation_threshold", "run_directories", "running_median", "theory_for"]
+           "relation_first", "relation_threshold", "run_directories", "running_median",
+           "theory_applies", "theory_for"]

@@ -29,7 +29,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     into ``directory``. Returns what ``stages.json`` holds."""
     report = detect_stages(traj)
     facts = detect_fact_stages(traj)
-    theory = theory_for(config, traj.facts, traj.fact_weights)
+    theory = theory_for(config, traj.facts, traj.fact_weights, traj.info)
     measured = measured_times(traj)
     payload = report.to_dict()
     payload["theory"] = {"prediction": theory, "measured": measured, "ratio": compare_times(theory, measured)}
@@ -91,7 +91,8 @@ def format_stage_table(name: str, payload: dict[str, Any]) -> str:
             lines.append(f"  theory t_{key} = {prediction[f't_{key}']:.4g}, measured {label} time = "
                          f"{_fmt(got)}, ratio {_fmt(rat)}")
     else:
-        lines.append("  theory: not applicable (" + "; ".join(prediction.get("reasons", [])) + ")")
+        reason = prediction.get("reason") or "; ".join(prediction.get("reasons", []))
+        lines.append(f"  theory: not applicable ({reason})")
     facts = payload["facts"]
     lines.append(f"  facts: at most {facts['max_fraction_hallucinating']:.0%} hallucinating "
                  f"(t = {facts['t_max_fraction_hallucinating']:.4g}); {facts['final_fraction_recalled']:.0%} "

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config
+from dynamics.records import RunInfo
+from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
 from .detect import crossing_time
@@ -87,52 +89,90 @@ def _unbalanced_relations(facts: np.ndarray, D: int) -> list[int]:
     return bad
 
 
-def theory_for(config: Config, facts: np.ndarray, fact_weights: np.ndarray) -> dict[str, Any]:
-    """The linearised predictions of docs/design.md §5.3 for a run, or the reasons they do not apply.
+# Discrete runs whose small-lr limit is the gradient flow (t = k·lr); the others follow the sign or the
+# spectral flow (docs/geometry.md), for which the linearised rates of the gradient flow say nothing.
+FLOW_LIKE_OPTIMIZERS = ("gd", "sgd")
 
-    Returns a plain (JSON-ready) dict:
 
-    - ``applicable``: every assumption holds; ``reasons``: one line per assumption that fails;
-    - ``sigma_r``, ``sigma_s``: :func:`escape_rates` (S, R, D);
-    - ``t_R`` = log(1/α)/σ_r, ``t_S`` = log(1/α)/σ_s with α = ``init.scale``;
-    - ``relation_first``: :func:`relation_first` (σ_r > σ_s);
-    - ``marginal_signal``: ‖u - q‖ (:func:`marginal_signal`), reported always: when the table is
-      unbalanced it is non-zero and the answer marginal is learned before any subject or relation.
-
-    The assumptions: constant initialisation with α ≤ ``MAX_INIT_SCALE``; linear attention; the reduced
-    model, or the embedded one with orthonormal embeddings; the population loss; uniform subject and
-    relation frequencies; a balanced table (for every r, every answer of A_r is the answer of the same
-    number of subjects; checked on ``facts``); D ≥ 2 (D = 1 has no hallucination stage) and R ≥ 2.
-    Where any fails, ``sigma_r``, ``sigma_s``, ``t_R``, ``t_S`` and ``relation_first`` are None: a number
-    from a theory whose assumptions fail is never printed.
-    """
+def _table_size(config: Config) -> tuple[int, int, int]:
     task = config.task
-    S, R, D = task.subjects, task.relations, task.answers_per_relation
+    return task.subjects, task.relations, task.answers_per_relation
+
+
+def theory_applies(config: Config, facts: np.ndarray | None = None, fact_weights: np.ndarray | None = None,
+                   info: RunInfo | None = None) -> tuple[bool, str]:
+    """Whether the first-order theory (:func:`theory_for`) describes a run of ``config``: (True, "") or
+    (False, the reasons joined by "; "). The one place that decides where t_R, t_S, their ratios, the
+    predicted lines of ``loss.png`` and the ``theory_*`` columns of a sweep are shown.
+
+    The assumptions, each a reason when it fails: the plain gradient flow (``flow.geometry`` euclidean;
+    GD's modified flow agrees with it to first order and is kept), or a discrete run of gd or sgd (``info``
+    of a train run; Adam, signSGD and Muon follow the sign and spectral flows); a fresh start from the
+    constant initialisation with α ≤ ``MAX_INIT_SCALE`` (not ``init.from_run``); linear attention in the
+    reduced model, or the embedded one with orthonormal embeddings; the population loss; every parameter
+    trained (``data.freeze`` none); the task's own uniform frequencies trained at every t (no held-out
+    subject, warm-up, trained or annealed Zipf exponent, nor a schedule recorded in ``info.phases``);
+    a balanced table (for every r, every answer of A_r is the answer of the same number of subjects;
+    checked on ``facts``, default the task's); D ≥ 2 (D = 1 has no hallucination stage) and R ≥ 2.
+    ``fact_weights`` (default the task's) must be uniform 1/(S·R).
+    """
+    reasons = _failed_assumptions(config, facts, fact_weights, info)
+    return not reasons, "; ".join(reasons)
+
+
+def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: np.ndarray | None,
+                        info: RunInfo | None) -> list[str]:
+    task, data = config.task, config.data
+    S, R, D = _table_size(config)
+    if facts is None or fact_weights is None:
+        built = FactTask(task)
+        facts = built.facts if facts is None else facts
+        fact_weights = built.fact_weights if fact_weights is None else fact_weights
     facts = np.asarray(facts)
     fact_weights = np.asarray(fact_weights, dtype=np.float64)
     if facts.shape != (S, R) or fact_weights.shape != (S, R):
         raise ValueError(f"facts {facts.shape} and fact_weights {fact_weights.shape} must both be "
                          f"(task.subjects, task.relations) = {(S, R)}")
     reasons: list[str] = []
-    if config.init.kind != "constant":
+    train = info is not None and info.kind == "train"
+    if train:
+        optimizer = info.train.optimizer if info.train is not None else config.train.optimizer
+        if optimizer not in FLOW_LIKE_OPTIMIZERS:
+            reasons.append(f"train.optimizer={optimizer!r}: the rates are those of the gradient flow, which "
+                           f"only {' and '.join(FLOW_LIKE_OPTIMIZERS)} follow as lr → 0 ({optimizer} follows "
+                           "the sign or the spectral flow)")
+    elif config.flow.geometry != "euclidean":
+        reasons.append(f"flow.geometry={config.flow.geometry!r}: the rates are those of the gradient flow "
+                       "(euclidean), not of a steepest descent in another norm")
+    if config.init.from_run or (info is not None and info.old_subjects is not None):
+        reasons.append(f"init.from_run={config.init.from_run!r}: the run starts from another run's final "
+                       "state, not from a small constant initialisation")
+    elif config.init.kind != "constant":
         reasons.append(f"init.kind={config.init.kind!r}: the theory needs the constant initialisation "
                        "(every parameter equal to init.scale)")
     elif config.init.scale > MAX_INIT_SCALE:
         reasons.append(f"init.scale={config.init.scale!r}: the linearisation needs a small initialisation "
                        f"(<= {MAX_INIT_SCALE}) so that log(1/α) dominates the escape time")
-    if config.model.attention != "linear":
+    if config.model.kind == "transformer":
+        reasons.append("model.kind='transformer': the rates are derived for the reduced (or embedded) "
+                       "linear-attention layer")
+    elif config.model.attention != "linear":
         reasons.append(f"model.attention={config.model.attention!r}: the rates are derived for linear "
                        "attention")
-    if config.model.kind == "embedded" and config.model.embeddings not in ORTHONORMAL_EMBEDDINGS:
+    elif config.model.kind == "embedded" and config.model.embeddings not in ORTHONORMAL_EMBEDDINGS:
         reasons.append(f"model.embeddings={config.model.embeddings!r}: only orthonormal embeddings "
                        "reproduce the reduced flow")
     if config.loss.kind != "population":
         reasons.append(f"loss.kind={config.loss.kind!r}: the theory is for the population loss, not a "
                        "sampled one")
+    if data.freeze != "none":
+        reasons.append(f"data.freeze={data.freeze!r}: the escape is the joint growth of every (a, v) pair; "
+                       "a frozen block changes it")
+    reasons += _schedule_reasons(config, info)
     if task.subject_zipf != 0 or task.relation_zipf != 0:
         reasons.append(f"task.subject_zipf={task.subject_zipf!r}, task.relation_zipf={task.relation_zipf!r}"
                        ": the rates assume uniform (zipf 0) subject and relation frequencies")
-    elif not np.allclose(fact_weights, 1.0 / (S * R), rtol=1e-9, atol=0.0):
+    elif data.holdout == 0 and not np.allclose(fact_weights, 1.0 / (S * R), rtol=1e-9, atol=0.0):
         reasons.append("fact_weights: the rates assume uniform fact frequencies 1/(S·R)")
     if D < 2:
         reasons.append(f"task.answers_per_relation={D}: with D = 1 the relation determines the answer "
@@ -146,9 +186,70 @@ def theory_for(config: Config, facts: np.ndarray, fact_weights: np.ndarray) -> d
                        f"{shown} are not used by equally many subjects; the rates assume a balanced table, "
                        "and the answer marginal then has a first-order signal of its own (marginal_signal) "
                        "and can be learned first")
+    return reasons
+
+
+def _schedule_reasons(config: Config, info: RunInfo | None) -> list[str]:
+    """Why the frequencies trained are not the task's own uniform ones at every t (empty when they are)."""
+    data = config.data
+    reasons = []
+    if data.holdout > 0:
+        reasons.append(f"data.holdout={data.holdout}: held-out subjects are never trained; the rates assume "
+                       "every subject trained")
+    if data.warmup_time > 0 and data.warmup_subjects < 1:
+        reasons.append(f"data.warmup_subjects={data.warmup_subjects!r} until data.warmup_time="
+                       f"{data.warmup_time!r}: a warm-up trains a share of the subjects first; the rates "
+                       "assume all of them from t = 0")
+    start = config.task.subject_zipf if data.zipf is None else data.zipf
+    end = start if data.zipf_end is None else data.zipf_end
+    if data.zipf_end is not None and end != start:
+        reasons.append(f"data.zipf_end={data.zipf_end!r}: the trained subject frequencies move with t; the "
+                       "rates assume fixed uniform ones")
+    elif data.zipf is not None and data.zipf != 0:
+        reasons.append(f"data.zipf={data.zipf!r}: subjects are trained with Zipf frequencies; the rates "
+                       "assume uniform ones")
+    if not reasons and info is not None and not _plain_phases(info.phases, config.task.subjects):
+        reasons.append("data schedule: the run's recorded phases train other frequencies than the task's "
+                       "own; the rates assume those at every t")
+    return reasons
+
+
+def _plain_phases(phases: list[dict[str, Any]] | None, subjects: int) -> bool:
+    """The recorded schedule (``RunInfo.phases``) is one constant phase on every subject without replay, or
+    none was recorded."""
+    if not phases:
+        return True
+    if len(phases) > 1:
+        return False
+    phase = phases[0]
+    end = phase.get("zipf_end")
+    return (not phase.get("replay") and list(phase.get("subjects", [0, subjects])) == [0, subjects]
+            and (end is None or end == phase.get("zipf")))
+
+
+def theory_for(config: Config, facts: np.ndarray, fact_weights: np.ndarray,
+               info: RunInfo | None = None) -> dict[str, Any]:
+    """The linearised predictions of docs/design.md §5.3 for a run, or the reasons they do not apply.
+
+    Returns a plain (JSON-ready) dict:
+
+    - ``applicable`` and ``reason``: :func:`theory_applies` (``config``, ``facts``, ``fact_weights``,
+      ``info``, the run's record when there is one); ``reasons``: the same reasons one per item;
+    - ``sigma_r``, ``sigma_s``: :func:`escape_rates` (S, R, D);
+    - ``t_R`` = log(1/α)/σ_r, ``t_S`` = log(1/α)/σ_s with α = ``init.scale``;
+    - ``relation_first``: :func:`relation_first` (σ_r > σ_s);
+    - ``marginal_signal``: ‖u - q‖ (:func:`marginal_signal`), reported always: when the table is
+      unbalanced it is non-zero and the answer marginal is learned before any subject or relation.
+
+    Where the theory does not apply, ``sigma_r``, ``sigma_s``, ``t_R``, ``t_S`` and ``relation_first`` are
+    None: a number from a theory whose assumptions fail is never printed.
+    """
+    S, R, D = _table_size(config)
+    reasons = _failed_assumptions(config, facts, fact_weights, info)
     applicable = not reasons
-    result: dict[str, Any] = {"applicable": applicable, "reasons": reasons, "sigma_r": None,
-                              "sigma_s": None, "t_R": None, "t_S": None, "relation_first": None,
+    result: dict[str, Any] = {"applicable": applicable, "reason": "; ".join(reasons), "reasons": reasons,
+                              "sigma_r": None, "sigma_s": None, "t_R": None, "t_S": None,
+                              "relation_first": None,
                               "marginal_signal": marginal_signal(facts, fact_weights, D)}
     if applicable:
         sigma_r, sigma_s = escape_rates(S, R, D)

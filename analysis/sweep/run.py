@@ -36,7 +36,7 @@ from dynamics.io import finite_or_none
 from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
-from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_for
+from ..stages import INTERMEDIATE, detect_stages, measured_times, theory_for
 from .directory import ERROR, SweepDirectory
 from .grid import grid_points, point_id
 
@@ -103,9 +103,8 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
               seconds: float) -> dict[str, Any]:
     """One result row: grid values, status, stage times and levels, theory beside them, cost."""
     report = detect_stages(flow)
-    theory = theory_for(config, flow.facts, flow.fact_weights)
+    theory = theory_for(config, flow.facts, flow.fact_weights, flow.info)
     measured = measured_times(flow)
-    S, R, D = config.task.subjects, config.task.relations, config.task.answers_per_relation
     transitions = report.transitions
     intermediate = [s for s in report.stages if s.name in INTERMEDIATE]
     plateau = intermediate[-1] if intermediate else None
@@ -129,7 +128,7 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
         "theory_applicable": theory["applicable"], "theory_t_R": theory.get("t_R"),
         "theory_t_S": theory.get("t_S"), "theory_plateau_length": (
             theory["t_S"] - theory["t_R"] if theory.get("t_R") and theory.get("t_S") else None),
-        "theory_relation_first": relation_first(S, R, D),
+        "theory_relation_first": theory["relation_first"], "theory_reason": theory["reason"] or None,
         "final_loss": flow.final_loss, "function_evals": flow.info.cost.function_evals,
         "batch_size": flow.info.flow.batch_size, "wall_seconds": seconds,
     })
