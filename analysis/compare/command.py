@@ -15,7 +15,17 @@ from dynamics.io import atomic_write_csv, atomic_write_json
 
 from ..arguments import config_from_args, parse_count, parse_list
 from ..rundir import check_target, staged_run_dir
-from .compute import CSV_COLUMNS, FLOW_GEOMETRY, CompareSpec, Comparison, compare, geometry_config, tidy_rows
+from .compute import (
+    CSV_COLUMNS,
+    FLOW_GEOMETRY,
+    CompareSpec,
+    Comparison,
+    compare,
+    geometry_config,
+    plan_runs,
+    run_config,
+    tidy_rows,
+)
 from .plots import plot_comparison
 
 
@@ -42,11 +52,10 @@ def check_budget(config: Config, spec: CompareSpec) -> None:
     (:mod:`dynamics.budget`)."""
     for lr in spec.lrs:
         check_steps("--lrs", f"{lr!r} (flow.t_max / lr)", config.flow.t_max / lr)
-    stochastic = [o for o in spec.optimizers if o != "gd"]
-    overrides = {"train.steps": 1, "train.optimizer": stochastic[0] if stochastic else "gd"}
-    if stochastic:
-        overrides["train.batch_size"] = max(spec.batch_sizes)
-    trained = config.override(overrides)  # train.steps: set per learning rate above
+    # the run that needs the most memory: the largest batch, else one on the untied model (any optimizer
+    # but gd); run_config spells its optimizer as train.optimizer does (muon_svd is muon there)
+    largest = max(plan_runs(config, spec), key=lambda run: (run.batch_size or 0, run.optimizer != "gd"))
+    trained = run_config(config, largest).override({"train.steps": 1})  # steps: checked per lr above
     check_memory(trained, train=True)
     for geometry in dict.fromkeys(FLOW_GEOMETRY[name] for name in spec.optimizers):  # each reference flow
         check_flow_steps(geometry_config(trained, geometry))

@@ -59,8 +59,8 @@ class CompareSpec:
 
     lrs: tuple[float, ...] = (0.8, 0.4, 0.2, 0.1)
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
-    batch_sizes: tuple[int, ...] = (64, 256, 1024)  # SGD; Adam uses the config's train.batch_size
-    seeds: int = 3  # SGD and Adam: runs per setting, for a mean and a band
+    batch_sizes: tuple[int, ...] = (64, 256, 1024)  # every fresh-batch run: sgd, adam, signsgd, muon
+    seeds: int = 3  # fresh-batch runs: runs per setting, for a mean and a band
     modified_flow: bool = True  # GD against its modified flow, for the second-order check
     sharpness_points: int = 32
     full_batch: bool = False  # adam, signsgd, muon on the flow's population loss (deterministic, one run)
@@ -78,6 +78,22 @@ class CompareSpec:
             raise ConfigError(f"--batch-sizes={self.batch_sizes!r}: must be integers >= 1")
         if self.seeds < 1:
             raise ConfigError(f"--seeds={self.seeds!r}: must be an integer >= 1")
+        _refuse_repeats("--lrs", self.lrs, lambda lr: f"{lr:g}")
+        _refuse_repeats("--optimizers", self.optimizers, str)
+        _refuse_repeats("--batch-sizes", self.batch_sizes, str)
+
+
+def _refuse_repeats(flag: str, values: Sequence[Any], name: Callable[[Any], str]) -> None:
+    """One ConfigError when two of ``values`` name the same run (``name``: how a run's name spells a value,
+    so 0.1 and 0.1000001 are one lr there): a repeated run would be counted as another seed."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        if name(value) in seen:
+            same = (f"{value!r} is repeated" if value == seen[name(value)] else
+                    f"{seen[name(value)]!r} and {value!r} are the same run {name(value)!r}")
+            raise ConfigError(f"{flag}={','.join(map(str, values))!r}: {same}; allowed: distinct values "
+                              "(more runs of one setting: --seeds)")
+        seen[name(value)] = value
 
 
 @dataclass(frozen=True)
@@ -110,9 +126,8 @@ def plan_runs(config: Config, spec: CompareSpec) -> list[RunSpec]:
             if optimizer == "gd" or optimizer == "muon_svd" or spec.full_batch and optimizer != "sgd":
                 runs.append(RunSpec(optimizer, lr, None, 0))
                 continue
-            batches = spec.batch_sizes if optimizer == "sgd" else (config.train.batch_size,)
             runs += [RunSpec(optimizer, lr, b, config.train.seed + s)
-                     for b in batches for s in range(spec.seeds)]
+                     for b in spec.batch_sizes for s in range(spec.seeds)]
     return runs
 
 
@@ -465,9 +480,10 @@ def _orders(runs: list[ComparedRun], geometries: dict[str, str] | None = None) -
     for name in dict.fromkeys(r.optimizer for r in runs):
         members = gd if name == "gd" else [r for r in runs if r.optimizer == name and r.status == "ok"]
         by_lr: dict[float, list[ComparedRun]] = {}
+        largest = max((m.batch_size for m in members if m.batch_size is not None), default=None)
         for r in members:
-            if name == "sgd" and r.batch_size != max(m.batch_size for m in members):
-                continue  # SGD: the largest batch size
+            if r.batch_size != largest:
+                continue  # fresh batches: the largest batch size (full batch: every run)
             by_lr.setdefault(r.lr, []).append(r)
         fit_lrs = sorted(by_lr)
 

@@ -1,0 +1,96 @@
+"""``compare``'s options do what they say: every fresh-batch optimizer runs at each of ``--batch-sizes``;
+a repeated value is refused (it would be reported as another seed); every documented optimizer is accepted
+alone and in any position of ``--optimizers``."""
+
+from __future__ import annotations
+
+import pytest
+
+import analysis.compare.command as compare_command
+from analysis.cli import main
+from analysis.compare import CompareSpec
+from analysis.compare.command import check_budget
+from analysis.compare.compute import OPTIMIZERS, plan_runs
+from dynamics.config import ConfigError, resolve_config
+
+TINY = resolve_config("tiny", overrides={"flow.t_max": 4.0, "flow.points": 8})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "signsgd", "muon"])
+def test_every_fresh_batch_optimizer_runs_at_each_batch_size(optimizer):
+    config = TINY.override({"train.batch_size": 999})  # not one of --batch-sizes: must not be used
+    runs = plan_runs(config, CompareSpec(lrs=(0.2, 0.1), optimizers=(optimizer,), batch_sizes=(16, 64),
+                                         seeds=2))
+    assert sorted({r.batch_size for r in runs}) == [16, 64]
+    assert len(runs) == 2 * 2 * 2 and len({r.name for r in runs}) == len(runs)
+
+
+def test_full_batch_runs_have_no_batch_size():
+    spec = CompareSpec(lrs=(0.2,), optimizers=("gd", "adam", "muon_svd"), batch_sizes=(16, 64),
+                       full_batch=True)
+    runs = plan_runs(TINY, spec)
+    assert [(r.optimizer, r.batch_size) for r in runs] == [("gd", None), ("adam", None), ("muon_svd", None)]
+
+
+@pytest.mark.parametrize("flag, values, needle", [
+    ("--lrs", "0.02,0.02", "0.02 is repeated"),
+    ("--lrs", "0.1,0.1000001", "the same run '0.1'"),  # one run name lr0.1 for both
+    ("--optimizers", "signsgd,signsgd", "'signsgd' is repeated"),
+    ("--batch-sizes", "64,64", "64 is repeated"),
+])
+def test_a_repeated_value_is_refused_with_one_line(flag, values, needle, tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("compare ran although a value was repeated")
+
+    monkeypatch.setattr(compare_command, "compare", never)
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "tiny", "--out", str(out), "--quiet", flag, values])
+    captured = capsys.readouterr()
+    lines = captured.err.strip("\n").splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err
+    assert lines[0].startswith(f"factrecall: {flag}=") or flag in lines[0]
+    assert needle in lines[0] and "--seeds" in lines[0]
+    assert not out.exists()
+
+
+def test_a_repeated_value_is_refused_by_the_python_api_too():
+    with pytest.raises(ConfigError, match="--optimizers='gd,sgd,gd': 'gd' is repeated"):
+        CompareSpec(optimizers=("gd", "sgd", "gd"))
+    with pytest.raises(ConfigError, match="--lrs"):
+        CompareSpec(lrs=(0.4, 0.4))
+
+
+ORDERS = [(name,) for name in OPTIMIZERS] + [("gd", "muon_svd"), ("muon_svd", "gd"), ("signsgd", "muon_svd"),
+                                              ("muon_svd", "adam", "sgd")]
+
+
+@pytest.mark.parametrize("optimizers", ORDERS, ids=[",".join(o) for o in ORDERS])
+def test_every_documented_optimizer_passes_the_budget_check_in_any_position(optimizers):
+    check_budget(TINY, CompareSpec(lrs=(0.2,), optimizers=optimizers, batch_sizes=(16,), seeds=1))
+
+
+@pytest.mark.slow  # about 10 s: the spectral flow and its exact reference at the runs' times
+def test_muon_svd_alone_runs_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "tiny", "--set", "flow.t_max=1.0", "--set", "flow.points=8", "--out",
+                 str(out), "--quiet", "--lrs", "0.1", "--optimizers", "muon_svd", "--no-modified"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "muon_svd_lr0.1_full" in captured.out
+
+
+def test_fitted_orders_of_a_fresh_batch_optimizer_use_its_largest_batch():
+    # the deviation of the small batch is noise (flat in lr); the largest batch's is lr: order 1 exactly
+    from types import SimpleNamespace
+
+    from analysis.compare.compute import _orders
+
+    def run(batch, lr, deviation):
+        return SimpleNamespace(optimizer="adam", status="ok", lr=lr, batch_size=batch,
+                               max_loss_deviation=deviation, max_param_distance=deviation,
+                               spec=SimpleNamespace(full_batch=False))
+
+    runs = [run(b, lr, lr if b == 64 else 10.0) for b in (16, 64) for lr in (0.4, 0.2, 0.1)]
+    adam = _orders(runs).by_optimizer["adam"]
+    assert adam["lrs"] == [0.1, 0.2, 0.4] and adam["max_loss_deviation"] == pytest.approx([0.1, 0.2, 0.4])
+    assert adam["order_loss"] == pytest.approx(1.0, abs=1e-9)
