@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from close import assert_close
 
 from dynamics import resolve_config, run_flow, run_training
 from dynamics.config import ConfigError
@@ -101,6 +102,43 @@ def test_replay_mixes_old_and_new_subjects_with_its_share():
     np.testing.assert_allclose(u, [1 / 16] * 4 + [3 / 8] * 2 + [0.0], rtol=1e-15)
 
 
+def test_an_annealed_phase_trains_the_frequencies_of_each_time_not_of_its_first():
+    """Within one annealed phase the task trained at t follows α(t) (a fresh task per t, not one cached per
+    phase), so ``data.zipf_end`` changes the run: as α rises to 2 the frequent subjects are learned first."""
+    config = TINY.override({"data.zipf_end": 2.0, "flow.t_max": 200.0})
+    task, _, _ = setup(config)
+    schedule = schedule_of(config)
+    tasks = TaskSchedule(task, schedule)
+    for t in (0.0, 50.0, 200.0, 120.0):
+        np.testing.assert_allclose(tasks.at(t).subject_weights, schedule.phases[0].subject_weights(6, t),
+                                   rtol=1e-15)
+    annealed = run_flow(config)
+    assert annealed.info.ok
+    by_subject = annealed.fact_loss[-1].mean(1)
+    assert (np.diff(by_subject) > 0).all(), by_subject  # the plain run (α = 0 throughout) is flat
+
+
+@pytest.mark.parametrize("share,first", [(0.4, 3), (0.5, 3), (0.01, 1), (0.8, 5)])
+def test_the_warm_up_takes_the_ceiling_of_its_share(share, first):
+    # ⌈f·n⌉ subjects, at least one: 0.4 · 6 = 2.4 -> 3, where the floor would give 2
+    config = TINY.override({"data.warmup_subjects": share, "data.warmup_time": 40.0})
+    assert [p.subjects for p in schedule_of(config).phases] == [(0, first), (0, 6)]
+
+
+def test_a_one_phase_schedule_with_replay_is_not_the_plain_run():
+    """One constant phase on all subjects still changes the frequencies when it replays a range: it must
+    train them (and a fixed sampled loss, drawn once from the task's own frequencies, cannot follow it)."""
+    replaying = Schedule((Phase(0.0, math.inf, (0, 6), replay=0.5, replay_subjects=(0, 2)),))
+    assert not replaying.is_plain(6, 0.0)
+    assert Schedule((Phase(0.0, math.inf, (0, 6)),)).is_plain(6, 0.0)
+    traj = run_flow(TINY.override({"flow.t_max": 200.0}), schedule=replaying)
+    by_subject = traj.fact_loss[-1].mean(1)
+    # subjects 0, 1 are trained at 1/12 + 1/4 each, the others at 1/12: learned first
+    assert by_subject[:2].max() < by_subject[2:].min(), by_subject
+    with pytest.raises(ConfigError, match="loss.kind='sampled'"):
+        run_flow(TINY.override({"loss.kind": "sampled"}), schedule=replaying)
+
+
 def test_held_out_subjects_start_at_log_A_and_are_never_part_of_the_loss():
     config = TINY.override({"data.holdout": 2})
     traj = run_flow(config)
@@ -151,8 +189,7 @@ def _saved_run(tmp_path, config, name="old"):
     traj = run_flow(config)
     directory = tmp_path / name
     directory.mkdir()
-    (directory / "config.json").write_text(__import__("json").dumps(config.to_dict()))
-    traj.save(directory)
+    traj.save(directory, config)
     return directory, traj
 
 
@@ -280,7 +317,19 @@ def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
     assert (tmp_path / "held" / "timeline.png").is_file()
     unseen = held.timeline["unseen"]
     num_answers = TINY.task.relations * TINY.task.answers_per_relation
-    assert unseen["loss_start"] == pytest.approx(math.log(num_answers), rel=1e-12)
+    assert unseen["loss_start"] == pytest.approx(math.log(num_answers), rel=1e-12)  # the symmetric start
+    # the held-out curve, recomputed from the records: subjects 4, 5, relations of equal weight
+    assert TINY.task.relation_zipf == 0
+    traj = held.trajectory
+    curve = traj.fact_loss[:, 4:, :].mean(axis=(1, 2))
+    low, peak = int(np.argmin(curve)), int(np.argmax(curve))
+    assert_close({k: unseen[k] for k in ("loss_min", "t_loss_min", "loss_max", "t_loss_max", "loss_end")},
+                 {"loss_min": curve[low], "t_loss_min": traj.t[low], "loss_max": curve[peak],
+                  "t_loss_max": traj.t[peak], "loss_end": curve[-1]}, rel=1e-12)
+    # what the model says of subjects it never saw: first the relation's answers (below log|A|, measured
+    # 1.10 vs 1.39 at t = 43), then a confident wrong one (hallucinating: far above log|A|, 4.1 at the end)
+    assert unseen["loss_min"] < math.log(num_answers) - 0.1 and unseen["loss_end"] > math.log(num_answers) + 1
+    assert unseen["max_fraction_hallucinating"] > 0.5
     assert held.timeline["groups"] == {"unseen": [4, 6], "trained": [0, 4]}
     # factrecall stages redoes the timeline of such a run
     (tmp_path / "held" / "timeline.json").unlink()
@@ -306,11 +355,11 @@ def test_gd_follows_the_flow_across_a_phase_start_at_order_one():
 def test_a_schedule_is_sweepable(tmp_path):
     from analysis.sweep import run_sweep
 
-    grid = {"data.warmup_time": [0.0, 50.0], "data.warmup_subjects": [0.5]}
+    grid = {"data.warmup_time": [25.0, 50.0], "data.warmup_subjects": [0.5]}
     rows = run_sweep(TINY, grid, tmp_path / "sweep")
     assert [row["status"] for row in rows] == ["ok", "ok"]
-    plain, warm = sorted(rows, key=lambda row: row["data.warmup_time"])
-    assert plain["final_loss"] != warm["final_loss"]
+    short, warm = sorted(rows, key=lambda row: row["data.warmup_time"])
+    assert short["final_loss"] != warm["final_loss"]
     # the warm-up point is the run of its config
     alone = run_flow(TINY.override({"data.warmup_time": 50.0, "data.warmup_subjects": 0.5}))
     assert warm["final_loss"] == pytest.approx(alone.final_loss, rel=1e-12)
