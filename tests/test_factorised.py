@@ -186,6 +186,94 @@ def test_underflow_fallback_matches_blocked_path_and_autodiff(monkeypatch, chunk
     assert_record_matches(model, factorised.fact_record(model, thetas), thetas)
 
 
+def table_state(model: ReducedModel, x: list[list[float]], y: list[list[float]]) -> torch.Tensor:
+    """The state whose additive tables are x (S, |A|), y (R, |A|) and c = 0: every score 1, the values of
+    subject and relation tokens those rows, every other value 0 (logits ℓ(s, r, a) = x_s[a] + y_r[a])."""
+    task = model.task
+    theta = torch.zeros(model.num_params, dtype=torch.float64)
+    a, v = model.token_parameters(theta)  # views into theta
+    a[:] = 1.0
+    v[:task.S] = torch.tensor(x, dtype=torch.float64)
+    v[task.S:task.S + task.R] = torch.tensor(y, dtype=torch.float64)
+    return theta
+
+
+def exact_record(model: ReducedModel, theta: torch.Tensor) -> dict[str, list[list[mpmath.mpf]]]:
+    """fact_loss, relation_loss and subject_loss of every fact at 450 digits, from the model's logits."""
+    task = model.task
+    logits = model.population_logits(theta).tolist()
+    out = {name: [[None] * task.R for _ in range(task.S)] for name in ("fact_loss", "relation_loss",
+                                                                       "subject_loss")}
+    with mpmath.workdps(450):
+        for s in range(task.S):
+            for r in range(task.R):
+                ell = [mpmath.mpf(value) for value in logits[s][r]]
+                total = lse(ell, range(task.num_answers))
+                out["fact_loss"][s][r] = total - ell[task.facts[s, r]]
+                out["relation_loss"][s][r] = total - lse(ell, range(r * task.D, (r + 1) * task.D))
+                out["subject_loss"][s][r] = total - lse(ell, task.facts[s])
+    return out
+
+
+# One subject, R = 2 relations of D = 4 answers: a*(0, 0) = 3 (block 0 = answers 0..3), a*(0, 1) = 5
+# (block 1 = answers 4..7). Each state puts one of the record's masses below TINY = 1e-200 while Z, and the
+# other masses, stay above it (so that only that mass's own check sends the fact to the exact recomputation):
+PARTIAL_UNDERFLOW = {
+    # fact (0, 0): the own block at e^-345 ≈ 1e-150, the other block's e^-806 underflows to 0: Z_off = 0
+    # (R = 2: the check is needed from two relations on); the relation loss is e^-461 ≈ 5e-201, not 0
+    "Z_off": ([[0.0] * 4 + [-806.0] * 4], [[-345.0] * 4 + [0.0] * 4, [0.0] * 8]),
+    # fact (0, 0): the own block at e^-740, a subnormal with ~3 digits: Z_in < TINY, the relation loss
+    # log(Z_off / Z_in) ≈ 740 must not carry its rounding
+    "Z_in": ([[-740.0] * 4 + [0.0] * 4], [[0.0] * 8, [0.0] * 8]),
+    # the subject's own answers at e^-740 (subnormal), every other at 0: S_in < TINY, the subject loss
+    # log(S_out / S_in) ≈ 741 must not carry S_in's rounding
+    "S_in": ([[0.0, 0.0, 0.0, -740.0, 0.0, -740.0, 0.0, 0.0]], [[0.0] * 8, [0.0] * 8]),
+    # the subject's own answers at e^-437 ≈ 1e-190, the others at e^-740 (subnormal): S_out < TINY, the
+    # subject loss ≈ S_out / S_in ≈ 1e-132 must not carry S_out's rounding
+    "S_out": ([[-740.0, -740.0, -740.0, 0.0, -740.0, 0.0, -740.0, -740.0]],
+              [[0.0, 0.0, 0.0, -437.0, 0.0, -437.0, 0.0, 0.0]] * 2),
+}
+
+
+@pytest.mark.parametrize("mass", list(PARTIAL_UNDERFLOW))
+def test_fact_record_recomputes_a_fact_whose_partial_mass_underflows(mass):
+    """Z stays above TINY (the fact is not flagged by the loss) but one mass of the record does not: the
+    record recomputes that fact from its logits, to 1e-12 relative against 450 digits (below 1e-300 a
+    double has no relative precision left: there, 1e-300 absolute)."""
+    model = ReducedModel(make_task(subjects=1, relations=2))
+    assert model.task.facts.tolist() == [[3, 5]]
+    theta = table_state(model, *PARTIAL_UNDERFLOW[mass])
+    assert not factorised.flagged_facts(model, theta).any()
+    record = factorised.fact_record(model, theta[None])
+    for name, rows in exact_record(model, theta).items():
+        for r, value in enumerate(rows[0]):
+            assert float(record[name][0, 0, r]) == pytest.approx(float(value), rel=1e-12, abs=1e-300), \
+                (mass, name, r, float(value))
+    loss, grad = factorised.loss_and_gradient(model, theta)
+    assert float(loss) == pytest.approx(float(model.population_loss(theta)), rel=1e-12)
+    assert_close(grad, autodiff_gradient(model, theta))
+
+
+def test_a_fact_with_a_small_nonzero_partition_function_is_flagged():
+    """0 < Z < 1e-200 (here Z ≈ e^-575 ≈ 1e-250, a normal number) is flagged as Z = 0 is (the documented
+    threshold), and the loss, gradient and record stay exact."""
+    model = ReducedModel(make_task(subject_zipf=0.9))
+    theta, bad = underflow_state(model)
+    a, v = model.token_parameters(theta)
+    D = model.task.D
+    v[0, 1] -= 900.0 - 575.0
+    v[model.task.S + 2, 2 * D + 3] -= 900.0 - 575.0
+    x, y, c = factorised._tables(model, *model.token_parameters(theta[None]))
+    Z = (torch.exp(x - x.amax(-1, keepdim=True)) @ (torch.exp(y - y.amax(-1, keepdim=True))
+                                                    * torch.exp(c - c.amax(-1, keepdim=True))[:, None]).mT)[0]
+    assert 1e-300 < float(Z[0, 2]) < 1e-200
+    assert sorted(map(tuple, factorised.flagged_facts(model, theta).nonzero().tolist())) == bad
+    loss, grad = factorised.loss_and_gradient(model, theta)
+    assert float(loss) == pytest.approx(float(model.population_loss(theta)), rel=1e-12)
+    assert_close(grad, autodiff_gradient(model, theta))
+    assert_record_matches(model, factorised.fact_record(model, theta[None]), theta[None])
+
+
 # --------------------------------------------------------------------------------------------------
 # The per-fact record
 # --------------------------------------------------------------------------------------------------
