@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -351,6 +352,61 @@ def test_a_grid_too_large_is_refused_before_validating_it(tiny, specs, monkeypat
     with pytest.raises(ConfigError, match=f"at most {MAX_POINTS}"):
         parse_grid(specs, tiny)
     assert len(validated) == sum(len(s.split(",")) for s in specs[:-1])  # the keys before it: each value once
+
+
+def test_two_points_that_differ_only_in_init_are_one_batch(tmp_path, tiny):
+    rows = run_sweep(tiny, parse_grid(["init.scale=1e-4,1e-3"], tiny), tmp_path / "sweep")
+    assert [r["batch_size"] for r in rows] == [2, 2]
+
+
+def test_a_batch_s_wall_time_is_shared_among_its_points(monkeypatch, tiny):
+    # a clock that reads 0 s before the solve and 6 s after it: three points of one batch get 2 s each
+    ticks = iter([0.0, 6.0])
+    clock = SimpleNamespace(perf_counter=lambda: next(ticks), sleep=time.sleep)
+    monkeypatch.setattr(sweep_run, "time", clock)
+    points = grid_points(parse_grid(["init.scale=1e-4,1e-3,1e-2"], tiny))
+    results = sweep_run.run_group(tiny.to_dict(), points, SweepOptions())
+    assert [r.row["batch_size"] for r in results] == [3] * 3
+    assert [r.row["wall_seconds"] for r in results] == [2.0] * 3
+
+
+def test_a_point_whose_analysis_fails_keeps_no_trajectory(tmp_path, tiny, monkeypatch):
+    real = sweep_run.summarise
+
+    def unreadable_at_1e_3(values, *args):
+        if values["init.scale"] == 1e-3:
+            raise ValueError("a trajectory the analysis cannot read")
+        return real(values, *args)
+
+    monkeypatch.setattr(sweep_run, "summarise", unreadable_at_1e_3)
+    out = tmp_path / "sweep"
+    grid = parse_grid(["init.scale=1e-4,1e-3"], tiny)
+    rows = run_sweep(tiny, grid, out, SweepOptions(keep_trajectories=True))
+    good, bad = rows
+    assert good["status"] == "ok" and bad["status"] == ERROR and "cannot read" in bad["message"]
+    assert (out / "trajectories" / point_id({"init.scale": 1e-4})).is_dir()
+    assert not (out / "trajectories" / point_id({"init.scale": 1e-3})).exists()  # no run beside an error
+
+
+def test_a_training_that_failed_is_retried_on_a_rerun(tmp_path, tiny, monkeypatch):
+    tiny = tiny.override({"train.steps": 100})
+    grid = parse_grid(["init.scale=1e-4,1e-3"], tiny)
+    out = tmp_path / "sweep"
+
+    def out_of_memory(config):
+        raise MemoryError("out of memory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep_run, "run_training", out_of_memory)
+        first = run_sweep(tiny, grid, out, SweepOptions(train=True))
+    assert [(r["status"], r["train_status"]) for r in first] == [("ok", ERROR)] * 2
+    seen, on_point = counting()
+    again = run_sweep(tiny, grid, out, SweepOptions(train=True), on_point=on_point)
+    assert sorted(seen) == sorted(point_id(p) for p in grid_points(grid))
+    assert [r["train_status"] for r in again] == ["ok"] * 2
+    for old, new in zip(first, again, strict=True):  # the flow's columns are kept as they were
+        assert {k: new[k] for k in old if not k.startswith("train_")} == \
+            {k: v for k, v in old.items() if not k.startswith("train_")}
 
 
 # --------------------------------------------------------------------------------------------------
