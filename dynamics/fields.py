@@ -56,6 +56,16 @@ def batched_gradient_field(objective: Objective, geometry: Geometry | torch.Tens
     return field
 
 
+def row_by_row(field: VectorField) -> VectorField:
+    """The batched form of a one-flow field: f(t, Θ) = [field(t, θ_b)]_b for Θ (B, P), each row evaluated
+    by the very function a single run uses (for fields without a batched closed form)."""
+
+    def batched(t: float, thetas: torch.Tensor) -> torch.Tensor:
+        return torch.stack([field(t, theta) for theta in thetas])
+
+    return batched
+
+
 def gradient_field_jacobian_vector(objective: Objective, geometry: Geometry | torch.Tensor | None = None
                                    ) -> JacobianVector | None:
     """(t, θ, v) -> J(θ)·v = −D'(∇L) H(θ) v (= −P H v in a diagonal metric): one Hessian-vector product

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .fields import (
     gradient_field_jacobian,
     gradient_field_jacobian_vector,
     modified_gradient_field,
+    row_by_row,
 )
 from .geometry import make_geometry
 from .models import Model, build_model
@@ -42,10 +44,11 @@ from .solvers import (
     FlowProblem,
     FlowResult,
     SolverOptions,
+    VectorField,
     get_method,
-    integrate_flow_batch,
     integrate_problem,
 )
+from .solvers.explicit import integrate_explicit_batch
 from .start import Start, starting_state
 from .task import FactTask
 from .training import record_steps, train
@@ -95,7 +98,13 @@ def metric_of(config: Config, model: Model) -> torch.Tensor:
 
 
 def geometry_of(config: Config, model: Model):
-    """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks)."""
+    """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks).
+    Refuses a ``flow.geometry_eps`` other than its default on the euclidean geometry, which has no ε."""
+    default = FlowConfig().geometry_eps
+    if config.flow.geometry == "euclidean" and config.flow.geometry_eps != default:
+        raise ConfigError(f"flow.geometry_eps={config.flow.geometry_eps!r}: has no effect on "
+                          "flow.geometry='euclidean' (ε regularises the sign and spectral geometries); "
+                          f"allowed: {default!r} (the default), or flow.geometry=sign or spectral")
     return make_geometry(config.flow.geometry, metric_of(config, model), model.parameter_blocks(),
                          config.flow.geometry_eps)
 
@@ -111,12 +120,46 @@ def task_schedule(config: Config, task: FactTask, old_subjects: int | None = Non
     return schedule, None if plain else TaskSchedule(task, schedule)
 
 
+def field_builder(config: Config, geometry, batched: bool = False) -> Callable[[Objective], VectorField]:
+    """How a run's field is built from an objective, the one way for :func:`run_flow` and
+    :func:`run_flow_batch`: −D(∇L) in ``geometry``, or GD's modified field when ``flow.modified_lr`` > 0.
+    ``batched``: the same field on a batch of states Θ (B, P), row by row (the gradient field through the
+    objective's batched closed form, the modified field through the one-flow function itself)."""
+    lr = config.flow.modified_lr
+    if lr > 0:
+        if batched:
+            return lambda objective: row_by_row(modified_gradient_field(objective, geometry, lr))
+        return lambda objective: modified_gradient_field(objective, geometry, lr)
+    if batched:
+        return lambda objective: batched_gradient_field(objective, geometry)
+    return lambda objective: gradient_field(objective, geometry)
+
+
+def batch_refusal(config: Config) -> str | None:
+    """Why the flow of ``config`` cannot be integrated as a member of a batch (None: it can). Every
+    field option is built by :func:`field_builder` for both; what a batch cannot do is a method that
+    integrates one flow at a time, a start taken from another run, and a schedule whose phases restart
+    the solver."""
+    method = get_method(config.flow.method)
+    if not method.batched:
+        return f"flow.method={method.name!r} integrates one flow at a time"
+    if config.init.from_run:
+        return "init.from_run: each member starts from its own run's final state"
+    if schedule_of(config).breakpoints:
+        return "data.warmup_time: a schedule of phases restarts the solver at every phase start"
+    return None
+
+
 def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
-                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None) -> FlowProblem:
+                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None,
+                 batched: bool = False) -> FlowProblem:
     """The flow of ``config`` as a solver problem: the field −D(∇L) of its geometry (or GD's modified field
     when ``flow.modified_lr`` > 0) and the Jacobian products its method can use. With ``tasks`` (a data
-    schedule) the field at t is that of the task trained at t, and every phase start is a breakpoint."""
+    schedule) the field at t is that of the task trained at t, and every phase start is a breakpoint.
+    ``batched``: θ0 is a batch (B, P) and the field maps batches (:func:`batch_refusal` must give None)."""
     method = get_method(config.flow.method)
+    if batched and (reason := batch_refusal(config)) is not None:
+        raise ValueError(f"flow_problem: cannot batch this flow ({reason})")
     if method.uses == "jacobian" and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
         raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, allowed up to "
                           f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
@@ -132,12 +175,15 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
         return per_time(lambda task: build(make_objective(model.with_task(task), task, config.loss)), tasks)
 
     breakpoints = () if tasks is None else tasks.schedule.breakpoints
-    problem = FlowProblem(of(lambda o: gradient_field(o, metric)), theta0, grid, progress=progress,
+    problem = FlowProblem(of(field_builder(config, metric, batched)), theta0, grid, progress=progress,
                           breakpoints=breakpoints)
     if config.flow.modified_lr > 0:
-        # The modified field's Jacobian is not −PH: implicit methods difference its values instead.
-        problem.field = of(lambda o: modified_gradient_field(o, metric, config.flow.modified_lr))
+        pass  # the modified field's Jacobian is not −PH: implicit methods difference its values instead
     elif method.uses == "jacobian_vector" and config.flow.jacobian == "hvp":
+        if gradient_field_jacobian_vector(objective, metric) is None:
+            raise ConfigError(f"flow.jacobian='hvp': flow.geometry={config.flow.geometry!r} with "
+                              f"flow.geometry_eps={config.flow.geometry_eps!r} is not smooth, it has no "
+                              "Jacobian-vector product; allowed: difference")
         problem.jacobian_vector = of(lambda o: gradient_field_jacobian_vector(o, metric))
     elif method.uses == "jacobian":
         # a dense Jacobian by differences would cost P gradients: always the exact one
@@ -226,25 +272,25 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     (shared steps, per-member error control and status; see ``integrate_flow_batch``). A method that
     integrates one flow at a time (implicit ones, ``auto``) runs the configs one by one.
 
-    Gives the same trajectories as :func:`run_flow` one by one, to the solver tolerance.
+    Gives the same trajectories as :func:`run_flow` one by one, to the solver tolerance: the field is
+    built by the same code (:func:`field_builder`, every geometry, ``flow.modified_lr``, the data
+    schedule). Configs that cannot be batched (:func:`batch_refusal`) run one by one through
+    :func:`run_flow`.
     """
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     config = configs[0]
-    schedule = schedule_of(config)
-    plain = schedule.is_plain(config.task.subjects, config.task.subject_zipf)
-    if not get_method(config.flow.method).batched or any(c.init.from_run for c in configs) or not plain:
+    if any(batch_refusal(c) is not None for c in configs):
         return [run_flow(c, progress=progress) for c in configs]
     task, model, objective = setup(config)
+    schedule, tasks = task_schedule(config, task)
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
-    options = solver_options(flow)
     try:
-        result = integrate_flow_batch(batched_gradient_field(objective, geometry_of(config, model)), theta0,
-                                      time_grid(config), method=flow.method, rtol=options.rtol,
-                                      atol=options.atol, first_step=options.first_step,
-                                      max_steps=options.max_steps, progress=update)
+        problem = flow_problem(config, model, objective, theta0, time_grid(config), update, tasks,
+                               batched=True)
+        result = integrate_explicit_batch(flow.method, problem, solver_options(flow))
     finally:
         close()
     trajectories = []

@@ -70,8 +70,9 @@ class Phase:
 
 
 def _zipf_slice(lo: int, hi: int, alpha: float) -> np.ndarray:
-    """The Zipf frequencies (s + 1)^−α of subjects lo..hi-1, normalised over that range."""
-    w = np.arange(lo + 1, hi + 1, dtype=np.float64) ** (-alpha)
+    """The Zipf frequencies (s + 1)^−α of subjects lo..hi-1, normalised over that range: taken relative to
+    the range's first subject (in log space), since (lo + 1)^−α itself underflows to 0 for a large α."""
+    w = np.exp(-alpha * (np.log(np.arange(lo + 1, hi + 1, dtype=np.float64)) - np.log(lo + 1)))
     return w / w.sum()
 
 
@@ -137,6 +138,12 @@ def schedule_of(config: Config, old_subjects: int | None = None) -> Schedule:
     zipf = dict(zipf=alpha, zipf_end=data.zipf_end, anneal_until=config.flow.t_max)
     if old_subjects is not None and old_subjects < n:
         return Schedule((Phase(0.0, math.inf, (old_subjects, n), data.replay, (0, old_subjects), **zipf),))
+    if data.replay > 0:
+        why = ("it is not started from another run (init.from_run)" if old_subjects is None else
+               f"it trains no subject beyond the {old_subjects} of the run it starts from (task.subjects="
+               f"{config.task.subjects}, data.holdout={data.holdout})")
+        raise ConfigError(f"data.replay={data.replay!r}: replays the old subjects beside new ones, but "
+                          f"{why}; allowed: 0, or a task with more subjects")
     if data.warmup_time > 0 and data.warmup_subjects < 1:
         first = max(1, math.ceil(data.warmup_subjects * n))
         return Schedule((Phase(0.0, data.warmup_time, (0, first), **zipf),

@@ -164,7 +164,7 @@ def test_out_directory_holding_another_run(capsys, runs):
     before = files_under(out)
     assert RUN_FILES <= before.keys()
 
-    code, stdout, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, "--set", "task.seed=1",
+    code, stdout, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, "--set", "init.scale=2e-3",
                                          "--out", out, "--quiet"])
     assert_one_line_error(code, err, "--out", str(out))
     assert "wrote" not in stdout

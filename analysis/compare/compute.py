@@ -162,7 +162,7 @@ def geometry_config(config: Config, geometry: str) -> Config:
     config leaves ``flow.geometry_eps`` at 0)."""
     eps = config.flow.geometry_eps or DEFAULT_GEOMETRY_EPS.get(geometry, 0.0)
     return config.override({"flow.geometry": geometry, "flow.geometry_eps": eps if geometry != "euclidean"
-                            else config.flow.geometry_eps})
+                            else Config().flow.geometry_eps})  # the euclidean flow has no ε
 
 
 def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bool = True) -> Trajectory:

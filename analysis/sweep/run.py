@@ -9,7 +9,9 @@ most the points in flight. A point that raises (an invalid combination of values
 there) is recorded with status ``error`` and its message, and tried again by the next rerun.
 
 Points that differ only in ``init.*`` are integrated together as one batched system
-(:func:`dynamics.run.run_flow_batch`). The batches are fixed by the grid (grid order, at most
+(:func:`dynamics.run.run_flow_batch`), unless their flows cannot be batched (an implicit method, a schedule
+of phases, a start from another run: :func:`dynamics.run.batch_refusal`), which run as single points. The
+batches are fixed by the grid (grid order, at most
 :data:`MAX_BATCH` points, balanced), never by the worker count or by which points are left: a batch with a
 missing member is recomputed whole, so a resumed sweep's numbers equal an uninterrupted one's exactly.
 Batches and single points are spread over worker processes (``local``) or a ``dask.distributed`` cluster
@@ -33,7 +35,7 @@ from typing import Any
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
-from dynamics.run import batch_key, run_flow, run_flow_batch, run_training
+from dynamics.run import batch_key, batch_refusal, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
 from ..stages import INTERMEDIATE, detect_stages, measured_times, theory_for
@@ -230,9 +232,12 @@ def _point_result(values: dict[str, Any], config: Config | ConfigError, flow: Tr
 
 def _batch_key(base: Config, values: dict[str, Any]) -> str:
     try:
-        return batch_key(base.override(values))
+        config = base.override(values)
     except ConfigError:  # an invalid point runs (and is recorded as an error) on its own
         return "invalid:" + point_id(values)
+    if batch_refusal(config) is not None:  # e.g. an implicit method: one flow at a time, in its own job
+        return "single:" + point_id(values)
+    return batch_key(config)
 
 
 def plan_groups(base: Config, points: list[dict[str, Any]], options: SweepOptions
@@ -328,7 +333,10 @@ def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: Swee
               progress: bool = False, on_point: Callable[[str, dict[str, Any]], None] | None = None,
               report: Callable[[str], None] = note) -> list[dict[str, Any]]:
     """Run every unfinished point of ``grid`` over ``base`` into ``out``; returns all rows (old and new).
-    ``report`` receives the one-line notes (damaged point files, retried points, results added)."""
+    ``report`` receives the one-line notes (damaged point files, retried points, results added). Grid
+    values may be numpy scalars or arrays (``np.geomspace(...)``): they are taken as their Python values."""
+    grid = {key: [v.item() if hasattr(v, "item") and hasattr(v, "dtype") else v for v in values]
+            for key, values in grid.items()}
     if backend not in ("local", "dask"):
         raise ConfigError(f"--backend={backend!r}: must be local or dask")
     if scheduler is not None and backend != "dask":

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..geometry import GEOMETRIES
@@ -24,6 +27,9 @@ from ..solvers.registry import METHODS
 
 MAX_SHOWN = 240  # characters of an offending value shown in a message (its start and its end)
 MAX_SEED = 2**63 - 1  # torch's generators take seeds below 2^64; one rule for every seed
+# The cross-entropy's gradient entries are O(1) at most (a probability difference times O(1) parameters), so
+# ε beyond 1 regularises every entry (the sign or spectral flow is gone); 1e300 would overflow ε² as well.
+MAX_GEOMETRY_EPS = 1.0
 
 
 def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
@@ -197,6 +203,17 @@ class FlowConfig:
         _choice("flow.jacobian", self.jacobian, ("difference", "hvp"))
         _choice("flow.geometry", self.geometry, GEOMETRIES)
         _non_negative("flow.geometry_eps", self.geometry_eps)
+        if self.geometry_eps > MAX_GEOMETRY_EPS:
+            fail("flow.geometry_eps", self.geometry_eps,
+                 f"must be in [0, {MAX_GEOMETRY_EPS:g}]: ε only regularises where |P g| (a gradient entry "
+                 "or a singular value) is below it; a larger ε turns the flow into the gradient flow slowed "
+                 "by 1/ε")
+        if self.jacobian == "hvp" and METHODS[self.method].uses is None:
+            fail("flow.jacobian", self.jacobian, f"only implicit methods use Jacobian products; flow.method="
+                 f"{self.method!r} is explicit; allowed: difference (the default), or an implicit method")
+        if self.jacobian == "hvp" and self.modified_lr > 0:
+            fail("flow.jacobian", self.jacobian, "GD's modified field (flow.modified_lr > 0) has no "
+                 "Hessian-vector product here (its Jacobian is not −PH); allowed: difference")
         if self.geometry != "euclidean" and self.modified_lr > 0:
             fail("flow.modified_lr", self.modified_lr, "GD's modified flow needs flow.geometry=euclidean")
 
@@ -256,6 +273,12 @@ class DataConfig:
                 _non_negative(key, value)
         if not _is_number(self.replay) or not 0 <= self.replay < 1:
             fail("data.replay", self.replay, "must be a number in [0, 1)")
+        if self.warmup_subjects < 1 and self.warmup_time == 0:
+            fail("data.warmup_subjects", self.warmup_subjects,
+                 "a warm-up share needs data.warmup_time > 0 (how long the warm-up lasts); allowed: 1")
+        if self.warmup_time > 0 and self.warmup_subjects == 1:
+            fail("data.warmup_time", self.warmup_time,
+                 "a warm-up needs data.warmup_subjects < 1 (the share of subjects it trains); allowed: 0")
         if not (isinstance(self.freeze, str) and re.fullmatch(r"none|\w+(\+\w+)*", self.freeze)):
             fail("data.freeze", self.freeze,
                  "must be none or parameter block names joined by '+', e.g. a or a+v")
@@ -287,6 +310,8 @@ class Config:
         if self.data.warmup_time > 0 and self.init.from_run:
             fail("data.warmup_time", self.data.warmup_time,
                  "a warm-up cannot be combined with init.from_run (a fine-tuning run); allowed: 0")
+        self._check_data()
+        self._check_unused()
         if self.model.kind == "embedded":
             vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
             answers = self.task.relations * self.task.answers_per_relation
@@ -308,6 +333,46 @@ class Config:
             if self.model.attention != "softmax":
                 fail("model.attention", self.model.attention, "the transformer's heads are softmax; "
                       "allowed: model.attention=softmax")
+
+    def _check_data(self) -> None:
+        """The data schedule's keys must change what is trained."""
+        data, trained = self.data, self.task.subjects - self.data.holdout
+        if data.warmup_time >= self.flow.t_max:
+            fail("data.warmup_time", data.warmup_time, f"must be < flow.t_max={self.flow.t_max:g} (the "
+                 "warm-up would fill the run and its subjects never be joined by the others)")
+        if data.warmup_time > 0 and math.ceil(data.warmup_subjects * trained) >= trained:
+            fail("data.warmup_subjects", data.warmup_subjects,
+                 f"⌈f·{trained}⌉ = {trained}: the warm-up would train every one of the {trained} trained "
+                 f"subjects; allowed: f <= {(trained - 1) / trained:.6g}")
+
+    def _check_unused(self) -> None:
+        """Refuse a key set away from its default where this kind of run does not read it (it would be
+        recorded as if it mattered, and two runs differing in it would be the same run)."""
+        model, kind = self.model, self.model.kind
+        if kind == "reduced":
+            for key in ("dim", "embeddings", "seed", "heads", "head_dim", "mlp_width"):
+                _unused(f"model.{key}", getattr(model, key), ModelConfig, "model.kind='reduced' has no "
+                        "embeddings, heads or MLP (model.kind=embedded or transformer read it)")
+        if kind == "embedded":
+            for key in ("heads", "head_dim", "mlp_width"):
+                _unused(f"model.{key}", getattr(model, key), ModelConfig, "only model.kind=transformer has "
+                        "heads and an MLP")
+            if model.embeddings in ("onehot", "hadamard"):
+                _unused("model.seed", model.seed, ModelConfig,
+                        f"model.embeddings={model.embeddings!r} are not drawn (orthonormal or gaussian are)")
+        if kind == "transformer":
+            _unused("model.embeddings", model.embeddings, ModelConfig,
+                    "the transformer's embeddings are always Gaussian N(0, I/d), drawn with model.seed")
+        if self.task.facts == "structured":
+            _unused("task.seed", self.task.seed, TaskConfig,
+                    "task.facts='structured' is not drawn (task.facts=random is, with task.seed)")
+        if self.init.kind == "constant":
+            _unused("init.seed", self.init.seed, InitConfig,
+                    "init.kind='constant' is not drawn (init.kind=gaussian is, with init.seed)")
+        if self.loss.kind == "population":
+            for key in ("samples", "seed"):
+                _unused(f"loss.{key}", getattr(self.loss, key), LossConfig,
+                        "loss.kind='population' is exact, no sample is drawn (loss.kind=sampled draws one)")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a nested plain dict (what ``config.json`` holds)."""
@@ -357,6 +422,13 @@ class Config:
         return Config(**kwargs)
 
 
+def _unused(key: str, value: Any, section: type, why: str) -> None:
+    """Refuse ``value`` for ``key`` unless it is the section's default: the run does not read the key."""
+    default = {f.name: f.default for f in dataclasses.fields(section)}[key.split(".", 1)[1]]
+    if value != default:
+        fail(key, value, f"has no effect here: {why}; allowed: {default!r} (the default)")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -371,7 +443,12 @@ def _section_type(section: str, key: str, value: Any = None) -> type | None:
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Convert ``value`` (possibly a string from ``--set``) to the declared type of ``key``."""
+    """Convert ``value`` (possibly a string from ``--set``, a numpy scalar, or a path for a string key) to the
+    declared type of ``key``."""
+    if isinstance(value, np.generic):  # np.int64(8), np.float32(0.5), np.bool_(True): their Python value
+        value = value.item()
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
