@@ -66,15 +66,30 @@ def test_streamed_record_equals_the_stored_states_record(case):
 
 
 def test_recorder_chunks_are_those_of_record():
-    """A chunk of states evaluated together is a chunk of record(): same numbers whatever the chunking of
-    the caller, and the last partial chunk is recorded at the end."""
+    """A chunk of states evaluated together is a chunk of record(): the Recorder at chunk c gives record()'s
+    numbers at chunk c bit for bit (the same evaluations), the last partial chunk recorded at the end; and
+    the chunk size changes no number (one state at a time, 4, 7, all at once, the default)."""
     config = resolve_config("tiny")
     result, stored = _stored_record(config)
     task, model, _ = setup(config)
-    recorder = Recorder(model, task, len(result.t) + 5, chunk=7)  # more points than given: a failed run
-    for k, theta in enumerate(result.states):
-        recorder.add(k, theta.clone())
-    _assert_same_record(recorder.trajectory(result.t), record(model, task, result.t, result.states, chunk=7))
+    points = len(result.t)
+    reference = record(model, task, result.t, result.states, chunk=1)
+    for chunk in (1, 4, 7, points, None):
+        recorder = Recorder(model, task, points + 5, chunk=chunk)  # more points than given: a failed run
+        for k, theta in enumerate(result.states):
+            recorder.add(k, theta.clone())
+        streamed = recorder.trajectory(result.t)
+        _assert_same_record(streamed, record(model, task, result.t, result.states, chunk=chunk))
+        # across chunk sizes the batched evaluations may group their sums differently: 1e-12 relative
+        for name in RECORD_ARRAYS:
+            got, want = getattr(streamed, name), getattr(reference, name)
+            assert got.shape == want.shape, (chunk, name)
+            if name == "argmax_class":
+                np.testing.assert_array_equal(got, want, err_msg=f"chunk {chunk}")
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=0, err_msg=f"chunk {chunk}: {name}")
+        for name in reference.norms:
+            np.testing.assert_allclose(streamed.norms[name], reference.norms[name], rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="expected 0"):
         Recorder(model, task, 3).add(1, result.states[0])
 
