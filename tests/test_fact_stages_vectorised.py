@@ -1,11 +1,13 @@
 """The block-vectorised per-fact stage detection against the per-fact loop it replaced.
 
-``_loop_fact_stages`` below is a verbatim copy of the loop implementation (``fact_states``,
-``detect_fact_stages``, ``_sigmoid_fit``), kept here as the independent reference. The vectorised version
+``_loop_fact_stages`` below is a copy of the loop implementation (``fact_states``, ``detect_fact_stages``,
+``_sigmoid_fit``), kept here as the reference; the crossing in log t and the thresholds it uses are written
+here from their definitions (``_crossing``, ``_relation_known``, ``FACT_KNOWN``), not imported from the code
+under test. The vectorised version
 must give the same crossing times (exactly where the loop returns a recorded time t_i, within 1e-12
 relative where it interpolates in log t, NaN at the same facts), learning times and widths within 1e-9
 relative, and the same states and state fractions, on real flows and on hand-built records that exercise
-every branch. ``crossing_times`` is checked column by column against ``crossing_time``.
+every branch. ``crossing_times`` and ``crossing_time`` are checked column by column against ``_crossing``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from analysis.stages import crossing_time, detect_fact_stages, fact_states
 from analysis.stages import detect as detect_module
 from analysis.stages.detect import crossing_times, relation_threshold
+from analysis.timeline.events import KNOWN
 from dynamics import resolve_config, run_flow
 from dynamics.trajectory import FactClass
 
@@ -26,11 +29,50 @@ CROSSING_RTOL = 1e-12
 FIT_RTOL = 1e-9
 
 
+# --- definitions, written independently of the code under test ------------------------------------------
+
+FACT_KNOWN = 0.5  # p(a*) above which a fact is recalled / known (docs: "p(a*) > 1/2")
+
+
+def _relation_known(R: int) -> float:
+    """p(A_r) above which a fact's relation is known: a majority of the mass; where chance 1/R is already
+    1/2 or more, halfway from chance to certainty; never for R = 1 (A_r is every answer)."""
+    if R == 1:
+        return math.inf
+    chance = 1.0 / R
+    return (chance + 1.0) / 2.0 if chance >= 0.5 else 0.5
+
+
+def _crossing(t: np.ndarray, y: np.ndarray, threshold: float, start: int = 0, downward: bool = True) -> float:
+    """The first recorded y_i (i ≥ start) past the threshold; the time where the straight line between
+    (log t_(i−1), y_(i−1)) and (log t_i, y_i) meets it, or t_i itself where there is no such line (i = 0,
+    t_(i−1) ≤ 0, a flat step) or y_(i−1) was already past; NaN when no y_i is past."""
+    def past(value: float) -> bool:
+        return value < threshold if downward else value > threshold
+
+    for i in range(start, len(y)):
+        if not past(y[i]):
+            continue
+        if i == 0 or past(y[i - 1]) or t[i - 1] <= 0 or y[i - 1] == y[i]:
+            return float(t[i])
+        share = (y[i - 1] - threshold) / (y[i - 1] - y[i])  # of the way from t_(i−1) to t_i, in log t
+        # the documented exp(ln t_(i−1) + f (ln t_i − ln t_(i−1))), so that f = 0 rounds as the code's does
+        return float(math.exp(math.log(t[i - 1]) + share * (math.log(t[i]) - math.log(t[i - 1]))))
+    return math.nan
+
+
+def test_the_definitions_are_the_code_s():
+    assert FACT_KNOWN == KNOWN
+    for R in (1, 2, 3, 4, 8, 100):
+        assert _relation_known(R) == relation_threshold(R), R
+    assert _relation_known(2) == 0.75
+
+
 # --- the per-fact loop implementation (reference) -------------------------------------------------------
 
 def _loop_fact_states(traj) -> np.ndarray:
     recalled = traj.p_correct > 0.5
-    hallucinating = ~recalled & (traj.p_relation > relation_threshold(traj.facts.shape[1]))
+    hallucinating = ~recalled & (traj.p_relation > _relation_known(traj.facts.shape[1]))
     return np.where(recalled, FactClass.RECALLED,
                     np.where(hallucinating, FactClass.HALLUCINATING, FactClass.UNINFORMED)).astype(np.int8)
 
@@ -38,7 +80,7 @@ def _loop_fact_states(traj) -> np.ndarray:
 def _loop_fact_stages(traj) -> dict[str, np.ndarray]:
     state = _loop_fact_states(traj)
     K, S, R = state.shape
-    t, known = traj.t, relation_threshold(R)
+    t, known = traj.t, _relation_known(R)
     enter, leave, recall = (np.full((S, R), np.nan) for _ in range(3))
     for s in range(S):
         for r in range(R):
@@ -46,15 +88,15 @@ def _loop_fact_stages(traj) -> dict[str, np.ndarray]:
             halluc = np.nonzero(column == FactClass.HALLUCINATING)[0]
             if len(halluc):
                 first = int(halluc[0])
-                enter[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, max(first - 1, 0), False)
+                enter[s, r] = _crossing(t, traj.p_relation[:, s, r], known, max(first - 1, 0), False)
                 after = np.nonzero(column[first:] != FactClass.HALLUCINATING)[0]
                 if len(after):
                     i = first + int(after[0])
                     if column[i] == FactClass.RECALLED:
-                        leave[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, i - 1, downward=False)
+                        leave[s, r] = _crossing(t, traj.p_correct[:, s, r], 0.5, i - 1, downward=False)
                     else:
-                        leave[s, r] = crossing_time(t, traj.p_relation[:, s, r], known, i - 1, downward=True)
-            recall[s, r] = crossing_time(t, traj.p_correct[:, s, r], 0.5, 0, downward=False)
+                        leave[s, r] = _crossing(t, traj.p_relation[:, s, r], known, i - 1, downward=True)
+            recall[s, r] = _crossing(t, traj.p_correct[:, s, r], 0.5, 0, downward=False)
     learning_time, width = _loop_sigmoid_fit(t, traj.p_correct, recall)
     flat = state.reshape(K, -1)
     return dict(state=state, enter_hallucination=enter, leave_hallucination=leave, recall_time=recall,
@@ -152,11 +194,13 @@ def test_crossing_times_matches_crossing_time_column_by_column(downward):
     start = rng.integers(0, K + 2, M)  # a start past the end finds nothing
     start[:20] = 0
     got = crossing_times(t, Y, 0.5, start, downward=downward)
-    want = np.array([crossing_time(t, Y[:, m], 0.5, int(start[m]), downward) for m in range(M)])
+    want = np.array([_crossing(t, Y[:, m], 0.5, int(start[m]), downward) for m in range(M)])
     assert np.isnan(want).any() and np.isfinite(want).any()
     assert_same_times(got, want, t, CROSSING_RTOL, "crossing_times")
+    one_by_one = np.array([crossing_time(t, Y[:, m], 0.5, int(start[m]), downward) for m in range(M)])
+    assert_same_times(one_by_one, want, t, CROSSING_RTOL, "crossing_time")
     # a scalar start is every column's start
-    want0 = np.array([crossing_time(t, Y[:, m], 0.5, 0, downward) for m in range(M)])
+    want0 = np.array([_crossing(t, Y[:, m], 0.5, 0, downward) for m in range(M)])
     assert_same_times(crossing_times(t, Y, 0.5, 0, downward=downward), want0, t, CROSSING_RTOL, "start=0")
 
 
@@ -165,7 +209,7 @@ def test_crossing_times_infinite_threshold():
     Y = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
     for downward in (True, False):
         for start in (0, 2):
-            want = [crossing_time(t, Y[:, m], math.inf, start, downward) for m in range(2)]
+            want = [_crossing(t, Y[:, m], math.inf, start, downward) for m in range(2)]
             got = crossing_times(t, Y, math.inf, np.full(2, start), downward=downward)
             np.testing.assert_array_equal(got, want)
 
@@ -310,21 +354,19 @@ def test_short_records(K):
 
 def _loop_fact_events(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The per-fact loop the timeline used before its events were taken a block at a time."""
-    from analysis.timeline.events import KNOWN
-
     _, S, R = p.shape
     learned, forgotten, relearned = (np.full((S, R), np.nan) for _ in range(3))
     for s in range(S):
         for r in range(R):
             column = p[:, s, r]
-            if column[0] < KNOWN:
-                learned[s, r] = crossing_time(t, column, KNOWN, 0, downward=False)
+            if column[0] < FACT_KNOWN:
+                learned[s, r] = _crossing(t, column, FACT_KNOWN, 0, downward=False)
                 continue
-            below = np.nonzero(column < KNOWN)[0]
+            below = np.nonzero(column < FACT_KNOWN)[0]
             if not len(below):
                 continue
-            forgotten[s, r] = crossing_time(t, column, KNOWN, int(below[0]) - 1, downward=True)
-            relearned[s, r] = crossing_time(t, column, KNOWN, int(below[0]), downward=False)
+            forgotten[s, r] = _crossing(t, column, FACT_KNOWN, int(below[0]) - 1, downward=True)
+            relearned[s, r] = _crossing(t, column, FACT_KNOWN, int(below[0]), downward=False)
     return learned, forgotten, relearned
 
 
