@@ -94,6 +94,9 @@ def metric_of(config: Config, model: Model) -> torch.Tensor:
                               "this model; its blocks: " + ", ".join(blocks))
         block = blocks[name]
         metric[block.start:block.start + block.size] = 0.0
+    if set(frozen) >= set(blocks):
+        raise ConfigError(f"data.freeze={config.data.freeze!r}: freezes every parameter block, nothing would "
+                          "be trained; allowed: a proper subset of " + "+".join(blocks))
     return metric
 
 

@@ -194,6 +194,9 @@ def test_refused_batches_run_one_by_one_and_a_sweep_plans_them_as_single_points(
     ({"init.seed": 1}, "init.seed=1"),  # a constant start is not drawn
     ({"loss.samples": 100}, "loss.samples=100"),  # the population loss draws no sample
     ({"loss.seed": 1}, "loss.seed=1"),
+    ({"task.seq_len": 3, "task.noise_tokens": 2}, "task.noise_tokens=2"),  # no position for noise
+    ({"task.subjects": 1, "task.subject_zipf": 1.0}, "task.subject_zipf=1.0"),
+    ({"task.relations": 1, "task.relation_zipf": 1.0}, "task.relation_zipf=1.0"),
 ])
 def test_a_setting_without_effect_is_one_line(overrides, key):
     with pytest.raises(ConfigError) as err:
@@ -218,6 +221,8 @@ def test_run_time_refusals_are_one_line():
         run_flow(tiny.override({"data.replay": 0.2}), start=nothing_new)
     with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.001: has no effect on flow.geometry='eu"):
         run_flow(tiny.override({"flow.geometry_eps": 1e-3}))
+    with pytest.raises(ConfigError, match=r"^data.freeze='a\+v': freezes every parameter block"):
+        run_flow(tiny.override({"data.freeze": "a+v"}))
     with pytest.raises(ConfigError, match=r"^flow.jacobian='hvp': flow.geometry='spectral'"):
         run_flow(tiny.override({"flow.geometry": "spectral", "flow.geometry_eps": 1e-3,
                                 "flow.method": "cvode", "flow.jacobian": "hvp"}))

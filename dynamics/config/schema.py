@@ -104,6 +104,13 @@ class TaskConfig:
         if self.seq_len > 3 and self.noise_tokens == 0:
             fail("task.noise_tokens", self.noise_tokens,
                   f"must be >= 1 when task.seq_len={self.seq_len} > 3 leaves positions for noise")
+        if self.seq_len == 3 and self.noise_tokens > 0:
+            fail("task.noise_tokens", self.noise_tokens, "has no effect: task.seq_len=3 leaves no position "
+                 "for noise (subject, relation, EOS); allowed: 0, or task.seq_len > 3")
+        if self.subjects == 1 and self.subject_zipf != 0:
+            fail("task.subject_zipf", self.subject_zipf, "has no effect with task.subjects=1; allowed: 0")
+        if self.relations == 1 and self.relation_zipf != 0:
+            fail("task.relation_zipf", self.relation_zipf, "has no effect with task.relations=1; allowed: 0")
 
 
 @dataclass(frozen=True)
