@@ -377,12 +377,26 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
 
 def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Sharpness λ_max(P H) along the flow of ``config`` at ``points`` log-spaced times in [t_min, t_max]:
-    GD with learning rate η follows the flow only while η · λ_max < 2. Returns (t, λ_max)."""
+    GD with learning rate η follows the flow only while η · λ_max < 2. Returns (t, λ_max).
+
+    The flow is the run's own (its start, data schedule and frozen blocks); at time t, H is the Hessian of
+    the loss trained at t and P the run's metric (0 on frozen blocks)."""
     config = config.override({"flow.modified_lr": 0.0})  # along the gradient flow itself
-    _, model, objective = setup(config)
+    task, model, objective = setup(config)
+    start = starting_state(config, model)
+    _, tasks = task_schedule(config, task, start.old_subjects)
     flow = config.flow
     times = log_time_grid(flow.t_min, flow.t_max, points + 1)
-    result = integrate_config_flow(config, model, objective, model.initial_parameters(config.init), times)
+    result = integrate_config_flow(config, model, objective, start.theta0, times, tasks=tasks)
+    metric = metric_of(config, model)
+
+    def objective_at(t: float) -> Objective:
+        if tasks is None:
+            return objective
+        trained = tasks.at(t)
+        return make_objective(model.with_task(trained), trained, config.loss)
+
     with compute_settings(result.states[0]):
-        values = [sharpness(objective, theta, model.preconditioner, iterations) for theta in result.states]
+        values = [sharpness(objective_at(t), theta, metric, iterations)
+                  for t, theta in zip(result.t, result.states, strict=True)]
     return result.t, np.asarray(values)

@@ -283,3 +283,27 @@ def test_a_sweep_takes_numpy_grids(tmp_path):
                      Path(tmp_path) / "sweep")
     assert sorted((r["task.subjects"], r["status"]) for r in rows) == [(4, "ok")] * 2 + [(5, "ok")] * 2
     assert all(math.isfinite(r["final_loss"]) for r in rows)
+
+
+def test_flow_sharpness_follows_the_runs_own_flow():
+    """The sharpness probe integrates the run's flow (its data schedule, its frozen blocks' metric), not the
+    plain flow of the task."""
+    from dynamics.curvature import sharpness
+    from dynamics.objective import make_objective
+    from dynamics.run import flow_sharpness, metric_of
+
+    config = resolve_config("tiny", overrides={"flow.t_max": 50.0, "task.subjects": 6,
+                                               "task.facts": "random"})
+    _, plain = flow_sharpness(config, points=2, iterations=20)
+    for change in ({"data.zipf": 2.0}, {"data.freeze": "a"}, {"data.holdout": 2}):
+        changed = config.override(change)
+        times, values = flow_sharpness(changed, points=2, iterations=20)
+        assert np.abs(values - plain).max() > 1e-3 * np.abs(plain).max(), change
+    # at t = 0 it is λ_max of P H of the trained loss (held-out subjects at weight 0), P the run's metric
+    held = config.override({"data.holdout": 2})
+    task, model, _ = setup(held)
+    trained = task.with_subject_weights(np.r_[np.full(4, 0.25), 0.0, 0.0])
+    objective = make_objective(model.with_task(trained), trained, held.loss)
+    theta = model.initial_parameters(held.init)
+    _, values = flow_sharpness(held, points=2, iterations=20)
+    assert values[0] == pytest.approx(sharpness(objective, theta, metric_of(held, model), 20), rel=1e-9)
