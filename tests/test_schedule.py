@@ -292,14 +292,14 @@ def test_fact_events_are_the_crossings_of_one_half_in_log_t():
     p[:, 1, 0] = [0.9, 0.7, 0.3, 0.2, 0.7]   # known, forgotten at √10 · ..., relearned between 100 and 1000
     p[:, 2, 0] = [0.9, 0.9, 0.9, 0.9, 0.9]   # known throughout: no event
     weights = np.array([[0.5], [0.5], [0.0]])
-    traj = _record(p, t, weights, old_subjects=1)
+    traj = _record(p, t, weights, old_subjects=2)  # subject 1 trained before: its fact can be forgotten
     events = fact_events(traj)
     assert events.learned[0, 0] == pytest.approx(10 ** 0.5, rel=1e-12)
     assert events.forgotten[1, 0] == pytest.approx(10 ** 0.5, rel=1e-12)
     assert events.relearned[1, 0] == pytest.approx(10 ** 2.6, rel=1e-12)  # 0.2 -> 0.7 over 100 -> 1000
     assert np.isnan(events.learned[1:, 0]).all() and np.isnan(events.forgotten[[0, 2], 0]).all()
     groups = groups_of(traj)
-    assert {k: v.tolist() for k, v in groups.items()} == {"unseen": [2], "old": [0], "new": [1]}
+    assert {k: v.tolist() for k, v in groups.items()} == {"unseen": [2], "old": [0, 1]}
     assert has_timeline(traj)
     plain = _record(p, t, np.full((3, 1), 1 / 3))
     assert not has_timeline(plain) and list(groups_of(plain)) == ["trained"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -35,6 +36,11 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     payload["theory"] = {"prediction": theory, "measured": measured, "ratio": compare_times(theory, measured)}
     payload["facts"] = _fact_summary(facts)
     payload["run_status"] = "ok" if traj.info is None else traj.info.status.value
+    groups = fine_tune_groups(traj)
+    if groups:  # old and new facts start apart: the aggregate alone has no stage to show before the end
+        payload["groups"] = {name: {"subjects": [int(index[0]), int(index[-1]) + 1],
+                                    **detect_stages(group_trajectory(traj, index)).to_dict()}
+                             for name, index in groups.items()}
     atomic_write_json(directory / "stages.json", payload)
     atomic_write(directory / "stages.npz", lambda f: write_npz(f, facts.arrays()))
     stage_dicts = payload["stages"]
@@ -45,6 +51,41 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
     draw_or_skip(directory / "fractions.png", plot_fact_fractions, facts.t, facts.fraction_uninformed,
                  facts.fraction_hallucinating, facts.fraction_recalled, directory / "fractions.png")
     return payload
+
+
+def fine_tune_groups(traj: Trajectory) -> dict[str, np.ndarray]:
+    """The trained subjects of a run started from another run's state, by group: ``old`` (below the old
+    run's subject count) and ``new``, each left out when empty; {} for any other run."""
+    old = None if traj.info is None else traj.info.old_subjects
+    if old is None:
+        return {}
+    subjects = np.arange(traj.facts.shape[0])
+    trained = traj.fact_weights.sum(1) > 0
+    groups = {"old": subjects[(subjects < old) & trained], "new": subjects[(subjects >= old) & trained]}
+    return {name: index for name, index in groups.items() if len(index)}
+
+
+def group_trajectory(traj: Trajectory, subjects: np.ndarray) -> Trajectory:
+    """The record of the facts of ``subjects`` alone, as if they were the whole table: per-fact arrays
+    restricted to them, ``loss``, ``relation_loss`` and ``subject_loss`` recomputed as their
+    frequency-weighted means (as the record computes them over every fact), so that the reference levels
+    are those of their own table. Attention and norms stay the run's."""
+    subjects = np.asarray(subjects)
+    weights = traj.fact_weights[subjects]
+    if not weights.sum() > 0:
+        raise ValueError("group_trajectory: the subjects have no weight in the record (never trained)")
+    weights = weights / weights.sum()
+    per_fact = {name: getattr(traj, name)[:, subjects]
+                for name in ("fact_loss", "p_correct", "p_relation", "p_subject", "argmax_class")}
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return (weights * values).sum((-2, -1))
+
+    with np.errstate(divide="ignore"):  # p = 0 is an infinite loss, as in the record
+        return dataclasses.replace(traj, facts=traj.facts[subjects], fact_weights=weights, **per_fact,
+                                   loss=mean(per_fact["fact_loss"]),
+                                   relation_loss=mean(-np.log(per_fact["p_relation"])),
+                                   subject_loss=mean(-np.log(per_fact["p_subject"])), states=None)
 
 
 def _fact_summary(facts: FactStages) -> dict[str, Any]:
@@ -76,12 +117,15 @@ def run_directories(path: Path) -> list[Path]:
 
 def format_stage_table(name: str, payload: dict[str, Any]) -> str:
     """A plain-text table of the stages of one run, with the theory's times beside the measured ones."""
-    lines = [f"{name}: {payload['summary']}",
-             f"  {'stage':14s} {'t_start':>10s} {'t_end':>10s} {'level':>8s} {'expected':>9s}  level name"]
-    for stage in payload["stages"]:
-        end = "running" if stage["t_end"] is None else f"{stage['t_end']:.4g}"
-        lines.append(f"  {stage['name']:14s} {stage['t_start']:>10.4g} {end:>10s} {stage['level']:>8.4f} "
-                     f"{stage['expected_level']:>9.4f}  {stage['level_name']}")
+    groups = payload.get("groups")
+    if groups:  # a fine-tune: the old and the new facts each have their own stages
+        lines = [f"{name}: all facts: {payload['summary']}; started from another run, so per group of facts:"]
+        for group, report in groups.items():
+            lo, hi = report["subjects"]
+            lines.append(f"  {group} facts (subjects {lo}..{hi - 1}): {report['summary']}")
+            lines += _stage_rows(report["stages"], "    ")
+    else:
+        lines = [f"{name}: {payload['summary']}", *_stage_rows(payload["stages"], "  ")]
     theory = payload["theory"]
     prediction, measured, ratio = theory["prediction"], theory["measured"], theory["ratio"]
     if prediction.get("applicable"):
@@ -98,6 +142,23 @@ def format_stage_table(name: str, payload: dict[str, Any]) -> str:
                  f"(t = {facts['t_max_fraction_hallucinating']:.4g}); {facts['final_fraction_recalled']:.0%} "
                  f"recalled at the end")
     return "\n".join(lines)
+
+
+def _stage_rows(stages: list[dict[str, Any]], indent: str) -> list[str]:
+    """The rows of a stage table; a first stage that starts after t = 0 has a row before it saying that the
+    loss sat on no reference level until then."""
+    if not stages:
+        return []
+    rows = [f"{indent}{'stage':14s} {'t_start':>10s} {'t_end':>10s} {'level':>8s} {'expected':>9s}  "
+            "level name"]
+    if stages[0]["t_start"] > 0:
+        rows.append(f"{indent}{'-':14s} {0:>10.4g} {stages[0]['t_start']:>10.4g} {'-':>8s} {'-':>9s}  "
+                    "no reference level")
+    for stage in stages:
+        end = "running" if stage["t_end"] is None else f"{stage['t_end']:.4g}"
+        rows.append(f"{indent}{stage['name']:14s} {stage['t_start']:>10.4g} {end:>10s} "
+                    f"{stage['level']:>8.4f} {stage['expected_level']:>9.4f}  {stage['level_name']}")
+    return rows
 
 
 def _fmt(value: Any) -> str:
@@ -152,6 +213,7 @@ def load_run(directory: Path) -> tuple[Config, Trajectory]:
     except Exception as err:
         raise _damaged(directory / "trajectory.npz",
                        f"cannot be read ({type(err).__name__}: {err})") from None
+    traj.check_config(config, tree, repr(str(directory)))
     return config, traj
 
 
@@ -187,8 +249,8 @@ def _check_arrays(path: Path) -> None:
     if missing:
         raise _damaged(path, "missing key(s) " + ", ".join(missing))
     for name, values in arrays.items():
-        if values.dtype.kind not in "biuf":
-            raise _damaged(path, f"{name} has dtype {values.dtype}, not numbers")
+        if values.dtype.kind not in "biuf" and not (values.dtype.kind == "U" and values.ndim == 0):
+            raise _damaged(path, f"{name} has dtype {values.dtype}, not numbers (or one string, a digest)")
     t = arrays["t"]
     if t.ndim != 1 or len(t) < 1:
         raise _damaged(path, f"t has shape {t.shape}; expected (K,) with K >= 1")

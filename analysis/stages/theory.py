@@ -144,7 +144,8 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
     elif config.flow.geometry != "euclidean":
         reasons.append(f"flow.geometry={config.flow.geometry!r}: the rates are those of the gradient flow "
                        "(euclidean), not of a steepest descent in another norm")
-    if config.init.from_run or (info is not None and info.old_subjects is not None):
+    fine_tune = bool(config.init.from_run) or (info is not None and info.old_subjects is not None)
+    if fine_tune:
         reasons.append(f"init.from_run={config.init.from_run!r}: the run starts from another run's final "
                        "state, not from a small constant initialisation")
     elif config.init.kind != "constant":
@@ -168,7 +169,7 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
     if data.freeze != "none":
         reasons.append(f"data.freeze={data.freeze!r}: the escape is the joint growth of every (a, v) pair; "
                        "a frozen block changes it")
-    reasons += _schedule_reasons(config, info)
+    reasons += _schedule_reasons(config, None if fine_tune else info)  # a fine-tune's schedule: said above
     if task.subject_zipf != 0 or task.relation_zipf != 0:
         reasons.append(f"task.subject_zipf={task.subject_zipf!r}, task.relation_zipf={task.relation_zipf!r}"
                        ": the rates assume uniform (zipf 0) subject and relation frequencies")

@@ -4,9 +4,13 @@ Groups of subjects, read from the record: *unseen* subjects have fact weight 0 (
 for a run started from another run's state, subjects below the old run's count are *old* and the rest
 *new*; otherwise every trained subject is *trained*. A fact counts as known while p(a*) ≥ 1/2.
 
-Per fact: ``learned`` (the first time p(a*) rises to 1/2 from below), ``forgotten`` (for a fact known at
-t = 0, the first time p(a*) falls below 1/2) and ``relearned`` (after that, the first time it is back at
-1/2); times are interpolated linearly in log t between records, NaN where the event never happens.
+Per fact: ``learned`` (for a fact not known before the run, the first time p(a*) rises to 1/2 from below,
+never for one that stays at or above 1/2 from its first record on), ``forgotten`` (for a fact known
+before the run, the first time p(a*) falls below 1/2) and ``relearned`` (after that, the first time it is
+back at 1/2); times are interpolated linearly in log t between records, NaN where the event never happens.
+A fact is known before the run when p(a*) ≥ 1/2 at t = 0 and its subject was trained before
+(:func:`trained_before`): an old subject of a run started from another run's state, never a new one (its
+chance p(a*) at the start is no knowledge to forget).
 """
 
 from __future__ import annotations
@@ -54,19 +58,35 @@ class FactEvents:
         return dataclasses.asdict(self)
 
 
+def trained_before(traj: Trajectory) -> np.ndarray:
+    """(S,) whether each subject was trained before the run started: for a run started from another run's
+    state (``info.old_subjects``), its old subjects; for a fresh run from its initialisation, none; for a
+    bare record without a run record (``info`` None), every subject (its history is unknown, so a fact
+    known at its first record counts as known before)."""
+    S = traj.p_correct.shape[1]
+    info = getattr(traj, "info", None)
+    if info is None:
+        return np.ones(S, dtype=bool)
+    return np.arange(S) < (info.old_subjects or 0)
+
+
 def fact_events(traj: Trajectory) -> FactEvents:
     """The learned / forgotten / relearned time of every fact (see the module docstring), a block of
     subjects at a time."""
     t, p = traj.t, traj.p_correct
     K, S, R = p.shape
+    before = trained_before(traj)
     learned, forgotten, relearned = (np.full((S, R), np.nan) for _ in range(3))
     for block in subject_blocks(K, S, R):
         column = p[:, block].reshape(K, -1)
-        unknown = column[0] < KNOWN  # never known at the start: only learned can happen
+        known = np.repeat(before[block], R) & (column[0] >= KNOWN)  # known before the run: can be forgotten
         below = column < KNOWN
-        first_below = below.argmax(0)
-        dropped = ~unknown & below[first_below, np.arange(column.shape[1])]
-        times = (np.where(unknown, crossing_times(t, column, KNOWN, 0, downward=False), np.nan),
+        first_below = below.argmax(0)  # 0 when never below
+        ever_below = below[first_below, np.arange(column.shape[1])]
+        dropped = known & ever_below
+        # a fact not known before is learned when it rises through 1/2 after its first record below
+        times = (np.where(~known & ever_below, crossing_times(t, column, KNOWN, first_below, downward=False),
+                          np.nan),
                  np.where(dropped, crossing_times(t, column, KNOWN, np.maximum(first_below - 1, 0),
                                                   downward=True), np.nan),
                  np.where(dropped, crossing_times(t, column, KNOWN, first_below, downward=False), np.nan))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dynamics.io import atomic_write, atomic_write_json, write_npz
+from dynamics.schedule import Phase
 from dynamics.trajectory import Trajectory
 
 from ..plotting import draw_or_skip
@@ -23,8 +24,11 @@ PER_TIME = ("loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "
 
 
 def has_timeline(traj: Trajectory) -> bool:
-    """Whether the run's data changed over time or left subjects out: more than one phase, a phase that
-    does not train all subjects uniformly as the task does, a start from another run, or held-out subjects."""
+    """Whether the run trained other data than the task it is measured on, at some time: more than one
+    phase, a phase with replay, on a part of the subjects or with an annealed exponent (``zipf_end``), a
+    phase whose subject frequencies are not the task's (a trained ``data.zipf`` other than
+    ``task.subject_zipf``), a start from another run, or held-out subjects. Those runs get a timeline: when
+    each group of facts is learned, forgotten and relearned, and the stages of each phase."""
     info = traj.info
     if info is None:
         return False
@@ -32,7 +36,17 @@ def has_timeline(traj: Trajectory) -> bool:
     phases = info.phases or []
     moved = len(phases) > 1 or any(p["replay"] or p["subjects"] != [0, S] or p.get("zipf_end") is not None
                                    for p in phases)
-    return moved or info.old_subjects is not None or bool((traj.fact_weights.sum(1) == 0).any())
+    measured = traj.fact_weights.sum(1)  # the task's subject frequencies u_s (held-out ones at 0)
+    other = any(not np.allclose(_trained_subject_weights(p, S), measured, rtol=1e-9, atol=1e-300)
+                for p in phases)
+    return moved or other or info.old_subjects is not None or bool((measured == 0).any())
+
+
+def _trained_subject_weights(phase: dict[str, Any], subjects: int) -> np.ndarray:
+    """The subject frequencies a recorded phase (``RunInfo.phases``) trains at its start."""
+    return Phase(start=0.0, end=math.inf, subjects=tuple(phase["subjects"]), replay=phase.get("replay", 0.0),
+                 replay_subjects=tuple(phase.get("replay_subjects", (0, 0))),
+                 zipf=phase.get("zipf", 0.0)).subject_weights(subjects, 0.0)
 
 
 def phase_trajectory(traj: Trajectory, window: slice, start: float) -> Trajectory:
