@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from figures import assert_png
 
 from analysis.cli import main
 from dynamics.config import Config, resolve_config
@@ -223,7 +224,7 @@ def test_simulate_tiny_writes_a_run_directory(capsys, runs):
     traj = Trajectory.load(out)
     assert summary["final_loss"] == traj.final_loss
     assert traj.t[-1] == pytest.approx(resolved.flow.t_max)
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png(out / "loss.png")  # decodes to a drawn figure, not only a PNG signature
 
     # The same command again into the same directory: allowed (same config), replaced cleanly.
     code, stdout, err = run_cli(capsys, argv)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figures import assert_png
 
 import analysis.compare.command as compare_command
 from analysis.cli import main
@@ -266,7 +267,7 @@ def test_cli_compare_writes_everything(cli_run):
     assert stderr == ""  # --quiet: no progress lines
     assert {p.name for p in out.iterdir()} == {"config.json", "compare.json", "compare.csv", *FIGURES}
     for name in FIGURES:
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png(out / name)
     assert "GD order of convergence" in stdout and f"wrote {out}" in stdout
     for name in ("gd_lr0.4", "gd_lr0.2", "sgd_lr0.4_b64_s0", "sgd_lr0.2_b64_s0"):
         assert name in stdout

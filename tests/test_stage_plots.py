@@ -1,12 +1,14 @@
-"""Stage figures (docs/design.md §5): every function writes a real PNG from a Trajectory and plain data."""
+"""Stage figures (docs/design.md §5): every function writes a real PNG from a Trajectory and plain data; the
+Figure it saves is checked for its title, legend, stage names, reference levels and axis limits."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from figures import assert_png, capture_figures, legend_labels, texts
 
+import analysis.stages.plots as plots_module
+from analysis.plotting import time_window
 from analysis.stages import (
     fact_order,
     plot_fact_fractions,
@@ -18,13 +20,13 @@ from analysis.stages import (
 )
 from dynamics import FactTask, resolve_config, run_flow
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CURVE_LABELS = ["loss", "relation-only loss", "subject-only loss"]
 
 
-def assert_png(path: Path) -> None:
-    assert path.is_file(), path
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) > 1000, path
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Figures the stage plots save, in order."""
+    return capture_figures(monkeypatch, plots_module)
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +49,49 @@ STAGES = [
 
 
 @pytest.mark.parametrize("use_theory", [True, False])
-def test_stage_losses_png(tmp_path, tiny, tiny_theory, use_theory):
+def test_stage_losses_png(tmp_path, tiny, tiny_theory, use_theory, drawn):
     path = tmp_path / "loss.png"
     plot_stage_losses(tiny, STAGES, tiny_theory if use_theory else None, path, title="tiny")
     assert_png(path)
+    (fig,) = drawn
+    ax = fig.axes[0]
+    assert ax.get_title() == "tiny" and ax.get_xscale() == "log" and ax.get_ylabel() == "loss (nats)"
+    marks = [f"t_R (theory) = {tiny_theory['t_R']:.3g}", f"t_S (theory) = {tiny_theory['t_S']:.3g}"]
+    assert legend_labels(ax) == CURVE_LABELS + (marks if use_theory else [])
+    # every stage named in its band, every reference level written beside its line
+    assert {"init", "hallucination", "recall"} <= set(texts(ax))
+    for name in ("log|A|", "H(A|R)", "0"):
+        assert f"{name} = {tiny.levels[name]:.3f}" in texts(ax)
+    left, right = time_window(tiny.t)
+    if use_theory:  # widened to show both predicted times
+        times = (tiny_theory["t_R"], tiny_theory["t_S"])
+        left, right = min(left, min(times) / 1.2), max(right, max(times) * 1.2)
+    assert ax.get_xlim() == pytest.approx((left, right), rel=1e-12)
+    # each curve is the record of its name
+    for field, label in zip(("loss", "relation_loss", "subject_loss"), CURVE_LABELS, strict=True):
+        (line,) = [line for line in ax.get_lines() if line.get_label() == label]
+        np.testing.assert_array_equal(line.get_xdata(), tiny.t[tiny.t > 0])
+        np.testing.assert_array_equal(line.get_ydata(), getattr(tiny, field)[tiny.t > 0], err_msg=label)
 
 
-def test_stage_losses_without_stages_and_with_inapplicable_theory(tmp_path, tiny):
+def test_stage_losses_widen_the_time_axis_to_predicted_times_beyond_the_run(tmp_path, tiny, drawn):
+    theory = {"applicable": True, "t_R": 0.02, "t_S": 2e4}  # before the window's start, after the run's end
+    plot_stage_losses(tiny, STAGES, theory, tmp_path / "loss.png")
+    ax = drawn[0].axes[0]
+    assert ax.get_xlim() == pytest.approx((0.02 / 1.2, 2e4 * 1.2), rel=1e-12)
+    assert legend_labels(ax)[-2:] == ["t_R (theory) = 0.02", "t_S (theory) = 2e+04"]
+
+
+def test_stage_losses_without_stages_and_with_inapplicable_theory(tmp_path, tiny, drawn):
     theory = {"applicable": False, "reasons": ["init.kind='gaussian'"], "t_R": None, "t_S": None}
     path = tmp_path / "loss.png"
     plot_stage_losses(tiny, [], theory, path)
     assert_png(path)
+    (fig,) = drawn
+    ax = fig.axes[0]
+    assert legend_labels(ax) == CURVE_LABELS  # no predicted time marked
+    assert not {"init", "hallucination", "recall"} & set(texts(ax))
+    assert ax.get_xlim() == pytest.approx(time_window(tiny.t), rel=1e-12)
 
 
 def test_predicted_times_only_when_applicable(tiny_theory):
@@ -67,10 +101,14 @@ def test_predicted_times_only_when_applicable(tiny_theory):
     assert sorted(marks.values()) == pytest.approx(sorted([tiny_theory["t_R"], tiny_theory["t_S"]]))
 
 
-def test_plot_losses_keeps_its_behaviour_without_the_new_options(tmp_path, tiny):
+def test_plot_losses_keeps_its_behaviour_without_the_new_options(tmp_path, tiny, drawn):
     path = tmp_path / "plain.png"
     plot_losses([("flow", tiny)], tiny.levels, path, title="plain")
     assert_png(path)
+    plot_losses([("flow", tiny), ("again", tiny)], tiny.levels, tmp_path / "two.png")
+    one, two = (fig.axes[0] for fig in drawn)
+    assert one.get_title() == "plain" and legend_labels(one) == CURVE_LABELS
+    assert legend_labels(two) == [f"{name} ({run})" for run in ("flow", "again") for name in CURVE_LABELS]
 
 
 def test_fact_order_sorts_by_learning_time_with_nan_last():
@@ -84,30 +122,53 @@ def test_fact_order_sorts_by_learning_time_with_nan_last():
     assert np.all(np.diff(finite) >= 0)
 
 
-def test_fact_heatmap_png(tmp_path, tiny):
+def test_fact_heatmap_png(tmp_path, tiny, drawn):
     S, R = tiny.facts.shape
     rng = np.random.default_rng(0)
     learning_time = rng.uniform(20, 80, size=(S, R))
     learning_time[0, 1] = np.nan
     path = tmp_path / "facts.png"
-    plot_fact_heatmap(tiny, learning_time, path)
+    plot_fact_heatmap(tiny, learning_time, path, title="facts")
     assert_png(path)
     all_nan = tmp_path / "facts_nan.png"
     plot_fact_heatmap(tiny, np.full((S, R), np.nan), all_nan)
     assert_png(all_nan)
+    (some, colourbar), (none, _) = (fig.axes for fig in drawn)
+    assert some.get_title() == "facts" and colourbar.get_ylabel() == "p(a*)"
+    assert some.get_ylim() == (S * R - 0.5, -0.5)  # the earliest-learned fact at the top
+    assert f"({S * R} facts)" in some.get_ylabel()
+    assert some.get_xlim() == pytest.approx(time_window(tiny.t, margin=1.0), rel=1e-12)
+    # rows in learning order, the never-learned fact (0, 1) last, below a red dashed line
+    assert [tick.get_text() for tick in some.get_yticklabels()][-1] == "(0, 1)"
+    assert legend_labels(some) == ["learning time"]
+    (line,) = [line for line in some.get_lines() if line.get_label() == "learning time"]
+    np.testing.assert_array_equal(line.get_xdata(), np.sort(learning_time[np.isfinite(learning_time)]))
+    assert [h.get_ydata()[0] for h in some.get_lines() if h.get_color() == "red"] == [S * R - 1.5]
+    assert legend_labels(none) == [] and not [h for h in none.get_lines() if h.get_color() == "red"]
+    plot_fact_heatmap(tiny, rng.uniform(20, 80, size=(S, R)), tmp_path / "facts_all.png")
+    every = drawn[-1].axes[0]  # every fact learned: no line below the learned ones
+    assert legend_labels(every) == ["learning time"]
+    assert not [h for h in every.get_lines() if h.get_color() == "red"]
     with pytest.raises(ValueError, match="learning_time"):
         plot_fact_heatmap(tiny, np.zeros((S + 1, R)), tmp_path / "bad.png")
 
 
-def test_fact_fractions_png(tmp_path, tiny):
+def test_fact_fractions_png(tmp_path, tiny, drawn):
     relation_known = tiny.p_relation > 0.5
     recalled_each = tiny.p_correct > 0.5
     recalled = recalled_each.mean((1, 2))
     hallucinating = (relation_known & ~recalled_each).mean((1, 2))
     uninformed = 1.0 - recalled - hallucinating
     path = tmp_path / "fractions.png"
-    plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled, path)
+    plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled, path, title="fractions")
     assert_png(path)
+    (fig,) = drawn
+    ax = fig.axes[0]
+    assert ax.get_title() == "fractions" and ax.get_ylim() == (0.0, 1.0)
+    assert legend_labels(ax) == ["uninformed", "hallucinating", "recalled"]
+    assert ax.get_xlim() == pytest.approx(time_window(tiny.t, margin=1.0), rel=1e-12)
+    for line, values in zip(ax.get_lines(), (uninformed, hallucinating, recalled), strict=True):
+        np.testing.assert_array_equal(line.get_ydata(), values[tiny.t > 0])
     with pytest.raises(ValueError, match="recalled"):
         plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled[:-1], tmp_path / "bad.png")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figures import assert_png
 
 from analysis.cli import main
 from analysis.stages import escape_rates, relation_first
@@ -515,7 +516,7 @@ def test_cli_sweep_and_sweep_plot(tmp_path, capsys):
     code, stdout, err = run_cli(capsys, ["sweep-plot", out, "--x", "init.scale", "--value", "plateau_length"])
     assert code == 0, err
     png = out / "sweep_plateau_length_init.scale.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png(png)
 
     two = tmp_path / "two"
     code, stdout, err = run_cli(capsys, ["sweep", "--preset", "tiny", "--grid", "task.subjects=2,4",
