@@ -18,8 +18,10 @@ Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimat
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,10 @@ GRID_LIMIT = 10**5  # points of one sweep
 STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axis
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
+PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
+# ε that every method integrates on the tiny and Figure 5 tasks (docs/geometry.md): the refusals' advice
+SUGGESTED_EPS = {"sign": 1e-4, "spectral": 1e-3}
+RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -160,7 +166,8 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
     parts = [MemoryPart(f"{kind} {what} × parameters = {held} × {params}", held * params * FLOAT),
              MemoryPart(f"{kind} working vectors {work} × parameters {params}", work * params * FLOAT),
              MemoryPart(f"{kind} per-fact records flow.points × task.subjects × task.relations = "
-                        f"{f.points} × {t.subjects} × {t.relations}", f.points * facts * (5 * FLOAT + 1))]
+                        f"{f.points} × {t.subjects} × {t.relations}",
+                        f.points * facts * (RECORD_FLOATS * FLOAT + 1))]
     if kind == "flow" and get_method(f.method).uses == "jacobian":
         parts.append(MemoryPart(f"dense Jacobian parameters² = {params}²", 2 * params * params * FLOAT))
     return parts
@@ -181,16 +188,25 @@ def estimate_memory(config: Config, train: bool = False) -> MemoryEstimate:
     return MemoryEstimate(tuple(parts))
 
 
-def _parse_size(name: str, text: str) -> int:
-    """Bytes from ``12345``, ``512M``, ``8G``, ``1.5T`` (binary units; a trailing ``B`` allowed)."""
-    body = text.strip().upper().removesuffix("B")
-    unit = body[-1] if body and body[-1] in "KMGT" else ""
-    try:
-        value = float(body[:-1] if unit else body) * UNITS[unit]
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={text!r}: must be a size in bytes > 0, e.g. 8G, 512M or 1000000")
+SIZE = re.compile(r"(?P<number>(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?)\s*(?P<unit>[KMGT]?)(?P<suffix>I?B)?",
+                  re.IGNORECASE)
+
+
+def parse_size(name: str, text: str, available: int | None = None) -> int:
+    """Bytes from ``text``: a number of bytes (``1000000``), with a binary unit K, M, G or T, written alone or
+    with ``B`` or ``iB`` (``512M``, ``8GiB``, ``1.5TB``: powers of 2^10), or a fraction in (0, 1) of
+    ``available`` (``0.5``: half of it). Anything else, or a size under one byte, is one ConfigError line
+    naming ``name``."""
+    match = SIZE.fullmatch(text.strip())
+    value = math.nan
+    if match and not (match["suffix"] and match["suffix"].upper() == "IB" and not match["unit"]):
+        number = float(match["number"])
+        value = number * UNITS[match["unit"].upper()]
+        if not match["unit"] and not match["suffix"] and 0 < number < 1:
+            value = number * available if available is not None else math.nan
+    if not math.isfinite(value) or value < 1:
+        raise ConfigError(f"{name}={text!r}: must be a size of at least one byte: bytes (1000000), with a "
+                          "unit K, M, G or T (512M, 8GiB, 1.5TB) or a fraction of the available memory (0.5)")
     return int(value)
 
 
@@ -207,18 +223,20 @@ def _meminfo(field: str) -> int | None:
 
 
 def memory_limit() -> tuple[int | None, str]:
-    """The memory a run may use and where that number comes from: ``FACTRECALL_MEMORY_LIMIT`` when set,
-    else the available memory (``/proc/meminfo``), else the physical memory; (None, ...) when unknown."""
+    """The memory a run may use and where that number comes from: ``FACTRECALL_MEMORY_LIMIT`` when set
+    (:func:`parse_size`; a fraction is of the memory below), else the available memory (``/proc/meminfo``),
+    else the physical memory; (None, ...) when unknown."""
     text = os.environ.get("FACTRECALL_MEMORY_LIMIT")
+    available, source = _meminfo("MemAvailable"), "the available memory; FACTRECALL_MEMORY_LIMIT sets another"
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            source = "the physical memory"
+        except (ValueError, OSError, AttributeError):
+            available, source = None, "unknown"
     if text is not None:
-        return _parse_size("FACTRECALL_MEMORY_LIMIT", text), "FACTRECALL_MEMORY_LIMIT"
-    available = _meminfo("MemAvailable")
-    if available is not None:
-        return available, "the available memory; FACTRECALL_MEMORY_LIMIT sets another"
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the physical memory"
-    except (ValueError, OSError, AttributeError):
-        return None, "unknown"
+        return parse_size("FACTRECALL_MEMORY_LIMIT", text, available), "FACTRECALL_MEMORY_LIMIT"
+    return available, source
 
 
 def check_memory(config: Config, train: bool = False) -> MemoryEstimate:
@@ -272,27 +290,84 @@ def check_grid_size(points: int) -> None:
 
 @dataclass(frozen=True)
 class StepEstimate:
-    """dopri5's step count over ``span`` of flow time at the stiffness ρ of θ(0): span·ρ / 3.3."""
+    """A flow's estimated step count over ``span`` of flow time. A smooth (euclidean) field's is dopri5's at
+    the stiffness ρ of θ(0), span·ρ / 3.3 (``radius`` = ρ); a sign or spectral field's is extrapolated from
+    a probe of the config's own method (``radius`` None): ``probe_steps`` accepted steps reached flow time
+    ``reached``, and the estimate is probe_steps · span / reached (the probe's count when it finished)."""
 
-    radius: float
+    radius: float | None
     span: float
     steps: float
+    probe_steps: int = 0
+    reached: float = math.nan
 
 
+def _symmetric_start(config: Config) -> bool:
+    """Whether θ(0) is the constant start of ``init.*`` (every token alike), taken from no other run."""
+    return config.init.kind == "constant" and not config.init.from_run
+
+
+def _geometry_advice(config: Config) -> str:
+    """What makes a sign or spectral flow integrable: a larger ε (measured to run with every method on the
+    tiny and Figure 5 tasks; docs/geometry.md)."""
+    f = config.flow
+    eps = max(SUGGESTED_EPS[f.geometry], 100 * f.geometry_eps)
+    return f"allowed: flow.geometry_eps={eps:g} or larger (a smoother field; docs/geometry.md)"
+
+
+def check_geometry_eps(config: Config) -> None:
+    """Refuse a sign or spectral flow at ``flow.geometry_eps`` = 0 from a symmetric start: its field is
+    discontinuous where a gradient entry (a singular value) is 0, which every entry is at that start, and an
+    adaptive solver of any method chatters there without getting anywhere."""
+    f = config.flow
+    if f.geometry != "euclidean" and f.geometry_eps == 0 and _symmetric_start(config):
+        raise ConfigError(f"flow.geometry_eps=0.0: the {f.geometry} field is discontinuous at ε = 0 and "
+                          "chatters from the symmetric start (init.kind='constant'); "
+                          + _geometry_advice(config))
+
+
+def _probe(problem, config: Config) -> StepEstimate | None:
+    """Run the config's own method for at most :data:`PROBE_STEPS` accepted steps on ``problem`` and
+    extrapolate its pace (module docstring); None when the probe ended otherwise (a non-finite field, a
+    step underflow: the run itself ends so at once and is saved with its status)."""
+    from .run import solver_options
+    from .solvers import integrate_problem
+
+    f = config.flow
+    result = integrate_problem(problem, f.method, solver_options(f).replace(max_steps=PROBE_STEPS))
+    taken = result.cost.accepted_steps
+    span = float(problem.times[-1] - problem.times[0])
+    if result.status == "ok":
+        return StepEstimate(None, span, float(taken), taken, float(problem.times[-1]))
+    if result.status != "max_steps":
+        return None
+    reached = float(result.status_time) - float(problem.times[0])
+    steps = taken * span / reached if reached > 0 else math.inf
+    return StepEstimate(None, span, steps, taken, float(result.status_time))
+
+
+@functools.lru_cache(maxsize=64)  # the API's entry points check again what the command line checked
 def flow_steps(config: Config) -> StepEstimate | None:
-    """The step count an explicit method (or ``auto``'s opening dopri5 stretch, to ``flow.t_min``) needs at
-    the stiffness of θ(0); None for implicit methods (their steps are not bounded by stiffness) and where
-    the field at θ(0) is not finite (the run fails at once and is saved with its status). Builds the model
-    and takes ten Jacobian products: call it after :func:`check_memory`."""
+    """The step count the flow of ``config`` needs (:class:`StepEstimate`). A euclidean flow: an explicit
+    method's (or ``auto``'s opening dopri5 stretch, to ``flow.t_min``) at the stiffness of θ(0), from ten
+    Jacobian products; None for implicit methods (their steps are not bounded by stiffness). A sign or
+    spectral flow, by any method: from a probe of :data:`PROBE_STEPS` steps, as its field is stiff at scale
+    1/ε only along directions the flow need not excite (the stiffness at θ(0) says little: figure5's sign
+    flow at ε = 1e-8 has ρ ≈ 1e5 there and finishes to t = 100 in 41 steps). None where the field at θ(0)
+    is not finite (the run fails at once and is saved with its status). Builds the model: call it after
+    :func:`check_memory`."""
     from .run import flow_problem, setup, time_grid
     from .solvers.stiffness import spectral_radius
 
     kind = get_method(config.flow.method).kind
-    if kind == "implicit":
+    smooth = config.flow.geometry == "euclidean"
+    if kind == "implicit" and smooth:
         return None
     _, model, objective = setup(config)
     theta0 = model.initial_parameters(config.init)
     problem = flow_problem(config, model, objective, theta0, time_grid(config))
+    if not smooth:
+        return _probe(problem, config)
     radius, _ = spectral_radius(problem.field, 0.0, theta0, problem.jacobian_vector)
     if not math.isfinite(radius):
         return None
@@ -301,8 +376,11 @@ def flow_steps(config: Config) -> StepEstimate | None:
 
 
 def check_flow_steps(config: Config) -> StepEstimate | None:
-    """Refuse an explicit flow whose :func:`flow_steps` exceeds both 10 × ``flow.max_steps`` (it would stop
-    at its budget having covered under a tenth of its time) and 10^5 steps, or exceeds the step limit."""
+    """Refuse a flow whose :func:`flow_steps` exceeds both 10 × ``flow.max_steps`` (it would stop at its
+    budget having covered under a tenth of its time) and 10^5 steps, or exceeds the step limit; and a sign or
+    spectral flow that :func:`check_geometry_eps` refuses. The advice names what works for the geometry:
+    cvode for a stiff euclidean flow, a larger ε for a sign or spectral one."""
+    check_geometry_eps(config)
     estimate = flow_steps(config)
     if estimate is None:
         return None
@@ -310,9 +388,16 @@ def check_flow_steps(config: Config) -> StepEstimate | None:
     budget = max(MAX_STEPS_FACTOR * f.max_steps, MIN_REFUSED_STEPS)
     limit = min(budget, _limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT))
     if estimate.steps > limit:
+        shown = f"{estimate.steps:.3g}" if math.isfinite(estimate.steps) else "unboundedly many"
+        if estimate.radius is None:
+            raise ConfigError(f"flow.geometry_eps={f.geometry_eps:g}: about {shown} {f.method} steps to "
+                              f"flow.t_max={f.t_max:g} for the {f.geometry} flow (a probe of "
+                              f"{estimate.probe_steps} steps reached t = {estimate.reached:.3g}), above the "
+                              f"limit of {limit:.3g} (from flow.max_steps={f.max_steps}); "
+                              + _geometry_advice(config))
         until = "flow.t_min" if get_method(f.method).kind == "strategy" else "flow.t_max"
         modified = f" with flow.modified_lr={f.modified_lr:g}" if f.modified_lr > 0 else ""
-        raise ConfigError(f"flow.method={f.method!r}{modified}: about {estimate.steps:.3g} dopri5 steps to "
+        raise ConfigError(f"flow.method={f.method!r}{modified}: about {shown} dopri5 steps to "
                           f"{until}={estimate.span:g} (stiffness at θ(0): ρ = {estimate.radius:.3g}, stable "
                           f"steps h ≤ 3.3/ρ), above the limit of {limit:.3g} (from flow.max_steps="
                           f"{f.max_steps}); allowed: flow.method=cvode, or a less stiff config")
@@ -321,8 +406,14 @@ def check_flow_steps(config: Config) -> StepEstimate | None:
 
 def check_config(config: Config, train: bool = False) -> None:
     """Every check of this module for a run of ``config`` (with ``train``: and its discrete run): memory,
-    discrete steps, the explicit flow's steps. Raises ConfigError; call it before any work."""
+    discrete steps, the flow's steps. Raises ConfigError; call it before any work."""
     check_memory(config, train)
     if train:
         check_steps("train.steps", config.train.steps, config.train.steps)
     check_flow_steps(config)
+
+
+def check_training(config: Config) -> None:
+    """The checks of a discrete run of ``config`` alone: its memory and ``train.steps``."""
+    check_memory(config, train=True)
+    check_steps("train.steps", config.train.steps, config.train.steps)

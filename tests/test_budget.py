@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,12 +55,14 @@ MEMORY_CASES = [
 
 
 @pytest.mark.parametrize("sets,flags,largest", MEMORY_CASES)
-def test_memory_beyond_the_limit_is_refused_before_any_work(capsys, tmp_path, sets, flags, largest):
+def test_memory_beyond_the_limit_is_refused_before_any_work(capsys, monkeypatch, tmp_path, sets, flags,
+                                                            largest):
+    def no_model(*args, **kwargs):  # refused from the config alone: no model is built, nothing integrated
+        raise AssertionError("built a model although the memory check refuses the config")
+    monkeypatch.setattr("dynamics.run.setup", no_model)
     out = tmp_path / "run"
-    start = time.perf_counter()
     line = one_line(capsys, ["simulate", "--preset", "tiny", *[a for s in sets for a in ("--set", s)], *flags,
                              "--out", out, "--quiet"])
-    assert time.perf_counter() - start < 2  # refused, not attempted
     assert line.startswith("factrecall: error: memory: this config needs about ")
     assert "above the limit of 16.0 GB (FACTRECALL_MEMORY_LIMIT)" in line and largest in line
     assert not out.exists() and not list(tmp_path.iterdir())
@@ -82,7 +83,7 @@ def test_the_largest_real_workload_fits_on_a_23_gb_machine(monkeypatch):
 def test_memory_limit_variable_is_checked(capsys, monkeypatch):
     monkeypatch.setenv("FACTRECALL_MEMORY_LIMIT", "lots")
     line = one_line(capsys, ["simulate", "--preset", "tiny", "--out", "x"])
-    assert "FACTRECALL_MEMORY_LIMIT='lots': must be a size in bytes > 0" in line
+    assert "FACTRECALL_MEMORY_LIMIT='lots': must be a size of at least one byte" in line
     monkeypatch.setenv("FACTRECALL_MEMORY_LIMIT", "100M")  # below the interpreter alone: tiny is refused
     assert "above the limit of 100.0 MB" in one_line(capsys, ["simulate", "--preset", "tiny", "--out", "x"])
 
@@ -134,10 +135,12 @@ def test_capacity_refuses_seeds_beyond_the_step_limit(capsys, tmp_path):
 
 
 def test_grid_size_refused_with_its_number_at_once():
-    start = time.perf_counter()
+    """From the product of the axis lengths alone: a grid of 10^30 points is refused as one of 10^7 is (no
+    grid of that size could be expanded)."""
     with pytest.raises(ConfigError, match=r"--grid: 10000000 points, above the limit of 100000 points"):
         check_grid_size(10**7)
-    assert time.perf_counter() - start < 0.1
+    with pytest.raises(ConfigError, match=r"--grid: 10{30} points"):
+        check_grid_size(10**30)
     check_grid_size(10**5)
 
 
