@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from figures import assert_png
+
 from analysis.bench import bench_scale, format_scale_table, plot_scale
 
 
@@ -24,7 +26,7 @@ def test_scale_section_on_a_small_table(tmp_path):
     assert row["best"] in ("cvode", "cvode+hvp", "auto") and row["time_ratio"] > 0
     table = format_scale_table(rows)
     assert table.count("| 12 | 6 × 2 |") == 4
-    assert plot_scale(rows, tmp_path / "scale.png").stat().st_size > 10_000
+    assert_png(plot_scale(rows, tmp_path / "scale.png"))
 
 
 def test_bad_sizes_is_a_one_line_error():

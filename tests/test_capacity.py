@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from figures import assert_png
 
 from analysis.capacity import (
     Experiment,
@@ -161,7 +162,7 @@ def test_run_capacity_writes_csv_summary_and_figure(tmp_path):
                                                            for _ in range(2)]
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert abs(saved["fit"]["exponent"] - 0.75) < 0.01 and saved["fit"]["points"] == 8
-    assert (tmp_path / "out" / "capacity.png").stat().st_size > 0
+    assert_png(tmp_path / "out" / "capacity.png")
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
