@@ -41,7 +41,7 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
-# ε that every method integrates on the tiny and Figure 5 tasks (docs/geometry.md): the refusals' advice
+# the refusals' advice: ε measured to finish to t = 20 on the tiny task with dopri5, cvode and (sign) auto
 SUGGESTED_EPS = {"sign": 1e-4, "spectral": 1e-3}
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -308,8 +308,7 @@ def _symmetric_start(config: Config) -> bool:
 
 
 def _geometry_advice(config: Config) -> str:
-    """What makes a sign or spectral flow integrable: a larger ε (measured to run with every method on the
-    tiny and Figure 5 tasks; docs/geometry.md)."""
+    """What makes a sign or spectral flow integrable: a larger ε, at least :data:`SUGGESTED_EPS`."""
     f = config.flow
     eps = max(SUGGESTED_EPS[f.geometry], 100 * f.geometry_eps)
     return f"allowed: flow.geometry_eps={eps:g} or larger (a smoother field; docs/geometry.md)"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .budget import check_config, check_training
 from .config import Config, FlowConfig
 from .curvature import sharpness
 from .errors import ConfigError
@@ -238,7 +239,9 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     :class:`~dynamics.schedule.Schedule`). ``flow.modified_lr`` = η > 0 integrates GD's modified flow
     instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token. The
     trajectory's ``final_state`` is θ at its last recorded time (what a later run can start from).
+    Refuses (ConfigError), before any work, what :func:`dynamics.budget.check_config` refuses.
     """
+    check_config(config)
     task, model, objective = setup(config)
     start = start or starting_state(config, model)
     schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
@@ -282,6 +285,8 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     """
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
+    for member in configs:  # each member's start has its own stiffness
+        check_config(member)
     config = configs[0]
     if any(batch_refusal(c) is not None for c in configs):
         return [run_flow(c, progress=progress) for c in configs]
@@ -326,8 +331,10 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     of ``train.batch_size`` sequences every step, on the model with one parameter set per token. Under a data
     schedule, step k trains the frequencies w(k·lr) of the flow at that time. ``start`` and
     ``schedule``: as for :func:`run_flow`. ``keep_states`` stores θ_k in ``Trajectory.states`` (one
-    parameter set per token).
+    parameter set per token). Refuses (ConfigError), before any work, what
+    :func:`dynamics.budget.check_training` refuses.
     """
+    check_training(config)
     task, model, objective = setup(config)
     start = start or starting_state(config, model)
     schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)

@@ -406,8 +406,12 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
             ) -> Comparison:
     """Run the flow and every discrete run of ``spec`` from the same θ(0); return every measure.
 
-    Raises RunError when the reference flow at the runs' times stops early (nothing to compare with).
+    Raises RunError when the reference flow at the runs' times stops early (nothing to compare with), and
+    ConfigError, before any work, for what the command's budget check refuses.
     """
+    from .command import check_budget  # (the command imports this module)
+
+    check_budget(config, spec)
     geometries = flow_geometries(config, spec.optimizers)
     flows: dict[str, Trajectory] = {}
     flows_stages: dict[str, StageReport] = {}
