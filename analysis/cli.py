@@ -11,8 +11,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from dynamics.errors import ConfigError, RunError
-
 # subcommand -> (module, function), imported on use: a command loads only its own analysis modules
 COMMANDS = {"simulate": ("analysis.simulate", "command"),
             "stages": ("analysis.stages.command", "command"),
@@ -27,6 +25,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from dynamics.errors import ConfigError
+
         raise ConfigError(f"{self.prog}: error: {message}")
 
 
@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # options and arguments whose empty value would silently mean the default (or the current directory)
 NON_EMPTY = {"out": "--out", "preset": "--preset", "config": "--config", "run_dir": "RUN_DIR", "dir": "DIR",
-             "scheduler": "--scheduler"}
+             "scheduler": "--scheduler", "init_from": "--init-from"}
 
 
 def _refuse_empty(args: argparse.Namespace) -> None:
+    from dynamics.errors import ConfigError
+
     for attr, flag in NON_EMPTY.items():
         value = getattr(args, attr, None)
         if isinstance(value, str) and not value.strip():
@@ -145,13 +147,32 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``factrecall`` console script. Exit status: 0 done, 1 a run that cannot deliver,
-    2 bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    2 bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Ctrl-C is one line at any moment,
+    also while the libraries load: this module imports none of them before it can catch it."""
     try:
         with _terminate_as_interrupt():
-            args = build_parser().parse_args(argv)
-            _refuse_empty(args)
-            module, function = COMMANDS[args.command]
-            return getattr(importlib.import_module(module), function)(args)
+            return _dispatch(argv)
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"factrecall: {how}; nothing was written for the unfinished run", file=sys.stderr)
+        return exit_status(err)
+
+
+def exit_status(err: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by ``err``: 128 + the signal's number (SIGTERM 143, Ctrl-C 130).
+    """
+    return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    """Parse, run the command, and turn its refusals into one line and exit status 2 or 1."""
+    from dynamics.errors import ConfigError, RunError  # the engine loads here, under main's Ctrl-C handler
+
+    try:
+        args = build_parser().parse_args(argv)
+        _refuse_empty(args)
+        module, function = COMMANDS[args.command]
+        return getattr(importlib.import_module(module), function)(args)
     except ConfigError as err:
         message = str(err)
         print(message if message.startswith("factrecall") else f"factrecall: error: {message}",
@@ -160,10 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as err:
         print(f"factrecall: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as err:
-        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-        print(f"factrecall: {how}; nothing was written for the unfinished run", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

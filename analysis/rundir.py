@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,9 +39,10 @@ def output_files(kind: str) -> frozenset[str]:
     raise ValueError(f"unknown output kind {kind!r}")
 
 
-def output_kind(path: Path) -> str | None:
+def output_kind(path: Path | str) -> str | None:
     """Which command wrote the directory ``path`` (sweep, compare, simulate, capacity), judged by the files
     only that command writes; None when none did."""
+    path = Path(path)
     if (path / "sweep.json").exists():
         return "sweep"
     if (path / "compare.json").exists():
@@ -53,10 +54,22 @@ def output_kind(path: Path) -> str | None:
     return None
 
 
+def run_layout(path: Path) -> str | None:
+    """Which simulate run the directory ``path`` holds: ``train`` (``flow/`` and ``train/`` of
+    ``simulate --train``), ``flow`` (a flow run's files at the top), or None (neither)."""
+    path = Path(path)
+    if any((path / run).exists() for run in ("flow", "train")):
+        return "train"
+    if (path / "trajectory.npz").exists():
+        return "flow"
+    return None
+
+
 def check_kind(path: Path, kind: str, allowed: str = RUN_ALLOWED, flag: str = "--out") -> bool:
     """Refuse (a one-line ConfigError) a non-empty ``path`` that holds another command's output, or files the
     ``kind`` command does not write (the user's own, which replacing the directory would delete). Returns
     whether ``path`` holds an output of ``kind`` (False: new or empty)."""
+    path = Path(path)
     if not path.exists() or not any(path.iterdir()):
         return False
     found = output_kind(path)
@@ -77,17 +90,61 @@ def check_kind(path: Path, kind: str, allowed: str = RUN_ALLOWED, flag: str = "-
 
 
 def check_output_dir(path: Path, allowed: str = "a directory path", flag: str = "--out") -> None:
-    """Refuse (a one-line ConfigError) an output path that cannot become a directory: one that lies below
-    a file, or one that exists and is not a directory. ``allowed`` ends the message."""
+    """Refuse (a one-line ConfigError) an output path that cannot become a directory: :func:`check_path`'s
+    refusals (empty, the current directory or one above it, a symbolic link, below a file), or one that
+    exists and is not a directory. ``allowed`` ends the message."""
+    path = check_path(path, allowed, flag)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag}={str(path)!r}: exists and is not a directory; allowed: {allowed}")
+
+
+def check_path(path: Path | str, allowed: str, flag: str = "--out") -> Path:
+    """The checks every output path gets, whatever it names (``check_output_dir``, ``check_output_file``):
+    refuse an empty path, the current directory or a directory above it (a command replaces or fills its
+    output: never the folder it runs in), a symbolic link (dangling, or one that writing would replace by
+    a real file or directory), and a path below a file. Returns ``path`` as a Path."""
+    text = str(path)
+    if not text.strip():
+        raise ConfigError(f"{flag}={text!r}: must not be empty; allowed: {allowed}")
     path = Path(path)
+    here = Path.cwd().resolve()
+    if not path.is_symlink() and (path.resolve() == here or path.resolve() in here.parents):
+        raise ConfigError(f"{flag}={text!r}: is the current directory or one above it; allowed: {allowed} "
+                          "(name a directory inside it)")
+    if path.is_symlink():
+        target = os.readlink(path)
+        what = "dangling" if not path.exists() else ("to a directory" if path.is_dir() else "to a file")
+        raise ConfigError(f"{flag}={text!r}: is a symbolic link ({what}: {target!r}), which writing would "
+                          f"replace; allowed: {allowed} (give the path it points to)")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"{flag}={str(path)!r}: lies below a file ({str(ancestor)!r} is not a directory); "
+        raise ConfigError(f"{flag}={text!r}: lies below a file ({str(ancestor)!r} is not a directory); "
                           f"allowed: {allowed}")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag}={str(path)!r}: exists and is not a directory; allowed: {allowed}")
+    return path
+
+
+def check_output_file(path: Path | str, allowed: str, flag: str = "--out", suffix: str = ".json",
+                      replaceable: Callable[[Path], bool] = lambda p: False) -> Path:
+    """Refuse (a one-line ConfigError) a path that cannot take a new output file: :func:`check_path`'s
+    refusals, a name not ending in ``suffix``, a directory, an existing file that ``replaceable`` does not
+    recognise as this command's own output (a run's summary.json is not a bench result), a path inside
+    another command's output directory, or a directory that cannot be written. Returns ``path``."""
+    path = check_path(path, allowed, flag)
+    if path.suffix != suffix:
+        raise ConfigError(f"{flag}={str(path)!r}: must end in {suffix}; allowed: {allowed}")
+    if path.is_dir():
+        raise ConfigError(f"{flag}={str(path)!r}: is a directory; allowed: {allowed}")
+    if path.exists() and not (path.is_file() and replaceable(path)):
+        raise ConfigError(f"{flag}={str(path)!r}: exists and was not written by this command (replacing it "
+                          f"would lose it); allowed: {allowed}")
+    found = output_kind(path.parent) if path.parent.is_dir() else None
+    if found is not None:
+        raise ConfigError(f"{flag}={str(path)!r}: lies inside the output of factrecall {found}; allowed: "
+                          f"{allowed}")
+    check_writable(path.parent, path, flag)
+    return path
 
 
 def check_writable(where: Path, path: Path | None = None, flag: str = "--out") -> None:
@@ -106,24 +163,41 @@ def check_writable(where: Path, path: Path | None = None, flag: str = "--out") -
                           f"{str(ancestor)!r}); allowed: a path in a writable directory") from None
 
 
-def config_digest(config: Config) -> str:
-    """A short stable hash of a resolved config (names default run directories)."""
-    text = json.dumps(config.to_dict(), sort_keys=True)
+def config_digest(config: Config, kind: str = "") -> str:
+    """A short stable hash of a resolved config and the kind of run made of it (names default run
+    directories)."""
+    text = json.dumps(config.to_dict(), sort_keys=True) + (f"|{kind}" if kind else "")
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def default_run_dir(config: Config, name: str) -> Path:
-    """``runs/<name>-<digest>``: one directory per distinct resolved config."""
+def default_run_dir(config: Config, name: str, train: bool = False) -> Path:
+    """``runs/<name>-<digest>`` (``runs/<name>-train-<digest>`` for ``simulate --train``): one directory
+    per distinct resolved config and kind of run, so that a flow run and a ``--train`` run never share
+    one."""
+    if train:
+        return Path("runs") / f"{name}-train-{config_digest(config, 'train')}"
     return Path("runs") / f"{name}-{config_digest(config)}"
 
 
-def check_target(path: Path, config: Config, kind: str = "simulate") -> None:
+LAYOUTS = {"flow": "a flow run (simulate without --train)",
+           "train": "a simulate --train run (flow/ and train/)"}
+
+
+def check_target(path: Path | str, config: Config, kind: str = "simulate", train: bool | None = None) -> bool:
     """Refuse a target that cannot be a writable directory, or exists and holds something other than a
-    ``kind`` output (simulate or compare) of this very config and the files that command writes."""
+    ``kind`` output (simulate or compare) of this very config and the files that command writes; for
+    simulate with ``train`` given, also a run of the other layout (a ``--train`` run replaced by a flow
+    run, or the reverse). Returns whether ``path`` holds such a run, which the new one will replace."""
+    path = Path(path)
     check_output_dir(path, RUN_ALLOWED)
     if not check_kind(path, kind):
         check_writable(path.parent, path)
-        return
+        return False
+    if kind == "simulate" and train is not None:
+        held, wanted = run_layout(path), ("train" if train else "flow")
+        if held != wanted:
+            raise ConfigError(f"--out={str(path)!r}: holds {LAYOUTS[held]}, not {LAYOUTS[wanted]}; allowed: "
+                              f"{RUN_ALLOWED} and kind")
     existing = path / "config.json"
     if existing.is_file():
         try:
@@ -132,21 +206,23 @@ def check_target(path: Path, config: Config, kind: str = "simulate") -> None:
             same = False
         if same:
             check_writable(path.parent, path)
-            return
+            return True
         raise ConfigError(f"--out={str(path)!r}: already holds another run (different config); allowed: "
                           f"{RUN_ALLOWED}")
     raise ConfigError(f"--out={str(path)!r}: is not empty and holds no run; allowed: {RUN_ALLOWED}")
 
 
 @contextmanager
-def staged_run_dir(path: Path, config: Config, kind: str = "simulate") -> Iterator[Path]:
+def staged_run_dir(path: Path | str, config: Config, kind: str = "simulate", train: bool | None = None
+                   ) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``, holding ``config.json``; on success it replaces
-    ``path`` in one rename.
+    ``path`` in one rename (after :func:`check_target`).
 
     On any error the temporary directory is removed and ``path`` is left as it was: an old run being
     replaced is moved aside, and moved back if the new one cannot take its place.
     """
-    check_target(path, config, kind)
+    path = Path(path)
+    check_target(path, config, kind, train)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     staging.chmod(0o777 & ~umask())  # mkdtemp creates 0700; the run directory gets ordinary permissions

@@ -4,6 +4,7 @@ analyse its stages and print them."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -45,21 +46,22 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     (:mod:`analysis.timeline`). With ``train``
     the discrete run of ``train.*`` starts from the same θ(0): ``out/flow/`` and ``out/train/`` each
     hold a run, and ``out/loss.png`` overlays both. Returns the runs by name (``flow``, ``train``).
+
+    ``out`` may hold a run of the same config and kind, which is replaced; anything else there is refused
+    before any work (:func:`~analysis.rundir.check_target`).
     """
     out = Path(out)
+    check_target(out, config, train=train)
     start = time.perf_counter()
     levels = FactTask(config.task).levels.as_dict()
     runs = {"flow": run_flow(config, progress=progress)}
     if train:
         runs["train"] = run_training(config, progress=progress)
     stages, timelines = {}, {}
-    with staged_run_dir(out, config) as staging:
+    with staged_run_dir(out, config, train=train) as staging:
         for name, traj in runs.items():
             target = staging / name if train else staging
-            if train:
-                (target / "config.json").parent.mkdir(parents=True, exist_ok=True)
-                (target / "config.json").write_text((staging / "config.json").read_text())
-            traj.save(target)
+            traj.save(target, config)
             stages[name] = _analyse(name, traj, config, target, title=_title(config, name, traj))
             if has_timeline(traj):
                 timelines[name] = analyse_timeline(traj, target, title=_title(config, name, traj))
@@ -99,12 +101,21 @@ def _start_from_run(args: argparse.Namespace) -> None:
     if args.config or args.preset:
         raise ConfigError(f"--init-from={args.init_from!r}: the config comes from that run (then --set); "
                           "allowed: --set overrides, not --config or --preset")
-    config_file = Path(args.init_from) / "config.json"
+    source = Path(os.path.abspath(args.init_from))  # the config records where it started, from anywhere
+    config_file = source / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"--init-from={args.init_from!r}: not a run directory (no config.json); allowed: a "
                           "directory written by factrecall simulate")
     args.config = str(config_file)
-    args.overrides = [*args.overrides, f"init.from_run={args.init_from}"]
+    args.overrides = [*args.overrides, f"init.from_run={source}"]
+
+
+def absolute_start(config: Config) -> Config:
+    """``config`` with a relative ``init.from_run`` made absolute (from the working directory), so that the
+    run's ``config.json`` starts from the same run wherever it is used again (``--config``)."""
+    if config.init.from_run and not os.path.isabs(config.init.from_run):
+        return config.override({"init.from_run": os.path.abspath(config.init.from_run)})
+    return config
 
 
 def command(args: argparse.Namespace) -> int:
@@ -112,12 +123,14 @@ def command(args: argparse.Namespace) -> int:
     run's status, cost and stage table."""
     if getattr(args, "init_from", None):
         _start_from_run(args)
-    config = config_from_args(args)
+    config = absolute_start(config_from_args(args))
     name = ("finetune" if getattr(args, "init_from", None)
             else args.preset or (Path(args.config).stem if args.config else "figure5"))
-    out = Path(args.out) if args.out else default_run_dir(config, name)
+    out = Path(args.out) if args.out else default_run_dir(config, name, train=args.train)
     check_config(config, train=args.train)  # memory and steps, before any work
-    check_target(out, config)
+    if check_target(out, config, train=args.train):
+        print(f"factrecall: note: {out} holds a run of the same config and kind; it is replaced",
+              file=sys.stderr)
     runs = simulate(config, out, train=args.train, progress=not args.quiet)
     for label, run in runs.items():
         traj, info = run.trajectory, run.trajectory.info

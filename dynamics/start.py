@@ -9,9 +9,9 @@ what it meant (docs/design.md §7.2).
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from .config import Config
 from .errors import ConfigError
 from .models import Model
 from .task import FactTask
+from .trajectory import DIGEST_KEY, check_record_config
 
 STATE_FILE = "trajectory.npz"
 STATE_KEY = "final_state"
@@ -35,11 +36,16 @@ class Start:
 
 def starting_state(config: Config, model: Model) -> Start:
     """θ(0) for ``config`` on ``model``: ``model.initial_parameters(config.init)``, or, with
-    ``init.from_run``, that run's final flow state carried over to this task (:meth:`Model.grown_state`)."""
+    ``init.from_run``, that run's final flow state carried over to this task (:meth:`Model.grown_state`).
+    The run is read and checked first: a damaged ``trajectory.npz``, a final state that is not a vector
+    of finite floats, or a ``config.json`` that is not the one the run was made with is a one-line
+    :class:`ConfigError`."""
     if not config.init.from_run:
         return Start(model.initial_parameters(config.init))
     directory = _flow_dir(Path(config.init.from_run))
-    return continued_start(config, model, _old_config(directory), _final_state(directory), str(directory))
+    old, tree = _old_config(directory)
+    source = _source_run(directory, old, tree)
+    return continued_start(config, model, old, source, str(directory))
 
 
 def continued_start(config: Config, model: Model, old: Config, state: np.ndarray, source: str = "the old run"
@@ -68,25 +74,53 @@ def _flow_dir(path: Path) -> Path:
     return path
 
 
-def _old_config(directory: Path) -> Config:
+def _old_config(directory: Path) -> tuple[Config, dict[str, Any]]:
+    """The run's config and the parsed ``config.json`` it came from (``flow/``'s, else the run's)."""
     path = directory / "config.json"
     if not path.is_file():
         path = directory.parent / "config.json"
     try:
-        return Config.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read its config.json ({err})") from None
+        tree = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(tree, dict):
+            raise ValueError(f"a JSON {type(tree).__name__}, not an object")
+        return Config.from_dict(tree), tree
+    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError and ConfigError included
+        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read its config.json "
+                          f"({_one_line(err)})") from None
 
 
-def _final_state(directory: Path) -> np.ndarray:
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _source_run(directory: Path, old: Config, tree: dict[str, Any]) -> np.ndarray:
+    """The final state of the run in ``directory``, after checking that its ``trajectory.npz`` reads, holds
+    a vector of finite floats as ``final_state``, and is a run of ``old`` (read from ``tree``)."""
+    where = f"init.from_run={str(directory)!r}"
     try:
         with np.load(directory / STATE_FILE, allow_pickle=False) as data:
             if STATE_KEY not in data.files:
-                raise ConfigError(f"init.from_run={str(directory)!r}: its {STATE_FILE} holds no final state "
-                                  "(written before runs kept it, or by a discrete run); rerun it")
-            return data[STATE_KEY]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read {STATE_FILE} ({err})") from None
+                raise ConfigError(f"{where}: its {STATE_FILE} holds no final state (written before runs kept "
+                                  "it, or by a discrete run); rerun it")
+            state = data[STATE_KEY]
+            facts = data["facts"]
+            answers = data["answers_per_relation"]
+            digest = str(data[DIGEST_KEY]) if DIGEST_KEY in data.files else None
+    except ConfigError:
+        raise
+    except Exception as err:  # a damaged archive fails in many ways (EOFError, zlib.error, KeyError, ...)
+        raise ConfigError(f"{where}: cannot read {STATE_FILE} ({_one_line(err)}); allowed: a directory "
+                          "written by factrecall simulate") from None
+    if state.ndim != 1 or state.dtype.kind != "f" or not np.isfinite(state).all():
+        raise ConfigError(f"{where}: its final state is not a vector of finite floats (dtype {state.dtype}, "
+                          f"shape {state.shape}); allowed: a directory written by factrecall simulate")
+    integers = answers.dtype.kind in "iu" and facts.dtype.kind in "iu"
+    if answers.shape != () or facts.ndim != 2 or not integers:
+        raise ConfigError(f"{where}: its {STATE_FILE} holds no integer facts table; allowed: a directory "
+                          "written by factrecall simulate")
+    check_record_config(old, facts, int(answers), digest, tree, where)
+    return state
 
 
 def _check_compatible(config: Config, old: Config) -> None:

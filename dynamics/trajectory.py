@@ -11,15 +11,21 @@ of the most likely answer), with the run's :class:`~dynamics.records.RunInfo`. I
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .io import atomic_write, atomic_write_json, write_npz
+from .config import Config
+from .errors import ConfigError
+from .io import atomic_write, atomic_write_json, finite_or_none, write_npz
 from .models import Model
 from .numerics import compute_settings
 from .records import RunInfo
@@ -74,9 +80,19 @@ class Trajectory:
     ARRAYS = ("t", "loss", "relation_loss", "subject_loss", "fact_loss", "p_correct", "p_relation",
               "p_subject", "argmax_class", "facts", "fact_weights")
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``trajectory.npz`` and ``summary.json`` into ``directory`` atomically (temp + rename)."""
+    config_digest: str | None = None  # sha256 of the config.json saved with it (config_tree_digest)
+
+    def save(self, directory: str | os.PathLike[str], config: Config | None = None) -> None:
+        """Write ``trajectory.npz`` and ``summary.json`` (and, with ``config``, ``config.json``: a complete
+        run directory that ``factrecall stages`` reads) into ``directory``, each file atomically.
+
+        ``directory`` must be new, empty, or hold only what an earlier save wrote there (these three
+        files), which this save replaces as a whole: a directory holding anything else (an analysis of
+        another trajectory, a user's files), or a ``config.json`` when no ``config`` is given, is refused
+        with a one-line :class:`ConfigError`, so that no run directory ends with parts of two runs. With
+        ``config``, the trajectory must be a run of it (:meth:`check_config`)."""
         directory = Path(directory)
+        _check_save_target(directory, config)
         arrays = {name: getattr(self, name) for name in self.ARRAYS}
         arrays["answers_per_relation"] = np.asarray(self.answers_per_relation)
         for i, part in enumerate(ATTENTION_PARTS):
@@ -86,22 +102,42 @@ class Trajectory:
         for name in ("states", "final_state"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
+        tree = None
+        if config is not None:
+            tree = config_tree(config)
+            self.check_config(config, source=f"Trajectory.save: {str(directory)!r}")
+            self.config_digest = config_tree_digest(tree)
+        if self.config_digest is not None:
+            arrays[DIGEST_KEY] = np.asarray(self.config_digest)
         atomic_write(directory / "trajectory.npz", lambda f: write_npz(f, arrays))
         if self.info is not None:
             atomic_write_json(directory / "summary.json", self.info.to_dict())
+        elif (directory / "summary.json").exists():
+            (directory / "summary.json").unlink()  # an earlier save's record, not this trajectory's
+        if tree is not None:
+            atomic_write_json(directory / "config.json", tree)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Trajectory:
-        """Read a trajectory saved by :meth:`save` (no pickle is ever loaded)."""
+    def load(cls, directory: str | os.PathLike[str]) -> Trajectory:
+        """Read a trajectory saved by :meth:`save` (no pickle is ever loaded); ``info`` is None when it was
+        saved without one (no ``summary.json``)."""
         directory = Path(directory)
         with np.load(directory / "trajectory.npz", allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-        info = RunInfo.from_dict(json.loads((directory / "summary.json").read_text()))
+        summary = directory / "summary.json"
+        info = RunInfo.from_dict(json.loads(summary.read_text())) if summary.exists() else None
         attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
+        digest = str(arrays[DIGEST_KEY]) if DIGEST_KEY in arrays else None
         return cls(**{name: arrays[name] for name in cls.ARRAYS}, attention=attention, norms=norms,
                    answers_per_relation=int(arrays["answers_per_relation"]), info=info,
-                   states=arrays.get("states"), final_state=arrays.get("final_state"))
+                   states=arrays.get("states"), final_state=arrays.get("final_state"), config_digest=digest)
+
+    def check_config(self, config: Config, tree: Mapping[str, Any] | None = None, source: str = "the run"
+                     ) -> None:
+        """Refuse (one-line :class:`ConfigError`) a ``config`` this trajectory is not a run of: see
+        :func:`check_record_config`. ``tree``: the parsed ``config.json`` it was read from, if any."""
+        check_record_config(config, self.facts, self.answers_per_relation, self.config_digest, tree, source)
 
     @property
     def levels(self) -> dict[str, float]:
@@ -112,6 +148,64 @@ class Trajectory:
     def final_loss(self) -> float:
         """Loss at the last recorded time."""
         return float(self.loss[-1])
+
+
+DIGEST_KEY = "config_sha256"  # trajectory.npz: the digest of the config.json saved with it
+SAVED_FILES = ("trajectory.npz", "summary.json", "config.json")
+SAVE_ALLOWED = ("allowed: a new or empty directory, or one holding only a trajectory saved there "
+                "(trajectory.npz, summary.json, config.json)")
+
+
+def config_tree(config: Config) -> dict[str, Any]:
+    """The JSON tree ``config.json`` holds for ``config`` (what reading the file back gives)."""
+    return json.loads(json.dumps(finite_or_none(config.to_dict())))
+
+
+def config_tree_digest(tree: Mapping[str, Any]) -> str:
+    """sha256 of a parsed ``config.json`` (key order and layout do not count): recorded in the trajectory
+    saved with it, so that a config.json changed afterwards is found."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def check_record_config(config: Config, facts: np.ndarray, answers_per_relation: int, digest: str | None,
+                        tree: Mapping[str, Any] | None, source: str) -> None:
+    """Refuse (one-line :class:`ConfigError` beginning with ``source``) a config that is not the one a record
+    was made with: its ``config.json`` changed since the save (``digest`` against ``tree``, when both are
+    known), or a task whose table is not the record's (shape, answers per relation, the facts)."""
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"{source}: its config.json does not match its trajectory.npz ({what}); allowed: "
+                           "a run directory as factrecall simulate wrote it")
+
+    if digest is not None and tree is not None and config_tree_digest(tree) != digest:
+        raise refuse("config.json was changed after the run was saved")
+    task = config.task
+    shape = np.shape(facts)
+    if shape != (task.subjects, task.relations):
+        raise refuse(f"task.subjects={task.subjects}, task.relations={task.relations} against a facts table "
+                     f"of shape {shape}")
+    if int(answers_per_relation) != task.answers_per_relation:
+        raise refuse(f"task.answers_per_relation={task.answers_per_relation} against "
+                     f"{int(answers_per_relation)} recorded")
+    if not np.array_equal(FactTask(task).facts, facts):
+        raise refuse(f"the facts table of task.facts={task.facts!r}, task.seed={task.seed} is not the "
+                     "recorded one")
+
+
+def _check_save_target(directory: Path, config: Config | None) -> None:
+    """Refuse a ``directory`` that :meth:`Trajectory.save` would leave holding parts of two runs."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"Trajectory.save: {str(directory)!r} is not a directory; {SAVE_ALLOWED}")
+    if not directory.exists():
+        return
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in SAVED_FILES or not p.is_file())
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"Trajectory.save: {str(directory)!r} holds files a trajectory save does not write "
+                          f"({listed}); {SAVE_ALLOWED}")
+    if config is None and (directory / "config.json").exists():
+        raise ConfigError(f"Trajectory.save: {str(directory)!r} holds a config.json that this save (without "
+                          "config=) would leave beside another trajectory; allowed: save(directory, config), "
+                          "or a directory without one")
 
 
 # The record evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dynamics.errors import ConfigError
 
+from ..rundir import check_writable
 from ..timeline import analyse_timeline, format_timeline, has_timeline
 from .report import FIGURES, analyse_run_directory, format_stage_table
 
@@ -17,6 +18,7 @@ def command(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise ConfigError(f"RUN_DIR={args.run_dir!r}: not a directory; allowed: a run directory written by "
                           "factrecall simulate")
+    check_writable(path, flag="RUN_DIR")  # the analysis is written into it: refused before, not after
     written = ["stages.json", "stages.npz", *FIGURES]
     for name, directory, traj, payload in analyse_run_directory(path):
         print(format_stage_table(name, payload))

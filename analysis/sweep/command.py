@@ -12,6 +12,7 @@ from dynamics.budget import check_memory
 from dynamics.errors import ConfigError
 
 from ..arguments import config_from_args, parse_count
+from ..cli import Terminated, exit_status
 from .grid import grid_points, parse_grid, point_id
 from .plots import plot_heatmap, plot_lines, plot_sweep, read_results
 from .run import ERROR, SweepDirectory, SweepOptions, counted, run_sweep
@@ -20,7 +21,7 @@ from .run import ERROR, SweepDirectory, SweepOptions, counted, run_sweep
 def command(args: argparse.Namespace) -> int:
     """The ``sweep`` subcommand: run every unfinished point, rebuild ``results.csv``, draw the figures.
     Exit status 1 when a point of the grid failed with an error (recorded with its message), else 0;
-    130 on Ctrl-C, after saying how many finished points are kept."""
+    130 on Ctrl-C and 143 on SIGTERM, after saying how many finished points are kept."""
     config = config_from_args(args)
     grid = parse_grid(args.grid, config)
     for point in grid_points(grid):  # memory is estimated from the config alone: refuse before any work
@@ -38,12 +39,11 @@ def command(args: argparse.Namespace) -> int:
     try:
         rows = run_sweep(config, grid, out, options, workers=workers, backend=args.backend,
                          scheduler=args.scheduler, progress=not args.quiet)
-    except KeyboardInterrupt:
-        rows = None
-    if rows is None:
+    except KeyboardInterrupt as err:
         gc.collect()  # the stopped worker pool's queues: freed now, not reported as leaked at exit
-        print(interrupted_message(out), file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(interrupted_message(out, how), file=sys.stderr)
+        return exit_status(err)
     figures = plot_sweep(out, list(grid))
     ids = {point_id(p) for p in grid_points(grid)}
     mine = [r for r in rows if point_id({k: r.get(k) for k in grid}) in ids]
@@ -56,16 +56,17 @@ def command(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def interrupted_message(out: Path) -> str:
-    """The one line for a sweep stopped by Ctrl-C: how many finished points it keeps, and how to resume."""
+def interrupted_message(out: Path, how: str = "interrupted") -> str:
+    """The one line for a sweep stopped by Ctrl-C (or SIGTERM, ``how``): how many finished points it keeps,
+    and how to resume."""
     try:
         kept = len(SweepDirectory(out).finished())
     except OSError:
         kept = 0
     if not kept:
-        return ("factrecall: interrupted; no point had finished, so none is kept; rerun the same command "
+        return (f"factrecall: {how}; no point had finished, so none is kept; rerun the same command "
                 "to start again")
-    return (f"factrecall: interrupted; {counted(kept)} finished and kept in {out} (listed in results.csv); "
+    return (f"factrecall: {how}; {counted(kept)} finished and kept in {out} (listed in results.csv); "
             "rerun the same command to resume")
 
 

@@ -178,8 +178,7 @@ class SweepDirectory:
         staging = Path(tempfile.mkdtemp(dir=self.trajectories_dir, prefix=f".{pid}.", suffix=".tmp"))
         try:
             staging.chmod(0o777 & ~umask())
-            atomic_write_json(staging / "config.json", config.to_dict())
-            flow.save(staging)
+            flow.save(staging, config)
             target = self.trajectories_dir / pid
             if target.is_symlink() or target.is_file():
                 target.unlink()
