@@ -71,6 +71,8 @@ def group_trajectory(traj: Trajectory, subjects: np.ndarray) -> Trajectory:
     frequency-weighted means (as the record computes them over every fact), so that the reference levels
     are those of their own table. Attention and norms stay the run's."""
     subjects = np.asarray(subjects)
+    if len(subjects) and (np.diff(subjects) == 1).all():  # a range (as groups are): views, not copies
+        subjects = slice(int(subjects[0]), int(subjects[-1]) + 1)
     weights = traj.fact_weights[subjects]
     if not weights.sum() > 0:
         raise ValueError("group_trajectory: the subjects have no weight in the record (never trained)")
