@@ -27,7 +27,7 @@ def test_round_trip_is_exact_and_compressed_at_the_chosen_level():
             assert sorted(data.files) == sorted(arrays)
             for name, value in arrays.items():
                 assert data[name].dtype == value.dtype and data[name].shape == value.shape
-                np.testing.assert_array_equal(data[name], value)
+                np.testing.assert_array_equal(data[name], value)  # the writer's contract: lossless
         with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
             assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     raw = sum(v.nbytes for v in arrays.values())

@@ -28,6 +28,8 @@ def _all_arrays(traj: Trajectory) -> dict[str, np.ndarray]:
 
 
 def _assert_identical(a: Trajectory, b: Trajectory) -> None:
+    """Bit for bit: used for two runs of the same code in one process, and for a save/load round trip, which
+    is the npz writer's own contract (float64 stored as is; a tolerance would let a lossy writer through)."""
     first, second = _all_arrays(a), _all_arrays(b)
     assert first.keys() == second.keys()
     for name in first:
@@ -164,6 +166,7 @@ def test_save_load_round_trip(tmp_path, flow_traj):
     assert loaded.t.dtype == np.float64
     assert loaded.norms.keys() == flow_traj.norms.keys() and flow_traj.norms
     assert loaded.info == flow_traj.info and loaded.info.status == "ok"
+    # the JSON writer's own round trip (a float's repr reads back as the same float): exact
     assert json.loads((tmp_path / "summary.json").read_text()) == flow_traj.info.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "trajectory.npz"]  # no temp files
 
