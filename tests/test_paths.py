@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_hardening import one_line_error, run_cli
 
 from analysis import rundir
 from analysis.cli import main
@@ -40,25 +41,6 @@ COMMANDS = {
     "capacity": (["capacity", "linear", "--quick", "--quiet"], "analysis.capacity.command", "run_capacity"),
     "bench": (["bench", "--quick", "--only", "gd_evals"], "analysis.bench.command", "run_bench"),
 }
-
-
-def run_cli(capsys, argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except Exception as exc:
-        pytest.fail(f"main raised {type(exc).__name__}: {exc} (the console script would print a traceback)")
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> str:
-    assert code == 2, f"exit code {code}, stderr: {err!r}"
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not named in {lines[0]!r}"
-    return lines[0]
 
 
 def snapshot(path: Path) -> dict[str, object]:
