@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="among gd, sgd, adam, signsgd, muon, muon_svd (each against its own flow)")
     comp.add_argument("--full-batch", action="store_true",
                       help="adam, signsgd, muon on the flow's population loss (deterministic)")
-    comp.add_argument("--batch-sizes", default="64,256,1024", help="SGD batch sizes")
-    comp.add_argument("--seeds", default="3", help="SGD/Adam runs per setting (mean and band)")
+    comp.add_argument("--batch-sizes", default=None,
+                      help="batch sizes of the fresh-batch runs: sgd, and adam, signsgd, muon without "
+                           "--full-batch (default 64,256,1024)")
+    comp.add_argument("--seeds", default=None, help="fresh-batch runs per setting, for a mean and a band "
+                                                    "(default 3)")
     comp.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
     comp.add_argument("--quiet", action="store_true", help="no progress lines")
 

@@ -73,7 +73,7 @@ def test_every_documented_optimizer_passes_the_budget_check_in_any_position(opti
 def test_muon_svd_alone_runs_from_the_cli(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "--preset", "tiny", "--set", "flow.t_max=1.0", "--set", "flow.points=8", "--out",
-                 str(out), "--quiet", "--lrs", "0.1", "--optimizers", "muon_svd", "--no-modified"])
+                 str(out), "--quiet", "--lrs", "0.1", "--optimizers", "muon_svd"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "muon_svd_lr0.1_full" in captured.out
@@ -94,3 +94,29 @@ def test_fitted_orders_of_a_fresh_batch_optimizer_use_its_largest_batch():
     adam = _orders(runs).by_optimizer["adam"]
     assert adam["lrs"] == [0.1, 0.2, 0.4] and adam["max_loss_deviation"] == pytest.approx([0.1, 0.2, 0.4])
     assert adam["order_loss"] == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--optimizers", "gd", "--seeds", "2"], "--seeds=2: has no effect"),
+    (["--optimizers", "gd,muon_svd", "--batch-sizes", "64"], "--batch-sizes='64': has no effect"),
+    (["--optimizers", "gd,adam", "--full-batch", "--seeds", "2"], "--seeds=2: has no effect"),
+    (["--optimizers", "gd,sgd", "--full-batch"], "--full-batch: has no effect"),
+    (["--optimizers", "sgd", "--no-modified"], "--no-modified: has no effect"),
+])
+def test_an_option_no_run_reads_is_refused(extra, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare_command, "compare", lambda *a, **k: pytest.fail("compare ran"))
+    code = main(["compare", "--preset", "tiny", "--out", str(tmp_path / "cmp"), "--quiet", *extra])
+    lines = capsys.readouterr().err.strip("\n").splitlines()
+    assert code == 2 and len(lines) == 1 and needle in lines[0] and "allowed: leave it out" in lines[0]
+
+
+@pytest.mark.parametrize("extra", [["--optimizers", "gd,sgd", "--seeds", "2", "--batch-sizes", "16"],
+                                   ["--optimizers", "gd,adam", "--full-batch", "--no-modified"],
+                                   ["--optimizers", "gd"]])
+def test_options_that_runs_read_pass(extra, tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(compare_command, "compare", lambda config, spec, log: ran.append(spec) or
+                        pytest.skip("stopped after the checks"))
+    with pytest.raises(pytest.skip.Exception):
+        main(["compare", "--preset", "tiny", "--out", str(tmp_path / "cmp"), "--quiet", *extra])
+    assert len(ran) == 1

@@ -32,11 +32,16 @@ from .plots import plot_comparison
 def command(args: argparse.Namespace) -> int:
     """The ``compare`` subcommand: the spec from the flags, then :func:`run_compare`."""
     config = config_from_args(args)
+    given = {}  # the options given whose values CompareSpec would otherwise take from its defaults
+    if args.batch_sizes is not None:
+        given["batch_sizes"] = parse_list("--batch-sizes", args.batch_sizes, int)
+    if args.seeds is not None:
+        given["seeds"] = parse_count("--seeds", args.seeds)
     spec = CompareSpec(lrs=parse_list("--lrs", args.lrs, float),
                        optimizers=tuple(s.strip() for s in args.optimizers.split(",") if s.strip()),
-                       batch_sizes=parse_list("--batch-sizes", args.batch_sizes, int),
-                       seeds=parse_count("--seeds", args.seeds),
-                       modified_flow=not args.no_modified, full_batch=args.full_batch)
+                       modified_flow=not args.no_modified, full_batch=args.full_batch, **given)
+    refuse_unused_options(spec, [*given, *(["full_batch"] if args.full_batch else []),
+                                 *(["modified_flow"] if args.no_modified else [])])
     too_large = [lr for lr in spec.lrs if not 0 < lr <= config.flow.t_max]
     if too_large:  # one step would already pass the flow's horizon: nothing to compare along the way
         raise ConfigError(f"--lrs={args.lrs!r}: {too_large[0]:g} is not in (0, flow.t_max = "
@@ -44,6 +49,31 @@ def command(args: argparse.Namespace) -> int:
     check_budget(config, spec)
     run_compare(config, spec, Path(args.out), quiet=args.quiet)
     return 0
+
+
+def refuse_unused_options(spec: CompareSpec, given: list[str]) -> None:
+    """One ConfigError for an option ``given`` (a CompareSpec field set on the command line) that no run of
+    ``spec`` reads: batch sizes or seeds without a fresh-batch run, ``--full-batch`` without adam, signsgd or
+    muon, ``--no-modified`` without gd."""
+    named = f"--optimizers {','.join(spec.optimizers)}" + (" --full-batch" if spec.full_batch else "")
+    batched = any(run.batch_size is not None for run in plan_runs(Config(), spec))
+    no_batches = (f"no run of {named} takes batches (gd and muon_svd step on the flow's loss, and so do "
+                  "adam, signsgd and muon with --full-batch); allowed: leave it out, or add sgd (or adam, "
+                  "signsgd, muon without --full-batch)")
+    unused = {
+        "batch_sizes": (not batched, f"--batch-sizes={','.join(map(str, spec.batch_sizes))!r}", no_batches),
+        "seeds": (not batched, f"--seeds={spec.seeds}", no_batches),
+        "full_batch": (not set(spec.optimizers) & {"adam", "signsgd", "muon"}, "--full-batch",
+                       f"it steps adam, signsgd and muon on the flow's loss, and {named} has none of them; "
+                       "allowed: leave it out, or add adam, signsgd or muon"),
+        "modified_flow": ("gd" not in spec.optimizers, "--no-modified",
+                          f"it skips GD's modified flow, and {named} has no gd; allowed: leave it out, or "
+                          "add gd"),
+    }
+    for name in given:
+        refused, shown, why = unused[name]
+        if refused:
+            raise ConfigError(f"{shown}: has no effect: {why}")
 
 
 def check_budget(config: Config, spec: CompareSpec) -> None:
