@@ -59,10 +59,10 @@ def test_run_kinds_outside_the_theory_are_named(overrides, needle):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"data.zipf": 0.0}, {"data.zipf": 0.0, "data.zipf_end": 0.0},
-                                       {"flow.modified_lr": 0.1}, {"data.warmup_subjects": 0.5}])
+                                       {"flow.modified_lr": 0.1}])
 def test_the_plain_flow_and_its_equivalents_keep_the_theory(overrides):
-    # a trained exponent of 0 is the task's uniform frequencies; a warm-up share without a warm-up time is
-    # no warm-up; GD's modified flow agrees with the gradient flow to first order
+    # a trained exponent of 0 is the task's uniform frequencies; GD's modified flow agrees with the
+    # gradient flow to first order
     assert theory_applies(tiny(**overrides)) == (True, "")
 
 
