@@ -156,3 +156,16 @@ def test_sweep_heatmap_outlines_no_cell_where_the_theory_does_not_apply(tmp_path
              "theory_applicable": "False", "theory_relation_first": ""} for S in (8, 16)]
     sweep_plots.plot_heatmap(rows, "task.subjects", "task.relations", "plateau_length", tmp_path / "h.png")
     assert outlined == []  # relation_first(8, 2, 8) and (16, 2, 8) hold, but no theory applies here
+
+
+def test_sweep_lines_draw_no_theory_where_no_row_has_one(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(sweep_plots, "save", lambda fig, path: figures.append(fig))
+    rows = [{"flow.geometry_eps": str(eps), "plateau_length": str(eps), "theory_plateau_length": ""}
+            for eps in (1e-4, 1e-3, 1e-2)]
+    sweep_plots.plot_lines(rows, "flow.geometry_eps", ["plateau_length"], tmp_path / "l.png")
+    for row, value in zip(rows, (5.0, 6.0, 7.0), strict=True):
+        row["theory_plateau_length"] = str(value)
+    sweep_plots.plot_lines(rows, "flow.geometry_eps", ["plateau_length"], tmp_path / "l.png")
+    labels = [[line.get_label() for line in fig.axes[0].get_lines()] for fig in figures]
+    assert labels[0] == ["_child0"] and labels[1][1] == "theory"

@@ -140,8 +140,9 @@ def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path
         ys = np.array([_number(r[column]) for r in rows])
         ax.plot(xs[order], ys[order], "o-")
         theory = f"theory_{column}" if f"theory_{column}" in rows[0] else None
-        if theory:
-            ax.plot(xs[order], np.array([_number(r[theory]) for r in rows])[order], "k--", label="theory")
+        predicted = np.array([_number(r[theory]) for r in rows]) if theory else np.array([])
+        if np.isfinite(predicted).any():  # empty where the theory does not apply: no line, no legend
+            ax.plot(xs[order], predicted[order], "k--", label="theory")
             ax.legend(fontsize=8)
         positive = xs[np.isfinite(xs)]
         if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
