@@ -146,8 +146,10 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
                        "(euclidean), not of a steepest descent in another norm")
     fine_tune = bool(config.init.from_run) or (info is not None and info.old_subjects is not None)
     if fine_tune:
-        reasons.append(f"init.from_run={config.init.from_run!r}: the run starts from another run's final "
-                       "state, not from a small constant initialisation")
+        where = (f"init.from_run={config.init.from_run!r}" if config.init.from_run else
+                 f"a start from another run of {info.old_subjects} subjects (RunInfo.old_subjects)")
+        reasons.append(f"{where}: the run starts from another run's final state, not from a small constant "
+                       "initialisation")
     elif config.init.kind != "constant":
         reasons.append(f"init.kind={config.init.kind!r}: the theory needs the constant initialisation "
                        "(every parameter equal to init.scale)")
