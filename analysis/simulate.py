@@ -101,13 +101,12 @@ def _start_from_run(args: argparse.Namespace) -> None:
     if args.config or args.preset:
         raise ConfigError(f"--init-from={args.init_from!r}: the config comes from that run (then --set); "
                           "allowed: --set overrides, not --config or --preset")
-    source = Path(os.path.abspath(args.init_from))  # the config records where it started, from anywhere
-    config_file = source / "config.json"
+    config_file = Path(args.init_from) / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"--init-from={args.init_from!r}: not a run directory (no config.json); allowed: a "
                           "directory written by factrecall simulate")
     args.config = str(config_file)
-    args.overrides = [*args.overrides, f"init.from_run={source}"]
+    args.overrides = [*args.overrides, f"init.from_run={args.init_from}"]  # made absolute: absolute_start
 
 
 def absolute_start(config: Config) -> Config:
