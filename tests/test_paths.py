@@ -322,6 +322,14 @@ def test_run_directory_functions_take_str_and_path(tmp_path, runs):
             (staging / "x").write_text("x")
         traj = Trajectory.load(kind(runs["flow"]))
         assert traj.config_digest is not None
+    from analysis.stages.report import analyse_run_directory, load_run, run_directories
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["train"], copy)
+    for kind in (str, Path):
+        assert run_directories(kind(copy)) == [copy / "flow", copy / "train"]
+        assert load_run(kind(copy / "flow"))[0] == TINY
+        assert [name for name, *_ in analyse_run_directory(kind(copy))] == ["flow", "train"]
 
 
 def test_console_script_imports_no_library_before_main():

@@ -105,9 +105,10 @@ def _nanmedian(values: np.ndarray) -> float | None:
     return float(np.median(finite)) if len(finite) else None
 
 
-def run_directories(path: Path) -> list[Path]:
+def run_directories(path: str | Path) -> list[Path]:
     """The directories under ``path`` that hold a trajectory: ``path`` itself, or its ``flow/`` and
     ``train/`` when it is a ``simulate --train`` run. Raises ConfigError when there is none."""
+    path = Path(path)
     if (path / "trajectory.npz").is_file():
         return [path]
     found = [path / name for name in ("flow", "train") if (path / name / "trajectory.npz").is_file()]
@@ -169,10 +170,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def analyse_run_directory(path: Path) -> list[tuple[str, Path, Trajectory, dict[str, Any]]]:
+def analyse_run_directory(path: str | Path) -> list[tuple[str, Path, Trajectory, dict[str, Any]]]:
     """Analyse every trajectory of a run directory in place; returns (name, its directory, the trajectory,
     the stages.json payload) per run. Every record is read and checked (:func:`load_run`) before anything
     is written."""
+    path = Path(path)
     loaded = [(directory, *load_run(directory)) for directory in run_directories(path)]
     results = []
     for directory, config, traj in loaded:
