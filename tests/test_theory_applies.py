@@ -142,6 +142,13 @@ def test_sweep_rows_leave_the_theory_columns_empty_where_it_does_not_apply(sign_
     assert row["theory_applicable"] is False and "flow.geometry='sign'" in row["theory_reason"]
     for column in ("theory_t_R", "theory_t_S", "theory_plateau_length", "theory_relation_first"):
         assert row[column] is None, column
+    # an unbalanced table (S = 2 < D = 4) has no escape times, but the run is one the rates describe: its
+    # relation-first boundary is still set beside the measured order in phase diagrams
+    small = tiny(**{"task.subjects": 2, "task.answers_per_relation": 4, "flow.t_max": 50.0,
+                    "flow.points": 16})
+    row = summarise({}, small, run_flow(small), None, 0.0)
+    assert row["theory_applicable"] is False and "unbalanced" in row["theory_reason"]
+    assert row["theory_t_R"] is None and row["theory_relation_first"] is False
     plain = tiny(**{"flow.t_max": 50.0, "flow.points": 16})
     row = summarise({}, plain, run_flow(plain), None, 0.0)
     assert row["theory_applicable"] is True and row["theory_reason"] is None
@@ -154,8 +161,9 @@ def test_sweep_heatmap_outlines_no_cell_where_the_theory_does_not_apply(tmp_path
                         __import__("matplotlib.patches").patches.Rectangle((j, i), 1, 1, fill=False))
     rows = [{"task.subjects": str(S), "task.relations": "2", "plateau_length": "1.0",
              "theory_applicable": "False", "theory_relation_first": ""} for S in (8, 16)]
+    rows[1]["theory_relation_first"] = "True"  # applies at S = 16: only that cell is outlined
     sweep_plots.plot_heatmap(rows, "task.subjects", "task.relations", "plateau_length", tmp_path / "h.png")
-    assert outlined == []  # relation_first(8, 2, 8) and (16, 2, 8) hold, but no theory applies here
+    assert outlined == [(1, 0)]  # relation_first(8, 2, 8) holds too, but no theory describes that run
 
 
 def test_sweep_lines_draw_no_theory_where_no_row_has_one(tmp_path, monkeypatch):

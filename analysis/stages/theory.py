@@ -100,7 +100,7 @@ def _table_size(config: Config) -> tuple[int, int, int]:
 
 
 def theory_applies(config: Config, facts: np.ndarray | None = None, fact_weights: np.ndarray | None = None,
-                   info: RunInfo | None = None) -> tuple[bool, str]:
+                   info: RunInfo | None = None, table: bool = True) -> tuple[bool, str]:
     """Whether the first-order theory (:func:`theory_for`) describes a run of ``config``: (True, "") or
     (False, the reasons joined by "; "). The one place that decides where t_R, t_S, their ratios, the
     predicted lines of ``loss.png`` and the ``theory_*`` columns of a sweep are shown.
@@ -115,13 +115,17 @@ def theory_applies(config: Config, facts: np.ndarray | None = None, fact_weights
     a balanced table (for every r, every answer of A_r is the answer of the same number of subjects;
     checked on ``facts``, default the task's); D ≥ 2 (D = 1 has no hallucination stage) and R ≥ 2.
     ``fact_weights`` (default the task's) must be uniform 1/(S·R).
+
+    ``table=False`` leaves out the table's own conditions (balance, D ≥ 2, R ≥ 2): whether the run is one
+    the rates describe, which is what the relation-first boundary S·√(R−1) > R·√(D−1) of a sweep's phase
+    diagram needs (:func:`relation_first` handles D = 1 and R = 1 itself).
     """
-    reasons = _failed_assumptions(config, facts, fact_weights, info)
+    reasons = _failed_assumptions(config, facts, fact_weights, info, table)
     return not reasons, "; ".join(reasons)
 
 
 def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: np.ndarray | None,
-                        info: RunInfo | None) -> list[str]:
+                        info: RunInfo | None, table: bool = True) -> list[str]:
     task, data = config.task, config.data
     S, R, D = _table_size(config)
     if facts is None or fact_weights is None:
@@ -177,6 +181,8 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
                        ": the rates assume uniform (zipf 0) subject and relation frequencies")
     elif data.holdout == 0 and not np.allclose(fact_weights, 1.0 / (S * R), rtol=1e-9, atol=0.0):
         reasons.append("fact_weights: the rates assume uniform fact frequencies 1/(S·R)")
+    if not table:
+        return reasons
     if D < 2:
         reasons.append(f"task.answers_per_relation={D}: with D = 1 the relation determines the answer "
                        "(no hallucination stage, σ_s = 0)")

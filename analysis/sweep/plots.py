@@ -99,10 +99,10 @@ def plot_heatmap(rows: list[dict[str, str]], x: str, y: str, value: str, path: P
 def _theory_boundary(ax, rows, xs, ys, x, y) -> None:
     """Outline the cells the first-order theory predicts relation-first: each row's own
     ``theory_relation_first`` (computed with the sweep's D), else relation_first(S, R, D) with D from the
-    rows (8 when D is not a column); no cell where the row says the theory does not apply."""
+    rows (8 when D is not a column) where the sweep has no such column; no cell whose row leaves it empty
+    (the theory does not describe that run)."""
     predicted = {(r[x], r[y]): r["theory_relation_first"] == "True" for r in rows
-                 if r.get("theory_relation_first") in ("True", "False")}
-    predicted.update({(r[x], r[y]): False for r in rows if r.get("theory_applicable") == "False"})
+                 if "theory_relation_first" in r}
     D = int(_number(rows[0].get("task.answers_per_relation", "8")) or 8) if rows else 8
     for i, yv in enumerate(ys):
         for j, xv in enumerate(xs):

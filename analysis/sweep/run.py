@@ -38,7 +38,7 @@ from dynamics.io import finite_or_none
 from dynamics.run import batch_key, batch_refusal, run_flow, run_flow_batch, run_training
 from dynamics.trajectory import Trajectory
 
-from ..stages import INTERMEDIATE, detect_stages, measured_times, theory_for
+from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_applies, theory_for
 from .directory import ERROR, SweepDirectory
 from .grid import grid_points, point_id
 
@@ -106,6 +106,7 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
     """One result row: grid values, status, stage times and levels, theory beside them, cost."""
     report = detect_stages(flow)
     theory = theory_for(config, flow.facts, flow.fact_weights, flow.info)
+    size = config.task.subjects, config.task.relations, config.task.answers_per_relation
     measured = measured_times(flow)
     transitions = report.transitions
     intermediate = [s for s in report.stages if s.name in INTERMEDIATE]
@@ -130,7 +131,10 @@ def summarise(values: dict[str, Any], config: Config, flow: Trajectory, train: T
         "theory_applicable": theory["applicable"], "theory_t_R": theory.get("t_R"),
         "theory_t_S": theory.get("t_S"), "theory_plateau_length": (
             theory["t_S"] - theory["t_R"] if theory.get("t_R") and theory.get("t_S") else None),
-        "theory_relation_first": theory["relation_first"], "theory_reason": theory["reason"] or None,
+        # the boundary needs the run to be one the rates describe, not the table's balance (S < D is not)
+        "theory_relation_first": relation_first(*size) if theory_applies(
+            config, flow.facts, flow.fact_weights, flow.info, table=False)[0] else None,
+        "theory_reason": theory["reason"] or None,
         "final_loss": flow.final_loss, "function_evals": flow.info.cost.function_evals,
         "batch_size": flow.info.flow.batch_size, "wall_seconds": seconds,
     })
