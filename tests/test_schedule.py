@@ -16,7 +16,7 @@ from dynamics import resolve_config, run_flow, run_training
 from dynamics.config import ConfigError
 from dynamics.objective import gradient, make_objective
 from dynamics.run import integrate_config_flow, setup, time_grid
-from dynamics.schedule import Phase, Schedule, TaskSchedule, schedule_of
+from dynamics.schedule import Phase, Schedule, TaskSchedule, per_time, schedule_of
 from dynamics.start import Start, starting_state
 
 TINY = resolve_config("tiny", None, ["task.facts=random", "task.subjects=6", "flow.points=40"])
@@ -116,6 +116,25 @@ def test_an_annealed_phase_trains_the_frequencies_of_each_time_not_of_its_first(
     assert annealed.info.ok
     by_subject = annealed.fact_loss[-1].mean(1)
     assert (np.diff(by_subject) > 0).all(), by_subject  # the plain run (α = 0 throughout) is flat
+
+
+def test_a_constant_phase_builds_its_task_and_field_once_and_passes_t_on():
+    """TaskSchedule.at gives one task object per constant phase (its caches built once) and per_time builds
+    what it is given once per such phase, calling it with the t it was called with."""
+    task, _, _ = setup(TINY)
+    tasks = TaskSchedule(task, _schedule((0.0, (0, 3)), (40.0, (0, 6))))
+    assert tasks.at(1.0) is tasks.at(39.0) and tasks.at(40.0) is tasks.at(300.0)
+    assert tasks.at(1.0) is not tasks.at(40.0)
+    built = []
+
+    def build(trained):
+        built.append(trained)
+        return lambda t, x: (t, x)
+
+    field = per_time(build, tasks)
+    times = (1.0, 2.0, 50.0, 60.0)
+    assert [field(t, "θ") for t in times] == [(t, "θ") for t in times]
+    assert len(built) == 2 and built[0] is tasks.at(1.0) and built[1] is tasks.at(50.0)
 
 
 @pytest.mark.parametrize("share,first", [(0.4, 3), (0.5, 3), (0.01, 1), (0.8, 5)])
