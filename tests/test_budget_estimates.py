@@ -37,7 +37,9 @@ def _no_integration(monkeypatch):
     """Make any integration fail the test: what is refused up front must not be probed."""
     def refuse(*args, **kwargs):
         raise AssertionError("integrated although the config is refused up front")
-    monkeypatch.setattr(solvers, "integrate_problem", refuse)
+    monkeypatch.setattr(solvers, "integrate_problem", refuse)  # the probe's
+    for name in ("integrate_problem", "integrate_explicit_batch", "integrate_flow_batch"):  # the runs'
+        monkeypatch.setattr(f"dynamics.run.{name}", refuse, raising=False)
 
 
 @pytest.mark.parametrize("geometry,eps", [("sign", 1e-8), ("sign", 1e-6), ("spectral", 1e-6)])
@@ -149,7 +151,10 @@ def test_compare_checks_its_budget(monkeypatch):
 
 
 def test_simulate_refuses_train_steps_beyond_the_limit(capsys, tmp_path):
-    """check_config's train.steps check (memory does not grow with the steps: only flow.points are kept)."""
+    """check_config's train.steps check, before the flow runs (memory does not grow with the steps: only
+    flow.points are kept)."""
+    with pytest.raises(ConfigError, match=r"^train.steps=2000000000: needs 2e\+09 steps"):
+        check_config(resolve_config("tiny", overrides={"train.steps": 2 * 10**9}), train=True)
     assert main(["simulate", "--preset", "tiny", "--train", "--set", "train.steps=2e9", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 2
     assert "train.steps=2000000000: needs 2e+09 steps, above the limit of 1e+09" in capsys.readouterr().err
