@@ -118,6 +118,19 @@ def test_an_annealed_phase_trains_the_frequencies_of_each_time_not_of_its_first(
     assert (np.diff(by_subject) > 0).all(), by_subject  # the plain run (α = 0 throughout) is flat
 
 
+def test_an_annealed_phase_moves_from_its_own_start_and_is_constant_after_anneal_until():
+    """α = zipf at the phase's start (not at t = 0), linear to zipf_end at anneal_until, zipf_end after it;
+    a phase that starts at or after anneal_until trains zipf_end throughout."""
+    late = Phase(40.0, math.inf, (0, 6), zipf=0.0, zipf_end=2.0, anneal_until=240.0)  # after a warm-up
+    assert [late.exponent(t) for t in (40.0, 140.0, 240.0, 1e6)] == pytest.approx([0.0, 1.0, 2.0, 2.0],
+                                                                                   rel=1e-15)
+    short = Phase(0.0, math.inf, (0, 6), zipf=1.0, zipf_end=3.0, anneal_until=0.5)  # a span below 1
+    assert short.exponent(0.25) == pytest.approx(2.0, rel=1e-15)
+    for until in (10.0, 5.0):  # no span left: zipf_end from the start, never a division by zero
+        done = Phase(10.0, math.inf, (0, 6), zipf=1.0, zipf_end=3.0, anneal_until=until)
+        assert done.exponent(10.0) == 3.0 and done.exponent(20.0) == 3.0
+
+
 def test_a_constant_phase_builds_its_task_and_field_once_and_passes_t_on():
     """TaskSchedule.at gives one task object per constant phase (its caches built once) and per_time builds
     what it is given once per such phase, calling it with the t it was called with."""
