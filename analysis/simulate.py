@@ -48,9 +48,10 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     hold a run, and ``out/loss.png`` overlays both. Returns the runs by name (``flow``, ``train``).
 
     ``out`` may hold a run of the same config and kind, which is replaced; anything else there is refused
-    before any work (:func:`~analysis.rundir.check_target`).
+    before any work (:func:`~analysis.rundir.check_target`). A relative ``init.from_run`` is recorded
+    as an absolute path (:func:`absolute_start`).
     """
-    out = Path(out)
+    out, config = Path(out), absolute_start(config)
     check_target(out, config, train=train)
     start = time.perf_counter()
     levels = FactTask(config.task).levels.as_dict()

@@ -190,6 +190,11 @@ def test_a_fine_tune_records_its_source_as_an_absolute_path(capsys, tmp_path, mo
     assert main(["simulate", "--preset", "tiny", "--set", "task.facts=random", "--set", "init.from_run=old",
                  "--set", "task.subjects=6", "--out", "tuned2", *FAST]) == 0
     assert json.loads((tmp_path / "tuned2" / "config.json").read_text())["init"]["from_run"] == str(source)
+    # and the Python API, given a relative path (str or pathlib.Path)
+    from analysis.simulate import simulate
+
+    simulate(OLD.override({"init.from_run": Path("old"), "task.subjects": 6}), "tuned3")
+    assert json.loads((tmp_path / "tuned3" / "config.json").read_text())["init"]["from_run"] == str(source)
 
 
 # --- the recorder --------------------------------------------------------------------------------------
