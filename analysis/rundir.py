@@ -102,7 +102,8 @@ def check_path(path: Path | str, allowed: str, flag: str = "--out") -> Path:
     """The checks every output path gets, whatever it names (``check_output_dir``, ``check_output_file``):
     refuse an empty path, the current directory or a directory above it (a command replaces or fills its
     output: never the folder it runs in), a symbolic link (dangling, or one that writing would replace by
-    a real file or directory), and a path below a file. Returns ``path`` as a Path."""
+    a real file or directory), a path below a file, and one inside another command's output directory.
+    Returns ``path`` as a Path."""
     text = str(path)
     if not text.strip():
         raise ConfigError(f"{flag}={text!r}: must not be empty; allowed: {allowed}")
@@ -122,6 +123,12 @@ def check_path(path: Path | str, allowed: str, flag: str = "--out") -> Path:
     if not ancestor.is_dir():
         raise ConfigError(f"{flag}={text!r}: lies below a file ({str(ancestor)!r} is not a directory); "
                           f"allowed: {allowed}")
+    found = output_kind(ancestor)
+    if found in ("simulate", "compare") and not (ancestor / "config.json").is_file():
+        found = None  # a folder of runs, two of them named flow and train, is not a --train run
+    if found is not None:  # a command's output holds only what that command writes
+        raise ConfigError(f"{flag}={text!r}: lies inside the output of factrecall {found} "
+                          f"({str(ancestor)!r}); allowed: {allowed}")
     return path
 
 
@@ -129,8 +136,8 @@ def check_output_file(path: Path | str, allowed: str, flag: str = "--out", suffi
                       replaceable: Callable[[Path], bool] = lambda p: False) -> Path:
     """Refuse (a one-line ConfigError) a path that cannot take a new output file: :func:`check_path`'s
     refusals, a name not ending in ``suffix``, a directory, an existing file that ``replaceable`` does not
-    recognise as this command's own output (a run's summary.json is not a bench result), a path inside
-    another command's output directory, or a directory that cannot be written. Returns ``path``."""
+    recognise as this command's own output (a run's summary.json is not a bench result), or a directory
+    that cannot be written. Returns ``path``."""
     path = check_path(path, allowed, flag)
     if path.suffix != suffix:
         raise ConfigError(f"{flag}={str(path)!r}: must end in {suffix}; allowed: {allowed}")
@@ -139,10 +146,6 @@ def check_output_file(path: Path | str, allowed: str, flag: str = "--out", suffi
     if path.exists() and not (path.is_file() and replaceable(path)):
         raise ConfigError(f"{flag}={str(path)!r}: exists and was not written by this command (replacing it "
                           f"would lose it); allowed: {allowed}")
-    found = output_kind(path.parent) if path.parent.is_dir() else None
-    if found is not None:
-        raise ConfigError(f"{flag}={str(path)!r}: lies inside the output of factrecall {found}; allowed: "
-                          f"{allowed}")
     check_writable(path.parent, path, flag)
     return path
 

@@ -276,13 +276,27 @@ def test_stages_refuses_a_config_json_that_is_not_the_runs(capsys, tmp_path, run
 
 # --- bench ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_an_out_inside_another_commands_output_is_refused(capsys, tmp_path, monkeypatch, runs, command):
+    argv, module, function = COMMANDS[command]
+    no_work(monkeypatch, module, function)
+    run = tmp_path / "run"
+    shutil.copytree(runs["flow"], run)
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, [*argv, "--out", run / ("inner.json" if command == "bench" else "inner")])
+    one_line_error(code, err, "inside the output of factrecall simulate")
+    assert snapshot(run) == before
+
+
 def test_bench_refuses_a_runs_summary_and_a_directory_before_any_work(capsys, tmp_path, monkeypatch, runs):
     no_work(monkeypatch, "analysis.bench.command", "run_bench")
     run = tmp_path / "run"
     shutil.copytree(runs["flow"], run)
+    (tmp_path / "mine.json").write_text('{"a": 1}')
     before = snapshot(tmp_path)
-    for out, needle in ((run / "summary.json", "was not written by this command"),
+    for out, needle in ((run / "summary.json", "inside the output of factrecall simulate"),
                         (run / "bench.json", "inside the output of factrecall simulate"),
+                        (tmp_path / "mine.json", "was not written by this command"),
                         (run, "must end in .json")):
         code, _, err = run_cli(capsys, ["bench", "--quick", "--out", out])
         one_line_error(code, err, needle)
