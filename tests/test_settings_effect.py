@@ -167,6 +167,9 @@ def test_refused_batches_run_one_by_one_and_a_sweep_plans_them_as_single_points(
     groups = plan_groups(base, points, SweepOptions())
     assert [len(g) for g in groups] == [3, 1, 1, 1]
     assert all(p["flow.method"] == "cvode" for g in groups[1:] for p in g)
+    # a point refused when its flow is set up (a replay without a run to start from) is planned alone
+    replay = [{"data.replay": r, "init.seed": s} for r in (0.0, 0.2) for s in (0, 1)]
+    assert [len(g) for g in plan_groups(base, replay, SweepOptions())] == [2, 1, 1]
 
 
 # --------------------------------------------------------------------------------------------------

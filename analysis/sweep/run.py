@@ -237,11 +237,10 @@ def _point_result(values: dict[str, Any], config: Config | ConfigError, flow: Tr
 def _batch_key(base: Config, values: dict[str, Any]) -> str:
     try:
         config = base.override(values)
+        refused = batch_refusal(config) is not None  # e.g. an implicit method: one flow at a time
     except ConfigError:  # an invalid point runs (and is recorded as an error) on its own
         return "invalid:" + point_id(values)
-    if batch_refusal(config) is not None:  # e.g. an implicit method: one flow at a time, in its own job
-        return "single:" + point_id(values)
-    return batch_key(config)
+    return "single:" + point_id(values) if refused else batch_key(config)
 
 
 def plan_groups(base: Config, points: list[dict[str, Any]], options: SweepOptions
