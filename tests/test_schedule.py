@@ -100,6 +100,11 @@ def test_replay_mixes_old_and_new_subjects_with_its_share():
     phase = Phase(0.0, math.inf, (4, 6), replay=0.25, replay_subjects=(0, 4))
     u = phase.subject_weights(7, 0.0)
     np.testing.assert_allclose(u, [1 / 16] * 4 + [3 / 8] * 2 + [0.0], rtol=1e-15)
+    # a steep Zipf on a range of late subjects: (s + 1)^−α underflows, the frequencies relative to the
+    # range's first subject do not (u ∝ 1, (1002/1001)^−200, (1003/1001)^−200)
+    steep = Phase(0.0, math.inf, (1000, 1003), zipf=200.0).subject_weights(1003, 0.0)[1000:]
+    ratios = (np.arange(1001, 1004) / 1001.0) ** -200.0
+    np.testing.assert_allclose(steep, ratios / ratios.sum(), rtol=1e-12)
     # a replayed range inside the trained one (a Schedule given to run_flow): the two shares add up
     mixed = Phase(0.0, math.inf, (0, 6), replay=0.5, replay_subjects=(0, 2)).subject_weights(6, 0.0)
     np.testing.assert_allclose(mixed, [1 / 3] * 2 + [1 / 12] * 4, rtol=1e-15)
