@@ -105,6 +105,8 @@ def test_replay_mixes_old_and_new_subjects_with_its_share():
     steep = Phase(0.0, math.inf, (1000, 1003), zipf=200.0).subject_weights(1003, 0.0)[1000:]
     ratios = (np.arange(1001, 1004) / 1001.0) ** -200.0
     np.testing.assert_allclose(steep, ratios / ratios.sum(), rtol=1e-12)
+    # α = 2000: every subject but the first underflows to 0, none overflows
+    assert Phase(0.0, math.inf, (0, 3), zipf=2000.0).subject_weights(3, 0.0).tolist() == [1.0, 0.0, 0.0]
     # a replayed range inside the trained one (a Schedule given to run_flow): the two shares add up
     mixed = Phase(0.0, math.inf, (0, 6), replay=0.5, replay_subjects=(0, 2)).subject_weights(6, 0.0)
     np.testing.assert_allclose(mixed, [1 / 3] * 2 + [1 / 12] * 4, rtol=1e-15)
