@@ -174,8 +174,14 @@ def start_from_flow_dir(tmp_path: Path, old_flow: Trajectory) -> torch.Tensor:
 def test_a_fine_tune_records_its_source_as_an_absolute_path(capsys, tmp_path, monkeypatch, source):
     """``--init-from`` relative to the working directory: the saved config names the source absolutely,
     so that ``--config`` of the fine-tune's config.json runs it again from anywhere."""
+    import analysis.simulate as simulate_module
+
+    # where a run starts is all that counts here: short runs, no stage or timeline analysis and figures
+    monkeypatch.setattr(simulate_module, "_analyse", lambda *args, **kwargs: None)
+    monkeypatch.setattr(simulate_module, "has_timeline", lambda traj: False)
     monkeypatch.chdir(tmp_path)
-    assert main(["simulate", "--init-from", "old", "--set", "task.subjects=6", "--out", "tuned", *FAST]) == 0
+    short = ["--set", "flow.t_max=2", "--set", "flow.points=4", "--quiet"]
+    assert main(["simulate", "--init-from", "old", "--set", "task.subjects=6", "--out", "tuned", *short]) == 0
     saved = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert saved["init"]["from_run"] == str(source) and os.path.isabs(saved["init"]["from_run"])
     elsewhere = tmp_path / "elsewhere"
@@ -188,12 +194,13 @@ def test_a_fine_tune_records_its_source_as_an_absolute_path(capsys, tmp_path, mo
     # --set init.from_run with a relative path is made absolute too
     monkeypatch.chdir(tmp_path)
     assert main(["simulate", "--preset", "tiny", "--set", "task.facts=random", "--set", "init.from_run=old",
-                 "--set", "task.subjects=6", "--out", "tuned2", *FAST]) == 0
+                 "--set", "task.subjects=6", "--out", "tuned2", *short]) == 0
     assert json.loads((tmp_path / "tuned2" / "config.json").read_text())["init"]["from_run"] == str(source)
     # and the Python API, given a relative path (str or pathlib.Path)
     from analysis.simulate import simulate
 
-    simulate(OLD.override({"init.from_run": Path("old"), "task.subjects": 6}), "tuned3")
+    simulate(OLD.override({"init.from_run": Path("old"), "task.subjects": 6, "flow.t_max": 2.0,
+                           "flow.points": 4}), "tuned3")
     assert json.loads((tmp_path / "tuned3" / "config.json").read_text())["init"]["from_run"] == str(source)
 
 
