@@ -1,21 +1,26 @@
 """What a config asks of the machine, estimated before any work, and the refusal of what is beyond reason.
 
-Memory (:func:`estimate_memory`): the bytes of the arrays that dominate a run, from the config alone (no
-tensor is made): the parameters at every record point, the solver's and the optimizer's working vectors,
-the per-fact records (K×S×R), the population tables of one evaluation, the sampled loss's counts
-(``loss.samples × V``), the training batch (``train.batch_size × V``), the embeddings (``model.dim²``) and
-the transformer's attention table (heads × facts × V). It is compared with a limit (:func:`memory_limit`):
-``FACTRECALL_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix) when set, else the memory the machine has
-available now (``MemAvailable`` of ``/proc/meminfo``; the physical memory elsewhere).
+Memory (:func:`estimate_memory`): the bytes a run allocates, from the config alone (no tensor is made): the
+parameters at every record point, the solver's and the optimizer's working vectors, the per-fact records
+(K×S×R) and the temporaries of their evaluation, the population tables of one evaluation, the sampled
+loss's counts (``loss.samples × V``), the training batch (``train.batch_size × V``), the transformer's
+activations, the embeddings (``model.dim²``) and the transformer's attention table (heads × facts × V),
+and what the solvers and torch's optimizers load on first use. Its part above the fixed baseline is held
+within 1.5× of the peak RSS of real runs by a table of configs (tests/test_budget_estimates.py). It is
+compared with a limit (:func:`memory_limit`): ``FACTRECALL_MEMORY_LIMIT`` when set (:func:`parse_size`:
+bytes, K/M/G/T with or without B or iB, or a fraction of the available memory), else the memory the
+machine has available now (``MemAvailable`` of ``/proc/meminfo``; the physical memory elsewhere).
 
 Time: discrete step counts (``train.steps``, ``compare``'s ``flow.t_max / lr``, a capacity grid) and
 sweep grid sizes are compared with fixed limits (``FACTRECALL_STEP_LIMIT`` and ``FACTRECALL_GRID_LIMIT``
-change them). An explicit flow's step count is estimated from its stiffness at θ(0) (:func:`flow_steps`):
-dopri5 is stable only for steps h ≲ 3.3/ρ, ρ the spectral radius of the field's Jacobian.
+change them). A flow's step count (:func:`flow_steps`): a euclidean flow by an explicit method from its
+stiffness at θ(0) (dopri5 is stable only for steps h ≲ 3.3/ρ, ρ the spectral radius of the field's
+Jacobian); a sign or spectral flow, by any method, from the pace of a short probe of that method (their
+fields are stiff at scale 1/ε along directions the flow need not excite, so the stiffness at θ(0) says
+little). A sign or spectral flow at ε = 0 from the constant start is refused outright: it chatters.
 
 Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
 """
-
 from __future__ import annotations
 
 import functools
@@ -44,6 +49,13 @@ PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the f
 # the refusals' advice: ε measured to finish to t = 20 on the tiny task with dopri5, cvode and (sign) auto
 SUGGESTED_EPS = {"sign": 1e-4, "spectral": 1e-3}
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
+# Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
+# once whatever its size, and the record's temporaries per state and fact and per block element.
+FLOW_FIRST_USE = 16 * 2**20
+CVODE_FIRST_USE = 5 * 2**20  # SUNDIALS' bindings (cvode, auto)
+TRAIN_FIRST_USE = 72 * 2**20  # torch.optim's first step imports torch._dynamo
+RECORD_METRICS = 26  # float64 per recorded state and fact while a chunk is evaluated
+RECORD_BLOCK_COPIES = 2.4  # copies of the factorised record's block tables (or of the logits) held at once
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -109,7 +121,12 @@ def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
             MemoryPart(f"{label} × noise positions (task.seq_len - 3) = {batch} × {noise} draws",
                        2 * batch * noise * FLOAT),
             MemoryPart(f"{label} × (answers + heads × vocabulary) = {batch} × ({answers} + {heads} × {vocab})"
-                       " activations", AUTODIFF_COPIES * batch * (answers + heads * vocab) * FLOAT)]
+                       " activations", AUTODIFF_COPIES * batch * (answers + heads * vocab) * FLOAT),
+            *([MemoryPart(f"{label} × task.seq_len × (2 model.dim + heads × task.seq_len + model.mlp_width)"
+                          f" = {batch} × {t.seq_len} × ({2 * m.dim} + {heads * t.seq_len} + {m.mlp_width}) "
+                          "transformer activations",
+                          batch * t.seq_len * (2 * m.dim + heads * t.seq_len + m.mlp_width) * FLOAT)]
+              if m.kind == "transformer" else [])]
 
 
 def _population(config: Config) -> list[MemoryPart]:
@@ -170,13 +187,36 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
                         f.points * facts * (RECORD_FLOATS * FLOAT + 1))]
     if kind == "flow" and get_method(f.method).uses == "jacobian":
         parts.append(MemoryPart(f"dense Jacobian parameters² = {params}²", 2 * params * params * FLOAT))
+    if kind == "flow":
+        parts.append(_record_evaluation(config, held))
+        first_use = FLOW_FIRST_USE + (CVODE_FIRST_USE if get_method(f.method).kind != "explicit" else 0)
+        parts.append(MemoryPart("flow: what the solvers and the record allocate on first use", first_use))
+    else:
+        parts.append(MemoryPart("train: what torch's optimizers load on their first step", TRAIN_FIRST_USE))
     return parts
+
+
+def _record_evaluation(config: Config, held: int) -> MemoryPart:
+    """The temporaries of the per-fact record of ``held`` states: its metrics per state and fact, and the
+    factorised engine's per-block tables (states × ((S + R) × |A| + S × R), at most RECORD_ELEMENTS at once)
+    or the logits (states × S × R × |A|, bounded by RECORD_ELEMENTS through the chunk)."""
+    t = config.task
+    facts, answers = t.subjects * t.relations, t.relations * t.answers_per_relation
+    metrics = RECORD_METRICS * held * facts
+    if _factorised(config):
+        block = min(RECORD_ELEMENTS, held * ((t.subjects + t.relations) * answers + facts))
+        what = f"(subjects + relations) × answers tables of {held} states"
+    else:
+        block = min(RECORD_ELEMENTS, held * facts * answers)
+        what = f"logits of {held} states × facts × answers"
+    return MemoryPart(f"record evaluation: metrics of {held} states × {facts} facts and the {what}",
+                      int((metrics + RECORD_BLOCK_COPIES * block) * FLOAT))
 
 
 def estimate_memory(config: Config, train: bool = False) -> MemoryEstimate:
     """The memory the flow of ``config`` (and, with ``train``, its discrete run of ``train.*``) needs, in
     its dominant arrays (module docstring). An estimate: the 10^5-fact run of docs/performance.md is
-    estimated at 1.6 GB and peaks at 1.9 GB."""
+    estimated at 1.7 GB and peaks at 1.9 GB."""
     parts = [MemoryPart("interpreter and libraries", BASELINE), *_run(config, "flow"), *_population(config),
              *_embeddings(config)]
     if config.loss.kind == "sampled":

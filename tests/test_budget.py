@@ -46,7 +46,7 @@ MEMORY_CASES = [
     (["flow.points=1e9"], [], "flow.points × task.subjects × task.relations = 1000000000 × 4 × 2"),
     (["model.kind=embedded", "model.dim=1000000"], [], "parameters = 64 × 2000000000000"),
     (["model.kind=transformer", "model.attention=softmax", "loss.kind=sampled", "model.heads=1000000"], [],
-     "flow one record chunk of states"),
+     "(128 + 6000000 + 64) transformer activations"),  # heads × seq_len attention weights per position
     (["loss.kind=sampled", "loss.samples=1e10"], [], "loss.samples × (answers"),
     (["train.batch_size=1e10"], ["--train"], "train.batch_size × (answers"),
     (["task.noise_tokens=1e9"], ["--train"], "(4 + 1 × 1000000007)"),

@@ -4,7 +4,11 @@ memory limit's units, and the memory estimate's terms."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +239,54 @@ def test_record_and_factorised_table_terms():
     record_bytes = sum(a.nbytes for a in per_fact)
     assert _part(config.override({"flow.points": 8}), "flow per-fact records") == record_bytes
     assert _part(config, "factorised tables") == (8 * 4 * 2 + 4 * (4 + 2) * 4) * 8
+
+
+# -- the memory estimate against the peak of real runs ----------------------------------------------------
+
+MEASURE = """
+import json, resource, sys
+import dynamics.run as run  # the imports are the baseline; what a run loads on first use is its own
+from dynamics import resolve_config
+from dynamics.budget import BASELINE, estimate_memory
+
+def peak():  # this process's own peak RSS: VmHWM (ru_maxrss would keep the forking parent's across exec)
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+preset, overrides, train = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1"
+config = resolve_config(preset, overrides=overrides)
+base = peak()
+run.run_flow(config)
+if train:
+    run.run_training(config)
+print(json.dumps({"measured": peak() - base, "estimated": estimate_memory(config, train).total - BASELINE}))
+"""
+LARGE_FACTS = {"task.relations": 64, "flow.t_max": 0.5, "flow.points": 64}
+# (preset, overrides, train); measured above the imports (MiB, 2 cores): 16, 88, 24, 97, 21, 283, 452, 34, 81
+MEMORY_TABLE = [
+    ("tiny", {"flow.t_max": 20.0}, False),
+    ("tiny", {"flow.t_max": 20.0, "train.steps": 200}, True),
+    pytest.param("figure5", {"flow.t_max": 50.0}, False, marks=pytest.mark.slow),
+    pytest.param("figure5", {"flow.t_max": 50.0, "train.steps": 500}, True, marks=pytest.mark.slow),
+    pytest.param("tiny", {"flow.t_max": 20.0, "flow.method": "cvode"}, False, marks=pytest.mark.slow),
+    pytest.param("figure5", {**LARGE_FACTS, "task.subjects": 128, "flow.t_max": 1.0}, False,
+                 marks=pytest.mark.slow),
+    pytest.param("figure5", {**LARGE_FACTS, "task.subjects": 256}, False, marks=pytest.mark.slow),
+    pytest.param("figure5_gaussian_d32", {"flow.t_max": 5.0}, False, marks=pytest.mark.slow),
+    pytest.param("figure5_transformer", {"flow.t_max": 2.0}, False, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("preset,overrides,train", MEMORY_TABLE)
+def test_memory_estimate_is_within_one_and_a_half_times_the_peak(preset, overrides, train):
+    """The part of the estimate above its fixed baseline against the run's own peak RSS above its imports,
+    in a fresh process (ru_maxrss only grows)."""
+    result = subprocess.run([sys.executable, "-c", MEASURE, preset, json.dumps(overrides), str(int(train))],
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    measured, estimated = sizes["measured"], sizes["estimated"]
+    assert measured / 1.5 <= estimated <= 1.5 * measured, (measured / MiB, estimated / MiB)
