@@ -141,6 +141,23 @@ def test_an_annealed_phase_moves_from_its_own_start_and_is_constant_after_anneal
         assert done.exponent(10.0) == 3.0 and done.exponent(20.0) == 3.0
 
 
+def test_schedule_of_reads_every_data_key():
+    """data.zipf, data.zipf_end, data.replay (with the old subjects replayed), a warm-up shorter than 1, and
+    the refusal of a replay with nothing to replay beside (one line naming why)."""
+    assert schedule_of(TINY.override({"data.zipf": 1.0})).phases[0].zipf == 1.0
+    fine = TINY.override({"data.replay": 0.2, "data.zipf": 1.0, "data.zipf_end": 2.0})
+    assert schedule_of(fine, old_subjects=4).phases == (
+        Phase(0.0, math.inf, (4, 6), 0.2, (0, 4), zipf=1.0, zipf_end=2.0, anneal_until=TINY.flow.t_max),)
+    short = TINY.override({"data.warmup_time": 0.5, "data.warmup_subjects": 0.5})
+    assert schedule_of(short).breakpoints == (0.5,)
+    alone = r"^data.replay=0.5: .* not started from another run \(init.from_run\); allowed: 0, or a task"
+    with pytest.raises(ConfigError, match=alone):
+        schedule_of(TINY.override({"data.replay": 0.5}))
+    nothing_new = r"^data.replay=0.2: .* beyond the 6 of the run it starts from \(task.subjects=6, "
+    with pytest.raises(ConfigError, match=nothing_new):
+        schedule_of(TINY.override({"data.replay": 0.2}), old_subjects=6)
+
+
 def test_a_constant_phase_builds_its_task_and_field_once_and_passes_t_on():
     """TaskSchedule.at gives one task object per constant phase (its caches built once) and per_time builds
     what it is given once per such phase, calling it with the t it was called with."""
