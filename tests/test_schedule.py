@@ -158,6 +158,15 @@ def test_schedule_of_reads_every_data_key():
         schedule_of(TINY.override({"data.replay": 0.2}), old_subjects=6)
 
 
+def test_the_phases_recorded_in_summary_json():
+    config = TINY.override({"data.warmup_time": 40.0, "data.warmup_subjects": 0.5, "data.zipf_end": 1.0})
+    common = {"replay": 0.0, "replay_subjects": [0, 0], "zipf": 0.0, "zipf_end": 1.0, "anneal_until": 400.0}
+    assert schedule_of(config).as_records() == [{"start": 0.0, "end": 40.0, "subjects": [0, 3], **common},
+                                                {"start": 40.0, "end": None, "subjects": [0, 6], **common}]
+    forever = Schedule((Phase(0.0, math.inf, (0, 6), zipf=1.0, zipf_end=2.0),)).as_records()[0]
+    assert forever["end"] is None and forever["anneal_until"] is None  # JSON has no infinity
+
+
 def test_a_constant_phase_builds_its_task_and_field_once_and_passes_t_on():
     """TaskSchedule.at gives one task object per constant phase (its caches built once) and per_time builds
     what it is given once per such phase, calling it with the t it was called with."""
