@@ -16,7 +16,7 @@ from dynamics import resolve_config, run_flow, run_training
 from dynamics.config import ConfigError
 from dynamics.objective import gradient, make_objective
 from dynamics.run import integrate_config_flow, setup, time_grid
-from dynamics.schedule import Phase, Schedule, TaskSchedule, per_time, schedule_of
+from dynamics.schedule import Phase, Schedule, TaskSchedule, evaluation_task, per_time, schedule_of
 from dynamics.start import Start, starting_state
 
 TINY = resolve_config("tiny", None, ["task.facts=random", "task.subjects=6", "flow.points=40"])
@@ -225,6 +225,14 @@ def test_held_out_subjects_start_at_log_A_and_are_never_part_of_the_loss():
     g1 = gradient(make_objective(model.with_task(trained), trained, config.loss), theta)
     g2 = gradient(make_objective(model.with_task(changed), changed, config.loss), theta)
     assert torch.equal(g1[1], g2[1]) and torch.equal(g1[0], g2[0])
+
+
+def test_one_held_out_subject_is_measured_at_weight_zero():
+    task, _, _ = setup(TINY)
+    measured = evaluation_task(task, TINY.override({"data.holdout": 1}))
+    u = task.subject_weights[:5] / task.subject_weights[:5].sum()
+    np.testing.assert_allclose(measured.subject_weights, [*u, 0.0], rtol=1e-15)
+    assert evaluation_task(task, TINY) is task
 
 
 def test_held_out_subjects_are_never_sampled_by_sgd():
