@@ -68,16 +68,28 @@ def test_a_sign_flow_out_of_reach_is_still_refused_with_the_probe_in_the_line():
 
 @pytest.mark.parametrize("geometry", ["sign", "spectral"])
 @pytest.mark.parametrize("method", ["dopri5", "cvode", "auto"])
-def test_eps_zero_from_the_symmetric_start_is_refused_without_integrating(monkeypatch, geometry, method):
+@pytest.mark.parametrize("init,where", [("constant", "init.kind='constant'"), ("gaussian", "cross 0")])
+def test_eps_zero_is_refused_without_integrating(monkeypatch, geometry, method, init, where):
     _no_integration(monkeypatch)
     config = resolve_config("tiny", overrides={"flow.geometry": geometry, "flow.method": method,
-                                               "flow.t_max": 20.0})
+                                               "flow.t_max": 20.0, "init.kind": init})
     with pytest.raises(ConfigError) as caught:
         check_flow_steps(config)
     line = str(caught.value)
     assert "\n" not in line
     assert line.startswith(f"flow.geometry_eps=0.0: the {geometry} field is discontinuous")
-    assert "init.kind='constant'" in line and "allowed: flow.geometry_eps=" in line
+    assert where in line and "allowed: flow.geometry_eps=" in line
+
+
+def test_the_transformer_spectral_flow_at_eps_zero_is_refused(monkeypatch):
+    """The issue's case: figure5_transformer with flow.geometry=spectral (Gaussian start, bosh3) neither
+    finished nor was refused within 90 s."""
+    _no_integration(monkeypatch)
+    config = resolve_config("figure5_transformer", overrides={"flow.geometry": "spectral",
+                                                              "flow.t_max": 20.0})
+    with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.0: the spectral field .*"
+                                          r"allowed: flow.geometry_eps=0.001 or larger"):
+        check_flow_steps(config)
 
 
 @pytest.mark.parametrize("geometry,method", [

@@ -192,8 +192,8 @@ class FlowConfig:
     # The steepest-descent geometry (dynamics.geometry): ``euclidean`` (gradient flow), ``sign`` (ℓ∞: the
     # flow of signSGD / Adam), ``spectral`` (the spectral norm per matrix block: the flow of Muon);
     # ``geometry_eps`` regularises sign and spectral where a gradient entry or a singular value vanishes
-    # (smaller: more faithful, stiffer); 0 is refused for them from the constant start, where the field
-    # chatters (dynamics.budget.check_geometry_eps; the euclidean flow keeps the default 0).
+    # (smaller: more faithful, stiffer); 0 is refused for them before a run, as the field chatters
+    # (dynamics.budget.check_geometry_eps; the euclidean flow keeps the default 0).
     geometry: str = "euclidean"
     geometry_eps: float = 0.0
 
