@@ -280,7 +280,7 @@ LARGE_FACTS = {"task.relations": 64, "flow.t_max": 0.5, "flow.points": 64}
 # (preset, overrides, train); measured above the imports (MiB, 2 cores): 16, 88, 24, 97, 21, 283, 452, 34, 81
 MEMORY_TABLE = [
     ("tiny", {"flow.t_max": 20.0}, False),
-    ("tiny", {"flow.t_max": 20.0, "train.steps": 200}, True),
+    pytest.param("tiny", {"flow.t_max": 20.0, "train.steps": 200}, True, marks=pytest.mark.slow),  # ~8 s
     pytest.param("figure5", {"flow.t_max": 50.0}, False, marks=pytest.mark.slow),
     pytest.param("figure5", {"flow.t_max": 50.0, "train.steps": 500}, True, marks=pytest.mark.slow),
     pytest.param("tiny", {"flow.t_max": 20.0, "flow.method": "cvode"}, False, marks=pytest.mark.slow),
