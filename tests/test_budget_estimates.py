@@ -94,8 +94,7 @@ def test_the_transformer_spectral_flow_at_eps_zero_is_refused(monkeypatch):
 
 @pytest.mark.parametrize("geometry,method", [
     ("sign", "dopri5"), ("sign", "cvode"), ("sign", "auto"),
-    pytest.param("spectral", "dopri5", marks=pytest.mark.slow), pytest.param("spectral", "cvode",
-                                                                               marks=pytest.mark.slow)])
+    *[pytest.param("spectral", method, marks=pytest.mark.slow) for method in ("dopri5", "cvode", "auto")]])
 def test_following_the_advice_works(geometry, method):
     """The ε the refusal suggests passes the check and the tiny flow (t_max 20) finishes, by the same
     method (the issue's case: cvode and auto at the default ε neither finished nor were refused)."""
