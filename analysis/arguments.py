@@ -5,8 +5,11 @@ value is a one-line ConfigError (the CLI exits 2)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from dynamics.config import Config, resolve_config
+from dynamics.config import DEFAULT_PRESET, Config, resolve_config
+from dynamics.config.loading import parse_set, refuse_unread
 from dynamics.errors import ConfigError
 
 
@@ -15,6 +18,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config = resolve_config(args.preset, args.config, args.overrides)
     require_device(config.device)
     return config
+
+
+def refuse_unread_settings(args: argparse.Namespace, config: Config,
+                           grid: Mapping[str, Sequence[Any]] | None = None) -> None:
+    """Refuse (one ConfigError) a ``train.*`` setting that the runs of ``simulate``/``sweep`` would not read:
+    any key of ``--set`` or ``--grid`` that no run reads, and any value of a ``--config`` file that no run
+    reads unless it is the default or a preset's (an earlier run's ``config.json`` holds every key). With
+    ``--init-from``, the source run's own values are not choices either."""
+    explicit: dict[str, Any] = {k: v for k, v in parse_set(args.overrides).items() if k.startswith("train.")}
+    configs = [config]
+    if grid:
+        explicit.update({k: ",".join(map(str, v)) for k, v in grid.items() if k.startswith("train.")})
+        points = [{}]
+        for key, values in grid.items():  # only train.* keys change what is read
+            if key.startswith("train."):
+                points = [{**p, key: v} for p in points for v in values]
+        configs = []
+        for point in points:
+            try:
+                configs.append(config.override(point))
+            except ConfigError:
+                continue  # an invalid point: the sweep records it as an error row
+    source = None
+    if getattr(args, "init_from", None):
+        source = resolve_config(None, args.config)
+    preset = args.preset or (None if args.config else DEFAULT_PRESET)
+    refuse_unread(configs, train=bool(getattr(args, "train", False)), explicit=explicit, preset=preset,
+                  source=source)
 
 
 def require_device(device: str) -> None:

@@ -13,12 +13,14 @@ from typing import Any
 
 from dynamics.budget import check_config
 from dynamics.config import Config
+from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
 from dynamics.run import run_flow, run_training
+from dynamics.start import source_config
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
-from .arguments import config_from_args
+from .arguments import config_from_args, refuse_unread_settings
 from .plotting import draw_or_skip
 from .rundir import check_target, default_run_dir, staged_run_dir
 from .stages import analyse_trajectory, format_stage_table, plot_losses
@@ -49,9 +51,12 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
 
     ``out`` may hold a run of the same config and kind, which is replaced; anything else there is refused
     before any work (:func:`~analysis.rundir.check_target`). A relative ``init.from_run`` is recorded
-    as an absolute path (:func:`absolute_start`).
+    as an absolute path (:func:`absolute_start`). A ``train.*`` value that the run does not read (any
+    without ``train``; one ``train.optimizer`` does not read) and that is neither the default, a preset's
+    nor the source run's is refused (:func:`~dynamics.config.loading.refuse_unread`).
     """
     out, config = Path(out), absolute_start(config)
+    refuse_unread(config, train=train, source=source_config(config))
     check_target(out, config, train=train)
     start = time.perf_counter()
     levels = FactTask(config.task).levels.as_dict()
@@ -124,6 +129,7 @@ def command(args: argparse.Namespace) -> int:
     if getattr(args, "init_from", None):
         _start_from_run(args)
     config = absolute_start(config_from_args(args))
+    refuse_unread_settings(args, config)
     name = ("finetune" if getattr(args, "init_from", None)
             else args.preset or (Path(args.config).stem if args.config else "figure5"))
     out = Path(args.out) if args.out else default_run_dir(config, name, train=args.train)

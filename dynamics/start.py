@@ -54,6 +54,13 @@ def continued_start(config: Config, model: Model, old: Config, state: np.ndarray
     model of ``config``): old tokens keep their parameters, subjects added take ``init.*``'s. Refuses a
     task or model that is not the old one with subjects added."""
     _check_compatible(config, old)
+    if config.task.subjects == old.task.subjects:  # no new token: init.* initialises nothing
+        for key in ("kind", "scale", "seed"):
+            if getattr(config.init, key) != getattr(old.init, key):
+                raise ConfigError(f"init.{key}={getattr(config.init, key)!r}: has no effect: a run started "
+                                  f"from init.from_run initialises only the subjects it adds, and "
+                                  f"task.subjects={config.task.subjects} adds none; allowed: the old run's "
+                                  f"init.{key}={getattr(old.init, key)!r}, or more task.subjects")
     old_task = FactTask(old.task)
     if not np.array_equal(model.task.facts[:old_task.S], old_task.facts):
         raise ConfigError(f"init.from_run={source!r}: the old subjects' facts differ in this task "
@@ -62,6 +69,17 @@ def continued_start(config: Config, model: Model, old: Config, state: np.ndarray
     theta0 = model.initial_parameters(config.init)
     theta = model.grown_state(torch.as_tensor(state, device=theta0.device), old_task, theta0)
     return Start(theta, old_task.S)
+
+
+def source_config(config: Config) -> Config | None:
+    """The config of the run ``init.from_run`` names, or None for a fresh start or a source that cannot be
+    read (:func:`starting_state` then says why)."""
+    if not config.init.from_run:
+        return None
+    try:
+        return _old_config(_flow_dir(Path(config.init.from_run)))[0]
+    except ConfigError:
+        return None
 
 
 def _flow_dir(path: Path) -> Path:

@@ -30,6 +30,7 @@ FAST = ["--set", "flow.t_max=50", "--set", "flow.points=20"]
 FAST_TRAIN = ["--set", "train.steps=50", "--set", "train.batch_size=32"]
 TINY = resolve_config("tiny", None, ["flow.t_max=50", "flow.points=20", "train.steps=50",
                                      "train.batch_size=32"])
+FLOW_TINY = resolve_config("tiny", None, ["flow.t_max=50", "flow.points=20"])  # no train.* for a flow run
 
 # each command, and the function that does its work (which must not be reached when --out is refused)
 COMMANDS = {
@@ -159,7 +160,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     made = {}
     for kind, extra in (("flow", []), ("train", ["--train", *FAST_TRAIN])):
         made[kind] = base / kind
-        assert main(["simulate", "--preset", "tiny", *FAST, *FAST_TRAIN, *extra, "--out", str(made[kind]),
+        assert main(["simulate", "--preset", "tiny", *FAST, *extra, "--out", str(made[kind]),
                      "--quiet"]) == 0
     return made
 
@@ -170,15 +171,15 @@ def test_simulate_refuses_a_run_of_the_other_kind(capsys, tmp_path, monkeypatch,
     shutil.copytree(runs[held], out)
     before = snapshot(out)
     no_work(monkeypatch, "analysis.simulate", "run_flow")
-    extra = ["--train"] if asked == "train" else []
-    code, _, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, *FAST_TRAIN, *extra, "--out", out,
+    extra = ["--train", *FAST_TRAIN] if asked == "train" else []  # train.* is refused without --train
+    code, _, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, *extra, "--out", out,
                                     "--quiet"])
     one_line_error(code, err, "--train", "not")
     assert snapshot(out) == before
     with pytest.raises(ConfigError, match="--train"):  # the Python API too
         from analysis.simulate import simulate
 
-        simulate(TINY, str(out), train=asked == "train")
+        simulate(TINY if asked == "train" else FLOW_TINY, str(out), train=asked == "train")
 
 
 def test_simulate_replaces_a_run_of_the_same_kind_and_says_so(capsys, tmp_path, runs):
@@ -330,7 +331,7 @@ def test_run_directory_functions_take_str_and_path(tmp_path, runs):
     for kind in (str, Path):
         assert rundir.output_kind(kind(runs["flow"])) == "simulate"
         assert rundir.run_layout(kind(runs["train"])) == "train"
-        assert rundir.check_target(kind(runs["flow"]), TINY, train=False) is True
+        assert rundir.check_target(kind(runs["flow"]), FLOW_TINY, train=False) is True
         assert rundir.check_target(kind(tmp_path / "new"), TINY) is False
         with rundir.staged_run_dir(kind(tmp_path / f"staged-{kind.__name__}"), TINY) as staging:
             (staging / "x").write_text("x")

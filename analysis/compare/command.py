@@ -21,8 +21,10 @@ from .compute import (
     CompareSpec,
     Comparison,
     compare,
+    full_batch_optimizers,
     geometry_config,
     plan_runs,
+    refuse_full_batch_settings,
     run_config,
     tidy_rows,
 )
@@ -46,6 +48,9 @@ def command(args: argparse.Namespace) -> int:
     if too_large:  # one step would already pass the flow's horizon: nothing to compare along the way
         raise ConfigError(f"--lrs={args.lrs!r}: {too_large[0]:g} is not in (0, flow.t_max = "
                           f"{config.flow.t_max:g}]; allowed: learning rates whose steps lie within the flow")
+    full_batch = full_batch_optimizers(config, spec)
+    if full_batch:
+        refuse_full_batch_settings(config, full_batch)
     check_budget(config, spec)
     run_compare(config, spec, Path(args.out), quiet=args.quiet)
     return 0

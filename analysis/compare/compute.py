@@ -165,6 +165,36 @@ def geometry_config(config: Config, geometry: str) -> Config:
                             else Config().flow.geometry_eps})  # the euclidean flow has no ε
 
 
+def refuse_full_batch_settings(config: Config, optimizers: Sequence[str]) -> None:
+    """Refuse (one ConfigError), before any work, a setting that the full-batch runs of ``optimizers``
+    (adam, signsgd, muon with ``--full-batch``; muon_svd always) would ignore: they step on the plain
+    population loss from ``init.*`` in the plain metric, so ``data.*`` and ``init.from_run`` have no effect
+    there, and they need linear attention and the population loss."""
+    names = ",".join(optimizers)
+    defaults = Config().data
+    for name in ("holdout", "warmup_subjects", "warmup_time", "zipf", "zipf_end", "replay", "freeze"):
+        value = getattr(config.data, name)
+        if value != getattr(defaults, name):
+            raise ConfigError(f"data.{name}={value!r}: the full-batch runs of compare ({names}) train the "
+                              "task's own population loss, without a data schedule or frozen blocks; "
+                              "allowed: leave it out, or optimizers that take batches (sgd; adam, signsgd, "
+                              "muon without --full-batch) and gd")
+    if config.init.from_run:
+        raise ConfigError(f"init.from_run={config.init.from_run!r}: the full-batch runs of compare ({names}) "
+                          "start from init.*, not from another run; allowed: leave it out, or optimizers "
+                          "that take batches (sgd; adam, signsgd, muon without --full-batch) and gd")
+    if config.model.attention != "linear" or config.loss.kind != "population":
+        raise ConfigError(f"model.attention={config.model.attention!r}, loss.kind={config.loss.kind!r}: "
+                          f"the full-batch runs of compare ({names}) need linear attention and the "
+                          "population loss; allowed: those, or optimizers without --full-batch")
+
+
+def full_batch_optimizers(config: Config, spec: CompareSpec) -> list[str]:
+    """The optimizers of ``spec`` run by :func:`run_full_batch` (not gd, which steps on the flow's loss)."""
+    return list(dict.fromkeys(run.optimizer for run in plan_runs(config, spec)
+                              if run.full_batch and run.optimizer != "gd"))
+
+
 def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bool = True) -> Trajectory:
     """``optimizer`` (default ``train.optimizer``: adam, signsgd, muon; or muon_svd) on the flow's own
     population loss, from the flow's θ(0), recorded at t = k·lr: the deterministic run whose lr → 0 limit is
@@ -174,10 +204,8 @@ def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bo
     are then the untied model's matrices, which the tied geometry reproduces exactly. Linear attention only
     (the untied population loss with expected noise counts is exact there).
     """
+    refuse_full_batch_settings(config, [optimizer or config.train.optimizer])
     task, tied, _ = setup(config)
-    if config.model.attention != "linear" or config.loss.kind != "population":
-        raise ConfigError(f"model.attention={config.model.attention!r}, loss.kind={config.loss.kind!r}: "
-                          "full-batch adam/signsgd/muon need linear attention and the population loss")
     model, expand = tied.untied()
     theta0 = expand(tied.initial_parameters(config.init))
     opts = config.train
@@ -411,6 +439,9 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     """
     from .command import check_budget  # (the command imports this module)
 
+    full_batch = full_batch_optimizers(config, spec)
+    if full_batch:
+        refuse_full_batch_settings(config, full_batch)
     check_budget(config, spec)
     geometries = flow_geometries(config, spec.optimizers)
     flows: dict[str, Trajectory] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 from dynamics.budget import check_memory
 from dynamics.errors import ConfigError
 
-from ..arguments import config_from_args, parse_count
+from ..arguments import config_from_args, parse_count, refuse_unread_settings
 from ..cli import Terminated, exit_status
 from .grid import grid_points, parse_grid, point_id
 from .plots import plot_heatmap, plot_lines, plot_sweep, read_results
@@ -24,6 +24,7 @@ def command(args: argparse.Namespace) -> int:
     130 on Ctrl-C and 143 on SIGTERM, after saying how many finished points are kept."""
     config = config_from_args(args)
     grid = parse_grid(args.grid, config)
+    refuse_unread_settings(args, config, grid)
     for point in grid_points(grid):  # memory is estimated from the config alone: refuse before any work
         try:
             point_config = config.override(point)

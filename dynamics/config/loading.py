@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..optimizers import TRAIN_OPTIMIZERS
 from .presets import DEFAULT_PRESET, PRESETS
-from .schema import Config, fail
+from .schema import Config, TrainConfig, fail
+
+# The train.* keys each optimizer reads (dynamics.run.run_training): gd steps on the flow's own loss (no
+# batches, no batch seed); adam adds its moments, muon its momentum.
+_BATCHED = ("optimizer", "lr", "steps", "batch_size", "seed")
+TRAIN_READS: dict[str, tuple[str, ...]] = {
+    "gd": ("optimizer", "lr", "steps"),
+    "sgd": _BATCHED,
+    "signsgd": _BATCHED,
+    "adam": (*_BATCHED, "beta1", "beta2", "eps"),
+    "muon": (*_BATCHED, "momentum"),
+}
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def parse_set(assignments: Iterable[str]) -> dict[str, str]:
@@ -81,3 +96,59 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     if not isinstance(overrides, Mapping):
         overrides = parse_set(overrides)
     return config.override(overrides)
+
+
+def unread_train_keys(config: Config, train: bool) -> dict[str, str]:
+    """The ``train.*`` keys a run of ``config`` does not read, each with why: all of them without ``train``
+    (no discrete run), else those that ``train.optimizer`` does not read."""
+    if not train:
+        return {f"train.{name}": "nothing is trained without --train (Python: train=True)"
+                for name in TRAIN_KEYS}
+    optimizer = config.train.optimizer
+    unread = {}
+    for name in TRAIN_KEYS:
+        if name not in TRAIN_READS[optimizer]:
+            readers = [o for o in TRAIN_OPTIMIZERS if name in TRAIN_READS[o]]
+            unread[f"train.{name}"] = (f"only {', '.join(readers)} read{'s' if len(readers) == 1 else ''} "
+                                       f"it (train.optimizer={optimizer!r})")
+    return unread
+
+
+def _unset_values(key: str, preset: str | None, source: Config | None) -> list[Any]:
+    """The values of ``key`` that nobody chose for this run: the schema's default, the preset's value
+    (every preset's when the preset is not known, e.g. a config file or a Config from Python), and the
+    value of ``source``, the config a run is started from (``--init-from``)."""
+    section, name = key.split(".", 1)
+    values = [getattr(getattr(Config(), section), name)]
+    presets = [PRESETS[preset]] if preset in PRESETS else list(PRESETS.values())
+    values += [p[key] for p in presets if key in p]
+    if source is not None:
+        values.append(getattr(getattr(source, section), name))
+    return values
+
+
+def refuse_unread(configs: Config | Sequence[Config], *, train: bool, explicit: Mapping[str, Any] = {},
+                  preset: str | None = None, source: Config | None = None) -> None:
+    """Refuse a ``train.*`` key that no run of ``configs`` (one config, or a sweep's points) reads, with
+    one ConfigError naming the key, the value and why.
+
+    A key in ``explicit`` (``--set`` or ``--grid``: the key and the value shown) is refused whatever its
+    value; any other is refused only when its value was chosen by someone (:func:`_unset_values`): a
+    ``config.json`` written by an earlier run holds every key, and a preset's batch size is not a choice.
+    """
+    configs = [configs] if isinstance(configs, Config) else list(configs)
+    if not configs:
+        return
+    unread = [unread_train_keys(c, train) for c in configs]
+    for name in TRAIN_KEYS:
+        key = f"train.{name}"
+        if not all(key in u for u in unread):
+            continue  # some run reads it
+        value = getattr(configs[0].train, name)
+        if key in explicit:
+            value = explicit[key]
+        elif value in _unset_values(key, preset, source):
+            continue
+        shown = value if isinstance(value, str) and key in explicit else repr(value)
+        allowed = "add --train, or leave it out" if not train else "leave it out, or an optimizer reading it"
+        raise ConfigError(f"{key}={shown}: has no effect: {unread[0][key]}; allowed: {allowed}")
