@@ -16,7 +16,15 @@ from dynamics import resolve_config, run_flow, run_training
 from dynamics.config import ConfigError
 from dynamics.objective import gradient, make_objective
 from dynamics.run import integrate_config_flow, setup, time_grid
-from dynamics.schedule import Phase, Schedule, TaskSchedule, evaluation_task, per_time, schedule_of
+from dynamics.schedule import (
+    Phase,
+    Schedule,
+    TaskSchedule,
+    check_schedule,
+    evaluation_task,
+    per_time,
+    schedule_of,
+)
 from dynamics.start import Start, starting_state
 
 TINY = resolve_config("tiny", None, ["task.facts=random", "task.subjects=6", "flow.points=40"])
@@ -316,8 +324,11 @@ def test_an_incompatible_start_is_one_line(tmp_path, change, message):
 
 def test_a_sampled_loss_cannot_follow_a_schedule():
     config = TINY.override({"loss.kind": "sampled", "data.holdout": 1})
-    with pytest.raises(ConfigError, match="loss.kind='sampled': a fixed sample cannot follow a data sched"):
+    with pytest.raises(ConfigError, match=r"^loss.kind='sampled': a fixed sample cannot follow a data sched"
+                                          r".*; allowed: loss.kind=population$"):
         run_flow(config)
+    plain = TINY.override({"loss.kind": "sampled"})  # the task's own frequencies: a sample can stand for them
+    check_schedule(plain, schedule_of(plain))
 
 
 def test_simulate_init_from_on_the_command_line(tmp_path):
