@@ -1,0 +1,93 @@
+"""Mutation testing of one module against its tests with mutmut, in a scratch copy of the working tree.
+
+    python tests/mutation.py dynamics/schedule.py tests/test_schedule.py [--minutes 10] [--only GLOB] [--keep]
+
+Copies the files git tracks (and the untracked ones it does not ignore) into a temporary folder, writes a
+``setup.cfg`` there that tells mutmut which module to mutate and which tests to run (serially:
+``-p no:xdist``, the slow tests included), runs ``mutmut run`` and prints every mutant that survived and
+the score (killed / all that ran); ``--minutes`` stops the run after that long and scores the mutants
+tested by then. The working tree is never touched. ``--keep`` keeps the copy so that
+``cd <copy> && mutmut show <name>`` prints a survivor's diff. Not part of the default test run (it takes
+minutes per module); docs/testing.md says how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def copy_tree(target: Path) -> None:
+    """The working tree as git sees it (tracked, and untracked but not ignored) under ``target``."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def write_config(target: Path, module: str, tests: list[str]) -> None:
+    """mutmut's settings: the package of ``module`` copied, only ``module`` mutated, ``tests`` run."""
+    package = module.split("/")[0]
+    lines = ["[mutmut]", f"source_paths = {package}", f"only_mutate = {module}",
+             "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
+             "pytest_add_cli_args =", "    -p", "    no:xdist", "    -o", "    addopts=",
+             # torch's thread pools do not survive a fork of a process that has run tests: fork the workers
+             # from a server that has only imported them (a plain fork deadlocks on the pools' locks)
+             "process_isolation = forkserver", ""]
+    (target / "setup.cfg").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", help="the file to mutate, e.g. dynamics/schedule.py")
+    parser.add_argument("tests", nargs="+", help="the test files (or node ids) that should kill its mutants")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--minutes", type=float, help="stop the run after this long, score what ran")
+    parser.add_argument("--only", action="append", default=[],
+                        help="mutant names to run (mutmut's globs, e.g. 'dynamics.schedule.x_schedule_of*')")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print its path")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
+    try:
+        copy_tree(work)
+        write_config(work, args.module, args.tests)
+        mutmut = [sys.executable, "-m", "mutmut"]
+        command = [*mutmut, "run", "--max-children", str(args.max_children), *args.only]
+        run = subprocess.Popen(command, cwd=work, start_new_session=True)
+        try:
+            run.wait(timeout=None if args.minutes is None else 60 * args.minutes)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGTERM)  # mutmut and the test processes it forked
+            run.wait()
+            print(f"stopped after {args.minutes:g} min", file=sys.stderr)
+        results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True,
+                                 text=True, check=False).stdout
+        status = [line.rsplit(":", 1)[-1].strip() for line in results.splitlines() if ":" in line]
+        survived = [line.strip() for line in results.splitlines() if line.rstrip().endswith("survived")]
+        ran = [s for s in status if s in ("killed", "survived", "timeout", "suspicious")]
+        killed = sum(s in ("killed", "timeout") for s in ran)
+        print("\n".join(survived))
+        print(f"{args.module}: {killed} of {len(ran)} mutants killed"
+              + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
+              + f"; {len(status) - len(ran)} not run (no test reaches them, or the run was cut short)")
+        if args.keep:
+            print(f"the copy: {work}  (mutmut show <name> there)")
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
