@@ -372,7 +372,7 @@ def _probe(problem, config: Config) -> StepEstimate | None:
     """Run the config's own method for at most :data:`PROBE_STEPS` accepted steps on ``problem`` and
     extrapolate its pace (module docstring); None when the probe ended otherwise (a non-finite field, a
     step underflow: the run itself ends so at once and is saved with its status)."""
-    from .run import solver_options
+    from .problem import solver_options
     from .solvers import integrate_problem
 
     f = config.flow
@@ -398,7 +398,7 @@ def flow_steps(config: Config) -> StepEstimate | None:
     flow at ε = 1e-8 has ρ ≈ 1e5 there and finishes to t = 100 in 41 steps). None where the field at θ(0)
     is not finite (the run fails at once and is saved with its status). Builds the model: call it after
     :func:`check_memory`."""
-    from .run import flow_problem, setup, time_grid
+    from .problem import flow_problem, setup, time_grid
     from .solvers.stiffness import spectral_radius
 
     kind = get_method(config.flow.method).kind

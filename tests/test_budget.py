@@ -59,7 +59,8 @@ def test_memory_beyond_the_limit_is_refused_before_any_work(capsys, monkeypatch,
                                                             largest):
     def no_model(*args, **kwargs):  # refused from the config alone: no model is built, nothing integrated
         raise AssertionError("built a model although the memory check refuses the config")
-    monkeypatch.setattr("dynamics.run.setup", no_model)
+    for module in ("dynamics.run", "dynamics.problem"):  # the run's and the step estimate's
+        monkeypatch.setattr(f"{module}.setup", no_model)
     out = tmp_path / "run"
     line = one_line(capsys, ["simulate", "--preset", "tiny", *[a for s in sets for a in ("--set", s)], *flags,
                              "--out", out, "--quiet"])

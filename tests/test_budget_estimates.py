@@ -43,7 +43,8 @@ def _no_integration(monkeypatch):
         raise AssertionError("integrated although the config is refused up front")
     monkeypatch.setattr(solvers, "integrate_problem", refuse)  # the probe's
     for name in ("integrate_problem", "integrate_explicit_batch", "integrate_flow_batch"):  # the runs'
-        monkeypatch.setattr(f"dynamics.run.{name}", refuse, raising=False)
+        for module in ("dynamics.run", "dynamics.problem"):
+            monkeypatch.setattr(f"{module}.{name}", refuse, raising=False)
 
 
 @pytest.mark.parametrize("geometry,eps", [("sign", 1e-8), ("sign", 1e-6), ("spectral", 1e-6)])

@@ -9,8 +9,7 @@ import pytest
 import analysis.compare.command as compare_command
 from analysis.cli import main
 from analysis.compare import CompareSpec
-from analysis.compare.command import check_budget
-from analysis.compare.compute import OPTIMIZERS, plan_runs
+from analysis.compare.compute import OPTIMIZERS, check_budget, plan_runs
 from dynamics.config import ConfigError, resolve_config
 
 TINY = resolve_config("tiny", overrides={"flow.t_max": 4.0, "flow.points": 8})

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dynamics.budget import check_flow_steps, check_memory, check_steps
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
@@ -17,15 +16,13 @@ from ..arguments import config_from_args, parse_count, parse_list
 from ..rundir import check_target, staged_run_dir
 from .compute import (
     CSV_COLUMNS,
-    FLOW_GEOMETRY,
     CompareSpec,
     Comparison,
+    check_budget,
     compare,
     full_batch_optimizers,
-    geometry_config,
     plan_runs,
     refuse_full_batch_settings,
-    run_config,
     tidy_rows,
 )
 from .plots import plot_comparison
@@ -79,21 +76,6 @@ def refuse_unused_options(spec: CompareSpec, given: list[str]) -> None:
         refused, shown, why = unused[name]
         if refused:
             raise ConfigError(f"{shown}: has no effect: {why}")
-
-
-def check_budget(config: Config, spec: CompareSpec) -> None:
-    """Refuse, before any work, a comparison beyond the machine: a learning rate whose steps to
-    ``flow.t_max`` exceed the step limit, or memory for the flow and the largest SGD/Adam batch
-    (:mod:`dynamics.budget`)."""
-    for lr in spec.lrs:
-        check_steps("--lrs", f"{lr!r} (flow.t_max / lr)", config.flow.t_max / lr)
-    # the run that needs the most memory: the largest batch, else one on the untied model (any optimizer
-    # but gd); run_config spells its optimizer as train.optimizer does (muon_svd is muon there)
-    largest = max(plan_runs(config, spec), key=lambda run: (run.batch_size or 0, run.optimizer != "gd"))
-    trained = run_config(config, largest).override({"train.steps": 1})  # steps: checked per lr above
-    check_memory(trained, train=True)
-    for geometry in dict.fromkeys(FLOW_GEOMETRY[name] for name in spec.optimizers):  # each reference flow
-        check_flow_steps(geometry_config(trained, geometry))
 
 
 def run_compare(config: Config, spec: CompareSpec, out: Path, quiet: bool = False) -> dict[str, Any]:

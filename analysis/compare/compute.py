@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.budget import check_flow_steps, check_memory, check_steps
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
@@ -430,6 +431,21 @@ class Comparison:
                                "groups": [asdict(g) for g in self.groups], "orders": asdict(self.orders)})
 
 
+def check_budget(config: Config, spec: CompareSpec) -> None:
+    """Refuse, before any work, a comparison beyond the machine: a learning rate whose steps to
+    ``flow.t_max`` exceed the step limit, or memory for the flow and the largest SGD/Adam batch
+    (:mod:`dynamics.budget`)."""
+    for lr in spec.lrs:
+        check_steps("--lrs", f"{lr!r} (flow.t_max / lr)", config.flow.t_max / lr)
+    # the run that needs the most memory: the largest batch, else one on the untied model (any optimizer
+    # but gd); run_config spells its optimizer as train.optimizer does (muon_svd is muon there)
+    largest = max(plan_runs(config, spec), key=lambda run: (run.batch_size or 0, run.optimizer != "gd"))
+    trained = run_config(config, largest).override({"train.steps": 1})  # steps: checked per lr above
+    check_memory(trained, train=True)
+    for geometry in dict.fromkeys(FLOW_GEOMETRY[name] for name in spec.optimizers):  # each reference flow
+        check_flow_steps(geometry_config(trained, geometry))
+
+
 def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lambda message: None
             ) -> Comparison:
     """Run the flow and every discrete run of ``spec`` from the same θ(0); return every measure.
@@ -437,8 +453,6 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     Raises RunError when the reference flow at the runs' times stops early (nothing to compare with), and
     ConfigError, before any work, for what the command's budget check refuses.
     """
-    from .command import check_budget  # (the command imports this module)
-
     full_batch = full_batch_optimizers(config, spec)
     if full_batch:
         refuse_full_batch_settings(config, full_batch)

@@ -1,0 +1,191 @@
+"""A run's problem, built from its config in one place: the task, model and objective a config names, the
+time grid, the solver's options, the metric and geometry, the data schedule, and the vector field (objective +
+geometry, or GD's modified flow, :mod:`dynamics.fields`) that the flow integrates.
+
+:mod:`dynamics.run` (the entry points) and :mod:`dynamics.budget` (the step estimate's probe) both build
+their flows here, so the run and its estimate integrate the same field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .config import Config, FlowConfig
+from .errors import ConfigError
+from .fields import (
+    batched_gradient_field,
+    gradient_field,
+    gradient_field_jacobian,
+    gradient_field_jacobian_vector,
+    modified_gradient_field,
+    row_by_row,
+)
+from .geometry import make_geometry
+from .models import Model, build_model
+from .objective import Objective, make_objective
+from .schedule import (
+    Schedule,
+    TaskSchedule,
+    check_schedule,
+    per_time,
+    schedule_of,
+)
+from .solvers import (
+    FlowProblem,
+    FlowResult,
+    SolverOptions,
+    VectorField,
+    get_method,
+    integrate_problem,
+)
+from .task import FactTask
+
+DENSE_JACOBIAN_MAX_PARAMS = 4096  # methods that use a dense P×P Jacobian (bdf, radau, lsoda)
+BATCHABLE = ("init.scale", "init.seed", "init.kind")  # what members of one batched flow may differ in
+
+
+def log_time_grid(t_min: float, t_max: float, points: int) -> np.ndarray:
+    """``points`` times: 0, then ``points - 1`` log-spaced values from t_min to t_max."""
+    return np.concatenate([[0.0], np.geomspace(t_min, t_max, points - 1)])
+
+
+def time_grid(config: Config) -> np.ndarray:
+    """The record grid of a config: t = 0 and ``flow.points - 1`` log-spaced times up to ``flow.t_max``."""
+    return log_time_grid(config.flow.t_min, config.flow.t_max, config.flow.points)
+
+
+def setup(config: Config) -> tuple[FactTask, Model, Objective]:
+    """The task, model and training objective of a config."""
+    task = FactTask(config.task)
+    model = build_model(config, task)
+    return task, model, make_objective(model, task, config.loss)
+
+
+def solver_options(flow: FlowConfig) -> SolverOptions:
+    """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...)."""
+    return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
+
+
+def metric_of(config: Config, model: Model) -> torch.Tensor:
+    """The model's diagonal metric P with the blocks of ``data.freeze`` set to 0: a frozen block's field is
+    exactly 0, so it stays exactly where it started, under every geometry and optimizer."""
+    frozen = config.data.frozen
+    if not frozen:
+        return model.preconditioner
+    blocks = {block.name: block for block in model.parameter_blocks()}
+    metric = model.preconditioner.clone()
+    for name in frozen:
+        if name not in blocks:
+            raise ConfigError(f"data.freeze={config.data.freeze!r}: {name!r} is not a parameter block of "
+                              "this model; its blocks: " + ", ".join(blocks))
+        block = blocks[name]
+        metric[block.start:block.start + block.size] = 0.0
+    if set(frozen) >= set(blocks):
+        raise ConfigError(f"data.freeze={config.data.freeze!r}: freezes every parameter block, nothing would "
+                          "be trained; allowed: a proper subset of " + "+".join(blocks))
+    return metric
+
+
+def geometry_of(config: Config, model: Model):
+    """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks).
+    Refuses a ``flow.geometry_eps`` other than its default on the euclidean geometry, which has no ε."""
+    default = FlowConfig().geometry_eps
+    if config.flow.geometry == "euclidean" and config.flow.geometry_eps != default:
+        raise ConfigError(f"flow.geometry_eps={config.flow.geometry_eps!r}: has no effect on "
+                          "flow.geometry='euclidean' (ε regularises the sign and spectral geometries); "
+                          f"allowed: {default!r} (the default), or flow.geometry=sign or spectral")
+    return make_geometry(config.flow.geometry, metric_of(config, model), model.parameter_blocks(),
+                         config.flow.geometry_eps)
+
+
+def task_schedule(config: Config, task: FactTask, old_subjects: int | None = None,
+                  schedule: Schedule | None = None) -> tuple[Schedule, TaskSchedule | None]:
+    """The schedule of ``config.data`` (and of a fine-tuning start), or ``schedule`` when given, and the
+    task trained at each time; None in place of the latter when the schedule trains the task's own
+    frequencies throughout."""
+    schedule = schedule or schedule_of(config, old_subjects)
+    check_schedule(config, schedule)
+    plain = schedule.is_plain(task.S, config.task.subject_zipf)
+    return schedule, None if plain else TaskSchedule(task, schedule)
+
+
+def field_builder(config: Config, geometry, batched: bool = False) -> Callable[[Objective], VectorField]:
+    """How a run's field is built from an objective, the one way for :func:`run_flow` and
+    :func:`run_flow_batch`: −D(∇L) in ``geometry``, or GD's modified field when ``flow.modified_lr`` > 0.
+    ``batched``: the same field on a batch of states Θ (B, P), row by row (the gradient field through the
+    objective's batched closed form, the modified field through the one-flow function itself)."""
+    lr = config.flow.modified_lr
+    if lr > 0:
+        if batched:
+            return lambda objective: row_by_row(modified_gradient_field(objective, geometry, lr))
+        return lambda objective: modified_gradient_field(objective, geometry, lr)
+    if batched:
+        return lambda objective: batched_gradient_field(objective, geometry)
+    return lambda objective: gradient_field(objective, geometry)
+
+
+def batch_refusal(config: Config) -> str | None:
+    """Why the flow of ``config`` cannot be integrated as a member of a batch (None: it can). Every
+    field option is built by :func:`field_builder` for both; what a batch cannot do is a method that
+    integrates one flow at a time, a start taken from another run, and a schedule whose phases restart
+    the solver."""
+    method = get_method(config.flow.method)
+    if not method.batched:
+        return f"flow.method={method.name!r} integrates one flow at a time"
+    if config.init.from_run:
+        return "init.from_run: each member starts from its own run's final state"
+    if schedule_of(config).breakpoints:
+        return "data.warmup_time: a schedule of phases restarts the solver at every phase start"
+    return None
+
+
+def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
+                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None,
+                 batched: bool = False) -> FlowProblem:
+    """The flow of ``config`` as a solver problem: the field −D(∇L) of its geometry (or GD's modified field
+    when ``flow.modified_lr`` > 0) and the Jacobian products its method can use. With ``tasks`` (a data
+    schedule) the field at t is that of the task trained at t, and every phase start is a breakpoint.
+    ``batched``: θ0 is a batch (B, P) and the field maps batches (:func:`batch_refusal` must give None)."""
+    method = get_method(config.flow.method)
+    if batched and (reason := batch_refusal(config)) is not None:
+        raise ValueError(f"flow_problem: cannot batch this flow ({reason})")
+    if method.uses == "jacobian" and model.num_params > DENSE_JACOBIAN_MAX_PARAMS:
+        raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, allowed up to "
+                          f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
+                          "use flow.method=cvode (matrix-free) or auto")
+    metric = geometry_of(config, model)
+    if method.uses == "jacobian" and config.flow.geometry != "euclidean":
+        raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, offered for "
+                          f"flow.geometry=euclidean only (not {config.flow.geometry!r}); use cvode or auto")
+
+    def of(build):  # build(objective) -> a function of (t, ...): of the one objective, or of the one at t
+        if tasks is None:
+            return build(objective)
+        return per_time(lambda task: build(make_objective(model.with_task(task), task, config.loss)), tasks)
+
+    breakpoints = () if tasks is None else tasks.schedule.breakpoints
+    problem = FlowProblem(of(field_builder(config, metric, batched)), theta0, grid, progress=progress,
+                          breakpoints=breakpoints)
+    if config.flow.modified_lr > 0:
+        pass  # the modified field's Jacobian is not −PH: implicit methods difference its values instead
+    elif method.uses == "jacobian_vector" and config.flow.jacobian == "hvp":
+        if gradient_field_jacobian_vector(objective, metric) is None:
+            raise ConfigError(f"flow.jacobian='hvp': flow.geometry={config.flow.geometry!r} with "
+                              f"flow.geometry_eps={config.flow.geometry_eps!r} is not smooth, it has no "
+                              "Jacobian-vector product; allowed: difference")
+        problem.jacobian_vector = of(lambda o: gradient_field_jacobian_vector(o, metric))
+    elif method.uses == "jacobian":
+        # a dense Jacobian by differences would cost P gradients: always the exact one
+        problem.jacobian = of(lambda o: gradient_field_jacobian(o, metric))
+    return problem
+
+
+def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
+                          grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None) -> FlowResult:
+    """Integrate the flow of ``config`` on ``grid`` with its method and options (and data schedule)."""
+    problem = flow_problem(config, model, objective, theta0, grid, progress, tasks)
+    return integrate_problem(problem, config.flow.method, solver_options(config.flow))
+
