@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynamics.config import DEFAULT_PRESET, Config, resolve_config
-from dynamics.config.loading import parse_set, refuse_unread
+from dynamics.config.loading import parse_set, refuse_unread_grid
 from dynamics.errors import ConfigError
 
 
@@ -27,25 +27,12 @@ def refuse_unread_settings(args: argparse.Namespace, config: Config,
     reads unless it is the default or a preset's (an earlier run's ``config.json`` holds every key). With
     ``--init-from``, the source run's own values are not choices either."""
     explicit: dict[str, Any] = {k: v for k, v in parse_set(args.overrides).items() if k.startswith("train.")}
-    configs = [config]
-    if grid:
-        explicit.update({k: ",".join(map(str, v)) for k, v in grid.items() if k.startswith("train.")})
-        points = [{}]
-        for key, values in grid.items():  # only train.* keys change what is read
-            if key.startswith("train."):
-                points = [{**p, key: v} for p in points for v in values]
-        configs = []
-        for point in points:
-            try:
-                configs.append(config.override(point))
-            except ConfigError:
-                continue  # an invalid point: the sweep records it as an error row
     source = None
     if getattr(args, "init_from", None):
         source = resolve_config(None, args.config)
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
-    refuse_unread(configs, train=bool(getattr(args, "train", False)), explicit=explicit, preset=preset,
-                  source=source)
+    refuse_unread_grid(config, grid or {}, train=bool(getattr(args, "train", False)), explicit=explicit,
+                       preset=preset, source=source)
 
 
 def require_device(device: str) -> None:

@@ -127,6 +127,26 @@ def _unset_values(key: str, preset: str | None, source: Config | None) -> list[A
     return values
 
 
+def refuse_unread_grid(config: Config, grid: Mapping[str, Sequence[Any]], *, train: bool,
+                       explicit: Mapping[str, Any] = {}, preset: str | None = None,
+                       source: Config | None = None) -> None:
+    """:func:`refuse_unread` over the points of a sweep's ``grid`` on ``config``: a ``train.*`` grid key
+    counts as set explicitly, and a key is read when any point's run reads it. Only ``train.*`` keys change
+    what is read, so only they are expanded; an invalid point is left to the sweep (an error row)."""
+    explicit = {**explicit, **{k: ",".join(map(str, v)) for k, v in grid.items() if k.startswith("train.")}}
+    points: list[dict[str, Any]] = [{}]
+    for key, values in grid.items():
+        if key.startswith("train."):
+            points = [{**p, key: v} for p in points for v in values]
+    configs = []
+    for point in points:
+        try:
+            configs.append(config.override(point))
+        except ConfigError:
+            continue
+    refuse_unread(configs, train=train, explicit=explicit, preset=preset, source=source)
+
+
 def refuse_unread(configs: Config | Sequence[Config], *, train: bool, explicit: Mapping[str, Any] = {},
                   preset: str | None = None, source: Config | None = None) -> None:
     """Refuse a ``train.*`` key that no run of ``configs`` (one config, or a sweep's points) reads, with
