@@ -139,11 +139,15 @@ def schedule_of(config: Config, old_subjects: int | None = None) -> Schedule:
     if old_subjects is not None and old_subjects < n:
         return Schedule((Phase(0.0, math.inf, (old_subjects, n), data.replay, (0, old_subjects), **zipf),))
     if data.replay > 0:
-        why = ("it is not started from another run (init.from_run)" if old_subjects is None else
-               f"it trains no subject beyond the {old_subjects} of the run it starts from (task.subjects="
-               f"{config.task.subjects}, data.holdout={data.holdout})")
+        if old_subjects is None:
+            why = "it is not started from another run (init.from_run)"
+            advice = "start from a run with fewer subjects (--init-from RUN_DIR, or init.from_run)"
+        else:
+            why = (f"it trains no subject beyond the {old_subjects} of the run it starts from (task.subjects="
+                   f"{config.task.subjects}, data.holdout={data.holdout})")
+            advice = f"task.subjects above {old_subjects}"
         raise ConfigError(f"data.replay={data.replay!r}: replays the old subjects beside new ones, but "
-                          f"{why}; allowed: 0, or a task with more subjects")
+                          f"{why}; allowed: 0, or {advice}")
     if data.warmup_time > 0 and data.warmup_subjects < 1:
         first = max(1, math.ceil(data.warmup_subjects * n))
         return Schedule((Phase(0.0, data.warmup_time, (0, first), **zipf),

@@ -216,12 +216,15 @@ def test_a_warm_up_just_short_of_every_subject_is_accepted():
 
 def test_run_time_refusals_are_one_line():
     tiny = resolve_config("tiny", overrides={"flow.t_max": 5.0})
-    with pytest.raises(ConfigError, match=r"^data.replay=0.2: .*not started from another run"):
+    with pytest.raises(ConfigError, match=r"^data.replay=0.2: .*not started from another run.*--init-from"):
         run_flow(tiny.override({"data.replay": 0.2}))
     _, model, _ = setup(tiny)
     nothing_new = Start(model.initial_parameters(tiny.init), old_subjects=tiny.task.subjects)
-    with pytest.raises(ConfigError, match=r"^data.replay=0.2: .*trains no subject beyond the 4"):
+    with pytest.raises(ConfigError, match=r"^data.replay=0.2: .*no subject beyond the 4.*subjects above 4"):
         run_flow(tiny.override({"data.replay": 0.2}), start=nothing_new)
+    # the advice followed: a start with fewer subjects than the task trains replays them
+    one_new = Start(model.initial_parameters(tiny.init), old_subjects=tiny.task.subjects - 1)
+    assert run_flow(tiny.override({"data.replay": 0.2}), start=one_new).info.ok
     with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.001: has no effect on flow.geometry='eu"):
         run_flow(tiny.override({"flow.geometry_eps": 1e-3}))
     with pytest.raises(ConfigError, match=r"^data.freeze='a\+v': freezes every parameter block"):
