@@ -95,11 +95,28 @@ def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: s
 
 
 def _title(config: Config, name: str, traj: Trajectory) -> str:
-    t = config.task
-    return (f"{name} [{traj.info.status}]: S={t.subjects} R={t.relations} "
-            f"D={t.answers_per_relation} N={t.noise_tokens} T={t.seq_len} ({t.facts})\n"
-            f"{config.model.kind} model, {config.model.attention} attention, {config.init.kind} init "
-            f"α={config.init.scale:g}")
+    """A figure title that says what ran: the task, the flow's geometry or the optimizer, the model, the
+    start and the data regime; the run's status only where it did not end ok."""
+    t, m, f, d = config.task, config.model, config.flow, config.data
+    flow = "gradient flow" if f.geometry == "euclidean" else f"{f.geometry} flow ε={f.geometry_eps:g}"
+    what = {"flow": flow, "train": f"{config.train.optimizer} lr={config.train.lr:g}"}.get(name, name)
+    if name == "flow" and f.modified_lr > 0:
+        what += f" (GD's modified flow, lr={f.modified_lr:g})"
+    status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"
+    model = f"{m.kind} model, {m.attention} attention"
+    if m.kind != "reduced":
+        model += f", {m.embeddings} embeddings d={m.dim}"
+    start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
+             else f"{config.init.kind} init α={config.init.scale:g}")
+    alpha = t.subject_zipf if d.zipf is None else d.zipf
+    zipf = f"Zipf {alpha:g}" + ("" if d.zipf_end is None else f"→{d.zipf_end:g}")
+    regime = [zipf if d.zipf is not None or d.zipf_end is not None else "",
+              f"{d.holdout} held out" if d.holdout else "",
+              f"replay {d.replay:g}" if d.replay else "",
+              f"warm-up to t={d.warmup_time:g}" if d.warmup_time else "",
+              f"{d.freeze} frozen" if d.freeze != "none" else ""]
+    return (f"{what}{status}: S={t.subjects} R={t.relations} D={t.answers_per_relation} N={t.noise_tokens} "
+            f"T={t.seq_len} ({t.facts})\n" + ", ".join([model, start, *filter(None, regime)]))
 
 
 def _start_from_run(args: argparse.Namespace) -> None:
