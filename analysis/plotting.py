@@ -27,14 +27,16 @@ def figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def run_figure(width: float, height: float, left: float = 0.7, bottom: float = 0.5) -> Figure:
-    """A one-axes figure of a run directory with fixed margins (``left``, ``bottom``: inches).
+def run_figure(width: float, height: float, left: float = 0.7, bottom: float = 0.5, right: float = 0.15
+               ) -> Figure:
+    """A one-axes figure of a run directory with fixed margins (``left``, ``bottom``, ``right``: inches).
 
     Fixed margins instead of constrained layout, whose cost per figure is a noticeable part of
     ``factrecall simulate``'s time budget (docs/performance.md); the run figures' labels fit them.
     """
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=left / width, bottom=bottom / height, right=0.98, top=1 - 0.35 / height)
+    fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width,
+                        top=1 - 0.35 / height)
     return fig
 
 

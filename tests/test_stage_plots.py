@@ -62,6 +62,12 @@ def test_stage_losses_png(tmp_path, tiny, tiny_theory, use_theory, drawn):
     assert {"init", "hallucination", "recall"} <= set(texts(ax))
     for name in ("log|A|", "H(A|R)", "0"):
         assert f"{name} = {tiny.levels[name]:.3f}" in texts(ax)
+        # written in the right margin, outside the axes, where no curve, stage name or time mark crosses it
+        (label,) = [t for t in ax.texts if t.get_text() == f"{name} = {tiny.levels[name]:.3f}"]
+        assert label.get_position()[0] > 1.0 and label.get_ha() == "left"
+    if use_theory:  # t_R and t_S told apart: each in the colour of the curve it predicts
+        colors = {line.get_label().split()[0]: line.get_color() for line in ax.get_lines()}
+        assert (colors["t_R"], colors["t_S"]) == (colors["relation-only"], colors["subject-only"])
     left, right = time_window(tiny.t)
     if use_theory:  # widened to show both predicted times
         times = (tiny_theory["t_R"], tiny_theory["t_S"])

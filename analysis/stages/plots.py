@@ -24,6 +24,7 @@ from ..plotting import TIME_LABEL, log_time_axis, run_figure, save, shade_stages
 
 CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
           ("subject_loss", "subject-only loss", "C2"))
+MARK_COLORS = {"t_R": "C1", "t_S": "C2"}  # t_R predicts the relation-only loss's fall, t_S the subject-only's
 
 
 def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float], path: Path,
@@ -37,7 +38,7 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     ``predicted`` (optional): label -> time, each marked by a dotted vertical line (e.g. the theory's
     ``t_R``, ``t_S``); the x range is widened to show them.
     """
-    fig = run_figure(7.5, 4.2)
+    fig = run_figure(8.3, 4.2, right=0.95)  # the right margin holds the reference levels' names
     ax = fig.subplots()
     for index, (label, traj) in enumerate(runs):
         positive = traj.t > 0
@@ -54,8 +55,9 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
                     va="top", fontsize=8)
     for name in ("log|A|", "H(A|R)", "0"):
         ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9)
-        ax.text(0.995, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
-                ha="right", va="bottom", fontsize=8, color="0.35")
+        # outside the axes, on the right: no curve, stage name or time mark can cross it there
+        ax.text(1.008, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
+                ha="left", va="center", fontsize=8, color="0.35", clip_on=False)
     log_time_axis(ax)
     left, right = time_window(np.concatenate([traj.t for _, traj in runs]))
     marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
@@ -66,8 +68,9 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
         low, high = ax.get_ylim()
         ax.set_ylim(low, high + 0.08 * (high - low))  # headroom for the stage names above the curves
         shade_stages(ax, stages, left, right)
-    for index, (label, time) in enumerate(marks.items()):
-        ax.axvline(time, color="0.15", ls=(0, (1, 1 + index)), lw=1.3, label=f"{label} = {time:.3g}")
+    for label, time in marks.items():  # each prediction in the colour of the curve it predicts
+        color = MARK_COLORS.get(label.split()[0], "0.15")
+        ax.axvline(time, color=color, ls=(0, (1, 1.5)), lw=1.6, label=f"{label} = {time:.3g}")
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("loss (nats)")
     ax.set_title(title, fontsize=9)
