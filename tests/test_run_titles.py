@@ -39,3 +39,23 @@ def test_the_title_says_what_ran(overrides, name, words):
 def test_the_title_gives_a_status_that_is_not_ok_with_its_time():
     title = _title(resolve_config("figure5"), "flow", _Traj(_info("nonfinite", 12.5)))
     assert title.startswith("gradient flow [nonfinite at t=12.5]: ")
+
+
+def test_every_run_figure_carries_the_runs_title(tmp_path, monkeypatch):
+    """loss.png, facts.png and fractions.png each say what ran (the title simulate builds), and what they
+    show; fractions.png's y range has a margin so a fraction at 0 or 1 is not under the frame."""
+    from figures import capture_figures
+
+    import analysis.stages.plots as plots
+    from analysis.stages import analyse_trajectory
+    from dynamics.run import run_flow
+
+    config = resolve_config("tiny", overrides={"flow.t_max": 200.0, "flow.points": 24})
+    traj = run_flow(config)
+    drawn = capture_figures(monkeypatch, plots)
+    analyse_trajectory(traj, config, tmp_path, title=_title(config, "flow", traj))
+    titles = [fig.axes[0].get_title() for fig in drawn]
+    assert len(titles) == 3 and all("gradient flow: S=4 R=2" in title for title in titles), titles
+    assert titles[1].startswith("p(a*) of every fact") and titles[2].startswith("facts uninformed")
+    low, high = drawn[2].axes[0].get_ylim()
+    assert low < 0.0 and high > 1.0

@@ -183,7 +183,7 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
 def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np.ndarray,
                         recalled: np.ndarray, path: str | Path, title: str = "") -> None:
     """The fractions of facts uninformed, hallucinating and recalled (each (K,), in [0, 1]) against log t
-    (t > 0, the x range that of ``loss.png`` up to the last time); y axis [0, 1]."""
+    (t > 0, the x range that of ``loss.png`` up to the last time); y axis [0, 1] with a margin."""
     t = np.asarray(t, dtype=np.float64)
     curves = {"uninformed": uninformed, "hallucinating": hallucinating, "recalled": recalled}
     curves = {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
@@ -200,7 +200,7 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
         ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0)
     log_time_axis(ax)
     ax.set_xlim(*time_window(t, margin=1.0))
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(-0.03, 1.03)  # a margin: a fraction at exactly 0 or 1 is not hidden under the frame
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("fraction of facts")
     ax.set_title(title, fontsize=9)
