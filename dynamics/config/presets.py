@@ -66,3 +66,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "figure5"
+
+# One line per preset for ``factrecall presets`` and the ``--preset`` help (a test keeps the keys in step).
+DESCRIPTIONS: dict[str, str] = {
+    "figure5": "the paper's Figure 5: S=16, R=4, D=8, N=20, T=32, structured table; flow to t=819.2",
+    "tiny": "a small, fast task (S=4, R=2, D=2) for tests, notebooks and smoke runs",
+    "subject_first": "subjects learned first: init -> marginal -> subject_first -> recall (S=2, R=32)",
+    "random64": "a random fact table, S=64, R=8, D=8: hallucination level H(A|R) below log D",
+    "figure5_softmax": "Figure 5's task with softmax attention in the reduced model",
+    "figure5_gaussian_d64": "Figure 5's task, embedded model with Gaussian embeddings, d=64, sampled loss",
+    "figure5_gaussian_d32": "Figure 5's task, Gaussian embeddings, d=32 < V=41 (superposition), sampled loss",
+    "figure5_transformer": "Figure 5's task on the one-layer transformer (d=32, 4 heads, MLP 32)",
+    "data_unseen": "random64's task with 13 of 64 subjects held out of training",
+    "data_warmup": "random64's task with a warm-up on half the subjects first",
+    "data_zipf": "random64's task with subjects drawn with Zipf exponent 0.75",
+}
