@@ -119,3 +119,11 @@ def test_options_that_runs_read_pass(extra, tmp_path, monkeypatch):
     with pytest.raises(pytest.skip.Exception):
         main(["compare", "--preset", "tiny", "--out", str(tmp_path / "cmp"), "--quiet", *extra])
     assert len(ran) == 1
+
+
+def test_progress_note_counts_runs_and_estimates_the_time_left():
+    from analysis.compare.compute import progress_note
+
+    assert progress_note(1, 4, 10.0) == "1/4, 10 s, about 30 s left"  # 3 runs left at 10 s each
+    assert progress_note(3, 4, 30.0) == "3/4, 30 s, about 10 s left"
+    assert progress_note(4, 4, 41.0) == "4/4, 41 s"

@@ -21,6 +21,7 @@ convergence is fitted for each (:attr:`Orders.by_optimizer`); with fresh batches
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -446,6 +447,14 @@ def check_budget(config: Config, spec: CompareSpec) -> None:
         check_flow_steps(geometry_config(trained, geometry))
 
 
+def progress_note(done: int, total: int, elapsed: float) -> str:
+    """``k/N, elapsed, ETA`` for a log line: the time left assumes the remaining runs take the mean time of
+    those done (``elapsed·(N−k)/k``)."""
+    left = elapsed * (total - done) / done if done else float("nan")
+    return f"{done}/{total}, {elapsed:.0f} s, about {left:.0f} s left" if done < total else \
+        f"{done}/{total}, {elapsed:.0f} s"
+
+
 def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lambda message: None
             ) -> Comparison:
     """Run the flow and every discrete run of ``spec`` from the same θ(0); return every measure.
@@ -474,10 +483,13 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     t_sharp, lam = flow_sharpness(geometry_config(config, "euclidean"), spec.sharpness_points)
     lam_max = float(np.nanmax(lam))
     trained = []
-    for run in plan_runs(config, spec):
+    planned = plan_runs(config, spec)
+    started = time.monotonic()
+    for k, run in enumerate(planned, start=1):
         traj = run_discrete(config, run)
         trained.append((run, traj))
-        log(f"{run.name}: {traj.info.status} ({traj.info.cost.function_evals} steps)")
+        log(f"[{progress_note(k, len(planned), time.monotonic() - started)}] {run.name}: {traj.info.status} "
+            f"({traj.info.cost.function_evals} steps)")
     exact_flows = {}
     for geometry in flows:
         times = [traj.t for run, traj in trained if geometries[run.optimizer] == geometry]
