@@ -59,3 +59,14 @@ def test_every_run_figure_carries_the_runs_title(tmp_path, monkeypatch):
     assert titles[1].startswith("p(a*) of every fact") and titles[2].startswith("facts uninformed")
     low, high = drawn[2].axes[0].get_ylim()
     assert low < 0.0 and high > 1.0
+
+
+def test_the_flow_bar_shows_the_flow_time_and_an_eta(capsys):
+    """simulate's bar: the flow time reached in its description, the wall time and the time left."""
+    from dynamics.progress import log_progress_bar
+
+    update, close = log_progress_bar(1e-2, 1e2, "flow")
+    update(1.0)  # half way in log t
+    close()
+    err = capsys.readouterr().err
+    assert "flow t=1:" in err and "50%" in err and "ETA " in err and "|, t=" not in err
