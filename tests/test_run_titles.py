@@ -65,7 +65,7 @@ def test_the_flow_bar_shows_the_flow_time_and_an_eta(capsys):
     """simulate's bar: the flow time reached in its description, the wall time and the time left."""
     from dynamics.progress import log_progress_bar
 
-    update, close = log_progress_bar(1e-2, 1e2, "flow")
+    update, close = log_progress_bar(1e-2, 1e2, "flow", mininterval=0.0)  # draw at every update
     update(1.0)  # half way in log t
     close()
     err = capsys.readouterr().err
