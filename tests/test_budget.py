@@ -206,6 +206,9 @@ def test_stages_on_a_train_directory(tmp_path, capsys):
     assert main(["stages", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("flow:") and "\ntrain:" in printed
+    for run in ("flow", "train"):  # each run's files are said to be where they are
+        files = "stages.json, stages.npz, loss.png, facts.png, fractions.png"
+        assert f"wrote {files} in {out / run}\n" in printed
     for run in ("flow", "train"):
         payload = json.loads((out / run / "stages.json").read_text())
         assert payload["stages"][0]["name"] == "init"

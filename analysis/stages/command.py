@@ -19,11 +19,11 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"RUN_DIR={args.run_dir!r}: not a directory; allowed: a run directory written by "
                           "factrecall simulate")
     check_writable(path, flag="RUN_DIR")  # the analysis is written into it: refused before, not after
-    written = ["stages.json", "stages.npz", *FIGURES]
     for name, directory, traj, payload in analyse_run_directory(path):
         print(format_stage_table(name, payload))
+        written = ["stages.json", "stages.npz", *FIGURES]
         if has_timeline(traj):  # a run whose data changed over time: its timeline too
             print(format_timeline(name, analyse_timeline(traj, directory, title=f"{path.name}: {name}")))
             written.append("timeline.{json,npz,png}")
-    print(f"wrote {', '.join(dict.fromkeys(written))} in {path}")
+        print(f"wrote {', '.join(written)} in {directory}")  # flow/ and train/ of a --train run
     return 0
