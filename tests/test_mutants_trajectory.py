@@ -185,3 +185,46 @@ def test_recorder_refuses_a_state_at_its_points():
     recorder.add(1, states[1])
     with pytest.raises(ValueError, match=r"state 2 given, expected 2 \(of 2\)"):
         recorder.add(2, states[1])
+
+
+def test_record_chunk_counts_four_numbers_per_fact_with_a_fact_record():
+    task = SimpleNamespace(S=3, R=5, num_answers=40)
+    assert record_chunk(SimpleNamespace(has_fact_record=True), task) == RECORD_ELEMENTS // (3 * 5 * 4)
+    assert record_chunk(SimpleNamespace(has_fact_record=False), task) == RECORD_ELEMENTS // (3 * 5 * 40)
+
+
+def test_attention_is_weighted_by_the_facts_frequencies():
+    config = resolve_config("tiny", None, ["task.subjects=3", "task.subject_zipf=1.0"])
+    task, model, states = states_of(config, count=3)
+    got = record(model, task, np.arange(3.0), states).attention
+    weights = torch.as_tensor(task.fact_weights)
+    want = np.stack([(weights[..., None] * model.attention_weights(s)).sum((0, 1)).numpy() for s in states])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_recorder_trajectory_refuses_times_not_one_per_state():
+    task, model, states = states_of(CONFIG, count=2)
+    recorder = Recorder(model, task, 2)
+    recorder.add(0, states[0])
+    with pytest.raises(ValueError) as caught:
+        recorder.trajectory(np.arange(2.0))
+    assert str(caught.value) == "Recorder.trajectory: 2 times for 1 recorded states"
+
+
+def test_check_config_refusals_are_whole_lines(tmp_path, flow):
+    tail = "; allowed: a run directory as factrecall simulate wrote it"
+    saved = dataclasses.replace(flow, config_digest=None)
+    saved.save(tmp_path / "run", CONFIG)
+    tree = config_tree(CONFIG)
+    tree["flow"]["t_max"] = 6.0
+    with pytest.raises(ConfigError) as caught:
+        saved.check_config(CONFIG, tree)
+    assert str(caught.value) == ("the run: its config.json does not match its trajectory.npz (config.json "
+                                 f"was changed after the run was saved){tail}")
+    cases = {"task.answers_per_relation=3 against 2 recorded": {"task.answers_per_relation": 3},
+             "the facts table of task.facts='random', task.seed=0 is not the recorded one":
+                 {"task.facts": "random"}}
+    for what, change in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            saved.check_config(CONFIG.override(change), source="here")
+        assert str(caught.value) == f"here: its config.json does not match its trajectory.npz ({what}){tail}"
