@@ -170,12 +170,18 @@ def test_a_model_without_fact_record_is_recorded_from_its_logits():
     np.testing.assert_allclose(got.fact_loss, want["fact_loss"].numpy(), rtol=1e-12, atol=0)
 
 
-def test_recorder_seconds_count_only_the_recording(monkeypatch):
+def test_recorder_seconds_add_up_the_recording(monkeypatch):
+    """A clock that moves one second per reading: each add and the final trajectory() take one second."""
     task, model, states = states_of(CONFIG, count=2)
-    monkeypatch.setattr(trajectory_module.time, "perf_counter", lambda: 7.0)  # a clock that never moves
-    recorder = Recorder(model, task, 2)
-    recorder.add(0, states[0])
+    ticks = iter(range(100, 200))
+    monkeypatch.setattr(trajectory_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    recorder = Recorder(model, task, 2, chunk=4)
     assert recorder.seconds == 0.0
+    recorder.add(0, states[0])
+    recorder.add(1, states[1])
+    traj = recorder.trajectory(np.arange(2))  # integer times: recorded as float64
+    assert recorder.seconds == 3.0
+    assert traj.t.dtype == np.float64
 
 
 def test_recorder_refuses_a_state_at_its_points():
