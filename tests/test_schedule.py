@@ -158,7 +158,7 @@ def test_schedule_of_reads_every_data_key():
         Phase(0.0, math.inf, (4, 6), 0.2, (0, 4), zipf=1.0, zipf_end=2.0, anneal_until=TINY.flow.t_max),)
     short = TINY.override({"data.warmup_time": 0.5, "data.warmup_subjects": 0.5})
     assert schedule_of(short).breakpoints == (0.5,)
-    alone = r"^data.replay=0.5: .* not started from another run \(init.from_run\); allowed: 0, or a task"
+    alone = r"^data.replay=0.5: .* not started from another run \(init.from_run\); allowed: 0, or start from"
     with pytest.raises(ConfigError, match=alone):
         schedule_of(TINY.override({"data.replay": 0.5}))
     nothing_new = r"^data.replay=0.2: .* beyond the 6 of the run it starts from \(task.subjects=6, "

@@ -255,16 +255,3 @@ def test_the_readme_commands_pass_validation(monkeypatch, tmp_path, argv):
         argv += ["--out", str(tmp_path / "out")]
     reaches_work(argv, monkeypatch)
 
-
-def test_the_python_sweep_refuses_a_train_key_no_point_reads(tmp_path):
-    """run_sweep makes the sweep command's check: a train.* grid key is read by no run without train, and
-    Adam's beta1 by no SGD run; nothing is written."""
-    from analysis.sweep import SweepOptions, run_sweep
-
-    tiny = resolve_config("tiny")
-    with pytest.raises(ConfigError, match=r"^train\.lr=0\.1,0\.2: has no effect"):
-        run_sweep(tiny, {"train.lr": [0.1, 0.2]}, tmp_path / "a")
-    sgd = tiny.override({"train.optimizer": "sgd"})
-    with pytest.raises(ConfigError, match=r"^train\.beta1=0\.8,0\.9: has no effect: only adam"):
-        run_sweep(sgd, {"train.beta1": [0.8, 0.9]}, tmp_path / "b", SweepOptions(train=True))
-    assert list(tmp_path.iterdir()) == []

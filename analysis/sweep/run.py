@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.config import Config
-from dynamics.config.loading import refuse_unread_grid
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
 from dynamics.run import batch_key, batch_refusal, run_flow, run_flow_batch, run_training
@@ -346,7 +345,6 @@ def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: Swee
     if scheduler is not None and backend != "dask":
         raise ConfigError(f"--scheduler={scheduler!r}: only used with --backend dask; allowed: omit it, or "
                           "add --backend dask")
-    refuse_unread_grid(base, grid, train=options.train)  # as the command does: a train.* key no run reads
     directory = SweepDirectory(out)
     held = directory.check(base)
     jobs = plan_jobs(directory, base, grid, options, report)
