@@ -496,3 +496,85 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             return value
         fail(key, value, "must be a string")
     return value
+
+
+# Every key's allowed values and what it does, in one line each: docs/configuration.md is generated from this
+# table (python -m analysis.docgen), and a test keeps it in step with the dataclasses above. An empty
+# "allowed" is filled from the key's own check (the names of its registry, e.g. flow.method's).
+KEY_DOCS: dict[str, tuple[str, str]] = {
+    "task.subjects": ("integer ≥ 1", "S, the number of subjects"),
+    "task.relations": ("integer ≥ 1", "R, the number of relations"),
+    "task.answers_per_relation": ("integer ≥ 1", "D, the answers of each relation (the answer set A_r)"),
+    "task.noise_tokens": ("integer ≥ 0; ≥ 1 when seq_len > 3, 0 when seq_len = 3",
+                          "N, the noise tokens that fill the positions other than subject, relation and EOS"),
+    "task.seq_len": ("integer ≥ 3", "T, the sequence length (subject, relation, EOS and T − 3 noise tokens)"),
+    "task.facts": ("", "the fact table: structured a* = r·D + ⌊s·D/S⌋, or random (drawn with task.seed)"),
+    "task.subject_zipf": ("number ≥ 0; 0 with one subject", "Zipf exponent of the subjects' frequencies "
+                          "(0: uniform); what a run is measured on"),
+    "task.relation_zipf": ("number ≥ 0; 0 with one relation", "Zipf exponent of the relations' frequencies "
+                           "(0: uniform)"),
+    "task.seed": ("integer in [0, 2^63 − 1]", "seed of a random fact table (task.facts=random only)"),
+    "model.kind": ("", "reduced (scalar scores), embedded (explicit W_KQ, W_OV) or the one-layer "
+                   "transformer"),
+    "model.attention": ("", "linear or softmax attention (the transformer's heads are softmax)"),
+    "model.dim": ("integer ≥ 1", "embedding dimension d (embedded and transformer)"),
+    "model.embeddings": ("", "embedded model's rows: orthonormal (random), onehot, hadamard (Sylvester "
+                         "rows / √d, d a power of 2), gaussian N(0, 1/d) (needs loss.kind=sampled)"),
+    "model.seed": ("integer in [0, 2^63 − 1]", "seed of drawn embeddings (orthonormal, gaussian, "
+                   "transformer)"),
+    "model.heads": ("integer ≥ 1", "transformer only: softmax heads"),
+    "model.head_dim": ("integer ≥ 1", "transformer only: dimension of each head"),
+    "model.mlp_width": ("integer ≥ 0", "transformer only: width of the ReLU MLP (0: no MLP)"),
+    "init.kind": ("", "constant (every entry init.scale) or gaussian N(0, scale²); with the population loss "
+                  "the N noise tokens are one tied token, so they share one draw"),
+    "init.scale": ("number > 0", "α, the initial scale"),
+    "init.seed": ("integer in [0, 2^63 − 1]", "seed of a gaussian start (init.kind=gaussian only)"),
+    "init.from_run": ("a run directory, or empty", "start from that run's final state (simulate "
+                      "--init-from): fine-tuning; tokens added since are initialised by init.*"),
+    "loss.kind": ("", "population (exact, over every sequence) or sampled (a fixed seeded sample)"),
+    "loss.samples": ("integer ≥ 1", "size of the sampled set (loss.kind=sampled only)"),
+    "loss.seed": ("integer in [0, 2^63 − 1]", "seed of the sampled set (loss.kind=sampled only)"),
+    "flow.t_max": ("number > 0", "the last recorded flow time"),
+    "flow.t_min": ("number > 0, < t_max", "the first recorded time after t = 0 (records are log-spaced)"),
+    "flow.points": ("integer ≥ 2", "record points, log-spaced on [t_min, t_max], plus t = 0"),
+    "flow.method": ("", "the ODE solver: explicit, implicit, or auto (switches on stiffness); see "
+                    "docs/stiff-flows.md"),
+    "flow.rtol": ("number > 0", "the solver's relative tolerance"),
+    "flow.atol": ("number > 0", "the solver's absolute tolerance"),
+    "flow.jacobian": ("", "implicit methods' products J·v: difference (one gradient each) or hvp (exact "
+                      "Hessian-vector product; cvode and auto read it, bdf, radau, lsoda take a dense "
+                      "Jacobian)"),
+    "flow.first_step": ("number > 0", "the first step, given, not guessed: a symmetric start has ∇L ≈ 0"),
+    "flow.max_steps": ("integer ≥ 1", "the solver's step limit; past it the run ends with status max_steps"),
+    "flow.modified_lr": ("number ≥ 0", "η > 0 integrates GD's modified flow −P∇L − (η/2)·P H P ∇L instead"),
+    "flow.geometry": ("", "the steepest-descent flow dθ/dt = −D(∇L): euclidean (gradient flow), sign (ℓ∞: "
+                      "the limit of signSGD and Adam), spectral (per matrix block: Muon's limit); "
+                      "docs/geometry.md"),
+    "flow.geometry_eps": ("number in [0, 1]; > 0 for sign and spectral, 0 for euclidean",
+                          "ε regularising sign and spectral flows where an entry or singular value vanishes "
+                          "(smaller: more faithful, stiffer)"),
+    "train.optimizer": ("", "the discrete run of --train: gd (full batch, the flow's loss) or a fresh-batch "
+                        "optimizer"),
+    "train.lr": ("number > 0", "learning rate; step k sits at flow time t = k·lr"),
+    "train.batch_size": ("integer ≥ 1", "fresh-batch optimizers: sequences per step (not gd)"),
+    "train.steps": ("integer ≥ 1", "number of steps"),
+    "train.seed": ("integer in [0, 2^63 − 1]", "seed of the batches (not gd)"),
+    "train.beta1": ("number in [0, 1)", "Adam's first-moment decay (adam only)"),
+    "train.beta2": ("number in [0, 1)", "Adam's second-moment decay (adam only)"),
+    "train.eps": ("number > 0", "Adam's ε (adam only)"),
+    "train.momentum": ("number in [0, 1)", "Muon's Nesterov momentum μ (muon only)"),
+    "data.holdout": ("integer ≥ 0, < task.subjects", "the last k subjects are never trained (unseen "
+                     "subjects); their facts are recorded"),
+    "data.warmup_subjects": ("number in (0, 1]; set with warmup_time",
+                             "share f of the trained subjects seen during the warm-up (1: no warm-up)"),
+    "data.warmup_time": ("number ≥ 0, < flow.t_max; set with warmup_subjects",
+                         "the warm-up on the first ⌈f·n⌉ < n trained subjects lasts [0, warmup_time)"),
+    "data.zipf": ("number ≥ 0, or none", "the subjects' Zipf exponent trained (none: task.subject_zipf, "
+                  "which is what is measured)"),
+    "data.zipf_end": ("number ≥ 0, or none", "anneal the trained exponent linearly to this at flow.t_max"),
+    "data.replay": ("number in [0, 1)", "a fine-tuning run (init.from_run): the old subjects' share ρ of the "
+                    "data; needs new subjects"),
+    "data.freeze": ("none, or block names joined by +, not every block",
+                    "parameter blocks held fixed, e.g. a (scores) or v (values) of the reduced model"),
+    "device": ("cpu or cuda[:N]", "where tensors live"),
+}
