@@ -64,6 +64,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task.subjects": 64, "task.relations": 8, "task.answers_per_relation": 8, "task.facts": "random",
         "task.noise_tokens": 72, "flow.t_max": 40000.0, "data.zipf": 0.75,
     },
+    # Li et al. 2026's setting (docs/geometry.md): one answer per fact (D = S on the structured table, so
+    # |A| = S·R), T = 3 (no noise, no other token than subject, relation, EOS), uniform frequencies, their
+    # start on the positive manifold α₀ = β₀ = 0.01. Another S needs task.answers_per_relation = S as well.
+    "li2026": {
+        "task.subjects": 16, "task.relations": 8, "task.answers_per_relation": 16, "task.noise_tokens": 0,
+        "task.seq_len": 3, "init.kind": "manifold", "flow.t_min": 0.1, "flow.t_max": 1000.0,
+    },
 }
 DEFAULT_PRESET = "figure5"
 
@@ -80,4 +87,5 @@ DESCRIPTIONS: dict[str, str] = {
     "data_unseen": "random64's task with 13 of 64 subjects held out of training",
     "data_warmup": "random64's task with a warm-up on half the subjects first",
     "data_zipf": "random64's task with subjects drawn with Zipf exponent 0.75",
+    "li2026": "Li et al. 2026's setting: S=16, R=8, D=S (one answer per fact), T=3, manifold start 0.01",
 }

@@ -141,8 +141,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InitConfig:
-    """Initial parameters: every entry equal to ``scale`` (constant) or drawn N(0, scale²) (gaussian); or
-    the final state of the run in ``from_run``."""
+    """Initial parameters: every entry equal to ``scale`` (constant) or drawn N(0, scale²) (gaussian); on
+    Li et al.'s positive manifold (manifold: every score ``beta``, every token's value ``alpha`` times the
+    unit vector on the answers of its facts, dynamics.manifold); or the final state of the run in
+    ``from_run``."""
 
     kind: str = "constant"
     scale: float = 1e-5
@@ -150,13 +152,17 @@ class InitConfig:
     # A run directory to start from (fine-tuning): its flow's final state, tokens added since initialised
     # as above. Empty: start from the initialisation.
     from_run: str = ""
+    alpha: float = 0.01  # manifold: the norm of each value vector (Li et al.'s α₀)
+    beta: float = 0.01  # manifold: every attention score (Li et al.'s β₀)
 
     def __post_init__(self) -> None:
-        _choice("init.kind", self.kind, ("constant", "gaussian"))
+        _choice("init.kind", self.kind, ("constant", "gaussian", "manifold"))
         if not isinstance(self.from_run, str):
             fail("init.from_run", self.from_run, "must be a path to a run directory (or empty)")
         _positive("init.scale", self.scale)
         _seed("init.seed", self.seed)
+        _positive("init.alpha", self.alpha)
+        _positive("init.beta", self.beta)
 
 
 @dataclass(frozen=True)
@@ -378,6 +384,18 @@ class Config:
         if self.init.kind == "constant":
             _unused("init.seed", self.init.seed, InitConfig,
                     "init.kind='constant' is not drawn (init.kind=gaussian is, with init.seed)")
+        if self.init.kind == "manifold":
+            for key, why in (("scale", "reads init.alpha and init.beta"), ("seed", "is not drawn")):
+                _unused(f"init.{key}", getattr(self.init, key), InitConfig, f"init.kind='manifold' {why} "
+                        "(init.kind=constant or gaussian read init.scale; gaussian draws with init.seed)")
+            if self.model.kind == "transformer":
+                fail("init.kind", self.init.kind, "the manifold start is defined for the token scores and "
+                     "values of model.kind=reduced or embedded; allowed: constant, gaussian")
+        else:
+            for key in ("alpha", "beta"):
+                _unused(f"init.{key}", getattr(self.init, key), InitConfig,
+                        f"init.kind={self.init.kind!r} reads init.scale (init.kind=manifold reads "
+                        f"init.{key})")
         if self.loss.kind == "population":
             for key in ("samples", "seed"):
                 _unused(f"loss.{key}", getattr(self.loss, key), LossConfig,

@@ -6,6 +6,7 @@ import torch
 
 from ..errors import ConfigError
 from ..geometry import ParameterBlock
+from ..manifold import manifold_start
 from ..task import FactTask
 from . import factorised
 from .base import Model
@@ -226,6 +227,8 @@ class ReducedModel(Model):
         return torch.cat(parts, dim=1)
 
     def initial_parameters(self, init):
+        if init.kind == "manifold":  # Li et al.'s positive manifold (dynamics.manifold)
+            return manifold_start(self, init)
         if init.kind == "constant":
             return torch.full((self.num_params,), init.scale, dtype=torch.float64, device=self.device)
         gen = torch.Generator().manual_seed(init.seed)
