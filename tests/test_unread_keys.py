@@ -7,7 +7,8 @@
 * ``compare``'s full-batch runs (adam/signsgd/muon with ``--full-batch``, muon_svd) train the plain
   population loss from ``init.*``: ``data.*`` and ``init.from_run`` are refused for them.
 * ``init.*`` on a fine-tune that adds no subject initialises nothing: refused.
-* The README's documented ``simulate``/``sweep``/``compare`` commands pass all of these checks.
+* The documented ``simulate``/``sweep``/``compare`` commands (README.md, docs/cli.md) pass all of these
+  checks.
 """
 
 from __future__ import annotations
@@ -228,10 +229,10 @@ def test_compare_refuses_softmax_full_batch_before_any_work(capsys, monkeypatch,
                      "--optimizers", "signsgd", "--full-batch", "--out", out], out, "linear attention")
 
 
-# --- the README's commands still pass every check -------------------------------------------------------
+# --- the documented commands (README.md, docs/cli.md) still pass every check ------------------------------
 
 def _readme_commands() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = "".join((ROOT / page).read_text(encoding="utf-8") for page in ("README.md", "docs/cli.md"))
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
