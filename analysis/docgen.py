@@ -302,14 +302,16 @@ def _default(value: Any) -> str:
     return re.sub(r" at 0x[0-9a-f]+", "", shown)
 
 
-def signature(obj: Any, name: str) -> str:
-    """``name(parameters) -> return`` with the annotations as written, one parameter a line when long."""
+def signature(obj: Any, name: str, method: bool = False) -> str:
+    """``name(parameters) -> return`` with the annotations as written, one parameter a line when long;
+    ``method``: without the first parameter (self or cls)."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return name
+    params = list(sig.parameters.values())[1 if method else 0:]
     parts = []
-    for parameter in sig.parameters.values():
+    for parameter in params:
         text = parameter.name
         if parameter.kind is parameter.VAR_POSITIONAL:
             text = "*" + text
@@ -321,7 +323,6 @@ def signature(obj: Any, name: str) -> str:
             text += f" = {_default(parameter.default)}" if parameter.annotation is not parameter.empty \
                 else f"={_default(parameter.default)}"
         parts.append(text)
-    params = list(sig.parameters.values())
     keyword_only = next((i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY), None)
     if keyword_only is not None and not any(p.kind is p.VAR_POSITIONAL for p in params):
         parts.insert(keyword_only, "*")
@@ -371,9 +372,10 @@ def _render_class(dotted: str, cls: type) -> list[str]:
             lines.append(f"* `{short}.{member}` (property) — {_first_paragraph(value.fget)}")
         else:
             function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-            lines.append(f"* `{signature(function, short + '.' + member)}` — {_first_paragraph(function)}"
+            call = signature(function, f"{short}.{member}", method=not isinstance(value, staticmethod))
+            lines.append(f"* `{call}` — {_first_paragraph(function)}"
                          .replace("(\n    ", "(").replace(",\n    ", ", ").replace(",\n)", ")"))
-    return lines
+    return [*lines, ""]
 
 
 def _first_paragraph(obj: Any) -> str:
@@ -398,9 +400,9 @@ def render_api() -> str:
                 lines += ["```python", signature(obj, short), "```", ""]
             lines += [_doc(obj), ""]
             if inspect.isclass(obj):
-                members = _render_class(dotted, obj)
-                if members:
-                    lines += [*members, ""]
+                lines += _render_class(dotted, obj)
+            while lines[-2:] == ["", ""]:
+                lines.pop()
     return "\n".join(lines)
 
 

@@ -144,3 +144,21 @@ def test_keys_table_matches_the_schema_defaults():
         if dataclasses.is_dataclass(value):
             for key in dataclasses.fields(value):
                 assert f"| `{section.name}.{key.name}` | {docgen._value(getattr(value, key.name))} |" in text
+
+
+@pytest.mark.slow  # ~7 s of CPU: a flow, a short discrete run and three figures
+def test_the_api_page_examples_run(tmp_path, monkeypatch):
+    """The examples of docs/api.md, run as written on the tiny preset (a short discrete run), in a
+    temporary folder: a run directory written from Python that `factrecall stages` reads."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8").split("## Reference")[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 3 and '"figure5", overrides={"init.scale": 1e-4}' in blocks[0]
+    blocks[0] = blocks[0].replace('"figure5", overrides={"init.scale": 1e-4}',
+                                  '"tiny", overrides={"init.scale": 1e-4, "train.steps": 100}')
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), namespace)
+    written = {path.name for path in (tmp_path / "runs" / "mine").iterdir()}
+    assert {"stages.json", "loss.png", "facts.png", "trajectory.npz"} <= written
+    assert main(["stages", str(tmp_path / "runs" / "mine")]) == 0
