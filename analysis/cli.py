@@ -14,21 +14,9 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-
-# subcommand -> (module, function), imported on use: a command loads only its own analysis modules
-COMMANDS = {"simulate": ("analysis.simulate", "command"),
-            "stages": ("analysis.stages.command", "command"),
-            "compare": ("analysis.compare.command", "command"),
-            "sweep": ("analysis.sweep.command", "command"),
-            "sweep-plot": ("analysis.sweep.command", "plot_command"),
-            "bench": ("analysis.bench.command", "command"),
-            "capacity": ("analysis.capacity.command", "command"),
-            "config": ("analysis.cli", "config_command"),
-            "presets": ("analysis.cli", "presets_command")}
-# commands that need no engine: they run before dynamics (and torch) is imported
-LIGHT_COMMANDS = {"presets"}
 
 
 class UsageError(Exception):
@@ -108,87 +96,143 @@ def _add_config_options(parser: argparse.ArgumentParser, presets: ModuleType) ->
                         help="override one dotted key, e.g. --set task.subjects=8 (repeatable)")
 
 
+def _simulate_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    _add_config_options(parser, presets)
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<preset>-<config hash>)")
+    parser.add_argument("--train", action="store_true", help="also run the discrete training of train.*")
+    parser.add_argument("--init-from", metavar="RUN_DIR",
+                        help="start from this run's final state, with its config (then --set): fine-tuning; "
+                        "the same as --set init.from_run=RUN_DIR on that config")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _stages_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    from .glossary import attach
+
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by factrecall simulate")
+    attach(parser)  # the words of the stage table, defined once (docs/stages.md is generated from them)
+
+
+def _compare_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    _add_config_options(parser, presets)
+    parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    parser.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
+    parser.add_argument("--optimizers", default="gd,sgd,adam",
+                        help="among gd, sgd, adam, signsgd, muon, muon_svd (each against its own flow)")
+    parser.add_argument("--full-batch", action="store_true",
+                        help="adam, signsgd, muon on the flow's population loss (deterministic)")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="batch sizes of the fresh-batch runs: sgd, and adam, signsgd, muon without "
+                             "--full-batch (default: 64,256,1024)")
+    parser.add_argument("--seeds", default=None, help="fresh-batch runs per setting, for a mean and a band "
+                                                      "(default: 3)")
+    parser.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    _add_config_options(parser, presets)
+    parser.add_argument("--grid", metavar="KEY=VALUES", action="append", default=[],
+                        help="a grid axis: KEY=v1,v2,... or KEY=start:stop:log:n (repeatable)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="sweep directory (resumable)")
+    parser.add_argument("--workers", default="1", help="worker processes (default: 1)")
+    parser.add_argument("--backend", default="local", help="local or dask")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler (default: a local cluster)")
+    parser.add_argument("--train", action="store_true", help="also run train.* at every point")
+    parser.add_argument("--keep-trajectories", action="store_true", help="save every point's trajectory")
+    parser.add_argument("--no-batch", action="store_true", help="integrate every point on its own")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _sweep_plot_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    parser.add_argument("dir", metavar="DIR")
+    parser.add_argument("--x", required=True, help="grid key on the x axis")
+    parser.add_argument("--y", help="grid key on the y axis (omit for a line plot)")
+    parser.add_argument("--value", required=True, help="results.csv column to show")
+
+
+def _capacity_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    parser.add_argument("kind", metavar="KIND", help="linear, mlp, transformer or tradeoff")
+    parser.add_argument("--quick", action="store_true", help="small grids that run in minutes on a CPU")
+    parser.add_argument("--seeds", default=None, help="seeds per model size (default: 1 quick, 5 full)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/capacity-KIND[-quick])")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    parser.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
+    parser.add_argument("--out", metavar="FILE", default="bench.json",
+                        help="where to save the JSON (the scale figure goes beside it, .png)")
+    parser.add_argument("--sizes", default=None, metavar="SxR,...",
+                        help="tables of the scale section, e.g. 64x8,256x16 (default: 12x8,64x8,125x8)")
+    parser.add_argument("--huge", action="store_true",
+                        help="add 10^6 facts (10^4 x 100) to the large section")
+    parser.add_argument("--only", default=None, metavar="SECTION,...",
+                        help="run only these sections (end_to_end, sgd_vs_flow, gd_evals, long_horizon, "
+                             "batched_sweep, gradient, large, scale; default: all)")
+
+
+def _no_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``factrecall`` subcommand: its ``name``, the one line of ``factrecall --help`` (``summary``), the
+    function that runs it (``function`` of ``module``, imported only when the command runs, given the
+    parsed arguments, returning the exit status) and the one that adds its options to its parser
+    (``arguments(parser, presets)``; None: the ``add_arguments(parser, presets)`` of ``module``, which is
+    then imported to build the parser and so must import only the standard library at its top).
+    ``engine``: False for a command that runs before the engine (and torch) is loaded, which then also
+    refuses its own invalid input (no ConfigError is caught for it). The files a command writes into its
+    output directory are listed in :mod:`analysis.rundir` beside the checks of ``--out``."""
+
+    name: str
+    summary: str
+    module: str
+    function: str = "command"
+    arguments: Callable[[argparse.ArgumentParser, ModuleType], None] | None = None
+    engine: bool = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+        """Add this command's options and arguments to its subparser ``parser``."""
+        if self.arguments is not None:
+            self.arguments(parser, presets)
+        else:
+            importlib.import_module(self.module).add_arguments(parser, presets)
+
+    def entry(self) -> Callable[[argparse.Namespace], int]:
+        """The function that runs the command, its module imported now (this module's own when run as
+        ``python -m analysis.cli``, not a second copy)."""
+        here = self.module == "analysis.cli"
+        owner = sys.modules[__name__] if here else importlib.import_module(self.module)
+        return getattr(owner, self.function)
+
+
+# every subcommand, in the order of factrecall --help
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(command: Command) -> Command:
+    """Add ``command`` to :data:`COMMANDS` (and so to ``factrecall --help``); a name taken is refused."""
+    if command.name in COMMANDS:
+        raise ValueError(f"command {command.name!r}: already registered")
+    COMMANDS[command.name] = command
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every registered subcommand."""
     presets = _load_presets()
     parser = _Parser(prog="factrecall", description="Simulate how a one-layer transformer learns facts.",
                      epilog="factrecall <command> --help lists a command's options and their defaults.")
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="command", title="commands",
                                      parser_class=_Parser)
-
-    sim = commands.add_parser("simulate", help="integrate the gradient flow into a run directory")
-    _add_config_options(sim, presets)
-    sim.add_argument("--out", metavar="DIR", help="run directory (default: runs/<preset>-<config hash>)")
-    sim.add_argument("--train", action="store_true", help="also run the discrete training of train.*")
-    sim.add_argument("--init-from", metavar="RUN_DIR",
-                     help="start from this run's final state, with its config (then --set): fine-tuning; "
-                     "the same as --set init.from_run=RUN_DIR on that config")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    stages = commands.add_parser("stages", help="detect the stages of a run directory and write them")
-    stages.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by factrecall simulate")
-
-    comp = commands.add_parser("compare", help="the flow against discrete training from the same start")
-    _add_config_options(comp, presets)
-    comp.add_argument("--out", metavar="DIR", required=True, help="output directory")
-    comp.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
-    comp.add_argument("--optimizers", default="gd,sgd,adam",
-                      help="among gd, sgd, adam, signsgd, muon, muon_svd (each against its own flow)")
-    comp.add_argument("--full-batch", action="store_true",
-                      help="adam, signsgd, muon on the flow's population loss (deterministic)")
-    comp.add_argument("--batch-sizes", default=None,
-                      help="batch sizes of the fresh-batch runs: sgd, and adam, signsgd, muon without "
-                           "--full-batch (default: 64,256,1024)")
-    comp.add_argument("--seeds", default=None, help="fresh-batch runs per setting, for a mean and a band "
-                                                    "(default: 3)")
-    comp.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")
-    comp.add_argument("--quiet", action="store_true", help="no progress lines")
-
-    sweep = commands.add_parser("sweep", help="a grid of simulations summarised by their stages")
-    _add_config_options(sweep, presets)
-    sweep.add_argument("--grid", metavar="KEY=VALUES", action="append", default=[],
-                       help="a grid axis: KEY=v1,v2,... or KEY=start:stop:log:n (repeatable)")
-    sweep.add_argument("--out", metavar="DIR", required=True, help="sweep directory (resumable)")
-    sweep.add_argument("--workers", default="1", help="worker processes (default: 1)")
-    sweep.add_argument("--backend", default="local", help="local or dask")
-    sweep.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler (default: a local cluster)")
-    sweep.add_argument("--train", action="store_true", help="also run train.* at every point")
-    sweep.add_argument("--keep-trajectories", action="store_true", help="save every point's trajectory")
-    sweep.add_argument("--no-batch", action="store_true", help="integrate every point on its own")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    splot = commands.add_parser("sweep-plot", help="redraw a phase diagram from a sweep's results.csv")
-    splot.add_argument("dir", metavar="DIR")
-    splot.add_argument("--x", required=True, help="grid key on the x axis")
-    splot.add_argument("--y", help="grid key on the y axis (omit for a line plot)")
-    splot.add_argument("--value", required=True, help="results.csv column to show")
-
-    cap = commands.add_parser("capacity", help="facts stored against parameters (paper Figures 1 and 4)")
-    cap.add_argument("kind", metavar="KIND", help="linear, mlp, transformer or tradeoff")
-    cap.add_argument("--quick", action="store_true", help="small grids that run in minutes on a CPU")
-    cap.add_argument("--seeds", default=None, help="seeds per model size (default: 1 quick, 5 full)")
-    cap.add_argument("--out", metavar="DIR", help="output directory (default: runs/capacity-KIND[-quick])")
-    cap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    cap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-
-    bench = commands.add_parser("bench", help="benchmark the flow against discrete training")
-    bench.add_argument("--quick", action="store_true", help="smaller problem sizes (a smoke run)")
-    bench.add_argument("--out", metavar="FILE", default="bench.json",
-                       help="where to save the JSON (the scale figure goes beside it, .png)")
-    bench.add_argument("--sizes", default=None, metavar="SxR,...",
-                       help="tables of the scale section, e.g. 64x8,256x16 (default: 12x8,64x8,125x8)")
-    bench.add_argument("--huge", action="store_true", help="add 10^6 facts (10^4 x 100) to the large section")
-    bench.add_argument("--only", default=None, metavar="SECTION,...",
-                       help="run only these sections (end_to_end, sgd_vs_flow, gd_evals, long_horizon, "
-                            "batched_sweep, gradient, large, scale; default: all)")
-
-    conf = commands.add_parser("config", help="print the resolved config as JSON and exit (runs nothing)")
-    _add_config_options(conf, presets)
-
-    commands.add_parser("presets", help="list the named presets, one line each")
-    for listed in commands._choices_actions:  # a command's --help opens with its one line
-        commands.choices[listed.dest].description = listed.help
+    for command in COMMANDS.values():  # a command's --help opens with its one line
+        command.add_arguments(commands.add_parser(command.name, help=command.summary,
+                                                  description=command.summary), presets)
     return parser
 
 
@@ -274,14 +318,6 @@ def presets_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    """The function of command ``name``, its module imported now (this module's own when run as
-    ``python -m analysis.cli``, not a second copy)."""
-    module, function = COMMANDS[name]
-    owner = sys.modules[__name__] if module == "analysis.cli" else importlib.import_module(module)
-    return getattr(owner, function)
-
-
 def _dispatch(argv: Sequence[str] | None) -> int:
     """Parse, run the command, and turn its refusals into one line and exit status 2 or 1."""
     parser = build_parser()
@@ -293,13 +329,14 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if args.command is None:  # a missing command is a usage error (2), as argparse has it; show the commands
         parser.print_help(sys.stderr)
         return 2
-    if args.command in LIGHT_COMMANDS:
-        return _command(args.command)(args)
+    command = COMMANDS[args.command]
+    if not command.engine:
+        return command.entry()(args)
     from dynamics.errors import ConfigError, RunError  # the engine loads here, under main's Ctrl-C handler
 
     try:
         _refuse_empty(args)
-        return _command(args.command)(args)
+        return command.entry()(args)
     except ConfigError as err:
         message = str(err)
         print(message if message.startswith("factrecall") else f"factrecall: error: {message}",
@@ -308,6 +345,31 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     except RunError as err:
         print(f"factrecall: {err}", file=sys.stderr)
         return 1
+
+
+
+for _entry in (
+        Command("simulate", "integrate the gradient flow into a run directory", "analysis.simulate",
+                arguments=_simulate_arguments),
+        Command("stages", "detect the stages of a run directory and write them", "analysis.stages.command",
+                arguments=_stages_arguments),
+        Command("compare", "the flow against discrete training from the same start",
+                "analysis.compare.command", arguments=_compare_arguments),
+        Command("sweep", "a grid of simulations summarised by their stages", "analysis.sweep.command",
+                arguments=_sweep_arguments),
+        Command("sweep-plot", "redraw a phase diagram from a sweep's results.csv", "analysis.sweep.command",
+                "plot_command", arguments=_sweep_plot_arguments),
+        Command("capacity", "facts stored against parameters (paper Figures 1 and 4)",
+                "analysis.capacity.command", arguments=_capacity_arguments),
+        Command("bench", "benchmark the flow against discrete training", "analysis.bench.command",
+                arguments=_bench_arguments),
+        Command("study", "a named study of many runs into a resumable directory (scale, geometry, timeline)",
+                "analysis.study.command", arguments=None),
+        Command("config", "print the resolved config as JSON and exit (runs nothing)", "analysis.cli",
+                "config_command", arguments=_add_config_options),
+        Command("presets", "list the named presets, one line each", "analysis.cli", "presets_command",
+                arguments=_no_arguments, engine=False)):
+    register_command(_entry)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""The learning-time table's pieces (analysis/geometry_table.py) on one tiny point."""
+"""The learning-time table's pieces (analysis/study/geometry.py) on one tiny point, and its files."""
 
 import math
 
 import numpy as np
 import pytest
 
-from analysis.geometry_table import ROWS, decay_exponent, row_slope, run_point, slope
+from analysis.study.geometry import ROWS, decay_exponent, row_slope, run_point, slope
 
 
 def test_slope_recovers_a_known_power_law():
@@ -40,3 +40,41 @@ def test_one_point_has_finite_times_and_the_expected_plateau(key):
         assert cell["plateau"] and cell["ratio"] > 2.0
         assert cell["ratio"] == pytest.approx(cell["theory_ratio"], rel=0.3)
     assert cell["t_end"] == pytest.approx(ROWS[key].t_max)
+
+
+def _cell(key: str, S: int, R: int, ratio: float) -> dict:
+    return {"row": key, "S": S, "R": R, "S/R": S / R, "status": "ok", "t_end": 8.0, "T_R": 1.0, "T_S": ratio,
+            "ratio": ratio, "plateau": ratio > 2, "stages": "init > recall", "decay": None, "final_loss": 0.1,
+            "theory_ratio": ratio, "evals": 10, "seconds": 0.5}
+
+
+def test_finish_writes_the_table_whole_and_reads_stored_nan_back(tmp_path, monkeypatch):
+    """table.csv is renamed into place (never half-written); a NaN stored as null prints as nan."""
+    import os
+    from types import SimpleNamespace
+
+    from analysis.study import geometry
+
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace",
+                        lambda a, b: (replaced.append(os.path.basename(b)), real_replace(a, b)))
+    rows = [_cell("gf", 4, 32, 0.25), _cell("gf", 32, 4, 16.0)]
+    text = geometry.finish(tmp_path, SimpleNamespace(figure=None), rows)
+    assert "table.csv" in replaced
+    assert "decay=   nan" in text and "slope gf: 1.00" in text
+    assert (tmp_path / "table.csv").read_text().count("\n") == 3
+
+
+def test_unknown_row_and_bad_pairs_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from analysis.cli import main
+    from analysis.study import geometry
+
+    monkeypatch.setattr(geometry, "run_point", lambda *a: pytest.fail("ran a point"))
+    for argv, needle in ((["--rows", "gf,lion"], "--rows='gf,lion': lion is not a row"),
+                         (["--pairs", "4x"], "--pairs='4x': must look like SxR"),
+                         (["--embeddings-point", "1x2"], "--embeddings-point='1x2'")):
+        assert main(["study", "geometry", "--out", str(tmp_path / "g"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "g").exists()

@@ -41,6 +41,7 @@ COMMANDS = {
               "analysis.sweep.run", "_run_jobs"),
     "capacity": (["capacity", "linear", "--quick", "--quiet"], "analysis.capacity.command", "run_capacity"),
     "bench": (["bench", "--quick", "--only", "gd_evals"], "analysis.bench.command", "run_bench"),
+    "study": (["study", "scale", "--quick", "--quiet"], "analysis.study.runner", "run_points"),
 }
 
 

@@ -1,5 +1,6 @@
-"""The scale study (analysis/scale_study.py): the theory's times, the power-law fit, the study's config at
-10^5 facts is the documented simulate command, a small study end to end (resumable, importable runs)."""
+"""The scale study (``factrecall study scale``, analysis/study/scale.py): the theory's times, the power-law
+fit, the study's config at 10^5 facts is the documented simulate command, a small study end to end
+(resumable, importable runs, files written whole)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ import pytest
 from close import assert_close
 from figures import assert_png
 
-from analysis import scale_study
-from analysis.scale_study import fit_power_law, import_run, run_study, study_config, theory_times
+from analysis.cli import main
+from analysis.study import scale as scale_study
+from analysis.study.scale import fit_power_law, study_config, theory_times
 from dynamics.config import resolve_config
+
+
+def run_study(out, series, monkeypatch, capsys, *imports):
+    """``factrecall study scale --quick`` over ``series`` into ``out``; returns what scale.json holds."""
+    monkeypatch.setattr(scale_study, "QUICK_SERIES", series)
+    argv = ["study", "scale", "--quick", "--quiet", "--out", str(out)]
+    argv += [a for run in imports for a in ("--import", str(run))]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return json.loads((out / "scale.json").read_text())
 
 
 def test_theory_times_are_log_one_over_alpha_over_the_rates():
@@ -47,9 +59,15 @@ def test_study_config_at_1e6_facts_is_the_documented_simulate_command():
     assert [scale_study.record_points(n) for n in (10**2, 10**5, 10**5 + 1, 10**6)] == [256, 256, 96, 96]
 
 
-def test_small_study_end_to_end(tmp_path, monkeypatch):
+def test_small_study_end_to_end(tmp_path, monkeypatch, capsys):
+    import os
+
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace",
+                        lambda a, b: (replaced.append(os.path.basename(b)), real_replace(a, b)))
     series = {"subjects, R = 4": ((12, 4), (24, 4))}
-    result = run_study(tmp_path, series, log=lambda message: None)
+    result = run_study(tmp_path, series, monkeypatch, capsys)
     rows = {(r["S"], r["R"]): r for r in result["rows"]}
     for row in rows.values():
         assert row["status"] == "ok" and "hallucination" in row["stages"]
@@ -58,29 +76,31 @@ def test_small_study_end_to_end(tmp_path, monkeypatch):
         assert row["plateau_start"] < row["plateau_end"] and row["plateau_length"] > 0
     fit = result["fits"]["subjects, R = 4"]
     assert 0.8 < fit["plateau_end"]["exponent"] < 1.2 and fit["theory_t_S"]["exponent"] == pytest.approx(1.0)
-    assert_close(json.loads((tmp_path / "scale.json").read_text())["fits"], result["fits"], rel=1e-12)
     assert_png(tmp_path / "scale.png")
-    assert (tmp_path / "scale.csv").exists()
+    # the table and the result are written whole (renamed into place), never half-written
+    assert {"scale.csv", "scale.json"} <= set(replaced)
+    assert (tmp_path / "scale.csv").read_text().count("\n") == 3
     # resumable: finished sizes are read back, not run again
     monkeypatch.setattr(scale_study, "measure", lambda *a: pytest.fail("ran a finished size again"))
-    assert_close(run_study(tmp_path, series, log=lambda message: None)["rows"], result["rows"], rel=1e-12)
+    assert_close(run_study(tmp_path, series, monkeypatch, capsys)["rows"], result["rows"], rel=1e-12)
 
 
-def test_import_takes_only_a_run_of_the_study_config(tmp_path):
+def test_import_takes_only_a_run_of_the_study_config(tmp_path, monkeypatch, capsys):
     from analysis.simulate import simulate
 
     run = tmp_path / "run"
     simulate(study_config(12, 4), run)
-    row = import_run(tmp_path / "study", run)
-    assert (row["S"], row["R"]) == (12, 4) and row["imported_from"] == str(run)
-    assert (tmp_path / "study" / "points" / "12x4.json").exists()
+    monkeypatch.setattr(scale_study, "measure", lambda *a: pytest.fail("ran an imported size"))
     series = {"subjects, R = 4": ((12, 4),)}  # an imported size is read back, its extra column in the CSV
-    assert_close(run_study(tmp_path / "study", series, log=lambda message: None)["rows"], [row], rel=1e-12)
+    (row,) = run_study(tmp_path / "study", series, monkeypatch, capsys, run)["rows"]
+    assert (row["S"], row["R"]) == (12, 4) and row["imported_from"] == str(run)
     assert "imported_from" in (tmp_path / "study" / "scale.csv").read_text()
     other = tmp_path / "other"
     simulate(study_config(12, 4).override({"flow.rtol": 1e-6}), other)
-    with pytest.raises(ValueError, match="not the scale study's config"):
-        import_run(tmp_path / "study", other)
+    assert main(["study", "scale", "--quick", "--out", str(tmp_path / "s2"), "--import", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "not the scale study's config" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s2").exists()  # refused before anything was written
 
 
 def test_shipped_study_is_the_documented_one():

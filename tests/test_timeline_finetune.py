@@ -22,8 +22,8 @@ import analysis.stages.report as stages_report
 import analysis.timeline.report as timeline_report
 from analysis.stages import analyse_trajectory, detect_stages, format_stage_table
 from analysis.stages.report import fine_tune_groups, group_trajectory
+from analysis.study.timeline import first_time
 from analysis.timeline import analyse_timeline, fact_events, has_timeline, phase_slices
-from analysis.timeline.experiments import first_time
 from analysis.timeline.report import phase_trajectory
 from dynamics import resolve_config, run_flow
 from dynamics.records import RunInfo

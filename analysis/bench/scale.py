@@ -29,8 +29,8 @@ from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
 from ..plotting import figure, save
-from ..scale_study import study_config
 from ..stages import escape_rates
+from ..study.scale import study_config
 
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
 LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
@@ -179,7 +179,7 @@ print(json.dumps({"code": code, "peak_rss_kb": resource.getrusage(resource.RUSAG
 
 def large_overrides(subjects: int, relations: int) -> dict[str, Any]:
     """The ``--set`` values of a large run: the scale study's config of that size
-    (:func:`analysis.scale_study.study_config`: cvode at rtol 1e-7, atol 1e-13, to 2.5 t_S, 256 record points
+    (:func:`analysis.study.scale.study_config`: cvode at rtol 1e-7, atol 1e-13, to 2.5 t_S, 256 record points
     up to 10^5 facts and 96 beyond)."""
     config = study_config(subjects, relations)
     task, flow = config.task, config.flow

@@ -12,32 +12,33 @@ detector's transitions) and its length; beside them the first-order theory's
 (:func:`analysis.stages.escape_rates`; derived for a balanced table, which a random table is on average).
 The plateau's end is fitted as c·(S·R)^β by least squares in log–log, one fit per series.
 
-Run as ``python -m analysis.scale_study --out DIR [--quick] [--import RUN_DIR ...]``: each finished size
-is written at once to ``DIR/points/SxR.json`` (a rerun skips it; ``--import`` takes a size from a
-``factrecall simulate`` run of exactly its config), then ``DIR/scale.json`` (rows and fits),
-``DIR/scale.csv`` and the figure ``DIR/scale.png``.
+Run as ``factrecall study scale --out DIR [--quick] [--import RUN_DIR ...]``: each finished size is kept
+at once in the point store of ``DIR`` (a rerun skips it; ``--import`` takes a size from a ``factrecall
+simulate`` run of exactly its config), then ``DIR/scale.json`` (rows and fits), ``DIR/scale.csv`` and the
+figure ``DIR/scale.png``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dynamics.config import Config, resolve_config
-from dynamics.io import atomic_write_json, finite_or_none
+from dynamics.errors import ConfigError
+from dynamics.io import atomic_write_csv, atomic_write_json, finite_or_none
 from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
-from .plotting import figure, save
-from .stages import detect_stages, escape_rates, measured_times
+from ..loglog import power_law
+from ..plotting import figure, save
+from ..stages import detect_stages, escape_rates, measured_times
+from ..sweep.directory import SweepDirectory
+from ..sweep.grid import point_id
+from .runner import StudyPlan
 
 ALPHA = 1e-5  # init.scale
 ANSWERS = 8  # D
@@ -57,7 +58,7 @@ RECORD_POINTS = 256
 LARGE_RECORD_POINTS = 96
 LARGE_RECORD_FACTS = 10**5
 # The full study as run for docs/scale.md (SERIES, 10^2–10^6 facts), shipped with the package.
-SHIPPED = Path(__file__).resolve().parent / "data" / "scale.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "scale.json"
 # Zucchet et al. 2025 (arXiv 2503.21676): plateau end ≈ 0.43·N^0.81 steps, N individuals, 4k–256k
 ZUCCHET = {"prefactor": 0.43, "exponent": 0.81}
 
@@ -117,21 +118,32 @@ def summarise(traj: Trajectory, config: Config, seconds: float | None) -> dict[s
         "flow_seconds": info.cost.wall_seconds, "seconds": seconds, "t_max": config.flow.t_max})
 
 
-def import_run(out: Path, directory: Path) -> dict[str, Any]:
+IMPORT_ALLOWED = "a factrecall simulate run of the scale study's config of one size"
+
+
+def imported_config(directory: Path) -> Config:
+    """The config of a run ``--import`` names, refused (one ConfigError) unless it is exactly
+    :func:`study_config` of its size."""
+    try:
+        config = Config.from_dict(json.loads((Path(directory) / "config.json").read_text()))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--import={str(directory)!r}: holds no readable run config ({err}); allowed: "
+                          f"{IMPORT_ALLOWED}") from None
+    task = config.task
+    if config.to_dict() != study_config(task.subjects, task.relations, task.answers_per_relation).to_dict():
+        raise ConfigError(f"--import={str(directory)!r}: not the scale study's config for {task.subjects} x "
+                          f"{task.relations}; allowed: {IMPORT_ALLOWED}")
+    return config
+
+
+def import_run(store: SweepDirectory, directory: Path) -> dict[str, Any]:
     """Take the row of one size from a ``factrecall simulate`` run directory whose config is exactly
     :func:`study_config` of its size (e.g. the 10^5-fact run of docs/performance.md) instead of running it
-    again; written to ``out/points`` like a measured one."""
-    directory = Path(directory)
-    config = Config.from_dict(json.loads((directory / "config.json").read_text()))
-    task = config.task
-    expected = study_config(task.subjects, task.relations, task.answers_per_relation)
-    if config.to_dict() != expected.to_dict():
-        raise ValueError(f"{directory}: not the scale study's config for {task.subjects} x {task.relations}")
+    again; kept in the point store like a measured one."""
+    config = imported_config(directory)
     row = summarise(Trajectory.load(directory), config, None)
     row["imported_from"] = str(directory)
-    points = out / "points"
-    points.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(points / f"{task.subjects}x{task.relations}.json", row)
+    store.save_point(point_id({"S": config.task.subjects, "R": config.task.relations}), row)
     return row
 
 
@@ -143,13 +155,8 @@ def shipped_study() -> dict[str, Any]:
 
 def fit_power_law(x: list[float], y: list[float]) -> dict[str, float] | None:
     """y ≈ c·x^β by least squares on (log x, log y); None with fewer than two positive finite points."""
-    pts = [(a, b) for a, b in zip(x, y, strict=True)
-           if a is not None and b is not None and a > 0 and b > 0 and math.isfinite(b)]
-    if len(pts) < 2:
-        return None
-    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    beta, log_c = np.polyfit(lx, ly, 1)
-    return {"exponent": float(beta), "prefactor": float(math.exp(log_c)), "points": len(pts)}
+    fit = power_law(x, y)
+    return None if fit is None else {"exponent": fit[0], "prefactor": fit[1], "points": fit[2]}
 
 
 def fits(rows: list[dict[str, Any]], series: dict[str, tuple[tuple[int, int], ...]]) -> dict[str, Any]:
@@ -164,34 +171,55 @@ def fits(rows: list[dict[str, Any]], series: dict[str, tuple[tuple[int, int], ..
     return out
 
 
-def run_study(out: Path, series: dict[str, tuple[tuple[int, int], ...]] = SERIES,
-              log=lambda message: print(message, file=sys.stderr, flush=True)) -> dict[str, Any]:
-    """Measure every size of ``series`` (resumable: finished sizes are read back from ``out/points``),
-    then write ``scale.json``, ``scale.csv`` and ``scale.png``. Returns what ``scale.json`` holds."""
-    points = out / "points"
-    points.mkdir(parents=True, exist_ok=True)
-    sizes = sorted({size for group in series.values() for size in group}, key=lambda s: (s[0] * s[1], s))
-    rows = []
-    for subjects, relations in sizes:
-        path = points / f"{subjects}x{relations}.json"
-        if path.exists():
-            rows.append(json.loads(path.read_text()))
-            continue
-        log(f"scale study: {subjects} x {relations} ({subjects * relations:,} facts) ...")
-        row = measure(subjects, relations)
-        atomic_write_json(path, row)
-        log(f"  {row['stages']}; plateau end {row['plateau_end']}, theory t_S {row['theory_t_S']:.4g}; "
-            f"{row['function_evals']} evals, {row['seconds']:.0f} s")
-        rows.append(row)
+def series_grids(series: dict[str, tuple[tuple[int, int], ...]]) -> list[dict[str, list[int]]]:
+    """Each series as a grid of the point store: S over its sizes at one R, or R at one S."""
+    grids = []
+    for name, sizes in series.items():
+        grid = {"S": list(dict.fromkeys(s for s, _ in sizes)), "R": list(dict.fromkeys(r for _, r in sizes))}
+        if len(grid["S"]) * len(grid["R"]) != len(sizes):
+            raise ValueError(f"series {name!r}: its sizes must vary S at one R or R at one S")
+        grids.append(grid)
+    return grids
+
+
+def chosen_series(args: argparse.Namespace) -> dict[str, tuple[tuple[int, int], ...]]:
+    """The series of a run: :data:`QUICK_SERIES` with ``--quick``, else :data:`SERIES`."""
+    return QUICK_SERIES if args.quick else SERIES
+
+
+def plan(args: argparse.Namespace) -> StudyPlan:
+    """The study's points: every size of the chosen series, run in order of the number of facts."""
+    return StudyPlan(resolve_config("figure5"), series_grids(chosen_series(args)),
+                     order=lambda p: (p["S"] * p["R"], p["S"]))
+
+
+def check(out: Path, args: argparse.Namespace) -> None:
+    """Refuse an ``--import`` that is not a run of the study's config (before any work)."""
+    for directory in args.imports:
+        imported_config(Path(directory))
+
+
+def prepare(out: Path, args: argparse.Namespace, store: SweepDirectory) -> None:
+    """Keep the sizes of the ``--import`` runs in the point store."""
+    for directory in args.imports:
+        import_run(store, Path(directory))
+
+
+def compute(values: dict[str, Any]) -> dict[str, Any]:
+    """One size's row (:func:`measure`)."""
+    return measure(values["S"], values["R"])
+
+
+def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    """Write ``scale.json`` (rows, series, fits), ``scale.csv`` and ``scale.png``; returns the table."""
+    series = chosen_series(args)
+    rows = sorted(rows, key=lambda r: (r["facts"], r["S"]))
     result = {"rows": rows, "series": {k: [list(s) for s in v] for k, v in series.items()},
               "fits": fits(rows, series), "zucchet": ZUCCHET}
     atomic_write_json(out / "scale.json", result)
-    with open(out / "scale.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(out / "scale.csv", rows)
     plot_study(result, out / "scale.png")
-    return result
+    return format_rows(result)
 
 
 def plot_study(result: dict[str, Any], path: Path) -> Path:
@@ -244,23 +272,3 @@ def format_rows(result: dict[str, Any]) -> str:
                  for c in ("plateau_end", "t_subject", "t_relation", "theory_t_S", "theory_t_R")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m analysis.scale_study --out DIR [--quick] [--import RUN_DIR ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.scale_study",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output directory (resumable)")
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds; for tests and notebooks)")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="RUN_DIR",
-                        help="take a size from this `factrecall simulate` run of the study's config")
-    args = parser.parse_args(argv)
-    for directory in args.imports:
-        import_run(Path(args.out), Path(directory))
-    result = run_study(Path(args.out), QUICK_SERIES if args.quick else SERIES)
-    print(format_rows(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,11 +3,11 @@ ratio and whether a hallucination plateau exists, over S/R from 1/8 to 32 (rando
 gradient, sign and spectral flows and for SGD, Adam, signSGD and Muon on the flow's time axis (t = k·lr);
 the log–log slope of T_S/T_R against S/R for each row, and the decay exponent of the loss after recall.
 
-``python -m analysis.geometry_table --out DIR [--rows gf,sign,spectral,sgd,adam,signsgd,muon]
-[--pairs 4x32,8x16,...] [--figure PATH] [--jobs 2]`` writes ``DIR/table.csv`` and ``DIR/ratio.png`` (and
-``--figure``) and prints the table and the slopes. ``factrecall sweep`` cannot express this grid (its grid
-is a Cartesian product; here S and R move together) nor report the discrete runs' own learning times,
-hence this script.
+``factrecall study geometry --out DIR [--rows gf,sign,spectral,sgd,adam,signsgd,muon] [--pairs
+4x32,8x16,...] [--figure PATH] [--workers 2]`` writes ``DIR/table.csv``, ``DIR/embeddings.csv`` and
+``DIR/ratio.png`` (and ``--figure``) and prints the table and the slopes. ``factrecall sweep`` cannot
+express this grid (here S and R move together) nor report the discrete runs' own learning times, hence
+this study; its points are kept in the sweep's point store all the same.
 
 Each row (:data:`ROWS`) fixes its geometry or optimizer, ε, learning rate and horizon ``t_max`` (a few times
 its recall time: the sign flow is very stiff after recall). Flows carry a hard step guard
@@ -19,20 +19,23 @@ at those the flows stop on ``max_steps`` long before recall (docs/geometry.md, m
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dynamics import resolve_config, run_flow, run_training
+from dynamics.errors import ConfigError
+from dynamics.io import atomic_write_csv
 
-from .plotting import figure, save
-from .stages import detect_stages, measured_times
-from .stages.theory import escape_rates
+from ..loglog import power_law
+from ..plotting import figure, save
+from ..rundir import check_output_file
+from ..stages import detect_stages, escape_rates, measured_times
+from .runner import StudyPlan
 
 # (S, R) with S/R = 1/8, 1/2, 2, 8, 32 at S·R = 128, and S/R = 64 at 128 × 2
 PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
@@ -81,9 +84,8 @@ def decay_exponent(t: np.ndarray, loss: np.ndarray, t_after: float, floor: float
     rounding); NaN with fewer than 3 such points. −1 for a 1/t decay (1/(t log t) reads a little steeper);
     steeper, and growing with the window, for exp(−poly t)."""
     keep = (t >= t_after) & np.isfinite(loss) & (loss > floor)
-    if keep.sum() < 3:
-        return float("nan")
-    return float(np.polyfit(np.log(t[keep]), np.log(loss[keep]), 1)[0])
+    fit = power_law(t[keep], loss[keep]) if keep.sum() >= 3 else None
+    return fit[0] if fit else float("nan")
 
 
 def run_point(S: int, R: int, key: str, D: int = 4, points: int = 160) -> dict:
@@ -134,19 +136,14 @@ def embedding_point(S: int, R: int, dim: int, embeddings: str, t_max: float = 10
 
 def slope(x: list[float], y: list[float]) -> float | None:
     """Least-squares slope of log y against log x over the finite positive pairs; None if < 2."""
-    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=True)
-           if np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0]
-    return float(np.polyfit(*np.array(pts).T, 1)[0]) if len(pts) >= 2 else None
+    fit = power_law(x, y)
+    return fit[0] if fit else None
 
 
 def row_slope(results: list[dict], key: str) -> float | None:
     """The log–log slope of T_S/T_R against S/R over one row's cells."""
     mine = [r for r in results if r["row"] == key]
     return slope([r["S/R"] for r in mine], [r["ratio"] for r in mine])
-
-
-def _run(args: tuple) -> dict:
-    return run_point(*args)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -173,56 +170,82 @@ def plot(results: list[dict], path: Path) -> None:
     save(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the table and write it (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.geometry_table")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--pairs", default=",".join(f"{S}x{R}" for S, R in PAIRS), help="e.g. 4x32,64x2")
-    parser.add_argument("--figure", default=None, help="also write the figure here")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--embeddings-point", default="16x4x32",
-                        help="SxRxd: sign flow of the embedded model, one-hot vs Hadamard ('' to skip)")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs = [tuple(int(v) for v in p.split("x")) for p in args.pairs.split(",")]
-    keys = args.rows.split(",")
-    for key in keys:
-        if key not in ROWS:
-            parser.error(f"--rows: {key!r} is not one of {', '.join(ROWS)}")
-    jobs = [(S, R, key) for key in keys for S, R in pairs]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(_run, jobs))
-    else:
-        results = [_run(job) for job in jobs]
-    for r in results:
-        print(f"{r['row']:8s} S={r['S']:3d} R={r['R']:2d} T_R={r['T_R']:9.4g} T_S={r['T_S']:9.4g} "
-              f"T_S/T_R={r['ratio']:7.3g} plateau={r['plateau']!s:5s} decay={r['decay']:6.2f} "
-              f"{r['status']} t_end={r['t_end']:.4g} ({r['evals']} evals, {r['seconds']:.1f} s)")
-    with open(out / "table.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-    for key in keys:
+def parse_sizes(flag: str, text: str, parts: int) -> list[tuple[int, ...]]:
+    """``SxR,...`` (``parts`` = 2) or ``SxRxd`` (3) as tuples of positive integers; one ConfigError else."""
+    try:
+        sizes = [tuple(int(v) for v in item.split("x")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(s) != parts or min(s) < 1 for s in sizes):
+        form = "SxR,SxR,..." if parts == 2 else "SxRxd, e.g. 16x4x32, or '' to skip"
+        raise ConfigError(f"{flag}={text!r}: must look like {form} (positive integers)")
+    return sizes
+
+
+def chosen_rows(args: argparse.Namespace) -> list[str]:
+    """The ``--rows`` asked for; one ConfigError naming an unknown one."""
+    keys = [key.strip() for key in args.rows.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in ROWS]
+    if unknown or not keys:
+        what = unknown[0] if unknown else "no row"
+        raise ConfigError(f"--rows={args.rows!r}: {what} is not a row; allowed: a comma-separated list of "
+                          f"{', '.join(ROWS)}")
+    return list(dict.fromkeys(keys))
+
+
+def plan(args: argparse.Namespace) -> StudyPlan:
+    """Every row at every ``--pairs`` point, then the embedded sign flow's two points."""
+    keys = chosen_rows(args)
+    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R]}
+                                         for S, R in parse_sizes("--pairs", args.pairs, 2)]
+    if args.embeddings_point:
+        (S, R, dim), = parse_sizes("--embeddings-point", args.embeddings_point, 3)
+        grids.append({"embeddings": ["onehot", "hadamard"], "S": [S], "R": [R], "dim": [dim]})
+    return StudyPlan(resolve_config("figure5"), grids)
+
+
+def check(out: Path, args: argparse.Namespace) -> None:
+    """Refuse a ``--figure`` that cannot take a .png (an existing .png is replaced)."""
+    if args.figure is not None:
+        check_output_file(args.figure, "a .png path (an existing .png is replaced)", "--figure", ".png",
+                          replaceable=lambda path: True)
+
+
+def compute(values: dict[str, Any]) -> dict[str, Any]:
+    """One cell of the table (``row``, S, R) or one embedded sign flow (``embeddings``, S, R, dim)."""
+    if "embeddings" in values:
+        return embedding_point(values["S"], values["R"], values["dim"], values["embeddings"])
+    return run_point(values["S"], values["R"], values["row"])
+
+
+def _nan(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row with its missing numbers (NaN, stored as null) back as NaN."""
+    return {k: math.nan if v is None else v for k, v in row.items()}
+
+
+def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    """Write ``table.csv``, ``embeddings.csv`` and ``ratio.png`` (and ``--figure``); returns the table,
+    the slopes and the embedded points as text."""
+    results = [_nan(r) for r in rows if "row" in r]
+    embedded = [_nan(r) for r in rows if "embeddings" in r]
+    atomic_write_csv(out / "table.csv", results)
+    lines = [f"{r['row']:8s} S={r['S']:3d} R={r['R']:2d} T_R={r['T_R']:9.4g} T_S={r['T_S']:9.4g} "
+             f"T_S/T_R={r['ratio']:7.3g} plateau={r['plateau']!s:5s} decay={r['decay']:6.2f} "
+             f"{r['status']} t_end={r['t_end']:.4g} ({r['evals']} evals, {r['seconds']:.1f} s)"
+             for r in results]
+    for key in dict.fromkeys(r["row"] for r in results):
         k = row_slope(results, key)
-        print(f"slope {key}: " + ("n/a" if k is None else f"{k:.2f}"))
+        lines.append(f"slope {key}: " + ("n/a" if k is None else f"{k:.2f}"))
     theory = sorted({(r["S/R"], r["theory_ratio"]) for r in results})
     k = slope(*map(list, zip(*theory, strict=True)))
-    print("slope theory σ_r/σ_s: " + ("n/a" if k is None else f"{k:.2f}"))
-    if args.embeddings_point:
-        S, R, dim = (int(v) for v in args.embeddings_point.split("x"))
-        for embeddings in ("onehot", "hadamard"):
-            e = embedding_point(S, R, dim, embeddings)
-            print(f"sign flow, embedded d={dim}, {embeddings:8s} S={S} R={R} T_R={e['T_R']:.4g} "
-                  f"T_S={e['T_S']:.4g} T_S/T_R={e['ratio']:.3g} plateau={e['plateau']} {e['status']} "
-                  f"({e['seconds']:.1f} s)")
+    lines.append("slope theory σ_r/σ_s: " + ("n/a" if k is None else f"{k:.2f}"))
+    if embedded:
+        atomic_write_csv(out / "embeddings.csv", embedded)
+    for e in embedded:
+        lines.append(f"sign flow, embedded d={e['dim']}, {e['embeddings']:8s} S={e['S']} R={e['R']} "
+                     f"T_R={e['T_R']:.4g} T_S={e['T_S']:.4g} T_S/T_R={e['ratio']:.3g} plateau={e['plateau']} "
+                     f"{e['status']} ({e['seconds']:.1f} s)")
     plot(results, out / "ratio.png")
     if args.figure:
         plot(results, Path(args.figure))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return "\n".join(lines)

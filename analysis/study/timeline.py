@@ -8,7 +8,8 @@
   how many old facts are forgotten and when, how fast the new ones are learned.
 - ``unseen``: subjects held out of training: their loss against log|A| and log D over time.
 
-Run all of them with ``python -m analysis.timeline.experiments --out DIR`` (``--quick`` for small sizes);
+Run all of them with ``factrecall study timeline --out DIR`` (``--quick`` for small sizes, ``--no-sgd`` for
+flows only): each experiment is one point of the study's store (a rerun skips the finished ones),
 ``DIR/experiments.json`` holds every number and ``DIR/data_over_time.png`` the figure.
 """
 
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ from dynamics.trajectory import Trajectory
 
 from ..plotting import TIME_LABEL, figure, log_time_axis, save
 from ..stages import detect_stages
-from .events import fact_events, group_curves, groups_of
+from ..timeline import fact_events, group_curves, groups_of
+from .runner import StudyPlan
 
 # The base task: 64 subjects × 8 relations × 8 answers, random table (4,096-answer facts), from the
 # random64 preset; QUICK is a smaller one for smoke runs and the notebook.
@@ -252,42 +252,54 @@ def plot_experiments(results: dict[str, Any], path: Path) -> None:
     save(fig, path)
 
 
-def run_all(quick: bool, sgd_lr: float | None = 1.0) -> dict[str, Any]:
-    """Every experiment at the FULL (or QUICK) size; what ``main`` saves."""
+EXPERIMENTS = ("zipf", "warmup", "finetune", "unseen")
+SGD_LR = 1.0  # SGD beside each flow (none with --no-sgd)
+
+
+def run_experiment(name: str, quick: bool, sgd_lr: float | None = SGD_LR) -> dict[str, Any]:
+    """One experiment (:data:`EXPERIMENTS`) at the FULL (or QUICK) size, as the study runs it."""
     duration = 20000.0 if not quick else 4000.0
-    return {"zipf": zipf_experiment(quick, (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), sgd_lr),
-            "warmup": warmup_experiment(quick, (0.25, 0.5), (0.6, 0.8, 1.0), sgd_lr),
-            "finetune": finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration, sgd_lr),
-            "unseen": unseen_experiment(quick, 0.2, sgd_lr)}
+    if name == "zipf":
+        return zipf_experiment(quick, (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), sgd_lr)
+    if name == "warmup":
+        return warmup_experiment(quick, (0.25, 0.5), (0.6, 0.8, 1.0), sgd_lr)
+    if name == "finetune":
+        return finetune_experiment(quick, 0.25, (0.0, 0.1, 0.3), duration, sgd_lr)
+    return unseen_experiment(quick, 0.2, sgd_lr)
+
+
+def plan(args: argparse.Namespace) -> StudyPlan:
+    """The four experiments, each one point, with or without SGD beside the flows."""
+    return StudyPlan(base_config(args.quick), [{"experiment": list(EXPERIMENTS), "quick": [bool(args.quick)],
+                                                "sgd_lr": [None if args.no_sgd else SGD_LR]}])
+
+
+def compute(values: dict[str, Any]) -> dict[str, Any]:
+    """One experiment's point: its values and its result (curves as lists)."""
+    result = run_experiment(values["experiment"], values["quick"], values["sgd_lr"])
+    return {**values, "result": result}
+
+
+def _arrays(curves: Any) -> Any:
+    """Stored curves (lists, null for NaN) back as float arrays, in their nesting."""
+    if isinstance(curves, dict):
+        return {k: _arrays(v) for k, v in curves.items()}
+    if isinstance(curves, (list, tuple)) and curves and isinstance(curves[0], (list, tuple)):
+        return tuple(_arrays(c) for c in curves)
+    return np.array([math.nan if v is None else v for v in curves], dtype=float)
+
+
+def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    """Write ``experiments.json`` (every number, no curves) and ``data_over_time.png``."""
+    results = {row["experiment"]: row["result"] for row in rows}
+    for name in ("finetune", "unseen"):
+        results[name] = {**results[name], "curves": _arrays(results[name]["curves"])}
+    atomic_write_json(out / "experiments.json", _plain(results))
+    plot_experiments(results, out / "data_over_time.png")
+    return ""
 
 
 def _plain(results: dict[str, Any]) -> dict[str, Any]:
     """The results less their curves (what ``experiments.json`` holds)."""
     return {"zipf": results["zipf"], "warmup": results["warmup"], "finetune": results["finetune"]["summary"],
             "unseen": results["unseen"]["summary"]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m analysis.timeline.experiments --out DIR [--quick] [--no-sgd]``."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.timeline.experiments", description=__doc__)
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    parser.add_argument("--no-sgd", action="store_true", help="flows only")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = run_all(args.quick, None if args.no_sgd else 1.0)
-    atomic_write_json(out / "experiments.json", _plain(results))
-    plot_experiments(results, out / "data_over_time.png")
-    print(f"wrote {out}/experiments.json and data_over_time.png in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["base_config", "finetune_experiment", "first_time", "main", "plot_experiments",
-           "recalled_fraction", "run_all", "unseen_experiment", "warmup_experiment", "zipf_experiment"]

@@ -1,0 +1,89 @@
+"""The named studies of ``factrecall study NAME``: one entry each, with the options it adds to the common
+ones (``--out``, ``--quick``, ``--workers``, ``--quiet``) and the files it writes. This module imports only
+the standard library: ``factrecall --help`` builds every study's parser without loading the engine.
+
+A study's module (``module``) provides
+
+* ``plan(args) -> StudyPlan``: the base config and the grids of its points (each a product of value lists;
+  the points of all grids, duplicates counted once, are the study);
+* ``compute(values) -> dict``: one point's row, from its values alone (it may run in a worker process);
+  the row holds the values' keys, and a ``status`` (``ok`` when it has none);
+* ``finish(out, args, rows) -> str``: write the study's files from the rows of every point (in plan order)
+  and return what the command prints;
+* optionally ``prepare(out, args, store)``: work before the points (the scale study's ``--import``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def _no_options(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Study:
+    """One named study: its ``name``, its one line of ``--help`` (``summary``), the module that runs it
+    (imported only when it runs), its options (``options(parser)``) and the files it writes into its
+    directory beside the point store, each with one line (``outputs``)."""
+
+    name: str
+    summary: str
+    module: str
+    outputs: dict[str, str]
+    options: Callable[[argparse.ArgumentParser], None] = _no_options
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    """Add ``study`` to :data:`STUDIES` (and so to ``factrecall study --help``); a name taken is refused."""
+    if study.name in STUDIES:
+        raise ValueError(f"study {study.name!r}: already registered")
+    STUDIES[study.name] = study
+    return study
+
+
+def _scale_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="RUN_DIR",
+                        help="take a size from this factrecall simulate run of the study's config of that "
+                             "size instead of running it (repeatable)")
+
+
+def _geometry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", default="gf,sign,spectral,sgd,adam,signsgd,muon",
+                        help="the table's rows (flows and optimizers)")
+    parser.add_argument("--pairs", default="4x32,8x16,16x8,32x4,64x2,128x2", metavar="SxR,...",
+                        help="the (S, R) points of every row")
+    parser.add_argument("--embeddings-point", default="16x4x32", metavar="SxRxd",
+                        help="sign flow of the embedded model, one-hot against Hadamard embeddings, at this "
+                             "point ('' to skip)")
+    parser.add_argument("--figure", metavar="PATH.png", help="also draw the figure here (an existing .png "
+                                                             "is replaced)")
+
+
+def _timeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-sgd", action="store_true", help="flows only (no SGD beside each flow)")
+
+
+for _entry in (
+        Study("scale", "escape times and the hallucination plateau against the number of facts "
+                       "(docs/scale.md)", "analysis.study.scale",
+              {"scale.json": "every size's row and the power-law fits of each series",
+               "scale.csv": "the rows as a table", "scale.png": "escape times against the number of facts"},
+              _scale_options),
+        Study("geometry", "learning times T_R, T_S per optimizer geometry over S/R (docs/geometry.md)",
+              "analysis.study.geometry",
+              {"table.csv": "one line per row and (S, R)", "embeddings.csv": "the embedded sign flow, "
+               "one-hot against Hadamard", "ratio.png": "T_S/T_R against S/R per row"},
+              _geometry_options),
+        Study("timeline", "data over time: Zipf frequencies, warm-up, fine-tuning with replay, held-out "
+                          "subjects (docs/data-over-time.md)", "analysis.study.timeline",
+              {"experiments.json": "every number of the four experiments",
+               "data_over_time.png": "the four experiments' figure"},
+              _timeline_options)):
+    register_study(_entry)

@@ -1,0 +1,115 @@
+"""``factrecall study``: a study registered from a test runs through the common runner; a killed study
+resumes without recomputing its finished points; ``--out`` is refused before any work; a toy command
+registered from a test appears in ``factrecall --help`` and runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis import cli
+from analysis.cli import Command, main
+from analysis.study import STUDIES, Study
+from analysis.study.runner import StudyPlan
+from dynamics.config import resolve_config
+from dynamics.io import atomic_write_json
+
+COMPUTED: list[int] = []
+STOP_AT: list[int] = []  # compute raises KeyboardInterrupt (a kill) at these values
+
+
+def plan(args: argparse.Namespace) -> StudyPlan:
+    return StudyPlan(resolve_config("tiny"), [{"k": [1, 2, 3, 4] if not args.quick else [1, 2]}])
+
+
+def compute(values: dict[str, Any]) -> dict[str, Any]:
+    if values["k"] in STOP_AT:
+        raise KeyboardInterrupt
+    COMPUTED.append(values["k"])
+    return {**values, "square": values["k"] ** 2}
+
+
+def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    atomic_write_json(out / "toy.json", rows)
+    return " ".join(str(r["square"]) for r in rows)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    COMPUTED.clear()
+    STOP_AT.clear()
+    monkeypatch.setitem(STUDIES, "toy", Study("toy", "squares of 1..4", __name__, {"toy.json": "the rows"}))
+
+
+def test_a_killed_study_resumes_without_recomputing_finished_points(toy, tmp_path, capsys):
+    out = tmp_path / "toy"
+    STOP_AT.append(3)
+    assert main(["study", "toy", "--quiet", "--out", str(out)]) == 130  # killed at the third point
+    assert COMPUTED == [1, 2] and not (out / "toy.json").exists()
+    assert len(list((out / "points").glob("p*.json"))) == 2  # the finished points are kept
+    STOP_AT.clear()
+    capsys.readouterr()
+    assert main(["study", "toy", "--quiet", "--out", str(out)]) == 0
+    assert COMPUTED == [1, 2, 3, 4]  # only the unfinished points ran again
+    assert capsys.readouterr().out.strip() == "1 4 9 16"
+    assert [r["square"] for r in json.loads((out / "toy.json").read_text())] == [1, 4, 9, 16]
+    assert (out / "results.csv").read_text().splitlines()[0] == "k,square,status"
+    assert main(["study", "toy", "--quiet", "--out", str(out)]) == 0  # all done: nothing runs
+    assert COMPUTED == [1, 2, 3, 4]
+
+
+def test_study_out_is_refused_before_any_work(toy, tmp_path, capsys, monkeypatch):
+    STOP_AT.extend([1, 2, 3, 4])  # any point that runs fails the test through an exit status of 130
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("mine")
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    atomic_write_json(quick / "study.json", {"study": "toy", "quick": True})
+    held = tmp_path / "held"
+    held.mkdir()
+    atomic_write_json(held / "study.json", {"study": "toy", "quick": False})
+    (held / "notes.txt").write_text("mine")
+    for out, needle in ((other, "is not empty and holds no study"), (quick, "holds the toy study (--quick)"),
+                        (held, "holds files factrecall study toy did not write (notes.txt)"),
+                        (tmp_path / "other" / "mine.txt" / "x", "lies below a file")):
+        assert main(["study", "toy", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in quick.iterdir()) == ["study.json"]
+    assert main(["study", "toy", "--workers", "0", "--out", str(tmp_path / "w")]) == 2
+    assert "--workers='0': must be one integer >= 1" in capsys.readouterr().err
+
+
+def toy_arguments(parser: argparse.ArgumentParser, presets: Any) -> None:
+    parser.add_argument("--times", default="2", help="how often to say it")
+
+
+def toy_command(args: argparse.Namespace) -> int:
+    print("toy " * int(args.times))
+    return 0
+
+
+def test_a_command_registered_from_outside_is_in_the_help_and_runs(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "toy", Command("toy", "say toy a few times", __name__, "toy_command",
+                                                     arguments=toy_arguments, engine=False))
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    assert "say toy a few times" in capsys.readouterr().out
+    assert main(["toy", "--times", "3"]) == 0
+    assert capsys.readouterr().out.split() == ["toy"] * 3
+    with pytest.raises(ValueError, match="'toy': already registered"):
+        cli.register_command(Command("toy", "again", __name__))
+
+
+def test_every_registered_study_is_a_subcommand_with_its_outputs_in_its_help(capsys):
+    for name, study in STUDIES.items():
+        with pytest.raises(SystemExit):
+            main(["study", name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert study.summary in text and all(f"{file}:" in text for file in study.outputs)
