@@ -64,7 +64,7 @@ sys.exit(main(["sweep", "--preset", "tiny", "--set", "flow.t_max=50", "--set", "
 
 @pytest.mark.slow  # a process of its own (the exit status logic is tested in-process above)
 def test_a_sweep_under_sigterm_exits_143(tmp_path):
-    """A real SIGTERM during a sweep: 143 (as the README says), one line, and a directory a rerun
+    """A real SIGTERM during a sweep: 143 (as docs/cli.md says), one line, and a directory a rerun
     resumes."""
     out = tmp_path / "sweep"
     done = subprocess.run([sys.executable, "-c", SWEEP_SIGTERM, str(out)], capture_output=True, text=True,

@@ -4,7 +4,7 @@
   new subject's fact that sits at p(a*) ≥ 1/2 by chance at the start;
 * a fine-tune's stage table is per group (old and new facts), each group detected on its own record;
 * which runs get a timeline (``has_timeline``): every run that trains other data than it is measured on,
-  a fixed ``data.zipf`` included (the README's ``data.zipf=0.75``);
+  a fixed ``data.zipf`` included (docs/cli.md's ``data.zipf=0.75``);
 * the pieces that only a hand-made record can pin: a record exactly at a phase end, a fact exactly at 1/2
   at the start, a recorded count of learned facts, phase stage times on the run's clock, ``first_time``.
 """
