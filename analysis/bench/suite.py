@@ -166,7 +166,8 @@ TARGET_ROWS = {"end_to_end": _end_to_end_row, "sgd_vs_flow": _sgd_row, "gd_evals
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A Markdown table of the bench results (what the README shows); sections not run are left out."""
+    """A Markdown table of the bench results (as docs/performance.md shows it); sections not run are left
+    out."""
     lines = ["| measure | value | target | met |", "|---|---|---|---|"]
     lines += [row(results[name]) for name, row in TARGET_ROWS.items() if name in results]
     lines += format_gradient_rows(results.get("gradient", []))
