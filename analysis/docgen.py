@@ -250,8 +250,11 @@ def _render_parser(prog: str, parser: argparse.ArgumentParser, summary: str, lev
         rows.append(f"| `{_cell(name)}` | {_cell(_help_text(parser, action))} |")
     if rows:
         lines += ["| argument | meaning (default) |", "|---|---|", *rows, ""]
-    if parser.epilog:
-        lines += ["```", textwrap.dedent(parser.epilog).strip(), "```", ""]
+    epilog = textwrap.dedent(parser.epilog or "").strip()
+    if "\n" in epilog:  # laid out by hand (the stage glossary): kept as printed
+        lines += ["```", epilog, "```", ""]
+    elif epilog:
+        lines += [epilog[0].upper() + epilog[1:], ""]
     helps = _command_help(parser)
     for name, sub in subcommands(parser).items():
         lines += _render_parser(f"{prog} {name}", sub, helps.get(name, ""), level + 1)
