@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .models.registry import get_model_kind
 from .solvers.registry import get_method
 from .trajectory import RECORD_ELEMENTS
 
@@ -96,16 +97,15 @@ def format_bytes(n: int | float) -> str:
 
 
 def _parameters(config: Config, untied: bool) -> int:
-    """The parameter count of the config's model (``untied``: one parameter set per vocabulary token, the
-    model of discrete training and of the sampled loss)."""
-    t, m = config.task, config.model
-    answers = t.relations * t.answers_per_relation
-    if m.kind == "embedded":
-        return 2 * m.dim * m.dim
-    if m.kind == "transformer":
-        return 4 * m.heads * m.head_dim * m.dim + 2 * m.mlp_width * m.dim
-    tokens = t.subjects + t.relations + (t.noise_tokens if untied else min(t.noise_tokens, 1)) + 1
-    return tokens * (1 + answers)
+    """The parameter count of the config's model, from its kind's entry (``untied``: one parameter set per
+    vocabulary token, the model of discrete training and of the sampled loss)."""
+    return get_model_kind(config.model.kind).parameters(config, untied)
+
+
+def _reads(config: Config, key: str) -> bool:
+    """Whether the config's model kind reads ``key`` (its arrays are sized by it: ``model.dim`` embeddings,
+    ``model.heads`` attention tables)."""
+    return key in get_model_kind(config.model.kind).reads
 
 
 def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
@@ -115,7 +115,7 @@ def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
     t, m = config.task, config.model
     vocab = t.subjects + t.relations + t.noise_tokens + 1
     answers = t.relations * t.answers_per_relation
-    heads = m.heads if m.kind == "transformer" else 1
+    heads = m.heads if _reads(config, "model.heads") else 1
     noise = max(t.seq_len - 3, 0)
     return [MemoryPart(f"{label} × vocabulary = {batch} × {vocab} counts", batch * vocab * FLOAT),
             MemoryPart(f"{label} × noise positions (task.seq_len - 3) = {batch} × {noise} draws",
@@ -126,7 +126,7 @@ def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
                           f" = {batch} × {t.seq_len} × ({2 * m.dim} + {heads * t.seq_len} + {m.mlp_width}) "
                           "transformer activations",
                           batch * t.seq_len * (2 * m.dim + heads * t.seq_len + m.mlp_width) * FLOAT)]
-              if m.kind == "transformer" else [])]
+              if _reads(config, "model.heads") else [])]
 
 
 def _population(config: Config) -> list[MemoryPart]:
@@ -143,7 +143,7 @@ def _population(config: Config) -> list[MemoryPart]:
                                 (8 * facts + 4 * (t.subjects + t.relations) * answers) * FLOAT))
     else:
         parts.append(MemoryPart(f"population logits {keys} × answers {answers}", 4 * facts * answers * FLOAT))
-    if m.kind == "transformer":
+    if _reads(config, "model.heads"):
         parts.append(MemoryPart(f"attention table {keys} × model.heads {m.heads} × vocabulary {vocab}",
                                 facts * (m.heads * (vocab + m.head_dim) + vocab) * FLOAT))
     return parts
@@ -152,10 +152,11 @@ def _population(config: Config) -> list[MemoryPart]:
 def _embeddings(config: Config) -> list[MemoryPart]:
     """The embedding and unembedding tables (and the d × d orthogonalisation behind orthonormal ones)."""
     t, m = config.task, config.model
-    if m.kind == "reduced":
+    if not _reads(config, "model.dim"):
         return []
     rows = t.subjects + t.relations + t.noise_tokens + 1 + t.relations * t.answers_per_relation
-    square = 6 * m.dim * m.dim if m.kind == "embedded" and m.embeddings in ("orthonormal", "hadamard") else 0
+    square = 6 * m.dim * m.dim if _reads(config, "model.embeddings") and m.embeddings in ("orthonormal",
+                                                                                         "hadamard") else 0
     return [MemoryPart(f"embeddings (vocabulary + answers) × model.dim = {rows} × {m.dim}"
                        + (" and model.dim² orthogonalisations" if square else ""),
                        (2 * rows * m.dim + square) * FLOAT)]

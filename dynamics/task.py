@@ -14,11 +14,14 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .config import TaskConfig
+if TYPE_CHECKING:
+    from .config import TaskConfig
+
 
 
 class FactClass(IntEnum):

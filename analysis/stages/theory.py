@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config
+from dynamics.models.embeddings import ORTHONORMAL_EMBEDDINGS  # the embedded flow is then the reduced one
+from dynamics.models.registry import REDUCED_THEORY, get_model_kind, model_kinds
 from dynamics.records import RunInfo
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
@@ -33,8 +35,6 @@ from .detect import crossing_time
 
 # The linearisation neglects O(1) prefactors against log(1/α); above this scale they are not negligible.
 MAX_INIT_SCALE = 1e-2
-# embeddings with orthonormal rows: the embedded flow is then the reduced one (one-hot, Hadamard, random)
-ORTHONORMAL_EMBEDDINGS = ("orthonormal", "onehot", "hadamard")
 
 
 def escape_rates(S: int, R: int, D: int) -> tuple[float, float]:
@@ -160,13 +160,15 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
     elif config.init.scale > MAX_INIT_SCALE:
         reasons.append(f"init.scale={config.init.scale!r}: the linearisation needs a small initialisation "
                        f"(<= {MAX_INIT_SCALE}) so that log(1/α) dominates the escape time")
-    if config.model.kind == "transformer":
-        reasons.append("model.kind='transformer': the rates are derived for the reduced (or embedded) "
-                       "linear-attention layer")
+    kind = get_model_kind(config.model.kind)
+    if kind.theory != REDUCED_THEORY:
+        described = ", ".join(k.name for k in model_kinds().values() if k.theory == REDUCED_THEORY)
+        reasons.append(f"model.kind={kind.name!r}: the rates are derived for the reduced linear-attention "
+                       f"layer (model.kind {described})")
     elif config.model.attention != "linear":
         reasons.append(f"model.attention={config.model.attention!r}: the rates are derived for linear "
                        "attention")
-    elif config.model.kind == "embedded" and config.model.embeddings not in ORTHONORMAL_EMBEDDINGS:
+    elif "model.embeddings" in kind.reads and config.model.embeddings not in ORTHONORMAL_EMBEDDINGS:
         reasons.append(f"model.embeddings={config.model.embeddings!r}: only orthonormal embeddings "
                        "reproduce the reduced flow")
     if config.loss.kind != "population":

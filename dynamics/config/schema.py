@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..geometry import GEOMETRIES
+from ..models.registry import get_model_kind, model_kinds
 from ..optimizers import TRAIN_OPTIMIZERS
 from ..solvers.registry import METHODS
 
@@ -115,9 +116,11 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model (docs/design.md §3): ``reduced`` scalar-score model, ``embedded`` explicit-matrix layer, or
-    the paper's one-layer ``transformer`` (§3.3: ``heads`` softmax heads of size ``head_dim``, a ReLU MLP of
-    width ``mlp_width`` (0: none), frozen Gaussian embeddings of dimension ``dim``)."""
+    """Which model (docs/design.md §3): a kind of :mod:`dynamics.models.registry` (``reduced`` scalar-score
+    model, ``embedded`` explicit-matrix layer, the paper's one-layer ``transformer`` (§3.3: ``heads`` softmax
+    heads of size ``head_dim``, a ReLU MLP of width ``mlp_width`` (0: none), frozen Gaussian embeddings of
+    dimension ``dim``), or one registered by the user). Each kind reads some of these keys; the others
+    must stay at their defaults (:meth:`Config._check_unused`)."""
 
     kind: str = "reduced"
     attention: str = "linear"
@@ -129,7 +132,7 @@ class ModelConfig:
     mlp_width: int = 64
 
     def __post_init__(self) -> None:
-        _choice("model.kind", self.kind, ("reduced", "embedded", "transformer"))
+        _choice("model.kind", self.kind, model_kinds())
         _int_at_least("model.heads", self.heads, 1)
         _int_at_least("model.head_dim", self.head_dim, 1)
         _int_at_least("model.mlp_width", self.mlp_width, 0)
@@ -327,27 +330,7 @@ class Config:
                  "a warm-up cannot be combined with init.from_run (a fine-tuning run); allowed: 0")
         self._check_data()
         self._check_unused()
-        if self.model.kind == "embedded":
-            vocab = self.task.subjects + self.task.relations + self.task.noise_tokens + 1
-            answers = self.task.relations * self.task.answers_per_relation
-            if self.model.embeddings in ("orthonormal", "onehot") and self.model.dim < max(vocab, answers):
-                fail("model.dim", self.model.dim, f"{self.model.embeddings} embeddings need dim >= "
-                      f"max(vocabulary {vocab}, answers {answers})")
-            dim = self.model.dim
-            if self.model.embeddings == "hadamard" and (dim < max(vocab, answers) or dim & (dim - 1)):
-                fail("model.dim", dim, "hadamard embeddings need dim a power of 2 >= max(vocabulary "
-                      f"{vocab}, answers {answers}), e.g. {1 << (max(vocab, answers) - 1).bit_length()}")
-            if self.model.embeddings == "gaussian" and self.loss.kind == "population":
-                fail("loss.kind", self.loss.kind,
-                      "the population loss is exact only for orthonormal embeddings; "
-                      "use loss.kind=sampled with model.embeddings=gaussian")
-        if self.model.kind == "transformer":
-            if self.loss.kind == "population":
-                fail("loss.kind", self.loss.kind, "the transformer has no exact population loss "
-                      "(softmax and MLP over random noise); allowed: loss.kind=sampled")
-            if self.model.attention != "softmax":
-                fail("model.attention", self.model.attention, "the transformer's heads are softmax; "
-                      "allowed: model.attention=softmax")
+        self._check_model()
 
     def _check_data(self) -> None:
         """The data schedule's keys must change what is trained."""
@@ -360,24 +343,27 @@ class Config:
                  f"⌈f·{trained}⌉ = {trained}: the warm-up would train every one of the {trained} trained "
                  f"subjects; allowed: f <= {(trained - 1) / trained:.6g}")
 
+    def _check_model(self) -> None:
+        """The model kind's own refusals (:mod:`dynamics.models.registry`): a population loss it does not
+        have, then its entry's checks of the values of the keys it reads."""
+        kind = get_model_kind(self.model.kind)
+        if self.loss.kind == "population" and not kind.population:
+            fail("loss.kind", self.loss.kind, f"model.kind={kind.name!r} has no exact population loss; "
+                 "allowed: loss.kind=sampled")
+        if kind.check is not None:
+            kind.check(self)
+
     def _check_unused(self) -> None:
         """Refuse a key set away from its default where this kind of run does not read it (it would be
-        recorded as if it mattered, and two runs differing in it would be the same run)."""
-        model, kind = self.model, self.model.kind
-        if kind == "reduced":
-            for key in ("dim", "embeddings", "seed", "heads", "head_dim", "mlp_width"):
-                _unused(f"model.{key}", getattr(model, key), ModelConfig, "model.kind='reduced' has no "
-                        "embeddings, heads or MLP (model.kind=embedded or transformer read it)")
-        if kind == "embedded":
-            for key in ("heads", "head_dim", "mlp_width"):
-                _unused(f"model.{key}", getattr(model, key), ModelConfig, "only model.kind=transformer has "
-                        "heads and an MLP")
-            if model.embeddings in ("onehot", "hadamard"):
-                _unused("model.seed", model.seed, ModelConfig,
-                        f"model.embeddings={model.embeddings!r} are not drawn (orthonormal or gaussian are)")
-        if kind == "transformer":
-            _unused("model.embeddings", model.embeddings, ModelConfig,
-                    "the transformer's embeddings are always Gaussian N(0, I/d), drawn with model.seed")
+        recorded as if it mattered, and two runs differing in it would be the same run): the ``model.*``
+        keys the model kind's entry does not read, and the seeds of what is not drawn."""
+        model, kind = self.model, get_model_kind(self.model.kind)
+        for key in (f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name != "kind"):
+            if key not in kind.reads:
+                readers = [f"model.kind={k.name}" for k in model_kinds().values() if key in k.reads]
+                _unused(key, getattr(model, key[6:]), ModelConfig,
+                        f"model.kind={kind.name!r} does not read it ({' or '.join(readers) or 'no model kind'} "
+                        f"read{'s' if len(readers) == 1 else ''} it)")
         if self.task.facts == "structured":
             _unused("task.seed", self.task.seed, TaskConfig,
                     "task.facts='structured' is not drawn (task.facts=random is, with task.seed)")

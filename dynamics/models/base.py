@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import InitConfig
 from ..errors import ConfigError
 from ..geometry import ParameterBlock
 from ..task import FactTask
 from .tokens import attention_from_tokens, count_logits_from_tokens, population_logits_from_tokens
+
+if TYPE_CHECKING:
+    from ..config import InitConfig
 
 
 class Model:

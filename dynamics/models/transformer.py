@@ -25,12 +25,16 @@ non-linear), hence ``population_exact = False``: training uses online batches or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..config import InitConfig
 from ..geometry import ParameterBlock
 from ..task import FactTask
 from .base import Model
+
+if TYPE_CHECKING:
+    from ..config import InitConfig
 
 
 def expected_counts(task: FactTask) -> torch.Tensor:
