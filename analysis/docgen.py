@@ -39,7 +39,7 @@ API: list[tuple[str, str, list[str]]] = [
     ("Commands as functions", "Each command of the command line, callable from Python.",
      ["analysis.simulate.simulate", "analysis.stages.analyse_run_directory", "analysis.compare.compare",
       "analysis.compare.run_compare", "analysis.sweep.run_sweep", "analysis.capacity.run_capacity",
-      "analysis.bench.run_bench"]),
+      "analysis.bench.run_bench", "analysis.study.runner.run_study"]),
     ("Stages", "Detection of the aggregate stages and of every fact's state (the words: "
      "[stages.md](stages.md)).",
      ["analysis.stages.detect_stages", "analysis.stages.StageReport", "analysis.stages.Stage",
