@@ -22,6 +22,38 @@ STAGE_COLORS = {"init": "0.6", "marginal": "C4", "hallucination": "C3", "subject
                 "recall": "C0"}
 
 
+def task_line(config: Any) -> str:
+    """The task of ``config`` in one short line: 'S=16 R=4 D=8 N=20 T=32 (structured)'."""
+    t = config.task
+    return (f"S={t.subjects} R={t.relations} D={t.answers_per_relation} N={t.noise_tokens} T={t.seq_len} "
+            f"({t.facts})")
+
+
+def setting_line(config: Any) -> str:
+    """The model (kind, attention, embeddings and d), the start and the data regime of ``config`` in one
+    line: what a figure's title needs besides the task and what was run on it."""
+    t, m, d = config.task, config.model, config.data
+    model = f"{m.kind} model, {m.attention} attention"
+    if m.kind != "reduced":
+        model += f", {m.embeddings} embeddings d={m.dim}"
+    start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
+             else f"{config.init.kind} init α={config.init.scale:g}")
+    alpha = t.subject_zipf if d.zipf is None else d.zipf
+    zipf = f"Zipf {alpha:g}" + ("" if d.zipf_end is None else f"→{d.zipf_end:g}")
+    regime = [zipf if d.zipf is not None or d.zipf_end is not None else "",
+              f"{d.holdout} held out" if d.holdout else "",
+              f"replay {d.replay:g}" if d.replay else "",
+              f"warm-up to t={d.warmup_time:g}" if d.warmup_time else "",
+              f"{d.freeze} frozen" if d.freeze != "none" else ""]
+    return ", ".join([model, start, *filter(None, regime)])
+
+
+def config_title(what: str, config: Any) -> str:
+    """A two-line figure title: ``what`` was run on the task of ``config``, then the model, start and data
+    regime (:func:`task_line`, :func:`setting_line`)."""
+    return f"{what}: {task_line(config)}\n{setting_line(config)}"
+
+
 def figure(width: float, height: float) -> Figure:
     """A figure of ``width`` × ``height`` inches laid out by matplotlib's constrained layout."""
     return Figure(figsize=(width, height), layout="constrained")
@@ -36,7 +68,7 @@ def run_figure(width: float, height: float, left: float = 0.7, bottom: float = 0
     """
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width,
-                        top=1 - 0.35 / height)
+                        top=1 - 0.5 / height)  # room for a two-line title
     return fig
 
 

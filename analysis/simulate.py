@@ -15,15 +15,16 @@ from dynamics.budget import check_config
 from dynamics.config import Config
 from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
+from dynamics.geometry import get_geometry
 from dynamics.run import run_flow, run_training
 from dynamics.start import source_config
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
 from .arguments import config_from_args, refuse_unread_settings
-from .plotting import draw_or_skip
+from .plotting import config_title, draw_or_skip
 from .rundir import check_target, default_run_dir, staged_run_dir
-from .stages import analyse_trajectory, format_stage_table, plot_losses
+from .stages import analyse_trajectory, format_stage_table, plot_losses, predicted_times
 from .timeline import analyse_timeline, format_timeline, has_timeline
 
 
@@ -72,11 +73,14 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
             if has_timeline(traj):
                 timelines[name] = analyse_timeline(traj, target, title=_title(config, name, traj))
         if train:
-            labels = {"flow": "flow", "train": f"{config.train.optimizer} lr={config.train.lr:g}"}
-            draw_or_skip(staging / "loss.png", plot_losses, [(labels[n], t) for n, t in runs.items()], levels,
-                         staging / "loss.png",
-                         title=_title(config, "flow vs " + config.train.optimizer, runs["flow"]),
-                         stages=(stages["flow"] or {}).get("stages"))
+            trained = f"{config.train.optimizer} lr={config.train.lr:g}" + (
+                "" if config.train.optimizer == "gd" else f" batch {config.train.batch_size}")
+            theory = ((stages["flow"] or {}).get("theory") or {}).get("prediction") or {}
+            overlay = [("flow", runs["flow"]), (trained, runs["train"])]
+            draw_or_skip(staging / "loss.png", plot_losses, overlay, levels, staging / "loss.png",
+                         title=_title(config, "flow vs " + trained, runs["flow"]),
+                         stages=(stages["flow"] or {}).get("stages"),
+                         predicted=predicted_times(theory if theory.get("applicable") else None))
     seconds = time.perf_counter() - start
     return {name: SimulatedRun(traj, stages[name], seconds, timelines.get(name))
             for name, traj in runs.items()}
@@ -97,26 +101,15 @@ def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: s
 def _title(config: Config, name: str, traj: Trajectory) -> str:
     """A figure title that says what ran: the task, the flow's geometry or the optimizer, the model, the
     start and the data regime; the run's status only where it did not end ok."""
-    t, m, f, d = config.task, config.model, config.flow, config.data
-    flow = "gradient flow" if f.geometry == "euclidean" else f"{f.geometry} flow ε={f.geometry_eps:g}"
+    f = config.flow
+    geometry = get_geometry(f.geometry)
+    flow = "gradient flow" if geometry.linear else f"{f.geometry} flow" + (
+        f" ε={f.geometry_eps:g}" if "flow.geometry_eps" in geometry.keys else "")
     what = {"flow": flow, "train": f"{config.train.optimizer} lr={config.train.lr:g}"}.get(name, name)
     if name == "flow" and f.modified_lr > 0:
         what += f" (GD's modified flow, lr={f.modified_lr:g})"
     status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"
-    model = f"{m.kind} model, {m.attention} attention"
-    if m.kind != "reduced":
-        model += f", {m.embeddings} embeddings d={m.dim}"
-    start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
-             else f"{config.init.kind} init α={config.init.scale:g}")
-    alpha = t.subject_zipf if d.zipf is None else d.zipf
-    zipf = f"Zipf {alpha:g}" + ("" if d.zipf_end is None else f"→{d.zipf_end:g}")
-    regime = [zipf if d.zipf is not None or d.zipf_end is not None else "",
-              f"{d.holdout} held out" if d.holdout else "",
-              f"replay {d.replay:g}" if d.replay else "",
-              f"warm-up to t={d.warmup_time:g}" if d.warmup_time else "",
-              f"{d.freeze} frozen" if d.freeze != "none" else ""]
-    return (f"{what}{status}: S={t.subjects} R={t.relations} D={t.answers_per_relation} N={t.noise_tokens} "
-            f"T={t.seq_len} ({t.facts})\n" + ", ".join([model, start, *filter(None, regime)]))
+    return config_title(what + status, config)
 
 
 def _start_from_run(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from figures import assert_png
+from figures import assert_png, assert_readable, capture_figures
 
 import analysis.compare.command as compare_command
 from analysis.cli import main
@@ -395,16 +395,31 @@ def test_compare_spec_rejects_bad_values():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_figures_with_all_optimizers(tmp_path):
+def test_figures_with_all_optimizers(tmp_path, monkeypatch):
+    """Every compare figure reads on its own (assert_readable: titles naming the task and model, every line
+    in a legend or unlabeled by design, y margins, no overlapping text); SGD and Adam are drawn beside GD's
+    lr, never on top of GD's markers; Adam's distance is to its own (sign) flow and says so."""
+    import analysis.compare.plots as plots
+
     config = resolve_config("tiny", overrides={"flow.t_max": 40.0, "flow.points": 40})
     spec = CompareSpec(lrs=(0.4, 0.2), optimizers=("gd", "sgd", "adam"), batch_sizes=(32, 128), seeds=2,
                        sharpness_points=8)
     result = compare(config, spec)
     assert len(result.runs) == 2 + 2 * 2 * 2 + 2 * 2 * 2  # Adam at every --batch-sizes, as SGD
     assert {g.optimizer for g in result.groups} == {"sgd", "adam"}
+    drawn = capture_figures(monkeypatch, plots)
     plot_comparison(result, tmp_path)
     for name in FIGURES:
         assert_png(tmp_path / name)
+    for fig in drawn:
+        assert_readable(fig)
+        assert "S=4 R=2 D=2" in fig._suptitle.get_text() and "reduced model" in fig._suptitle.get_text()
+    loss, order = drawn[0], drawn[1]
+    assert [ax.get_ylabel() for ax in loss.axes[3:]] == ["|L_run − L_flow|"] * 2 + ["|L_run − L_sign flow|"]
+    ax = order.axes[0]
+    gd_x = {x for line in ax.lines if line.get_label().startswith("GD") for x in line.get_xdata()}
+    others = [x for container in ax.containers for x in container[0].get_xdata()]
+    assert gd_x == {0.2, 0.4} and others and not gd_x & set(others)
     rows = tidy_rows(result)
     expected = len(result.flow.t) + sum(len(r.trajectory.t) for r in result.runs)
     assert len(rows) == expected

@@ -4,6 +4,7 @@ and the run's status only where it did not end ok (simulate's _title)."""
 from __future__ import annotations
 
 import pytest
+from figures import assert_readable, capture_figures, legend_labels
 
 from analysis.simulate import _title
 from dynamics.config import resolve_config
@@ -44,8 +45,6 @@ def test_the_title_gives_a_status_that_is_not_ok_with_its_time():
 def test_every_run_figure_carries_the_runs_title(tmp_path, monkeypatch):
     """loss.png, facts.png and fractions.png each say what ran (the title simulate builds), and what they
     show; fractions.png's y range has a margin so a fraction at 0 or 1 is not under the frame."""
-    from figures import capture_figures
-
     import analysis.stages.plots as plots
     from analysis.stages import analyse_trajectory
     from dynamics.run import run_flow
@@ -59,6 +58,25 @@ def test_every_run_figure_carries_the_runs_title(tmp_path, monkeypatch):
     assert titles[1].startswith("p(a*) of every fact") and titles[2].startswith("facts uninformed")
     low, high = drawn[2].axes[0].get_ylim()
     assert low < 0.0 and high > 1.0
+    for fig in drawn:
+        assert_readable(fig)
+
+
+def test_the_flow_and_training_overlay_says_what_trained_and_keeps_the_theory(tmp_path, monkeypatch):
+    """simulate --train's loss.png: the optimizer with its lr and batch size in the title, the theory's t_R
+    and t_S marked as on the flow's own figure, and it reads on its own."""
+    import analysis.stages.plots as plots
+    from analysis.simulate import simulate
+
+    config = resolve_config("tiny", overrides={"flow.t_max": 200.0, "flow.points": 24, "train.lr": 0.2,
+                                               "train.optimizer": "sgd", "train.batch_size": 64})
+    drawn = capture_figures(monkeypatch, plots)
+    simulate(config, tmp_path / "run", train=True)
+    overlay = drawn[-1]
+    assert overlay.axes[0].get_title().startswith("flow vs sgd lr=0.2 batch 64: S=4 R=2")
+    assert any(label.startswith("t_R (theory)") for label in legend_labels(overlay.axes[0]))
+    for fig in drawn:
+        assert_readable(fig)
 
 
 def test_the_flow_bar_shows_the_flow_time_and_an_eta(capsys):

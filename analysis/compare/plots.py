@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..plotting import figure, save, shade_stages, time_window
+from ..plotting import config_title, figure, save, shade_stages, time_window
 from .compute import ComparedRun, Comparison
 
 FIGURES = ("compare_loss.png", "compare_order.png", "compare_stage_shift.png", "compare_sharpness.png")
@@ -127,6 +127,15 @@ def _readable_log_ticks(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+DODGE = 1.06  # sideways step of a series drawn beside its lr on a log axis
+
+
+def _dodged(lrs: Sequence[float], step: int) -> np.ndarray:
+    """``lrs`` moved ``step`` dodge steps sideways on a log axis: series at the same lr and similar values
+    drawn beside each other instead of on top of each other."""
+    return np.asarray(lrs, dtype=np.float64) * DODGE ** step
+
+
 def _percent(value: float, _position: Any = None) -> str:
     return f"{100 * value:.3g}%"
 
@@ -146,7 +155,7 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
     runs = result.runs
     optimizers = [o for o in ALL_OPTIMIZERS if any(r.optimizer == o for r in runs)]
     columns = max(1, len(optimizers))
-    fig = figure(4.6 * columns + 0.8, 6.4)
+    fig = figure(6.6 * columns + 0.4, 6.8)
     axes = fig.subplots(2, columns, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
     left, right = time_window(flow.t)
     colors = _lr_colors(float(r.lr) for r in runs)
@@ -174,7 +183,8 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
             t, mean, low, high = _seed_band(members)
             keep = t > 0
             if len(members) > 1:
-                ax.fill_between(t[keep], low[keep], high[keep], color=color, alpha=0.22, lw=0)
+                ax.fill_between(t[keep], low[keep], high[keep], color=color, alpha=0.22, lw=0,
+                                label="_unlabeled: the min–max band of its line's seeds")
                 label += f" ({len(members)} seeds)"
             failed = [m for m in members if m.status != "ok"]
             if failed:
@@ -184,38 +194,44 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
                 tr = m.trajectory
                 if len(tr.t) and tr.t[-1] > 0:
                     y = float(np.clip(tr.loss[-1], *y_range))
-                    ax.plot([tr.t[-1]], [y], marker="x", color="red", ms=8, mew=2, zorder=6)
+                    ax.plot([tr.t[-1]], [y], marker="x", color="red", ms=8, mew=2, zorder=6,
+                            label="_unlabeled: named in its line's legend entry")
             dt, dev = _setting_deviation(members)
             clipped = clipped or bool(np.any(dev > ceiling))
             dev = np.minimum(dev, ceiling)
             keep = (dt > 0) & np.isfinite(dev) & (dev > 0)
-            dev_ax.plot(dt[keep], dev[keep], color=color, ls=style, lw=1.3)
+            dev_ax.plot(dt[keep], dev[keep], color=color, ls=style, lw=1.3,
+                        label="_unlabeled: the legend above names it")
             deviation_floor += list(dev[keep])
         ax.set_xscale("log")
         ax.set_xlim(left, right)
         ax.set_ylim(*y_range)
         shade_stages(ax, _flow_stages(result, optimizer if optimizer != "flow" else None), left, right)
-        ax.set_title(OPTIMIZER_NAMES.get(optimizer, optimizer) + " against the "
-                     + ("flow" if geometry == "euclidean" else f"{geometry} flow"), fontsize=10)
+        own_flow = "flow" if geometry == "euclidean" else f"{geometry} flow"
+        ax.set_title(f"{OPTIMIZER_NAMES.get(optimizer, optimizer)} against the {own_flow}", fontsize=10)
         ax.set_ylabel("loss (nats)")
-        ax.legend(fontsize=7, loc="lower left", ncol=1 if len(ax.get_lines()) < 8 else 2)
+        # beside the axes: inside, a legend of many runs covers the curves where they fall
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.25, which="both")
         dev_ax.set_xscale("log")
         if deviation_floor:
             dev_ax.set_yscale("log")
             high = max(deviation_floor)
-            dev_ax.set_ylim(max(min(deviation_floor), high * 1e-5), high * 2)
+            dev_ax.set_ylim(max(min(deviation_floor) / 2, high * 1e-5), high * 2)
         else:
             dev_ax.text(0.5, 0.5, "no deviation from the flow to show", transform=dev_ax.transAxes,
                         ha="center", va="center", fontsize=9, color="0.3")
         if clipped:
-            dev_ax.axhline(ceiling, color="red", ls=":", lw=1)
+            dev_ax.axhline(ceiling, color="red", ls=":", lw=1, label="_unlabeled: named beside it")
             dev_ax.text(0.01, ceiling, f"off scale above {ceiling:.3g} (blew up)", color="red", fontsize=7,
                         va="top", transform=dev_ax.get_yaxis_transform())
         dev_ax.set_xlabel("flow time t (= step × lr)")
-        dev_ax.set_ylabel("|L_run − L_flow|" + (" (mean over seeds)" if optimizer != "gd" else ""))
+        dev_ax.set_title(f"{OPTIMIZER_NAMES.get(optimizer, optimizer)}: distance to the {own_flow}"
+                         + (" (mean over seeds)" if optimizer not in ("gd", "flow") else ""), fontsize=9)
+        dev_ax.set_ylabel("|L_run − L_flow|" if geometry == "euclidean" else f"|L_run − L_{geometry} flow|")
         dev_ax.grid(alpha=0.25, which="both")
-    fig.suptitle("Loss of the gradient flow and of discrete training from the same θ(0)", fontsize=11)
+    fig.suptitle(config_title("Loss of the flow and of discrete training from the same θ(0)", result.config),
+                 fontsize=10)
     save(fig, path)
 
 
@@ -240,7 +256,7 @@ def plot_order(result: Comparison, path: Path) -> None:
     runs = result.runs
     orders = result.orders
     fitted = {float(lr) for lr in orders.gd_lrs}
-    fig = figure(7.2, 5.0)
+    fig = figure(7.2, 5.6)
     ax = fig.subplots()
     gd = [r for r in runs if r.optimizer == "gd"]
     plotted: list[float] = []
@@ -258,14 +274,16 @@ def plot_order(result: Comparison, path: Path) -> None:
         slope = getattr(orders, order_key)
         label = name + (f": fitted order {slope:.2f}" if slope is not None else ": no fit (< 2 lrs)")
         if inside:
-            ax.plot(*zip(*inside, strict=True), ls="none", marker=marker, ms=7, color=color, label=label)
+            ax.plot(*zip(*inside, strict=True), ls="none", marker=marker, ms=7, color=color, label=label,
+                    zorder=5)
             if slope is not None and len(inside) >= 2:
-                ax.plot(*_fitted_line(*zip(*inside, strict=True), slope), color=color, lw=1.2, alpha=0.8)
+                ax.plot(*_fitted_line(*zip(*inside, strict=True), slope), color=color, lw=1.2, alpha=0.8,
+                        label="_unlabeled: the fit of its markers, slope in their entry")
         elif points:
             ax.plot([], [], ls="none", marker=marker, color=color, label=label)
         if outside:
             ax.plot(*zip(*outside, strict=True), ls="none", marker=marker, ms=7, mfc="none", color=color,
-                    label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)")
+                    label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)", zorder=5)
         plotted += [d for _, d in points]
     for optimizer, marker, color in (("signsgd", "D", "C1"), ("adam", "^", "C4"), ("muon", "P", "C5"),
                                      ("muon_svd", "X", "C6")):
@@ -280,9 +298,11 @@ def plot_order(result: Comparison, path: Path) -> None:
                 label=f"{OPTIMIZER_NAMES[optimizer]} (full batch) vs {geometry} flow"
                 + (f": fitted order {slope:.2f}" if slope is not None else ""))
         if slope is not None and len(points) >= 2:
-            ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8)
+            ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8,
+                    label="_unlabeled: the fit of its markers, slope in their entry")
         plotted += [d for _, d in points]
-    for optimizer, marker in (("sgd", "v"), ("adam", "^")):
+    dodged = False
+    for optimizer, marker, side in (("sgd", "v", 1), ("adam", "^", -1)):
         groups = [g for g in result.groups if g.optimizer == optimizer
                   and g.mean_max_loss_deviation is not None and g.min_max_loss_deviation > 0]
         batches = sorted({g.batch_size for g in groups})
@@ -296,7 +316,9 @@ def plot_order(result: Comparison, path: Path) -> None:
             high = np.minimum([g.max_max_loss_deviation for g in members], ceiling) - mean
             shade = colormaps["Greens" if optimizer == "sgd" else "Purples"](0.45 + 0.5 * index
                                                                               / max(1, len(batches) - 1))
-            ax.errorbar(lrs, mean, yerr=[low, high], color=shade, marker=marker, ms=6, lw=0.9, ls=":",
+            dodged = True  # beside GD's markers at the same lr, never over them
+            ax.errorbar(_dodged(lrs, side * (index + 1)), mean, yerr=[low, high], color=shade, marker=marker,
+                        ms=6, lw=0.9, ls=":",
                         capsize=3, label=f"{OPTIMIZER_NAMES[optimizer]} batch {batch} (mean over seeds)")
             plotted += list(mean)
     if off_scale:
@@ -317,10 +339,11 @@ def plot_order(result: Comparison, path: Path) -> None:
         ax.set_xticks([], minor=True)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.25, which="both")
-    ax.set_xlabel("learning rate lr")
-    ax.set_ylabel("largest loss deviation  max_t |L_run(t) − L(t)|")
-    ax.set_title("Order of convergence in lr: GD → flow at first order, → modified flow at second",
-                 fontsize=10)
+    ax.set_xlabel("learning rate lr" + (" (SGD and Adam drawn beside their lr)" if dodged else ""))
+    ax.set_ylabel("largest loss deviation  max_t |L_run(t) − L_flow(t)|")
+    ax.set_title("Order of convergence in lr: GD → flow at first order, → modified flow at second\n"
+                 "(each run against its own flow: the legend names it)", fontsize=9)
+    fig.suptitle(config_title("Discrete training against the flow", result.config), fontsize=10)
     save(fig, path)
 
 
@@ -366,7 +389,9 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
     runs = result.runs
     transitions = result.flow_stages.transitions
     boundaries = [f"{tr['from']}->{tr['to']}" for tr in transitions]
-    fig = figure(11.5, 4.6)
+    fig = figure(11.5, 5.0)
+    fig.suptitle(config_title("Where discrete training puts the flow's stage boundaries", result.config),
+                 fontsize=10)
     by_lr, by_batch = fig.subplots(1, 2)
     by_lr.set_title("Stage-boundary shift against lr", fontsize=10)
     by_batch.set_title("SGD: stage-boundary shift against batch size (mean over seeds)", fontsize=10)
@@ -380,6 +405,7 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
     names = {b: b.replace("->", " → ") for b in boundaries}
     shown: list[float] = []
     optimizer_colors = {"gd": "C0", "sgd": "C2", "adam": "C4"}
+    sides = {"gd": 0, "sgd": 1, "adam": -1}  # beside each other at one lr: GD's and SGD's shifts often agree
     for optimizer in ("gd", "sgd", "adam"):
         settings = _settings(runs, optimizer)
         if not settings:
@@ -402,7 +428,8 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
                 continue
             lrs, mean, low, high = (np.array(c) for c in zip(*rows, strict=True))
             hollow = {"mfc": "none", "ms": 10, "mew": 1.6} if optimizer == "gd" else {"ms": 6}
-            by_lr.errorbar(lrs, mean, yerr=[mean - low, high - mean], color=optimizer_colors[optimizer],
+            by_lr.errorbar(_dodged(lrs, sides[optimizer]), mean, yerr=[mean - low, high - mean],
+                           color=optimizer_colors[optimizer],
                            marker=markers[boundary], lw=1.2, capsize=3, **hollow,
                            ls="-" if boundary == boundaries[0] else (0, (4, 2)),
                            label=f"{label}: {names[boundary]}"
@@ -416,7 +443,7 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
         _log_shift_axis(by_lr, sorted({float(r.lr) for r in runs}), 10, shown)
     else:
         _no_data(by_lr, "no run reproduced a stage boundary of the flow")
-    by_lr.set_xlabel("learning rate lr")
+    by_lr.set_xlabel("learning rate lr (SGD right of it, Adam left)")
     by_lr.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
 
     sgd = _settings(runs, "sgd")
@@ -462,7 +489,8 @@ def plot_sharpness(result: Comparison, path: Path) -> None:
     t = np.asarray(result.sharpness_t, dtype=np.float64)
     lam = np.asarray(result.sharpness, dtype=np.float64)
     keep = (t > 0) & np.isfinite(lam)
-    fig = figure(7.5, 6.0)
+    fig = figure(7.5, 6.4)
+    fig.suptitle(config_title("Sharpness along the flow", result.config), fontsize=10)
     top, bottom = fig.subplots(2, 1, sharex=True)
     left, right = time_window(result.flow.t)
     if not keep.any():
@@ -471,7 +499,7 @@ def plot_sharpness(result: Comparison, path: Path) -> None:
         return
     t, lam = t[keep], lam[keep]
     positive = bool((lam > 0).all())
-    top.plot(t, lam, color="black", marker=".", ms=4, lw=1.6)
+    top.plot(t, lam, color="black", marker=".", ms=4, lw=1.6, label="_unlabeled: the y label names it")
     top.set_xscale("log")
     if positive and lam.max() / lam.min() > 10:
         top.set_yscale("log")
@@ -500,6 +528,7 @@ def plot_sharpness(result: Comparison, path: Path) -> None:
     bottom.set_xlim(left, right)
     bottom.set_xlabel("flow time t")
     bottom.set_ylabel("lr · λ_max")
+    bottom.set_title("lr · λ_max for each lr: GD leaves the flow above 2", fontsize=9)
     bottom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     bottom.grid(alpha=0.25, which="both")
     save(fig, path)

@@ -50,11 +50,11 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
         info = traj.info
         status = "ok" if info is None else info.status.value
         if status != "ok" and info.status_time is not None:
-            ax.axvline(info.status_time, color="red", lw=1, ls=":")
+            ax.axvline(info.status_time, color="red", lw=1, ls=":", label="_unlabeled: named beside it")
             ax.text(info.status_time, ax.get_ylim()[1], f" {label}: {status}", color="red",
                     va="top", fontsize=8)
     for name in ("log|A|", "H(A|R)", "0"):
-        ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9)
+        ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9, label="_unlabeled: named in the margin")
         # outside the axes, on the right: no curve, stage name or time mark can cross it there
         ax.text(1.008, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
                 ha="left", va="center", fontsize=8, color="0.35", clip_on=False)
@@ -167,7 +167,8 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
         ax.plot(ordered[learned], np.arange(S * R)[learned], color="white", lw=1.2, label="learning time")
         ax.legend(fontsize=8, loc="lower left")
     if (~learned).any() and learned.any():
-        ax.axhline(learned.sum() - 0.5, color="red", lw=0.8, ls="--")
+        ax.axhline(learned.sum() - 0.5, color="red", lw=0.8, ls="--", label="below: never learned")
+        ax.legend(fontsize=8, loc="lower left")
     log_time_axis(ax)
     ax.set_xlim(*time_window(t, margin=1.0))
     ax.set_ylim(S * R - 0.5, -0.5)  # earliest-learned fact at the top
@@ -197,7 +198,8 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
     ax = fig.subplots()
     for (name, values), color in zip(curves.items(), ("0.5", "C3", "C0"), strict=True):
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)
-        ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0)
+        ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0,
+                        label="_unlabeled: the area under its line")
     log_time_axis(ax)
     ax.set_xlim(*time_window(t, margin=1.0))
     ax.set_ylim(-0.03, 1.03)  # a margin: a fraction at exactly 0 or 1 is not hidden under the frame
