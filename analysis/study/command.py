@@ -30,16 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run the study named on the command line (see :func:`analysis.study.runner.run_study`)."""
+    """Run the study named on the command line (see :func:`analysis.study.runner.run_parsed`)."""
     from pathlib import Path
 
     from ..arguments import parse_count
-    from .runner import run_study
+    from .runner import run_parsed
 
     workers = parse_count("--workers", args.workers)
     out = Path(args.out) if args.out is not None else Path("runs") / (
         f"study-{args.study}" + ("-quick" if args.quick else ""))
-    text = run_study(args.study, out, args, workers=workers, progress=not args.quiet,
+    text = run_parsed(args.study, out, args, workers=workers, progress=not args.quiet,
                      report=lambda line: print(f"factrecall: {line}", file=sys.stderr))
     if text:
         print(text)

@@ -152,11 +152,34 @@ def run_points(store: SweepDirectory, study: Study, plan: StudyPlan, workers: in
     return [held[point_id(p)] for p in points]
 
 
-def run_study(name: str, out: Path | str, args: argparse.Namespace, workers: int = 1,
-              progress: bool = False, report: Callable[[str], None] = lambda text: None) -> str:
-    """Run study ``name`` with its options ``args`` (``quick`` and the study's own) into ``out``: check
-    ``out`` before any work, run the unfinished points, write the study's files; returns what the command
-    prints."""
+def study_args(name: str, quick: bool = False, **options: Any) -> argparse.Namespace:
+    """The options of study ``name`` as its command line would give them: its defaults, ``quick`` and
+    ``options`` (by their attribute names, e.g. ``imports=[...]``, ``no_sgd=True``); one ConfigError
+    names an option the study does not have."""
+    if name not in STUDIES:
+        raise ConfigError(f"study={name!r}: not a study; allowed: {', '.join(STUDIES)}")
+    parser = argparse.ArgumentParser(add_help=False)
+    STUDIES[name].options(parser)
+    args = parser.parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}={options[unknown[0]]!r}: not an option of the {name} study; "
+                          f"allowed: {', '.join(sorted(vars(args))) or 'none'}")
+    return argparse.Namespace(**{**vars(args), **options, "quick": quick})
+
+
+def run_study(name: str, out: Path | str, quick: bool = False, workers: int = 1, progress: bool = False,
+              report: Callable[[str], None] = lambda text: None, **options: Any) -> str:
+    """Run study ``name`` into ``out`` as ``factrecall study NAME`` does, its options given as keywords
+    (:func:`study_args`); returns what the command prints."""
+    return run_parsed(name, out, study_args(name, quick, **options), workers, progress, report)
+
+
+def run_parsed(name: str, out: Path | str, args: argparse.Namespace, workers: int = 1,
+               progress: bool = False, report: Callable[[str], None] = lambda text: None) -> str:
+    """Run study ``name`` with its parsed options ``args`` (``quick`` and the study's own) into ``out``:
+    check ``out`` before any work, run the unfinished points, write the study's files; returns what the
+    command prints."""
     if name not in STUDIES:
         raise ConfigError(f"study={name!r}: not a study; allowed: {', '.join(STUDIES)}")
     study, out = STUDIES[name], Path(out)
