@@ -113,3 +113,24 @@ def test_every_registered_study_is_a_subcommand_with_its_outputs_in_its_help(cap
             main(["study", name, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert study.summary in text and all(f"{file}:" in text for file in study.outputs)
+
+
+def test_the_documented_command_recipe_runs(monkeypatch, capsys, tmp_path):
+    """docs/extending.md's example command, taken from the page, registered with its one line."""
+    import re
+    import sys
+    import types
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    section = text[text.index("## A command"):]
+    source = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    line = re.search(r"\+\s+(Command\(.*\)),", section).group(1)
+    module = types.ModuleType("analysis.hello.command")
+    exec(compile(source, "extending.md", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, "analysis.hello.command", module)
+    monkeypatch.setitem(cli.COMMANDS, "hello", eval(line, {"Command": Command}))
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "how many facts a preset's task holds" in capsys.readouterr().out
+    assert main(["hello", "--preset", "figure5"]) == 0
+    assert capsys.readouterr().out == "hello: 64 facts\n"
