@@ -162,3 +162,16 @@ def test_the_api_page_examples_run(tmp_path, monkeypatch):
     written = {path.name for path in (tmp_path / "runs" / "mine").iterdir()}
     assert {"stages.json", "loss.png", "facts.png", "trajectory.npz"} <= written
     assert main(["stages", str(tmp_path / "runs" / "mine")]) == 0
+
+
+def test_the_sweep_columns_are_documented():
+    """Every column of a sweep's results.csv row is in docs/run-directory.md's table, and nothing else."""
+    from analysis.sweep.run import summarise, train_columns
+    from dynamics import resolve_config, run_flow
+
+    config = resolve_config("tiny", overrides={"flow.t_max": 20.0, "flow.points": 8})
+    row = {**summarise({}, config, run_flow(config), None, 0.0), **train_columns(RuntimeError("x"))}
+    text = (ROOT / "docs" / "run-directory.md").read_text(encoding="utf-8").split("## A sweep's directory")[1]
+    first_cells = re.findall(r"^\| (.*?) \|", text, re.M)
+    documented = {name for cells in first_cells for name in re.findall(r"`(\w+)`", cells)}
+    assert set(row) == documented, (set(row) - documented, documented - set(row))
