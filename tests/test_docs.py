@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -175,3 +176,20 @@ def test_the_sweep_columns_are_documented():
     first_cells = re.findall(r"^\| (.*?) \|", text, re.M)
     documented = {name for cells in first_cells for name in re.findall(r"`(\w+)`", cells)}
     assert set(row) == documented, (set(row) - documented, documented - set(row))
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/cli.md"])
+def test_every_documented_command_parses(page):
+    """Each `factrecall ...` line of the page's bash blocks is a command line the parser accepts."""
+    from analysis.cli import UsageError
+
+    parser = build_parser()
+    text = (ROOT / page).read_text(encoding="utf-8")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+             for line in block.replace("\\\n", " ").splitlines() if line.startswith("factrecall ")]
+    assert lines
+    for line in lines:
+        try:
+            parser.parse_args(shlex.split(line.split("#", 1)[0])[1:])
+        except UsageError as err:
+            pytest.fail(f"{page}: {line.strip()}: {err}")
