@@ -30,6 +30,10 @@ FACT_STATES: tuple[tuple[str, str], ...] = (
 
 # (word, definition): the other words of stage tables, sweeps and figures
 TERMS: tuple[tuple[str, str], ...] = (
+    ("S, R, D, N, T", "subjects, relations, answers per relation, noise tokens, sequence length; a fact is "
+                      "a pair (s, r) with its answer a*, among the relation's D answers A_r"),
+    ("level", "a reference loss of the run's own table: log|A| (uniform over all answers), H(A) (the "
+              "answers' marginal), H(A|R) (given the relation), H(A|S) (given the subject), 0"),
     ("plateau", "a stretch of log t where the smoothed loss stays near one level; a stage contains one"),
     ("transition", "where the smoothed loss crosses the midpoint of two stages' levels: t_end of one, "
                    "t_start of the next"),
