@@ -1,11 +1,13 @@
 """Documentation generated from the code: ``python -m analysis.docgen`` rewrites the generated blocks of
 ``docs/configuration.md`` (every key of ``dynamics/config/schema.py`` with its default, allowed values and
 ``KEY_DOCS`` line; every preset), ``docs/cli.md`` (every command and option of the argument parser, with
-the defaults ``--help`` shows) and ``docs/api.md`` (the Python API, from its signatures and docstrings).
+the defaults ``--help`` shows), ``docs/api.md`` (the Python API, from its signatures and docstrings) and
+the glossary of ``docs/stages.md`` (:mod:`analysis.glossary`).
 
 A generated block sits between ``<!-- BEGIN GENERATED name ... -->`` and ``<!-- END GENERATED name -->``;
 the text around the blocks is written by hand and kept as it is. ``--check`` rewrites nothing and exits 1
-when a file is not what the code gives (tests/test_docgen.py runs it).
+when a file is not what the code gives; a name of API that is gone is left out of the page and named,
+exit status 2 (tests/test_docs.py checks both).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ COMMAND = "python -m analysis.docgen"
 WIDTH = 100  # the usage lines' width, fixed so that the output does not depend on the terminal
 
 # The Python API reference: (section, its one-line introduction, dotted names). A name that no longer
-# exists stops the generator with its name (tests/test_docgen.py), so the reference cannot go stale.
+# exists is named by the generator and by tests/test_docs.py, so the reference cannot go stale unseen.
 API: list[tuple[str, str, list[str]]] = [
     ("Configuration", "A config is resolved once, validated, and then only read.",
      ["dynamics.resolve_config", "dynamics.Config", "dynamics.ConfigError", "dynamics.RunError"]),
@@ -393,7 +395,10 @@ def render_api() -> str:
     for section, intro, names in API:
         lines += [f"## {section}", "", intro, ""]
         for dotted in names:
-            obj = resolve(dotted)
+            try:
+                obj = resolve(dotted)
+            except DocgenError:
+                continue  # left out of the page; main() names it and fails
             short = dotted.rsplit(".", 1)[1]
             lines += [f"### `{dotted}`", ""]
             if inspect.isclass(obj) and (dataclasses.is_dataclass(obj) or issubclass(obj, BaseException)
@@ -417,6 +422,18 @@ FILES: dict[str, dict[str, Callable[[], str]]] = {
     "api.md": {"reference": render_api},
     "stages.md": {"glossary": lambda: importlib.import_module("analysis.glossary").markdown()},
 }
+
+
+def missing_api_names() -> list[str]:
+    """The names of API that no longer exist, each with why."""
+    missing = []
+    for _, _, names in API:
+        for dotted in names:
+            try:
+                resolve(dotted)
+            except DocgenError as err:
+                missing.append(str(err))
+    return missing
 
 
 def generate(docs: Path | None = None) -> dict[Path, tuple[str, str]]:
@@ -447,7 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(generated[path][1], encoding="utf-8")
             print(f"rewrote docs/{path.name}")
-    return 1 if stale and args.check else 0
+    missing = missing_api_names()
+    for message in missing:
+        print(f"docgen: error: {message}", file=sys.stderr)
+    return 2 if missing else 1 if stale and args.check else 0
 
 
 if __name__ == "__main__":

@@ -84,6 +84,17 @@ def test_check_reports_a_stale_page_and_writes_nothing(tmp_path, monkeypatch, ca
     assert "docs/configuration.md is not current: run python -m analysis.docgen" in capsys.readouterr().out
 
 
+def test_a_name_gone_from_the_api_is_named_and_the_rest_written(tmp_path, monkeypatch, capsys):
+    for name in docgen.FILES:
+        (tmp_path / name).write_text((docgen.DOCS / name).read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(docgen, "DOCS", tmp_path)
+    monkeypatch.setattr(docgen, "API", [("Runs", "intro", ["dynamics.run_flow", "dynamics.gone_away"])])
+    assert docgen.main([]) == 2
+    assert "dynamics.gone_away: not found" in capsys.readouterr().err
+    page = (tmp_path / "api.md").read_text(encoding="utf-8")
+    assert "### `dynamics.run_flow`" in page and "gone_away" not in page
+
+
 # --- the README -----------------------------------------------------------------------------------------
 
 def test_the_readme_is_a_short_front_door():
