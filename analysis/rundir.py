@@ -1,5 +1,7 @@
-"""Output directories: the one check every command makes of its ``--out`` path, run directories written
-all at once (built under a temporary name, then renamed into place), and their default names."""
+"""The command line's side of output directories: the one check every command makes of its ``--out`` path,
+run directories written all at once (built under a temporary name, then renamed into place), and their
+default names. What each command writes, and how a run's files are written, read and checked, is
+:mod:`dynamics.rundir`'s (``output_kind``, ``run_layout`` and ``output_files`` are its, named here too)."""
 
 from __future__ import annotations
 
@@ -15,54 +17,13 @@ from pathlib import Path
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_json, umask
+from dynamics.rundir import LAYOUTS, foreign_paths, output_files, output_kind, run_layout
+
+__all__ = ["RUN_ALLOWED", "check_kind", "check_output_dir", "check_output_file", "check_path", "check_target",
+           "check_writable", "config_digest", "default_run_dir", "output_files", "output_kind", "run_layout",
+           "staged_run_dir"]
 
 RUN_ALLOWED = "a new or empty directory, or one holding a run of the same config"
-
-# What each command writes into its output directory (paths relative to it). The kind of a directory is
-# read from the files only that kind writes, so that no command replaces another's output.
-SIMULATE_FILES = ("config.json", "trajectory.npz", "summary.json", "stages.json", "stages.npz", "loss.png",
-                  "facts.png", "fractions.png", "timeline.json", "timeline.npz", "timeline.png")
-CAPACITY_FILES = ("trials.csv", "summary.json", "capacity.png", "tradeoff.png")
-
-
-def output_files(kind: str) -> frozenset[str]:
-    """The paths a ``kind`` command (simulate, compare, capacity) may write in its output directory."""
-    if kind == "simulate":
-        nested = {f"{run}/{name}" for run in ("flow", "train") for name in SIMULATE_FILES}
-        return frozenset({*SIMULATE_FILES, "flow", "train", *nested})
-    if kind == "compare":
-        from .compare.plots import FIGURES
-
-        return frozenset({"config.json", "compare.json", "compare.csv", *FIGURES})
-    if kind == "capacity":
-        return frozenset(CAPACITY_FILES)
-    raise ValueError(f"unknown output kind {kind!r}")
-
-
-def output_kind(path: Path | str) -> str | None:
-    """Which command wrote the directory ``path`` (sweep, compare, simulate, capacity), judged by the files
-    only that command writes; None when none did."""
-    path = Path(path)
-    if (path / "sweep.json").exists():
-        return "sweep"
-    if (path / "compare.json").exists():
-        return "compare"
-    if any((path / run / "trajectory.npz").exists() for run in (".", "flow", "train")):
-        return "simulate"
-    if (path / "trials.csv").exists():
-        return "capacity"
-    return None
-
-
-def run_layout(path: Path) -> str | None:
-    """Which simulate run the directory ``path`` holds: ``train`` (``flow/`` and ``train/`` of
-    ``simulate --train``), ``flow`` (a flow run's files at the top), or None (neither)."""
-    path = Path(path)
-    if any((path / run).exists() for run in ("flow", "train")):
-        return "train"
-    if (path / "trajectory.npz").exists():
-        return "flow"
-    return None
 
 
 def check_kind(path: Path, kind: str, allowed: str = RUN_ALLOWED, flag: str = "--out") -> bool:
@@ -78,10 +39,7 @@ def check_kind(path: Path, kind: str, allowed: str = RUN_ALLOWED, flag: str = "-
     if found != kind:
         raise ConfigError(f"{flag}={str(path)!r}: holds the output of factrecall {found}, not of {kind}; "
                           f"allowed: {allowed}")
-    known = output_files(kind)
-    foreign = sorted(str(p.relative_to(path)) for p in path.rglob("*")
-                     if str(p.relative_to(path)) not in known or p.is_symlink()
-                     or (p.is_dir() != (p.name in ("flow", "train") and p.parent == path)))
+    foreign = foreign_paths(path, kind)
     if foreign:
         listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise ConfigError(f"{flag}={str(path)!r}: holds files factrecall {kind} did not write ({listed}); "
@@ -182,10 +140,6 @@ def default_run_dir(config: Config, name: str, train: bool = False) -> Path:
     return Path("runs") / f"{name}-{config_digest(config)}"
 
 
-LAYOUTS = {"flow": "a flow run (simulate without --train)",
-           "train": "a simulate --train run (flow/ and train/)"}
-
-
 def check_target(path: Path | str, config: Config, kind: str = "simulate", train: bool | None = None) -> bool:
     """Refuse a target that cannot be a writable directory, or exists and holds something other than a
     ``kind`` output (simulate or compare) of this very config and the files that command writes; for
@@ -199,8 +153,8 @@ def check_target(path: Path | str, config: Config, kind: str = "simulate", train
     if kind == "simulate" and train is not None:
         held, wanted = run_layout(path), ("train" if train else "flow")
         if held != wanted:
-            raise ConfigError(f"--out={str(path)!r}: holds {LAYOUTS[held]}, not {LAYOUTS[wanted]}; allowed: "
-                              f"{RUN_ALLOWED} and kind")
+            raise ConfigError(f"--out={str(path)!r}: holds {LAYOUTS[held].description}, not "
+                              f"{LAYOUTS[wanted].description}; allowed: {RUN_ALLOWED} and kind")
     existing = path / "config.json"
     if existing.is_file():
         try:

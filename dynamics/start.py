@@ -8,7 +8,6 @@ what it meant (docs/design.md §7.2).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import torch
 from .config import Config
 from .errors import ConfigError
 from .models import Model
+from .rundir import RECORD_FILE, RUN_HINT, flow_record_dir, read_config, read_record
+from .rundir import one_line as _one_line  # noqa: F401  (the start's refusals are the owner's lines)
 from .task import FactTask
-from .trajectory import DIGEST_KEY, check_record_config
 
-STATE_FILE = "trajectory.npz"
 STATE_KEY = "final_state"
 
 
@@ -42,8 +41,8 @@ def starting_state(config: Config, model: Model) -> Start:
     :class:`ConfigError`."""
     if not config.init.from_run:
         return Start(model.initial_parameters(config.init))
-    directory = _flow_dir(Path(config.init.from_run))
-    old, tree = _old_config(directory)
+    directory = flow_record_dir(config.init.from_run)
+    old, tree = read_config(directory, f"init.from_run={str(directory)!r}")
     source = _source_run(directory, old, tree)
     return continued_start(config, model, old, source, str(directory))
 
@@ -77,67 +76,23 @@ def source_config(config: Config) -> Config | None:
     if not config.init.from_run:
         return None
     try:
-        return _old_config(_flow_dir(Path(config.init.from_run)))[0]
+        return read_config(flow_record_dir(config.init.from_run))[0]
     except ConfigError:
         return None
 
 
-def _flow_dir(path: Path) -> Path:
-    """The run directory holding the flow: ``path`` itself, or ``path/flow`` of a ``--train`` run."""
-    if (path / "flow" / STATE_FILE).is_file():
-        return path / "flow"
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"init.from_run={str(path)!r}: not a run directory (no {STATE_FILE} with a final "
-                          "state); allowed: a directory written by factrecall simulate")
-    return path
-
-
-def _old_config(directory: Path) -> tuple[Config, dict[str, Any]]:
-    """The run's config and the parsed ``config.json`` it came from (``flow/``'s, else the run's)."""
-    path = directory / "config.json"
-    if not path.is_file():
-        path = directory.parent / "config.json"
-    try:
-        tree = json.loads(path.read_bytes().decode("utf-8"))
-        if not isinstance(tree, dict):
-            raise ValueError(f"a JSON {type(tree).__name__}, not an object")
-        return Config.from_dict(tree), tree
-    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError and ConfigError included
-        raise ConfigError(f"init.from_run={str(directory)!r}: cannot read its config.json "
-                          f"({_one_line(err)})") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _source_run(directory: Path, old: Config, tree: dict[str, Any]) -> np.ndarray:
-    """The final state of the run in ``directory``, after checking that its ``trajectory.npz`` reads, holds
-    a vector of finite floats as ``final_state``, and is a run of ``old`` (read from ``tree``)."""
+    """The final state of the run in ``directory``, after the owner of the run directory has checked its
+    ``trajectory.npz`` against ``old`` (read from ``tree``): a vector of finite floats."""
     where = f"init.from_run={str(directory)!r}"
-    try:
-        with np.load(directory / STATE_FILE, allow_pickle=False) as data:
-            if STATE_KEY not in data.files:
-                raise ConfigError(f"{where}: its {STATE_FILE} holds no final state (written before runs kept "
-                                  "it, or by a discrete run); rerun it")
-            state = data[STATE_KEY]
-            facts = data["facts"]
-            answers = data["answers_per_relation"]
-            digest = str(data[DIGEST_KEY]) if DIGEST_KEY in data.files else None
-    except ConfigError:
-        raise
-    except Exception as err:  # a damaged archive fails in many ways (EOFError, zlib.error, KeyError, ...)
-        raise ConfigError(f"{where}: cannot read {STATE_FILE} ({_one_line(err)}); allowed: a directory "
-                          "written by factrecall simulate") from None
+    arrays = read_record(directory, old, tree, keys=(STATE_KEY,), where=where)
+    if STATE_KEY not in arrays:
+        raise ConfigError(f"{where}: its {RECORD_FILE} holds no final state (written before runs kept it, or "
+                          "by a discrete run); rerun it")
+    state = arrays[STATE_KEY]
     if state.ndim != 1 or state.dtype.kind != "f" or not np.isfinite(state).all():
         raise ConfigError(f"{where}: its final state is not a vector of finite floats (dtype {state.dtype}, "
-                          f"shape {state.shape}); allowed: a directory written by factrecall simulate")
-    integers = answers.dtype.kind in "iu" and facts.dtype.kind in "iu"
-    if answers.shape != () or facts.ndim != 2 or not integers:
-        raise ConfigError(f"{where}: its {STATE_FILE} holds no integer facts table; allowed: a directory "
-                          "written by factrecall simulate")
-    check_record_config(old, facts, int(answers), digest, tree, where)
+                          f"shape {state.shape}); {RUN_HINT}")
     return state
 
 

@@ -5,14 +5,13 @@ A trajectory holds, at every recorded time, the aggregate losses and the per-fac
 docs/design.md §4: ``fact_loss = -log p(a*)``, ``p_correct = p(a*)``, ``p_relation = p(A_r)``,
 ``p_subject`` (mass on the subject's answers {a*(s, r') : r'}), and ``argmax_class`` (a :class:`FactClass`
 of the most likely answer), with the run's :class:`~dynamics.records.RunInfo`. It is saved as
-``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json``.
+``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json`` (and ``config.json``), whose
+layout, writing and checks are :mod:`dynamics.rundir`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -24,14 +23,24 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import ConfigError
-from .io import atomic_write, atomic_write_json, finite_or_none, write_npz
 from .models import Model
 from .numerics import compute_settings
 from .records import RunInfo
+from .rundir import (  # noqa: F401  (SAVE_ALLOWED: the refusal's tail, read here by its tests)
+    ATTENTION_PARTS,
+    DIGEST_KEY,
+    SAVE_ALLOWED,
+    SUMMARY_FILE,
+    check_record_config,
+    check_save_target,
+    config_tree,
+    config_tree_digest,
+    read_config,
+    read_record,
+    read_summary,
+    write_record,
+)
 from .task import FactClass, FactTask, reference_levels
-
-ATTENTION_PARTS = ("subject", "relation", "noise", "eos")
 
 
 def fact_metrics(task: FactTask, logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,7 +93,8 @@ class Trajectory:
 
     def save(self, directory: str | os.PathLike[str], config: Config | None = None) -> None:
         """Write ``trajectory.npz`` and ``summary.json`` (and, with ``config``, ``config.json``: a complete
-        run directory that ``factrecall stages`` reads) into ``directory``, each file atomically.
+        run directory that ``factrecall stages`` reads) into ``directory``, each file atomically
+        (:func:`~dynamics.rundir.write_record`).
 
         ``directory`` must be new, empty, or hold only what an earlier save wrote there (these three
         files), which this save replaces as a whole: a directory holding anything else (an analysis of
@@ -92,7 +102,16 @@ class Trajectory:
         with a one-line :class:`ConfigError`, so that no run directory ends with parts of two runs. With
         ``config``, the trajectory must be a run of it (:meth:`check_config`)."""
         directory = Path(directory)
-        _check_save_target(directory, config)
+        check_save_target(directory, config is not None)
+        tree = None
+        if config is not None:
+            tree = config_tree(config)
+            self.check_config(config, source=f"Trajectory.save: {str(directory)!r}")
+            self.config_digest = config_tree_digest(tree)
+        write_record(directory, self.arrays(), None if self.info is None else self.info.to_dict(), tree)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``trajectory.npz`` holds (:data:`~dynamics.rundir.TRAJECTORY_SCHEMA`)."""
         arrays = {name: getattr(self, name) for name in self.ARRAYS}
         arrays["answers_per_relation"] = np.asarray(self.answers_per_relation)
         for i, part in enumerate(ATTENTION_PARTS):
@@ -102,30 +121,20 @@ class Trajectory:
         for name in ("states", "final_state"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        tree = None
-        if config is not None:
-            tree = config_tree(config)
-            self.check_config(config, source=f"Trajectory.save: {str(directory)!r}")
-            self.config_digest = config_tree_digest(tree)
         if self.config_digest is not None:
             arrays[DIGEST_KEY] = np.asarray(self.config_digest)
-        atomic_write(directory / "trajectory.npz", lambda f: write_npz(f, arrays))
-        if self.info is not None:
-            atomic_write_json(directory / "summary.json", self.info.to_dict())
-        elif (directory / "summary.json").exists():
-            (directory / "summary.json").unlink()  # an earlier save's record, not this trajectory's
-        if tree is not None:
-            atomic_write_json(directory / "config.json", tree)
+        return arrays
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> Trajectory:
-        """Read a trajectory saved by :meth:`save` (no pickle is ever loaded); ``info`` is None when it was
-        saved without one (no ``summary.json``)."""
+    def load(cls, directory: str | os.PathLike[str], config: Config | None = None,
+             tree: Mapping[str, Any] | None = None, where: str | None = None) -> Trajectory:
+        """Read a trajectory saved by :meth:`save` (no pickle is ever loaded), every array checked first
+        (:func:`~dynamics.rundir.read_record`; with ``config``, against the config, and ``tree``, the
+        parsed ``config.json``, against the digest saved with the record); ``info`` is None when it was
+        saved without one (no ``summary.json``). A damaged file is a one-line :class:`ConfigError`."""
         directory = Path(directory)
-        with np.load(directory / "trajectory.npz", allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-        summary = directory / "summary.json"
-        info = RunInfo.from_dict(json.loads(summary.read_text())) if summary.exists() else None
+        arrays = read_record(directory, config, tree, where=where)
+        info = read_summary(directory, where) if (directory / SUMMARY_FILE).exists() else None
         attention = np.stack([arrays.pop(f"attention_{p}") for p in ATTENTION_PARTS], axis=1)
         norms = {k[len("norm_"):]: arrays.pop(k) for k in list(arrays) if k.startswith("norm_")}
         digest = str(arrays[DIGEST_KEY]) if DIGEST_KEY in arrays else None
@@ -150,62 +159,15 @@ class Trajectory:
         return float(self.loss[-1])
 
 
-DIGEST_KEY = "config_sha256"  # trajectory.npz: the digest of the config.json saved with it
-SAVED_FILES = ("trajectory.npz", "summary.json", "config.json")
-SAVE_ALLOWED = ("allowed: a new or empty directory, or one holding only a trajectory saved there "
-                "(trajectory.npz, summary.json, config.json)")
-
-
-def config_tree(config: Config) -> dict[str, Any]:
-    """The JSON tree ``config.json`` holds for ``config`` (what reading the file back gives)."""
-    return json.loads(json.dumps(finite_or_none(config.to_dict())))
-
-
-def config_tree_digest(tree: Mapping[str, Any]) -> str:
-    """sha256 of a parsed ``config.json`` (key order and layout do not count): recorded in the trajectory
-    saved with it, so that a config.json changed afterwards is found."""
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
-
-
-def check_record_config(config: Config, facts: np.ndarray, answers_per_relation: int, digest: str | None,
-                        tree: Mapping[str, Any] | None, source: str) -> None:
-    """Refuse (one-line :class:`ConfigError` beginning with ``source``) a config that is not the one a record
-    was made with: its ``config.json`` changed since the save (``digest`` against ``tree``, when both are
-    known), or a task whose table is not the record's (shape, answers per relation, the facts)."""
-    def refuse(what: str) -> ConfigError:
-        return ConfigError(f"{source}: its config.json does not match its trajectory.npz ({what}); allowed: "
-                           "a run directory as factrecall simulate wrote it")
-
-    if digest is not None and tree is not None and config_tree_digest(tree) != digest:
-        raise refuse("config.json was changed after the run was saved")
-    task = config.task
-    shape = np.shape(facts)
-    if shape != (task.subjects, task.relations):
-        raise refuse(f"task.subjects={task.subjects}, task.relations={task.relations} against a facts table "
-                     f"of shape {shape}")
-    if int(answers_per_relation) != task.answers_per_relation:
-        raise refuse(f"task.answers_per_relation={task.answers_per_relation} against "
-                     f"{int(answers_per_relation)} recorded")
-    if not np.array_equal(FactTask(task).facts, facts):
-        raise refuse(f"the facts table of task.facts={task.facts!r}, task.seed={task.seed} is not the "
-                     "recorded one")
-
-
-def _check_save_target(directory: Path, config: Config | None) -> None:
-    """Refuse a ``directory`` that :meth:`Trajectory.save` would leave holding parts of two runs."""
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"Trajectory.save: {str(directory)!r} is not a directory; {SAVE_ALLOWED}")
-    if not directory.exists():
-        return
-    foreign = sorted(p.name for p in directory.iterdir() if p.name not in SAVED_FILES or not p.is_file())
-    if foreign:
-        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ConfigError(f"Trajectory.save: {str(directory)!r} holds files a trajectory save does not write "
-                          f"({listed}); {SAVE_ALLOWED}")
-    if config is None and (directory / "config.json").exists():
-        raise ConfigError(f"Trajectory.save: {str(directory)!r} holds a config.json that this save (without "
-                          "config=) would leave beside another trajectory; allowed: save(directory, config), "
-                          "or a directory without one")
+def load_run(directory: str | os.PathLike[str]) -> tuple[Config, Trajectory]:
+    """The config and trajectory of one run directory, every file checked first: ``config.json`` (UTF-8
+    JSON of a valid config), ``summary.json`` (a JSON object the run record reads), ``trajectory.npz``
+    (:func:`~dynamics.rundir.read_record`: every array's shape against the others and the config's
+    table). Anything damaged is one ConfigError naming the directory, the file and what is wrong."""
+    directory = Path(directory)
+    config, tree = read_config(directory)
+    read_summary(directory)
+    return config, Trajectory.load(directory, config, tree)
 
 
 # The record evaluates about this many logits at once (states × S × R × |A|): the per-fact metrics hold a

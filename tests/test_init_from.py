@@ -217,7 +217,8 @@ def test_recorder_refuses_a_state_past_its_points():
 
 
 def test_states_are_read_back(tmp_path, old_flow):
-    states = np.arange(len(old_flow.t) * 3, dtype=np.float64).reshape(len(old_flow.t), 3)
+    P = len(old_flow.final_state)  # one parameter count for the states and the final state (checked)
+    states = np.arange(len(old_flow.t) * P, dtype=np.float64).reshape(len(old_flow.t), P)
     kept = dataclasses.replace(old_flow, states=states)
     kept.save(tmp_path, OLD)
     loaded = Trajectory.load(tmp_path)

@@ -46,7 +46,8 @@ def bare(flow: Trajectory) -> Trajectory:
 
 
 def test_a_save_with_config_writes_the_config_and_its_digest_and_load_reads_them(tmp_path, flow):
-    states = np.arange(len(flow.t) * 3, dtype=np.float64).reshape(len(flow.t), 3)
+    P = len(flow.final_state)  # the states and the final state have one parameter count (checked)
+    states = np.arange(len(flow.t) * P, dtype=np.float64).reshape(len(flow.t), P)
     dataclasses.replace(flow, states=states).save(tmp_path / "run", CONFIG)
     tree = json.loads((tmp_path / "run" / "config.json").read_text())
     assert tree == config_tree(CONFIG)

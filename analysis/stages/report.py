@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,23 +10,24 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config
-from dynamics.errors import ConfigError
-from dynamics.io import atomic_write, atomic_write_json, write_npz
-from dynamics.records import RunInfo
-from dynamics.trajectory import ATTENTION_PARTS, Trajectory
+from dynamics.io import atomic_write_json
+from dynamics.rundir import STAGE_FILES, STAGES_SCHEMA, run_directories, write_arrays
+from dynamics.trajectory import Trajectory, load_run
 
 from ..plotting import draw_or_skip
 from .detect import FactStages, detect_fact_stages, detect_stages
 from .plots import plot_fact_fractions, plot_fact_heatmap, plot_stage_losses
 from .theory import compare_times, measured_times, theory_for
 
-FIGURES = ("loss.png", "facts.png", "fractions.png")
+FIGURES = tuple(name for name in STAGE_FILES if name.endswith(".png"))
 
 
-def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title: str = "") -> dict[str, Any]:
+def analyse_trajectory(traj: Trajectory, config: Config, directory: str | Path, title: str = ""
+                       ) -> dict[str, Any]:
     """Detect aggregate and per-fact stages of ``traj``, set them against the theory, and write
     ``stages.json``, ``stages.npz``, ``loss.png`` (stages shaded), ``facts.png`` and ``fractions.png``
     into ``directory``. Returns what ``stages.json`` holds."""
+    directory = Path(directory)  # a str too, as every path of the API
     report = detect_stages(traj)
     facts = detect_fact_stages(traj)
     theory = theory_for(config, traj.facts, traj.fact_weights, traj.info)
@@ -42,7 +42,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: Path, title:
                                     **detect_stages(group_trajectory(traj, index)).to_dict()}
                              for name, index in groups.items()}
     atomic_write_json(directory / "stages.json", payload)
-    atomic_write(directory / "stages.npz", lambda f: write_npz(f, facts.arrays()))
+    write_arrays(directory / "stages.npz", facts.arrays(), STAGES_SCHEMA)
     stage_dicts = payload["stages"]
     draw_or_skip(directory / "loss.png", plot_stage_losses, traj, stage_dicts,
                  theory if theory.get("applicable") else None, directory / "loss.png", title=title)
@@ -106,19 +106,6 @@ def _fact_summary(facts: FactStages) -> dict[str, Any]:
 def _nanmedian(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(np.median(finite)) if len(finite) else None
-
-
-def run_directories(path: str | Path) -> list[Path]:
-    """The directories under ``path`` that hold a trajectory: ``path`` itself, or its ``flow/`` and
-    ``train/`` when it is a ``simulate --train`` run. Raises ConfigError when there is none."""
-    path = Path(path)
-    if (path / "trajectory.npz").is_file():
-        return [path]
-    found = [path / name for name in ("flow", "train") if (path / name / "trajectory.npz").is_file()]
-    if not found:
-        raise ConfigError(f"RUN_DIR={str(path)!r}: holds no trajectory.npz (nor flow/ or train/ with one); "
-                          "allowed: a run directory written by factrecall simulate")
-    return found
 
 
 def format_stage_table(name: str, payload: dict[str, Any]) -> str:
@@ -185,98 +172,3 @@ def analyse_run_directory(path: str | Path) -> list[tuple[str, Path, Trajectory,
         payload = analyse_trajectory(traj, config, directory, title=f"{path.name}: {name}")
         results.append((name, directory, traj, payload))
     return results
-
-
-RUN_HINT = "allowed: a run directory written by factrecall simulate"
-CURVE_KEYS = ("t", "loss", "relation_loss", "subject_loss") + tuple(f"attention_{p}" for p in ATTENTION_PARTS)
-FACT_KEYS = ("fact_loss", "p_correct", "p_relation", "p_subject", "argmax_class")
-
-
-def _damaged(path: Path, what: str) -> ConfigError:
-    return ConfigError(f"{str(path)!r}: {what}; {RUN_HINT}")
-
-
-def load_run(directory: Path) -> tuple[Config, Trajectory]:
-    """The config and trajectory of one run directory, every file checked first: ``config.json`` (UTF-8
-    JSON of a valid config), ``summary.json`` (a JSON object the run record reads), ``trajectory.npz``
-    (arrays only, every key, one length for every curve, times finite and never decreasing). Anything
-    damaged is one ConfigError naming the file and what is wrong."""
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    tree = _read_json(config_path)
-    try:
-        config = Config.from_dict(tree)
-    except ConfigError as err:
-        raise _damaged(config_path, f"not a valid config ({err})") from None
-    summary_path = directory / "summary.json"
-    summary = _read_json(summary_path)
-    try:
-        RunInfo.from_dict(summary)
-    except Exception as err:  # any damage of the record is the same one-line refusal
-        raise _damaged(summary_path, f"not a run summary ({type(err).__name__}: {err})") from None
-    _check_arrays(directory / "trajectory.npz")
-    try:
-        traj = Trajectory.load(directory)
-    except Exception as err:
-        raise _damaged(directory / "trajectory.npz",
-                       f"cannot be read ({type(err).__name__}: {err})") from None
-    traj.check_config(config, tree, repr(str(directory)))
-    return config, traj
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise _damaged(path, "missing")
-    try:
-        payload = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise _damaged(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise _damaged(path, f"not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from None
-    except OSError as err:
-        raise _damaged(path, f"cannot be read ({err.strerror or err})") from None
-    if not isinstance(payload, dict):
-        raise _damaged(path, f"holds a JSON {type(payload).__name__}, not an object")
-    return payload
-
-
-def _check_arrays(path: Path) -> None:
-    """Refuse a ``trajectory.npz`` that cannot be read without pickle, lacks a key, or whose arrays
-    disagree in length or shape."""
-    if not path.is_file():
-        raise _damaged(path, "missing")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as err:  # truncated, empty, not an archive, or pickled objects
-        reason = str(err).splitlines()[0] if str(err) else "no data"
-        raise _damaged(path, f"cannot be read as arrays ({type(err).__name__}: {reason})") from None
-    required = dict.fromkeys((*Trajectory.ARRAYS, *CURVE_KEYS, "answers_per_relation"))
-    missing = [key for key in required if key not in arrays]
-    if missing:
-        raise _damaged(path, "missing key(s) " + ", ".join(missing))
-    for name, values in arrays.items():
-        if values.dtype.kind not in "biuf" and not (values.dtype.kind == "U" and values.ndim == 0):
-            raise _damaged(path, f"{name} has dtype {values.dtype}, not numbers (or one string, a digest)")
-    t = arrays["t"]
-    if t.ndim != 1 or len(t) < 1:
-        raise _damaged(path, f"t has shape {t.shape}; expected (K,) with K >= 1")
-    K = len(t)
-    facts = arrays["facts"]
-    if facts.ndim != 2 or arrays["fact_weights"].shape != facts.shape:
-        raise _damaged(path, f"facts {facts.shape} and fact_weights {arrays['fact_weights'].shape} must be "
-                       "two (S, R) tables")
-    expected = {**{k: (K,) for k in CURVE_KEYS}, **{k: (K, *facts.shape) for k in FACT_KEYS},
-                **{k: (K,) for k in arrays if k.startswith("norm_")}}
-    for name, shape in expected.items():
-        if arrays[name].shape != shape:
-            raise _damaged(path, f"{name} has shape {arrays[name].shape}; expected {shape} "
-                           f"({K} recorded times)")
-    if "states" in arrays and (arrays["states"].ndim != 2 or len(arrays["states"]) != K):
-        raise _damaged(path, f"states has shape {arrays['states'].shape}; expected ({K}, P)")
-    if arrays["answers_per_relation"].shape != () or int(arrays["answers_per_relation"]) < 1:
-        raise _damaged(path, "answers_per_relation must be one integer >= 1")
-    if not np.isfinite(t).all():
-        raise _damaged(path, "t holds NaN or infinite times")
-    if (np.diff(t) < 0).any():
-        raise _damaged(path, f"t decreases at index {int(np.argmax(np.diff(t) < 0)) + 1}")

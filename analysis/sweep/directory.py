@@ -15,6 +15,7 @@ from typing import Any
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json, umask
+from dynamics.rundir import is_complete_run
 from dynamics.trajectory import Trajectory
 
 from ..rundir import check_output_dir, check_writable
@@ -22,7 +23,6 @@ from .grid import point_id
 
 ERROR = "error"  # the status of a point that raised instead of giving a trajectory
 SWEEP_ALLOWED = "a new directory or one holding a sweep of the same base config (to resume or extend)"
-TRAJECTORY_FILES = ("config.json", "trajectory.npz", "summary.json")
 
 
 def _sort_value(value: Any) -> tuple:
@@ -160,7 +160,7 @@ class SweepDirectory:
 
     def has_trajectory(self, pid: str) -> bool:
         """Whether the point's kept trajectory is a whole run directory."""
-        return all((self.trajectories_dir / pid / name).is_file() for name in TRAJECTORY_FILES)
+        return is_complete_run(self.trajectories_dir / pid)
 
     def save_point(self, pid: str, row: dict[str, Any], flow: Trajectory | None = None,
                    config: Config | None = None) -> None:

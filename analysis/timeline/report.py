@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from dynamics.io import atomic_write, atomic_write_json, write_npz
+from dynamics.io import atomic_write_json
+from dynamics.rundir import TIMELINE_SCHEMA, write_arrays
 from dynamics.schedule import Phase
 from dynamics.trajectory import Trajectory
 
@@ -101,7 +102,7 @@ def analyse_timeline(traj: Trajectory, directory: Path, title: str = "") -> dict
         "phases": _phase_stages(traj),
     }
     atomic_write_json(directory / "timeline.json", payload)
-    atomic_write(directory / "timeline.npz", lambda f: write_npz(f, {"t": traj.t, **events.arrays()}))
+    write_arrays(directory / "timeline.npz", {"t": traj.t, **events.arrays()}, TIMELINE_SCHEMA)
     levels = {"log|A|": math.log(traj.facts.shape[1] * D), "log D": math.log(D),
               "H(A|R)": traj.levels["H(A|R)"]}
     draw_or_skip(directory / "timeline.png", plot_timeline, curves,
