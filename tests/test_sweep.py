@@ -586,3 +586,51 @@ def test_heatmap_outlines_the_theory_cells_of_the_sweeps_own_D(tmp_path, monkeyp
     assert expected != {(subjects.index(S), relations.index(R)) for S in subjects for R in relations
                         if relation_first(S, R, 8)}
     assert (tmp_path / "h.png").is_file()
+
+
+def _phase_rows(subjects, relations):
+    """Rows of a sweep over S × R with D = 2: a plateau only where S ≥ 8 (blank elsewhere), lengths up to
+    five digits, and the learned-first category."""
+    return [{"task.subjects": str(S), "task.relations": str(R),
+             "plateau_length": str(1234.5 * S * R) if S >= 8 else "",
+             "learned_first": "relation" if S > R else "subject",
+             "theory_relation_first": str(relation_first(S, R, 2))} for S in subjects for R in relations]
+
+
+def test_phase_diagrams_read_on_their_own(tmp_path, monkeypatch):
+    """A phase diagram says what the sweep ran and what it shows, names its blank cells and its theory
+    marks in a legend that reads on white, keeps every value inside its cell, puts each category's name in
+    the middle of its colour band, and reads on its own (assert_readable)."""
+    from figures import assert_readable, capture_figures
+
+    base = resolve_config("tiny")
+    (tmp_path / "sweep.json").write_text(json.dumps(
+        {"base": base.to_dict(), "grids": [{"task.subjects": [2, 4, 8, 16], "task.relations": [2, 8]}]}))
+    title = sweep_plots.sweep_title(tmp_path)
+    assert title.startswith("S=2…16 R=2…8 D=2 N=3 T=6") and "reduced model, linear attention" in title
+    drawn = capture_figures(monkeypatch, sweep_plots)
+    rows = _phase_rows([2, 4, 8, 16], [2, 8])
+    for value in ("plateau_length", "learned_first"):
+        sweep_plots.plot_heatmap(rows, "task.subjects", "task.relations", value, tmp_path / f"{value}.png",
+                                 title)
+    numbers, categories = drawn
+    for fig in drawn:
+        assert_readable(fig)
+        assert fig._suptitle.get_text().startswith("Sweep of task.subjects × task.relations: S=2…16")
+    ax = numbers.axes[0]
+    assert ax.get_title() == "length of the intermediate plateau (flow time)"
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[0] == "grey: no plateau" and labels[1].startswith("theory predicts relation first")
+    mark = ax.get_legend().legend_handles[1]
+    assert mark.get_markerfacecolor() not in ("white", "w", (1, 1, 1, 1))  # seen on the white legend
+    renderer = numbers.canvas.get_renderer()
+    cells = [text for text in ax.texts if text.get_text()]
+    assert len(cells) == 4  # the four cells with a plateau, each written
+    for text in cells:
+        box = text.get_window_extent(renderer)
+        x, y = text.get_position()
+        cell = ax.transData.transform([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)])
+        assert min(cell[:, 0]) < box.x0 and box.x1 < max(cell[:, 0]), text.get_text()
+    colorbar = categories.axes[-1]
+    assert [t.get_text() for t in colorbar.get_yticklabels()] == ["relation", "subject"]
+    assert_close(tuple(colorbar.get_ylim()), (-0.5, 1.5), abs_tol=1e-12)  # labels at the bands' middles

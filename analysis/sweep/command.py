@@ -14,7 +14,7 @@ from dynamics.errors import ConfigError
 from ..arguments import config_from_args, parse_count, refuse_unread_settings
 from ..cli import Terminated, exit_status
 from .grid import grid_points, parse_grid, point_id
-from .plots import plot_heatmap, plot_lines, plot_sweep, read_results
+from .plots import plot_heatmap, plot_lines, plot_sweep, read_results, sweep_title
 from .run import ERROR, SweepDirectory, SweepOptions, counted, run_sweep
 
 
@@ -77,9 +77,9 @@ def plot_command(args: argparse.Namespace) -> int:
     rows = read_results(directory / "results.csv")
     if args.y:
         path = directory / f"phase_{args.value}_{args.x}_{args.y}.png"
-        plot_heatmap(rows, args.x, args.y, args.value, path)
+        plot_heatmap(rows, args.x, args.y, args.value, path, sweep_title(directory))
     else:
         path = directory / f"sweep_{args.value}_{args.x}.png"
-        plot_lines(rows, args.x, [args.value], path)
+        plot_lines(rows, args.x, [args.value], path, sweep_title(directory))
     print(f"wrote {path}")
     return 0
