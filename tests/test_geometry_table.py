@@ -78,3 +78,16 @@ def test_unknown_row_and_bad_pairs_are_refused_before_any_work(tmp_path, monkeyp
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("key", ["sgd", "adam"])
+def test_a_discrete_row_runs_on_the_flows_time_axis(key, monkeypatch):
+    """The discrete rows reach their runners (SGD: run_training; Adam: compare's full-batch run), 50 steps."""
+    from dataclasses import replace
+
+    from analysis.study import geometry
+
+    monkeypatch.setitem(geometry.ROWS, key, replace(ROWS[key], t_max=50 * ROWS[key].lr))
+    cell = run_point(8, 2, key, points=16)
+    assert cell["row"] == key and cell["status"] == "ok"
+    assert cell["t_end"] == pytest.approx(50 * ROWS[key].lr)

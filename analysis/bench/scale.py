@@ -30,7 +30,7 @@ from dynamics.trajectory import Trajectory
 
 from ..plotting import figure, save
 from ..stages import escape_rates
-from ..study.scale import study_config
+from ..study import study_config
 
 DEFAULT_SIZES = ((12, 8), (64, 8), (125, 8))
 LADDER = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)

@@ -18,6 +18,7 @@ from .compute import (
     fitted_order,
     plan_runs,
     run_config,
+    run_full_batch,
     stage_shifts,
     tidy_rows,
 )
@@ -26,4 +27,5 @@ from .plots import FIGURES, plot_comparison, plot_loss_curves, plot_order, plot_
 __all__ = ["CSV_COLUMNS", "FIGURES", "OPTIMIZERS", "CompareSpec", "ComparedRun", "Comparison", "Orders",
            "RunSpec", "SeedGroup", "compare", "deviation_measures", "fitted_order", "format_summary",
            "plan_runs", "plot_comparison", "plot_loss_curves", "plot_order", "plot_sharpness",
-           "plot_stage_shift", "run_compare", "run_config", "save_comparison", "stage_shifts", "tidy_rows"]
+           "plot_stage_shift", "run_compare", "run_config", "run_full_batch", "save_comparison",
+           "stage_shifts", "tidy_rows"]

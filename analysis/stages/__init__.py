@@ -12,11 +12,13 @@ from .detect import (
     Stage,
     StageReport,
     crossing_time,
+    crossing_times,
     detect_fact_stages,
     detect_stages,
     fact_states,
     relation_threshold,
     running_median,
+    subject_blocks,
 )
 from .plots import (
     fact_order,
@@ -41,8 +43,9 @@ from .theory import (
 
 __all__ = ["INTERMEDIATE", "MAX_INIT_SCALE", "STAGE_LEVELS", "DetectorSettings", "FactStages", "Stage",
            "StageReport", "analyse_run_directory", "analyse_trajectory", "compare_times", "crossing_time",
+           "crossing_times",
            "detect_fact_stages", "detect_stages", "escape_rates", "fact_order", "fact_states",
            "format_stage_table", "load_run", "marginal_signal", "measured_times", "midpoint_crossing",
            "plot_fact_fractions", "plot_fact_heatmap", "plot_losses", "plot_stage_losses", "predicted_times",
-           "relation_first", "relation_threshold", "run_directories", "running_median",
+           "relation_first", "relation_threshold", "run_directories", "running_median", "subject_blocks",
            "theory_applies", "theory_for"]

@@ -101,7 +101,7 @@ def run_point(S: int, R: int, key: str, D: int = 4, points: int = 160) -> dict:
     elif row.optimizer == "sgd":
         traj = run_training(config)
     else:
-        from .compare.compute import run_full_batch
+        from ..compare import run_full_batch
 
         traj = run_full_batch(config, row.optimizer, keep_states=False)
     seconds = time.perf_counter() - start

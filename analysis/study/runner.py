@@ -25,8 +25,7 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_json
 
 from ..rundir import check_output_dir, check_writable
-from ..sweep.directory import SweepDirectory
-from ..sweep.grid import grid_points, point_id
+from ..sweep import SweepDirectory, grid_points, point_id
 from .registry import STUDIES, Study
 
 RECORD = "study.json"

@@ -36,8 +36,7 @@ from dynamics.trajectory import Trajectory
 from ..loglog import power_law
 from ..plotting import figure, save
 from ..stages import detect_stages, escape_rates, measured_times
-from ..sweep.directory import SweepDirectory
-from ..sweep.grid import point_id
+from ..sweep import SweepDirectory, point_id
 from .runner import StudyPlan
 
 ALPHA = 1e-5  # init.scale

@@ -24,8 +24,7 @@ import numpy as np
 from dynamics.task import FactClass
 from dynamics.trajectory import Trajectory
 
-from ..stages import fact_states
-from ..stages.detect import crossing_times, subject_blocks
+from ..stages import crossing_times, fact_states, subject_blocks
 
 KNOWN = 0.5  # p(a*) at which a fact counts as known
 

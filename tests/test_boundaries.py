@@ -1,0 +1,72 @@
+"""The boundaries between the analysis packages: a package is imported by the others only through its
+``__init__`` (its public names), never through one of its modules or a name with a leading underscore; and
+the packages' analysis code (all but the ``command`` modules, which sit above every package as the CLI's
+entries) imports in one direction only: no two packages import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
+
+
+def _imports() -> list[tuple[Path, int, list[str], list[str]]]:
+    """(file, line, imported module as parts, imported names) of every analysis import in analysis/,
+    at any depth (imports inside functions too)."""
+    found = []
+    for path in sorted(ANALYSIS.rglob("*.py")):
+        parts = ["analysis", *path.relative_to(ANALYSIS).with_suffix("").parts]
+        package = parts if parts[-1] == "__init__" else parts[:-1]
+        package = [p for p in package if p != "__init__"]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                target = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "analysis":
+                target = node.module.split(".")
+            else:
+                continue
+            found.append((path, node.lineno, target, [alias.name for alias in node.names]))
+    return found
+
+
+def _unit(path_or_parts: Path | list[str]) -> str:
+    """The package a file or module belongs to (``stages``), or ``analysis.x`` for a top-level module."""
+    parts = (["analysis", *path_or_parts.relative_to(ANALYSIS).with_suffix("").parts]
+             if isinstance(path_or_parts, Path) else path_or_parts)
+    if len(parts) >= 2 and (ANALYSIS / parts[1]).is_dir():
+        return parts[1]
+    return ".".join(parts[:2])
+
+
+def test_packages_are_imported_through_their_public_names():
+    wrong = []
+    for path, line, target, names in _imports():
+        unit = _unit(target)
+        if unit == _unit(path) or not (ANALYSIS / unit).is_dir():
+            continue
+        if len(target) > 2:
+            wrong.append(f"{path.relative_to(ANALYSIS.parent)}:{line} imports {'.'.join(target)}")
+        wrong += [f"{path.relative_to(ANALYSIS.parent)}:{line} imports {name}" for name in names
+                  if name.startswith("_")]
+    assert not wrong, "import the package, not its modules or private names:\n" + "\n".join(wrong)
+
+
+def test_no_two_packages_import_each_other():
+    edges: dict[str, set[str]] = {}
+    for path, _, target, _ in _imports():
+        if path.stem == "command":  # the CLI's entries: above every package
+            continue
+        source, unit = _unit(path), _unit(target)
+        if source != unit:
+            edges.setdefault(source, set()).add(unit)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in edges.get(start, ()))
+
+    cycles = sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets if reaches(b, a, {b}))
+    assert not cycles, "packages importing each other (directly or through others): " + ", ".join(cycles)
