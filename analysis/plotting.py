@@ -115,6 +115,17 @@ def log_time_axis(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def plain_log_ticks(axis: Any) -> None:
+    """Major ticks of a log ``axis`` (``ax.xaxis`` or ``ax.yaxis``) at 1, 2, 5 × 10^k written as plain
+    numbers (0.05, 2000), minor ticks unlabelled: matplotlib's default labels every minor tick of a range
+    under a decade in mathtext, a clutter of overlapping labels."""
+    from matplotlib.ticker import LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def time_window(t: np.ndarray, margin: float = 1.05) -> tuple[float, float]:
     """The x range of a log-t panel of the times ``t``: from the first positive time, but at most three
     decades below the last (plateaus live on log t; decades far below the first escape carry no

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from figures import assert_png
+from figures import assert_png, assert_readable, capture_figures
 
 from analysis.capacity import (
     Experiment,
@@ -152,9 +153,27 @@ def synthetic_experiment(kind: str = "linear") -> Experiment:
     return Experiment(kind, points, TrialSettings(), 0.0, "parameters", "test trend")
 
 
-def test_run_capacity_writes_csv_summary_and_figure(tmp_path):
-    summary = run_capacity("mlp", tmp_path / "out", seeds=2, progress=False,
+def test_run_capacity_writes_csv_summary_and_figure(tmp_path, monkeypatch, capsys):
+    """The files, a figure that says what ran and reads on its own (plain log ticks, no minor tick labels
+    over each other), and a bar over the trials with k/N and an estimate of the time left."""
+    import analysis.capacity.plots as plots
+
+    drawn = capture_figures(monkeypatch, plots)
+    summary = run_capacity("mlp", tmp_path / "out", seeds=2, progress=True,
                            experiment=synthetic_experiment("mlp"))
+    err = capsys.readouterr().err
+    planned = 2 * sum(2 + math.ceil(math.log2(4 * p)) for p in (16, 64, 256, 1024))
+    assert re.search(rf"capacity mlp: +\d+%.*\d+/{planned} \[\d\d:\d\d<", err), err  # k/N [elapsed<left
+    assert "[mlp] p=16 seed=0 size=" in err  # each trial's line, above the bar
+    narrow = dict(summary, results=[r for r in summary["results"] if r["params"] >= 256])  # < 1 decade
+    plots.plot_capacity(narrow, tmp_path / "narrow.png")
+    for fig in drawn:
+        assert_readable(fig)
+        for axis in (fig.axes[0].xaxis, fig.axes[0].yaxis):
+            assert not [t for t in axis.get_minorticklabels() if t.get_text()]
+    fig = drawn[0]
+    assert fig.axes[0].get_title().startswith("one-hidden-layer MLP memory, M = 32 classes: capacity\n"
+                                              "full grid, 4 sizes × 2 seed(s); adamw lr 0.1, 4096 steps")
     rows = read_trials_csv(tmp_path / "out" / "trials.csv")
     assert {r["point"] for r in rows} == {"p=16", "p=64", "p=256", "p=1024"}
     assert any(r["status"] == "error" and "diverged" in r["message"] for r in rows)

@@ -69,7 +69,7 @@ def planned_steps(experiment: Experiment) -> int:
     """An upper estimate of the training steps of one seed of ``experiment``: per point, the bisection's
     calls (at most 2 + log₂ of its range) × the learning rates tried × the steps of a trial."""
     settings = experiment.settings
-    calls = sum(2 + math.ceil(math.log2(p.high - p.low + 1)) for p in experiment.points)
+    calls = sum(search_calls(p) for p in experiment.points)
     return calls * len(settings.lrs) * settings.steps
 
 
@@ -81,7 +81,14 @@ def read_trials_csv(path: Path) -> list[dict[str, str]]:
 
 def _say(progress: bool, text: str) -> None:
     if progress:
-        print(text, file=sys.stderr, flush=True)
+        from tqdm.std import tqdm
+
+        tqdm.write(text, file=sys.stderr)  # above the bar, which stays at the bottom
+
+
+def search_calls(point: Point) -> int:
+    """At most how many trials the bisection over ``point``'s range runs (2 + log₂ of its size)."""
+    return 2 + math.ceil(math.log2(point.high - point.low + 1))
 
 
 def run_capacity(kind: str, out: Path, *, quick: bool = False, seeds: int = 1, device: str = "cpu",
@@ -98,12 +105,25 @@ def run_capacity(kind: str, out: Path, *, quick: bool = False, seeds: int = 1, d
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
+
+    # k/N in trials at their most (a search that ends early jumps to its planned count): the ETA then
+    # errs long, never short
+    bar = tqdm(total=seeds * sum(search_calls(p) for p in experiment.points), desc=f"capacity {kind}",
+               unit="trial", disable=not progress, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def record(label: str, seed: int, rec: TrialRecord) -> None:
+        _report_trial(progress, kind, label, seed, rec)
+        bar.update(1)
+
     for point in experiment.points:
         for seed in range(seeds):
             log: list[TrialRecord] = []
+            bar.set_postfix_str(f"{point.label} seed {seed}", refresh=False)
             oracle = guarded(partial(_call_trial, point.trial, seed=seed), log,
-                             on_record=partial(_report_trial, progress, kind, point.label, seed))
+                             on_record=partial(record, point.label, seed))
             found = bisect_largest(oracle, point.low, point.high, experiment.rel_tol)
+            bar.update(max(0, search_calls(point) - len(log)))
             rows.extend({"kind": kind, "variant": "main", "point": point.label, "seed": seed,
                          "params": point.params, "facts": point.facts(rec.size), **rec.as_row()}
                         for rec in log)
@@ -115,6 +135,7 @@ def run_capacity(kind: str, out: Path, *, quick: bool = False, seeds: int = 1, d
             if kind == "linear":
                 rows.append(_orthonormal_row(point, seed, experiment, device, results[-1], progress))
             atomic_write_csv(out / "trials.csv", rows, COLUMNS)
+    bar.close()
     summary = summarise(kind, experiment, results, quick, seeds)
     summary["wall_seconds"] = time.perf_counter() - start
     figures = (plot_tradeoff(summary, out / "tradeoff.png") if kind == "tradeoff"
@@ -147,10 +168,17 @@ def _orthonormal_row(point: Point, seed: int, experiment: Experiment, device: st
             "params": point.params, "facts": d, **rec.as_row()}
 
 
+MODELS = {"linear": "linear associative memory, Gaussian embeddings",
+          "mlp": "one-hidden-layer MLP memory, M = 32 classes",
+          "transformer": "one-layer transformer, 8 heads, on S = R facts",
+          "tradeoff": "one-layer transformer: attention heads × MLP width"}  # what a figure's title names
+
+
 def summarise(kind: str, experiment: Experiment, results: list[dict[str, Any]], quick: bool, seeds: int
               ) -> dict[str, Any]:
     """The summary of a finished grid: per-point results, the power-law fit and kind-specific checks."""
     summary: dict[str, Any] = {"kind": kind, "quick": quick, "seeds": seeds, "x_label": experiment.x_label,
+                               "model": MODELS.get(kind, kind), "points": len(experiment.points),
                                "reference_trend": experiment.reference,
                                "settings": asdict(experiment.settings), "rel_tol": experiment.rel_tol,
                                "results": results}

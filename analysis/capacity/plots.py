@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
-from ..plotting import figure, save
+from ..plotting import figure, plain_log_ticks, save
 
 
 def reference_curve(kind: str, params: np.ndarray, anchor: tuple[float, float] | None) -> np.ndarray:
@@ -32,7 +32,7 @@ def reference_curve(kind: str, params: np.ndarray, anchor: tuple[float, float] |
 def plot_capacity(summary: dict[str, Any], path: Path) -> list[Path]:
     """Facts stored against parameters (every seed, log–log), the fitted line with its exponent and CI,
     and the reference trend."""
-    fig = figure(6, 4.2)
+    fig = figure(6.4, 4.8)
     ax = fig.subplots()
     ok = [r for r in summary["results"] if r["status"] == "ok"]
     other = [r for r in summary["results"] if r["status"] != "ok" and r["facts"] is not None]
@@ -52,15 +52,29 @@ def plot_capacity(summary: dict[str, Any], path: Path) -> list[Path]:
                 label=f"paper: {summary['reference_trend']}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel(summary["x_label"])
     ax.set_ylabel("facts stored at ≥ 99% accuracy" if summary["kind"] == "transformer"
                   else "associations stored (N)")
-    ax.set_title(f"{summary['kind']} capacity ({'quick' if summary['quick'] else 'full'} grid, "
-                 f"{summary['seeds']} seed(s))", fontsize=9)
+    ax.set_title(_title(summary, "capacity"), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     save(fig, path)
     return [path]
+
+
+def _title(summary: dict[str, Any], what: str) -> str:
+    """What ran: the model, the grid (quick or full, points, seeds) and the training, then ``what``."""
+    grid = "quick" if summary["quick"] else "full"
+    points = f"{summary['points']} sizes × " if summary.get("points") else ""
+    settings = summary.get("settings") or {}
+    training = (f"; {settings['optimizer']} lr {'/'.join(f'{lr:g}' for lr in settings['lrs'])}, "
+                f"{settings['steps']} steps, stored at accuracy ≥ {settings['threshold']:g}"
+                if {"optimizer", "lrs", "steps", "threshold"} <= set(settings) else "")
+    lines = [f"{summary.get('model', summary['kind'])}: {what}",
+             f"{grid} grid, {points}{summary['seeds']} seed(s){training}"]
+    return "\n".join(lines)
 
 
 def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
@@ -82,7 +96,9 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
     ax.set_ylabel("attention parameters 4·H·d_h·d")
     if info.get("min_attention_params") is not None:
         row = info["attention_params"].index(info["min_attention_params"])
-        ax.axhline(row - 0.5, color="red", lw=1.5)
-    ax.set_title(f"trade-off: minimum attention {info.get('min_attention_params')} parameters", fontsize=9)
+        ax.axhline(row - 0.5, color="red", lw=1.5, label="minimum sufficient attention (rows above)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
+    least = info.get("min_attention_params")
+    ax.set_title(_title(summary, f"trade-off: minimum attention {least} parameters"), fontsize=9)
     save(fig, path)
     return [path]
