@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .geometry import get_geometry
 from .models.registry import get_model_kind
 from .solvers.registry import get_method
 from .trajectory import RECORD_ELEMENTS
@@ -47,8 +48,6 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
-# the refusals' advice: ε measured to finish to t = 20 on the tiny task with dopri5, cvode and (sign) auto
-SUGGESTED_EPS = {"sign": 1e-4, "spectral": 1e-3}
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 # Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
 # once whatever its size, and the record's temporaries per state and fact and per block element.
@@ -351,9 +350,9 @@ def _start_words(config: Config) -> str:
 
 
 def _geometry_advice(config: Config) -> str:
-    """What makes a sign or spectral flow integrable: a larger ε, at least :data:`SUGGESTED_EPS`."""
+    """What makes a sign or spectral flow integrable: a larger ε, at least its ``suggested_eps``."""
     f = config.flow
-    eps = max(SUGGESTED_EPS[f.geometry], 100 * f.geometry_eps)
+    eps = max(get_geometry(f.geometry).suggested_eps, 100 * f.geometry_eps)
     return f"allowed: flow.geometry_eps={eps:g} or larger (a smoother field; docs/geometry.md)"
 
 
@@ -364,7 +363,7 @@ def check_geometry_eps(config: Config) -> None:
     dopri5 steps to t = 20 at ε = 0; the transformer's did not finish in two minutes by bosh3, cvode or
     auto); an adaptive solver of any method chatters there without getting anywhere."""
     f = config.flow
-    if f.geometry != "euclidean" and f.geometry_eps == 0:
+    if get_geometry(f.geometry).needs_eps and f.geometry_eps == 0:
         raise ConfigError(f"flow.geometry_eps=0.0: the {f.geometry} field is discontinuous at ε = 0 and "
                           f"chatters {_start_words(config)}; " + _geometry_advice(config))
 
@@ -403,7 +402,7 @@ def flow_steps(config: Config) -> StepEstimate | None:
     from .solvers.stiffness import spectral_radius
 
     kind = get_method(config.flow.method).kind
-    smooth = config.flow.geometry == "euclidean"
+    smooth = get_geometry(config.flow.geometry).linear  # its stiffness at θ(0) bounds an explicit step
     if kind == "implicit" and smooth:
         return None
     _, model, objective = setup(config)

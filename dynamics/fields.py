@@ -14,23 +14,23 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import DiagonalMetric, SignDescent, SpectralDescent
+from .geometry import DiagonalMetric, Geometry, SteepestDescent, entry_of
 from .objective import Objective, gradient, gradient_and_hvp, hessian_vector_product
 from .solvers.options import Jacobian, JacobianVector, VectorField
 
-Geometry = DiagonalMetric | SignDescent | SpectralDescent
+
+def _geometry(geometry: SteepestDescent | torch.Tensor | None) -> tuple[SteepestDescent, Geometry]:
+    """The map and its registry entry (what it can do): a tensor P or None is the diagonal metric P; a map
+    of a geometry that is not registered is refused (:func:`~dynamics.geometry.entry_of`)."""
+    metric = DiagonalMetric(geometry) if geometry is None or isinstance(geometry, torch.Tensor) else geometry
+    return metric, entry_of(metric)
 
 
-def _geometry(geometry: Geometry | torch.Tensor | None) -> Geometry:
-    if isinstance(geometry, (DiagonalMetric, SignDescent, SpectralDescent)):
-        return geometry
-    return DiagonalMetric(geometry)
-
-
-def gradient_field(objective: Objective, geometry: Geometry | torch.Tensor | None = None) -> VectorField:
+def gradient_field(objective: Objective, geometry: SteepestDescent | torch.Tensor | None = None
+                   ) -> VectorField:
     """f(t, θ) = −D(∇L(θ)) (``geometry``: one of :mod:`dynamics.geometry`, or a tensor P or None for the
     diagonal metric P, i.e. f = −P ∇L)."""
-    metric = _geometry(geometry)
+    metric, _ = _geometry(geometry)
 
     def field(t: float, theta: torch.Tensor) -> torch.Tensor:
         _, grad = gradient(objective, theta)
@@ -39,19 +39,21 @@ def gradient_field(objective: Objective, geometry: Geometry | torch.Tensor | Non
     return field
 
 
-def batched_gradient_field(objective: Objective, geometry: Geometry | torch.Tensor | None = None
+def batched_gradient_field(objective: Objective, geometry: SteepestDescent | torch.Tensor | None = None
                            ) -> VectorField:
-    """f(t, Θ) = −D(∇L(θ_b)) row by row for Θ (B, P): the objective's batched closed form where it has
-    one, else ``torch.func.vmap`` of the autodiff gradient."""
+    """f(t, Θ) = −D(∇L(θ_b)) row by row for Θ (B, P): the gradients by the objective's batched closed form
+    where it has one, else ``torch.func.vmap`` of the autodiff gradient; D on the whole batch where the
+    geometry's entry is ``batched``, else row by row."""
     closed = getattr(objective, "value_and_grad", None)
-    metric = _geometry(geometry)
-    scale = metric.row_scale() if isinstance(metric, DiagonalMetric) else None
+    metric, entry = _geometry(geometry)
     vmapped = torch.func.vmap(torch.func.grad(objective))
 
     def field(t: float, thetas: torch.Tensor) -> torch.Tensor:
         result = closed(thetas) if closed is not None else None
         grads = result[1] if result is not None else vmapped(thetas)
-        return -scale * grads if scale is not None else metric.negative_direction(grads)
+        if entry.batched:
+            return metric.negative_direction(grads)
+        return torch.stack([metric.negative_direction(grad) for grad in grads])
 
     return field
 
@@ -66,12 +68,13 @@ def row_by_row(field: VectorField) -> VectorField:
     return batched
 
 
-def gradient_field_jacobian_vector(objective: Objective, geometry: Geometry | torch.Tensor | None = None
+def gradient_field_jacobian_vector(objective: Objective,
+                                   geometry: SteepestDescent | torch.Tensor | None = None
                                    ) -> JacobianVector | None:
     """(t, θ, v) -> J(θ)·v = −D'(∇L) H(θ) v (= −P H v in a diagonal metric): one Hessian-vector product
     (the objective's closed form, else double reverse mode). None where the geometry's map is not smooth."""
-    metric = _geometry(geometry)
-    if isinstance(metric, DiagonalMetric):
+    metric, entry = _geometry(geometry)
+    if entry.linear:
         def product(t: float, theta: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
             return metric.negative_direction(hessian_vector_product(objective, theta, vector))
 
@@ -86,12 +89,14 @@ def gradient_field_jacobian_vector(objective: Objective, geometry: Geometry | to
     return curved
 
 
-def gradient_field_jacobian(objective: Objective, geometry: Geometry | torch.Tensor | None = None
+def gradient_field_jacobian(objective: Objective, geometry: SteepestDescent | torch.Tensor | None = None
                             ) -> Jacobian:
-    """(t, θ) -> J(θ) = −P H(θ), dense (P × P), in a diagonal metric: for small parameter vectors only."""
-    metric = _geometry(geometry)
-    if not isinstance(metric, DiagonalMetric):
-        raise ValueError(f"a dense Jacobian is offered for the euclidean geometry only, not {metric.name}")
+    """(t, θ) -> J(θ) = −P H(θ), dense (P × P), in a diagonal metric (a ``linear`` geometry): for small
+    parameter vectors only."""
+    metric, entry = _geometry(geometry)
+    if not entry.linear:
+        raise ValueError(f"a dense Jacobian is offered for a linear geometry (D(g) = P g) only, not "
+                         f"{metric.name}")
 
     def jacobian(t: float, theta: torch.Tensor) -> torch.Tensor:
         hessian = torch.func.hessian(objective)(theta)
@@ -100,7 +105,7 @@ def gradient_field_jacobian(objective: Objective, geometry: Geometry | torch.Ten
     return jacobian
 
 
-def modified_gradient_field(objective: Objective, geometry: Geometry | torch.Tensor | None, lr: float
+def modified_gradient_field(objective: Objective, geometry: SteepestDescent | torch.Tensor | None, lr: float
                             ) -> VectorField:
     """The modified flow of GD with learning rate η (backward-error analysis, second order in η):
 
@@ -108,9 +113,10 @@ def modified_gradient_field(objective: Objective, geometry: Geometry | torch.Ten
 
     i.e. the gradient flow of L + (η/4)‖∇L‖² in the metric P; one Hessian-vector product per evaluation.
     """
-    metric = _geometry(geometry)
-    if not isinstance(metric, DiagonalMetric):
-        raise ValueError(f"GD's modified flow is defined for the euclidean geometry only, not {metric.name}")
+    metric, entry = _geometry(geometry)
+    if not entry.linear:
+        raise ValueError(f"GD's modified flow is defined for a linear geometry (D(g) = P g) only, not "
+                         f"{metric.name}")
     scale = metric.row_scale()  # a float meets θ on any device
 
     def field(t: float, theta: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .fields import (
     modified_gradient_field,
     row_by_row,
 )
-from .geometry import make_geometry
+from .geometry import get_geometry
 from .models import Model, build_model
 from .objective import Objective, make_objective
 from .schedule import (
@@ -90,15 +90,11 @@ def metric_of(config: Config, model: Model) -> torch.Tensor:
 
 
 def geometry_of(config: Config, model: Model):
-    """The steepest-descent geometry of ``flow.geometry`` for ``model`` (its metric P and its blocks).
-    Refuses a ``flow.geometry_eps`` other than its default on the euclidean geometry, which has no ε."""
-    default = FlowConfig().geometry_eps
-    if config.flow.geometry == "euclidean" and config.flow.geometry_eps != default:
-        raise ConfigError(f"flow.geometry_eps={config.flow.geometry_eps!r}: has no effect on "
-                          "flow.geometry='euclidean' (ε regularises the sign and spectral geometries); "
-                          f"allowed: {default!r} (the default), or flow.geometry=sign or spectral")
-    return make_geometry(config.flow.geometry, metric_of(config, model), model.parameter_blocks(),
-                         config.flow.geometry_eps)
+    """The steepest-descent map of ``flow.geometry`` for ``model``, built by its registry entry from the
+    model's metric P (0 on frozen blocks), its parameter blocks and ``flow.geometry_eps`` (a key the
+    geometry does not read was refused by the config itself)."""
+    return get_geometry(config.flow.geometry).build(metric_of(config, model), model.parameter_blocks(),
+                                                    config.flow.geometry_eps)
 
 
 def task_schedule(config: Config, task: FactTask, old_subjects: int | None = None,
@@ -157,9 +153,10 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
                           f"{DENSE_JACOBIAN_MAX_PARAMS} parameters (this model has {model.num_params}); "
                           "use flow.method=cvode (matrix-free) or auto")
     metric = geometry_of(config, model)
-    if method.uses == "jacobian" and config.flow.geometry != "euclidean":
-        raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, offered for "
-                          f"flow.geometry=euclidean only (not {config.flow.geometry!r}); use cvode or auto")
+    if method.uses == "jacobian" and not get_geometry(config.flow.geometry).linear:
+        raise ConfigError(f"flow.method={method.name!r}: needs a dense Jacobian, offered for a geometry with "
+                          f"D(g) = P g (flow.geometry=euclidean), not {config.flow.geometry!r}; use cvode or "
+                          "auto")
 
     def of(build):  # build(objective) -> a function of (t, ...): of the one objective, or of the one at t
         if tasks is None:

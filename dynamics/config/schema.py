@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry import GEOMETRIES
+from ..geometry import GEOMETRIES, get_geometry
 from ..models.registry import get_model_kind, model_kinds
 from ..optimizers import TRAIN_OPTIMIZERS
 from ..solvers.registry import METHODS
@@ -219,7 +219,7 @@ class FlowConfig:
         _int_at_least("flow.max_steps", self.max_steps, 1)
         _non_negative("flow.modified_lr", self.modified_lr)
         _choice("flow.jacobian", self.jacobian, ("difference", "hvp"))
-        _choice("flow.geometry", self.geometry, GEOMETRIES)
+        _choice("flow.geometry", self.geometry, GEOMETRIES)  # the registry, as it is now
         _non_negative("flow.geometry_eps", self.geometry_eps)
         if self.geometry_eps > MAX_GEOMETRY_EPS:
             fail("flow.geometry_eps", self.geometry_eps,
@@ -232,8 +232,17 @@ class FlowConfig:
         if self.jacobian == "hvp" and self.modified_lr > 0:
             fail("flow.jacobian", self.jacobian, "GD's modified field (flow.modified_lr > 0) has no "
                  "Hessian-vector product here (its Jacobian is not −PH); allowed: difference")
-        if self.geometry != "euclidean" and self.modified_lr > 0:
-            fail("flow.modified_lr", self.modified_lr, "GD's modified flow needs flow.geometry=euclidean")
+        geometry = get_geometry(self.geometry)
+        defaults = {f"flow.{f.name}": f.default for f in dataclasses.fields(self)}
+        geometry.check_keys(_flow_values(self), defaults)
+        if not geometry.linear and self.modified_lr > 0:
+            fail("flow.modified_lr", self.modified_lr, "GD's modified flow needs a geometry with D(g) = P g: "
+                 "flow.geometry=" + " or ".join(g.name for g in GEOMETRIES.values() if g.linear))
+
+
+def _flow_values(flow: FlowConfig) -> dict[str, Any]:
+    """The values of a flow config by dotted key (``flow.geometry_eps`` → ...)."""
+    return {f"flow.{f.name}": getattr(flow, f.name) for f in dataclasses.fields(flow)}
 
 
 @dataclass(frozen=True)

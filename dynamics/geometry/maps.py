@@ -14,7 +14,8 @@ acts on the *per-token* gradient P g, so the tied model follows exactly the unti
   D(g) = P g / √(‖P^(1/2) g‖² + ε²).
 
 The sign and spectral fields are only piecewise smooth at ε = 0; :meth:`derivative` (D'(g)·δg, for the
-field's Jacobian −D'(g) H) is given where D is smooth.
+field's Jacobian −D'(g) H) is given where D is smooth. Each map is registered, with what it can do, in
+:mod:`dynamics.geometry.registry`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-GEOMETRIES = ("euclidean", "sign", "spectral")
 
 
 @dataclass(frozen=True)
@@ -143,14 +142,3 @@ class SpectralDescent:
         factor = torch.where(keep, s / torch.where(keep, denominator, 1.0), 0.0)
         return root * ((U * factor[..., None, :]) @ Vh)
 
-
-def make_geometry(name: str, scale: torch.Tensor | None, blocks: list[ParameterBlock], eps: float):
-    """The geometry called ``name`` (one of :data:`GEOMETRIES`) with metric ``scale``, the model's
-    ``blocks`` (for ``spectral``) and regularisation ``eps`` (for ``sign`` and ``spectral``)."""
-    if name == "euclidean":
-        return DiagonalMetric(scale)
-    if name == "sign":
-        return SignDescent(scale, eps)
-    if name == "spectral":
-        return SpectralDescent(blocks, scale, eps)
-    raise ValueError(f"geometry={name!r}: allowed " + ", ".join(GEOMETRIES))
