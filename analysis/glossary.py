@@ -34,7 +34,9 @@ TERMS: tuple[tuple[str, str], ...] = (
                       "a pair (s, r) with its answer a*, among the relation's D answers A_r"),
     ("level", "a reference loss of the run's own table: log|A| (uniform over all answers), H(A) (the "
               "answers' marginal), H(A|R) (given the relation), H(A|S) (given the subject), 0"),
-    ("plateau", "a stretch of log t where the smoothed loss stays near one level; a stage contains one"),
+    ("plateau", "a stretch of log t where the smoothed loss stays near one level (an intermediate one for at "
+                "least 0.15 decades); a stage contains one. Facts can pass through the hallucinating state "
+                "without the loss resting on a plateau: then no hallucination stage is shown"),
     ("transition", "where the smoothed loss crosses the midpoint of two stages' levels: t_end of one, "
                    "t_start of the next"),
     ("intermediate", "the stages between init and recall (marginal, hallucination, subject_first); a "
