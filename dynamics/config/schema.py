@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..geometry import GEOMETRIES, get_geometry
 from ..models.registry import get_model_kind, model_kinds
 from ..optimizers import TRAIN_OPTIMIZERS
+from ..solvers.options import SolverOptions
 from ..solvers.registry import METHODS
 
 MAX_SHOWN = 240  # characters of an offending value shown in a message (its start and its end)
@@ -190,10 +191,10 @@ class FlowConfig:
     t_min: float = 0.01
     points: int = 256
     method: str = "dopri5"
-    rtol: float = 1e-6
-    atol: float = 1e-10
-    first_step: float = 1e-3
-    max_steps: int = 200_000
+    rtol: float = SolverOptions.rtol  # the solver's own defaults, written once there
+    atol: float = SolverOptions.atol
+    first_step: float = SolverOptions.first_step
+    max_steps: int = SolverOptions.max_steps
     modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
     # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
     # each, or ``hvp``, an exact Hessian-vector product.

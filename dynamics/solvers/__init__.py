@@ -35,8 +35,9 @@ __all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "J
 
 
 def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str = "dopri5",
-                   rtol: float = 1e-6, atol: float = 1e-10, first_step: float = 1e-3,
-                   max_steps: int = 200_000, chunk: int | None = None, breakpoints: Sequence[float] = (),
+                   rtol: float = SolverOptions.rtol, atol: float = SolverOptions.atol,
+                   first_step: float = SolverOptions.first_step, max_steps: int = SolverOptions.max_steps,
+                   chunk: int | None = None, breakpoints: Sequence[float] = (),
                    progress: Progress | None = None, jacobian_vector: JacobianVector | None = None,
                    jacobian: Jacobian | None = None) -> FlowResult:
     """Integrate dθ/dt = field(t, θ) from θ(times[0]) = theta0, recording θ at every entry of ``times``
@@ -111,8 +112,9 @@ def _before(problem: FlowProblem, end: float) -> FlowProblem:
 
 
 def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *,
-                         method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-10,
-                         first_step: float = 1e-3, max_steps: int = 200_000,
+                         method: str = "dopri5", rtol: float = SolverOptions.rtol,
+                         atol: float = SolverOptions.atol, first_step: float = SolverOptions.first_step,
+                         max_steps: int = SolverOptions.max_steps,
                          progress: Progress | None = None) -> BatchFlowResult:
     """Integrate B independent flows (theta0: (B, P); the field maps (t, Θ) row by row) with shared steps and
     a status per member; ``method`` must be a batched (explicit) method. See
