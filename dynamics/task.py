@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 
 
+def vocab_size(config: TaskConfig) -> int:
+    """The vocabulary size V = S + R + N + 1 (subjects, relations, noise tokens, EOS) of a task config."""
+    return config.subjects + config.relations + config.noise_tokens + 1
+
+
 class FactClass(IntEnum):
     """What a fact's answer distribution shows, ordered by knowledge. For ``argmax_class``: the most likely
     answer is outside the relation's answers A_r (UNINFORMED), another answer of A_r (HALLUCINATING), or
@@ -98,7 +103,7 @@ class FactTask:
         self.config = config
         self.S, self.R, self.D = config.subjects, config.relations, config.answers_per_relation
         self.N, self.T = config.noise_tokens, config.seq_len
-        self.vocab_size = self.S + self.R + self.N + 1
+        self.vocab_size = vocab_size(config)
         self.num_answers = self.R * self.D
         self.eos = self.vocab_size - 1
         self.subject_weights = zipf_weights(self.S, config.subject_zipf)

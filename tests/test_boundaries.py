@@ -70,3 +70,21 @@ def test_no_two_packages_import_each_other():
 
     cycles = sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets if reaches(b, a, {b}))
     assert not cycles, "packages importing each other (directly or through others): " + ", ".join(cycles)
+
+
+def _sources() -> dict[str, str]:
+    root = ANALYSIS.parent
+    return {str(p.relative_to(root)): p.read_text() for folder in ("analysis", "dynamics")
+            for p in sorted((root / folder).rglob("*.py"))}
+
+
+def test_helpers_are_written_once():
+    """The vocabulary size V = S + R + N + 1 is dynamics.task.vocab_size; a log–log least-squares fit is
+    analysis.loglog.power_law (stages/detect.py fits a loss against log t: a slope in one log only)."""
+    import re
+
+    vocab = sorted(path for path, text in _sources().items()
+                   if re.search(r"noise_tokens\s*\+\s*1\b|\.N\s*\+\s*1\b", text))
+    assert vocab == ["dynamics/task.py"], vocab
+    fits = sorted(path for path, text in _sources().items() if "polyfit(" in text or "lstsq(" in text)
+    assert fits == ["analysis/loglog.py", "analysis/stages/detect.py"], fits

@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..task import vocab_size
 from .embedded import EmbeddedModel
 from .embeddings import ORTHONORMAL_EMBEDDINGS
 from .reduced import ReducedModel
@@ -115,7 +116,7 @@ def get_model_kind(name: str) -> ModelKind:
 
 def _vocabulary_and_answers(config: Config) -> tuple[int, int]:
     t = config.task
-    return t.subjects + t.relations + t.noise_tokens + 1, t.relations * t.answers_per_relation
+    return vocab_size(t), t.relations * t.answers_per_relation
 
 
 def _reduced(config: Config, task: FactTask) -> Model:
