@@ -303,6 +303,8 @@ def _annotation(annotation: Any) -> str:
 
 
 def _default(value: Any) -> str:
+    if inspect.isfunction(value):  # a function's repr holds its address: its name, or a lambda's source
+        return "lambda ..." if value.__name__ == "<lambda>" else value.__name__
     shown = repr(value)
     return re.sub(r" at 0x[0-9a-f]+", "", shown)
 
