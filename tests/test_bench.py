@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from figures import assert_png
+from figures import assert_png, assert_readable, capture_figures
 
 from analysis.bench import bench_scale, format_scale_table, plot_scale
 
@@ -28,6 +28,53 @@ def test_scale_section_on_a_small_table(tmp_path):
     assert table.count("| 12 | 6 × 2 |") == 4
     assert_png(plot_scale(rows, tmp_path / "scale.png"))
 
+
+def _method(met: bool, evaluations: int, seconds: float) -> dict:
+    return {"met_target": met, "evaluations": evaluations, "wall_seconds": seconds}
+
+
+def test_the_scale_figure_shows_every_method_at_every_size(tmp_path, monkeypatch):
+    """bench.png: equal costs stay visible (methods side by side), a method's marker in the legend (no
+    line for a dot), a cross where a target was missed and named in the legend, and it reads on its own."""
+    import analysis.bench.plots as plots
+
+    rows = [{"facts": f, "S": f // 8, "R": 8, "reference": "dopri5 rtol 1e-10",
+             "methods": {"dopri5": _method(True, 40 * f, 0.1 * f), "cvode": _method(True, 3 * f, 0.02 * f),
+                         "cvode+hvp": _method(f < 500, 3 * f, 0.02 * f), "auto": _method(True, 5 * f, 0.03)}}
+            for f in (96, 512)]
+    drawn = capture_figures(monkeypatch, plots)
+    plots.plot_scale(rows, tmp_path / "bench.png")
+    (fig,) = drawn
+    assert_readable(fig)
+    assert "S×R tables (12×8, 64×8)" in fig._suptitle.get_text()
+    left = fig.axes[0]
+    at = {}  # (x, y) of every marker drawn
+    for line in left.lines:
+        if line.get_linestyle() == "None":
+            at.setdefault((float(line.get_xdata()[0]), float(line.get_ydata()[0])), []).append(line)
+    assert all(len(lines) == 1 for lines in at.values())  # cvode and cvode+hvp cost the same: side by side
+    assert len(at) == 8
+    legend = fig.axes[1].get_legend()
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == ["dopri5", "cvode", "cvode+hvp", "auto", "target missed at its finest tolerance"]
+    assert all(handle.get_linestyle() == "None" for handle in legend.legend_handles)
+    assert any(line.get_marker() == "x" for line in left.lines)
+
+
+def test_quick_bench_does_not_judge_full_size_targets(monkeypatch, capsys):
+    """--quick measures smaller workloads than the targets are set for: their rows say so (never "no"),
+    while a section that runs its full workload at --quick is still checked; a bar counts the sections."""
+    import analysis.bench.suite as suite
+
+    monkeypatch.setattr(suite, "bench_end_to_end", lambda repeats: {"seconds_best": 3.0, "met": True})
+    monkeypatch.setattr(suite, "bench_batched_sweep", lambda points: {
+        "points": points, "one_by_one_seconds": 2.0, "batched_seconds": 1.0, "ratio": 2.0, "met": False})
+    results = suite.run_bench(quick=True, only=("end_to_end", "batched_sweep"))
+    out, err = capsys.readouterr()
+    assert "| 2.0× | ≥ 4× | not checked at --quick size |" in out and "| no |" not in out
+    assert "| 3.00 s | ≤ 5 s | yes |" in out
+    assert results["batched_sweep"]["met"] is None
+    assert "bench: end_to_end ..." in err and "/2 [" in err  # the sections' bar: k/N [elapsed<left
 
 def test_bad_sizes_is_a_one_line_error():
     result = subprocess.run([sys.executable, "-m", "analysis.cli", "bench", "--sizes", "64by8"],

@@ -2,6 +2,7 @@
 suite of sections against their targets (``suite``), the scale section (each flow method's cost to the
 same accuracy as the fact table grows, ``scale``), and the command (``command``)."""
 
+from .plots import plot_scale
 from .scale import (
     DEFAULT_SIZES,
     HUGE_SIZES,
@@ -12,7 +13,6 @@ from .scale import (
     cost_to_accuracy,
     format_large_rows,
     format_scale_table,
-    plot_scale,
     reference_flow,
     scale_config,
 )

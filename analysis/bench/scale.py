@@ -28,7 +28,6 @@ from dynamics.config import Config, resolve_config
 from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
-from ..plotting import figure, save
 from ..stages import escape_rates
 from ..study import study_config
 
@@ -134,31 +133,6 @@ def format_scale_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {row['facts']} | {row['best']} | {row['evaluation_ratio']:.1f}× | "
                          f"{row['time_ratio']:.1f}× |")
     return "\n".join(lines)
-
-
-def plot_scale(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Log–log: evaluations (gradient + Hv) and wall time to the target accuracy against S·R, per method."""
-    fig = figure(10, 4)
-    left, right = fig.subplots(1, 2)
-    methods = sorted({name for row in rows for name in row["methods"]})
-    for name in methods:
-        pts = [(row["facts"], row["methods"][name]) for row in rows if name in row["methods"]]
-        facts = [f for f, _ in pts]
-        marker = ["o" if m["met_target"] else "x" for _, m in pts]
-        left.plot(facts, [m["evaluations"] for _, m in pts], "-", label=name)
-        right.plot(facts, [m["wall_seconds"] for _, m in pts], "-", label=name)
-        for f, m, mk in zip(facts, (m for _, m in pts), marker, strict=True):
-            left.plot([f], [m["evaluations"]], mk, color=left.lines[-1].get_color())
-            right.plot([f], [m["wall_seconds"]], mk, color=right.lines[-1].get_color())
-    for ax, label in ((left, "gradient evals + Hv products"), (right, "wall seconds")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("facts S·R")
-        ax.set_ylabel(label)
-        ax.legend()
-    fig.suptitle("flow cost to a largest loss deviation of 1e-4 (x: target missed)")
-    save(fig, path)
-    return path
 
 
 # One size per decade of the large section: 10^4 and 10^5 facts by default, 10^6 with --huge; --quick: 10^3.
