@@ -8,8 +8,8 @@ Typical use::
     traj.info.status, traj.info.cost.function_evals, traj.final_loss
 
 Layers, each importing only those before it: ``errors``, ``io``, ``numerics`` → ``solvers`` (any field
-f(t, θ); nothing of models or configs) → ``config`` → ``task`` → ``models`` → ``objective`` → ``fields``
-(objective + geometry → field and Jacobian products) → ``training``, ``curvature`` → ``records``,
+f(t, θ); nothing of models or configs) → ``config`` → ``task`` → ``manifold`` → ``models`` → ``objective``
+→ ``fields`` (objective + geometry → field and Jacobian products) → ``training``, ``curvature`` → ``records``,
 ``trajectory`` → ``run`` (a config in, a trajectory out).
 """
 
@@ -21,6 +21,7 @@ from .fields import (
     gradient_field_jacobian,
     gradient_field_jacobian_vector,
 )
+from .manifold import ManifoldFlow, manifold_flow
 from .models import EmbeddedModel, Model, ReducedModel, build_model
 from .objective import make_objective
 from .records import RunInfo
@@ -31,7 +32,8 @@ from .training import TrainResult, train
 from .trajectory import FactClass, Trajectory
 
 __all__ = ["METHODS", "PRESETS", "Config", "ConfigError", "Cost", "DiagonalMetric", "EmbeddedModel",
-           "FactClass", "FactTask", "FlowResult", "Model", "ReducedModel", "RunError", "RunInfo",
-           "SolverOptions", "Status", "TrainResult", "Trajectory", "build_model", "gradient_field",
-           "gradient_field_jacobian", "gradient_field_jacobian_vector", "integrate_flow", "log_time_grid",
-           "make_objective", "resolve_config", "run_flow", "run_flow_batch", "run_training", "train"]
+           "FactClass", "FactTask", "FlowResult", "ManifoldFlow", "Model", "ReducedModel", "RunError",
+           "RunInfo", "SolverOptions", "Status", "TrainResult", "Trajectory", "build_model",
+           "gradient_field", "gradient_field_jacobian", "gradient_field_jacobian_vector", "integrate_flow",
+           "log_time_grid", "make_objective", "manifold_flow", "resolve_config", "run_flow",
+           "run_flow_batch", "run_training", "train"]
