@@ -11,13 +11,13 @@ compared with a limit (:func:`memory_limit`): ``FACTRECALL_MEMORY_LIMIT`` when s
 bytes, K/M/G/T with or without B or iB, or a fraction of the available memory), else the memory the
 machine has available now (``MemAvailable`` of ``/proc/meminfo``; the physical memory elsewhere).
 
-Time: discrete step counts (``train.steps``, ``compare``'s ``flow.t_max / lr``, a capacity grid) and
-sweep grid sizes are compared with fixed limits (``FACTRECALL_STEP_LIMIT`` and ``FACTRECALL_GRID_LIMIT``
-change them). A flow's step count (:func:`flow_steps`): a euclidean flow by an explicit method from its
-stiffness at θ(0) (dopri5 is stable only for steps h ≲ 3.3/ρ, ρ the spectral radius of the field's
-Jacobian); a sign or spectral flow, by any method, from the pace of a short probe of that method (their
-fields are stiff at scale 1/ε along directions the flow need not excite, so the stiffness at θ(0) says
-little). A sign or spectral flow at ε = 0 is refused outright: it chatters.
+Time: discrete step counts (``train.steps``, ``compare``'s ``flow.t_max / lr``, a capacity grid) are compared
+with a fixed limit (``FACTRECALL_STEP_LIMIT`` changes it; :func:`env_limit` reads such a limit, also the
+sweep's ``FACTRECALL_GRID_LIMIT``, whose policy is the sweep's own). A flow's step count (:func:`flow_steps`):
+a euclidean flow by an explicit method from its stiffness at θ(0) (dopri5 is stable only for steps h ≲ 3.3/ρ,
+ρ the spectral radius of the field's Jacobian); a sign or spectral flow, by any method, from the pace of a
+short probe of that method (their fields are stiff at scale 1/ε along directions the flow need not excite, so
+the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters.
 
 Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
 """
@@ -35,6 +35,7 @@ from .errors import ConfigError
 from .geometry import get_geometry
 from .models.registry import get_model_kind
 from .solvers.registry import get_method
+from .task import vocab_size
 from .trajectory import RECORD_ELEMENTS
 
 FLOAT = 8  # bytes of a float64 (and of an int64 index)
@@ -43,7 +44,6 @@ SOLVER_VECTORS = 16  # parameter-sized vectors a solver keeps (Runge–Kutta sta
 OPTIMIZER_VECTORS = 6  # θ, gradient, Adam's two moments, a step and a spare
 AUTODIFF_COPIES = 3  # a forward pass's activations kept for the backward pass, roughly
 STEP_LIMIT = 10**9  # discrete or flow steps of one command (a day at ~100 µs a step)
-GRID_LIMIT = 10**5  # points of one sweep
 STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axis
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
@@ -112,7 +112,7 @@ def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
     the counts (B × V), the sampler's noise draws (B × (T − 3), indices and ones), the logits and the
     attention weights, kept for the backward pass."""
     t, m = config.task, config.model
-    vocab = t.subjects + t.relations + t.noise_tokens + 1
+    vocab = vocab_size(t)
     answers = t.relations * t.answers_per_relation
     heads = m.heads if _reads(config, "model.heads") else 1
     noise = max(t.seq_len - 3, 0)
@@ -134,7 +134,7 @@ def _population(config: Config) -> list[MemoryPart]:
     t, m = config.task, config.model
     facts = t.subjects * t.relations
     answers = t.relations * t.answers_per_relation
-    vocab = t.subjects + t.relations + t.noise_tokens + 1
+    vocab = vocab_size(t)
     keys = f"task.subjects × task.relations = {t.subjects} × {t.relations}"
     parts = [MemoryPart(f"fact tables {keys}", 4 * facts * FLOAT)]
     if m.kind == "reduced" and m.attention == "linear":
@@ -153,7 +153,7 @@ def _embeddings(config: Config) -> list[MemoryPart]:
     t, m = config.task, config.model
     if not _reads(config, "model.dim"):
         return []
-    rows = t.subjects + t.relations + t.noise_tokens + 1 + t.relations * t.answers_per_relation
+    rows = vocab_size(t) + t.relations * t.answers_per_relation
     square = 6 * m.dim * m.dim if _reads(config, "model.embeddings") and m.embeddings in ("orthonormal",
                                                                                          "hadamard") else 0
     return [MemoryPart(f"embeddings (vocabulary + answers) × model.dim = {rows} × {m.dim}"
@@ -290,8 +290,9 @@ def check_memory(config: Config, train: bool = False) -> MemoryEstimate:
     return estimate
 
 
-def _limit(name: str, default: int) -> int:
-    """An integer limit from the environment variable ``name`` (default when unset)."""
+def env_limit(name: str, default: int) -> int:
+    """An integer limit from the environment variable ``name`` (default when unset); a value that is not an
+    integer >= 1 is one ConfigError."""
     text = os.environ.get(name)
     if text is None:
         return default
@@ -307,25 +308,11 @@ def _limit(name: str, default: int) -> int:
 def check_steps(key: str, value: object, steps: float) -> None:
     """Refuse ``steps`` discrete steps asked for by ``key=value`` beyond ``FACTRECALL_STEP_LIMIT`` (default
     :data:`STEP_LIMIT`), or not finite."""
-    limit = _limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT)
+    limit = env_limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT)
     if not math.isfinite(steps) or steps > limit:
         shown = f"{steps:.3g}" if math.isfinite(steps) else "more than 1.8e308"
         raise ConfigError(f"{key}={value}: needs {shown} steps, above the limit of {limit:.3g} steps "
                           "(FACTRECALL_STEP_LIMIT sets another)")
-
-
-def grid_limit() -> int:
-    """The most points a sweep grid may have: ``FACTRECALL_GRID_LIMIT``, default :data:`GRID_LIMIT`."""
-    return _limit("FACTRECALL_GRID_LIMIT", GRID_LIMIT)
-
-
-def check_grid_size(points: int) -> None:
-    """Refuse a sweep grid of more than :func:`grid_limit` points. Call it with the product of the axis
-    lengths, before the grid is expanded."""
-    limit = grid_limit()
-    if points > limit:
-        raise ConfigError(f"--grid: {points} points, above the limit of {limit} points "
-                          "(FACTRECALL_GRID_LIMIT sets another)")
 
 
 @dataclass(frozen=True)
@@ -428,7 +415,7 @@ def check_flow_steps(config: Config) -> StepEstimate | None:
         return None
     f = config.flow
     budget = max(MAX_STEPS_FACTOR * f.max_steps, MIN_REFUSED_STEPS)
-    limit = min(budget, _limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT))
+    limit = min(budget, env_limit("FACTRECALL_STEP_LIMIT", STEP_LIMIT))
     if estimate.steps > limit:
         shown = f"{estimate.steps:.3g}" if math.isfinite(estimate.steps) else "unboundedly many"
         if estimate.radius is None:

@@ -88,3 +88,12 @@ def test_helpers_are_written_once():
     assert vocab == ["dynamics/task.py"], vocab
     fits = sorted(path for path, text in _sources().items() if "polyfit(" in text or "lstsq(" in text)
     assert fits == ["analysis/loglog.py", "analysis/stages/detect.py"], fits
+
+
+def test_the_sweeps_grid_policy_is_the_sweeps():
+    """The grid limit is defined and checked in analysis/sweep/grid.py only; a run's budget knows no grid."""
+    import dynamics.budget
+    from analysis.sweep import grid
+
+    assert not [name for name in vars(dynamics.budget) if "grid" in name.lower()]
+    assert grid.GRID_LIMIT == 10**5 and grid.grid_limit() == grid.GRID_LIMIT

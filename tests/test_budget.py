@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from analysis.cli import main
-from dynamics.budget import check_flow_steps, check_grid_size, check_memory, estimate_memory, format_bytes
-from dynamics.config import ConfigError, resolve_config
+from dynamics.budget import check_flow_steps, check_memory, estimate_memory, format_bytes
+from dynamics.config import resolve_config
 
 LIMIT = "16G"  # a fixed limit: the refusals must not depend on what this machine has free right now
 FAST = ["--set", "flow.t_max=50", "--set", "flow.points=20"]
@@ -133,16 +133,6 @@ def test_capacity_refuses_seeds_beyond_the_step_limit(capsys, tmp_path):
     line = one_line(capsys, argv)
     assert "--seeds=100000000: needs 8.19e+12 steps, above the limit of 1e+09" in line
     assert not list(tmp_path.iterdir())
-
-
-def test_grid_size_refused_with_its_number_at_once():
-    """From the product of the axis lengths alone: a grid of 10^30 points is refused as one of 10^7 is (no
-    grid of that size could be expanded)."""
-    with pytest.raises(ConfigError, match=r"--grid: 10000000 points, above the limit of 100000 points"):
-        check_grid_size(10**7)
-    with pytest.raises(ConfigError, match=r"--grid: 10{30} points"):
-        check_grid_size(10**30)
-    check_grid_size(10**5)
 
 
 def test_argparse_errors_carry_the_error_prefix(capsys):

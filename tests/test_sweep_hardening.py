@@ -30,7 +30,7 @@ from analysis.sweep import (
     point_id,
     run_sweep,
 )
-from dynamics.budget import GRID_LIMIT as MAX_POINTS
+from analysis.sweep.grid import GRID_LIMIT as MAX_POINTS
 from dynamics.config import ConfigError, resolve_config
 from dynamics.trajectory import Trajectory
 

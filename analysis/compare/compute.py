@@ -38,6 +38,7 @@ from dynamics.solvers import Status
 from dynamics.training import record_steps, train
 from dynamics.trajectory import Trajectory, record
 
+from ..loglog import power_law
 from ..stages import StageReport, detect_stages
 
 OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon", "muon_svd")
@@ -238,12 +239,8 @@ def run_discrete(config: Config, run: RunSpec) -> Trajectory:
 
 def fitted_order(lrs: Sequence[float], deviations: Sequence[float]) -> float | None:
     """Slope of log deviation against log lr (least squares); None with fewer than two usable points."""
-    pairs = [(math.log(lr), math.log(d)) for lr, d in zip(lrs, deviations, strict=True)
-             if d is not None and math.isfinite(d) and d > 0]
-    if len(pairs) < 2:
-        return None
-    x, y = np.array(pairs).T
-    return float(np.polyfit(x, y, 1)[0])
+    fit = power_law(lrs, deviations)
+    return None if fit is None else fit[0]
 
 
 def _flow_at(config: Config, times: np.ndarray, modified_lr: float = 0.0) -> Trajectory:

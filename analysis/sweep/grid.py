@@ -15,11 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from dynamics.budget import grid_limit
+from dynamics.budget import env_limit
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 
 SIGNIFICANT_DIGITS = 12
+GRID_LIMIT = 10**5  # points of one sweep (FACTRECALL_GRID_LIMIT sets another)
+
+
+def grid_limit() -> int:
+    """The most points a sweep grid may have: ``FACTRECALL_GRID_LIMIT``, default :data:`GRID_LIMIT`. A range
+    of more values, or axes whose product is larger, are refused before any value is made."""
+    return env_limit("FACTRECALL_GRID_LIMIT", GRID_LIMIT)
 
 
 def parse_values(key: str, text: str) -> list[Any]:
