@@ -3,6 +3,7 @@ bad inputs, and the acceptance grids (the longer ones marked slow)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -22,7 +23,6 @@ from analysis.capacity import (
     fit_power_law,
     guarded,
     min_sufficient_attention,
-    read_trials_csv,
     run_capacity,
 )
 from analysis.cli import main
@@ -174,7 +174,8 @@ def test_run_capacity_writes_csv_summary_and_figure(tmp_path, monkeypatch, capsy
     fig = drawn[0]
     assert fig.axes[0].get_title().startswith("one-hidden-layer MLP memory, M = 32 classes: capacity\n"
                                               "full grid, 4 sizes × 2 seed(s); adamw lr 0.1, 4096 steps")
-    rows = read_trials_csv(tmp_path / "out" / "trials.csv")
+    with open(tmp_path / "out" / "trials.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
     assert {r["point"] for r in rows} == {"p=16", "p=64", "p=256", "p=1024"}
     assert any(r["status"] == "error" and "diverged" in r["message"] for r in rows)
     assert [r["capacity"] for r in summary["results"]] == [int(p**0.75) for p in (16, 64, 256, 1024)

@@ -260,7 +260,7 @@ def test_a_non_empty_directory_without_a_sweep_is_refused(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
-        SweepDirectory(out).claim(resolve_config("tiny"), {"init.scale": [1e-3]})
+        SweepDirectory(out).check(resolve_config("tiny"))
     assert files_under(out) == {"notes.txt": b"mine"}
 
 

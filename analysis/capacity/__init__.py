@@ -4,7 +4,7 @@ trial per model (``trials``), the grids of each KIND (``grids``), the ``factreca
 runs a grid into ``trials.csv``, ``summary.json`` and the figures (``command``), and the figures
 (``plots``)."""
 
-from .command import COLUMNS, read_trials_csv, run_capacity, summarise
+from .command import COLUMNS, run_capacity, summarise
 from .grids import KINDS, Experiment, Point, build_experiment
 from .plots import plot_capacity, plot_tradeoff, reference_curve
 from .search import (
@@ -19,5 +19,5 @@ from .trials import TrialSettings, fact_task, linear_trial, mlp_trial, transform
 
 __all__ = ["COLUMNS", "KINDS", "Bisection", "Experiment", "Point", "TrialRecord", "TrialSettings",
            "bisect_largest", "build_experiment", "fact_task", "fit_power_law", "guarded", "linear_trial",
-           "min_sufficient_attention", "mlp_trial", "plot_capacity", "plot_tradeoff", "read_trials_csv",
+           "min_sufficient_attention", "mlp_trial", "plot_capacity", "plot_tradeoff",
            "reference_curve", "run_capacity", "summarise", "transformer_trial"]

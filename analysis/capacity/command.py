@@ -5,7 +5,6 @@ the figures."""
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -71,12 +70,6 @@ def planned_steps(experiment: Experiment) -> int:
     settings = experiment.settings
     calls = sum(search_calls(p) for p in experiment.points)
     return calls * len(settings.lrs) * settings.steps
-
-
-def read_trials_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a ``trials.csv``."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _say(progress: bool, text: str) -> None:

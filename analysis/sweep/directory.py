@@ -93,10 +93,6 @@ class SweepDirectory:
                 raise ConfigError(f"{flag}: its {part.name} is not {kind}; allowed: {SWEEP_ALLOWED}")
         return held
 
-    def claim(self, base: Config, grid: dict[str, list[Any]]) -> None:
-        """Create the directory, or check that it holds a sweep of the same base config; record ``grid``."""
-        self.write_manifest(base, self.check(base), grid)
-
     def write_manifest(self, base: Config, held: dict[str, Any] | None, grid: dict[str, list[Any]]) -> None:
         """Record the base config and ``grid`` among the grids; remove what a killed sweep left half-written
         (temporary files of point files and kept trajectories)."""

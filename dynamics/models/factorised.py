@@ -322,20 +322,6 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     return hv[0] if theta.dim() == 1 else hv
 
 
-@torch.no_grad()
-def flagged_facts(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
-    """Boolean (S, R) (or (B, S, R)) mask of the facts whose shifted partition function Z = exp(lse − M)
-    is below TINY at θ: those the other functions recompute from their own logits."""
-    _check(model)
-    batch = _as_batch(theta)
-    a, v = model.token_parameters(batch)
-    x, y, c = _tables(model, a, v)
-    f = _facts(a, v, x, y, c, model.population_targets(theta.device)[1])
-    mask = torch.zeros_like(f.lse, dtype=torch.bool)
-    mask[f.flagged] = True
-    return mask[0] if theta.dim() == 1 else mask
-
-
 def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-fact record of states ``thetas`` (K, P): the arrays of ``dynamics.trajectory.fact_metrics``,
     each (K, S, R), without the S×R×|A| table (except the bounded chunks of the argmax).
