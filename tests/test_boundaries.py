@@ -97,3 +97,42 @@ def test_the_sweeps_grid_policy_is_the_sweeps():
 
     assert not [name for name in vars(dynamics.budget) if "grid" in name.lower()]
     assert grid.GRID_LIMIT == 10**5 and grid.grid_limit() == grid.GRID_LIMIT
+
+
+# called by a library, never by name in the project: torchdiffeq's step callbacks
+CALLED_BY_LIBRARIES = {"callback_accept_step", "callback_reject_step"}
+
+
+def test_no_public_function_is_called_only_by_tests():
+    """Every public function and method of analysis/ and dynamics/ is used by the package (a name in the
+    code, not only an import or an ``__all__`` entry) or documented (docs/, README.md, notebooks/): one
+    called only by tests is dead code."""
+    import re
+
+    sources = _sources()
+    root = ANALYSIS.parent
+    documents = "".join(p.read_text() for p in [*root.glob("docs/*.md"), root / "README.md",
+                                                 *root.glob("notebooks/*.ipynb")])
+    used: set[str] = set()
+    for text in sources.values():
+        tree = ast.parse(text)
+        exported = {id(c) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+                    for c in ast.walk(node.value)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in exported
+                  and re.fullmatch(r"[\w.:]+", node.value)):  # "module:function", getattr(module, "name")
+                used.update(re.split(r"[.:]", node.value))
+    unused = []
+    for path, text in sources.items():
+        for node in ast.parse(text).body:
+            functions = [n for n in node.body if isinstance(n, ast.FunctionDef)] \
+                if isinstance(node, ast.ClassDef) else [node]
+            unused += [f"{path}:{f.lineno} {f.name}" for f in functions if isinstance(f, ast.FunctionDef)
+                       and not f.name.startswith("_") and f.name not in used | CALLED_BY_LIBRARIES
+                       and not re.search(rf"\b{f.name}\b", documents)]
+    assert not unused, "public functions no code uses (remove them, or use them):\n" + "\n".join(unused)
