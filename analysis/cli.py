@@ -114,16 +114,20 @@ def _stages_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> N
 
 
 def _compare_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
+    from dynamics.optimizers import optimizers_for
+
+    from .compare.compute import DEFAULT_OPTIMIZERS, fresh_batch_names, full_batch_names
+
     _add_config_options(parser, presets)
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
     parser.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
-    parser.add_argument("--optimizers", default="gd,sgd,adam",
-                        help="among gd, sgd, adam, signsgd, muon, muon_svd (each against its own flow)")
+    parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS,
+                        help=f"among {', '.join(optimizers_for('compare'))} (each against its own flow)")
     parser.add_argument("--full-batch", action="store_true",
-                        help="adam, signsgd, muon on the flow's population loss (deterministic)")
+                        help=f"{', '.join(full_batch_names())} on the flow's population loss (deterministic)")
     parser.add_argument("--batch-sizes", default=None,
-                        help="batch sizes of the fresh-batch runs: sgd, and adam, signsgd, muon without "
-                             "--full-batch (default: 64,256,1024)")
+                        help=f"batch sizes of the fresh-batch runs: {fresh_batch_names()} (not with "
+                             "--full-batch) (default: 64,256,1024)")
     parser.add_argument("--seeds", default=None, help="fresh-batch runs per setting, for a mean and a band "
                                                       "(default: 3)")
     parser.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")

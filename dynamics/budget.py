@@ -34,6 +34,7 @@ from .config import Config
 from .errors import ConfigError
 from .geometry import get_geometry
 from .models.registry import get_model_kind
+from .optimizers import get_optimizer
 from .solvers.registry import get_method
 from .task import vocab_size
 from .trajectory import RECORD_ELEMENTS
@@ -107,6 +108,12 @@ def _reads(config: Config, key: str) -> bool:
     return key in get_model_kind(config.model.kind).reads
 
 
+def _batches(config: Config) -> bool:
+    """Whether the discrete run of ``train.optimizer`` steps on fresh batches of the model with one parameter
+    set per token (not gd, which steps on the flow's own objective)."""
+    return get_optimizer(config.train.optimizer).batches
+
+
 def _evaluation(config: Config, batch: int, label: str) -> list[MemoryPart]:
     """The arrays of one loss evaluation on ``batch`` sampled sequences (``label`` names the batch's key):
     the counts (B × V), the sampler's noise draws (B × (T − 3), indices and ones), the logits and the
@@ -171,7 +178,7 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
     record is taken as it goes; a discrete run: every recorded step), its working vectors, its per-fact
     records and their stage analysis."""
     t, f = config.task, config.flow
-    untied = (kind == "train" and config.train.optimizer != "gd") or config.loss.kind == "sampled"
+    untied = (kind == "train" and _batches(config)) or config.loss.kind == "sampled"
     params = _parameters(config, untied)
     facts = t.subjects * t.relations
     work = OPTIMIZER_VECTORS if kind == "train" else SOLVER_VECTORS
@@ -223,7 +230,7 @@ def estimate_memory(config: Config, train: bool = False) -> MemoryEstimate:
         parts += _evaluation(config, config.loss.samples, "loss.samples")
     if train:
         parts += _run(config, "train")
-        if config.train.optimizer != "gd":
+        if _batches(config):
             parts += _evaluation(config, config.train.batch_size, "train.batch_size")
     return MemoryEstimate(tuple(parts))
 

@@ -19,6 +19,7 @@ from .curvature import sharpness
 from .models import Model
 from .numerics import compute_settings
 from .objective import Objective, make_objective
+from .optimizers import get_optimizer
 from .problem import (  # re-exported: the entry points' callers build problems through dynamics.run too
     BATCHABLE,
     batch_refusal,
@@ -191,7 +192,7 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     def task_at(k: int) -> FactTask:
         return task if tasks is None else tasks.at(k * opts.lr)
 
-    if opts.optimizer == "gd":
+    if not get_optimizer(opts.optimizer).batches:  # gd: the flow's own objective
         if tasks is not None:  # one objective per constant phase, as the flow's field
             objective_of = per_task(lambda now: make_objective(model.with_task(now), now, config.loss), tasks)
 

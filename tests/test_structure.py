@@ -129,6 +129,12 @@ def test_the_model_registry_is_the_only_list_of_model_kinds():
     assert _lists_of(set(BUILTIN), ROOT / "dynamics" / "models" / "registry.py") == []
 
 
+def test_the_optimizer_registry_is_the_only_list_of_optimizer_names():
+    from dynamics.optimizers import BUILTIN
+
+    assert _lists_of(set(BUILTIN), ROOT / "dynamics" / "optimizers.py") == []
+
+
 def _text_files():
     for pattern in ("dynamics/**/*.py", "analysis/**/*.py", "tests/*.py", "docs/*.md", "README.md",
                     "notebooks/*.ipynb", "pyproject.toml"):

@@ -20,6 +20,8 @@ from .compute import (
     Comparison,
     check_budget,
     compare,
+    fresh_batch_names,
+    full_batch_names,
     full_batch_optimizers,
     plan_runs,
     refuse_full_batch_settings,
@@ -55,19 +57,21 @@ def command(args: argparse.Namespace) -> int:
 
 def refuse_unused_options(spec: CompareSpec, given: list[str]) -> None:
     """One ConfigError for an option ``given`` (a CompareSpec field set on the command line) that no run of
-    ``spec`` reads: batch sizes or seeds without a fresh-batch run, ``--full-batch`` without adam, signsgd or
-    muon, ``--no-modified`` without gd."""
+    ``spec`` reads: batch sizes or seeds without a fresh-batch run, ``--full-batch`` without an optimizer it
+    moves to the flow's loss (adam, signsgd, muon: :func:`full_batch_names`), ``--no-modified`` without
+    gd."""
     named = f"--optimizers {','.join(spec.optimizers)}" + (" --full-batch" if spec.full_batch else "")
     batched = any(run.batch_size is not None for run in plan_runs(Config(), spec))
+    movable = full_batch_names()
     no_batches = (f"no run of {named} takes batches (gd and muon_svd step on the flow's loss, and so do "
-                  "adam, signsgd and muon with --full-batch); allowed: leave it out, or add sgd (or adam, "
-                  "signsgd, muon without --full-batch)")
+                  f"{', '.join(movable)} with --full-batch); allowed: leave it out, or add a fresh-batch "
+                  f"optimizer ({fresh_batch_names()}; without --full-batch)")
     unused = {
         "batch_sizes": (not batched, f"--batch-sizes={','.join(map(str, spec.batch_sizes))!r}", no_batches),
         "seeds": (not batched, f"--seeds={spec.seeds}", no_batches),
-        "full_batch": (not set(spec.optimizers) & {"adam", "signsgd", "muon"}, "--full-batch",
-                       f"it steps adam, signsgd and muon on the flow's loss, and {named} has none of them; "
-                       "allowed: leave it out, or add adam, signsgd or muon"),
+        "full_batch": (not set(spec.optimizers) & set(movable), "--full-batch",
+                       f"it steps {', '.join(movable)} on the flow's loss, and {named} has none of them; "
+                       f"allowed: leave it out, or add {' or '.join(movable)}"),
         "modified_flow": ("gd" not in spec.optimizers, "--no-modified",
                           f"it skips GD's modified flow, and {named} has no gd; allowed: leave it out, or "
                           "add gd"),

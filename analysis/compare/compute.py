@@ -9,7 +9,8 @@ deviation against log lr), against the flow and against GD's modified flow −P�
 GD follows to second order (docs/design.md §4.5). Along the flow, the sharpness λ_max(P H) gives the
 stability margin lr·λ_max. :func:`compare` returns all of it as a :class:`Comparison`.
 
-Each optimizer is set against its own flow (:data:`FLOW_GEOMETRY`): GD and SGD against the gradient flow,
+Each optimizer is set against its own flow (its registry entry's ``flow``, :mod:`dynamics.optimizers`): GD
+and SGD against the gradient flow,
 signSGD and Adam against the sign flow (ℓ∞ steepest descent), Muon against the spectral flow. The flow's
 geometry is picked from the optimizers; a config that fixes ``flow.geometry`` to another geometry than an
 optimizer's is refused. With ``full_batch``, Adam, signSGD and Muon step on the flow's own population loss
@@ -32,6 +33,7 @@ from dynamics.budget import check_flow_steps, check_memory, check_steps
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
+from dynamics.optimizers import OPTIMIZERS, optimizers_for
 from dynamics.records import RunInfo, TrainInfo, versions
 from dynamics.run import flow_sharpness, run_flow, run_training, setup, time_grid
 from dynamics.solvers import Status
@@ -41,15 +43,27 @@ from dynamics.trajectory import Trajectory, record
 from ..loglog import power_law
 from ..stages import StageReport, detect_stages
 
-OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon", "muon_svd")
-DEFAULT_OPTIMIZERS = ("gd", "sgd", "adam")
-# The flow each optimizer follows as lr → 0 (full batch): muon_svd is Muon with the exact polar factor.
-FLOW_GEOMETRY = {"gd": "euclidean", "sgd": "euclidean", "adam": "sign", "signsgd": "sign", "muon": "spectral",
-                 "muon_svd": "spectral"}
 # flow.geometry_eps used for a picked sign or spectral flow when the config leaves it at 0: the sign flow
 # chatters at ε = 0 from a symmetric start; the spectral flow grows stiff as ε shrinks (docs/geometry.md).
 DEFAULT_GEOMETRY_EPS = {"sign": 1e-8, "spectral": 1e-7}
-STOCHASTIC = ("sgd", "adam", "signsgd", "muon")  # fresh batches unless full_batch (sgd: always)
+DEFAULT_OPTIMIZERS = "gd,sgd,adam"  # --optimizers' default
+
+
+def fresh_batch_names() -> str:
+    """The optimizers whose compare runs take fresh batches unless ``--full-batch`` (registry order)."""
+    return ", ".join(name for name in optimizers_for("compare") if _takes_batches(name))
+
+
+def _takes_batches(name: str) -> bool:
+    entry = OPTIMIZERS[name]
+    return entry.batches and "train" in entry.uses
+
+
+def full_batch_names() -> list[str]:
+    """The optimizers that ``--full-batch`` moves from fresh batches to the flow's population loss."""
+    return [name for name in optimizers_for("compare")
+            if _takes_batches(name) and OPTIMIZERS[name].full_batch]
+
 
 # A sharpness below this is the rounding of a flat loss (the closed-form Hessian-vector products are exact
 # to ~1e-16 relative), not a curvature that bounds GD's learning rate.
@@ -61,7 +75,7 @@ class CompareSpec:
     """Which discrete runs to set against the flow."""
 
     lrs: tuple[float, ...] = (0.8, 0.4, 0.2, 0.1)
-    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    optimizers: tuple[str, ...] = tuple(DEFAULT_OPTIMIZERS.split(","))
     batch_sizes: tuple[int, ...] = (64, 256, 1024)  # every fresh-batch run: sgd, adam, signsgd, muon
     seeds: int = 3  # fresh-batch runs: runs per setting, for a mean and a band
     modified_flow: bool = True  # GD against its modified flow, for the second-order check
@@ -72,11 +86,12 @@ class CompareSpec:
         if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
             raise ConfigError(f"--lrs={','.join(map(str, self.lrs))!r}: must be positive numbers, "
                               "e.g. 0.4,0.2,0.1")
+        allowed = optimizers_for("compare")
         for name in self.optimizers:
-            if name not in OPTIMIZERS:
-                raise ConfigError(f"--optimizers={name!r}: must be among " + ", ".join(OPTIMIZERS))
+            if name not in allowed:
+                raise ConfigError(f"--optimizers={name!r}: must be among " + ", ".join(allowed))
         if not self.optimizers:
-            raise ConfigError("--optimizers='': must name at least one of " + ", ".join(OPTIMIZERS))
+            raise ConfigError("--optimizers='': must name at least one of " + ", ".join(allowed))
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ConfigError(f"--batch-sizes={self.batch_sizes!r}: must be integers >= 1")
         if self.seeds < 1:
@@ -112,7 +127,7 @@ class RunSpec:
     def name(self) -> str:
         """A readable identifier, e.g. ``sgd_lr0.1_b1024_s0``, ``gd_lr0.1``, ``signsgd_lr0.01_full``."""
         if self.batch_size is None:
-            return f"{self.optimizer}_lr{self.lr:g}" + ("" if self.optimizer == "gd" else "_full")
+            return f"{self.optimizer}_lr{self.lr:g}" + ("_full" if OPTIMIZERS[self.optimizer].batches else "")
         return f"{self.optimizer}_lr{self.lr:g}_b{self.batch_size}_s{self.seed}"
 
     @property
@@ -122,11 +137,14 @@ class RunSpec:
 
 
 def plan_runs(config: Config, spec: CompareSpec) -> list[RunSpec]:
-    """Every discrete run of a comparison, GD first."""
+    """Every discrete run of a comparison, in the order of ``spec.optimizers``: one full-batch run per lr
+    for an optimizer that steps on the flow's own loss (gd), one that is not a ``train.optimizer``
+    (muon_svd), or one that ``--full-batch`` puts on the population loss; else its fresh-batch runs."""
     runs: list[RunSpec] = []
     for optimizer in spec.optimizers:
+        entry = OPTIMIZERS[optimizer]
         for lr in spec.lrs:
-            if optimizer == "gd" or optimizer == "muon_svd" or spec.full_batch and optimizer != "sgd":
+            if not _takes_batches(optimizer) or spec.full_batch and entry.full_batch:
                 runs.append(RunSpec(optimizer, lr, None, 0))
                 continue
             runs += [RunSpec(optimizer, lr, b, config.train.seed + s)
@@ -138,22 +156,30 @@ def run_config(config: Config, run: RunSpec) -> Config:
     """The config of one discrete run: same task, model and θ(0); steps to cover the flow's t_max."""
     overrides: dict[str, Any] = {"train.optimizer": run.optimizer, "train.lr": run.lr, "train.seed": run.seed,
                                  "train.steps": max(1, int(round(config.flow.t_max / run.lr)))}
-    if run.optimizer == "muon_svd":  # not a train.optimizer of its own: run_discrete passes it on
-        overrides["train.optimizer"] = "muon"
+    if "train" not in OPTIMIZERS[run.optimizer].uses:  # not a train.optimizer: run_discrete passes it on
+        overrides["train.optimizer"] = _stand_in(run.optimizer)
     if run.batch_size is not None:
         overrides["train.batch_size"] = run.batch_size
     return config.override(overrides)
 
 
+def _stand_in(name: str) -> str:
+    """The ``train.optimizer`` a run config of the compare-only optimizer ``name`` names: the first train
+    optimizer that reads every key it reads (muon for muon_svd), so that the config keeps its keys and the
+    memory estimate counts the model it runs on (one parameter set per token)."""
+    reads = set(OPTIMIZERS[name].reads)
+    return next(o for o in optimizers_for("train") if reads <= set(OPTIMIZERS[o].reads) and _takes_batches(o))
+
+
 def flow_geometries(config: Config, optimizers: Sequence[str]) -> dict[str, str]:
-    """The flow geometry each optimizer is compared with (:data:`FLOW_GEOMETRY`). Raises ConfigError (one
+    """The flow geometry each optimizer is compared with (its entry's ``flow``). Raises ConfigError (one
     line) when ``flow.geometry`` is set to a geometry other than euclidean (the default, which lets each
     optimizer pick its own) and an optimizer's flow is another one."""
     chosen = config.flow.geometry
-    pairs = {name: FLOW_GEOMETRY[name] for name in optimizers}
+    pairs = {name: OPTIMIZERS[name].flow for name in optimizers}
     wrong = [name for name, geometry in pairs.items() if chosen != "euclidean" and geometry != chosen]
     if wrong:
-        fitting = ", ".join(name for name, g in FLOW_GEOMETRY.items() if g == chosen)
+        fitting = ", ".join(name for name in optimizers_for("compare") if OPTIMIZERS[name].flow == chosen)
         raise ConfigError(f"flow.geometry={chosen!r}: does not match --optimizers {wrong[0]} (whose flow is "
                           f"{pairs[wrong[0]]}); allowed: optimizers {fitting}, or leave flow.geometry at "
                           "euclidean and each optimizer is set against its own flow")
@@ -170,7 +196,7 @@ def geometry_config(config: Config, geometry: str) -> Config:
 
 def refuse_full_batch_settings(config: Config, optimizers: Sequence[str]) -> None:
     """Refuse (one ConfigError), before any work, a setting that the full-batch runs of ``optimizers``
-    (adam, signsgd, muon with ``--full-batch``; muon_svd always) would ignore: they step on the plain
+    (fresh-batch optimizers with ``--full-batch``; muon_svd always) would ignore: they step on the plain
     population loss from ``init.*`` in the plain metric, so ``data.*`` and ``init.from_run`` have no effect
     there, and they need linear attention and the population loss."""
     names = ",".join(optimizers)
@@ -180,12 +206,12 @@ def refuse_full_batch_settings(config: Config, optimizers: Sequence[str]) -> Non
         if value != getattr(defaults, name):
             raise ConfigError(f"data.{name}={value!r}: the full-batch runs of compare ({names}) train the "
                               "task's own population loss, without a data schedule or frozen blocks; "
-                              "allowed: leave it out, or optimizers that take batches (sgd; adam, signsgd, "
-                              "muon without --full-batch) and gd")
+                              "allowed: leave it out, or optimizers that take batches "
+                              f"({fresh_batch_names()} without --full-batch) and gd")
     if config.init.from_run:
         raise ConfigError(f"init.from_run={config.init.from_run!r}: the full-batch runs of compare ({names}) "
                           "start from init.*, not from another run; allowed: leave it out, or optimizers "
-                          "that take batches (sgd; adam, signsgd, muon without --full-batch) and gd")
+                          f"that take batches ({fresh_batch_names()} without --full-batch) and gd")
     if config.model.attention != "linear" or config.loss.kind != "population":
         raise ConfigError(f"model.attention={config.model.attention!r}, loss.kind={config.loss.kind!r}: "
                           f"the full-batch runs of compare ({names}) need linear attention and the "
@@ -195,7 +221,7 @@ def refuse_full_batch_settings(config: Config, optimizers: Sequence[str]) -> Non
 def full_batch_optimizers(config: Config, spec: CompareSpec) -> list[str]:
     """The optimizers of ``spec`` run by :func:`run_full_batch` (not gd, which steps on the flow's loss)."""
     return list(dict.fromkeys(run.optimizer for run in plan_runs(config, spec)
-                              if run.full_batch and run.optimizer != "gd"))
+                              if run.full_batch and OPTIMIZERS[run.optimizer].batches))
 
 
 def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bool = True) -> Trajectory:
@@ -232,7 +258,7 @@ def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bo
 def run_discrete(config: Config, run: RunSpec) -> Trajectory:
     """The discrete run ``run`` from the flow's θ(0), with its states kept."""
     run_cfg = run_config(config, run)
-    if run.full_batch and run.optimizer != "gd":
+    if run.full_batch and OPTIMIZERS[run.optimizer].batches:
         return run_full_batch(run_cfg, run.optimizer)
     return run_training(run_cfg, keep_states=True)
 
@@ -437,10 +463,11 @@ def check_budget(config: Config, spec: CompareSpec) -> None:
         check_steps("--lrs", f"{lr!r} (flow.t_max / lr)", config.flow.t_max / lr)
     # the run that needs the most memory: the largest batch, else one on the untied model (any optimizer
     # but gd); run_config spells its optimizer as train.optimizer does (muon_svd is muon there)
-    largest = max(plan_runs(config, spec), key=lambda run: (run.batch_size or 0, run.optimizer != "gd"))
+    largest = max(plan_runs(config, spec),
+                  key=lambda run: (run.batch_size or 0, OPTIMIZERS[run.optimizer].batches))
     trained = run_config(config, largest).override({"train.steps": 1})  # steps: checked per lr above
     check_memory(trained, train=True)
-    for geometry in dict.fromkeys(FLOW_GEOMETRY[name] for name in spec.optimizers):  # each reference flow
+    for geometry in dict.fromkeys(OPTIMIZERS[name].flow for name in spec.optimizers):  # each reference flow
         check_flow_steps(geometry_config(trained, geometry))
 
 
@@ -552,7 +579,7 @@ def _orders(runs: list[ComparedRun], geometries: dict[str, str] | None = None) -
         loss = [mean([r.max_loss_deviation for r in by_lr[lr]]) for lr in fit_lrs]
         params = [mean([r.max_param_distance for r in by_lr[lr]]) for lr in fit_lrs]
         by_optimizer[name] = {
-            "geometry": (geometries or {}).get(name, FLOW_GEOMETRY[name]),
+            "geometry": (geometries or {}).get(name, OPTIMIZERS[name].flow),
             "full_batch": all(r.spec.full_batch for r in members) if members else None,
             "lrs": fit_lrs, "max_loss_deviation": loss, "max_param_distance": params,
             "order_loss": fitted_order(fit_lrs, loss), "order_params": fitted_order(fit_lrs, params)}

@@ -21,15 +21,20 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from dynamics.optimizers import OPTIMIZERS
+
 from ..plotting import config_title, figure, save, shade_stages, time_window
 from .compute import ComparedRun, Comparison
 
 FIGURES = ("compare_loss.png", "compare_order.png", "compare_stage_shift.png", "compare_sharpness.png")
-OPTIMIZER_NAMES = {"gd": "GD (full batch)", "sgd": "SGD (online)", "adam": "Adam", "signsgd": "signSGD",
-                   "muon": "Muon", "muon_svd": "Muon (exact polar factor)"}
-ALL_OPTIMIZERS = ("gd", "sgd", "adam", "signsgd", "muon", "muon_svd")
 BOUNDARY_MARKERS = ("o", "s", "^", "D", "v", "P")
 BATCH_STYLES = ("-", (0, (5, 2)), (0, (2, 1.5)), (0, (6, 2, 1, 2)), (0, (1, 1)))
+
+
+def _label(optimizer: str) -> str:
+    """How the figures name ``optimizer``: its registry entry's label (the name when it has none)."""
+    entry = OPTIMIZERS.get(optimizer)
+    return entry.label or optimizer if entry is not None else optimizer
 
 
 def plot_comparison(result: Comparison, directory: Path) -> None:
@@ -153,7 +158,7 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
     """
     flow = result.flow
     runs = result.runs
-    optimizers = [o for o in ALL_OPTIMIZERS if any(r.optimizer == o for r in runs)]
+    optimizers = [o for o in OPTIMIZERS if any(r.optimizer == o for r in runs)]
     columns = max(1, len(optimizers))
     fig = figure(6.6 * columns + 0.4, 6.8)
     axes = fig.subplots(2, columns, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
@@ -208,7 +213,7 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
         ax.set_ylim(*y_range)
         shade_stages(ax, _flow_stages(result, optimizer if optimizer != "flow" else None), left, right)
         own_flow = "flow" if geometry == "euclidean" else f"{geometry} flow"
-        ax.set_title(f"{OPTIMIZER_NAMES.get(optimizer, optimizer)} against the {own_flow}", fontsize=10)
+        ax.set_title(f"{_label(optimizer)} against the {own_flow}", fontsize=10)
         ax.set_ylabel("loss (nats)")
         # beside the axes: inside, a legend of many runs covers the curves where they fall
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -226,7 +231,7 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
             dev_ax.text(0.01, ceiling, f"off scale above {ceiling:.3g} (blew up)", color="red", fontsize=7,
                         va="top", transform=dev_ax.get_yaxis_transform())
         dev_ax.set_xlabel("flow time t (= step × lr)")
-        dev_ax.set_title(f"{OPTIMIZER_NAMES.get(optimizer, optimizer)}: distance to the {own_flow}"
+        dev_ax.set_title(f"{_label(optimizer)}: distance to the {own_flow}"
                          + (" (mean over seeds)" if optimizer not in ("gd", "flow") else ""), fontsize=9)
         dev_ax.set_ylabel("|L_run − L_flow|" if geometry == "euclidean" else f"|L_run − L_{geometry} flow|")
         dev_ax.grid(alpha=0.25, which="both")
@@ -285,8 +290,8 @@ def plot_order(result: Comparison, path: Path) -> None:
             ax.plot(*zip(*outside, strict=True), ls="none", marker=marker, ms=7, mfc="none", color=color,
                     label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)", zorder=5)
         plotted += [d for _, d in points]
-    for optimizer, marker, color in (("signsgd", "D", "C1"), ("adam", "^", "C4"), ("muon", "P", "C5"),
-                                     ("muon_svd", "X", "C6")):
+    for optimizer in (name for name, entry in OPTIMIZERS.items() if entry.batches):  # gd: above
+        marker, color = OPTIMIZERS[optimizer].marker, OPTIMIZERS[optimizer].color
         full = sorted((r for r in runs if r.optimizer == optimizer and r.spec.full_batch
                        and r.status == "ok"), key=lambda r: r.lr)
         points = [(float(r.lr), float(r.max_loss_deviation)) for r in full if r.max_loss_deviation > 0]
@@ -295,7 +300,7 @@ def plot_order(result: Comparison, path: Path) -> None:
         slope = result.orders.by_optimizer.get(optimizer, {}).get("order_loss")
         geometry = result.geometries.get(optimizer, "")
         ax.plot(*zip(*points, strict=True), ls="none", marker=marker, ms=7, color=color,
-                label=f"{OPTIMIZER_NAMES[optimizer]} (full batch) vs {geometry} flow"
+                label=f"{_label(optimizer)} (full batch) vs {geometry} flow"
                 + (f": fitted order {slope:.2f}" if slope is not None else ""))
         if slope is not None and len(points) >= 2:
             ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8,
@@ -319,7 +324,7 @@ def plot_order(result: Comparison, path: Path) -> None:
             dodged = True  # beside GD's markers at the same lr, never over them
             ax.errorbar(_dodged(lrs, side * (index + 1)), mean, yerr=[low, high], color=shade, marker=marker,
                         ms=6, lw=0.9, ls=":",
-                        capsize=3, label=f"{OPTIMIZER_NAMES[optimizer]} batch {batch} (mean over seeds)")
+                        capsize=3, label=f"{_label(optimizer)} batch {batch} (mean over seeds)")
             plotted += list(mean)
     if off_scale:
         ax.plot([lr for lr, _ in off_scale], [ceiling] * len(off_scale), ls="none", marker="^", ms=11,
@@ -404,14 +409,13 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
     markers = {b: BOUNDARY_MARKERS[i % len(BOUNDARY_MARKERS)] for i, b in enumerate(boundaries)}
     names = {b: b.replace("->", " → ") for b in boundaries}
     shown: list[float] = []
-    optimizer_colors = {"gd": "C0", "sgd": "C2", "adam": "C4"}
     sides = {"gd": 0, "sgd": 1, "adam": -1}  # beside each other at one lr: GD's and SGD's shifts often agree
-    for optimizer in ("gd", "sgd", "adam"):
+    for optimizer in sides:
         settings = _settings(runs, optimizer)
         if not settings:
             continue
         batch = max((b for _, b in settings), key=lambda b: -1 if b is None else b)
-        label = OPTIMIZER_NAMES[optimizer] + ("" if batch is None else f", batch {batch}")
+        label = _label(optimizer) + ("" if batch is None else f", batch {batch}")
         found = False
         for boundary in boundaries:
             rows = []
@@ -429,7 +433,7 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
             lrs, mean, low, high = (np.array(c) for c in zip(*rows, strict=True))
             hollow = {"mfc": "none", "ms": 10, "mew": 1.6} if optimizer == "gd" else {"ms": 6}
             by_lr.errorbar(_dodged(lrs, sides[optimizer]), mean, yerr=[mean - low, high - mean],
-                           color=optimizer_colors[optimizer],
+                           color=OPTIMIZERS[optimizer].color,
                            marker=markers[boundary], lw=1.2, capsize=3, **hollow,
                            ls="-" if boundary == boundaries[0] else (0, (4, 2)),
                            label=f"{label}: {names[boundary]}"
@@ -437,7 +441,7 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
             shown += list(mean) + list(low) + list(high)
             found = True
         if not found:
-            by_lr.plot([], [], ls="none", marker="x", color=optimizer_colors[optimizer],
+            by_lr.plot([], [], ls="none", marker="x", color=OPTIMIZERS[optimizer].color,
                        label=f"{label}: no flow boundary reproduced")
     if shown:
         _log_shift_axis(by_lr, sorted({float(r.lr) for r in runs}), 10, shown)

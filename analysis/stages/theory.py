@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from dynamics.config import Config
+from dynamics.geometry import get_geometry
 from dynamics.models.embeddings import ORTHONORMAL_EMBEDDINGS  # the embedded flow is then the reduced one
 from dynamics.models.registry import REDUCED_THEORY, get_model_kind, model_kinds
+from dynamics.optimizers import OPTIMIZERS, optimizers_for
 from dynamics.records import RunInfo
 from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
@@ -89,9 +91,9 @@ def _unbalanced_relations(facts: np.ndarray, D: int) -> list[int]:
     return bad
 
 
-# Discrete runs whose small-lr limit is the gradient flow (t = k·lr); the others follow the sign or the
-# spectral flow (docs/geometry.md), for which the linearised rates of the gradient flow say nothing.
-FLOW_LIKE_OPTIMIZERS = ("gd", "sgd")
+def _gradient_flow(geometry: str | None) -> bool:
+    """Whether the flow of ``geometry`` is one whose rates the theory gives (None: no registered flow)."""
+    return geometry is not None and get_geometry(geometry).gradient_flow_theory
 
 
 def _table_size(config: Config) -> tuple[int, int, int]:
@@ -140,12 +142,16 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
     reasons: list[str] = []
     train = info is not None and info.kind == "train"
     if train:
+        # a discrete run's small-lr limit is its optimizer's flow (dynamics.optimizers); the linearised
+        # rates of the gradient flow say nothing about the sign or the spectral flow (docs/geometry.md)
         optimizer = info.train.optimizer if info.train is not None else config.train.optimizer
-        if optimizer not in FLOW_LIKE_OPTIMIZERS:
+        flow = OPTIMIZERS[optimizer].flow if optimizer in OPTIMIZERS else None
+        if not _gradient_flow(flow):
+            followers = [o for o in optimizers_for("train") if _gradient_flow(OPTIMIZERS[o].flow)]
             reasons.append(f"train.optimizer={optimizer!r}: the rates are those of the gradient flow, which "
-                           f"only {' and '.join(FLOW_LIKE_OPTIMIZERS)} follow as lr → 0 ({optimizer} follows "
-                           "the sign or the spectral flow)")
-    elif config.flow.geometry != "euclidean":
+                           f"only {' and '.join(followers)} follow as lr → 0 ({optimizer} follows "
+                           f"{f'the {flow} flow' if flow else 'no registered flow'})")
+    elif not get_geometry(config.flow.geometry).gradient_flow_theory:
         reasons.append(f"flow.geometry={config.flow.geometry!r}: the rates are those of the gradient flow "
                        "(euclidean), not of a steepest descent in another norm")
     fine_tune = bool(config.init.from_run) or (info is not None and info.old_subjects is not None)

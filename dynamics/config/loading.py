@@ -9,20 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..optimizers import TRAIN_OPTIMIZERS
+from ..optimizers import OPTIMIZERS, get_optimizer, optimizers_for
 from .presets import DEFAULT_PRESET, PRESETS
 from .schema import Config, TrainConfig, fail
 
-# The train.* keys each optimizer reads (dynamics.run.run_training): gd steps on the flow's own loss (no
-# batches, no batch seed); adam adds its moments, muon its momentum.
-_BATCHED = ("optimizer", "lr", "steps", "batch_size", "seed")
-TRAIN_READS: dict[str, tuple[str, ...]] = {
-    "gd": ("optimizer", "lr", "steps"),
-    "sgd": _BATCHED,
-    "signsgd": _BATCHED,
-    "adam": (*_BATCHED, "beta1", "beta2", "eps"),
-    "muon": (*_BATCHED, "momentum"),
-}
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -100,15 +90,17 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
 
 def unread_train_keys(config: Config, train: bool) -> dict[str, str]:
     """The ``train.*`` keys a run of ``config`` does not read, each with why: all of them without ``train``
-    (no discrete run), else those that ``train.optimizer`` does not read."""
+    (no discrete run), else those that ``train.optimizer`` does not read (its entry's ``reads``,
+    :mod:`dynamics.optimizers`)."""
     if not train:
         return {f"train.{name}": "nothing is trained without --train (Python: train=True)"
                 for name in TRAIN_KEYS}
     optimizer = config.train.optimizer
+    reads = get_optimizer(optimizer).reads
     unread = {}
     for name in TRAIN_KEYS:
-        if name not in TRAIN_READS[optimizer]:
-            readers = [o for o in TRAIN_OPTIMIZERS if name in TRAIN_READS[o]]
+        if f"train.{name}" not in reads:
+            readers = [o for o in optimizers_for("train") if f"train.{name}" in OPTIMIZERS[o].reads]
             unread[f"train.{name}"] = (f"only {', '.join(readers)} read{'s' if len(readers) == 1 else ''} "
                                        f"it (train.optimizer={optimizer!r})")
     return unread

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..geometry import GEOMETRIES, get_geometry
 from ..models.registry import get_model_kind, model_kinds
-from ..optimizers import TRAIN_OPTIMIZERS
+from ..optimizers import optimizers_for
 from ..solvers.options import SolverOptions
 from ..solvers.registry import METHODS
 
@@ -261,7 +261,7 @@ class TrainConfig:
     momentum: float = 0.95  # muon's momentum μ (Nesterov)
 
     def __post_init__(self) -> None:
-        _choice("train.optimizer", self.optimizer, TRAIN_OPTIMIZERS)
+        _choice("train.optimizer", self.optimizer, optimizers_for("train"))
         _positive("train.lr", self.lr)
         _int_at_least("train.batch_size", self.batch_size, 1)
         _int_at_least("train.steps", self.steps, 1)
@@ -371,9 +371,9 @@ class Config:
         for key in (f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name != "kind"):
             if key not in kind.reads:
                 readers = [f"model.kind={k.name}" for k in model_kinds().values() if key in k.reads]
+                by = (" or ".join(readers) or "no model kind") + (" reads" if len(readers) == 1 else " read")
                 _unused(key, getattr(model, key[6:]), ModelConfig,
-                        f"model.kind={kind.name!r} does not read it ({' or '.join(readers) or 'no model kind'} "
-                        f"read{'s' if len(readers) == 1 else ''} it)")
+                        f"model.kind={kind.name!r} does not read it ({by} it)")
         if self.task.facts == "structured":
             _unused("task.seed", self.task.seed, TaskConfig,
                     "task.facts='structured' is not drawn (task.facts=random is, with task.seed)")

@@ -19,7 +19,7 @@ import torch
 from ..geometry import ParameterBlock
 from ..numerics import compute_settings
 from ..objective import Objective, gradient
-from ..optimizers import Stepper
+from ..optimizers import OPTIMIZERS, StepSettings, make_stepper
 from ..solvers.results import Cost, Status
 
 
@@ -51,14 +51,18 @@ def train(objective_at: Callable[[int], Objective], theta0: torch.Tensor, *, opt
     """Run ``steps`` updates from ``theta0``; keep θ at the step indices in ``record`` (sorted).
 
     g = P ∇L_k(θ); gd / sgd: θ ← θ − η g; adam: the usual bias-corrected moments of g; signsgd:
-    θ ← θ − η sign(g); muon: orthogonalised momentum per matrix block of ``blocks`` (:mod:`.optimizers`).
+    θ ← θ − η sign(g); muon: orthogonalised momentum per matrix block of ``blocks``; any registered
+    optimizer by its stepper (:mod:`dynamics.optimizers`).
     """
-    stepper = Stepper(optimizer, theta0, lr, betas=(beta1, beta2), eps=eps, momentum=momentum, blocks=blocks)
+    settings = StepSettings(betas=(beta1, beta2), eps=eps, momentum=momentum, blocks=blocks)
+    stepper = make_stepper(optimizer, theta0, lr, settings)
+    # the first rise of the loss is meaningful where every step sees one fixed objective (gd)
+    fixed = not OPTIMIZERS[optimizer].batches
     with compute_settings(theta0):
-        return _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, progress)
+        return _train(objective_at, stepper, fixed, lr, steps, record, preconditioner, progress)
 
 
-def _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, progress):
+def _train(objective_at, stepper, fixed, lr, steps, record, preconditioner, progress):
     start = time.perf_counter()
     wanted = set(int(k) for k in record)
     kept_steps: list[int] = []
@@ -87,7 +91,7 @@ def _train(objective_at, stepper, optimizer, lr, steps, record, preconditioner, 
         # On one fixed objective a stable step never raises the loss (descent lemma, lr < 2/λ_max);
         # the first rise marks where GD left the flow. Meaningless for fresh batches (sgd, adam).
         rose = current > previous + 1e-12 * max(1.0, abs(previous))
-        if optimizer == "gd" and first_increase is None and rose:
+        if fixed and first_increase is None and rose:
             first_increase = k
         previous = current
         if not (math.isfinite(current) and torch.isfinite(grad).all()):

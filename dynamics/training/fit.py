@@ -3,7 +3,8 @@
 Unlike :mod:`.discrete` (which records a trajectory on the flow's time axis), this trainer only asks "does
 the model reach accuracy ≥ threshold within the step budget?". It knows nothing about models: it takes
 ``objective_at(k)`` (the loss on step k's batch, or the full-batch loss) and ``accuracy(θ)``, and steps with
-the same torch optimizers as discrete training (:mod:`.optimizers`: ``adam`` or ``adamw``).
+the same torch optimizers as discrete training (:mod:`dynamics.optimizers`: those whose uses include
+``fit``, ``adam`` and ``adamw``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..numerics import compute_settings
-from ..optimizers import Stepper
+from ..optimizers import StepSettings, get_optimizer, make_stepper
 from ..solvers.results import Status
-
-OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclass
@@ -44,8 +42,7 @@ def fit(objective_at: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
     """Train θ from ``theta0`` for at most ``steps`` updates; stop as soon as accuracy(θ) ≥ threshold
     (checked every ``check_every`` steps and at the end). A non-finite loss or θ ends the run with status
     ``nonfinite`` (a result, not an exception)."""
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={optimizer!r}: allowed " + ", ".join(OPTIMIZERS))
+    get_optimizer(optimizer, "fit", "optimizer")  # one the fitter may use (dynamics.optimizers)
     with compute_settings(theta0):
         return _fit(objective_at, accuracy, theta0, optimizer, lr, steps, weight_decay, threshold,
                     check_every, betas, eps)
@@ -54,8 +51,9 @@ def fit(objective_at: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
 def _fit(objective_at, accuracy, theta0, optimizer, lr, steps, weight_decay, threshold, check_every, betas,
          eps) -> FitResult:
     start = time.perf_counter()
-    stepper = Stepper(optimizer, theta0, lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    theta = stepper.leaves[0]
+    stepper = make_stepper(optimizer, theta0, lr, StepSettings(betas=betas, eps=eps,
+                                                               weight_decay=weight_decay))
+    theta = stepper.leaves[0]  # the fitter's optimizers hold θ in one leaf
     value = math.nan
     for k in range(steps + 1):
         if k % check_every == 0 or k == steps:
