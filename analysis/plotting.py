@@ -126,6 +126,28 @@ def plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def label_levels(ax: Axes, levels: Mapping[str, float], gap: float = 0.055, fontsize: float = 8) -> None:
+    """Draw each reference level of ``levels`` (name -> y) as a dashed line and write its name and value in
+    the right margin, outside the axes, where no curve, stage name or time mark crosses it. Levels at the
+    same value share one label ('log D = H(A|R) = 0.693'); labels closer than ``gap`` (a fraction of the
+    axes height at the limits of the moment) are spread apart so that none overlaps another."""
+    merged: dict[float, list[str]] = {}
+    for name, value in levels.items():
+        key = next((v for v in merged if abs(v - value) <= 1e-9 * max(1.0, abs(value))), float(value))
+        merged.setdefault(key, []).append(name)
+    for value in merged:
+        ax.axhline(value, color="0.5", ls=(0, (4, 3)), lw=0.9, label="_unlabeled: named in the margin")
+    low, high = ax.get_ylim()
+    step = gap * (high - low)
+    placed: list[tuple[float, str]] = []
+    for value in sorted(merged):
+        y = value if not placed or value - placed[-1][0] >= step else placed[-1][0] + step
+        placed.append((y, f"{' = '.join(merged[value])} = {value:.3f}"))
+    for y, text in placed:
+        ax.text(1.008, y, text, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                fontsize=fontsize, color="0.35", clip_on=False)
+
+
 def time_window(t: np.ndarray, margin: float = 1.05) -> tuple[float, float]:
     """The x range of a log-t panel of the times ``t``: from the first positive time, but at most three
     decades below the last (plateaus live on log t; decades far below the first escape carry no

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from figures import assert_png, capture_figures, legend_labels, texts
+from figures import assert_png, assert_readable, capture_figures, legend_labels, texts
 
 import analysis.stages.plots as plots_module
 from analysis.plotting import time_window
@@ -146,7 +146,8 @@ def test_fact_heatmap_png(tmp_path, tiny, drawn):
     assert some.get_xlim() == pytest.approx(time_window(tiny.t, margin=1.0), rel=1e-12)
     # rows in learning order, the never-learned fact (0, 1) last, below a red dashed line
     assert [tick.get_text() for tick in some.get_yticklabels()][-1] == "(0, 1)"
-    assert legend_labels(some) == ["learning time"]
+    assert legend_labels(some) == ["learning time", "below: never learned"]  # the red line explained
+    assert_readable(drawn[0])
     (line,) = [line for line in some.get_lines() if line.get_label() == "learning time"]
     np.testing.assert_array_equal(line.get_xdata(), np.sort(learning_time[np.isfinite(learning_time)]))
     assert [h.get_ydata()[0] for h in some.get_lines() if h.get_color() == "red"] == [S * R - 1.5]

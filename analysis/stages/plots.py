@@ -20,7 +20,7 @@ from matplotlib.colors import Normalize
 
 from dynamics.trajectory import Trajectory
 
-from ..plotting import TIME_LABEL, log_time_axis, run_figure, save, shade_stages, time_window
+from ..plotting import TIME_LABEL, label_levels, log_time_axis, run_figure, save, shade_stages, time_window
 
 CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
           ("subject_loss", "subject-only loss", "C2"))
@@ -53,11 +53,7 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
             ax.axvline(info.status_time, color="red", lw=1, ls=":", label="_unlabeled: named beside it")
             ax.text(info.status_time, ax.get_ylim()[1], f" {label}: {status}", color="red",
                     va="top", fontsize=8)
-    for name in ("log|A|", "H(A|R)", "0"):
-        ax.axhline(levels[name], color="0.5", ls=(0, (4, 3)), lw=0.9, label="_unlabeled: named in the margin")
-        # outside the axes, on the right: no curve, stage name or time mark can cross it there
-        ax.text(1.008, levels[name], f"{name} = {levels[name]:.3f}", transform=ax.get_yaxis_transform(),
-                ha="left", va="center", fontsize=8, color="0.35", clip_on=False)
+    label_levels(ax, {name: levels[name] for name in ("log|A|", "H(A|R)", "0")})
     log_time_axis(ax)
     left, right = time_window(np.concatenate([traj.t for _, traj in runs]))
     marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
