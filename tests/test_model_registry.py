@@ -60,7 +60,7 @@ def _per_token_parameters(config, untied):
 
 
 PER_TOKEN = ModelKind("per_token", lambda config, task: PerTokenModel(task, config.device), reads=(),
-                      parameters=_per_token_parameters, population=True,
+                      parameters=_per_token_parameters, population=True, inits=("constant",),
                       summary="one score and value per vocabulary token")
 
 
@@ -101,6 +101,15 @@ def test_a_key_the_kind_does_not_read_is_refused_by_the_entry(per_token):
     with pytest.raises(ConfigError, match=r"^loss.kind='population': model.kind='transformer' has no exact "
                                           r"population loss; allowed: loss.kind=sampled$"):
         _tiny(**{"model.kind": "transformer", "model.attention": "softmax"})
+    # a start the kind's initial_parameters does not implement
+    with pytest.raises(ConfigError, match=r"^init.kind='gaussian': model.kind='per_token' does not start "
+                                          r"from it; allowed: constant$"):
+        _tiny(**{"model.kind": "per_token", "init.kind": "gaussian"})
+    with pytest.raises(ConfigError, match=r"^init.kind='manifold': model.kind='transformer' does not start "
+                                          r"from it; allowed: constant, gaussian$"):
+        resolve_config("tiny", overrides={"model.kind": "transformer", "model.attention": "softmax",
+                                          "loss.kind": "sampled", "init.kind": "manifold",
+                                          "init.scale": 1e-5})
 
 
 def test_register_refuses_a_taken_name_and_keys_outside_the_model_section(per_token):

@@ -355,11 +355,14 @@ class Config:
 
     def _check_model(self) -> None:
         """The model kind's own refusals (:mod:`dynamics.models.registry`): a population loss it does not
-        have, then its entry's checks of the values of the keys it reads."""
+        have, a start it does not implement, then its entry's checks of the values of the keys it reads."""
         kind = get_model_kind(self.model.kind)
         if self.loss.kind == "population" and not kind.population:
             fail("loss.kind", self.loss.kind, f"model.kind={kind.name!r} has no exact population loss; "
                  "allowed: loss.kind=sampled")
+        if self.init.kind not in kind.inits:
+            fail("init.kind", self.init.kind, f"model.kind={kind.name!r} does not start from it; allowed: "
+                 + ", ".join(kind.inits))
         if kind.check is not None:
             kind.check(self)
 
@@ -384,9 +387,6 @@ class Config:
             for key, why in (("scale", "reads init.alpha and init.beta"), ("seed", "is not drawn")):
                 _unused(f"init.{key}", getattr(self.init, key), InitConfig, f"init.kind='manifold' {why} "
                         "(init.kind=constant or gaussian read init.scale; gaussian draws with init.seed)")
-            if self.model.kind == "transformer":
-                fail("init.kind", self.init.kind, "the manifold start is defined for the token scores and "
-                     "values of model.kind=reduced or embedded; allowed: constant, gaussian")
         else:
             for key in ("alpha", "beta"):
                 _unused(f"init.{key}", getattr(self.init, key), InitConfig,

@@ -46,7 +46,8 @@ class ModelKind:
     of the sampled loss), for the memory estimate. ``population``: whether it can have the exact
     population loss (``loss.kind=population``). ``theory``: the theory whose rates describe it
     (:data:`REDUCED_THEORY`) or None. ``check(config)``: its own refusals of the values of the keys it
-    reads (one ConfigError), or None."""
+    reads (one ConfigError), or None. ``inits``: the ``init.kind`` values its ``initial_parameters``
+    implements (the config refuses the others)."""
 
     name: str
     build: Callable[[Config, FactTask], Model]
@@ -56,6 +57,7 @@ class ModelKind:
     theory: str | None = None
     check: Callable[[Config], None] | None = None
     summary: str = ""
+    inits: tuple[str, ...] = ("constant", "gaussian")
 
 
 MODEL_KINDS: dict[str, ModelKind] = {}
@@ -169,14 +171,16 @@ def _check_transformer(config: Config) -> None:
                           "allowed: model.attention=softmax")
 
 
+# the starts of a model of token scores and values: Li et al.'s positive manifold too (dynamics.manifold)
+_TOKEN_INITS = ("constant", "gaussian", "manifold")
 for _kind in (
         ModelKind("reduced", _reduced, reads=("model.attention",), parameters=_reduced_parameters,
-                  population=True, theory=REDUCED_THEORY,
+                  population=True, theory=REDUCED_THEORY, inits=_TOKEN_INITS,
                   summary="one attention score and one value vector per token (docs/design.md §3.1)"),
         ModelKind("embedded", _embedded,
                   reads=("model.attention", "model.dim", "model.embeddings", "model.seed"),
                   parameters=lambda config, untied: 2 * config.model.dim ** 2, population=True,
-                  theory=REDUCED_THEORY, check=_check_embedded,
+                  theory=REDUCED_THEORY, check=_check_embedded, inits=_TOKEN_INITS,
                   summary="the same layer as d × d matrices W_KQ, W_OV on fixed embeddings (§3.2)"),
         ModelKind("transformer", _transformer,
                   reads=("model.attention", "model.dim", "model.seed", "model.heads", "model.head_dim",
