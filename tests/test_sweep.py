@@ -634,3 +634,28 @@ def test_phase_diagrams_read_on_their_own(tmp_path, monkeypatch):
     colorbar = categories.axes[-1]
     assert [t.get_text() for t in colorbar.get_yticklabels()] == ["relation", "subject"]
     assert_close(tuple(colorbar.get_ylim()), (-0.5, 1.5), abs_tol=1e-12)  # labels at the bands' middles
+
+
+def test_the_results_table_is_kept_up_to_date_without_reading_point_files_again(tmp_path, monkeypatch):
+    """results.csv after every job comes from the rows the sweep holds: a new sweep reads no point file, an
+    extended one reads each existing file twice when it starts (the plan, the table) and never again, and
+    the table equals the one rebuilt from the files."""
+    reads: list[str] = []
+    real = SweepDirectory.read_point
+
+    def counted(self, path, key_sets):
+        reads.append(path.name)
+        return real(self, path, key_sets)
+
+    monkeypatch.setattr(SweepDirectory, "read_point", counted)
+    base = resolve_config("tiny", None, ["flow.t_max=20", "flow.points=16"])
+    out = tmp_path / "s"
+    run_sweep(base, {"init.scale": [1e-3, 2e-3, 3e-3, 4e-3]}, out, SweepOptions(batch=False))
+    assert reads == []
+    written = (out / "results.csv").read_text()
+    SweepDirectory(out).write_results()
+    assert (out / "results.csv").read_text() == written
+    reads.clear()
+    rows = run_sweep(base, {"init.scale": [1e-3, 5e-3]}, out, SweepOptions(batch=False))
+    assert len(reads) == 2 * 4 and len(rows) == 5
+    assert len((out / "results.csv").read_text().splitlines()) == 6

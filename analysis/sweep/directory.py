@@ -185,14 +185,16 @@ class SweepDirectory:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every valid point's row, in grid order (sorted by the grid values)."""
-        rows = list(self.scan()[0].values())
+    def rows(self, held: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every valid point's row, in grid order (sorted by the grid values). ``held``: the valid rows by
+        identifier as the caller keeps them (a running sweep); default: the point files, read now."""
+        rows = list((self.scan()[0] if held is None else held).values())
         keys = [k for keys in self._key_sets() for k in keys]
         return sorted(rows, key=lambda row: [_sort_value(row.get(k)) for k in keys])
 
-    def write_results(self) -> None:
-        """Rebuild ``results.csv`` from the valid point files (atomically)."""
-        rows = self.rows()
+    def write_results(self, held: dict[str, dict[str, Any]] | None = None) -> None:
+        """Rebuild ``results.csv`` (atomically) from the valid point files, or from ``held``
+        (:meth:`rows`)."""
+        rows = self.rows(held)
         if rows:
             atomic_write_csv(self.path / "results.csv", rows)

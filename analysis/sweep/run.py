@@ -2,11 +2,12 @@
 directory.
 
 A sweep directory holds ``sweep.json`` (the base config and the grids), ``points/<id>.json`` (one file per
-point, written atomically as it completes), ``results.csv`` (rebuilt atomically from the point files after
-every completion) and, on request, ``trajectories/<id>/`` (run directories: ``config.json``,
-``trajectory.npz``, ``summary.json``). Rerunning the same command skips finished points; a kill loses at
-most the points in flight. A point that raises (an invalid combination of values, a device that is not
-there) is recorded with status ``error`` and its message, and tried again by the next rerun.
+point, written atomically as it completes), ``results.csv`` (rewritten atomically after every completion from
+the rows the sweep holds: the point files are read once, when it starts) and, on request,
+``trajectories/<id>/`` (run directories: ``config.json``, ``trajectory.npz``, ``summary.json``). Rerunning the
+same command skips finished points; a kill loses at most the points in flight. A point that raises (an invalid
+combination of values, a device that is not there) is recorded with status ``error`` and its message, and
+tried again by the next rerun.
 
 Points that differ only in ``init.*`` are integrated together as one batched system
 (:func:`dynamics.run.run_flow_batch`), unless their flows cannot be batched (an implicit method, a schedule
@@ -351,13 +352,17 @@ def run_sweep(base: Config, grid: dict[str, list[Any]], out: Path, options: Swee
     with ExitStack() as stack:
         client = stack.enter_context(dask_client(scheduler, workers)) if jobs and backend == "dask" else None
         directory.write_manifest(base, held, grid)
-        _run_jobs(directory, base, jobs, options, workers, client, progress, on_point)
-    directory.write_results()
-    return directory.rows()
+        table = directory.scan()[0]  # every valid row, kept up to date as points finish
+        _run_jobs(directory, base, jobs, options, workers, client, progress, on_point, table)
+    directory.write_results(table)
+    return directory.rows(table)
 
 
 def _run_jobs(directory: SweepDirectory, base: Config, jobs: list[Job], options: SweepOptions, workers: int,
-              client: Any, progress: bool, on_point: Callable[[str, dict[str, Any]], None] | None) -> None:
+              client: Any, progress: bool, on_point: Callable[[str, dict[str, Any]], None] | None,
+              table: dict[str, dict[str, Any]]) -> None:
+    """Run ``jobs`` and save each result as it comes; ``table`` (the valid rows by identifier) gets every
+    new row, and ``results.csv`` is rewritten from it after each job (no point file is read again)."""
     from tqdm.std import tqdm  # plain text on stderr, also in notebooks (no ipywidgets)
 
     bar = tqdm(total=sum(len(j.wanted) for j in jobs), desc="sweep", unit="point", disable=not progress,
@@ -366,11 +371,12 @@ def _run_jobs(directory: SweepDirectory, base: Config, jobs: list[Job], options:
 
     def finish(results: list[PointResult]) -> None:
         for result in results:
-            row = _save(directory, base, result)
+            row = _save(directory, base, result, table.get(result.pid))
+            table[result.pid] = row
             if on_point is not None:
                 on_point(result.pid, row)
             bar.update(1)
-        directory.write_results()
+        directory.write_results(table)
 
     try:
         if not jobs:
@@ -383,20 +389,22 @@ def _run_jobs(directory: SweepDirectory, base: Config, jobs: list[Job], options:
             for job in jobs:
                 finish(run_group(base_tree, job.points, options, job.wanted))
     except KeyboardInterrupt:
-        directory.write_results()  # results.csv lists every point kept
+        directory.write_results(table)  # results.csv lists every point kept
         raise
     finally:
         bar.close()
 
 
-def _save(directory: SweepDirectory, base: Config, result: PointResult) -> dict[str, Any]:
-    """Write one point's result: a new row, or the discrete-run columns merged into its row, and its
-    trajectory (before the row, so that a row asking for a trajectory always has it). Returns the row."""
+def _save(directory: SweepDirectory, base: Config, result: PointResult, held: dict[str, Any] | None
+          ) -> dict[str, Any]:
+    """Write one point's result: a new row, or the discrete-run columns merged into its valid row ``held``,
+    and its trajectory (before the row, so that a row asking for a trajectory always has it). Returns the
+    row."""
     config = base.override(result.values) if result.flow is not None else None
     if result.row is not None:
         directory.save_point(result.pid, result.row, result.flow, config)
         return result.row
-    row = directory.point_row(result.pid) or dict(result.values)
+    row = held or dict(result.values)
     if result.flow is not None and config is not None:
         directory.save_trajectory(result.pid, config, result.flow)
     if result.train is not None:
