@@ -134,3 +134,44 @@ def test_the_documented_command_recipe_runs(monkeypatch, capsys, tmp_path):
     assert "how many facts a preset's task holds" in capsys.readouterr().out
     assert main(["hello", "--preset", "figure5"]) == 0
     assert capsys.readouterr().out == "hello: 64 facts\n"
+
+
+def _fake_experiment(name: str, quick: bool, sgd_lr: float | None) -> dict[str, Any]:
+    """What each data-over-time experiment returns, on a five-point clock (numpy arrays, a NaN included)."""
+    import numpy as np
+
+    COMPUTED.append(name)
+    t = np.array([0.0, 1.0, 10.0, 100.0, 1000.0])
+    times = {"t_10": 1.0, "t_50": 10.0, "t_90": float("nan"), "plateau_end": 50.0, "recalled_at_budget": 0.5,
+             "status": "ok"}
+    if name == "zipf":
+        return {"budget": 20.0, "rows": [{"alpha": a, "flow": times, "sgd": times} for a in (0.0, 1.0)]}
+    if name == "warmup":
+        return {"t_50_without_warmup": 10.0, "rows": [
+            {"budget": 10.0 * m, "budget_over_t50": m, "share": s, "flow_recalled": 0.5,
+             "flow_final_loss": 0.1} for m in (0.5, 1.0) for s in (1.0, 0.5)]}
+    if name == "finetune":
+        return {"summary": {"old_subjects": 4, "runs": {"replay 0": {"old_recalled_end": 0.5}}},
+                "curves": {"replay 0": (t, np.linspace(1, 0.5, 5), np.linspace(0, 1, 5))}}
+    return {"summary": {"log_answers": 3.4, "log_D": 2.0, "H(A|R)": 1.7, "held_out": 1},
+            "curves": (t, np.array([3.4, 3.4, np.nan, 4.0, 4.1]), np.linspace(3.4, 0, 5), np.zeros(5))}
+
+
+def test_the_timeline_study_keeps_each_experiment_and_its_curves(tmp_path, monkeypatch, capsys):
+    """Each experiment is a point: its curves go through the point store (NaN as null and back) into the
+    figure; experiments.json holds the numbers only; a rerun runs nothing."""
+    from analysis.study import timeline
+
+    COMPUTED.clear()
+    monkeypatch.setattr(timeline, "run_experiment", _fake_experiment)
+    out = tmp_path / "t"
+    assert main(["study", "timeline", "--quick", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert COMPUTED == ["zipf", "warmup", "finetune", "unseen"]
+    saved = json.loads((out / "experiments.json").read_text())
+    assert set(saved) == {"zipf", "warmup", "finetune", "unseen"} and "curves" not in saved["unseen"]
+    assert saved["zipf"]["rows"][0]["flow"]["t_90"] is None and saved["unseen"]["H(A|R)"] == 1.7
+    assert (out / "data_over_time.png").stat().st_size > 0
+    assert main(["study", "timeline", "--quick", "--quiet", "--out", str(out)]) == 0
+    assert COMPUTED == ["zipf", "warmup", "finetune", "unseen"]
+    assert main(["study", "timeline", "--quiet", "--out", str(out)]) == 2  # the full study: not here
+    assert "holds the timeline study (--quick)" in capsys.readouterr().err

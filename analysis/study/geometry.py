@@ -32,7 +32,6 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv
 
 from ..loglog import power_law
-from ..plotting import figure, save
 from ..rundir import check_output_file
 from ..stages import detect_stages, escape_rates, measured_times
 from .runner import StudyPlan
@@ -147,27 +146,19 @@ def row_slope(results: list[dict], key: str) -> float | None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """T_S/T_R against S/R, log–log, one line per row, with the linearised GF theory dotted."""
-    fig = figure(6.4, 4.6)
-    ax = fig.subplots()
-    for key in dict.fromkeys(r["row"] for r in results):
-        mine = [r for r in results if r["row"] == key and np.isfinite(r["ratio"])]
-        k = row_slope(results, key)
-        flow = ROWS[key].optimizer is None
-        style = {"ls": "-" if flow else "--", "marker": "o" if flow else "s"}
-        if mine:
-            ax.plot([r["S/R"] for r in mine], [r["ratio"] for r in mine], **style,
-                    label=ROWS[key].name + (f": slope {k:.2f}" if k is not None else ""))
-    theory = sorted({(r["S/R"], r["theory_ratio"]) for r in results})
-    ax.plot(*zip(*theory, strict=True), color="0.4", ls=":", label="σ_r/σ_s (linearised GF theory)")
-    ax.axhline(1.0, color="0.7", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("S/R")
-    ax.set_ylabel("T_S / T_R")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    save(fig, path)
+    """T_S/T_R against S/R, log–log, one line per row, with the linearised GF theory dotted
+    (:func:`analysis.study.plots.plot_geometry_table`), titled with the task the rows ran on."""
+    from ..plotting import setting_line
+    from .plots import plot_geometry_table
+
+    slopes = {key: row_slope(results, key) for key in dict.fromkeys(r["row"] for r in results)}
+    title = ""
+    if results:
+        config = task_config(int(results[0]["S"]), int(results[0]["R"]), ROWS["gf"])
+        pairs = ", ".join(dict.fromkeys(f"{int(r['S'])}×{int(r['R'])}" for r in results))
+        title = (f"random S×R tables ({pairs}), D={config.task.answers_per_relation} "
+                 f"N={config.task.noise_tokens} T={config.task.seq_len}\n{setting_line(config)}")
+    plot_geometry_table(results, path, ROWS, slopes, title)
 
 
 def parse_sizes(flag: str, text: str, parts: int) -> list[tuple[int, ...]]:

@@ -132,7 +132,7 @@ def run_points(store: SweepDirectory, study: Study, plan: StudyPlan, workers: in
                progress: bool = False) -> list[dict[str, Any]]:
     """Run every point of ``plan`` that ``store`` does not hold yet, saving each as it finishes, with a
     progress bar (points done of all, and the time left at the pace so far); returns every point's row in
-    plan order. ``results.csv`` is rewritten once at the end (and when interrupted)."""
+    plan order. ``results.csv`` is rewritten once at the end (and when interrupted), from the rows held."""
     from tqdm.std import tqdm  # plain text on stderr, also in notebooks
 
     points = plan.points()
@@ -147,7 +147,7 @@ def run_points(store: SweepDirectory, study: Study, plan: StudyPlan, workers: in
             bar.update(1)
     finally:
         bar.close()
-        store.write_results()
+        store.write_results(held)
     return [held[point_id(p)] for p in points]
 
 

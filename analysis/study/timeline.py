@@ -29,9 +29,9 @@ from dynamics.run import setup
 from dynamics.start import continued_start
 from dynamics.trajectory import Trajectory
 
-from ..plotting import TIME_LABEL, figure, log_time_axis, save
 from ..stages import detect_stages
 from ..timeline import fact_events, group_curves, groups_of
+from .plots import plot_experiments
 from .runner import StudyPlan
 
 # The base task: 64 subjects × 8 relations × 8 answers, random table (4,096-answer facts), from the
@@ -199,59 +199,6 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(finite)) if len(finite) else None
 
 
-def plot_experiments(results: dict[str, Any], path: Path) -> None:
-    """Four panels: the zipf learning times, the warm-up's facts known, old facts after fine-tuning, and the
-    held-out subjects' loss."""
-    fig = figure(13.0, 3.6)
-    zipf_ax, warm_ax, fine_ax, unseen_ax = fig.subplots(1, 4)
-    rows = results["zipf"]["rows"]
-    alphas = [r["alpha"] for r in rows]
-    for key, style in (("t_10", "o-"), ("t_50", "^-"), ("t_90", "v-")):
-        zipf_ax.plot(alphas, [r["flow"][key] for r in rows], style, label=f"flow {key}")
-        if "sgd" in rows[0]:
-            zipf_ax.plot(alphas, [r["sgd"][key] for r in rows], style, alpha=0.5, label=f"sgd {key}")
-    zipf_ax.set_yscale("log")
-    zipf_ax.set_xlabel("training Zipf exponent α")
-    zipf_ax.set_ylabel("time")
-    zipf_ax.legend(fontsize=6)
-    warm = results["warmup"]["rows"]
-    multiples = sorted({r["budget_over_t50"] for r in warm})
-    shares = sorted({r["share"] for r in warm})
-    width = 0.8 / len(shares)
-    for k, share in enumerate(shares):
-        values = [next(r["flow_recalled"] for r in warm if r["share"] == share and r["budget_over_t50"] == m)
-                  for m in multiples]
-        label = "no warm-up" if share == 1 else f"warm-up on {share:g}"
-        offset = (k - (len(shares) - 1) / 2) * width
-        warm_ax.bar(np.arange(len(multiples)) + offset, values, width, label=label)
-    warm_ax.set_xticks(np.arange(len(multiples)), [f"{m:g}" for m in multiples])
-    warm_ax.set_xlabel("total time / t_50 without warm-up")
-    warm_ax.set_ylabel("facts known at the end (flow)")
-    warm_ax.legend(fontsize=7)
-    for index, (name, (t, old, new)) in enumerate(results["finetune"]["curves"].items()):
-        shown = t > 0
-        fine_ax.plot(t[shown], old[shown], color=f"C{index}", label=f"old, {name}")
-        fine_ax.plot(t[shown], new[shown], color=f"C{index}", ls=":")
-    log_time_axis(fine_ax)
-    fine_ax.set_xlabel("t since the new subjects came")
-    fine_ax.set_ylabel("facts known (old solid, new dotted)")
-    fine_ax.legend(fontsize=6)
-    t, unseen, trained, _ = results["unseen"]["curves"]
-    shown = t > 0
-    unseen_ax.plot(t[shown], unseen[shown], color="C3", label="held-out subjects")
-    unseen_ax.plot(t[shown], trained[shown], color="C0", label="trained subjects")
-    summary = results["unseen"]["summary"]
-    for name, value in (("log|A|", summary["log_answers"]), ("log D", summary["log_D"]),
-                        ("H(A|R)", summary["H(A|R)"])):
-        unseen_ax.axhline(value, color="0.5", ls="--", lw=0.8)
-        unseen_ax.text(t[shown][0], value, f" {name}", va="bottom", fontsize=8)
-    log_time_axis(unseen_ax)
-    unseen_ax.set_xlabel(TIME_LABEL.split(" (")[0])
-    unseen_ax.set_ylabel("mean loss (nats)")
-    unseen_ax.legend(fontsize=7)
-    save(fig, path)
-
-
 EXPERIMENTS = ("zipf", "warmup", "finetune", "unseen")
 SGD_LR = 1.0  # SGD beside each flow (none with --no-sgd)
 
@@ -295,7 +242,8 @@ def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> s
     for name in ("finetune", "unseen"):
         results[name] = {**results[name], "curves": _arrays(results[name]["curves"])}
     atomic_write_json(out / "experiments.json", _plain(results))
-    plot_experiments(results, out / "data_over_time.png")
+    plot_experiments(results, out / "data_over_time.png", base_config(args.quick),
+                     None if args.no_sgd else SGD_LR)
     return ""
 
 
