@@ -4,6 +4,7 @@ for any damage) and when written."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -203,3 +204,13 @@ def test_a_record_that_does_not_follow_the_schema_is_never_written(tmp_path, bas
     with pytest.raises(ValueError, match="p_correct has shape"):
         broken.save(tmp_path / "run")
     assert not (tmp_path / "run" / "trajectory.npz").exists()
+
+
+def test_the_cli_side_of_output_directories_imports_no_analysis_package():
+    """``analysis/rundir.py`` checks paths for every command: it takes the layouts from the owner in
+    ``dynamics``, never a command's package (which would make every command load another's modules)."""
+    source = Path(__file__).resolve().parents[1] / "analysis" / "rundir.py"
+    imported = {node.module or "." for node in ast.walk(ast.parse(source.read_text()))
+                if isinstance(node, ast.ImportFrom)
+                and (node.level or (node.module or "").startswith("analysis"))}
+    assert imported == set(), imported
