@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from dynamics.models import (
 )
 from dynamics.task import FactTask
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = {"flow.t_max": 20.0, "flow.t_min": 0.05, "flow.points": 12}
 
 
@@ -187,3 +190,22 @@ def test_a_registered_kind_trains_sweeps_and_compares(per_token, tmp_path):
     assert [r.status for r in comparison.runs] == ["ok"] * 6
     gd = [r for r in comparison.runs if r.optimizer == "gd"]
     assert all(r.max_loss_deviation < 0.05 for r in gd)  # GD follows the toy's own flow
+
+
+def test_the_documented_kind_is_the_one_tested():
+    """docs/extending.md's example, run as written: the same kind as :data:`PER_TOKEN`."""
+    section = (ROOT / "docs" / "extending.md").read_text().split("## A model kind")[1].split("\n## ")[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/extending.md", "exec"), namespace)
+    documented = namespace["PER_TOKEN"]
+    register_model(documented)
+    try:
+        config = _tiny(**{"model.kind": "per_token"})
+        model = build_model(config, FactTask(config.task))
+        assert model.num_params == documented.parameters(config, True) == _per_token_parameters(config, True)
+        theta = model.initial_parameters(config.init)
+        ours = PerTokenModel(FactTask(config.task))
+        torch.testing.assert_close(model.population_loss(theta), ours.population_loss(theta), rtol=0, atol=0)
+    finally:
+        unregister_model("per_token")

@@ -4,6 +4,9 @@ lr → 0, where it may be used), and a user's own optimizer registered from outs
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -121,3 +124,21 @@ def test_a_registered_optimizer_trains_and_is_compared_with_its_flow(heavy_ball,
     assert capsys.readouterr().err.strip() == ("factrecall: error: train.optimizer='heavy_ball': must be one "
                                                "of gd, sgd, adam, signsgd, muon")
     register_optimizer(HEAVY_BALL)  # the fixture removes it again
+
+
+def test_the_documented_optimizer_is_the_one_tested():
+    """docs/extending.md's example, run as written: the same steps as :data:`HEAVY_BALL`."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    section = text.split("## An optimizer")[1].split("\n## ")[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/extending.md", "exec"), namespace)
+    documented = namespace["HEAVY_BALL"]
+    assert (documented.reads, documented.flow, documented.batches) == (HEAVY_BALL.reads, "euclidean", False)
+    steps = []
+    for entry in (documented, HEAVY_BALL):
+        stepper = entry.stepper(torch.zeros(2, dtype=torch.float64), 0.1, StepSettings(momentum=0.5))
+        for _ in range(3):
+            stepper.step(torch.tensor([1.0, -1.0], dtype=torch.float64))
+        steps.append(stepper.theta)
+    torch.testing.assert_close(*steps, rtol=0, atol=0)
