@@ -135,6 +135,17 @@ def test_the_optimizer_registry_is_the_only_list_of_optimizer_names():
     assert _lists_of(set(BUILTIN), ROOT / "dynamics" / "optimizers.py") == []
 
 
+def test_the_command_and_study_registries_are_the_only_lists_of_their_names():
+    """analysis/cli.py's COMMANDS names the commands, analysis/study/registry.py's STUDIES the studies;
+    analysis/rundir.py names the kinds of output directory, which are the commands that write one."""
+    from analysis.cli import COMMANDS
+    from analysis.study import STUDIES
+
+    commands = _lists_of(set(COMMANDS), ROOT / "analysis" / "cli.py")
+    assert [found for found in commands if not found.startswith("analysis/rundir.py")] == []
+    assert _lists_of(set(STUDIES), ROOT / "analysis" / "study" / "registry.py") == []
+
+
 def _text_files():
     for pattern in ("dynamics/**/*.py", "analysis/**/*.py", "tests/*.py", "docs/*.md", "README.md",
                     "notebooks/*.ipynb", "pyproject.toml"):
