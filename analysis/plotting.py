@@ -32,10 +32,14 @@ def task_line(config: Any) -> str:
 def setting_line(config: Any) -> str:
     """The model (kind, attention, embeddings and d), the start and the data regime of ``config`` in one
     line: what a figure's title needs besides the task and what was run on it."""
+    from dynamics.models.registry import MODEL_KINDS  # the keys the kind reads are the ones worth showing
+
     t, m, d = config.task, config.model, config.data
-    model = f"{m.kind} model, {m.attention} attention"
-    if m.kind != "reduced":
-        model += f", {m.embeddings} embeddings d={m.dim}"
+    reads = MODEL_KINDS[m.kind].reads if m.kind in MODEL_KINDS else ()
+    shown = [f"{m.attention} attention" if "model.attention" in reads else "",
+             " ".join(([f"{m.embeddings} embeddings"] if "model.embeddings" in reads else [])
+                      + ([f"d={m.dim}"] if "model.dim" in reads else []))]
+    model = ", ".join([f"{m.kind} model", *filter(None, shown)])
     start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
              else f"{config.init.kind} init α={config.init.scale:g}")
     alpha = t.subject_zipf if d.zipf is None else d.zipf

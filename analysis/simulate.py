@@ -16,6 +16,7 @@ from dynamics.config import Config
 from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
 from dynamics.geometry import get_geometry
+from dynamics.optimizers import OPTIMIZERS
 from dynamics.run import run_flow, run_training
 from dynamics.start import source_config
 from dynamics.task import FactTask
@@ -73,8 +74,9 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
             if has_timeline(traj):
                 timelines[name] = analyse_timeline(traj, target, title=_title(config, name, traj))
         if train:
+            batches = "train.batch_size" in OPTIMIZERS[config.train.optimizer].reads
             trained = f"{config.train.optimizer} lr={config.train.lr:g}" + (
-                "" if config.train.optimizer == "gd" else f" batch {config.train.batch_size}")
+                f" batch {config.train.batch_size}" if batches else "")
             theory = ((stages["flow"] or {}).get("theory") or {}).get("prediction") or {}
             overlay = [("flow", runs["flow"]), (trained, runs["train"])]
             draw_or_skip(staging / "loss.png", plot_losses, overlay, levels, staging / "loss.png",

@@ -209,3 +209,12 @@ def test_the_documented_kind_is_the_one_tested():
         torch.testing.assert_close(model.population_loss(theta), ours.population_loss(theta), rtol=0, atol=0)
     finally:
         unregister_model("per_token")
+
+
+def test_a_title_shows_the_keys_the_kind_reads(per_token):
+    from analysis.plotting import setting_line
+
+    assert setting_line(_tiny(**{"model.kind": "per_token"})).startswith("per_token model, constant init")
+    transformer = setting_line(resolve_config("figure5_transformer"))
+    assert transformer.startswith("transformer model, softmax attention, d=")
+    assert "embeddings" not in transformer  # always Gaussian: model.embeddings is not read
