@@ -8,9 +8,12 @@ Typical use::
     traj.info.status, traj.info.cost.function_evals, traj.final_loss
 
 Layers, each importing only those before it: ``errors``, ``io``, ``numerics`` → ``solvers`` (any field
-f(t, θ); nothing of models or configs) → ``config`` → ``task`` → ``manifold`` → ``models`` → ``objective``
-→ ``fields`` (objective + geometry → field and Jacobian products) → ``training``, ``curvature`` → ``records``,
-``trajectory`` → ``run`` (a config in, a trajectory out).
+f(t, θ); nothing of models or configs) → ``geometry`` → ``task`` → ``manifold`` → ``models`` (with the
+model-kind registry) → ``optimizers`` (the optimizer registry) → ``config`` (which asks the registries of
+solver methods, geometries, model kinds and optimizers) → ``objective`` → ``fields`` (objective + geometry
+→ field and Jacobian products) → ``training``, ``curvature`` → ``records``, ``trajectory`` → ``run`` (a
+config in, a trajectory out). Below ``config``, a config is read only through its attributes (type hints
+under ``TYPE_CHECKING``).
 """
 
 from .config import PRESETS, Config, resolve_config
