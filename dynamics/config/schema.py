@@ -539,10 +539,15 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     "model.heads": ("integer ≥ 1", "transformer only: softmax heads"),
     "model.head_dim": ("integer ≥ 1", "transformer only: dimension of each head"),
     "model.mlp_width": ("integer ≥ 0", "transformer only: width of the ReLU MLP (0: no MLP)"),
-    "init.kind": ("", "constant (every entry init.scale) or gaussian N(0, scale²); with the population loss "
-                  "the N noise tokens are one tied token, so they share one draw"),
-    "init.scale": ("number > 0", "α, the initial scale"),
+    "init.kind": ("", "constant (every entry init.scale), gaussian N(0, scale²) (with the population loss "
+                  "the N noise tokens are one tied token, so they share one draw), or manifold (Li et al.'s "
+                  "positive manifold: init.alpha, init.beta; reduced and embedded models)"),
+    "init.scale": ("number > 0", "the initial scale: every entry (constant) or the standard deviation "
+                   "(gaussian)"),
     "init.seed": ("integer in [0, 2^63 − 1]", "seed of a gaussian start (init.kind=gaussian only)"),
+    "init.alpha": ("number > 0", "manifold only: the norm α₀ of each token's value vector, along the answers "
+                   "of its facts"),
+    "init.beta": ("number > 0", "manifold only: every attention score β₀"),
     "init.from_run": ("a run directory, or empty", "start from that run's final state (simulate "
                       "--init-from): fine-tuning; tokens added since are initialised by init.*"),
     "loss.kind": ("", "population (exact, over every sequence) or sampled (a fixed seeded sample)"),
