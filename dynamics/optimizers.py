@@ -37,10 +37,12 @@ import torch
 
 from .errors import ConfigError
 from .geometry import ParameterBlock
+from .plugins import load_entry_points
 
 # Where an optimizer may be used: ``train.optimizer`` (simulate/sweep --train, compare's fresh-batch runs),
 # ``compare --optimizers``, the capacity fitter (dynamics.training.fit).
 USES = ("train", "compare", "fit")
+ENTRY_POINT_GROUP = "factrecall.optimizers"  # an entry point there names a function that registers optimizers
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def unregister_optimizer(name: str) -> None:
 
 
 def optimizers_for(use: str) -> tuple[str, ...]:
-    """The names of the optimizers that may be used as ``use`` (one of :data:`USES`), in registry order."""
+    """The names of the optimizers that may be used as ``use`` (one of :data:`USES`), in registry order
+    (those of installed entry points, :data:`ENTRY_POINT_GROUP`, included)."""
+    load_entry_points(ENTRY_POINT_GROUP)
     return tuple(name for name, entry in OPTIMIZERS.items() if use in entry.uses)
 
 
@@ -160,6 +164,7 @@ def get_optimizer(name: str, use: str = "train", key: str = "train.optimizer") -
 def make_stepper(name: str, theta0: torch.Tensor, lr: float, settings: StepSettings = StepSettings()
                  ) -> Stepper:
     """The stepper of the registered optimizer ``name`` from ``theta0`` with step size ``lr``."""
+    load_entry_points(ENTRY_POINT_GROUP)
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer={name!r}: must be one of " + ", ".join(OPTIMIZERS))
     return OPTIMIZERS[name].stepper(theta0, lr, settings)

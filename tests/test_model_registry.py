@@ -223,17 +223,17 @@ def test_a_title_shows_the_keys_the_kind_reads(per_token):
 def test_an_entry_point_registers_its_kinds_in_a_fresh_process(monkeypatch):
     """A process that never ran the registration line (a sweep's spawned worker) finds the kind through the
     entry-point group, loaded once when a kind is first looked up."""
-    import dynamics.models.registry as registry
+    import dynamics.plugins as plugins
 
     class Point:
         def load(self):
             return lambda: register_model(PER_TOKEN)
 
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(plugins, "_LOADED", set())
     def points(group):
         return [Point()] if group == "factrecall.models" else []
 
-    monkeypatch.setattr(registry, "entry_points", points)
+    monkeypatch.setattr(plugins, "entry_points", points)
     try:
         assert get_model_kind("per_token") is PER_TOKEN
         assert _tiny(**{"model.kind": "per_token"}).model.kind == "per_token"

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..plugins import load_entry_points
 from ..task import vocab_size
 from .embedded import EmbeddedModel
 from .embeddings import ORTHONORMAL_EMBEDDINGS
@@ -86,23 +86,9 @@ def unregister_model(name: str) -> None:
     MODEL_KINDS.pop(name, None)
 
 
-_loaded = False
-
-
-def _load_entry_points() -> None:
-    """Call, once, every entry point of :data:`ENTRY_POINT_GROUP` (each registers its kinds): a process
-    that never imported the kind's module (a sweep's worker) finds it there."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        point.load()()
-
-
 def model_kinds() -> dict[str, ModelKind]:
-    """Every registered kind, those of installed entry points included."""
-    _load_entry_points()
+    """Every registered kind, those of installed entry points (:data:`ENTRY_POINT_GROUP`) included."""
+    load_entry_points(ENTRY_POINT_GROUP)
     return MODEL_KINDS
 
 
