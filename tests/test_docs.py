@@ -123,6 +123,9 @@ def test_the_docs_map_lists_every_page_and_figure():
     for path in sorted((ROOT / "docs").glob("*")):
         if path.suffix in (".md", ".png") and path.name != "README.md":
             assert f"]({path.name})" in text, f"docs/README.md does not list {path.name}"
+    layout = text.split("## Layout of the repository")[1].split("notebooks/", 1)[1].split("```")[0]
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert re.search(rf"\b{notebook.stem}\b", layout), f"docs/README.md's layout omits {notebook.name}"
 
 
 # --- the words ------------------------------------------------------------------------------------------
