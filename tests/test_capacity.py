@@ -20,12 +20,12 @@ from analysis.capacity import (
     TrialSettings,
     bisect_largest,
     build_experiment,
-    fit_power_law,
     guarded,
     min_sufficient_attention,
     run_capacity,
 )
 from analysis.cli import main
+from analysis.loglog import fit_power_law
 from dynamics.errors import RunError
 
 

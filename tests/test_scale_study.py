@@ -12,8 +12,9 @@ from close import assert_close
 from figures import assert_png
 
 from analysis.cli import main
+from analysis.loglog import fit_power_law, power_law
 from analysis.study import scale as scale_study
-from analysis.study.scale import fit_power_law, study_config, theory_times
+from analysis.study.scale import study_config, theory_times
 from dynamics.config import resolve_config
 
 
@@ -36,11 +37,16 @@ def test_theory_times_are_log_one_over_alpha_over_the_rates():
 
 def test_power_law_fit_recovers_exponent_and_prefactor():
     x = [1e2, 1e3, 1e4, 1e5]
-    fit = fit_power_law(x, [0.43 * v**0.81 for v in x])
-    assert math.isclose(fit["exponent"], 0.81, rel_tol=1e-9)
-    assert math.isclose(fit["prefactor"], 0.43, rel_tol=1e-9)
-    assert fit_power_law([1.0, 2.0, 3.0], [None, 5.0, math.nan]) is None  # one usable point is no fit
-    assert fit_power_law(x[:2], [1.0, 10.0])["exponent"] == pytest.approx(1.0)
+    beta, prefactor, points = power_law(x, [0.43 * v**0.81 for v in x])
+    assert math.isclose(beta, 0.81, rel_tol=1e-9) and math.isclose(prefactor, 0.43, rel_tol=1e-9)
+    assert points == 4
+    assert power_law([1.0, 2.0, 3.0], [None, 5.0, math.nan]) is None  # one usable point is no fit
+    assert power_law([2.0, 2.0], [1.0, 5.0]) is None  # one x: no slope
+    assert power_law(x[:2], [1.0, 10.0])[0] == pytest.approx(1.0)
+    # with its statistics: the same line, points left out where a value is missing or not positive
+    fit = fit_power_law([*x, 1e6], [0.43 * v**0.81 for v in x] + [0.0])
+    assert math.isclose(fit["exponent"], beta, rel_tol=1e-12) and fit["points"] == 4
+    assert math.isclose(math.exp(fit["intercept"]), prefactor, rel_tol=1e-12)
 
 
 def test_study_config_at_1e5_facts_is_the_documented_simulate_command():

@@ -11,13 +11,12 @@ from .search import (
     Bisection,
     TrialRecord,
     bisect_largest,
-    fit_power_law,
     guarded,
     min_sufficient_attention,
 )
 from .trials import TrialSettings, fact_task, linear_trial, mlp_trial, transformer_trial
 
 __all__ = ["COLUMNS", "KINDS", "Bisection", "Experiment", "Point", "TrialRecord", "TrialSettings",
-           "bisect_largest", "build_experiment", "fact_task", "fit_power_law", "guarded", "linear_trial",
+           "bisect_largest", "build_experiment", "fact_task", "guarded", "linear_trial",
            "min_sufficient_attention", "mlp_trial", "plot_capacity", "plot_tradeoff",
            "reference_curve", "run_capacity", "summarise", "transformer_trial"]

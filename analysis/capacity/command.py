@@ -22,10 +22,11 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json
 
 from ..arguments import parse_count, require_device
+from ..loglog import fit_power_law
 from ..rundir import check_kind, check_output_dir, check_writable
 from .grids import KINDS, Experiment, Point, build_experiment
 from .plots import plot_capacity, plot_tradeoff
-from .search import TrialRecord, bisect_largest, fit_power_law, guarded, min_sufficient_attention
+from .search import TrialRecord, bisect_largest, guarded, min_sufficient_attention
 from .trials import linear_trial
 
 COLUMNS = ("kind", "variant", "point", "seed", "params", "size", "facts", "stored", "status", "accuracy",

@@ -116,29 +116,6 @@ def bisect_largest(succeeds: Callable[[int], bool], low: int, high: int, rel_tol
     return Bisection(lo, "ok", hi, calls)
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Least squares of log y = α log x + β over all points; α's two-sided ``level`` confidence interval
-    from Student's t with n-2 degrees of freedom: α ± t·s/√Σ(log x - mean)², s² = RSS/(n-2)."""
-    from scipy import stats
-
-    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
-    n = len(lx)
-    if n < 2 or np.ptp(lx) == 0:
-        return {"exponent": math.nan, "intercept": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "points": n, "r2": math.nan}
-    sxx = float(((lx - lx.mean()) ** 2).sum())
-    alpha = float(((lx - lx.mean()) * (ly - ly.mean())).sum() / sxx)
-    beta = float(ly.mean() - alpha * lx.mean())
-    resid = ly - (alpha * lx + beta)
-    rss, tss = float((resid**2).sum()), float(((ly - ly.mean()) ** 2).sum())
-    if n > 2:
-        half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * math.sqrt(rss / (n - 2) / sxx)
-    else:
-        half = math.nan
-    return {"exponent": alpha, "intercept": beta, "ci_low": alpha - half, "ci_high": alpha + half,
-            "points": n, "r2": 1 - rss / tss if tss > 0 else 1.0, "level": level}
-
-
 def min_sufficient_attention(attention: np.ndarray, accuracy: np.ndarray, threshold: float = 0.99
                              ) -> dict[str, Any]:
     """From a trade-off grid (rows: attention sizes ``attention`` (A,), columns: MLP sizes; ``accuracy``

@@ -152,8 +152,8 @@ def shipped_study() -> dict[str, Any]:
     return json.loads(SHIPPED.read_text())
 
 
-def fit_power_law(x: list[float], y: list[float]) -> dict[str, float] | None:
-    """y ≈ c·x^β by least squares on (log x, log y); None with fewer than two positive finite points."""
+def _fit(x: list[float], y: list[float]) -> dict[str, float] | None:
+    """y ≈ c·x^β (:func:`analysis.loglog.power_law`) as the study records it; None without a fit."""
     fit = power_law(x, y)
     return None if fit is None else {"exponent": fit[0], "prefactor": fit[1], "points": fit[2]}
 
@@ -165,7 +165,7 @@ def fits(rows: list[dict[str, Any]], series: dict[str, tuple[tuple[int, int], ..
     for name, sizes in series.items():
         chosen = [r for r in rows if (r["S"], r["R"]) in set(sizes)]
         facts = [r["facts"] for r in chosen]
-        out[name] = {column: fit_power_law(facts, [r[column] for r in chosen])
+        out[name] = {column: _fit(facts, [r[column] for r in chosen])
                      for column in ("plateau_end", "t_subject", "t_relation", "theory_t_S", "theory_t_R")}
     return out
 
