@@ -6,7 +6,6 @@ and every measure of their deviation from the flow (``compute``: :func:`compare`
 from .command import format_summary, run_compare, save_comparison
 from .compute import (
     CSV_COLUMNS,
-    OPTIMIZERS,
     ComparedRun,
     CompareSpec,
     Comparison,
@@ -24,7 +23,7 @@ from .compute import (
 )
 from .plots import FIGURES, plot_comparison, plot_loss_curves, plot_order, plot_sharpness, plot_stage_shift
 
-__all__ = ["CSV_COLUMNS", "FIGURES", "OPTIMIZERS", "CompareSpec", "ComparedRun", "Comparison", "Orders",
+__all__ = ["CSV_COLUMNS", "FIGURES", "CompareSpec", "ComparedRun", "Comparison", "Orders",
            "RunSpec", "SeedGroup", "compare", "deviation_measures", "fitted_order", "format_summary",
            "plan_runs", "plot_comparison", "plot_loss_curves", "plot_order", "plot_sharpness",
            "plot_stage_shift", "run_compare", "run_config", "run_full_batch", "save_comparison",
