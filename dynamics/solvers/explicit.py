@@ -24,7 +24,7 @@ from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions, VectorField
 from .results import BatchFlowResult, Cost, FlowResult, GridStates, Status
 
-METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's adaptive methods
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, by name
 
 
 class _Stop(Exception):

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .auto import integrate_auto
-from .explicit import METHODS as EXPLICIT_NAMES
-from .explicit import integrate_explicit
+from .explicit import ADAPTIVE_METHODS, integrate_explicit
 from .implicit import SCIPY_METHODS, integrate_implicit
 from .options import FlowProblem, SolverOptions
 from .results import FlowResult
@@ -36,7 +35,7 @@ class Method:
 def _methods() -> dict[str, Method]:
     methods = {name: Method(name, "explicit", None, partial(integrate_explicit, name), batched=True,
                             summary="torchdiffeq adaptive Runge–Kutta")
-               for name in EXPLICIT_NAMES}
+               for name in ADAPTIVE_METHODS}
     methods["cvode"] = Method("cvode", "implicit", "jacobian_vector", partial(integrate_implicit, "cvode"),
                               summary="SUNDIALS CVODE: variable-order BDF, matrix-free GMRES")
     for name, scipy_name in SCIPY_METHODS.items():
