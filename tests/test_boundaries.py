@@ -136,3 +136,17 @@ def test_no_public_function_is_called_only_by_tests():
                        and not f.name.startswith("_") and f.name not in used | CALLED_BY_LIBRARIES
                        and not re.search(rf"\b{f.name}\b", documents)]
     assert not unused, "public functions no code uses (remove them, or use them):\n" + "\n".join(unused)
+
+
+def test_each_registry_name_is_defined_once():
+    """METHODS, OPTIMIZERS, COMMANDS and STUDIES each name one registry, defined in one module."""
+    names = ("METHODS", "OPTIMIZERS", "COMMANDS", "STUDIES")
+    defined: dict[str, list[str]] = {}
+    for path, text in _sources().items():
+        for node in ast.parse(text).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in names:
+                    defined.setdefault(target.id, []).append(path)
+    assert {name: len(paths) for name, paths in defined.items()} == dict.fromkeys(names, 1), defined
