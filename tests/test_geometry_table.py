@@ -91,3 +91,17 @@ def test_a_discrete_row_runs_on_the_flows_time_axis(key, monkeypatch):
     cell = run_point(8, 2, key, points=16)
     assert cell["row"] == key and cell["status"] == "ok"
     assert cell["t_end"] == pytest.approx(50 * ROWS[key].lr)
+
+
+def test_quick_and_the_options_choose_the_points():
+    from analysis.study import geometry
+    from analysis.study.runner import study_args
+
+    def points(**options):
+        return [tuple(p.values()) for p in geometry.plan(study_args("geometry", **options)).points()]
+
+    assert points(quick=True) == [(k, S, R) for S, R in ((4, 32), (16, 4)) for k in ("gf", "sign", "signsgd")]
+    full = points()
+    assert len(full) == 7 * 6 + 2 and full[-2:] == [("onehot", 16, 4, 32), ("hadamard", 16, 4, 32)]
+    assert points(rows="adam", pairs="8x2", embeddings_point="") == [("adam", 8, 2)]
+    assert points(quick=True, embeddings_point="8x2x16")[-1] == ("hadamard", 8, 2, 16)

@@ -38,6 +38,9 @@ from .runner import StudyPlan
 
 # (S, R) with S/R = 1/8, 1/2, 2, 8, 32 at S·R = 128, and S/R = 64 at 128 × 2
 PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
+EMBEDDINGS_POINT = "16x4x32"
+# --quick: the gradient flow, the sign flow and signSGD at S/R = 1/8 and 4 (notebooks/geometry.ipynb)
+QUICK_ROWS, QUICK_PAIRS = ("gf", "sign", "signsgd"), ((4, 32), (16, 4))
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,10 @@ def parse_sizes(flag: str, text: str, parts: int) -> list[tuple[int, ...]]:
 
 
 def chosen_rows(args: argparse.Namespace) -> list[str]:
-    """The ``--rows`` asked for; one ConfigError naming an unknown one."""
+    """The ``--rows`` asked for (default: every row, :data:`QUICK_ROWS` with ``--quick``); one ConfigError
+    naming an unknown one."""
+    if args.rows is None:
+        return list(QUICK_ROWS if args.quick else ROWS)
     keys = [key.strip() for key in args.rows.split(",") if key.strip()]
     unknown = [key for key in keys if key not in ROWS]
     if unknown or not keys:
@@ -185,12 +191,16 @@ def chosen_rows(args: argparse.Namespace) -> list[str]:
 
 
 def plan(args: argparse.Namespace) -> StudyPlan:
-    """Every row at every ``--pairs`` point, then the embedded sign flow's two points."""
+    """Every row at every ``--pairs`` point, then the embedded sign flow's two points (``--quick``: three
+    rows at two points, no embedded flow)."""
     keys = chosen_rows(args)
-    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R]}
-                                         for S, R in parse_sizes("--pairs", args.pairs, 2)]
-    if args.embeddings_point:
-        (S, R, dim), = parse_sizes("--embeddings-point", args.embeddings_point, 3)
+    pairs = (parse_sizes("--pairs", args.pairs, 2) if args.pairs is not None
+             else QUICK_PAIRS if args.quick else PAIRS)
+    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R]} for S, R in pairs]
+    embedded = args.embeddings_point if args.embeddings_point is not None else (
+        "" if args.quick else EMBEDDINGS_POINT)
+    if embedded:
+        (S, R, dim), = parse_sizes("--embeddings-point", embedded, 3)
         grids.append({"embeddings": ["onehot", "hadamard"], "S": [S], "R": [R], "dim": [dim]})
     return StudyPlan(resolve_config("figure5"), grids)
 

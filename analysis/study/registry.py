@@ -55,13 +55,13 @@ def _scale_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _geometry_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", default="gf,sign,spectral,sgd,adam,signsgd,muon",
-                        help="the table's rows (flows and optimizers)")
-    parser.add_argument("--pairs", default="4x32,8x16,16x8,32x4,64x2,128x2", metavar="SxR,...",
-                        help="the (S, R) points of every row")
-    parser.add_argument("--embeddings-point", default="16x4x32", metavar="SxRxd",
+    parser.add_argument("--rows", help="the table's rows, among gf, sign, spectral, sgd, adam, signsgd, muon "
+                                       "(default: all; with --quick gf,sign,signsgd)")
+    parser.add_argument("--pairs", metavar="SxR,...", help="the (S, R) points of every row (default: "
+                        "4x32,8x16,16x8,32x4,64x2,128x2; with --quick 4x32,16x4)")
+    parser.add_argument("--embeddings-point", metavar="SxRxd",
                         help="sign flow of the embedded model, one-hot against Hadamard embeddings, at this "
-                             "point ('' to skip)")
+                             "point, '' for none (default: 16x4x32; none with --quick)")
     parser.add_argument("--figure", metavar="PATH.png", help="also draw the figure here (an existing .png "
                                                              "is replaced)")
 
