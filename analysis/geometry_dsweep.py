@@ -1,0 +1,163 @@
+"""T_S/T_R against S/R for several answers per relation D, from Li et al.'s start (docs/geometry.md, "The
+D-dependence"): the reduced model's full flows on balanced (structured) tables with T = 3 (no noise) and the
+manifold start α₀ = β₀ = 0.01, for D = 4, 16 and S (one answer per fact) — only D changes between rows.
+
+``python -m analysis.geometry_dsweep --out DIR [--pairs 4x32,8x16,...] [--answers 4,16,S]
+[--geometries euclidean,spectral,sign] [--eps-sign 1e-6] [--eps-spectral 1e-5]`` writes
+``DIR/dsweep.csv`` and ``DIR/dsweep.png`` and prints the rows and the slopes of log(T_S/T_R) against
+log(S/R), with T read two ways: the midpoint crossing of the relation and subject losses
+(``measured_times``) and the first time the mean p(A_r), p(subject's answers) reach 1 − δ (δ = 0.1).
+Beside each gradient-flow row: the linearised theory's σ_r/σ_s = (S/R)·√((R−1)/(D−1)); beside each D = S
+row: the four-scalar flow (= Li et al.'s ODE, dynamics.manifold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dynamics import resolve_config, run_flow
+from dynamics.manifold import manifold_flow
+
+from .loglog import power_law
+from .plotting import figure, save
+from .stages import measured_times
+
+PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
+HORIZON = {"euclidean": 8000.0, "spectral": 16.0, "sign": 4.0}
+DELTA = 0.1
+
+
+def first_crossing(t: np.ndarray, p: np.ndarray, level: float) -> float:
+    """The first time the probability ``p`` reaches ``level``, linear in the margin log(p/(1−p)) between
+    recorded points (on Li et al.'s manifold the margin is αβ/√R − log(S−1), smooth in t), NaN if never."""
+    hits = np.flatnonzero(p >= level)
+    if not len(hits):
+        return math.nan
+    i = hits[0]
+    if i == 0:
+        return float(t[0])
+    q0, q1, target = (math.log(x / (1 - x)) if x < 1 else math.inf for x in (p[i - 1], p[i], level))
+    weight = 1.0 if not math.isfinite(q1) else (target - q0) / (q1 - q0)
+    return float(t[i - 1] + weight * (t[i] - t[i - 1]))
+
+
+# Each geometry's solver: the spectral flow off the manifold (D < S) is stiff at small ε (dopri5 took 137,647
+# evaluations, 409 s, at 32 × 4, D = 4, ε = 1e-5; auto, dopri5 then cvode, 6,390 and 31 s at rtol 1e-6).
+METHOD = {"euclidean": ("dopri5", 1e-8), "spectral": ("auto", 1e-6), "sign": ("dopri5", 1e-8)}
+
+
+def run_point(S: int, R: int, D: int | str, geometry: str, eps: float, points: int = 1000) -> dict:
+    """One full flow at D answers per relation (a number, or 'S'); its learning times by both definitions,
+    the theory's ratio and the four-scalar flow's."""
+    label, D = str(D), S if D == "S" else int(D)
+    config = resolve_config("li2026", overrides={
+        "task.subjects": S, "task.relations": R, "task.answers_per_relation": D, "flow.geometry": geometry,
+        "flow.geometry_eps": eps if geometry != "euclidean" else 0.0, "flow.t_max": HORIZON[geometry],
+        "flow.t_min": 1e-3, "flow.points": points, "flow.method": METHOD[geometry][0],
+        "flow.rtol": METHOD[geometry][1], "flow.atol": 1e-12, "flow.max_steps": 40_000})
+    start = time.perf_counter()
+    trajectory = run_flow(config)
+    seconds = time.perf_counter() - start
+    weights = trajectory.fact_weights
+    p_relation = (trajectory.p_relation * weights).sum((-2, -1))
+    p_subject = (trajectory.p_subject * weights).sum((-2, -1))
+    mid = measured_times(trajectory)
+    row = {"S": S, "R": R, "D": D, "d_label": label, "S/R": S / R, "geometry": geometry,
+           "eps": eps if geometry != "euclidean" else 0.0,
+           "T_R_mid": mid["t_relation"], "T_S_mid": mid["t_subject"],
+           "T_R_p90": first_crossing(trajectory.t, p_relation, 1 - DELTA),
+           "T_S_p90": first_crossing(trajectory.t, p_subject, 1 - DELTA),
+           "theory": (S / R) * math.sqrt((R - 1) / (D - 1)) if geometry == "euclidean" and D > 1
+           else math.nan,
+           "four_scalar": math.nan, "status": trajectory.info.status, "seconds": round(seconds, 1)}
+    if D == S:
+        four = manifold_flow(S, R, geometry, row["eps"], delta=DELTA)
+        row["four_scalar"] = four.ratio
+    row["ratio_mid"] = row["T_S_mid"] / row["T_R_mid"]
+    row["ratio_p90"] = row["T_S_p90"] / row["T_R_p90"]
+    return row
+
+
+def slope(rows: list[dict], key: str) -> float:
+    """Least-squares slope of log(key) against log(S/R) over the rows where it is finite."""
+    fit = power_law([r["S/R"] for r in rows], [r[key] for r in rows])
+    return fit[0] if fit else math.nan
+
+
+def groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows by (geometry, D label: the number, or 'S')."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["geometry"], r["d_label"]), []).append(r)
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """T_S/T_R (p = 0.9) against S/R, one panel per geometry, one line per D; the theory dotted (GF)."""
+    geometries = sorted({r["geometry"] for r in rows}, key=list(HORIZON).index)
+    fig = figure(4.2 * len(geometries), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(geometries)))
+    for ax, geometry in zip(axes, geometries, strict=True):
+        for (g, label), members in sorted(groups(rows).items()):
+            if g != geometry:
+                continue
+            x = [m["S/R"] for m in members]
+            line, = ax.plot(x, [m["ratio_p90"] for m in members], "o-", label=f"D = {label}")
+            if geometry == "euclidean":
+                ax.plot(x, [m["theory"] for m in members], ":", color=line.get_color())
+            if label == "S":
+                ax.plot(x, [m["four_scalar"] for m in members], "x", color="k",
+                        label="four-scalar (Li et al.)")
+        ax.axhline(1.0, color="0.7", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)", title=geometry)
+        ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pairs", default=",".join(f"{s}x{r}" for s, r in PAIRS))
+    parser.add_argument("--answers", default="4,16,S", help="answers per relation D: numbers or S")
+    parser.add_argument("--geometries", default="euclidean,spectral,sign")
+    parser.add_argument("--eps-sign", type=float, default=1e-6, help="flow.geometry_eps of the sign flow")
+    parser.add_argument("--eps-spectral", type=float, default=1e-5,
+                        help="flow.geometry_eps of the spectral flow")
+    args = parser.parse_args(argv)
+    pairs = [tuple(int(x) for x in p.split("x")) for p in args.pairs.split(",")]
+    rows = []
+    for geometry in args.geometries.split(","):
+        for label in args.answers.split(","):
+            for S, R in pairs:
+                if label != "S" and int(label) > S:
+                    continue  # D ≤ S (D = S appears in its number's row and in the S row)
+                eps = {"sign": args.eps_sign, "spectral": args.eps_spectral}.get(geometry, 0.0)
+                row = run_point(S, R, label, geometry, eps)
+                rows.append(row)
+                print(f"{geometry:9s} D={label:>3s} S={S:3d} R={R:2d} T_R={row['T_R_p90']:9.4g} "
+                      f"T_S={row['T_S_p90']:9.4g} ratio p90={row['ratio_p90']:7.3g} "
+                      f"mid={row['ratio_mid']:7.3g} theory={row['theory']:7.3g} "
+                      f"four-scalar={row['four_scalar']:7.3g} {row['status']} {row['seconds']} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "dsweep.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for (geometry, label), members in sorted(groups(rows).items()):
+        print(f"slope {geometry} D={label}: p90 {slope(members, 'ratio_p90'):.3f} "
+              f"mid {slope(members, 'ratio_mid'):.3f}"
+              + (f" theory {slope(members, 'theory'):.3f}" if geometry == "euclidean" else "")
+              + (f" four-scalar {slope(members, 'four_scalar'):.3f}" if label == "S" else ""))
+    plot(rows, args.out / "dsweep.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
