@@ -113,18 +113,22 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+# the sweep's point store (analysis.sweep.SweepDirectory), also a study's
+SWEEP_MANIFEST, SWEEP_RESULTS = "sweep.json", "results.csv"
+POINTS_DIR, KEPT_RUNS_DIR = "points", "trajectories"
+POINT_FILES = f"{POINTS_DIR}/p*.json"  # one per point, named by its identifier
 STUDY_RECORD = "study.json"  # a study's name and size: what tells a study from a sweep
-STUDY_FILES = (STUDY_RECORD, "sweep.json", "results.csv")  # and points/: the sweep's point store
-STUDY_PATTERNS = ("points/p*.json",)
+STUDY_FILES = (STUDY_RECORD, SWEEP_MANIFEST, SWEEP_RESULTS)
+STUDY_PATTERNS = (POINT_FILES,)
 register_layout(Layout("study", "study", "a study: its record and the sweep's point store (each study adds "
                        "its own files with register_layout)", files=STUDY_FILES, patterns=STUDY_PATTERNS,
                        markers=(STUDY_RECORD,)))
 register_layout(Layout("sweep", "sweep", "a sweep: its manifest, one file per point, the results table, "
                        "kept runs and figures",
-                       files=("sweep.json", "results.csv"),
-                       patterns=("points/p*.json", "phase_*.png", "sweep_*.png",
-                                 *_nested("trajectories/p*", RUN_FILES)),
-                       markers=("sweep.json",)))
+                       files=(SWEEP_MANIFEST, SWEEP_RESULTS),
+                       patterns=(POINT_FILES, "phase_*.png", "sweep_*.png",
+                                 *_nested(f"{KEPT_RUNS_DIR}/p*", RUN_FILES)),
+                       markers=(SWEEP_MANIFEST,)))
 register_layout(Layout("compare", "compare", "a comparison of the flow with discrete runs",
                        files=(CONFIG_FILE, "compare.json", "compare.csv", *COMPARE_FIGURES),
                        markers=("compare.json",)))

@@ -1,7 +1,15 @@
 """The on-disk state of a sweep: ``sweep.json`` (the base config and the grids), ``points/<id>.json`` (one
 file per point), ``results.csv`` (rebuilt from the point files) and ``trajectories/<id>/`` (run directories).
 Every file is checked when read: a damaged point file is not a finished point, a damaged manifest or a
-part of the wrong kind is one ConfigError."""
+part of the wrong kind is one ConfigError. The names are those of the sweep's layout in
+:mod:`dynamics.rundir`.
+
+The point store is public to other commands (a study keeps its points in one): ``SweepDirectory(path)``,
+``check(base)`` (refuse a path that cannot hold a sweep of ``base``; returns the manifest or None),
+``write_manifest(base, held, grid)``, ``scan(grid)``, ``point_row(pid)``, ``finished()``,
+``save_point(pid, row, flow=None, config=None)``, ``save_trajectory``, ``has_trajectory``, ``rows()`` and
+``write_results()``; the attributes ``path``, ``manifest``, ``points_dir``, ``trajectories_dir`` and
+``results``."""
 
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from typing import Any
 from dynamics.config import Config
 from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv, atomic_write_json, umask
-from dynamics.rundir import is_complete_run
+from dynamics.rundir import KEPT_RUNS_DIR, POINTS_DIR, SWEEP_MANIFEST, SWEEP_RESULTS, is_complete_run
 from dynamics.trajectory import Trajectory
 
 from ..rundir import check_output_dir, check_writable
@@ -64,9 +72,10 @@ class SweepDirectory:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.points_dir = self.path / "points"
-        self.trajectories_dir = self.path / "trajectories"
-        self.manifest = self.path / "sweep.json"
+        self.points_dir = self.path / POINTS_DIR
+        self.trajectories_dir = self.path / KEPT_RUNS_DIR
+        self.manifest = self.path / SWEEP_MANIFEST
+        self.results = self.path / SWEEP_RESULTS
 
     def check(self, base: Config) -> dict[str, Any] | None:
         """Refuse (a one-line ConfigError) a path that cannot hold this sweep: not a writable directory,
@@ -88,7 +97,7 @@ class SweepDirectory:
             raise ConfigError(f"{flag}: holds a sweep of a different base config; allowed: {SWEEP_ALLOWED}")
         for part, is_kind, kind in ((self.points_dir, Path.is_dir, "a directory"),
                                     (self.trajectories_dir, Path.is_dir, "a directory"),
-                                    (self.path / "results.csv", Path.is_file, "a file")):
+                                    (self.results, Path.is_file, "a file")):
             if part.exists() and not is_kind(part):
                 raise ConfigError(f"{flag}: its {part.name} is not {kind}; allowed: {SWEEP_ALLOWED}")
         return held
@@ -104,7 +113,7 @@ class SweepDirectory:
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
-        for pattern in (".results.csv.*.tmp", ".sweep.json.*.tmp", "points/.p*.tmp"):
+        for pattern in (f".{SWEEP_RESULTS}.*.tmp", f".{SWEEP_MANIFEST}.*.tmp", f"{POINTS_DIR}/.p*.tmp"):
             for tmp in self.path.glob(pattern):
                 if tmp.is_file() and not tmp.is_symlink():
                     tmp.unlink()
@@ -197,4 +206,4 @@ class SweepDirectory:
         (:meth:`rows`)."""
         rows = self.rows(held)
         if rows:
-            atomic_write_csv(self.path / "results.csv", rows)
+            atomic_write_csv(self.results, rows)
