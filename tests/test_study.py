@@ -175,3 +175,11 @@ def test_the_timeline_study_keeps_each_experiment_and_its_curves(tmp_path, monke
     assert COMPUTED == ["zipf", "warmup", "finetune", "unseen"]
     assert main(["study", "timeline", "--quiet", "--out", str(out)]) == 2  # the full study: not here
     assert "holds the timeline study (--quick)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_points_run_in_worker_processes(toy, tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert main(["study", "toy", "--quiet", "--workers", "2", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "1 4 9 16"  # in plan order, whichever finished first
+    assert COMPUTED == []  # computed in the workers, not here
