@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,7 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_json
 
 from ..rundir import check_output_dir, check_writable
-from ..sweep import SweepDirectory, grid_points, point_id
+from ..sweep import SweepDirectory, grid_points, point_id, worker_pool
 from .registry import STUDIES, Study
 
 RECORD = "study.json"
@@ -117,15 +116,10 @@ def _results(study: Study, todo: list[dict[str, Any]], workers: int) -> Iterator
         for values in todo:
             yield point_id(values), _run_point(study.module, values)
         return
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+    with worker_pool(min(workers, len(todo)), f"study {study.name}") as pool:
         futures = {pool.submit(_run_point, study.module, values): point_id(values) for values in todo}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def run_points(store: SweepDirectory, study: Study, plan: StudyPlan, workers: int = 1,

@@ -15,9 +15,10 @@ from .run import (
     run_group,
     run_sweep,
     summarise,
+    worker_pool,
 )
 
 __all__ = ["DEFAULT_COLUMNS", "ERROR", "MAX_BATCH", "SweepDirectory", "SweepOptions",
            "canonical", "grid_points", "parse_grid", "parse_values", "plan_groups", "plan_jobs",
            "plot_heatmap", "plot_lines", "plot_sweep", "point_id", "read_results", "run_group", "run_sweep",
-           "summarise"]
+           "summarise", "worker_pool"]

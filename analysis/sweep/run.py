@@ -440,27 +440,38 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _run_processes(jobs: list[Job], base_tree: dict[str, Any], options: SweepOptions, workers: int,
-                   finish: Callable[[list[PointResult]], None]) -> None:
+@contextmanager
+def worker_pool(workers: int, what: str = "sweep") -> Iterator[Any]:
+    """A ``concurrent.futures`` pool of ``workers`` spawned processes (no forked torch thread pools) that
+    exit when this process dies. On an error or Ctrl-C in the block the work not started is cancelled and
+    the workers are ended at once, not after their current job; a worker that died is one RunError
+    (``what`` names the command)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(run_group, base_tree, job.points, options, job.wanted) for job in jobs]
-        for future in as_completed(futures):
-            finish(future.result())
+        yield pool
     except BrokenProcessPool:
         _stop(pool)
-        raise RunError("sweep: a worker process died (killed, or out of memory?); the finished points are "
+        raise RunError(f"{what}: a worker process died (killed, or out of memory?); the finished points are "
                        "kept, rerun the same command to resume") from None
     except BaseException:
         _stop(pool)
         raise
     pool.shutdown()
+
+
+def _run_processes(jobs: list[Job], base_tree: dict[str, Any], options: SweepOptions, workers: int,
+                   finish: Callable[[list[PointResult]], None]) -> None:
+    from concurrent.futures import as_completed
+
+    with worker_pool(min(workers, len(jobs))) as pool:
+        futures = [pool.submit(run_group, base_tree, job.points, options, job.wanted) for job in jobs]
+        for future in as_completed(futures):
+            finish(future.result())
 
 
 def _stop(pool: Any) -> None:
