@@ -49,6 +49,8 @@ def test_a_killed_study_resumes_without_recomputing_finished_points(toy, tmp_pat
     out = tmp_path / "toy"
     STOP_AT.append(3)
     assert main(["study", "toy", "--quiet", "--out", str(out)]) == 130  # killed at the third point
+    assert capsys.readouterr().err.strip() == (f"factrecall: interrupted; 2 finished points kept in {out}; "
+                                               "rerun the same command to resume")
     assert COMPUTED == [1, 2] and not (out / "toy.json").exists()
     assert len(list((out / "points").glob("p*.json"))) == 2  # the finished points are kept
     STOP_AT.clear()

@@ -34,13 +34,22 @@ def command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..arguments import parse_count
+    from ..cli import Terminated, exit_status
+    from ..sweep import SweepDirectory
     from .runner import run_parsed
 
     workers = parse_count("--workers", args.workers)
     out = Path(args.out) if args.out is not None else Path("runs") / (
         f"study-{args.study}" + ("-quick" if args.quick else ""))
-    text = run_parsed(args.study, out, args, workers=workers, progress=not args.quiet,
-                     report=lambda line: print(f"factrecall: {line}", file=sys.stderr))
+    try:
+        text = run_parsed(args.study, out, args, workers=workers, progress=not args.quiet,
+                          report=lambda line: print(f"factrecall: {line}", file=sys.stderr))
+    except KeyboardInterrupt as err:  # the finished points are kept: say so, and how to go on
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        kept = len(SweepDirectory(out).finished()) if (out / "sweep.json").is_file() else 0
+        print(f"factrecall: {how}; {kept} finished point{'' if kept == 1 else 's'} kept in {out}; rerun the "
+              "same command to resume", file=sys.stderr)
+        return exit_status(err)
     if text:
         print(text)
     return 0
