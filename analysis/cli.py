@@ -114,20 +114,20 @@ def _stages_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> N
 
 
 def _compare_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:
-    from dynamics.optimizers import optimizers_for
-
-    from .compare.compute import DEFAULT_OPTIMIZERS, fresh_batch_names, full_batch_names
-
+    # the optimizer registry loads torch, which --help must not: the names are listed by its refusal
+    # and by docs/cli.md (compare's Python default is compare.compute.DEFAULT_OPTIMIZERS, tested equal)
     _add_config_options(parser, presets)
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory")
     parser.add_argument("--lrs", default="0.8,0.4,0.2,0.1", help="learning rates (comma-separated)")
-    parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS,
-                        help=f"among {', '.join(optimizers_for('compare'))} (each against its own flow)")
+    parser.add_argument("--optimizers", default="gd,sgd,adam",
+                        help="optimizers of the registry that compare runs, each against its own flow (a "
+                             "name it cannot run is refused with the list)")
     parser.add_argument("--full-batch", action="store_true",
-                        help=f"{', '.join(full_batch_names())} on the flow's population loss (deterministic)")
+                        help="the optimizers of fresh batches that can, on the flow's population loss "
+                             "instead (deterministic)")
     parser.add_argument("--batch-sizes", default=None,
-                        help=f"batch sizes of the fresh-batch runs: {fresh_batch_names()} (not with "
-                             "--full-batch) (default: 64,256,1024)")
+                        help="batch sizes of the fresh-batch runs (not with --full-batch) (default: "
+                             "64,256,1024)")
     parser.add_argument("--seeds", default=None, help="fresh-batch runs per setting, for a mean and a band "
                                                       "(default: 3)")
     parser.add_argument("--no-modified", action="store_true", help="skip GD's modified flows")

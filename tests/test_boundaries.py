@@ -150,3 +150,11 @@ def test_each_registry_name_is_defined_once():
                 if isinstance(target, ast.Name) and target.id in names:
                     defined.setdefault(target.id, []).append(path)
     assert {name: len(paths) for name, paths in defined.items()} == dict.fromkeys(names, 1), defined
+
+
+def test_the_clis_compare_default_is_compares():
+    """--help loads no torch, so the CLI spells compare's default optimizers; they must be compare's own."""
+    from analysis.cli import build_parser
+    from analysis.compare.compute import DEFAULT_OPTIMIZERS
+
+    assert build_parser().parse_args(["compare", "--out", "x"]).optimizers == DEFAULT_OPTIMIZERS
