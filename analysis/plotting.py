@@ -44,7 +44,9 @@ def setting_line(config: Any) -> str:
              else f"{config.init.kind} init α={config.init.scale:g}")
     alpha = t.subject_zipf if d.zipf is None else d.zipf
     zipf = f"Zipf {alpha:g}" + ("" if d.zipf_end is None else f"→{d.zipf_end:g}")
-    regime = [zipf if d.zipf is not None or d.zipf_end is not None else "",
+    sampled = getattr(config, "loss", None)
+    regime = [f"loss on {sampled.samples} sampled sequences" if sampled and sampled.kind == "sampled" else "",
+              zipf if d.zipf is not None or d.zipf_end is not None else "",
               f"{d.holdout} held out" if d.holdout else "",
               f"replay {d.replay:g}" if d.replay else "",
               f"warm-up to t={d.warmup_time:g}" if d.warmup_time else "",
@@ -56,6 +58,23 @@ def config_title(what: str, config: Any) -> str:
     """A two-line figure title: ``what`` was run on the task of ``config``, then the model, start and data
     regime (:func:`task_line`, :func:`setting_line`)."""
     return f"{what}: {task_line(config)}\n{setting_line(config)}"
+
+
+def run_title(config: Any, name: str, traj: Any) -> str:
+    """The title of run ``name`` ('flow', 'train', or any words) of ``config`` whose record is ``traj``:
+    the flow's geometry (or the optimizer and lr), the task, the model, the start and the data regime; the
+    run's status only where it did not end ok."""
+    from dynamics.geometry import get_geometry
+
+    f = config.flow
+    geometry = get_geometry(f.geometry)
+    flow = "gradient flow" if geometry.linear else f"{f.geometry} flow" + (
+        f" ε={f.geometry_eps:g}" if "flow.geometry_eps" in geometry.keys else "")
+    what = {"flow": flow, "train": f"{config.train.optimizer} lr={config.train.lr:g}"}.get(name, name)
+    if name == "flow" and f.modified_lr > 0:
+        what += f" (GD's modified flow, lr={f.modified_lr:g})"
+    status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"
+    return config_title(what + status, config)
 
 
 def figure(width: float, height: float) -> Figure:

@@ -11,19 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynamics.budget import check_config
+from dynamics.budget import check_sizes
 from dynamics.config import Config
 from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
-from dynamics.geometry import get_geometry
 from dynamics.optimizers import OPTIMIZERS
-from dynamics.run import run_flow, run_training
+from dynamics.run import integrate_run, prepare_run, train_run
 from dynamics.start import source_config
-from dynamics.task import FactTask
 from dynamics.trajectory import Trajectory
 
 from .arguments import config_from_args, refuse_unread_settings
-from .plotting import config_title, draw_or_skip
+from .plotting import draw_or_skip, run_title
 from .rundir import check_target, default_run_dir, staged_run_dir
 from .stages import analyse_trajectory, format_stage_table, plot_losses, predicted_times
 from .timeline import analyse_timeline, format_timeline, has_timeline
@@ -61,18 +59,19 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     refuse_unread(config, train=train, source=source_config(config))
     check_target(out, config, train=train)
     start = time.perf_counter()
-    levels = FactTask(config.task).levels.as_dict()
-    runs = {"flow": run_flow(config, progress=progress)}
+    built = prepare_run(config, train=train)  # refused before any work; one build for the flow and train
+    levels = built.task.levels.as_dict()
+    runs = {"flow": integrate_run(built, progress=progress)}
     if train:
-        runs["train"] = run_training(config, progress=progress)
+        runs["train"] = train_run(built, progress=progress)
     stages, timelines = {}, {}
     with staged_run_dir(out, config, train=train) as staging:
         for name, traj in runs.items():
             target = staging / name if train else staging
             traj.save(target, config)
-            stages[name] = _analyse(name, traj, config, target, title=_title(config, name, traj))
+            stages[name] = _analyse(name, traj, config, target, title=run_title(config, name, traj))
             if has_timeline(traj):
-                timelines[name] = analyse_timeline(traj, target, title=_title(config, name, traj))
+                timelines[name] = analyse_timeline(traj, target, title=run_title(config, name, traj))
         if train:
             batches = "train.batch_size" in OPTIMIZERS[config.train.optimizer].reads
             trained = f"{config.train.optimizer} lr={config.train.lr:g}" + (
@@ -80,7 +79,7 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
             theory = ((stages["flow"] or {}).get("theory") or {}).get("prediction") or {}
             overlay = [("flow", runs["flow"]), (trained, runs["train"])]
             draw_or_skip(staging / "loss.png", plot_losses, overlay, levels, staging / "loss.png",
-                         title=_title(config, "flow vs " + trained, runs["flow"]),
+                         title=run_title(config, "flow vs " + trained, runs["flow"]),
                          stages=(stages["flow"] or {}).get("stages"),
                          predicted=predicted_times(theory if theory.get("applicable") else None))
     seconds = time.perf_counter() - start
@@ -98,20 +97,6 @@ def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: s
         print(f"factrecall: note: stage analysis of the {name} failed ({reason}); trajectory kept",
               file=sys.stderr)
         return None
-
-
-def _title(config: Config, name: str, traj: Trajectory) -> str:
-    """A figure title that says what ran: the task, the flow's geometry or the optimizer, the model, the
-    start and the data regime; the run's status only where it did not end ok."""
-    f = config.flow
-    geometry = get_geometry(f.geometry)
-    flow = "gradient flow" if geometry.linear else f"{f.geometry} flow" + (
-        f" ε={f.geometry_eps:g}" if "flow.geometry_eps" in geometry.keys else "")
-    what = {"flow": flow, "train": f"{config.train.optimizer} lr={config.train.lr:g}"}.get(name, name)
-    if name == "flow" and f.modified_lr > 0:
-        what += f" (GD's modified flow, lr={f.modified_lr:g})"
-    status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"
-    return config_title(what + status, config)
 
 
 def _start_from_run(args: argparse.Namespace) -> None:
@@ -145,7 +130,7 @@ def command(args: argparse.Namespace) -> int:
     name = ("finetune" if getattr(args, "init_from", None)
             else args.preset or (Path(args.config).stem if args.config else "figure5"))
     out = Path(args.out) if args.out else default_run_dir(config, name, train=args.train)
-    check_config(config, train=args.train)  # memory and steps, before any work
+    check_sizes(config, train=args.train)  # before any work; simulate checks the flow's steps before it runs
     if check_target(out, config, train=args.train):
         print(f"factrecall: note: {out} holds a run of the same config and kind; it is replaced",
               file=sys.stderr)

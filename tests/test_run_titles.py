@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from figures import assert_readable, capture_figures, legend_labels
 
-from analysis.simulate import _title
+from analysis.plotting import run_title as _title
 from dynamics.config import resolve_config
 from dynamics.records import RunInfo
 
@@ -29,6 +29,8 @@ class _Traj:
     ({"model.kind": "embedded", "model.dim": 64}, "flow", ["embedded model", "orthonormal embeddings d=64"]),
     ({"data.zipf": 0.5, "data.zipf_end": 1.0}, "flow", ["Zipf 0.5→1"]),
     ({"data.holdout": 2}, "flow", ["2 held out"]),
+    ({"model.kind": "embedded", "model.embeddings": "gaussian", "model.dim": 32, "loss.kind": "sampled",
+      "loss.samples": 2048}, "flow", ["gaussian embeddings d=32", "loss on 2048 sampled sequences"]),
 ])
 def test_the_title_says_what_ran(overrides, name, words):
     title = _title(resolve_config("figure5", overrides=overrides), name, _Traj(_info()))
@@ -88,3 +90,18 @@ def test_the_flow_bar_shows_the_flow_time_and_an_eta(capsys):
     close()
     err = capsys.readouterr().err
     assert "flow t=1:" in err and "50%" in err and "ETA " in err and "|, t=" not in err
+
+
+def test_stages_redraws_a_run_directory_with_the_runs_own_title(tmp_path, monkeypatch):
+    """factrecall stages RUN_DIR redraws loss.png, facts.png and fractions.png with the title simulate
+    gave them (it wrote 'RUN_DIR: run', which says nothing of what ran)."""
+    import analysis.stages.plots as plots
+    from analysis.simulate import simulate
+    from analysis.stages.report import analyse_run_directory
+
+    config = resolve_config("tiny", overrides={"flow.t_max": 200.0, "flow.points": 24})
+    simulate(config, tmp_path / "run")
+    drawn = capture_figures(monkeypatch, plots)
+    analyse_run_directory(tmp_path / "run")
+    assert len(drawn) == 3
+    assert drawn[0].axes[0].get_title().startswith("gradient flow: S=4 R=2 D=2")

@@ -9,7 +9,7 @@ from figures import assert_readable, capture_figures, legend_labels
 
 import analysis.timeline.plots as timeline_plots
 from analysis.plotting import label_levels
-from analysis.simulate import _title
+from analysis.plotting import run_title as _title
 from analysis.timeline import analyse_timeline
 from dynamics import resolve_config, run_flow
 

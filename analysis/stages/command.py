@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from dynamics.errors import ConfigError
+from dynamics.rundir import read_config
 
+from ..plotting import run_title
 from ..rundir import check_writable
 from ..timeline import analyse_timeline, format_timeline, has_timeline
 from .report import FIGURES, analyse_run_directory, format_stage_table
@@ -23,7 +25,8 @@ def command(args: argparse.Namespace) -> int:
         print(format_stage_table(name, payload))
         written = ["stages.json", "stages.npz", *FIGURES]
         if has_timeline(traj):  # a run whose data changed over time: its timeline too
-            print(format_timeline(name, analyse_timeline(traj, directory, title=f"{path.name}: {name}")))
+            title = run_title(read_config(directory)[0], traj.info.kind if name == "run" else name, traj)
+            print(format_timeline(name, analyse_timeline(traj, directory, title=title)))
             written.append("timeline.{json,npz,png}")
         print(f"wrote {', '.join(written)} in {directory}")  # flow/ and train/ of a --train run
     return 0

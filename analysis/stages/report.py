@@ -14,7 +14,7 @@ from dynamics.io import atomic_write_json
 from dynamics.rundir import STAGE_FILES, STAGES_SCHEMA, run_directories, write_arrays
 from dynamics.trajectory import Trajectory, load_run
 
-from ..plotting import draw_or_skip
+from ..plotting import draw_or_skip, run_title
 from .detect import FactStages, detect_fact_stages, detect_stages
 from .plots import plot_fact_fractions, plot_fact_heatmap, plot_stage_losses
 from .theory import compare_times, measured_times, theory_for
@@ -169,6 +169,7 @@ def analyse_run_directory(path: str | Path) -> list[tuple[str, Path, Trajectory,
     results = []
     for directory, config, traj in loaded:
         name = directory.name if directory != path else "run"
-        payload = analyse_trajectory(traj, config, directory, title=f"{path.name}: {name}")
+        title = run_title(config, traj.info.kind if name == "run" else name, traj)
+        payload = analyse_trajectory(traj, config, directory, title=title)
         results.append((name, directory, traj, payload))
     return results
