@@ -172,8 +172,8 @@ def test_run_capacity_writes_csv_summary_and_figure(tmp_path, monkeypatch, capsy
         for axis in (fig.axes[0].xaxis, fig.axes[0].yaxis):
             assert not [t for t in axis.get_minorticklabels() if t.get_text()]
     fig = drawn[0]
-    assert fig.axes[0].get_title().startswith("one-hidden-layer MLP memory, M = 32 classes: capacity\n"
-                                              "full grid, 4 sizes × 2 seed(s); adamw lr 0.1, 4096 steps")
+    assert fig.axes[0].get_title().startswith("Facts stored against parameters\none-hidden-layer MLP memory, "
+                                              "M = 32 classes\nfull grid, 4 sizes × 2 seed(s); adamw lr 0.1")
     with open(tmp_path / "out" / "trials.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["point"] for r in rows} == {"p=16", "p=64", "p=256", "p=1024"}
@@ -255,3 +255,26 @@ def test_orthonormal_linear_memory_capacity_is_at_least_d():
     for d in (8, 16, 32, 64):
         result, _ = linear_trial(d, d=d, seed=0, settings=settings, embeddings="orthonormal")
         assert result.stored and result.accuracy == 1.0
+
+
+def test_tradeoff_figure_reads_on_its_own(tmp_path, monkeypatch):
+    """tradeoff.png: what ran in the title, the minimum-attention line explained in a legend, every cell's
+    accuracy written, and it reads on its own (assert_readable)."""
+    import analysis.capacity.plots as plots
+
+    info = {"attention_params": [64, 128, 256, 512], "mlp_params": [0, 256, 1024],
+            "accuracy": [[0.2, 0.5, 0.7], [0.6, 0.9, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+            "min_attention_params": 256}
+    summary = {"kind": "tradeoff", "quick": True, "seeds": 1, "points": 12, "tradeoff": info,
+               "model": "one-layer transformer: attention heads × MLP width",
+               "settings": {"optimizer": "adam", "lrs": [0.01], "steps": 1500, "threshold": 0.99}}
+    drawn = capture_figures(monkeypatch, plots)
+    plots.plot_tradeoff(summary, tmp_path / "tradeoff.png")
+    (fig,) = drawn
+    assert_readable(fig)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Accuracy over attention × MLP size: minimum attention 256 parameters"
+                                     "\none-layer transformer: attention heads × MLP width\nquick grid")
+    assert len([t for t in ax.texts if t.get_text()]) == 12
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["minimum sufficient attention (rows above)"]

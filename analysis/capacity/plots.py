@@ -57,7 +57,7 @@ def plot_capacity(summary: dict[str, Any], path: Path) -> list[Path]:
     ax.set_xlabel(summary["x_label"])
     ax.set_ylabel("facts stored at ≥ 99% accuracy" if summary["kind"] == "transformer"
                   else "associations stored (N)")
-    ax.set_title(_title(summary, "capacity"), fontsize=9)
+    ax.set_title(_title(summary, "Facts stored against parameters"), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     save(fig, path)
@@ -72,7 +72,7 @@ def _title(summary: dict[str, Any], what: str) -> str:
     training = (f"; {settings['optimizer']} lr {'/'.join(f'{lr:g}' for lr in settings['lrs'])}, "
                 f"{settings['steps']} steps, stored at accuracy ≥ {settings['threshold']:g}"
                 if {"optimizer", "lrs", "steps", "threshold"} <= set(settings) else "")
-    lines = [f"{summary.get('model', summary['kind'])}: {what}",
+    lines = [what, summary.get("model", summary["kind"]),
              f"{grid} grid, {points}{summary['seeds']} seed(s){training}"]
     return "\n".join(lines)
 
@@ -82,7 +82,7 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
     minimum sufficient attention size marked."""
     info = summary["tradeoff"]
     grid = np.asarray(info["accuracy"], dtype=float)
-    fig = figure(6, 4.2)
+    fig = figure(7.2, 5.0)
     ax = fig.subplots()
     image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
     fig.colorbar(image, ax=ax, label="accuracy")
@@ -99,6 +99,7 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> list[Path]:
         ax.axhline(row - 0.5, color="red", lw=1.5, label="minimum sufficient attention (rows above)")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     least = info.get("min_attention_params")
-    ax.set_title(_title(summary, f"trade-off: minimum attention {least} parameters"), fontsize=9)
+    ax.set_title(_title(summary, f"Accuracy over attention × MLP size: minimum attention {least} parameters"),
+                 fontsize=9)
     save(fig, path)
     return [path]
