@@ -2,18 +2,17 @@
 D-dependence"): the reduced model's full flows on balanced (structured) tables with T = 3 (no noise) and the
 manifold start α₀ = β₀ = 0.01, for D = 4, 16 and S (one answer per fact) — only D changes between rows.
 
-``python -m analysis.geometry_dsweep --out DIR [--pairs 4x32,8x16,...] [--answers 4,16,S]
-[--geometries euclidean,spectral,sign] [--eps-sign 1e-6] [--eps-spectral 1e-5]`` writes
-``DIR/dsweep.csv`` and ``DIR/dsweep.png`` and prints the rows and the slopes of log(T_S/T_R) against
-log(S/R), with T read two ways: the midpoint crossing of the relation and subject losses
-(``measured_times``) and the first time the mean p(A_r), p(subject's answers) reach 1 − δ (δ = 0.1).
-Beside each gradient-flow row: the linearised theory's σ_r/σ_s = (S/R)·√((R−1)/(D−1)); beside each D = S
-row: the four-scalar flow (= Li et al.'s ODE, dynamics.manifold).
+``factrecall study dsweep --out DIR [--quick] [--pairs 4x32,8x16,...] [--answers 4,16,S] [--geometries
+euclidean,spectral,sign] [--eps-sign 1e-6] [--eps-spectral 1e-5]`` (:mod:`analysis.study.dsweep`) writes
+``DIR/dsweep.csv`` and ``DIR/dsweep.png`` and prints the rows and the slopes of log(T_S/T_R) against log(S/R),
+with T read two ways: the midpoint crossing of the relation and subject losses (``measured_times``) and the
+first time the mean p(A_r), p(subject's answers) reach 1 − δ (δ = 0.1). Beside each gradient-flow row: the
+linearised theory's σ_r/σ_s = (S/R)·√((R−1)/(D−1)); beside each D = S row: the four-scalar flow (= Li et al.'s
+ODE, dynamics.manifold).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -84,6 +83,20 @@ def run_point(S: int, R: int, D: int | str, geometry: str, eps: float, points: i
     return row
 
 
+TEXT_COLUMNS = ("geometry", "d_label", "status")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``dsweep.csv`` with their numbers as numbers (S, R, D as int, the rest float)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key, value in row.items():
+            if key not in TEXT_COLUMNS:
+                row[key] = int(value) if key in ("S", "R", "D") else float(value)
+    return rows
+
+
 def slope(rows: list[dict], key: str) -> float:
     """Least-squares slope of log(key) against log(S/R) over the rows where it is finite."""
     fit = power_law([r["S/R"] for r in rows], [r[key] for r in rows])
@@ -118,46 +131,3 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)", title=geometry)
         ax.legend(fontsize=7)
     save(fig, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line (module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--pairs", default=",".join(f"{s}x{r}" for s, r in PAIRS))
-    parser.add_argument("--answers", default="4,16,S", help="answers per relation D: numbers or S")
-    parser.add_argument("--geometries", default="euclidean,spectral,sign")
-    parser.add_argument("--eps-sign", type=float, default=1e-6, help="flow.geometry_eps of the sign flow")
-    parser.add_argument("--eps-spectral", type=float, default=1e-5,
-                        help="flow.geometry_eps of the spectral flow")
-    args = parser.parse_args(argv)
-    pairs = [tuple(int(x) for x in p.split("x")) for p in args.pairs.split(",")]
-    rows = []
-    for geometry in args.geometries.split(","):
-        for label in args.answers.split(","):
-            for S, R in pairs:
-                if label != "S" and int(label) > S:
-                    continue  # D ≤ S (D = S appears in its number's row and in the S row)
-                eps = {"sign": args.eps_sign, "spectral": args.eps_spectral}.get(geometry, 0.0)
-                row = run_point(S, R, label, geometry, eps)
-                rows.append(row)
-                print(f"{geometry:9s} D={label:>3s} S={S:3d} R={R:2d} T_R={row['T_R_p90']:9.4g} "
-                      f"T_S={row['T_S_p90']:9.4g} ratio p90={row['ratio_p90']:7.3g} "
-                      f"mid={row['ratio_mid']:7.3g} theory={row['theory']:7.3g} "
-                      f"four-scalar={row['four_scalar']:7.3g} {row['status']} {row['seconds']} s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "dsweep.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    for (geometry, label), members in sorted(groups(rows).items()):
-        print(f"slope {geometry} D={label}: p90 {slope(members, 'ratio_p90'):.3f} "
-              f"mid {slope(members, 'ratio_mid'):.3f}"
-              + (f" theory {slope(members, 'theory'):.3f}" if geometry == "euclidean" else "")
-              + (f" four-scalar {slope(members, 'four_scalar'):.3f}" if label == "S" else ""))
-    plot(rows, args.out / "dsweep.png")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

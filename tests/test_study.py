@@ -185,3 +185,22 @@ def test_points_run_in_worker_processes(toy, tmp_path, capsys):
     assert main(["study", "toy", "--quiet", "--workers", "2", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == "1 4 9 16"  # in plan order, whichever finished first
     assert COMPUTED == []  # computed in the workers, not here
+
+
+def test_the_dsweep_study_runs_a_point_and_refuses_unknown_options(tmp_path, capsys, monkeypatch):
+    from analysis.study import dsweep
+
+    out = tmp_path / "d"
+    argv = ["study", "dsweep", "--pairs", "4x2", "--answers", "S", "--geometries", "euclidean", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("euclidean D=  S S=  4 R= 2") and " ok " in text
+    header, row = (out / "dsweep.csv").read_text().splitlines()
+    assert dict(zip(header.split(","), row.split(","), strict=True))["status"] == "ok"
+    monkeypatch.setattr(dsweep, "run_point", lambda *a: pytest.fail("ran a finished point again"))
+    assert main([*argv, "--out", str(out)]) == 0
+    for option, needle in ((["--geometries", "lion"], "--geometries='lion'"),
+                           (["--answers", "1"], "--answers='1'"), (["--eps-sign", "0"], "--eps-sign=0.0")):
+        assert main(["study", "dsweep", "--out", str(tmp_path / "x"), *option]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

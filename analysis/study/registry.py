@@ -66,6 +66,18 @@ def _geometry_options(parser: argparse.ArgumentParser) -> None:
                                                              "is replaced)")
 
 
+def _dsweep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", metavar="SxR,...", help="the (S, R) points of every line (default: "
+                        "4x32,8x16,16x8,32x4,64x2,128x2; with --quick 4x32,32x4)")
+    parser.add_argument("--answers", metavar="D,...", help="answers per relation D of the lines: integers "
+                        "or S (default: 4,16,S; with --quick 4,S)")
+    parser.add_argument("--geometries", help="among euclidean, spectral, sign (default: all three; with "
+                                             "--quick euclidean)")
+    parser.add_argument("--eps-sign", type=float, default=1e-6, help="flow.geometry_eps of the sign flow")
+    parser.add_argument("--eps-spectral", type=float, default=1e-5,
+                        help="flow.geometry_eps of the spectral flow")
+
+
 def _timeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sgd", action="store_true", help="flows only (no SGD beside each flow)")
 
@@ -81,6 +93,10 @@ for _entry in (
               {"table.csv": "one line per row and (S, R)", "embeddings.csv": "the embedded sign flow, "
                "one-hot against Hadamard", "ratio.png": "T_S/T_R against S/R per row"},
               _geometry_options),
+        Study("dsweep", "T_S/T_R against S/R for several answers per relation D from Li et al.'s start "
+                        "(docs/geometry.md)", "analysis.study.dsweep",
+              {"dsweep.csv": "one line per geometry, D and (S, R)", "dsweep.png": "T_S/T_R (p = 0.9) against "
+               "S/R, one panel per geometry"}, _dsweep_options),
         Study("timeline", "data over time: Zipf frequencies, warm-up, fine-tuning with replay, held-out "
                           "subjects (docs/data-over-time.md)", "analysis.study.timeline",
               {"experiments.json": "every number of the four experiments",
