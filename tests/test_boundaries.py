@@ -158,3 +158,10 @@ def test_the_clis_compare_default_is_compares():
     from analysis.compare.compute import DEFAULT_OPTIMIZERS
 
     assert build_parser().parse_args(["compare", "--out", "x"]).optimizers == DEFAULT_OPTIMIZERS
+
+
+def test_every_study_is_a_command():
+    """Only the command line itself (and the docs' generator) runs as ``python -m``: a study is an entry
+    of ``factrecall study`` (analysis/study/registry.py), not a script with its own argparse."""
+    scripts = sorted(path for path, text in _sources().items() if '__name__ == "__main__"' in text)
+    assert scripts == ["analysis/cli.py", "analysis/docgen.py"], scripts
