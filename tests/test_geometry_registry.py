@@ -142,3 +142,22 @@ def test_a_registered_geometry_runs_end_to_end(l1, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"^flow.geometry='l1': must be one of euclidean, sign, spectral$"):
         simulate(config, tmp_path / "gone")
     register_geometry(L1)  # the fixture removes it again
+
+
+def test_an_installed_geometry_is_found_through_its_entry_point(monkeypatch):
+    """A package's entry point in the group names a callable that registers its geometry; it is called on
+    the registry's first use (as in a sweep's worker process, which never imported the user's module)."""
+    import dynamics.plugins as plugins
+
+    class Point:
+        def load(self):
+            return lambda: GEOMETRIES.register(L1)
+
+    points = {GEOMETRIES.group: [Point()]}
+    monkeypatch.setattr(plugins, "entry_points", lambda group: points.get(group, []))
+    monkeypatch.setattr(plugins, "_LOADED", set())
+    try:
+        assert get_geometry("l1") is L1
+        assert _tiny(**{"flow.geometry": "l1"}).flow.geometry == "l1"
+    finally:
+        unregister_geometry("l1")

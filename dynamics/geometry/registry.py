@@ -3,7 +3,8 @@
 The config's validation (``flow.geometry`` and the keys a geometry reads), the fields
 (:mod:`dynamics.fields`), the run builder (:mod:`dynamics.problem`), the budget, the stage theory and
 ``compare`` ask an entry of this registry instead of testing geometry names. A geometry from outside the
-package is one :func:`register_geometry` call (docs/extending.md, "A geometry").
+package is one :func:`register_geometry` call, or an entry point of :data:`ENTRY_POINT_GROUP` naming a
+callable that makes it (docs/extending.md, "A geometry").
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .maps import DiagonalMetric, ParameterBlock, SignDescent, SpectralDescent
 
 
@@ -73,7 +75,7 @@ class Geometry:
                                   f"default), or flow.geometry={read}")
 
 
-def _builtin() -> dict[str, Geometry]:
+def _builtin() -> list[Geometry]:
     # measured ε: the suggested ones finish to t = 20 on the tiny task with dopri5, cvode and (sign) auto; the
     # reference ones keep compare's flows close to their optimizers (the sign flow chatters at ε = 0 from a
     # symmetric start, the spectral flow grows stiff as ε shrinks: docs/geometry.md)
@@ -87,11 +89,11 @@ def _builtin() -> dict[str, Geometry]:
                  keys=("flow.geometry_eps",), needs_eps=True, suggested_eps=1e-3, reference_eps=1e-7,
                  summary="spectral-norm steepest descent per matrix block (Muon's flow): D(G) = U Vᵀ"),
     ]
-    return {g.name: g for g in geometries}
+    return geometries
 
 
-GEOMETRIES: dict[str, Geometry] = _builtin()
-BUILTIN = tuple(GEOMETRIES)
+ENTRY_POINT_GROUP = "factrecall.geometries"
+GEOMETRIES: Registry[Geometry] = Registry("flow.geometry", ENTRY_POINT_GROUP, _builtin())
 
 
 def geometry_keys() -> set[str]:
@@ -101,9 +103,7 @@ def geometry_keys() -> set[str]:
 
 def get_geometry(name: str) -> Geometry:
     """The geometry called ``name``; a ConfigError naming the allowed ones otherwise."""
-    if name not in GEOMETRIES:
-        raise ConfigError(f"flow.geometry={name!r}: must be one of " + ", ".join(GEOMETRIES))
-    return GEOMETRIES[name]
+    return GEOMETRIES.get_entry(name)
 
 
 def entry_of(metric: SteepestDescent) -> Geometry:
@@ -118,20 +118,14 @@ def entry_of(metric: SteepestDescent) -> Geometry:
 
 def register_geometry(geometry: Geometry) -> Geometry:
     """Add ``geometry`` to the registry (from anywhere: a user's own file), so that ``flow.geometry`` may name
-    it in every command and API. A name already registered is refused (ValueError); returns the entry."""
-    if geometry.name in GEOMETRIES:
-        raise ValueError(f"register_geometry: {geometry.name!r} is already registered")
-    if not geometry.name.isidentifier():
-        raise ValueError(f"register_geometry: {geometry.name!r} must be an identifier (a config value)")
-    GEOMETRIES[geometry.name] = geometry
-    return geometry
+    it in every command and API. A name already registered, or not an identifier, is refused (ValueError);
+    returns the entry."""
+    return GEOMETRIES.register(geometry)
 
 
 def unregister_geometry(name: str) -> None:
-    """Remove a geometry added by :func:`register_geometry` (the built-in ones stay)."""
-    if name in BUILTIN:
-        raise ValueError(f"unregister_geometry: {name!r} is built in")
-    GEOMETRIES.pop(name, None)
+    """Remove a geometry added by :func:`register_geometry` (the built-in ones stay: ValueError)."""
+    GEOMETRIES.unregister(name)
 
 
 def make_geometry(name: str, scale: torch.Tensor | None, blocks: list[ParameterBlock], eps: float
