@@ -23,12 +23,12 @@ Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimat
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .errors import ConfigError
@@ -38,6 +38,9 @@ from .optimizers import get_optimizer
 from .solvers.registry import get_method
 from .task import vocab_size
 from .trajectory import RECORD_ELEMENTS
+
+if TYPE_CHECKING:
+    from .problem import BuiltRun
 
 FLOAT = 8  # bytes of a float64 (and of an int64 index)
 BASELINE = 400 * 2**20  # the interpreter, torch and numpy themselves
@@ -382,26 +385,39 @@ def _probe(problem, config: Config) -> StepEstimate | None:
     return StepEstimate(None, span, steps, taken, float(result.status_time))
 
 
-@functools.lru_cache(maxsize=64)  # the API's entry points check again what the command line checked
-def flow_steps(config: Config) -> StepEstimate | None:
+_ESTIMATES: dict[Config, StepEstimate | None] = {}  # by config: a sweep's or compare's checks, then the run's
+MAX_ESTIMATES = 64
+
+
+def flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstimate | None:
     """The step count the flow of ``config`` needs (:class:`StepEstimate`). A euclidean flow: an explicit
     method's (or ``auto``'s opening dopri5 stretch, to ``flow.t_min``) at the stiffness of θ(0), from ten
     Jacobian products; None for implicit methods (their steps are not bounded by stiffness). A sign or
     spectral flow, by any method: from a probe of :data:`PROBE_STEPS` steps, as its field is stiff at scale
     1/ε only along directions the flow need not excite (the stiffness at θ(0) says little: figure5's sign
     flow at ε = 1e-8 has ρ ≈ 1e5 there and finishes to t = 100 in 41 steps). None where the field at θ(0)
-    is not finite (the run fails at once and is saved with its status). Builds the model: call it after
-    :func:`check_memory`."""
-    from .problem import flow_problem, setup, time_grid
+    is not finite (the run fails at once and is saved with its status). The probe integrates the field of
+    ``built`` (the run's :class:`~dynamics.problem.BuiltRun`, which the run goes on to use) from the start of
+    ``init.*``; without it, builds the run (:func:`~dynamics.problem.build_run`): call it after
+    :func:`check_memory`. Estimates are kept by config."""
+    if config not in _ESTIMATES:
+        if len(_ESTIMATES) >= MAX_ESTIMATES:
+            _ESTIMATES.pop(next(iter(_ESTIMATES)))
+        _ESTIMATES[config] = _flow_steps(config, built)
+    return _ESTIMATES[config]
+
+
+def _flow_steps(config: Config, built: BuiltRun | None) -> StepEstimate | None:
+    from .problem import build_run, time_grid  # the run builder sits above the budget
     from .solvers.stiffness import spectral_radius
 
     kind = get_method(config.flow.method).kind
     smooth = get_geometry(config.flow.geometry).linear  # its stiffness at θ(0) bounds an explicit step
     if kind == "implicit" and smooth:
         return None
-    _, model, objective = setup(config)
-    theta0 = model.initial_parameters(config.init)
-    problem = flow_problem(config, model, objective, theta0, time_grid(config))
+    built = built or build_run(config)
+    theta0 = built.model.initial_parameters(config.init)
+    problem = built.problem(time_grid(config), theta0)
     if not smooth:
         return _probe(problem, config)
     radius, _ = spectral_radius(problem.field, 0.0, theta0, problem.jacobian_vector)
@@ -411,13 +427,14 @@ def flow_steps(config: Config) -> StepEstimate | None:
     return StepEstimate(radius, span, span * radius / STABLE_STEP)
 
 
-def check_flow_steps(config: Config) -> StepEstimate | None:
+def check_flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstimate | None:
     """Refuse a flow whose :func:`flow_steps` exceeds both 10 × ``flow.max_steps`` (it would stop at its
     budget having covered under a tenth of its time) and 10^5 steps, or exceeds the step limit; and a sign or
     spectral flow that :func:`check_geometry_eps` refuses. The advice names what works for the geometry:
-    cvode for a stiff euclidean flow, a larger ε for a sign or spectral one."""
+    cvode for a stiff euclidean flow, a larger ε for a sign or spectral one. ``built``: as for
+    :func:`flow_steps`."""
     check_geometry_eps(config)
-    estimate = flow_steps(config)
+    estimate = flow_steps(config, built)
     if estimate is None:
         return None
     f = config.flow
@@ -440,16 +457,17 @@ def check_flow_steps(config: Config) -> StepEstimate | None:
     return estimate
 
 
-def check_config(config: Config, train: bool = False) -> None:
-    """Every check of this module for a run of ``config`` (with ``train``: and its discrete run): memory,
-    discrete steps, the flow's steps. Raises ConfigError; call it before any work."""
+def check_sizes(config: Config, train: bool = False) -> None:
+    """The checks of a run of ``config`` from the config alone, before anything is built: its memory (with
+    ``train``: and its discrete run's) and ``train.steps``. Raises ConfigError."""
     check_memory(config, train)
     if train:
         check_steps("train.steps", config.train.steps, config.train.steps)
+
+
+def check_config(config: Config, train: bool = False) -> None:
+    """Every check of this module for a run of ``config`` (with ``train``: and its discrete run): memory,
+    discrete steps, the flow's steps (which builds the run: :func:`dynamics.run.prepare_run` builds it once
+    for the checks and the run). Raises ConfigError; call it before any work."""
+    check_sizes(config, train)
     check_flow_steps(config)
-
-
-def check_training(config: Config) -> None:
-    """The checks of a discrete run of ``config`` alone: its memory and ``train.steps``."""
-    check_memory(config, train=True)
-    check_steps("train.steps", config.train.steps, config.train.steps)

@@ -1,14 +1,17 @@
-"""A run's problem, built from its config in one place: the task, model and objective a config names, the
-time grid, the solver's options, the metric and geometry, the data schedule, and the vector field (objective +
-geometry, or GD's modified flow, :mod:`dynamics.fields`) that the flow integrates.
+"""A run, built from its config in one place (:func:`build_run`): the task, model and objective a config
+names, the start, the data schedule, and the vector field (objective + geometry, or GD's modified flow,
+:mod:`dynamics.fields`) that the flow integrates, with the time grid, the solver's options, the metric and
+the geometry's map.
 
-:mod:`dynamics.run` (the entry points) and :mod:`dynamics.budget` (the step estimate's probe) both build
-their flows here, so the run and its estimate integrate the same field.
+:mod:`dynamics.run` (the flow, the batched flow and the discrete run) and :mod:`dynamics.budget` (the step
+estimate's probe) take the pieces from one :class:`BuiltRun`: each is built once per run, and the run and its
+estimate integrate the very same field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,11 +39,14 @@ from .schedule import (
 from .solvers import (
     FlowProblem,
     FlowResult,
+    Jacobian,
+    JacobianVector,
     SolverOptions,
     VectorField,
     get_method,
     integrate_problem,
 )
+from .start import Start, starting_state
 from .task import FactTask
 
 DENSE_JACOBIAN_MAX_PARAMS = 4096  # methods that use a dense P×P Jacobian (bdf, radau, lsoda)
@@ -65,8 +71,14 @@ def setup(config: Config) -> tuple[FactTask, Model, Objective]:
 
 
 def solver_options(flow: FlowConfig) -> SolverOptions:
-    """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...)."""
-    return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps)
+    """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...); a sign or spectral
+    flow's pace stop also offers a larger ``flow.geometry_eps`` (at least the geometry's suggested ε)."""
+    advice, geometry = "", get_geometry(flow.geometry)
+    if geometry.needs_eps:
+        eps = max(geometry.suggested_eps, 100 * flow.geometry_eps)
+        advice = f"flow.geometry_eps={eps:g} or larger (a smoother field)"
+    return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps,
+                         advice=advice)
 
 
 def metric_of(config: Config, model: Model) -> torch.Tensor:
@@ -138,13 +150,14 @@ def batch_refusal(config: Config) -> str | None:
     return None
 
 
-def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
-                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None,
-                 batched: bool = False) -> FlowProblem:
-    """The flow of ``config`` as a solver problem: the field −D(∇L) of its geometry (or GD's modified field
-    when ``flow.modified_lr`` > 0) and the Jacobian products its method can use. With ``tasks`` (a data
-    schedule) the field at t is that of the task trained at t, and every phase start is a breakpoint.
-    ``batched``: θ0 is a batch (B, P) and the field maps batches (:func:`batch_refusal` must give None)."""
+FlowFunctions = tuple[VectorField, JacobianVector | None, Jacobian | None]
+
+
+def flow_functions(config: Config, model: Model, objective: Objective, tasks: TaskSchedule | None = None,
+                   batched: bool = False) -> FlowFunctions:
+    """The field of ``config``'s flow and the Jacobian products its method can use: −D(∇L) in its geometry
+    (or GD's modified field when ``flow.modified_lr`` > 0). With ``tasks`` (a data schedule) each is that of
+    the task trained at t. ``batched``: they map batches Θ (B, P) (:func:`batch_refusal` must give None)."""
     method = get_method(config.flow.method)
     if batched and (reason := batch_refusal(config)) is not None:
         raise ValueError(f"flow_problem: cannot batch this flow ({reason})")
@@ -163,9 +176,7 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
             return build(objective)
         return per_time(lambda task: build(make_objective(model.with_task(task), task, config.loss)), tasks)
 
-    breakpoints = () if tasks is None else tasks.schedule.breakpoints
-    problem = FlowProblem(of(field_builder(config, metric, batched)), theta0, grid, progress=progress,
-                          breakpoints=breakpoints)
+    vector_field, jacobian_vector, jacobian = of(field_builder(config, metric, batched)), None, None
     if config.flow.modified_lr > 0:
         pass  # the modified field's Jacobian is not −PH: implicit methods difference its values instead
     elif method.uses == "jacobian_vector" and config.flow.jacobian == "hvp":
@@ -173,11 +184,68 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
             raise ConfigError(f"flow.jacobian='hvp': flow.geometry={config.flow.geometry!r} with "
                               f"flow.geometry_eps={config.flow.geometry_eps!r} is not smooth, it has no "
                               "Jacobian-vector product; allowed: difference")
-        problem.jacobian_vector = of(lambda o: gradient_field_jacobian_vector(o, metric))
+        jacobian_vector = of(lambda o: gradient_field_jacobian_vector(o, metric))
     elif method.uses == "jacobian":
         # a dense Jacobian by differences would cost P gradients: always the exact one
-        problem.jacobian = of(lambda o: gradient_field_jacobian(o, metric))
-    return problem
+        jacobian = of(lambda o: gradient_field_jacobian(o, metric))
+    return vector_field, jacobian_vector, jacobian
+
+
+def _problem(functions: FlowFunctions, tasks: TaskSchedule | None, theta0: torch.Tensor, grid: np.ndarray,
+             progress=None) -> FlowProblem:
+    vector_field, jacobian_vector, jacobian = functions
+    breakpoints = () if tasks is None else tasks.schedule.breakpoints
+    return FlowProblem(vector_field, theta0, grid, jacobian_vector, jacobian, progress=progress,
+                       breakpoints=breakpoints)
+
+
+def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,
+                 grid: np.ndarray, progress=None, tasks: TaskSchedule | None = None,
+                 batched: bool = False) -> FlowProblem:
+    """The flow of ``config`` from ``theta0`` on ``grid`` as a solver problem (:func:`flow_functions`); with
+    ``tasks`` every phase start is a breakpoint. ``batched``: θ0 is a batch (B, P)."""
+    return _problem(flow_functions(config, model, objective, tasks, batched), tasks, theta0, grid, progress)
+
+
+@dataclass
+class BuiltRun:
+    """A run of ``config``, built once by :func:`build_run` and handed on: its task, model and training
+    objective, its start (θ(0), and the subjects of a run it continues), the data schedule and the task
+    trained at each time (None: the task's own frequencies throughout), and the flow's field and Jacobian
+    products, built on first use and shared by every problem made from this run (the run's own, the
+    budget's probe, each member of a batch)."""
+
+    config: Config
+    task: FactTask
+    model: Model
+    objective: Objective
+    start: Start
+    schedule: Schedule
+    tasks: TaskSchedule | None
+    _functions: dict[bool, FlowFunctions] = field(default_factory=dict, repr=False)
+
+    def functions(self, batched: bool = False) -> FlowFunctions:
+        """The flow's field and Jacobian products (:func:`flow_functions`), built once per ``batched``."""
+        if batched not in self._functions:
+            self._functions[batched] = flow_functions(self.config, self.model, self.objective, self.tasks,
+                                                      batched)
+        return self._functions[batched]
+
+    def problem(self, grid: np.ndarray, theta0: torch.Tensor | None = None, progress=None,
+                batched: bool = False) -> FlowProblem:
+        """The flow's problem on ``grid`` from ``theta0`` (default: the run's start)."""
+        theta0 = self.start.theta0 if theta0 is None else theta0
+        return _problem(self.functions(batched), self.tasks, theta0, grid, progress)
+
+
+def build_run(config: Config, start: Start | None = None, schedule: Schedule | None = None) -> BuiltRun:
+    """The run of ``config``: its task, model and objective (:func:`setup`), its start (``start``, else
+    that of ``init.*``: :func:`~dynamics.start.starting_state`) and its data schedule (``schedule``, else
+    that of ``data.*``: :func:`task_schedule`). The one place a run's pieces are built."""
+    task, model, objective = setup(config)
+    start = start or starting_state(config, model)
+    schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
+    return BuiltRun(config, task, model, objective, start, schedule, tasks)
 
 
 def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,

@@ -1,8 +1,10 @@
 """One-call entry points: a resolved config in, a :class:`Trajectory` out (a flow or a discrete training).
 
-This is where a configuration meets the engine: the run's problem is built by :mod:`dynamics.problem` (task,
-model, objective, field, solver options), integrated or trained here, and recorded with the run's record
-(:class:`~dynamics.records.RunInfo`).
+This is where a configuration meets the engine: :func:`prepare_run` checks what a config asks of the machine
+and builds the run once (:func:`dynamics.problem.build_run`: task, model, objective, start, schedule, field);
+:func:`integrate_run` and :func:`train_run` integrate or train that built run and record it with the run's
+record (:class:`~dynamics.records.RunInfo`). ``run_flow``, ``run_training`` and ``run_flow_batch`` are the
+two steps in one call.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from .budget import check_config, check_training
+from .budget import check_flow_steps, check_geometry_eps, check_memory, check_sizes
 from .config import Config
 from .curvature import sharpness
 from .models import Model
@@ -22,14 +24,14 @@ from .objective import Objective, make_objective
 from .optimizers import get_optimizer
 from .problem import (  # re-exported: the entry points' callers build problems through dynamics.run too
     BATCHABLE,
+    BuiltRun,
     batch_refusal,
-    flow_problem,
-    integrate_config_flow,
+    build_run,
+    integrate_config_flow,  # noqa: F401  (re-exported)
     log_time_grid,
     metric_of,
-    setup,
+    setup,  # noqa: F401  (re-exported)
     solver_options,
-    task_schedule,
     time_grid,
 )
 from .progress import log_progress_bar, step_progress_bar
@@ -44,9 +46,9 @@ from .solvers import (
     integrate_problem,
 )
 from .solvers.explicit import integrate_explicit_batch
-from .start import Start, starting_state
+from .start import Start
 from .task import FactTask
-from .training import record_steps, train
+from .training import TrainResult, record_steps, train
 from .trajectory import Recorder, Trajectory, record
 
 
@@ -87,12 +89,32 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
     :class:`~dynamics.schedule.Schedule`). ``flow.modified_lr`` = η > 0 integrates GD's modified flow
     instead. ``keep_states`` stores θ(t) in ``Trajectory.states``, one parameter set per token. The
     trajectory's ``final_state`` is θ at its last recorded time (what a later run can start from).
-    Refuses (ConfigError), before any work, what :func:`dynamics.budget.check_config` refuses.
+    Refuses (ConfigError), before any work, what :func:`prepare_run` refuses.
     """
-    check_config(config)
-    task, model, objective = setup(config)
-    start = start or starting_state(config, model)
-    schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
+    return integrate_run(prepare_run(config, start=start, schedule=schedule), progress, times, keep_states)
+
+
+def prepare_run(config: Config, train: bool = False, flow: bool = True, start: Start | None = None,
+                schedule: Schedule | None = None) -> BuiltRun:
+    """Check what a run of ``config`` asks of the machine, then build it once (:func:`build_run`), the one way
+    every entry point does: its memory (with ``train``: and its discrete run's, and ``train.steps``) from
+    the config alone, before anything is built; then, with ``flow``, the flow's step estimate on the built
+    run's own field (:func:`~dynamics.budget.check_flow_steps`). ``start`` and ``schedule``: as for
+    :func:`run_flow`. Raises ConfigError before any work."""
+    check_sizes(config, train)
+    if flow:
+        check_geometry_eps(config)
+    built = build_run(config, start, schedule)
+    if flow:
+        check_flow_steps(config, built)
+    return built
+
+
+def integrate_run(built: BuiltRun, progress: bool = False, times: np.ndarray | None = None,
+                  keep_states: bool = False) -> Trajectory:
+    """The flow of a built run (:func:`prepare_run`), recorded on its grid: :func:`run_flow` without the
+    checks and the building."""
+    config, model, task, start = built.config, built.model, built.task, built.start
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
@@ -100,12 +122,12 @@ def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = 
         # The per-fact record is taken point by point as the solver reaches the grid (as _recorded would
         # take it): the states are never all held unless keep_states asks for them.
         recorder = Recorder(*_measured(model, task, config), len(grid))
-        problem = flow_problem(config, model, objective, start.theta0, grid, update, tasks)
+        problem = built.problem(grid, progress=update)
         problem.observe, problem.keep_states = recorder.add, keep_states
         result = integrate_problem(problem, flow.method, solver_options(flow))
     finally:
         close()
-    info = _flow_info(config, result, model, schedule, start.old_subjects)
+    info = _flow_info(config, result, model, built.schedule, start.old_subjects)
     trajectory = recorder.trajectory(result.t, info)
     trajectory.final_state = result.last_state.cpu().numpy()
     if keep_states:
@@ -133,19 +155,21 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     """
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
-    for member in configs:  # each member's start has its own stiffness
-        check_config(member)
+    for member in configs:
+        check_memory(member)
+        check_geometry_eps(member)
     config = configs[0]
     if any(batch_refusal(c) is not None for c in configs):
         return [run_flow(c, progress=progress) for c in configs]
-    task, model, objective = setup(config)
-    schedule, tasks = task_schedule(config, task)
+    built = build_run(config)  # the members differ only in init.*: one task, model and field for all
+    for member in configs:  # each member's start has its own stiffness
+        check_flow_steps(member, built)
+    task, model, schedule = built.task, built.model, built.schedule
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
     try:
-        problem = flow_problem(config, model, objective, theta0, time_grid(config), update, tasks,
-                               batched=True)
+        problem = built.problem(time_grid(config), theta0, update, batched=True)
         result = integrate_explicit_batch(flow.method, problem, solver_options(flow))
     finally:
         close()
@@ -165,6 +189,19 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     return trajectories
 
 
+def train_info(optimizer: str, lr: float, result: TrainResult, model: Model, schedule: Schedule | None = None,
+               old_subjects: int | None = None) -> RunInfo:
+    """The run record of a discrete run of ``optimizer`` at ``lr`` on ``model`` (``final_loss`` is filled in
+    by :func:`record`; ``schedule``: the data schedule it trained, None for the task's own frequencies)."""
+    status_step = None if result.status_time is None else int(round(result.status_time / lr))
+    return RunInfo(kind="train", status=result.status, status_time=result.status_time, message=result.message,
+                   final_loss=float("nan"), num_params=model.num_params, cost=result.cost,
+                   train=TrainInfo(optimizer=optimizer, lr=lr, status_step=status_step,
+                                   first_loss_increase_step=result.first_loss_increase),
+                   versions=versions(), phases=[] if schedule is None else schedule.as_records(),
+                   old_subjects=old_subjects)
+
+
 def _untied_states(model: Model, states: torch.Tensor) -> np.ndarray:
     """States as the full model sees them (one parameter set per vocabulary token), as numpy."""
     _, expand = model.untied()
@@ -179,14 +216,18 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     of ``train.batch_size`` sequences every step, on the model with one parameter set per token. Under a data
     schedule, step k trains the frequencies w(k·lr) of the flow at that time. ``start`` and
     ``schedule``: as for :func:`run_flow`. ``keep_states`` stores θ_k in ``Trajectory.states`` (one
-    parameter set per token). Refuses (ConfigError), before any work, what
-    :func:`dynamics.budget.check_training` refuses.
+    parameter set per token). Refuses (ConfigError), before any work, what :func:`prepare_run` refuses
+    for a discrete run (its memory and ``train.steps``).
     """
-    check_training(config)
-    task, model, objective = setup(config)
-    start = start or starting_state(config, model)
-    schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
-    theta0 = start.theta0
+    built = prepare_run(config, train=True, flow=False, start=start, schedule=schedule)
+    return train_run(built, progress, keep_states)
+
+
+def train_run(built: BuiltRun, progress: bool = False, keep_states: bool = False) -> Trajectory:
+    """The discrete run of ``train.*`` of a built run (:func:`prepare_run` with ``train``), from its start:
+    :func:`run_training` without the checks and the building (a flow and its discrete run share one)."""
+    config, task, model, objective = built.config, built.task, built.model, built.objective
+    tasks, theta0 = built.tasks, built.start.theta0
     opts = config.train
 
     def task_at(k: int) -> FactTask:
@@ -218,12 +259,7 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
                        progress=update)
     finally:
         close()
-    status_step = None if result.status_time is None else int(round(result.status_time / opts.lr))
-    info = RunInfo(kind="train", status=result.status, status_time=result.status_time, message=result.message,
-                   final_loss=float("nan"), num_params=model.num_params, cost=result.cost,
-                   train=TrainInfo(optimizer=opts.optimizer, lr=opts.lr, status_step=status_step,
-                                   first_loss_increase_step=result.first_loss_increase),
-                   versions=versions(), phases=schedule.as_records(), old_subjects=start.old_subjects)
+    info = train_info(opts.optimizer, opts.lr, result, model, built.schedule, built.start.old_subjects)
     trajectory = _recorded(model, task, config, result.t, result.states, info)
     if keep_states:
         trajectory.states = _untied_states(model, result.states)
@@ -237,12 +273,11 @@ def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tu
     The flow is the run's own (its start, data schedule and frozen blocks); at time t, H is the Hessian of
     the loss trained at t and P the run's metric (0 on frozen blocks)."""
     config = config.override({"flow.modified_lr": 0.0})  # along the gradient flow itself
-    task, model, objective = setup(config)
-    start = starting_state(config, model)
-    _, tasks = task_schedule(config, task, start.old_subjects)
+    built = build_run(config)
+    model, objective, tasks = built.model, built.objective, built.tasks
     flow = config.flow
     times = log_time_grid(flow.t_min, flow.t_max, points + 1)
-    result = integrate_config_flow(config, model, objective, start.theta0, times, tasks=tasks)
+    result = integrate_problem(built.problem(times), flow.method, solver_options(flow))
     metric = metric_of(config, model)
 
     def objective_at(t: float) -> Objective:

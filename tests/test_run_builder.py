@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from dynamics.config import resolve_config
+
 
 def test_the_tolerance_defaults_are_the_solvers_own():
     """flow.rtol, atol, first_step and max_steps default to SolverOptions' values (written once there), and
@@ -16,3 +20,49 @@ def test_the_tolerance_defaults_are_the_solvers_own():
         assert getattr(Config().flow, name) == getattr(SolverOptions(), name)
         for function in (integrate_flow, integrate_flow_batch):
             assert inspect.signature(function).parameters[name].default == getattr(SolverOptions(), name)
+
+
+def _count_builds(monkeypatch) -> dict[str, int]:
+    """Count the tasks, models and flow fields built (the builder's own calls, by the names it calls)."""
+    import dynamics.problem as problem
+
+    counts = {"task": 0, "model": 0, "field": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(problem, "FactTask", counted("task", problem.FactTask))
+    monkeypatch.setattr(problem, "build_model", counted("model", problem.build_model))
+    monkeypatch.setattr(problem, "flow_functions", counted("field", problem.flow_functions))
+    return counts
+
+
+@pytest.mark.parametrize("overrides, train", [
+    ({}, True),  # the flow's explicit step estimate at θ(0), then the flow and gd
+    ({"flow.geometry": "sign", "flow.geometry_eps": 1e-3}, False),  # the estimate probes the field itself
+])
+def test_simulate_builds_the_task_model_and_field_once(monkeypatch, tmp_path, overrides, train):
+    """The budget's step estimate and the run (and the discrete run beside it) take the same built run."""
+    from analysis.simulate import simulate
+
+    counts = _count_builds(monkeypatch)
+    trained = {"train.optimizer": "gd", "train.steps": 20} if train else {}
+    config = resolve_config("tiny", overrides={"flow.t_max": 2.0, "flow.points": 8, **trained, **overrides})
+    runs = simulate(config, tmp_path / "run", train=train)
+    assert all(run.trajectory.info.ok for run in runs.values())
+    assert counts == {"task": 1, "model": 1, "field": 1}
+
+
+def test_a_batch_builds_one_model_and_one_field_per_form(monkeypatch):
+    """The members of a batch differ only in init.*: one task and model, the one-flow field for each member's
+    step estimate and the batched field for the run."""
+    from dynamics.run import run_flow_batch
+
+    counts = _count_builds(monkeypatch)
+    base = resolve_config("tiny", overrides={"flow.t_max": 2.0, "flow.points": 8, "init.kind": "gaussian"})
+    runs = run_flow_batch([base.override({"init.seed": seed}) for seed in (1, 2, 3)])
+    assert [run.info.flow.batch_size for run in runs] == [3, 3, 3]
+    assert counts == {"task": 1, "model": 1, "field": 2}

@@ -32,10 +32,10 @@ import numpy as np
 from dynamics.budget import check_flow_steps, check_memory, check_steps
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
+from dynamics.geometry import get_geometry
 from dynamics.io import finite_or_none
 from dynamics.optimizers import OPTIMIZERS, optimizers_for
-from dynamics.records import RunInfo, TrainInfo, versions
-from dynamics.run import flow_sharpness, run_flow, run_training, setup, time_grid
+from dynamics.run import flow_sharpness, run_flow, run_training, setup, time_grid, train_info
 from dynamics.solvers import Status
 from dynamics.training import record_steps, train
 from dynamics.trajectory import Trajectory, record
@@ -43,9 +43,6 @@ from dynamics.trajectory import Trajectory, record
 from ..loglog import power_law
 from ..stages import StageReport, detect_stages
 
-# flow.geometry_eps used for a picked sign or spectral flow when the config leaves it at 0: the sign flow
-# chatters at ε = 0 from a symmetric start; the spectral flow grows stiff as ε shrinks (docs/geometry.md).
-DEFAULT_GEOMETRY_EPS = {"sign": 1e-8, "spectral": 1e-7}
 DEFAULT_OPTIMIZERS = "gd,sgd,adam"  # --optimizers' default
 
 
@@ -187,11 +184,12 @@ def flow_geometries(config: Config, optimizers: Sequence[str]) -> dict[str, str]
 
 
 def geometry_config(config: Config, geometry: str) -> Config:
-    """``config`` with ``flow.geometry`` = ``geometry`` (ε from :data:`DEFAULT_GEOMETRY_EPS` when the
-    config leaves ``flow.geometry_eps`` at 0)."""
-    eps = config.flow.geometry_eps or DEFAULT_GEOMETRY_EPS.get(geometry, 0.0)
-    return config.override({"flow.geometry": geometry, "flow.geometry_eps": eps if geometry != "euclidean"
-                            else Config().flow.geometry_eps})  # the euclidean flow has no ε
+    """``config`` with ``flow.geometry`` = ``geometry`` (ε: the geometry's ``reference_eps`` when the config
+    leaves ``flow.geometry_eps`` at 0; a geometry that does not read ε keeps the default)."""
+    entry = get_geometry(geometry)
+    eps = config.flow.geometry_eps or entry.reference_eps
+    return config.override({"flow.geometry": geometry, "flow.geometry_eps": eps if "flow.geometry_eps"
+                            in entry.keys else Config().flow.geometry_eps})
 
 
 def refuse_full_batch_settings(config: Config, optimizers: Sequence[str]) -> None:
@@ -243,13 +241,7 @@ def run_full_batch(config: Config, optimizer: str | None = None, keep_states: bo
                    steps=opts.steps, record=record_steps(time_grid(config), opts.lr, opts.steps),
                    preconditioner=model.preconditioner, beta1=opts.beta1, beta2=opts.beta2, eps=opts.eps,
                    momentum=opts.momentum, blocks=model.parameter_blocks())
-    status_step = None if result.status_time is None else int(round(result.status_time / opts.lr))
-    info = RunInfo(kind="train", status=result.status, status_time=result.status_time, message=result.message,
-                   final_loss=float("nan"), num_params=model.num_params, cost=result.cost,
-                   train=TrainInfo(optimizer=optimizer, lr=opts.lr, status_step=status_step,
-                                   first_loss_increase_step=result.first_loss_increase),
-                   versions=versions())
-    trajectory = record(model, task, result.t, result.states, info)
+    trajectory = record(model, task, result.t, result.states, train_info(optimizer, opts.lr, result, model))
     if keep_states:
         trajectory.states = result.states.detach().cpu().numpy()
     return trajectory
