@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.geometry_dsweep import first_crossing, run_point, slope
+from analysis.geometry_dsweep import first_crossing, read_rows, run_point, slope
 
 
 def test_first_crossing_interpolates_and_says_never():
@@ -30,3 +30,15 @@ def test_one_answer_per_fact_row_is_the_four_scalar_flow():
 def test_slope_fits_log_log():
     rows = [{"S/R": x, "r": 3 * x**0.5} for x in (0.5, 2.0, 8.0)] + [{"S/R": 4.0, "r": math.nan}]
     assert slope(rows, "r") == pytest.approx(0.5)
+
+
+def test_rows_read_back_as_written(tmp_path):
+    import csv
+    rows = [{"S": 4, "R": 2, "D": 4, "d_label": "S", "S/R": 2.0, "geometry": "sign", "ratio_p90": math.nan,
+             "status": "ok"}]
+    with open(tmp_path / "dsweep.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    back = read_rows(tmp_path / "dsweep.csv")
+    assert back[0]["S"] == 4 and back[0]["d_label"] == "S" and math.isnan(back[0]["ratio_p90"])
