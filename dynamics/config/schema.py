@@ -564,7 +564,8 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                       "Hessian-vector product; cvode and auto read it, bdf, radau, lsoda take a dense "
                       "Jacobian)"),
     "flow.first_step": ("number > 0", "the first step, given, not guessed: a symmetric start has ∇L ≈ 0"),
-    "flow.max_steps": ("integer ≥ 1", "the solver's step limit; past it the run ends with status max_steps"),
+    "flow.max_steps": ("integer ≥ 1", "the solver's step limit; past it the run ends with status max_steps "
+                       "(too_slow sooner when its pace projects over twice it)"),
     "flow.modified_lr": ("number ≥ 0", "η > 0 integrates GD's modified flow −P∇L − (η/2)·P H P ∇L instead"),
     "flow.geometry": ("", "the steepest-descent flow dθ/dt = −D(∇L): euclidean (gradient flow), sign (ℓ∞: "
                       "the limit of signSGD and Adam), spectral (per matrix block: Muon's limit); "

@@ -47,7 +47,8 @@ def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, 
     given, and differences of the field when not.
 
     Numerical failure never raises: the result's ``status`` says what happened and when, and the states
-    up to the last grid point before it are kept.
+    up to the last grid point before it are kept. A flow whose pace projects far more than ``max_steps``
+    steps stops early with status ``too_slow`` (:mod:`~dynamics.solvers.pace`).
     """
     problem = FlowProblem(field, theta0, np.asarray(times, dtype=np.float64), jacobian_vector, jacobian,
                           progress, tuple(breakpoints))
@@ -61,6 +62,7 @@ def integrate_problem(problem: FlowProblem, method: str, options: SolverOptions)
     on its own, the field seeing times in [b_k, b_{k+1}) only, and the pieces are joined."""
     spec = get_method(method)
     times = problem.times
+    options = options.paced(times)  # one pace stop for all the pieces
     inner = sorted({float(b) for b in problem.breakpoints if times[0] < b < times[-1]})
     if not inner:
         return spec.integrate(problem, options)
@@ -125,4 +127,4 @@ def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.nda
                          + ", ".join(name for name, m in METHODS.items() if m.batched))
     problem = FlowProblem(field, theta0, np.asarray(times, dtype=np.float64), progress=progress)
     options = SolverOptions(rtol=rtol, atol=atol, first_step=first_step, max_steps=max_steps)
-    return integrate_explicit_batch(method, problem, options)
+    return integrate_explicit_batch(method, problem, options.paced(problem.times))

@@ -1,14 +1,15 @@
 """Explicit adaptive Runge–Kutta methods (torchdiffeq's ``odeint``) under the engine's contract.
 
 ``integrate_explicit`` never raises on numerical failure: the result carries a status (ok, nonfinite,
-step_underflow, max_steps), the time it happened and the states at every grid point reached. Only
+step_underflow, max_steps, too_slow), the time it happened and the states at every grid point reached. Only
 torchdiffeq's public ``odeint`` is used: the grid is integrated in chunks (the step size carried across), so
 a failure loses no chunk already done; a chunk that fails (non-finite, step underflow) is then replayed one
 grid point at a time, within what is left of the step budget, to keep every point before the failure.
 The step budget itself never needs a replay: once it is spent the solver coasts to the end of the chunk on
 a zero field (no evaluation, no step counted), and the chunk's points up to the last accepted step are kept,
-so a run takes at most ``max_steps`` steps. ``integrate_explicit_batch`` integrates B independent flows
-together with shared steps and a status per member.
+so a run takes at most ``max_steps`` steps. The pace stop (:mod:`.pace`) ends a run the same way.
+``integrate_explicit_batch`` integrates B independent flows together with shared steps and a status per
+member.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torchdiffeq import odeint
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions, VectorField
+from .pace import Pace
 from .results import BatchFlowResult, Cost, FlowResult, GridStates, Status
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, by name
@@ -38,13 +40,14 @@ class _Counter(torch.nn.Module):
     keeps the step budget (``max_steps`` steps for this part; ``exhausted``: the time of the step that
     spent it, after which the field is zero and nothing is counted)."""
 
-    def __init__(self, field: VectorField, max_steps: int, progress):
+    def __init__(self, field: VectorField, max_steps: int, progress, pace: Pace | None = None):
         super().__init__()
-        self.field, self.max_steps, self.progress = field, max_steps, progress
+        self.field, self.max_steps, self.progress, self.pace = field, max_steps, progress, pace
         self.evals = self.accepted = self.rejected = 0
         self.last_dt: float | None = None
         self.t_reached = 0.0
         self.exhausted: float | None = None
+        self.too_slow: str | None = None  # the pace stop's message, when it ended the run at ``exhausted``
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.exhausted is not None:  # coasting to the end of the chunk: its points beyond are dropped
@@ -112,6 +115,10 @@ class _Counter(torch.nn.Module):
             self.progress(self.t_reached)
         if self.accepted >= self.max_steps:
             self.exhausted = self.t_reached
+        elif self.pace is not None:
+            self.too_slow = self.pace.accept(self.t_reached)
+            if self.too_slow is not None:  # coast to the chunk's end like a spent budget
+                self.exhausted = self.t_reached
 
     def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         if self.exhausted is None:
@@ -163,7 +170,7 @@ def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch:
     theta0 = problem.theta0
     # Each chunk restarts the solver (about one step's work); a few dozen chunks keep that cost small.
     chunk = options.chunk or max(32, len(times) // 24)
-    counter = _Counter(problem.field, options.steps_left, problem.progress)
+    counter = _Counter(problem.field, options.steps_left, problem.progress, options.pace)
     if batch:
         counter.start_batch(theta0.shape[0], theta0.device)
     grid = torch.as_tensor(times, device=theta0.device)
@@ -181,6 +188,8 @@ def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch:
             if counter.exhausted is not None and i < len(grid) - 1:
                 status, status_time = Status.MAX_STEPS, counter.exhausted
                 message = options.budget_message(counter.exhausted)
+                if counter.too_slow is not None:
+                    status, message = Status.TOO_SLOW, counter.too_slow
             continue
         except (_Stop, AssertionError) as err:
             status, status_time, message = _classify(err, counter)

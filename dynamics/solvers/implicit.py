@@ -108,6 +108,10 @@ class _Grid:
             self.progress(reached)
         if self.steps >= self.max_steps and not self.done:
             return Status.MAX_STEPS, reached, self.options.budget_message(reached)
+        if self.options.pace is not None and not self.done:
+            too_slow = self.options.pace.accept(reached)
+            if too_slow is not None:
+                return Status.TOO_SLOW, reached, too_slow
         return None
 
 

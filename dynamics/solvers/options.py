@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .pace import MARGIN, Pace, pace_for
+
 VectorField = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> dθ/dt
 JacobianVector = Callable[[float, torch.Tensor, torch.Tensor], torch.Tensor]  # (t, θ, v) -> J(t, θ)·v
 Jacobian = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> J(t, θ), dense (P, P)
@@ -28,7 +30,10 @@ class SolverOptions:
     start has f ≈ 0, so it is given rather than guessed); ``max_steps``: the budget of accepted steps;
     ``chunk``: grid points per call of an explicit solver (None: about 1/24 of the grid); ``spent``: steps
     of the budget already taken by earlier parts of the same flow (a strategy's spans, the pieces between
-    breakpoints), so that a part gets ``max_steps − spent`` steps and its messages name the whole budget."""
+    breakpoints), so that a part gets ``max_steps − spent`` steps and its messages name the whole budget;
+    ``too_slow``: the pace stop's margin (:mod:`~dynamics.solvers.pace`; 0: none), ``advice`` what its
+    message offers besides a smaller ``flow.t_max``, and ``pace`` the stop's watcher, one for all the parts
+    of a flow (made by :meth:`paced`)."""
 
     rtol: float = 1e-6
     atol: float = 1e-10
@@ -36,6 +41,9 @@ class SolverOptions:
     max_steps: int = 200_000
     chunk: int | None = None
     spent: int = 0
+    too_slow: float = MARGIN
+    advice: str = ""  # what else makes this flow quicker, offered by the too_slow message (a config key)
+    pace: Pace | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def steps_left(self) -> int:
@@ -45,6 +53,13 @@ class SolverOptions:
     def budget_message(self, when: float) -> str:
         """The message of a run stopped by the step budget at flow time ``when``."""
         return f"step budget flow.max_steps={self.max_steps} exhausted at t={when:.6g}"
+
+    def paced(self, times: np.ndarray) -> SolverOptions:
+        """These options with the pace stop's watcher for a flow on the grid ``times`` (kept when there is
+        one already: the flow's earlier parts have fed it)."""
+        if self.pace is not None:
+            return self
+        return self.replace(pace=pace_for(times, self.max_steps, self.too_slow, self.advice))
 
     def replace(self, **changes) -> SolverOptions:
         """A copy with some settings changed."""

@@ -24,6 +24,7 @@ class Status(str, Enum):
     NONFINITE = "nonfinite"  # the state, the field or the loss became NaN or infinite
     STEP_UNDERFLOW = "step_underflow"  # an adaptive solver's step size fell to zero (stiff or diverging)
     MAX_STEPS = "max_steps"  # the step budget ran out
+    TOO_SLOW = "too_slow"  # the pace so far projects far more steps than the budget (solvers.pace)
 
     def __str__(self) -> str:
         return self.value
