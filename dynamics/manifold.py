@@ -27,9 +27,10 @@ from scipy.integrate import solve_ivp
 from scipy.special import expit
 
 from .errors import ConfigError
+from .geometry import GEOMETRIES
 from .task import FactTask
 
-MANIFOLD_GEOMETRIES = ("euclidean", "sign", "spectral")
+MANIFOLD_GEOMETRIES = GEOMETRIES.builtin  # manifold_field derives the flow of each built-in geometry
 
 
 def manifold_start(model, init) -> torch.Tensor:
