@@ -19,11 +19,11 @@ under ``TYPE_CHECKING``).
 from .config import PRESETS, Config, resolve_config
 from .errors import ConfigError, RunError
 from .fields import (
-    DiagonalMetric,
     gradient_field,
     gradient_field_jacobian,
     gradient_field_jacobian_vector,
 )
+from .geometry import GEOMETRIES, DiagonalMetric, Geometry, register_geometry
 from .manifold import ManifoldFlow, manifold_flow
 from .models import EmbeddedModel, Model, ReducedModel, build_model
 from .objective import make_objective
@@ -34,9 +34,9 @@ from .task import FactTask
 from .training import TrainResult, train
 from .trajectory import FactClass, Trajectory
 
-__all__ = ["METHODS", "PRESETS", "Config", "ConfigError", "Cost", "DiagonalMetric", "EmbeddedModel",
-           "FactClass", "FactTask", "FlowResult", "ManifoldFlow", "Model", "ReducedModel", "RunError",
-           "RunInfo", "SolverOptions", "Status", "TrainResult", "Trajectory", "build_model",
-           "gradient_field", "gradient_field_jacobian", "gradient_field_jacobian_vector", "integrate_flow",
-           "log_time_grid", "make_objective", "manifold_flow", "resolve_config", "run_flow",
-           "run_flow_batch", "run_training", "train"]
+__all__ = ["GEOMETRIES", "METHODS", "PRESETS", "Config", "ConfigError", "Cost", "DiagonalMetric",
+           "EmbeddedModel", "FactClass", "FactTask", "FlowResult", "Geometry", "ManifoldFlow", "Model",
+           "ReducedModel", "RunError", "RunInfo", "SolverOptions", "Status", "TrainResult", "Trajectory",
+           "build_model", "gradient_field", "gradient_field_jacobian", "gradient_field_jacobian_vector",
+           "integrate_flow", "log_time_grid", "make_objective", "manifold_flow", "register_geometry",
+           "resolve_config", "run_flow", "run_flow_batch", "run_training", "train"]
