@@ -60,8 +60,9 @@ def test_a_killed_study_resumes_without_recomputing_finished_points(toy, tmp_pat
     assert capsys.readouterr().out.strip() == "1 4 9 16"
     assert [r["square"] for r in json.loads((out / "toy.json").read_text())] == [1, 4, 9, 16]
     assert (out / "results.csv").read_text().splitlines()[0] == "k,square,status"
-    assert main(["study", "toy", "--quiet", "--out", str(out)]) == 0  # all done: nothing runs
-    assert COMPUTED == [1, 2, 3, 4]
+    assert main(["sweep-plot", str(out), "--x", "k", "--value", "square"]) == 0  # the store's table drawn
+    assert main(["study", "toy", "--quiet", "--out", str(out)]) == 0  # all done: nothing runs, figure kept
+    assert COMPUTED == [1, 2, 3, 4] and (out / "sweep_square_k.png").is_file()
 
 
 def test_study_out_is_refused_before_any_work(toy, tmp_path, capsys, monkeypatch):

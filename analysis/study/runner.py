@@ -72,7 +72,8 @@ def check_study_dir(out: Path, study: Study, quick: bool, plan: StudyPlan
             what = f"the {held.get('study')} study" + (" (--quick)" if held.get("quick") else "")
             raise ConfigError(f"{flag}: holds {what}; allowed: {allowed(study)}")
         known = {RECORD, *STORE, *study.outputs}
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not _leftover(p))
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in known and not _leftover(p) and not _sweep_figure(p))
         if foreign:
             raise ConfigError(f"{flag}: holds files factrecall study {study.name} did not write "
                               f"({', '.join(foreign[:3])}); allowed: {allowed(study)}")
@@ -80,6 +81,12 @@ def check_study_dir(out: Path, study: Study, quick: bool, plan: StudyPlan
     store = SweepDirectory(out)
     # a study killed between writing study.json and the store's manifest has no store yet
     return store, store.check(plan.base) if store.manifest.exists() else None
+
+
+def _sweep_figure(path: Path) -> bool:
+    """A figure ``factrecall sweep-plot`` draws from the store's results.csv (``phase_*.png``,
+    ``sweep_*.png``)."""
+    return path.suffix == ".png" and path.name.startswith(("phase_", "sweep_")) and path.is_file()
 
 
 def _leftover(path: Path) -> bool:
