@@ -25,8 +25,9 @@ from .fields import (
 )
 from .geometry import GEOMETRIES, DiagonalMetric, Geometry, register_geometry
 from .manifold import ManifoldFlow, manifold_flow
-from .models import EmbeddedModel, Model, ReducedModel, build_model
+from .models import MODEL_KINDS, EmbeddedModel, Model, ModelKind, ReducedModel, build_model, register_model
 from .objective import make_objective
+from .optimizers import OPTIMIZERS, Optimizer, Stepper, register_optimizer
 from .records import RunInfo
 from .run import log_time_grid, run_flow, run_flow_batch, run_training
 from .solvers import METHODS, Cost, FlowResult, SolverOptions, Status, integrate_flow
@@ -34,9 +35,10 @@ from .task import FactTask
 from .training import TrainResult, train
 from .trajectory import FactClass, Trajectory
 
-__all__ = ["GEOMETRIES", "METHODS", "PRESETS", "Config", "ConfigError", "Cost", "DiagonalMetric",
-           "EmbeddedModel", "FactClass", "FactTask", "FlowResult", "Geometry", "ManifoldFlow", "Model",
-           "ReducedModel", "RunError", "RunInfo", "SolverOptions", "Status", "TrainResult", "Trajectory",
-           "build_model", "gradient_field", "gradient_field_jacobian", "gradient_field_jacobian_vector",
-           "integrate_flow", "log_time_grid", "make_objective", "manifold_flow", "register_geometry",
+__all__ = ["GEOMETRIES", "METHODS", "MODEL_KINDS", "OPTIMIZERS", "PRESETS", "Config", "ConfigError", "Cost",
+           "DiagonalMetric", "EmbeddedModel", "FactClass", "FactTask", "FlowResult", "Geometry",
+           "ManifoldFlow", "Model", "ModelKind", "Optimizer", "ReducedModel", "RunError", "RunInfo",
+           "SolverOptions", "Status", "Stepper", "TrainResult", "Trajectory", "build_model", "gradient_field",
+           "gradient_field_jacobian", "gradient_field_jacobian_vector", "integrate_flow", "log_time_grid",
+           "make_objective", "manifold_flow", "register_geometry", "register_model", "register_optimizer",
            "resolve_config", "run_flow", "run_flow_batch", "run_training", "train"]
