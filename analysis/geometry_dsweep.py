@@ -28,7 +28,7 @@ from .plotting import figure, save
 from .stages import measured_times
 
 PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
-HORIZON = {"euclidean": 8000.0, "spectral": 16.0, "sign": 4.0}
+HORIZON = {"euclidean": 8000.0, "spectral": 32.0, "sign": 4.0}
 DELTA = 0.1
 
 
