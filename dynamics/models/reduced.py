@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import ConfigError
 from ..geometry import ParameterBlock
 from ..manifold import manifold_start
-from ..task import FactTask
+from ..task import FactTask, vocab_size
 from . import factorised
 from .base import Model
 from .tokens import noise_block, population_logits_from_tokens
+
+if TYPE_CHECKING:
+    from ..config import TaskConfig
+
+
+def token_count(config: TaskConfig, tied: bool = True) -> int:
+    """The tokens with a (key, value) pair of their own in the reduced model: the whole vocabulary, its noise
+    tokens sharing one pair when ``tied`` (the population loss, in which they are exchangeable)."""
+    return vocab_size(config) - (config.noise_tokens - min(config.noise_tokens, 1) if tied else 0)
 
 
 class _TokenSums:
@@ -54,8 +65,7 @@ class ReducedModel(Model):
                  device: str | torch.device = "cpu"):
         self.task, self.attention, self.tied = task, attention, tied
         self.device = torch.device(device)
-        noise = min(task.N, 1) if tied else task.N
-        self.num_tokens = task.S + task.R + noise + 1
+        self.num_tokens = token_count(task.config, tied)
         self.num_params = self.num_tokens * (1 + task.num_answers)
         scale = torch.ones(self.num_tokens, dtype=torch.float64, device=self.device)
         if tied and task.N > 0:

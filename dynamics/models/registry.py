@@ -24,7 +24,7 @@ from ..plugins import load_entry_points
 from ..task import vocab_size
 from .embedded import EmbeddedModel
 from .embeddings import ORTHONORMAL_EMBEDDINGS
-from .reduced import ReducedModel
+from .reduced import ReducedModel, token_count
 from .transformer import TransformerModel
 
 if TYPE_CHECKING:
@@ -113,9 +113,7 @@ def _reduced(config: Config, task: FactTask) -> Model:
 
 
 def _reduced_parameters(config: Config, untied: bool) -> int:
-    t = config.task
-    tokens = t.subjects + t.relations + (t.noise_tokens if untied else min(t.noise_tokens, 1)) + 1
-    return tokens * (1 + _vocabulary_and_answers(config)[1])
+    return token_count(config.task, tied=not untied) * (1 + _vocabulary_and_answers(config)[1])
 
 
 def _embedded(config: Config, task: FactTask) -> Model:
