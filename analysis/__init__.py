@@ -2,11 +2,11 @@
 
 One package per command's subject — ``stages`` (detection, linearised theory, run-directory report and
 figures), ``compare`` (the flow against discrete training), ``sweep`` (phase diagrams over grids),
-``capacity`` (facts stored against parameters), ``bench`` (performance targets), ``timeline`` (groups of
-facts while the data change), ``study`` (the named studies of many runs behind ``factrecall study NAME``)
-— each with a ``command`` module for its subcommand; ``simulate`` is the ``simulate`` subcommand. Shared
-by them: ``plotting`` (figures, the log-t axis, stage shading), ``loglog`` (the one log–log fit),
-``rundir`` (output directories and the one ``--out`` check), ``arguments`` (command-line values) and
-``cli`` (the registry of commands, the parser and the dispatch). A package imports another only through
+``capacity`` (facts stored against parameters), ``bench`` (performance targets), ``study`` (the named studies
+of many runs behind ``factrecall study NAME``) — each with a ``command`` module for its subcommand;
+``simulate`` is the ``simulate`` subcommand. Shared by them: ``timeline`` (groups of facts while the data
+change, written by ``stages``), ``plotting`` (figures, the log-t axis, stage shading), ``loglog`` (the one
+log–log fit), ``rundir`` (output directories and the one ``--out`` check), ``arguments`` (command-line values)
+and ``cli`` (the registry of commands, the parser and the dispatch). A package imports another only through
 its public names, and no two packages' analysis code import each other (tests/test_boundaries.py).
 """
