@@ -367,7 +367,7 @@ for _entry in (
                 "analysis.capacity.command", arguments=_capacity_arguments),
         Command("bench", "benchmark the flow against discrete training", "analysis.bench.command",
                 arguments=_bench_arguments),
-        Command("study", "a named study of many runs into a resumable directory (scale, geometry, timeline)",
+        Command("study", "a named study of many runs into a resumable directory (scale, geometry, ...)",
                 "analysis.study.command", arguments=None),
         Command("config", "print the resolved config as JSON and exit (runs nothing)", "analysis.cli",
                 "config_command", arguments=_add_config_options),
