@@ -37,7 +37,7 @@ import torch
 
 from .errors import ConfigError
 from .geometry import ParameterBlock
-from .plugins import load_entry_points
+from .registry import Registry
 
 # Where an optimizer may be used: ``train.optimizer`` (simulate/sweep --train, compare's fresh-batch runs),
 # ``compare --optimizers``, the capacity fitter (dynamics.training.fit).
@@ -113,42 +113,9 @@ class Optimizer:
     summary: str = ""
 
 
-OPTIMIZERS: dict[str, Optimizer] = {}
-BUILTIN: tuple[str, ...] = ()  # the optimizers defined below, which stay
-
-
-def register_optimizer(optimizer: Optimizer) -> Optimizer:
-    """Add ``optimizer`` to the registry (from anywhere: a user's own file), so that ``train.optimizer`` and
-    ``compare --optimizers`` may name it (as its ``uses`` say); returns the entry. A name already taken, a
-    name that is not an identifier, a read key outside ``train.*`` or an unknown use is refused
-    (ValueError)."""
-    name = optimizer.name
-    if name in OPTIMIZERS:
-        raise ValueError(f"register_optimizer: {name!r} is already registered")
-    if not name.isidentifier():
-        raise ValueError(f"register_optimizer: {name!r} must be an identifier (a config value)")
-    wrong = [key for key in optimizer.reads if not key.startswith("train.")]
-    if wrong or set(optimizer.uses) - set(USES):
-        raise ValueError(f"register_optimizer: {name!r}: reads {wrong} must be train.* keys and uses "
-                         f"{list(optimizer.uses)} among {', '.join(USES)}")
-    if optimizer.flow is None and "compare" in optimizer.uses:
-        raise ValueError(f"register_optimizer: {name!r}: compare sets an optimizer against its flow; "
-                         "name one (a geometry of dynamics.geometry) or leave compare out of its uses")
-    OPTIMIZERS[name] = optimizer
-    return optimizer
-
-
-def unregister_optimizer(name: str) -> None:
-    """Remove an optimizer added by :func:`register_optimizer` (the built-in ones stay)."""
-    if name in BUILTIN:
-        raise ValueError(f"unregister_optimizer: {name!r} is built in")
-    OPTIMIZERS.pop(name, None)
-
-
 def optimizers_for(use: str) -> tuple[str, ...]:
     """The names of the optimizers that may be used as ``use`` (one of :data:`USES`), in registry order
     (those of installed entry points, :data:`ENTRY_POINT_GROUP`, included)."""
-    load_entry_points(ENTRY_POINT_GROUP)
     return tuple(name for name, entry in OPTIMIZERS.items() if use in entry.uses)
 
 
@@ -164,7 +131,6 @@ def get_optimizer(name: str, use: str = "train", key: str = "train.optimizer") -
 def make_stepper(name: str, theta0: torch.Tensor, lr: float, settings: StepSettings = StepSettings()
                  ) -> Stepper:
     """The stepper of the registered optimizer ``name`` from ``theta0`` with step size ``lr``."""
-    load_entry_points(ENTRY_POINT_GROUP)
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer={name!r}: must be one of " + ", ".join(OPTIMIZERS))
     return OPTIMIZERS[name].stepper(theta0, lr, settings)
@@ -241,7 +207,7 @@ def _muon_svd(theta0: torch.Tensor, lr: float, settings: StepSettings) -> Steppe
 
 _STEPS = ("train.optimizer", "train.lr", "train.steps")
 _BATCHED = (*_STEPS, "train.batch_size", "train.seed")
-for _entry in (
+_BUILTIN = (
         Optimizer("gd", _sgd, _STEPS, "euclidean", batches=False, full_batch=False, label="GD (full batch)",
                   marker="o", color="C0", summary="full-batch gradient descent on the flow's own loss"),
         Optimizer("sgd", _sgd, _BATCHED, "euclidean", full_batch=False, label="SGD (online)", marker="v",
@@ -258,6 +224,28 @@ for _entry in (
                   summary="Muon with the exact polar factor (SVD): how far torch's Muon is from the spectral "
                           "flow (compare's full-batch runs)"),
         Optimizer("adamw", _adamw, (), None, uses=("fit",), label="AdamW", marker="s", color="C3",
-                  summary="Adam with decoupled weight decay (the capacity fitter's)")):
-    register_optimizer(_entry)
-BUILTIN = tuple(OPTIMIZERS)
+                  summary="Adam with decoupled weight decay (the capacity fitter's)"))
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", ENTRY_POINT_GROUP, _BUILTIN)
+BUILTIN = OPTIMIZERS.builtin  # the optimizers above, which stay
+
+
+def register_optimizer(optimizer: Optimizer) -> Optimizer:
+    """Add ``optimizer`` to the registry (from anywhere: a user's own file), so that ``train.optimizer`` and
+    ``compare --optimizers`` may name it (as its ``uses`` say); returns the entry. A name already taken, a
+    name that is not an identifier, a read key outside ``train.*``, an unknown use, or a compare use
+    without a flow is refused (ValueError)."""
+    name = optimizer.name
+    wrong = [key for key in optimizer.reads if not key.startswith("train.")]
+    if wrong or set(optimizer.uses) - set(USES):
+        raise ValueError(f"register_optimizer: {name!r}: reads {wrong} must be train.* keys and uses "
+                         f"{list(optimizer.uses)} among {', '.join(USES)}")
+    if optimizer.flow is None and "compare" in optimizer.uses:
+        raise ValueError(f"register_optimizer: {name!r}: compare sets an optimizer against its flow; "
+                         "name one (a geometry of dynamics.geometry) or leave compare out of its uses")
+    return OPTIMIZERS.register(optimizer)
+
+
+def unregister_optimizer(name: str) -> None:
+    """Remove an optimizer added by :func:`register_optimizer` (the built-in ones stay: ValueError)."""
+    OPTIMIZERS.unregister(name)

@@ -27,7 +27,7 @@ import numpy as np
 from dynamics.config import Config
 from dynamics.geometry import get_geometry
 from dynamics.models.embeddings import ORTHONORMAL_EMBEDDINGS  # the embedded flow is then the reduced one
-from dynamics.models.registry import REDUCED_THEORY, get_model_kind, model_kinds
+from dynamics.models.registry import MODEL_KINDS, REDUCED_THEORY, get_model_kind
 from dynamics.optimizers import OPTIMIZERS, optimizers_for
 from dynamics.records import RunInfo
 from dynamics.task import FactTask
@@ -168,7 +168,7 @@ def _failed_assumptions(config: Config, facts: np.ndarray | None, fact_weights: 
                        f"(<= {MAX_INIT_SCALE}) so that log(1/α) dominates the escape time")
     kind = get_model_kind(config.model.kind)
     if kind.theory != REDUCED_THEORY:
-        described = ", ".join(k.name for k in model_kinds().values() if k.theory == REDUCED_THEORY)
+        described = ", ".join(k.name for k in MODEL_KINDS.values() if k.theory == REDUCED_THEORY)
         reasons.append(f"model.kind={kind.name!r}: the rates are derived for the reduced linear-attention "
                        f"layer (model.kind {described})")
     elif config.model.attention != "linear":

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..geometry import GEOMETRIES, get_geometry
-from ..models.registry import get_model_kind, model_kinds
+from ..models.registry import MODEL_KINDS, get_model_kind
 from ..optimizers import optimizers_for
 from ..solvers.options import SolverOptions
 from ..solvers.registry import METHODS
@@ -133,7 +133,7 @@ class ModelConfig:
     mlp_width: int = 64
 
     def __post_init__(self) -> None:
-        _choice("model.kind", self.kind, model_kinds())
+        _choice("model.kind", self.kind, MODEL_KINDS)
         _int_at_least("model.heads", self.heads, 1)
         _int_at_least("model.head_dim", self.head_dim, 1)
         _int_at_least("model.mlp_width", self.mlp_width, 0)
@@ -373,7 +373,7 @@ class Config:
         model, kind = self.model, get_model_kind(self.model.kind)
         for key in (f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name != "kind"):
             if key not in kind.reads:
-                readers = [f"model.kind={k.name}" for k in model_kinds().values() if key in k.reads]
+                readers = [f"model.kind={k.name}" for k in MODEL_KINDS.values() if key in k.reads]
                 by = (" or ".join(readers) or "no model kind") + (" reads" if len(readers) == 1 else " read")
                 _unused(key, getattr(model, key[6:]), ModelConfig,
                         f"model.kind={kind.name!r} does not read it ({by} it)")

@@ -15,7 +15,7 @@ from .base import Model
 from .embedded import EmbeddedModel
 from .memories import LinearMemory, MLPMemory
 from .reduced import ReducedModel
-from .registry import MODEL_KINDS, ModelKind, get_model_kind, model_kinds, register_model, unregister_model
+from .registry import MODEL_KINDS, ModelKind, get_model_kind, register_model, unregister_model
 from .transformer import TransformerModel
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..task import FactTask
 
 __all__ = ["MODEL_KINDS", "EmbeddedModel", "LinearMemory", "MLPMemory", "Model", "ModelKind", "ReducedModel",
-           "TransformerModel", "build_model", "get_model_kind", "model_kinds", "register_model",
+           "TransformerModel", "build_model", "get_model_kind", "register_model",
            "unregister_model"]
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..plugins import load_entry_points
+from ..registry import Registry
 from ..task import vocab_size
 from .embedded import EmbeddedModel
 from .embeddings import ORTHONORMAL_EMBEDDINGS
@@ -58,46 +58,6 @@ class ModelKind:
     check: Callable[[Config], None] | None = None
     summary: str = ""
     inits: tuple[str, ...] = ("constant", "gaussian")
-
-
-MODEL_KINDS: dict[str, ModelKind] = {}
-BUILTIN: tuple[str, ...] = ()  # the kinds defined below, which stay
-
-
-def register_model(kind: ModelKind) -> ModelKind:
-    """Add ``kind`` to the registry (from anywhere: a user's own file), so that ``model.kind`` may name it in
-    every command and API; returns the entry. A name already registered, a name that is not an
-    identifier, or a read key that is not a ``model.*`` key is refused (ValueError)."""
-    if kind.name in MODEL_KINDS:
-        raise ValueError(f"register_model: {kind.name!r} is already registered")
-    if not kind.name.isidentifier():
-        raise ValueError(f"register_model: {kind.name!r} must be an identifier (a config value)")
-    wrong = [key for key in kind.reads if not key.startswith("model.") or key == "model.kind"]
-    if wrong:
-        raise ValueError(f"register_model: {kind.name!r} reads {wrong}: must be model.* keys but model.kind")
-    MODEL_KINDS[kind.name] = kind
-    return kind
-
-
-def unregister_model(name: str) -> None:
-    """Remove a kind added by :func:`register_model` (the built-in ones stay)."""
-    if name in BUILTIN:
-        raise ValueError(f"unregister_model: {name!r} is built in")
-    MODEL_KINDS.pop(name, None)
-
-
-def model_kinds() -> dict[str, ModelKind]:
-    """Every registered kind, those of installed entry points (:data:`ENTRY_POINT_GROUP`) included."""
-    load_entry_points(ENTRY_POINT_GROUP)
-    return MODEL_KINDS
-
-
-def get_model_kind(name: str) -> ModelKind:
-    """The kind called ``name``; a one-line ConfigError naming the allowed ones otherwise."""
-    kinds = model_kinds()
-    if name not in kinds:
-        raise ConfigError(f"model.kind={name!r}: must be one of " + ", ".join(kinds))
-    return kinds[name]
 
 
 # --- the built-in kinds ---------------------------------------------------------------------------------
@@ -157,7 +117,7 @@ def _check_transformer(config: Config) -> None:
 
 # the starts of a model of token scores and values: Li et al.'s positive manifold too (dynamics.manifold)
 _TOKEN_INITS = ("constant", "gaussian", "manifold")
-for _kind in (
+_BUILTIN = (
         ModelKind("reduced", _reduced, reads=("model.attention",), parameters=_reduced_parameters,
                   population=True, theory=REDUCED_THEORY, inits=_TOKEN_INITS,
                   summary="one attention score and one value vector per token (docs/design.md §3.1)"),
@@ -170,6 +130,28 @@ for _kind in (
                   reads=("model.attention", "model.dim", "model.seed", "model.heads", "model.head_dim",
                          "model.mlp_width"),
                   parameters=_transformer_parameters, population=False, check=_check_transformer,
-                  summary="the paper's one-layer transformer: softmax heads and a ReLU MLP (§3.3)")):
-    register_model(_kind)
-BUILTIN = tuple(MODEL_KINDS)
+                  summary="the paper's one-layer transformer: softmax heads and a ReLU MLP (§3.3)"))
+
+MODEL_KINDS: Registry[ModelKind] = Registry("model.kind", ENTRY_POINT_GROUP, _BUILTIN)
+BUILTIN = MODEL_KINDS.builtin  # the kinds above, which stay
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    """Add ``kind`` to the registry (from anywhere: a user's own file), so that ``model.kind`` may name it in
+    every command and API; returns the entry. A name already registered, a name that is not an
+    identifier, or a read key that is not a ``model.*`` key is refused (ValueError)."""
+    wrong = [key for key in kind.reads if not key.startswith("model.") or key == "model.kind"]
+    if wrong:
+        raise ValueError(f"register_model: {kind.name!r} reads {wrong}: must be model.* keys but model.kind")
+    return MODEL_KINDS.register(kind)
+
+
+def unregister_model(name: str) -> None:
+    """Remove a kind added by :func:`register_model` (the built-in ones stay: ValueError)."""
+    MODEL_KINDS.unregister(name)
+
+
+def get_model_kind(name: str) -> ModelKind:
+    """The kind called ``name`` (installed entry points included); a one-line ConfigError naming the
+    allowed ones otherwise."""
+    return MODEL_KINDS.get_entry(name)
