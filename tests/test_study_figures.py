@@ -61,3 +61,17 @@ def test_geometry_table_figure_reads_on_its_own(tmp_path, monkeypatch):
     assert "T_R, T_S: when the relation-only and the subject-only loss cross" in fig.axes[0].get_title()
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0].startswith(ROWS["gf"].name + ": slope")
+
+
+def test_scale_study_figure_reads_on_its_own(tmp_path, monkeypatch):
+    """scale.png (from the shipped results): what ran in the title, and the plateau end (hollow) and the
+    subject escape, which coincide, both visible."""
+    import analysis.study.scale as scale
+
+    drawn = capture_figures(monkeypatch, scale)
+    scale.plot_study(scale.shipped_study(), tmp_path / "scale.png")
+    (fig,) = drawn
+    assert_readable(fig)
+    assert "reduced model, linear attention" in fig._suptitle.get_text()
+    (end,) = [line for line in fig.axes[0].lines if line.get_label() == "plateau end (detected)"]
+    assert end.get_markerfacecolor() == "none"

@@ -234,7 +234,9 @@ def plot_study(result: dict[str, Any], path: Path) -> Path:
                   ("plateau_end", "^", "plateau end (detected)"))
         for column, style, label in curves:
             values = [r[column] if r[column] is not None else math.nan for r in chosen]
-            ax.plot(facts, values, style + "-", label=label)
+            # the plateau ends at the subject escape: hollow and larger, so that neither hides the other
+            end = {"mfc": "none", "ms": 10, "ls": ":", "zorder": 1} if column == "plateau_end" else {}
+            ax.plot(facts, values, marker=style, label=label, **{"ls": "-", **end})
         ax.plot(facts, [r["theory_t_R"] for r in chosen], "--", color="C0", label="theory t_R")
         ax.plot(facts, [r["theory_t_S"] for r in chosen], "--", color="C1", label="theory t_S")
         fit = result["fits"][name]["plateau_end"]
@@ -245,7 +247,9 @@ def plot_study(result: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("facts S·R")
         ax.set_ylabel("flow time")
         ax.legend(fontsize=8)
-    fig.suptitle("escape times against the number of facts (random tables, D = 8, α = 1e-5)")
+    fig.suptitle("Escape times against the number of facts, gradient flow: random S×R tables, D = 8, "
+                 "N = S + R,\nreduced model, linear attention, constant init α = 1e-5, to 2.5 t_S",
+                 fontsize=10)
     save(fig, path)
     return path
 
