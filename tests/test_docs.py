@@ -207,3 +207,12 @@ def test_every_documented_command_parses(page):
             parser.parse_args(shlex.split(line.split("#", 1)[0])[1:])
         except UsageError as err:
             pytest.fail(f"{page}: {line.strip()}: {err}")
+
+
+def test_the_readme_names_every_study():
+    from analysis.study.registry import STUDIES
+
+    line = next(line for line in README.read_text(encoding="utf-8").splitlines()
+                if line.startswith("factrecall study "))
+    for name in STUDIES:
+        assert re.search(rf"\b{name}\b", line), f"README's study line does not name {name}"
