@@ -178,6 +178,18 @@ def test_fact_fractions_png(tmp_path, tiny, drawn):
         np.testing.assert_array_equal(line.get_ydata(), values[tiny.t > 0])
     with pytest.raises(ValueError, match="recalled"):
         plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled[:-1], tmp_path / "bad.png")
+    # with the run's stages: each shaded over exactly the table's boundaries and named, as on loss.png
+    plot_fact_fractions(tiny.t, uninformed, hallucinating, recalled, path, title="fractions", stages=STAGES)
+    staged = drawn[-1]
+    assert_readable(staged)
+    ax = staged.axes[0]
+    assert {"init", "hallucination", "recall"} <= set(texts(ax))
+    spans = sorted(tuple(float(x) for x in p.get_bbox().intervalx) for p in ax.patches
+                   if p.get_alpha() == 0.12)  # axvspan's rectangles, x in data
+    left, right = time_window(tiny.t, margin=1.0)
+    expected = sorted((max(s["t_start"], left), right if s["t_end"] is None else min(s["t_end"], right))
+                      for s in STAGES)
+    assert np.allclose(spans, expected, rtol=1e-12, atol=0), (spans, expected)
 
 
 def test_heatmap_rows_are_facts_or_means_of_consecutive_facts():

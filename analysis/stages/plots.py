@@ -178,9 +178,12 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
 
 
 def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np.ndarray,
-                        recalled: np.ndarray, path: str | Path, title: str = "") -> None:
+                        recalled: np.ndarray, path: str | Path, title: str = "", *,
+                        stages: Sequence[Mapping[str, Any]] | None = None) -> None:
     """The fractions of facts uninformed, hallucinating and recalled (each (K,), in [0, 1]) against log t
-    (t > 0, the x range that of ``loss.png`` up to the last time); y axis [0, 1] with a margin."""
+    (t > 0, the x range that of ``loss.png`` up to the last time); y axis [0, 1] with a margin.
+    ``stages`` (optional): the run's detected stages (dicts as stages.json holds them), shaded and named
+    with the table's boundaries, as on ``loss.png``."""
     t = np.asarray(t, dtype=np.float64)
     curves = {"uninformed": uninformed, "hallucinating": hallucinating, "recalled": recalled}
     curves = {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
@@ -194,11 +197,13 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
     ax = fig.subplots()
     for (name, values), color in zip(curves.items(), ("0.5", "C3", "C0"), strict=True):
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)
-        ax.fill_between(t[positive], values[positive], color=color, alpha=0.12, lw=0,
-                        label="_unlabeled: the area under its line")
     log_time_axis(ax)
-    ax.set_xlim(*time_window(t, margin=1.0))
-    ax.set_ylim(-0.03, 1.03)  # a margin: a fraction at exactly 0 or 1 is not hidden under the frame
+    left, right = time_window(t, margin=1.0)
+    ax.set_xlim(left, right)
+    # a margin: a fraction at exactly 0 or 1 is not hidden under the frame; headroom for the stage names
+    ax.set_ylim(-0.03, 1.12 if stages else 1.03)
+    if stages:  # the detected stages, not areas under the curves: the boundaries of the stage table
+        shade_stages(ax, stages, left, right)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("fraction of facts")
     ax.set_title(title, fontsize=9)

@@ -52,7 +52,7 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: str | Path, 
     draw_or_skip(directory / "fractions.png", plot_fact_fractions, facts.t, facts.fraction_uninformed,
                  facts.fraction_hallucinating, facts.fraction_recalled, directory / "fractions.png",
                  title=f"facts uninformed / hallucinating / recalled — {title}" if title
-                 else "facts uninformed / hallucinating / recalled")
+                 else "facts uninformed / hallucinating / recalled", stages=stage_dicts)
     return payload
 
 
