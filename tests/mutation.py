@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("dynamics", "analysis")
 
 
 def copy_tree(target: Path) -> None:
@@ -39,7 +40,11 @@ def copy_tree(target: Path) -> None:
 def write_config(target: Path, module: str, tests: list[str]) -> None:
     """mutmut's settings: the package of ``module`` copied, only ``module`` mutated, ``tests`` run."""
     package = module.split("/")[0]
+    # the project's other package is copied beside the mutated one, so that the tests import both from
+    # the copy (not one of them from the editable install, i.e. the working tree as it is now)
+    others = [name for name in PACKAGES if name != package]
     lines = ["[mutmut]", f"source_paths = {package}", f"only_mutate = {module}",
+             "also_copy =", *(f"    {name}" for name in others),
              "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
              "pytest_add_cli_args =", "    -p", "    no:xdist", "    -o", "    addopts=",
              # torch's thread pools do not survive a fork of a process that has run tests: fork the workers

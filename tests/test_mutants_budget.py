@@ -1,0 +1,68 @@
+"""dynamics.budget through its public functions: the sizes it prints, the wording and advice of its flow
+refusals, the probe's estimate of a sign flow and check_config's discrete-run check. Written for the
+survivors of a mutation run of dynamics/budget.py (docs/testing.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynamics import resolve_config
+from dynamics.budget import check_config, check_flow_steps, check_geometry_eps, flow_steps, format_bytes
+from dynamics.errors import ConfigError
+
+
+@pytest.mark.parametrize(("n", "shown"), [
+    (0, "0 bytes"), (5, "5 bytes"), (1023, "1023 bytes"), (1024, "1.0 kB"), (1536, "1.5 kB"),
+    (2**20, "1.0 MB"), (5 * 2**40, "5.0 TB"), (2**60, "1.0 EB"), (2**70 - 2**60, "1023.0 EB"),
+    (2**70, "10^21 bytes"), (2**100, "10^30 bytes"), (10**40, "10^40 bytes")])
+def test_format_bytes(n, shown):
+    assert format_bytes(n) == shown
+
+
+def sign(**sets):
+    return resolve_config("tiny", overrides={"flow.geometry": "sign", **sets})
+
+
+def test_the_refusal_of_eps_zero_says_where_the_field_is_discontinuous():
+    with pytest.raises(ConfigError) as symmetric:
+        check_geometry_eps(sign(**{"flow.geometry_eps": 0.0, "init.kind": "constant"}))
+    assert str(symmetric.value).startswith(
+        "flow.geometry_eps=0.0: the sign field is discontinuous at ε = 0 and chatters at the symmetric "
+        "start (init.kind='constant'), where every gradient entry is 0; allowed: flow.geometry_eps=0.0001 "
+        "or larger")
+    with pytest.raises(ConfigError) as random:
+        check_geometry_eps(sign(**{"flow.geometry_eps": 0.0, "init.kind": "gaussian"}))
+    assert "chatters where gradient entries (singular values) cross 0 on the way; allowed: " in str(
+        random.value)
+
+
+def test_a_refused_sign_flow_is_advised_a_hundred_times_its_eps(monkeypatch):
+    monkeypatch.setenv("FACTRECALL_STEP_LIMIT", "2")  # every flow's estimate is above 2 steps
+    with pytest.raises(ConfigError) as refused:
+        check_flow_steps(sign(**{"flow.geometry_eps": 1e-3, "flow.method": "auto"}))
+    message = str(refused.value)
+    assert message.startswith("flow.geometry_eps=0.001: about ")
+    assert ("above the limit of 2 (from flow.max_steps=200000); allowed: flow.geometry_eps=0.1 or larger"
+            in message)
+
+
+def test_a_probe_that_finishes_is_the_flows_own_count():
+    config = sign(**{"flow.geometry_eps": 1e-4, "flow.method": "auto", "flow.t_max": 50.0})
+    estimate = flow_steps(config)
+    assert estimate.radius is None and estimate.span == 50.0 and estimate.reached == 50.0
+    assert 0 < estimate.probe_steps < 64 and estimate.steps == float(estimate.probe_steps)
+
+
+def test_a_probe_cut_at_its_steps_extrapolates_to_t_max():
+    config = sign(**{"flow.geometry_eps": 1e-6, "flow.method": "cvode"})
+    estimate = flow_steps(config)
+    assert estimate.probe_steps == 64 and 0 < estimate.reached < config.flow.t_max
+    assert estimate.span == config.flow.t_max
+    assert estimate.steps == pytest.approx(64 * config.flow.t_max / estimate.reached, rel=1e-12)
+
+
+def test_check_config_checks_the_discrete_run_with_train(monkeypatch):
+    monkeypatch.setenv("FACTRECALL_STEP_LIMIT", "100")
+    config = resolve_config("tiny", overrides={"train.steps": 1000})
+    with pytest.raises(ConfigError, match=r"^train\.steps=1000: needs 1e\+03 steps, above the limit of 100"):
+        check_config(config, train=True)
