@@ -5,6 +5,7 @@ sweep) and refused cleanly once removed."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,29 +21,31 @@ from dynamics.objective import make_objective
 from dynamics.problem import setup
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"flow.t_max": 5.0, "flow.t_min": 0.05, "flow.points": 12}
+FAST = {"flow.t_max": 2.0, "flow.t_min": 0.05, "flow.points": 8}
+EPS = {"flow.geometry_eps": 1e-2}
 
 
 class L1Normalised:
-    """A user's geometry: the gradient x = P g rescaled to mean absolute entry 1, D(g) = n·x/‖x‖₁ (the
-    ℓ1-normalised steepest descent; 0 where x = 0)."""
+    """A user's geometry, ℓ1-normalised steepest descent: D(g) = x / (‖x‖₁/n + ε), x = P g, the gradient
+    rescaled to mean absolute entry 1 where it is large against ε (at ε = 0 the field is singular where the
+    gradient vanishes, and an adaptive solver crawls there: the entry says ``needs_eps``)."""
 
     name = "l1"
     smooth = False
 
-    def __init__(self, scale: torch.Tensor | None):
-        self.scale = scale
+    def __init__(self, scale: torch.Tensor | None, eps: float):
+        self.scale, self.eps = scale, eps
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         x = grad if self.scale is None else self.scale * grad
-        mean = x.abs().mean(-1, keepdim=True)
-        return torch.where(mean > 0, x / torch.where(mean > 0, mean, 1.0), 0.0)
+        return x / (x.abs().mean(-1, keepdim=True) + self.eps)
 
     def negative_direction(self, grad: torch.Tensor) -> torch.Tensor:
         return -self.direction(grad)
 
 
-L1 = Geometry("l1", lambda scale, blocks, eps: L1Normalised(scale), summary="ℓ1-normalised gradient")
+L1 = Geometry("l1", lambda scale, blocks, eps: L1Normalised(scale, eps), keys=("flow.geometry_eps",),
+              needs_eps=True, suggested_eps=1e-3, summary="ℓ1-normalised gradient")
 
 
 @pytest.fixture
@@ -87,18 +90,29 @@ def test_a_map_of_an_unregistered_geometry_is_refused_not_taken_for_a_metric():
     config = _tiny()
     _, model, objective = setup(config)
     with pytest.raises(ValueError, match=r"geometry map named 'l1' is not registered"):
-        gradient_field(objective, L1Normalised(model.preconditioner))
+        gradient_field(objective, L1Normalised(model.preconditioner, 1e-2))
 
 
 def test_a_geometry_reads_only_its_own_keys(l1):
-    with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.001: has no effect on flow.geometry='l1' "
-                                          r"\(read by flow.geometry=sign or spectral\)"):
-        _tiny(**{"flow.geometry": "l1", "flow.geometry_eps": 1e-3})
+    """A key another geometry reads is refused where this one does not; what a geometry cannot do (GD's
+    modified flow, a dense Jacobian, ε = 0 where it needs ε) is refused from its entry."""
+    from dynamics.run import run_flow
+
+    register_geometry(dataclasses.replace(L1, name="l1_fixed", keys=(), needs_eps=False))
+    try:
+        with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.001: has no effect on "
+                                              r"flow.geometry='l1_fixed' \(read by flow.geometry=sign or "
+                                              r"spectral or l1\)"):
+            _tiny(**{"flow.geometry": "l1_fixed", "flow.geometry_eps": 1e-3})
+    finally:
+        unregister_geometry("l1_fixed")
     with pytest.raises(ConfigError, match=r"^flow.modified_lr=0.1: GD's modified flow needs .*euclidean$"):
-        _tiny(**{"flow.geometry": "l1", "flow.modified_lr": 0.1})
+        _tiny(**{"flow.geometry": "l1", "flow.modified_lr": 0.1, **EPS})
     with pytest.raises(ConfigError, match=r"^flow.method='bdf': needs a dense Jacobian"):
-        from dynamics.run import run_flow
-        run_flow(_tiny(**{"flow.geometry": "l1", "flow.method": "bdf"}))
+        run_flow(_tiny(**{"flow.geometry": "l1", "flow.method": "bdf", **EPS}))
+    with pytest.raises(ConfigError, match=r"^flow.geometry_eps=0.0: the l1 field is discontinuous .*"
+                                          r"allowed: flow.geometry_eps=0.001 or larger"):
+        run_flow(_tiny(**{"flow.geometry": "l1"}))
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -108,27 +122,28 @@ def test_a_batch_is_mapped_as_its_rows(l1, batched):
     config = _tiny(**{"init.kind": "gaussian", "init.scale": 0.1})
     task, model, objective = setup(config)
     unregister_geometry("l1")
-    register_geometry(Geometry("l1", L1.build, batched=batched))
+    register_geometry(dataclasses.replace(L1, batched=batched))
     thetas = torch.stack([model.initial_parameters(config.override({"init.seed": s}).init) for s in (0, 1)])
-    metric = L1Normalised(model.preconditioner)
+    metric = L1Normalised(model.preconditioner, 1e-2)
     rows = batched_gradient_field(make_objective(model, task, config.loss), metric)(0.0, thetas)
     for theta, row in zip(thetas, rows, strict=True):
         torch.testing.assert_close(row, gradient_field(objective, metric)(0.0, theta), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow  # six small runs: about 10 s
 def test_a_registered_geometry_runs_end_to_end(l1, tmp_path, capsys):
     from analysis.cli import main
     from analysis.simulate import simulate
     from analysis.sweep import run_sweep
 
-    config = _tiny(**{"flow.geometry": "l1"})
+    config = _tiny(**{"flow.geometry": "l1", **EPS})
     runs = simulate(config, tmp_path / "api")
     flow = runs["flow"].trajectory
     assert flow.info.ok and flow.final_loss < flow.loss[0]
     assert runs["flow"].stages is not None
-    reason = json.loads((tmp_path / "api" / "stages.json").read_text())["theory"]["reason"]
+    reason = json.loads((tmp_path / "api" / "stages.json").read_text())["theory"]["prediction"]["reason"]
     assert "flow.geometry='l1'" in reason  # not the gradient flow: no theory
-    cli = ["--preset", "tiny", "--quiet", *(f"--set={k}={v}" for k, v in FAST.items())]
+    cli = ["--preset", "tiny", "--quiet", *(f"--set={k}={v}" for k, v in {**FAST, **EPS}.items())]
     assert main(["simulate", *cli, "--set", "flow.geometry=l1", "--out", str(tmp_path / "cli")]) == 0
     assert main(["stages", str(tmp_path / "cli")]) == 0
     rows = run_sweep(config, {"init.scale": [1e-3, 1e-2]}, tmp_path / "sweep")
