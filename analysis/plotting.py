@@ -38,7 +38,9 @@ def setting_line(config: Any) -> str:
     reads = MODEL_KINDS[m.kind].reads if m.kind in MODEL_KINDS else ()
     shown = [f"{m.attention} attention" if "model.attention" in reads else "",
              " ".join(([f"{m.embeddings} embeddings"] if "model.embeddings" in reads else [])
-                      + ([f"d={m.dim}"] if "model.dim" in reads else []))]
+                      + ([f"d={m.dim}"] if "model.dim" in reads else [])),
+             f"{m.heads} heads of {m.head_dim}" if "model.heads" in reads else "",
+             f"MLP width {m.mlp_width}" if "model.mlp_width" in reads else ""]
     model = ", ".join([f"{m.kind} model", *filter(None, shown)])
     start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
              else f"{config.init.kind} init α={config.init.scale:g}")
@@ -54,10 +56,47 @@ def setting_line(config: Any) -> str:
     return ", ".join([model, start, *filter(None, regime)])
 
 
+TITLE_WIDTH = 105  # characters of a title line: what a run figure's width holds at the titles' font size
+
+
+def wrap_title(text: str, width: int = TITLE_WIDTH) -> str:
+    """``text`` with each line longer than ``width`` broken after a comma (a long setting line would run
+    out of the figure)."""
+    lines = []
+    for line in text.split("\n"):
+        while len(line) > width and ", " in line[:width]:
+            cut = line.rindex(", ", 0, width) + 1
+            lines.append(line[:cut])
+            line = line[cut + 1:]
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def config_title(what: str, config: Any) -> str:
-    """A two-line figure title: ``what`` was run on the task of ``config``, then the model, start and data
-    regime (:func:`task_line`, :func:`setting_line`)."""
-    return f"{what}: {task_line(config)}\n{setting_line(config)}"
+    """A figure title of two lines or more: ``what`` was run on the task of ``config``, then the model,
+    start and data regime (:func:`task_line`, :func:`setting_line`), wrapped at :data:`TITLE_WIDTH`."""
+    return wrap_title(f"{what}: {task_line(config)}\n{setting_line(config)}")
+
+
+def set_run_title(ax: Axes, title: str, fontsize: float = 9) -> None:
+    """Title a run figure (:func:`run_figure`), lines wrapped to its width, and make its top margin as tall
+    as the title's lines."""
+    title = wrap_title(title, round(TITLE_WIDTH * ax.get_figure().get_figwidth() / 8.3))
+    ax.set_title(title, fontsize=fontsize)
+    fig = ax.get_figure()
+    height = fig.get_figheight()
+    lines = title.count("\n") + 1 if title else 0
+    fig.subplots_adjust(top=1 - (0.2 + 0.15 * lines) / height)
+
+
+def trained_what(config: Any) -> str:
+    """The discrete run of ``config`` in words: 'sgd lr=0.1 batch 1024' (the batch only where the optimizer
+    reads one)."""
+    from dynamics.optimizers import OPTIMIZERS
+
+    train = config.train
+    batches = train.optimizer in OPTIMIZERS and "train.batch_size" in OPTIMIZERS[train.optimizer].reads
+    return f"{train.optimizer} lr={train.lr:g}" + (f" batch {train.batch_size}" if batches else "")
 
 
 def run_title(config: Any, name: str, traj: Any) -> str:
@@ -70,7 +109,7 @@ def run_title(config: Any, name: str, traj: Any) -> str:
     geometry = get_geometry(f.geometry)
     flow = "gradient flow" if geometry.linear else f"{f.geometry} flow" + (
         f" ε={f.geometry_eps:g}" if "flow.geometry_eps" in geometry.keys else "")
-    what = {"flow": flow, "train": f"{config.train.optimizer} lr={config.train.lr:g}"}.get(name, name)
+    what = {"flow": flow, "train": trained_what(config)}.get(name, name)
     if name == "flow" and f.modified_lr > 0:
         what += f" (GD's modified flow, lr={f.modified_lr:g})"
     status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"

@@ -15,13 +15,12 @@ from dynamics.budget import check_sizes
 from dynamics.config import Config
 from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
-from dynamics.optimizers import OPTIMIZERS
 from dynamics.run import integrate_run, prepare_run, train_run
 from dynamics.start import source_config
 from dynamics.trajectory import Trajectory
 
 from .arguments import config_from_args, refuse_unread_settings
-from .plotting import draw_or_skip, run_title
+from .plotting import draw_or_skip, run_title, trained_what
 from .rundir import check_target, default_run_dir, staged_run_dir
 from .stages import analyse_trajectory, format_stage_table, plot_losses, predicted_times
 from .timeline import analyse_timeline, format_timeline, has_timeline
@@ -73,9 +72,7 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
             if has_timeline(traj):
                 timelines[name] = analyse_timeline(traj, target, title=run_title(config, name, traj))
         if train:
-            batches = "train.batch_size" in OPTIMIZERS[config.train.optimizer].reads
-            trained = f"{config.train.optimizer} lr={config.train.lr:g}" + (
-                f" batch {config.train.batch_size}" if batches else "")
+            trained = trained_what(config)
             theory = ((stages["flow"] or {}).get("theory") or {}).get("prediction") or {}
             overlay = [("flow", runs["flow"]), (trained, runs["train"])]
             draw_or_skip(staging / "loss.png", plot_losses, overlay, levels, staging / "loss.png",

@@ -25,7 +25,11 @@ class _Traj:
     ({}, "flow", ["gradient flow: S=16 R=4 D=8", "reduced model, linear attention", "constant init α=1e-05"]),
     ({"flow.geometry": "sign", "flow.geometry_eps": 1e-4}, "flow", ["sign flow ε=0.0001:"]),
     ({"flow.modified_lr": 0.1}, "flow", ["gradient flow (GD's modified flow, lr=0.1)"]),
-    ({"train.optimizer": "sgd", "train.lr": 0.2}, "train", ["sgd lr=0.2:"]),
+    ({"train.optimizer": "sgd", "train.lr": 0.2}, "train", ["sgd lr=0.2 batch 1024:"]),
+    ({"train.optimizer": "gd", "train.lr": 0.2}, "train", ["gd lr=0.2:"]),
+    ({"model.kind": "transformer", "model.heads": 4, "model.head_dim": 8, "model.mlp_width": 32,
+      "loss.kind": "sampled", "model.attention": "softmax"}, "flow",
+     ["transformer model", "4 heads of 8", "MLP width 32"]),
     ({"model.kind": "embedded", "model.dim": 64}, "flow", ["embedded model", "orthonormal embeddings d=64"]),
     ({"data.zipf": 0.5, "data.zipf_end": 1.0}, "flow", ["Zipf 0.5→1"]),
     ({"data.holdout": 2}, "flow", ["2 held out"]),
@@ -105,3 +109,22 @@ def test_stages_redraws_a_run_directory_with_the_runs_own_title(tmp_path, monkey
     analyse_run_directory(tmp_path / "run")
     assert len(drawn) == 3
     assert drawn[0].axes[0].get_title().startswith("gradient flow: S=4 R=2 D=2")
+
+
+def test_a_long_title_is_wrapped_and_its_figure_makes_room_for_it():
+    """The transformer's setting line is longer than a run figure is wide: it is broken after a comma and
+    the top margin grows with the lines, so that no title line leaves the figure."""
+    from matplotlib.figure import Figure
+
+    from analysis.plotting import run_figure, set_run_title
+
+    config = resolve_config("figure5_transformer")
+    title = _title(config, "train", _Traj(_info()))
+    assert all(len(line) <= 105 for line in title.split("\n")) and title.count("\n") >= 2
+    fig = run_figure(8.3, 4.2)
+    assert isinstance(fig, Figure)
+    ax = fig.subplots()
+    ax.plot([1, 2], [0.5, 1.5], label="curve")
+    ax.legend()
+    set_run_title(ax, title)
+    assert_readable(fig)

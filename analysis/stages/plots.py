@@ -20,7 +20,16 @@ from matplotlib.colors import Normalize
 
 from dynamics.trajectory import Trajectory
 
-from ..plotting import TIME_LABEL, label_levels, log_time_axis, run_figure, save, shade_stages, time_window
+from ..plotting import (
+    TIME_LABEL,
+    label_levels,
+    log_time_axis,
+    run_figure,
+    save,
+    set_run_title,
+    shade_stages,
+    time_window,
+)
 
 CURVES = (("loss", "loss", "C0"), ("relation_loss", "relation-only loss", "C1"),
           ("subject_loss", "subject-only loss", "C2"))
@@ -69,7 +78,7 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
         ax.axvline(time, color=color, ls=(0, (1, 1.5)), lw=1.6, label=f"{label} = {time:.3g}")
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("loss (nats)")
-    ax.set_title(title, fontsize=9)
+    set_run_title(ax, title)
     ax.legend(fontsize=8, ncol=2 if len(runs) > 1 else 1, loc="lower left")
     ax.grid(alpha=0.25, which="both")
     save(fig, path)
@@ -172,7 +181,7 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
     ax.set_ylabel(f"fact (s, r), ordered by learning time ({S * R} facts)")
     if S * R <= 32:
         ax.set_yticks(np.arange(S * R), [f"({i // R}, {i % R})" for i in order], fontsize=7)
-    ax.set_title(title, fontsize=9)
+    set_run_title(ax, title)
     fig.colorbar(mesh, ax=ax, label="p(a*)")
     save(fig, path)
 
@@ -206,7 +215,7 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
         shade_stages(ax, stages, left, right)
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel("fraction of facts")
-    ax.set_title(title, fontsize=9)
+    set_run_title(ax, title)
     ax.legend(fontsize=8, loc="center left")
     ax.grid(alpha=0.25, which="both")
     save(fig, path)

@@ -47,11 +47,11 @@ def analyse_trajectory(traj: Trajectory, config: Config, directory: str | Path, 
     draw_or_skip(directory / "loss.png", plot_stage_losses, traj, stage_dicts,
                  theory if theory.get("applicable") else None, directory / "loss.png", title=title)
     draw_or_skip(directory / "facts.png", plot_fact_heatmap, traj, facts.learning_time,
-                 directory / "facts.png", title=f"p(a*) of every fact, by learning time — {title}" if title
+                 directory / "facts.png", title=f"p(a*) of every fact, by learning time\n{title}" if title
                  else "p(a*) of every fact, by learning time")
     draw_or_skip(directory / "fractions.png", plot_fact_fractions, facts.t, facts.fraction_uninformed,
                  facts.fraction_hallucinating, facts.fraction_recalled, directory / "fractions.png",
-                 title=f"facts uninformed / hallucinating / recalled — {title}" if title
+                 title=f"facts uninformed / hallucinating / recalled\n{title}" if title
                  else "facts uninformed / hallucinating / recalled", stages=stage_dicts)
     return payload
 
