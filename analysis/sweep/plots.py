@@ -194,7 +194,7 @@ def _theory_marks(ax, rows, xs, ys, x, y) -> list:
             S, R = (int(_number(xv)), int(_number(yv))) if x == "task.subjects" else (
                 int(_number(yv)), int(_number(xv)))
             if predicted.get((xv, yv), relation_first(S, R, D)):
-                ax.add_line(_rect(j, i))
+                ax.add_artist(_rect(j, i))
     return [_mark_handle()]
 
 
@@ -236,16 +236,19 @@ def plot_lines(rows: list[dict[str, str]], x: str, values: list[str], path: Path
     for ax, column in zip(axes, columns, strict=False):
         ys = np.array([_number(r[column]) for r in rows])
         meaning, empty_meaning = column_name(column)
-        ax.plot(xs[order], ys[order], "o-", label="measured")
         theory = f"theory_{column}" if f"theory_{column}" in rows[0] else None
         predicted = np.array([_number(r[theory]) for r in rows]) if theory else np.array([])
-        if np.isfinite(predicted).any():  # empty where the theory does not apply: no line, no legend
-            ax.plot(xs[order], predicted[order], "k--", label="theory")
+        has_theory = bool(np.isfinite(predicted).any())  # empty where the theory does not apply: no line
         missing = np.isfinite(xs) & ~np.isfinite(ys)
+        alone = not has_theory and not missing.any()  # one line, named by its y label: no legend
+        ax.plot(xs[order], ys[order], "o-", label="_unlabeled: the y label names it" if alone else "measured")
+        if has_theory:
+            ax.plot(xs[order], predicted[order], "k--", label="theory")
         if missing.any():
             ax.plot(xs[missing], np.zeros(missing.sum()), ls="none", marker="x", color="0.4",
                     transform=ax.get_xaxis_transform(), clip_on=False, label=f"{empty_meaning} (at the foot)")
-        ax.legend(fontsize=8)
+        if not alone:
+            ax.legend(fontsize=8)
         ax.set_title(meaning if np.isfinite(ys).any() else f"{meaning}: {empty_meaning} anywhere",
                      fontsize=9, wrap=True)
         positive = xs[np.isfinite(xs)]
