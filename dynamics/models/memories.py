@@ -9,7 +9,7 @@ N inputs ``x`` with embeddings ``e_x`` (rows of E, (N, d)) and M output classes 
 
 and ``f`` is *stored* when ``argmax_y ℓ_x(y) = f(x)`` for every x (accuracy 1; the capacity search accepts
 accuracy ≥ 0.99 as the paper does). The loss is the full-batch mean cross-entropy over the N inputs.
-Models know nothing about optimisers (see :mod:`dynamics.fit`).
+Models know nothing about optimisers (the fitter is :mod:`dynamics.training.fit`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Discrete training on the flow's time axis (docs/design.md §4): full-batch GD, online SGD, Adam.
+"""Discrete training on the flow's time axis (docs/design.md §4.3): every optimizer of the
+registry (:data:`dynamics.optimizers.OPTIMIZERS`: gd, sgd, adam, signsgd, muon, ...).
 
 Step k with learning rate η sits at flow time t = k·η. Trainers know nothing about models: they take an
 ``objective_at(k)`` (the full objective, or the loss on the k-th fresh batch) and a diagonal metric P, and
-step on the gradient the flow uses, g = P ∇L, with a torch optimizer (:mod:`.optimizers`). Numerical
-failure ends the run with a status and the time it happened; the states before it are kept.
+step on the gradient the flow uses, g = P ∇L, with the optimizer's stepper
+(:mod:`dynamics.optimizers`). Numerical failure ends the run with a status and the time it happened;
+the states before it are kept.
 """
 
 from __future__ import annotations
