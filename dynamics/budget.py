@@ -2,14 +2,15 @@
 
 Memory (:func:`estimate_memory`): the bytes a run allocates, from the config alone (no tensor is made): the
 parameters at every record point, the solver's and the optimizer's working vectors, the per-fact records
-(K×S×R) and the temporaries of their evaluation, the population tables of one evaluation, the sampled
-loss's counts (``loss.samples × V``), the training batch (``train.batch_size × V``), the transformer's
-activations, the embeddings (``model.dim²``) and the transformer's attention table (heads × facts × V),
-and what the solvers and torch's optimizers load on first use. Its part above the fixed baseline is held
-within 1.5× of the peak RSS of real runs by a table of configs (tests/test_budget_estimates.py). It is
-compared with a limit (:func:`memory_limit`): ``FACTRECALL_MEMORY_LIMIT`` when set (:func:`parse_size`:
-bytes, K/M/G/T with or without B or iB, or a fraction of the available memory), else the memory the
-machine has available now (``MemAvailable`` of ``/proc/meminfo``; the physical memory elsewhere).
+(K×S×R; an array held on disk as the run goes counts nothing) and the temporaries of their evaluation, the
+population tables of one evaluation, the sampled loss's counts (``loss.samples × V``), the training batch
+(``train.batch_size × V``), the transformer's activations, the embeddings (``model.dim²``) and the
+transformer's attention table (heads × facts × V), and what the solvers and torch's optimizers load on first
+use. Its part above the fixed baseline is held within 1.5× of the peak RSS of real runs by a table of configs
+(tests/test_budget_estimates.py). It is compared with a limit (:func:`memory_limit`):
+``FACTRECALL_MEMORY_LIMIT`` when set (:func:`parse_size`: bytes, K/M/G/T with or without B or iB, or a
+fraction of the available memory), else the memory the machine has available now (``MemAvailable`` of
+``/proc/meminfo``; the physical memory elsewhere).
 
 Time: discrete step counts (``train.steps``, ``compare``'s ``flow.t_max / lr``, a capacity grid) are compared
 with a fixed limit (``FACTRECALL_STEP_LIMIT`` changes it; :func:`env_limit` reads such a limit, also the
@@ -26,10 +27,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import rundir
 from .config import Config
 from .errors import ConfigError
 from .geometry import get_geometry
@@ -52,6 +56,7 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
+CURVE_FLOATS = 12  # float64 per recorded point: t, three losses, four attention parts, norms, the grid
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 # Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
 # once whatever its size, and the record's temporaries per state and fact and per block element.
@@ -65,10 +70,13 @@ UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 @dataclass(frozen=True)
 class MemoryPart:
-    """One term of an estimate: what it is (with the config keys and values that size it) and its bytes."""
+    """One term of an estimate: what it is (with the config keys and values that size it) and its bytes;
+    ``on_disk``: bytes held in a temporary file as the run goes (the per-fact record beyond
+    :data:`~dynamics.rundir.SPOOL_BYTES`), not in memory."""
 
     what: str
     bytes: int
+    on_disk: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +87,18 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        """The sum of the parts."""
-        return sum(p.bytes for p in self.parts)
+        """The sum of the parts in memory."""
+        return sum(p.bytes for p in self.parts if not p.on_disk)
 
     @property
     def largest(self) -> MemoryPart:
-        """The part that dominates."""
-        return max(self.parts, key=lambda p: p.bytes)
+        """The part in memory that dominates."""
+        return max((p for p in self.parts if not p.on_disk), key=lambda p: p.bytes)
+
+    @property
+    def disk(self) -> int:
+        """The bytes held on disk as the run goes."""
+        return sum(p.bytes for p in self.parts if p.on_disk)
 
 
 def format_bytes(n: int | float) -> str:
@@ -192,9 +205,9 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
         held, what = f.points, "states flow.points"
     parts = [MemoryPart(f"{kind} {what} × parameters = {held} × {params}", held * params * FLOAT),
              MemoryPart(f"{kind} working vectors {work} × parameters {params}", work * params * FLOAT),
-             MemoryPart(f"{kind} per-fact records flow.points × task.subjects × task.relations = "
-                        f"{f.points} × {t.subjects} × {t.relations}",
-                        f.points * facts * (RECORD_FLOATS * FLOAT + 1))]
+             *_per_fact_records(kind, config),
+             MemoryPart(f"{kind} curves flow.points × {CURVE_FLOATS} = {f.points} × {CURVE_FLOATS}",
+                        f.points * CURVE_FLOATS * FLOAT)]
     if kind == "flow" and get_method(f.method).uses == "jacobian":
         parts.append(MemoryPart(f"dense Jacobian parameters² = {params}²", 2 * params * params * FLOAT))
     if kind == "flow":
@@ -203,6 +216,22 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
         parts.append(MemoryPart("flow: what the solvers and the record allocate on first use", first_use))
     else:
         parts.append(MemoryPart("train: what torch's optimizers load on their first step", TRAIN_FIRST_USE))
+    return parts
+
+
+def _per_fact_records(kind: str, config: Config) -> list[MemoryPart]:
+    """The per-fact records: each (K, S, R) array larger than SPOOL_BYTES is held on disk as the run goes
+    (:class:`~dynamics.rundir.Spool`), the others in memory."""
+    t, points = config.task, config.flow.points
+    cells = points * t.subjects * t.relations
+    sizes = [FLOAT] * RECORD_FLOATS + [1]  # four float64 arrays and the int8 classes
+    what = (f"{kind} per-fact records flow.points × task.subjects × task.relations = {points} × "
+            f"{t.subjects} × {t.relations}")
+    in_memory = sum(size for size in sizes if cells * size <= rundir.SPOOL_BYTES)
+    parts = [MemoryPart(what, cells * in_memory)]
+    if in_memory < sum(sizes):
+        parts.append(MemoryPart(f"{what}, beyond {rundir.SPOOL_BYTES // 2**20} MiB an array", cells *
+                                (sum(sizes) - in_memory), on_disk=True))
     return parts
 
 
@@ -297,7 +326,23 @@ def check_memory(config: Config, train: bool = False) -> MemoryEstimate:
     if limit is not None and estimate.total > limit:
         raise ConfigError(f"memory: this config needs about {format_bytes(estimate.total)}, above the limit "
                           f"of {format_bytes(limit)} ({source}); largest part: {estimate.largest.what}")
+    if estimate.disk:
+        where = tempfile.gettempdir()
+        free = disk_free(where)
+        if free is not None and estimate.disk > free:
+            held = max((p for p in estimate.parts if p.on_disk), key=lambda p: p.bytes)
+            raise ConfigError(f"disk: this config's record needs about {format_bytes(estimate.disk)} on disk "
+                              f"as it runs, above the {format_bytes(free)} free in {where} (TMPDIR sets "
+                              f"another); largest part: {held.what}")
     return estimate
+
+
+def disk_free(directory: str) -> int | None:
+    """The bytes free for this user in ``directory``, or None when unknown."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def env_limit(name: str, default: int) -> int:

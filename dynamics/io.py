@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import mmap
 import os
 import tempfile
 import zipfile
@@ -45,14 +46,39 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
 NPZ_LEVEL = 1
 
 
+# A memory-mapped array (a record held on disk, dynamics.rundir.Spool) is written about this many bytes at
+# a time.
+BLOCK_BYTES = 2**24
+
+
 def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = NPZ_LEVEL) -> None:
     """Write ``arrays`` into ``handle`` as a deflate-compressed .npz archive at zlib level ``level``: the
-    format of ``np.savez_compressed`` (``np.load`` reads it), whose level cannot be chosen. No pickles."""
+    format of ``np.savez_compressed`` (``np.load`` reads it), whose level cannot be chosen. No pickles. A
+    memory-mapped array is written a block of rows at a time, its pages let go after each
+    (:func:`release`), so that writing a record held on disk never holds it in memory."""
     with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=level,
                          allowZip64=True) as archive:
         for name, value in arrays.items():
+            value = np.asanyarray(value)
             with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+                if not isinstance(value, np.memmap) or value.ndim == 0 or value.dtype.hasobject:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
+                    continue
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(value))
+                step = max(1, BLOCK_BYTES // max(1, value[:1].nbytes))
+                for first in range(0, len(value), step):
+                    member.write(np.ascontiguousarray(value[first:first + step]).tobytes())
+                    release(value)
+
+
+def release(*arrays: np.ndarray) -> None:
+    """Let the pages of memory-mapped arrays that were read go from this process's resident memory (they
+    are read from the page cache or the file again when needed); nothing for any other array. Readers that
+    go through a record held on disk block by block call it after each block."""
+    for array in arrays:
+        mapped = getattr(array, "_mmap", None)
+        if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and not array.flags.writeable:
+            mapped.madvise(mmap.MADV_DONTNEED)  # a read-only shared mapping: the file holds every page
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -21,6 +21,11 @@ times, an S × R table, P parameters), and a record's facts table against its co
 ``task.relations``. The sizes are read from the arrays' headers, before any array is loaded. A damaged
 file is one :class:`ConfigError` naming the directory, the file and what is wrong. P is checked by the
 model that takes a state (:meth:`Model.grown_state`).
+
+A record larger than memory: a per-fact array beyond :data:`SPOOL_BYTES` is written block by block into an
+unlinked temporary file (:class:`Spool`) as the run goes, streamed into ``trajectory.npz`` when saved, and
+streamed back into one when read (:func:`read_record`), memory-mapped. ``trajectory.npz`` itself is the same
+file whichever way it was written (old run directories read as before).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
+import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +45,7 @@ import numpy as np
 
 from .config import Config
 from .errors import ConfigError
-from .io import atomic_write, atomic_write_json, finite_or_none, write_npz
+from .io import BLOCK_BYTES, atomic_write, atomic_write_json, finite_or_none, write_npz
 from .records import RunInfo
 from .task import FactTask
 
@@ -359,8 +366,8 @@ def _load(path: Path, schema: Schema, sizes: Mapping[str, int] | None, keys: Ite
         raise ConfigError(f"{where}: its {name} {err}; {RUN_HINT}") from None
     wanted = list(members) if keys is None else [k for k in keys if k in members]
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in wanted}, found
+        with zipfile.ZipFile(path) as archive:
+            return {k: _read_member(archive, k) for k in wanted}, found
     except Exception as err:  # corrupt data under good headers (a bad checksum, a zlib error)
         raise ConfigError(f"{where}: cannot read {name} ({one_line(err)}); {RUN_HINT}") from None
 
@@ -373,6 +380,80 @@ def read_arrays(path: Path | str, schema: Schema, sizes: Mapping[str, int] | Non
     directory)."""
     path = Path(path)
     return _load(path, schema, sizes, None, where or repr(str(path.parent)))[0]
+
+
+# --- records larger than memory: spooled while a run goes, streamed into the .npz, read back lazily --------
+
+# A per-fact array larger than this (bytes) is held on disk (:class:`Spool`): a run's record while it is
+# taken, and a record read back from its trajectory.npz; smaller ones stay in memory.
+SPOOL_BYTES = 2**26
+
+class Spool:
+    """One array of a known shape (rows, ...) written row block by row block into an unlinked temporary
+    file (in ``directory``, default the system's temporary directory, ``TMPDIR``) and read back as a
+    read-only :class:`numpy.memmap`: its rows are never all in this process's memory, and nothing is left
+    on disk however the process ends (the file has no name once created; it goes with its last mapping).
+    Plain writes, not a writable mapping, so that written rows sit in the page cache, not in the process's
+    resident memory."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, directory: str | None = None):
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        fd, path = tempfile.mkstemp(prefix="factrecall-record-", suffix=".tmp", dir=directory)
+        os.unlink(path)
+        self.file = os.fdopen(fd, "w+b")
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        """Write ``values`` (rows of this array's row shape) from row ``row`` on."""
+        data = memoryview(np.ascontiguousarray(values, dtype=self.dtype)).cast("B")
+        offset = row * self.row_bytes
+        while len(data):
+            written = os.pwrite(self.file.fileno(), data, offset)
+            data, offset = data[written:], offset + written
+
+    def array(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows, mapped read-only (the file is closed: the mapping keeps it)."""
+        shape = (rows, *self.shape[1:])
+        if rows == 0 or self.row_bytes == 0:
+            self.file.close()
+            return np.empty(shape, dtype=self.dtype)
+        size = rows * self.row_bytes
+        if os.fstat(self.file.fileno()).st_size < size:
+            self.file.truncate(size)  # rows never written read as zeros, as np.empty's may hold anything
+        array = np.memmap(self.file, dtype=self.dtype, mode="r", shape=shape)
+        self.file.close()
+        return array
+
+
+def spooled(shape: tuple[int, ...], dtype: np.dtype | type) -> bool:
+    """Whether an array of ``shape`` and ``dtype`` is held on disk (larger than :data:`SPOOL_BYTES`)."""
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > SPOOL_BYTES
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """The array ``name`` of an open .npz archive: read whole, or, when larger than :data:`SPOOL_BYTES`,
+    streamed row block by row block into a :class:`Spool` and mapped (read to its end, so that the
+    archive's checksum is checked as ``np.load`` checks it)."""
+    with archive.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = reader(member)
+        if fortran or not shape or dtype.hasobject or not spooled(shape, dtype):
+            member.seek(0)
+            return np.lib.format.read_array(member, allow_pickle=False)
+        spool = Spool(shape, dtype)
+        row_bytes = spool.row_bytes
+        step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+        for first in range(0, shape[0], step):
+            rows = min(step, shape[0] - first)
+            data = member.read(rows * row_bytes)
+            if len(data) != rows * row_bytes:
+                raise EOFError(f"{name}.npy ends after {first * row_bytes + len(data)} bytes of data")
+            spool.write(first, np.frombuffer(data, dtype=dtype))
+        if member.read(1):
+            raise ValueError(f"{name}.npy holds more data than its header says")
+        return spool.array(shape[0])
 
 
 def write_arrays(path: Path | str, arrays: Mapping[str, np.ndarray], schema: Schema,

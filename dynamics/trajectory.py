@@ -6,7 +6,10 @@ docs/design.md §4: ``fact_loss = -log p(a*)``, ``p_correct = p(a*)``, ``p_relat
 ``p_subject`` (mass on the subject's answers {a*(s, r') : r'}), and ``argmax_class`` (a :class:`FactClass`
 of the most likely answer), with the run's :class:`~dynamics.records.RunInfo`. It is saved as
 ``trajectory.npz`` (arrays only, loaded without pickle) and ``summary.json`` (and ``config.json``), whose
-layout, writing and checks are :mod:`dynamics.rundir`'s.
+layout, writing and checks are :mod:`dynamics.rundir`'s. A per-fact array larger than
+:data:`~dynamics.rundir.SPOOL_BYTES` is held on disk, memory-mapped read-only (:class:`Recorder` writes it
+there as the flow goes; :meth:`Trajectory.load` streams it out of ``trajectory.npz``), so that a record's
+memory does not grow with its points.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .rundir import (  # noqa: F401  (SAVE_ALLOWED: the refusal's tail, read her
     DIGEST_KEY,
     SAVE_ALLOWED,
     SUMMARY_FILE,
+    Spool,
     check_record_config,
     check_save_target,
     config_tree,
@@ -38,6 +42,7 @@ from .rundir import (  # noqa: F401  (SAVE_ALLOWED: the refusal's tail, read her
     read_config,
     read_record,
     read_summary,
+    spooled,
     write_record,
 )
 from .task import FactClass, FactTask, reference_levels
@@ -131,7 +136,9 @@ class Trajectory:
         """Read a trajectory saved by :meth:`save` (no pickle is ever loaded), every array checked first
         (:func:`~dynamics.rundir.read_record`; with ``config``, against the config, and ``tree``, the
         parsed ``config.json``, against the digest saved with the record); ``info`` is None when it was
-        saved without one (no ``summary.json``). A damaged file is a one-line :class:`ConfigError`."""
+        saved without one (no ``summary.json``). A damaged file is a one-line :class:`ConfigError`. A
+        per-fact array larger than :data:`~dynamics.rundir.SPOOL_BYTES` is read back block by block into a
+        temporary file and memory-mapped, read-only."""
         directory = Path(directory)
         arrays = read_record(directory, config, tree, where=where)
         info = read_summary(directory, where) if (directory / SUMMARY_FILE).exists() else None
@@ -191,10 +198,16 @@ class Recorder:
     to run under the integration's :func:`~dynamics.numerics.compute_settings` (a solver's observer does;
     :func:`record` sets them itself); the last chunk is evaluated under the same settings.
 
+    A per-fact array larger than :data:`~dynamics.rundir.SPOOL_BYTES` (``spool``: True or False to choose)
+    is written chunk by chunk to disk as the flow goes (:class:`~dynamics.rundir.Spool`) and given back
+    memory-mapped, read-only: the record's memory does not grow with its points; saving it
+    (:meth:`Trajectory.save`) streams it into ``trajectory.npz``. The numbers are the same either way.
+
     ``seconds`` is the time spent recording."""
 
-    def __init__(self, model: Model, task: FactTask, points: int, chunk: int | None = None):
-        self.model, self.task, self.points = model, task, points
+    def __init__(self, model: Model, task: FactTask, points: int, chunk: int | None = None,
+                 spool: bool | None = None):
+        self.model, self.task, self.points, self.spool = model, task, points, spool
         self.chunk = record_chunk(model, task) if chunk is None else chunk
         self.count = 0
         self.seconds = 0.0
@@ -239,8 +252,14 @@ class Recorder:
             value = value.cpu().numpy()
             if name not in self._arrays:
                 dtype = np.int8 if name == "argmax_class" else value.dtype
-                self._arrays[name] = np.empty((self.points, *value.shape[1:]), dtype=dtype)
-            self._arrays[name][done:done + len(value)] = value
+                shape = (self.points, *value.shape[1:])
+                on_disk = self.spool if self.spool is not None else spooled(shape, dtype)
+                self._arrays[name] = (Spool(shape, dtype) if on_disk and value.ndim == 3
+                                      else np.empty(shape, dtype=dtype))
+            if isinstance(self._arrays[name], Spool):
+                self._arrays[name].write(done, value)
+            else:
+                self._arrays[name][done:done + len(value)] = value
         self._held = 0
 
     def trajectory(self, times: np.ndarray, info: RunInfo | None = None) -> Trajectory:
@@ -253,7 +272,9 @@ class Recorder:
             with compute_settings(self._buffer[0]):
                 self._flush()
         self._buffer = None
-        arrays = {name: values[:self.count] for name, values in self._arrays.items()}
+        arrays = {name: values.array(self.count) if isinstance(values, Spool) else values[:self.count]
+                  for name, values in self._arrays.items()}
+        self._arrays = {}
         norms = {name[len("norm:"):]: arrays.pop(name) for name in list(arrays) if name.startswith("norm:")}
         task = self.task
         trajectory = Trajectory(t=np.asarray(times, dtype=np.float64), facts=task.facts.copy(),
@@ -266,14 +287,14 @@ class Recorder:
 
 
 def record(model: Model, task: FactTask, times: np.ndarray, states: torch.Tensor,
-           info: RunInfo | None = None, chunk: int | None = None) -> Trajectory:
+           info: RunInfo | None = None, chunk: int | None = None, spool: bool | None = None) -> Trajectory:
     """Evaluate the per-fact record of ``model`` at every state (states (K, P) at ``times``), ``chunk``
     states at a time (default :func:`record_chunk`). A model with ``has_fact_record`` (the factorised
     linear-attention reduced model: no S×R×|A| table) gives the per-fact arrays through its
     ``fact_record``; otherwise they come from the logits. ``info``, when given, is attached with its
     ``final_loss`` set to the record's last loss. The same as feeding the states one by one to a
-    :class:`Recorder` (which is what this does)."""
-    recorder = Recorder(model, task, len(states), chunk)
+    :class:`Recorder` (which is what this does; ``spool`` as there)."""
+    recorder = Recorder(model, task, len(states), chunk, spool)
     with compute_settings(states[0]):  # the settings a solver's observer runs under
         for k, theta in enumerate(states):
             recorder.add(k, theta)

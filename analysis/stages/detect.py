@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.io import release
 from dynamics.trajectory import FactClass, Trajectory
 
 STAGE_LEVELS = {"init": "log|A|", "marginal": "H(A)", "hallucination": "H(A|R)",
@@ -314,6 +315,7 @@ def fact_states(traj: Trajectory) -> np.ndarray:
         hallucinating = ~recalled & (traj.p_relation[:, block] > known)
         state[:, block] = np.where(recalled, FactClass.RECALLED,
                                    np.where(hallucinating, FactClass.HALLUCINATING, FactClass.UNINFORMED))
+        release(traj.p_correct, traj.p_relation)  # a record held on disk: its read blocks leave memory
     return state
 
 
@@ -335,6 +337,7 @@ def detect_fact_stages(traj: Trajectory) -> FactStages:
             out[block] = values.reshape(-1, R)
         for c in FactClass:
             counts[c] += np.count_nonzero(columns == c, axis=1)
+        release(traj.p_correct, traj.p_relation)
     learning_time, width = _sigmoid_fit(t, traj.p_correct, recall)
     fraction = counts / (S * R)  # what the mean over facts of (state == c) gives, bit for bit
     return FactStages(t=t.copy(), state=state, enter_hallucination=enter, leave_hallucination=leave,
@@ -384,6 +387,7 @@ def _sigmoid_fit(t: np.ndarray, p: np.ndarray, recall_time: np.ndarray) -> tuple
     for block in subject_blocks(K, S, R):
         fitted = _sigmoid_fit_block(x, p[:, block].reshape(K, -1), recall_time[block].reshape(-1))
         learning_time[block], width[block] = (values.reshape(-1, R) for values in fitted)
+        release(p)
     return learning_time, width
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import Normalize
 
+from dynamics.io import release
 from dynamics.trajectory import Trajectory
 
 from ..plotting import (
@@ -144,6 +145,7 @@ def _binned_rows(p: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarr
     for k in range(0, len(p), HEATMAP_CHUNK):
         block = p[k:k + HEATMAP_CHUNK][:, order]
         values[:, k:k + HEATMAP_CHUNK] = (np.add.reduceat(block, starts, axis=1) / sizes).T
+        release(p)  # a record held on disk: its read blocks leave memory
     return values, np.append(starts, facts) - 0.5
 
 
@@ -161,7 +163,9 @@ def plot_fact_heatmap(traj: Trajectory, learning_time: np.ndarray, path: str | P
         raise ValueError("the trajectory has no recorded time t > 0 to draw on a log axis")
     t = traj.t[positive]
     order = fact_order(learning_time)
-    values, rows = _binned_rows(traj.p_correct[positive].reshape(len(t), S * R), order)
+    first = int(np.argmax(positive))  # recorded times never decrease: those t > 0 are the last ones, a view
+    p = traj.p_correct[first:] if positive[first:].all() else traj.p_correct[positive]
+    values, rows = _binned_rows(p.reshape(len(t), S * R), order)
     fig = run_figure(7.5, 4.8, left=0.95 if S * R <= 32 else 0.7)
     ax = fig.subplots()
     mesh = ax.pcolormesh(_log_edges(t), rows, values, shading="flat", cmap="viridis",

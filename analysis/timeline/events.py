@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dynamics.io import release
 from dynamics.task import FactClass
 from dynamics.trajectory import Trajectory
 
@@ -91,6 +92,7 @@ def fact_events(traj: Trajectory) -> FactEvents:
                  np.where(dropped, crossing_times(t, column, KNOWN, first_below, downward=False), np.nan))
         for out, values in zip((learned, forgotten, relearned), times, strict=True):
             out[block] = values.reshape(-1, R)
+        release(p)  # a record held on disk: its read blocks leave memory
     return FactEvents(learned, forgotten, relearned)
 
 
