@@ -111,13 +111,18 @@ def groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return out
 
 
+def _d_order(label: str) -> float:
+    """D labels in increasing D: the numbers, then 'S'."""
+    return math.inf if label == "S" else float(label)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """T_S/T_R (p = 0.9) against S/R, one panel per geometry, one line per D; the theory dotted (GF)."""
     geometries = sorted({r["geometry"] for r in rows}, key=list(HORIZON).index)
     fig = figure(4.2 * len(geometries), 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(geometries)))
     for ax, geometry in zip(axes, geometries, strict=True):
-        for (g, label), members in sorted(groups(rows).items()):
+        for (g, label), members in sorted(groups(rows).items(), key=lambda item: _d_order(item[0][1])):
             if g != geometry:
                 continue
             x = [m["S/R"] for m in members]
