@@ -133,7 +133,7 @@ def test_a_config_file_refuses_only_chosen_values(capsys, monkeypatch, tmp_path)
 def test_the_python_api_refuses_the_same(tmp_path, monkeypatch):
     from analysis.simulate import simulate
 
-    monkeypatch.setattr(simulate_module, "run_flow", _stop)
+    monkeypatch.setattr(simulate_module, "prepare_run", _stop)  # the run is checked and built there
     for config, train, needle in [
         (resolve_config("tiny", overrides={"train.beta1": 0.8}), True, "train.beta1=0.8"),
         (resolve_config("tiny", overrides={"train.lr": 0.3}), False, "train.lr=0.3"),
