@@ -61,8 +61,11 @@ def test_a_probe_cut_at_its_steps_extrapolates_to_t_max():
     assert estimate.steps == pytest.approx(64 * config.flow.t_max / estimate.reached, rel=1e-12)
 
 
-def test_check_config_checks_the_discrete_run_with_train(monkeypatch):
-    monkeypatch.setenv("FACTRECALL_STEP_LIMIT", "100")
-    config = resolve_config("tiny", overrides={"train.steps": 1000})
-    with pytest.raises(ConfigError, match=r"^train\.steps=1000: needs 1e\+03 steps, above the limit of 100"):
+def test_check_config_checks_the_discrete_run_with_train_only(monkeypatch):
+    monkeypatch.setenv("FACTRECALL_STEP_LIMIT", "100000")
+    config = resolve_config("tiny", overrides={"train.steps": 10**6})
+    with pytest.raises(ConfigError) as refused:
         check_config(config, train=True)
+    assert str(refused.value) == ("train.steps=1000000: needs 1e+06 steps, above the limit of 1e+05 steps "
+                                  "(FACTRECALL_STEP_LIMIT sets another)")
+    check_config(config)  # the flow alone: its train.steps are not its steps

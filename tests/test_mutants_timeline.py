@@ -37,11 +37,13 @@ def test_groups_split_unseen_old_and_new_and_leave_out_empty_ones():
     assert {g: i.tolist() for g, i in groups_of(record(p, weights=held)).items()} == {
         "unseen": [3], "trained": [0, 1, 2, 4]}
     assert list(groups_of(record(p, old_subjects=5))) == ["old"]  # no new, no unseen: left out
+    assert list(groups_of(record(p, with_info=False))) == ["trained"]  # a bare record: no old subjects
 
 
 def test_what_was_trained_before_the_run():
     p = np.full((5, 4, 1), 0.3)
     assert trained_before(record(p, with_info=False)).tolist() == [True] * 4
+    assert trained_before(record(p, with_info=False)).dtype == bool  # a mask, also of a bare record
     assert trained_before(record(p)).tolist() == [False] * 4
     assert trained_before(record(p, old_subjects=2)).tolist() == [True, True, False, False]
 
@@ -54,6 +56,9 @@ def test_an_event_exactly_at_one_half():
     assert events.learned[0, 0] == pytest.approx(1.0, rel=1e-12) and np.isnan(events.forgotten[0, 0])
     assert events.forgotten[1, 0] == pytest.approx(10.0, rel=1e-12)  # leaves 1/2 after t = 10
     assert events.relearned[1, 0] == pytest.approx(10 ** 2.5, rel=1e-12)  # 0.4 → 0.6 crosses at mid-log
+    touching = np.array([0.7, 0.5, 0.9, 0.9, 0.9])[:, None, None]  # known, at 1/2 once, never below
+    for traj in (record(touching, old_subjects=1), record(touching, with_info=False)):
+        assert np.isnan(fact_events(traj).forgotten).all() and np.isnan(fact_events(traj).learned).all()
 
 
 def test_group_curves_weigh_relations_by_their_frequencies():
