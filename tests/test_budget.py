@@ -73,7 +73,7 @@ def test_a_record_beyond_the_free_disk_is_refused_before_any_work(capsys, monkey
     """The per-fact record is held on disk as the run goes (beyond 64 MiB an array): a record larger than
     the disk has free is refused in one line before anything is built."""
     monkeypatch.setattr("dynamics.budget.disk_free", lambda directory: 10 * 2**30)
-    monkeypatch.setattr("dynamics.run.setup", lambda *a, **k: pytest.fail("built although refused"))
+    monkeypatch.setattr("dynamics.problem.setup", lambda *a, **k: pytest.fail("built although refused"))
     out = tmp_path / "run"
     line = one_line(capsys, ["simulate", "--preset", "tiny", "--set", "task.subjects=100000", "--set",
                              "flow.points=100000", "--out", out, "--quiet"])
