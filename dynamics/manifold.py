@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
-from scipy.special import expit
 
 from .errors import ConfigError
 from .geometry import GEOMETRIES
@@ -133,6 +131,7 @@ def manifold_field(subjects: int, relations: int, geometry: str = "euclidean", e
     rs, rr = math.sqrt(S), math.sqrt(R)
     log_s, log_r = math.log(S - 1), math.log(R - 1)
     phi = _regularised
+    from scipy.special import expit  # scipy loads on first use: a run seldom needs the reduced flow
 
     def field(t: float, y: np.ndarray) -> np.ndarray:
         a_s, b_s, a_r, b_r = y
@@ -210,6 +209,8 @@ def manifold_flow(subjects: int, relations: int, geometry: str = "euclidean", ep
     both.direction = 1
     end = float(times[-1]) if times is not None else t_max
     y0 = np.array([alpha, beta, alpha, beta], dtype=np.float64)
+    from scipy.integrate import solve_ivp  # scipy loads on first use
+
     result = solve_ivp(field, (0.0, end), y0, method="DOP853", rtol=rtol, atol=atol, dense_output=True,
                        events=[crossing(0), crossing(1), both])
     if not result.success:

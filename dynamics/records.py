@@ -94,11 +94,14 @@ def versions() -> dict[str, str]:
 
     import numpy as np
     import torch
-    import torchdiffeq
 
-    try:
-        own = version("factrecall")
-    except PackageNotFoundError:
-        own = "unknown"
-    return {"factrecall": own, "python": platform.python_version(), "torch": torch.__version__,
-            "torchdiffeq": torchdiffeq.__version__, "numpy": np.__version__}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    # torchdiffeq's version from its metadata: importing it (and the scipy.integrate it imports) would cost a
+    # run that never uses it, an implicit one, most of a second
+    return {"factrecall": installed("factrecall"), "python": platform.python_version(),
+            "torch": torch.__version__, "torchdiffeq": installed("torchdiffeq"), "numpy": np.__version__}

@@ -130,6 +130,27 @@ def test_quick_answers_do_not_load_torch():
     assert done.stdout.strip() == "ok"
 
 
+def test_an_implicit_run_loads_no_explicit_solver_library():
+    """torchdiffeq (and the scipy.integrate it imports, most of a second) load when an explicit method first
+    runs: importing the simulate command and running a cvode flow needs neither; a dopri5 flow loads them."""
+    script = (
+        "import sys\n"
+        "import analysis.simulate\n"
+        "from dynamics import resolve_config, run_flow\n"
+        "unused = ('torchdiffeq', 'scipy.integrate')\n"
+        "assert not [m for m in unused if m in sys.modules], 'import'\n"
+        "traj = run_flow(resolve_config('tiny', overrides={'flow.method': 'cvode', 'flow.t_max': 2.0}))\n"
+        "assert not [m for m in unused if m in sys.modules], 'cvode'\n"
+        "assert traj.info.versions['torchdiffeq'] not in ('', 'unknown')\n"
+        "run_flow(resolve_config('tiny', overrides={'flow.method': 'dopri5', 'flow.t_max': 2.0}))\n"
+        "assert 'torchdiffeq' in sys.modules\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_a_closed_output_pipe_is_no_traceback():
     process = subprocess.Popen([sys.executable, "-m", "analysis.cli", "config"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-from torchdiffeq import odeint
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions, VectorField
@@ -233,6 +232,9 @@ def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, op
     settings = {"first_step": min(step, float(t[-1] - t[0]))}
     if counter.members is not None:
         settings["norm"] = counter.member_norm
+    # torchdiffeq, and the scipy.integrate it imports, load when an explicit method first runs: an implicit
+    # run, or a config refused before it runs, never needs them
+    from torchdiffeq import odeint
     with torch.no_grad():
         return odeint(counter, y0, t, method=method, rtol=options.rtol, atol=options.atol, options=settings)
 
