@@ -54,7 +54,7 @@ def continued_start(config: Config, model: Model, old: Config, state: np.ndarray
     task or model that is not the old one with subjects added."""
     _check_compatible(config, old)
     if config.task.subjects == old.task.subjects:  # no new token: init.* initialises nothing
-        for key in ("kind", "scale", "seed"):
+        for key in ("kind", "scale", "seed", "alpha", "beta"):
             if getattr(config.init, key) != getattr(old.init, key):
                 raise ConfigError(f"init.{key}={getattr(config.init, key)!r}: has no effect: a run started "
                                   f"from init.from_run initialises only the subjects it adds, and "

@@ -187,3 +187,15 @@ def test_full_flow_at_an_authors_point(geometry, eps):
         k = int(np.argmin(np.abs(full.t - T)))
         assert _time_error(S, R, field, coords[k], component, T) < 1e-8
         assert T == pytest.approx(pinned, rel=1e-6)
+
+
+def test_manifold_keys_on_a_fine_tune_without_new_subjects_are_refused(tmp_path):
+    """init.alpha / init.beta initialise nothing on a run started from another with no subject added."""
+    from dynamics.run import setup
+    from dynamics.start import starting_state
+    old = authors(4, 2, **{"flow.t_max": 1.0, "flow.points": 4})
+    run_flow(old).save(tmp_path / "old", old)
+    for key in ("alpha", "beta"):
+        same = old.override({"init.from_run": str(tmp_path / "old"), f"init.{key}": 0.5})
+        with pytest.raises(ConfigError, match=rf"^init\.{key}=0.5: has no effect: .*adds none"):
+            starting_state(same, setup(same)[1])
