@@ -92,8 +92,10 @@ def test_blow_up_keeps_the_states_before_it(method):
     result = integrate_flow(lambda t, x: x**2, theta0, grid, method=method, rtol=1e-6, atol=1e-12,
                             max_steps=20_000, jacobian_vector=lambda t, x, v: 2 * x * v,
                             jacobian=lambda t, x: torch.diag(2 * x))
-    # LSODA creeps on towards the singularity (θ = 1e5 at t = 1 − 1e-5) until its step budget runs out
-    assert result.status in ("nonfinite", "step_underflow", "max_steps"), (result.status, result.message)
+    # LSODA creeps on towards the singularity (θ = 1e5 at t = 1 − 1e-5) until its step budget runs out, or
+    # the pace stop sees that coming (too_slow)
+    assert result.status in ("nonfinite", "step_underflow", "max_steps", "too_slow"), (result.status,
+                                                                                       result.message)
     assert result.status_time == pytest.approx(1.0, rel=0.05)
     assert 45 <= len(result.t) <= 51
     assert np.array_equal(result.t, grid[:len(result.t)])

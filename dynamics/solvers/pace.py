@@ -11,9 +11,10 @@ low for a step size that grows more slowly — so a stretch of small steps that 
 spectral flow at ε = 1e-6, 8,257 steps in all, projects at most 1.4e5 there) does not stop it. Once
 :data:`MIN_STEPS` steps are taken and the steps taken plus the projection exceed :data:`MARGIN` × the
 budget, the flow stops with status ``too_slow``: it would have stopped at its budget anyway unless its
-pace in log time improved :data:`MARGIN`-fold. The message gives the projection and the ``flow.t_max``
-that a third of the budget left reaches at the present step size (the cautious projection: a rerun takes
-the same steps to where this one stopped). Deterministic: steps and flow times, never the wall clock.
+pace in log time improved :data:`MARGIN`-fold. The message gives the projection and, as the ``flow.t_max``
+that works, the time it stopped at rounded down (a rerun takes the same steps to get there; further on,
+a step size that shrinks faster than the pace shows — a blow-up, a stiffening field — may not fit the
+budget). Deterministic: steps and flow times, never the wall clock.
 """
 
 from __future__ import annotations
@@ -73,15 +74,14 @@ class Pace:
     def _message(self, t: float, r: float, needed: float) -> str:
         """The stop's one line: what was projected, and the ways out."""
         t_end = math.exp(self.s_end) - self.scale + self.t0
-        # a third of what the budget has left, at the window's mean step size (not growing)
-        spare = max(self.budget - self.steps, 0) / 3
-        reach = t + spare * (math.exp(self.recent[-1]) / r if math.isfinite(r) else 0.0)
         shown = f"{needed:.3g}" if math.isfinite(needed) else "unboundedly many"
         also = f", or {self.advice}" if self.advice else ""
+        # where it stopped is reached again within the budget; beyond, a step size that shrinks faster
+        # than the pace shows (a blow-up, a stiffening field) may not be
         return (f"too slow at t={t:.6g}: at its pace in log t over the last {self.window} steps the flow "
                 f"needs at least {shown} steps to t={t_end:g}, more than {self.margin:g} × "
-                f"flow.max_steps={self.budget}; allowed: flow.t_max={_round_down(reach):g} (a third of the "
-                f"budget left reaches it at the present step size){also}")
+                f"flow.max_steps={self.budget}; allowed: flow.t_max={_round_down(t):g} (reached within the "
+                f"budget){also}")
 
 
 def pace_for(times, budget: int, margin: float = MARGIN, advice: str = "") -> Pace | None:
