@@ -34,7 +34,7 @@ FLOW_TINY = resolve_config("tiny", None, ["flow.t_max=50", "flow.points=20"])  #
 
 # each command, and the function that does its work (which must not be reached when --out is refused)
 COMMANDS = {
-    "simulate": (["simulate", "--preset", "tiny", *FAST, "--quiet"], "analysis.simulate", "run_flow"),
+    "simulate": (["simulate", "--preset", "tiny", *FAST, "--quiet"], "analysis.simulate", "prepare_run"),
     "compare": (["compare", "--preset", "tiny", *FAST, "--lrs", "0.1", "--optimizers", "gd", "--quiet"],
                 "analysis.compare.command", "compare"),
     "sweep": (["sweep", "--preset", "tiny", *FAST, "--grid", "init.scale=0.001,0.002", "--quiet"],
@@ -117,7 +117,7 @@ UNWRITABLE = """
 import sys
 import analysis.simulate, analysis.bench.command, analysis.sweep.run, analysis.stages.command
 from analysis.cli import main
-for module, name in ((analysis.simulate, "run_flow"), (analysis.bench.command, "run_bench"),
+for module, name in ((analysis.simulate, "prepare_run"), (analysis.bench.command, "run_bench"),
                      (analysis.sweep.run, "_run_jobs"), (analysis.stages.command, "analyse_run_directory")):
     setattr(module, name, lambda *a, **k: sys.exit(f"{name} ran before the output was checked"))
 ro = sys.argv[1]
@@ -171,7 +171,7 @@ def test_simulate_refuses_a_run_of_the_other_kind(capsys, tmp_path, monkeypatch,
     out = tmp_path / "run"
     shutil.copytree(runs[held], out)
     before = snapshot(out)
-    no_work(monkeypatch, "analysis.simulate", "run_flow")
+    no_work(monkeypatch, "analysis.simulate", "prepare_run")
     extra = ["--train", *FAST_TRAIN] if asked == "train" else []  # train.* is refused without --train
     code, _, err = run_cli(capsys, ["simulate", "--preset", "tiny", *FAST, *extra, "--out", out,
                                     "--quiet"])
