@@ -52,7 +52,18 @@ API: list[tuple[str, str, list[str]]] = [
       "analysis.sweep.plot_heatmap", "analysis.sweep.plot_lines"]),
     ("The engine", "Any vector field of a flat parameter vector, integrated by any method.",
      ["dynamics.FactTask", "dynamics.build_model", "dynamics.make_objective", "dynamics.gradient_field",
-      "dynamics.integrate_flow", "dynamics.FlowResult"]),
+      "dynamics.integrate_flow", "dynamics.FlowResult", "dynamics.manifold_flow"]),
+    ("Building a run", "The one way every entry point builds a run from its config (docs/design.md §6.2).",
+     ["dynamics.problem.build_run", "dynamics.problem.BuiltRun", "dynamics.run.prepare_run",
+      "dynamics.run.integrate_run", "dynamics.run.train_run"]),
+    ("Registries", "Each concept a user may extend, one registry each ([extending.md](extending.md)).",
+     ["dynamics.Geometry", "dynamics.register_geometry", "dynamics.geometry.make_geometry",
+      "dynamics.ModelKind", "dynamics.register_model", "dynamics.Optimizer", "dynamics.register_optimizer",
+      "analysis.cli.Command", "analysis.cli.register_command", "analysis.study.registry.Study",
+      "analysis.study.registry.register_study"]),
+    ("Run directories", "The one owner of the run-directory format ([run-directory.md](run-directory.md)).",
+     ["dynamics.rundir.Layout", "dynamics.rundir.register_layout", "dynamics.rundir.output_files",
+      "dynamics.rundir.read_record", "dynamics.rundir.read_arrays", "dynamics.rundir.write_arrays"]),
 ]
 
 
