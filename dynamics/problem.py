@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from .solvers import (
     FlowResult,
     Jacobian,
     JacobianVector,
+    NewtonBlocks,
     SolverOptions,
     VectorField,
     get_method,
@@ -150,7 +152,7 @@ def batch_refusal(config: Config) -> str | None:
     return None
 
 
-FlowFunctions = tuple[VectorField, JacobianVector | None, Jacobian | None]
+FlowFunctions = tuple[VectorField, JacobianVector | None, Jacobian | None, NewtonBlocks | None]
 
 
 def flow_functions(config: Config, model: Model, objective: Objective, tasks: TaskSchedule | None = None,
@@ -188,15 +190,36 @@ def flow_functions(config: Config, model: Model, objective: Objective, tasks: Ta
     elif method.uses == "jacobian":
         # a dense Jacobian by differences would cost P gradients: always the exact one
         jacobian = of(lambda o: gradient_field_jacobian(o, metric))
-    return vector_field, jacobian_vector, jacobian
+    return vector_field, jacobian_vector, jacobian, newton_blocks(config, model, tasks)
+
+
+def newton_blocks(config: Config, model: Model, tasks: TaskSchedule | None = None) -> NewtonBlocks | None:
+    """cvode's preconditioner of ``flow.newton_preconditioner`` (None: none): the model's curvature blocks
+    at (t, θ), of the task trained at t, in the flow's metric P."""
+    choice = config.flow.newton_preconditioner
+    if choice == "none":
+        return None
+    if not model.has_curvature_blocks:
+        raise ConfigError(f"flow.newton_preconditioner={choice!r}: needs a model with closed-form curvature "
+                          f"blocks (model.kind=reduced with linear attention), not model.kind="
+                          f"{config.model.kind!r} with {model.attention!r} attention; allowed: none")
+    if config.loss.kind != "population":
+        raise ConfigError(f"flow.newton_preconditioner={choice!r}: the blocks are those of the population "
+                          f"loss, not loss.kind={config.loss.kind!r}; allowed: none")
+    scale = metric_of(config, model)
+
+    def build(current: Model) -> NewtonBlocks:
+        return lambda t, theta: partial(current.curvature_blocks(theta).factor, scale=scale)
+
+    return build(model) if tasks is None else per_time(lambda task: build(model.with_task(task)), tasks)
 
 
 def _problem(functions: FlowFunctions, tasks: TaskSchedule | None, theta0: torch.Tensor, grid: np.ndarray,
              progress=None) -> FlowProblem:
-    vector_field, jacobian_vector, jacobian = functions
+    vector_field, jacobian_vector, jacobian, blocks = functions
     breakpoints = () if tasks is None else tasks.schedule.breakpoints
     return FlowProblem(vector_field, theta0, grid, jacobian_vector, jacobian, progress=progress,
-                       breakpoints=breakpoints)
+                       breakpoints=breakpoints, newton_blocks=blocks)
 
 
 def flow_problem(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,

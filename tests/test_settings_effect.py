@@ -106,6 +106,8 @@ KEYS: dict[str, tuple[dict, str] | None] = {
     "flow.max_steps": ({"flow.max_steps": 50_000}, "batched"),
     "flow.modified_lr": ({"flow.modified_lr": 0.5}, "batched"),
     "flow.jacobian": ({"flow.method": "cvode", "flow.jacobian": "hvp"}, "refused"),
+    "flow.newton_preconditioner": ({"flow.method": "cvode", "flow.newton_preconditioner": "blocks"},
+                                   "refused"),
     "flow.geometry": ({"flow.geometry": "spectral", "flow.geometry_eps": 1e-2}, "batched"),
     "flow.geometry_eps": ({"flow.geometry": "sign", "flow.geometry_eps": 1e-2}, "batched"),
     "train.optimizer": ({"train.optimizer": "adam"}, "batched"),

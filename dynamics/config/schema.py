@@ -206,6 +206,9 @@ class FlowConfig:
     # (dynamics.budget.check_geometry_eps; the euclidean flow keeps the default 0).
     geometry: str = "euclidean"
     geometry_eps: float = 0.0
+    # cvode's Newton systems (I − γJ) δ = r: GMRES unpreconditioned (``none``) or with the model's curvature
+    # blocks (``blocks``: dynamics.solvers.preconditioner; the reduced model with linear attention).
+    newton_preconditioner: str = "none"
 
     def __post_init__(self) -> None:
         _positive("flow.t_max", self.t_max)
@@ -233,6 +236,16 @@ class FlowConfig:
         if self.jacobian == "hvp" and self.modified_lr > 0:
             fail("flow.jacobian", self.jacobian, "GD's modified field (flow.modified_lr > 0) has no "
                  "Hessian-vector product here (its Jacobian is not −PH); allowed: difference")
+        _choice("flow.newton_preconditioner", self.newton_preconditioner, ("none", "blocks"))
+        if self.newton_preconditioner != "none":
+            if METHODS[self.method].uses != "jacobian_vector":
+                fail("flow.newton_preconditioner", self.newton_preconditioner, "only cvode's GMRES "
+                     f"(flow.method=cvode or auto) is preconditioned, not flow.method={self.method!r}; "
+                     "allowed: none")
+            if self.modified_lr > 0 or not get_geometry(self.geometry).linear:
+                fail("flow.newton_preconditioner", self.newton_preconditioner, "the blocks approximate "
+                     "J = −PH: the gradient flow in a geometry with D(g) = P g and flow.modified_lr=0 only; "
+                     "allowed: none")
         geometry = get_geometry(self.geometry)
         defaults = {f"flow.{f.name}": f.default for f in dataclasses.fields(self)}
         geometry.check_keys(_flow_values(self), defaults)
@@ -563,6 +576,9 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     "flow.jacobian": ("", "implicit methods' products J·v: difference (one gradient each) or hvp (exact "
                       "Hessian-vector product; cvode and auto read it, bdf, radau, lsoda take a dense "
                       "Jacobian)"),
+    "flow.newton_preconditioner": ("", "cvode's GMRES (cvode, auto): none, or blocks (the reduced model's "
+                                   "closed-form curvature blocks, rebuilt when CVODE asks; linear attention "
+                                   "and the gradient flow only)"),
     "flow.first_step": ("number > 0", "the first step, given, not guessed: a symmetric start has ∇L ≈ 0"),
     "flow.max_steps": ("integer ≥ 1", "the solver's step limit; past it the run ends with status max_steps "
                        "(too_slow sooner when its pace projects over twice it)"),

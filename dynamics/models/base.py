@@ -98,6 +98,12 @@ class Model:
 
     has_fact_record = False  # whether fact_record(states) gives the per-fact record (else: from the logits)
     has_closed_hvp = False  # whether population_hessian_vector_product gives H·u (else None: autodiff)
+    has_curvature_blocks = False  # whether curvature_blocks(θ) gives cvode's preconditioner blocks
+
+    def curvature_blocks(self, theta: torch.Tensor):
+        """The closed-form curvature blocks of the population loss at θ
+        (:class:`~dynamics.models.factorised.CurvatureBlocks`), where ``has_curvature_blocks``."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form curvature blocks")
 
     def population_hessian_vector_product(self, theta: torch.Tensor, vector: torch.Tensor
                                           ) -> torch.Tensor | None:

@@ -51,7 +51,7 @@ the logits in bounded chunks of subjects.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,6 +71,10 @@ FALLBACK_ELEMENTS = 2**22
 ARGMAX_ELEMENTS = 2**22
 # fact_record treats as many states at once as keep about this many entries of the per-state tables.
 RECORD_ELEMENTS = 2**22
+
+# A subject's score is coupled to its values in cvode's preconditioner only while the Schur complement of its
+# (score, values) block stays this far from 0 (CurvatureBlocks.factor).
+SCHUR_FLOOR = 0.1
 
 # Implementation note: on the CPU a fresh S×|A| tensor costs about as much as five passes over it (the
 # allocator returns large blocks to the system, so each new one is page-faulted in again), so the S×|A|
@@ -410,3 +414,127 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
     return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
             "p_relation": torch.exp(-relation_loss), "p_subject": torch.exp(-subject_loss),
             "relation_loss": relation_loss, "subject_loss": subject_loss, "argmax_class": argmax_class}
+
+
+@dataclass
+class CurvatureBlocks:
+    """The parts of the Hessian H(θ) of the population loss that make the flow stiff, in closed form, for a
+    block preconditioner of the Newton systems (I + γ P H) z = r of an implicit solver
+    (:func:`curvature_blocks`).
+
+    Along a token's values v_z the logits are linear, so exactly
+    H_{v_z v_z} = κ_z² Σ_f c_z(f)² w_f (diag p_f − p_f p_fᵀ) (κ_z = a_z, or per_noise · a_z for a noise
+    token). The approximation keeps, for every fact f = (s, r), only the part of p_f p_fᵀ inside the fact's
+    own relation block A_r (q_f = p_f restricted to A_r): a subject's block A_r is diag(d_s) − w_f q_f q_fᵀ
+    (diagonal plus rank one), and the relation token r, the noise token and EOS, which move the logits of
+    A_r together, form one group per relation, coupled by κκᵀ ⊗ (diag(d_r) − Σ_s w_sr q_sr q_srᵀ)
+    (docs/stiff-flows.md: its R(D − 1) stiff modes). A subject's score a_s joins its values' block
+    (the coupling H_{a_s v_s}, which carries the subject's growing mode); the other scores and every
+    coupling between tokens outside a group are left out (identity and nothing)."""
+
+    a: torch.Tensor  # (n,) token scores
+    d: torch.Tensor  # (n, |A|) Σ_f c_z(f)² w_f p_f: the diagonal of H_{v_z v_z} / κ_z²
+    q: torch.Tensor  # (S, R, D) own-block probabilities of every fact
+    w: torch.Tensor  # (S, R) fact weights (0 for flagged facts)
+    G: torch.Tensor  # (R, D, D) Σ_s w_sr q_sr q_srᵀ
+    v_s: torch.Tensor  # (S, |A|) the subjects' values
+    targets: torch.Tensor  # (S, |A|) Σ_r w_sr e_{a*(s, r)}
+    per_noise: float
+    n_noise: int
+
+    def factor(self, gamma: float, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z = M⁻¹ r for M = I + γ P H̃ (H̃ the blocks above, P = ``scale`` the flow's diagonal metric), as a
+        function of r (P,); the R small group matrices are factorised here, once per γ."""
+        S, R, D = self.q.shape
+        n, A = self.d.shape
+        a, per_noise = self.a, self.per_noise
+        kappa = a.clone()
+        kappa[S + R:-1] *= per_noise
+        p_v = scale[n:].view(n, A)
+        # every value entry's diagonal 1 + γ P κ² d (the whole of M there for the blocks outside any group)
+        diagonal = 1.0 + gamma * p_v * (kappa**2)[:, None] * self.d
+        # subjects: per fact block, diag − β q qᵀ with β = γ P κ_s² w_sr (Sherman–Morrison)
+        beta = gamma * p_v[:S].view(S, R, D)[..., 0] * (kappa[:S]**2)[:, None] * self.w
+        sub_diag = diagonal[:S].view(S, R, D)
+        u = self.q / sub_diag
+        denominator = 1.0 - beta * (self.q * u).sum(-1)
+
+        def subjects(x: torch.Tensor) -> torch.Tensor:  # M_vv⁻¹ x on the subjects' values, x (S, |A|)
+            y = x.reshape(S, R, D) / sub_diag
+            return (y + u * (beta * (self.q * y).sum(-1) / denominator)[..., None]).reshape(S, A)
+
+        # a subject's score and values together: H_{a_s v_s} = g_s + a_s B_s v_s (g_s its gradient sum),
+        # H_{a_s a_s} = v_sᵀ B_s v_s, B_s = diag(d_s) − Σ_r w_sr q_sr q_srᵀ; the score by its Schur complement
+        d_s, v_s = self.d[:S], self.v_s
+        qv = (self.q * v_s.reshape(S, R, D)).sum(-1)
+        own_part = ((self.w * qv)[..., None] * self.q).reshape(S, A)
+        cross = d_s - self.targets + a[:S, None] * (d_s * v_s - own_part)
+        curvature = (d_s * v_s**2).sum(-1) - (self.w * qv**2).sum(-1)
+        p_a = scale[:S]
+        moved = subjects(p_v[:S] * cross)
+        schur = 1.0 + gamma * p_a * curvature - gamma**2 * p_a * (cross * moved).sum(-1)
+        coupled = schur.abs() > SCHUR_FLOOR  # else the score is left alone (identity), like the others
+        schur = torch.where(coupled, schur, 1.0)
+        moved = torch.where(coupled[:, None], moved, 0.0)
+        cross = torch.where(coupled[:, None], cross, 0.0)
+        # groups: relation r's own block, then the shared tokens' block A_r (noise tied: one token)
+        shared = list(range(S + R, n)) if self.n_noise <= 1 else [n - 1]
+        own = torch.arange(R, device=a.device)
+        k = 1 + len(shared)
+        members = torch.stack([kappa[S:S + R], *[kappa[z].expand(R) for z in shared]], -1)  # (R, k)
+        weights = torch.stack([p_v[S:S + R].view(R, R, D)[own, own],
+                               *[p_v[z].view(R, D) for z in shared]], 1)  # (R, k, D): P of each entry
+        d_rel = self.d[S:S + R].view(R, R, D)[own, own]  # (R, D)
+        block = torch.diag_embed(d_rel) - self.G  # (R, D, D)
+        H = (members[:, :, None, None, None] * members[:, None, :, None, None]
+             * block[:, None, None]).permute(0, 1, 3, 2, 4).reshape(R, k * D, k * D)
+        # shared tokens also see the other relations' facts in A_r: their diagonal
+        extra = torch.stack([torch.zeros(R, D, dtype=a.dtype, device=a.device),
+                             *[(kappa[z]**2) * (self.d[z].view(R, D) - d_rel) for z in shared]], 1)
+        H = H + torch.diag_embed(extra.reshape(R, k * D))
+        M = torch.eye(k * D, dtype=a.dtype, device=a.device) + gamma * weights.reshape(R, k * D, 1) * H
+        lu = torch.linalg.lu_factor(M)
+
+        def solve(r: torch.Tensor) -> torch.Tensor:
+            z = r.clone()  # the scores: identity
+            rv, zv = r[n:].view(n, A), z[n:].view(n, A)
+            zv.div_(diagonal)
+            y = subjects(rv[:S])
+            z[:S] = (r[:S] - gamma * p_a * (cross * y).sum(-1)) / schur
+            zv[:S] = y - gamma * z[:S, None] * moved
+            rhs = torch.stack([rv[S:S + R].view(R, R, D)[own, own],
+                               *[rv[z].view(R, D) for z in shared]], 1).reshape(R, k * D, 1)
+            x = torch.linalg.lu_solve(*lu, rhs).view(R, k, D)
+            zv[S:S + R].view(R, R, D)[own, own] = x[:, 0]
+            for i, token in enumerate(shared):
+                zv[token].view(R, D).copy_(x[:, 1 + i])
+            return z
+
+        return solve
+
+
+@torch.no_grad()
+def curvature_blocks(model: ReducedModel, theta: torch.Tensor) -> CurvatureBlocks:
+    """:class:`CurvatureBlocks` of the population loss at θ (P,): one factorised pass (about a gradient's
+    work: two products of S×|A|×R) and the S·R·D own-block probabilities."""
+    _check(model)
+    task = model.task
+    S, R, D = task.S, task.R, task.D
+    batch = _as_batch(theta)
+    a, v = model.token_parameters(batch)
+    x, y, c = _tables(model, a, v)
+    weights, facts = model.population_targets(theta.device)
+    f = _facts(a, v, x, y, c, facts)
+    X, YC = f.X[0], f.YC[0]
+    Q = weights * f.scale[0]
+    n_noise, per_noise = noise_block(task, a.shape[-1])
+    d_s = X * (Q @ YC)
+    d_r = YC * (Q.mT @ X)
+    total = d_r.sum(0)
+    d = torch.cat([d_s, d_r, total.expand(n_noise, -1), total[None]])
+    own = torch.arange(R, device=theta.device)
+    q = X.view(S, R, D) * YC.view(R, R, D)[own, own][None] * f.scale[0][..., None]
+    w = torch.where(f.scale[0] > 0, weights, 0.0)
+    G = torch.einsum("sr,srd,sre->rde", w, q, q)
+    targets = torch.zeros_like(d_s).scatter_add_(-1, facts, weights)
+    return CurvatureBlocks(a[0], d, q, w, G, v[0, :S], targets, per_noise, n_noise)

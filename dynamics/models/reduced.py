@@ -96,6 +96,14 @@ class ReducedModel(Model):
     def has_fact_record(self) -> bool:  # the factorised record needs additive (linear-attention) logits
         return self.attention == "linear"
 
+    @property
+    def has_curvature_blocks(self) -> bool:  # the blocks are those of additive (linear-attention) logits
+        return self.attention == "linear"
+
+    def curvature_blocks(self, theta: torch.Tensor) -> factorised.CurvatureBlocks:
+        """The closed-form curvature blocks at θ (P,) for cvode's preconditioner (linear attention only)."""
+        return factorised.curvature_blocks(self, theta)
+
     def fact_record(self, thetas: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-fact record of states (K, P) without the S×R×|A| table (linear attention only)."""
         return factorised.fact_record(self, thetas)

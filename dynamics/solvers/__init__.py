@@ -24,14 +24,24 @@ import torch
 
 from ..numerics import compute_settings
 from .explicit import integrate_explicit_batch
-from .options import FlowProblem, Jacobian, JacobianVector, Observer, Progress, SolverOptions, VectorField
+from .options import (
+    FlowProblem,
+    Jacobian,
+    JacobianVector,
+    NewtonBlocks,
+    Observer,
+    Progress,
+    SolverOptions,
+    VectorField,
+)
 from .registry import METHODS, Method, get_method
 from .results import BatchFlowResult, Cost, FlowResult, Status, join
 from .stiffness import spectral_radius
 
 __all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "Jacobian", "JacobianVector",
-           "Method", "Observer", "Progress", "SolverOptions", "Status", "VectorField", "get_method",
-           "integrate_flow", "integrate_flow_batch", "integrate_problem", "join", "spectral_radius"]
+           "NewtonBlocks", "Method", "Observer", "Progress", "SolverOptions", "Status", "VectorField",
+           "get_method", "integrate_flow", "integrate_flow_batch", "integrate_problem", "join",
+           "spectral_radius"]
 
 
 def integrate_flow(field: VectorField, theta0: torch.Tensor, times: np.ndarray, *, method: str = "dopri5",

@@ -27,6 +27,7 @@ import torch
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions
+from .preconditioner import CvodePreconditioner
 from .results import Cost, FlowResult, GridStates, Status
 
 SCIPY_METHODS = {"bdf": "BDF", "radau": "Radau", "lsoda": "LSODA"}  # our name -> scipy.integrate class
@@ -41,6 +42,7 @@ class _Evaluations:
         self.problem, self.like = problem, problem.theta0
         self.evals = self.jvps = self.jacobians = 0
         self.first_nonfinite = math.inf  # earliest t at which f was not finite, since the last accepted step
+        self.preconditioner: CvodePreconditioner | None = None  # cvode's, when the problem has newton_blocks
 
     def tensor(self, y: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(y, dtype=np.float64), device=self.like.device)
@@ -129,7 +131,9 @@ def integrate_implicit(method: str, problem: FlowProblem, options: SolverOptions
             status, when, message = _cvode(calls, grid, options)
         else:
             status, when, message = _scipy(calls, SCIPY_METHODS[method], grid, options)
+    setups = 0 if calls.preconditioner is None else calls.preconditioner.counts.setups
     cost = Cost(function_evals=calls.evals, hvp_evals=calls.jvps, jacobian_evals=calls.jacobians,
+                preconditioner_setups=setups,
                 accepted_steps=grid.steps, rejected_steps=None,  # CVODE's and SciPy's wrappers do not say
                 wall_seconds=time.perf_counter() - start - grid.states.observe_seconds)
     return FlowResult(times[:grid.k].copy(), grid.states.kept(), status, when, message, cost,
@@ -146,8 +150,12 @@ def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[St
         jv[:] = calls.jacobian_vector(t, y, v)
 
     products = None if calls.problem.jacobian_vector is None else CVODEJacTimes(None, jtimes)
+    blocks = calls.problem.newton_blocks
+    preconditioner = None if blocks is None else CvodePreconditioner(blocks, calls.like)
+    calls.preconditioner = preconditioner
     solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=20, rtol=options.rtol, atol=options.atol,
-                   first_step=options.first_step, max_num_steps=options.max_steps, jactimes=products)
+                   first_step=options.first_step, max_num_steps=options.max_steps, jactimes=products,
+                   precond=None if preconditioner is None else preconditioner.sundials())
     times = grid.times
     reached = float(times[0])
     solver.init_step(reached, grid.theta0)

@@ -21,6 +21,8 @@ JacobianVector = Callable[[float, torch.Tensor, torch.Tensor], torch.Tensor]  # 
 Jacobian = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> J(t, θ), dense (P, P)
 Progress = Callable[[float], None]  # called with the time reached after every accepted step
 Observer = Callable[[int, torch.Tensor], None]  # (k, θ(times[k])), as each grid point is reached
+# (t, θ) -> factor; factor(γ) -> solve; solve(r) = M⁻¹ r, M an approximation of the Newton matrix I − γJ(t, θ)
+NewtonBlocks = Callable[[float, torch.Tensor], Callable[[float], Callable[[torch.Tensor], torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,12 @@ class FlowProblem:
 
     ``jacobian_vector`` and ``jacobian`` are the field's Jacobian products where a method can use them
     (implicit methods, stiffness probes); ``breakpoints`` are times inside the grid where the field may
-    jump: no solver step crosses one. ``observe(k, θ)`` is called once for every grid point k reached, in
-    order (k = 0, 1, ...), as soon as θ(times[k]) is final — a failure later never takes it back — so a
-    caller can reduce each state as it comes (the per-fact record) instead of holding them all. θ is the
-    observer's to read (the solver never writes to it again); the solver keeps it only when
-    ``keeps_states``."""
+    jump: no solver step crosses one; ``newton_blocks`` preconditions cvode's GMRES (an approximate inverse
+    of I − γJ built from the model's structure, :mod:`~dynamics.solvers.preconditioner`). ``observe(k, θ)``
+    is called once for every grid point k reached, in order (k = 0, 1, ...), as soon as θ(times[k]) is
+    final — a failure later never takes it back — so a caller can reduce each state as it comes (the
+    per-fact record) instead of holding them all. θ is the observer's to read (the solver never writes to
+    it again); the solver keeps it only when ``keeps_states``."""
 
     field: VectorField
     theta0: torch.Tensor
@@ -87,6 +90,7 @@ class FlowProblem:
     breakpoints: Sequence[float] = ()
     observe: Observer | None = None
     keep_states: bool | None = None
+    newton_blocks: NewtonBlocks | None = None  # a preconditioner for cvode's Newton systems (None: none)
 
     @property
     def keeps_states(self) -> bool:

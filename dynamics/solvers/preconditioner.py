@@ -1,0 +1,77 @@
+"""A preconditioner for cvode's Newton systems, built from the model's own structure.
+
+Every Newton iteration of CVODE solves (I − γJ) δ = r by GMRES with products J·v. On a stiff plateau
+I − γJ has a block of large eigenvalues (docs/stiff-flows.md: the R(D − 1) modes of the relation blocks),
+and unpreconditioned GMRES needs several products per Newton iteration to resolve them. With
+``flow.newton_preconditioner=blocks`` the problem carries ``newton_blocks`` (:class:`~.options.FlowProblem`):
+an approximate inverse of I − γJ from the model's closed-form curvature blocks
+(:class:`dynamics.models.factorised.CurvatureBlocks`), which GMRES applies on the left (SUNDIALS' ``psolve``).
+
+SUNDIALS decides when the blocks are rebuilt: its ``psetup`` is called with ``jok`` false when the
+Jacobian data must be evaluated afresh (at the start, after convergence failures, every few dozen steps),
+and with ``jok`` true when only γ changed — then the blocks are kept and only the small matrices of
+``factor(γ)`` are factorised again. A setup costs about one gradient's work; the counts are in
+:class:`Preconditioning`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .options import NewtonBlocks
+
+
+@dataclass
+class Preconditioning:
+    """The counts of a preconditioned cvode run: ``setups`` (blocks built from a state: about one gradient
+    each), ``factorisations`` (the blocks' small matrices factorised for a new γ) and ``solves`` (one per
+    GMRES iteration and Newton iteration)."""
+
+    setups: int = 0
+    factorisations: int = 0
+    solves: int = 0
+
+
+class CvodePreconditioner:
+    """``newton_blocks`` as scikit-sundae's setup and solve functions (:meth:`sundials`)."""
+
+    def __init__(self, blocks: NewtonBlocks, like: torch.Tensor):
+        self.blocks, self.like = blocks, like
+        self.counts = Preconditioning()
+        self._factor = None
+        self._solve = None
+        self._gamma = None
+
+    def _tensor(self, y: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.array(y, dtype=np.float64), device=self.like.device)
+
+    def setup(self, t, y, yp, jok, jnew, gamma) -> None:
+        """SUNDIALS' psetup: rebuild the blocks at (t, y) unless ``jok``; tell it in ``jnew[0]``."""
+        if jok and self._factor is not None:
+            jnew[0] = 0
+        else:
+            self.counts.setups += 1
+            self._factor = self.blocks(float(t), self._tensor(y))
+            self._gamma = None
+            jnew[0] = 1
+        self._refactor(float(gamma))
+
+    def _refactor(self, gamma: float) -> None:
+        if gamma != self._gamma:
+            self.counts.factorisations += 1
+            self._solve, self._gamma = self._factor(gamma), gamma
+
+    def solve(self, t, y, yp, rvec, zvec, gamma, delta, lr) -> None:
+        """SUNDIALS' psolve: z = M⁻¹ r with the blocks of the last setup (γ may have moved since)."""
+        self.counts.solves += 1
+        self._refactor(float(gamma))
+        zvec[:] = self._solve(self._tensor(rvec)).cpu().numpy()
+
+    def sundials(self):
+        """The ``precond`` argument of scikit-sundae's CVODE (left preconditioning)."""
+        from sksundae.cvode import CVODEPrecond
+
+        return CVODEPrecond(self.setup, self.solve, side="left")
