@@ -90,7 +90,7 @@ def test_bad_only_is_a_one_line_error():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "factrecall: error: --only='large,speed': unknown section speed; allowed: end_to_end, sgd_vs_flow, "
-        "gd_evals, long_horizon, batched_sweep, gradient, large, scale"]
+        "gd_evals, long_horizon, batched_sweep, gradient, large, scale, newton"]
 
 
 def test_large_section_runs_simulate_end_to_end_in_a_fresh_process(monkeypatch):

@@ -25,6 +25,9 @@ from dynamics.run import run_flow, run_training
 
 from .gradient import SIZES as GRADIENT_SIZES
 from .gradient import bench_gradient, format_gradient_rows
+from .newton import QUICK_SIZES as NEWTON_QUICK_SIZES
+from .newton import SIZES as NEWTON_SIZES
+from .newton import bench_newton, format_newton_rows
 from .plots import plot_scale
 from .scale import (
     DEFAULT_SIZES,
@@ -175,6 +178,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = ["| measure | value | target | met |", "|---|---|---|---|"]
     lines += [row(results[name]) for name, row in TARGET_ROWS.items() if name in results]
     lines += format_gradient_rows(results.get("gradient", []))
+    lines += format_newton_rows(results.get("newton", []))
     lines += format_large_rows(results.get("large", []))
     if results.get("scale"):
         lines += ["", format_scale_table(results["scale"])]
@@ -185,7 +189,7 @@ def format_table(results: dict[str, Any]) -> str:
 SAME_AT_QUICK = ("end_to_end", "long_horizon")
 
 SECTIONS = ("end_to_end", "sgd_vs_flow", "gd_evals", "long_horizon", "batched_sweep", "gradient", "large",
-            "scale")
+            "scale", "newton")
 
 
 def run_bench(quick: bool = False, out: Path | None = None,
@@ -212,6 +216,7 @@ def run_bench(quick: bool = False, out: Path | None = None,
                 "long_horizon": bench_long_horizon,
                 "batched_sweep": lambda: bench_batched_sweep(8 if quick else 32),
                 "gradient": lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES),
+                "newton": lambda: bench_newton(NEWTON_QUICK_SIZES if quick else NEWTON_SIZES, log=log),
                 "large": lambda: bench_large(large, log=log),
                 "scale": lambda: bench_scale(sizes, log=log)}
     results: dict[str, Any] = {"quick": quick, "cpu_count": os.cpu_count()}
