@@ -8,7 +8,7 @@ import sys
 
 from figures import assert_png, assert_readable, capture_figures
 
-from analysis.bench import bench_scale, format_scale_table, plot_scale
+from analysis.bench import bench_scale, format_scale_table, format_table, plot_scale
 
 
 def test_scale_section_on_a_small_table(tmp_path):
@@ -90,7 +90,21 @@ def test_bad_only_is_a_one_line_error():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "factrecall: error: --only='large,speed': unknown section speed; allowed: end_to_end, sgd_vs_flow, "
-        "gd_evals, long_horizon, batched_sweep, gradient, large, scale, newton"]
+        "gd_evals, long_horizon, batched_sweep, record, gradient, large, scale, newton"]
+
+
+def test_record_section_compares_the_record_in_memory_and_on_disk(monkeypatch):
+    """The record section runs one flow per way in a fresh process each, the record in memory (SPOOL_BYTES
+    beyond any record) and on disk (0 at --quick), and checks the two save the same arrays."""
+    from analysis.bench import record
+
+    monkeypatch.setattr(record, "QUICK", {**record.QUICK, "task.subjects": 4, "task.relations": 3,
+                                          "task.noise_tokens": 4, "flow.t_max": 2.0})
+    result = record.bench_record(quick=True)
+    assert result["same_arrays"] and result["facts"] == 12
+    assert {"peak_above_imports", "seconds"} <= set(result["in_memory"]) == set(result["on_disk"])
+    row = format_table({"record": result}).splitlines()[-1]
+    assert row.startswith("| per-fact record at 12 facts × 256 points, peak above imports in memory ")
 
 
 def test_large_section_runs_simulate_end_to_end_in_a_fresh_process(monkeypatch):

@@ -29,6 +29,7 @@ from .newton import QUICK_SIZES as NEWTON_QUICK_SIZES
 from .newton import SIZES as NEWTON_SIZES
 from .newton import bench_newton, format_newton_rows
 from .plots import plot_scale
+from .record import bench_record, format_record_row
 from .scale import (
     DEFAULT_SIZES,
     HUGE_SIZES,
@@ -167,9 +168,13 @@ def _batched_row(bs: dict[str, Any]) -> str:
                 f"batched {bs['batched_seconds']:.1f} s", f"{bs['ratio']:.1f}×", "≥ 4×", bs["met"])
 
 
+def _record_row(rec: dict[str, Any]) -> str:
+    return format_record_row(rec, _row)
+
+
 # The one-row sections of the table, in its order, each with its row.
 TARGET_ROWS = {"end_to_end": _end_to_end_row, "sgd_vs_flow": _sgd_row, "gd_evals": _gd_row,
-               "long_horizon": _long_horizon_row, "batched_sweep": _batched_row}
+               "long_horizon": _long_horizon_row, "batched_sweep": _batched_row, "record": _record_row}
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -188,8 +193,8 @@ def format_table(results: dict[str, Any]) -> str:
 # The sections whose --quick run is the full workload (fewer repeats at most): their targets are checked.
 SAME_AT_QUICK = ("end_to_end", "long_horizon")
 
-SECTIONS = ("end_to_end", "sgd_vs_flow", "gd_evals", "long_horizon", "batched_sweep", "gradient", "large",
-            "scale", "newton")
+SECTIONS = ("end_to_end", "sgd_vs_flow", "gd_evals", "long_horizon", "batched_sweep", "record", "gradient",
+            "large", "scale", "newton")
 
 
 def run_bench(quick: bool = False, out: Path | None = None,
@@ -215,6 +220,7 @@ def run_bench(quick: bool = False, out: Path | None = None,
                 "gd_evals": lambda: bench_gd_evals(quick),
                 "long_horizon": bench_long_horizon,
                 "batched_sweep": lambda: bench_batched_sweep(8 if quick else 32),
+                "record": lambda: bench_record(quick),
                 "gradient": lambda: bench_gradient(GRADIENT_SIZES[:1] if quick else GRADIENT_SIZES),
                 "newton": lambda: bench_newton(NEWTON_QUICK_SIZES if quick else NEWTON_SIZES, log=log),
                 "large": lambda: bench_large(large, log=log),
