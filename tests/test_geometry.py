@@ -120,6 +120,6 @@ def test_a_chattering_sign_field_ends_with_a_status_and_keeps_its_trajectory():
     grid = np.linspace(0.0, 3.0, 31)
     result = integrate_flow(lambda t, x: -torch.sign(x), torch.ones(1, dtype=torch.float64), grid,
                             max_steps=2000)
-    assert result.status in (Status.MAX_STEPS, Status.STEP_UNDERFLOW)
+    assert result.status in (Status.MAX_STEPS, Status.STEP_UNDERFLOW, Status.TOO_SLOW)  # too_slow: its pace
     assert 0.99 < result.status_time < 1.1
     np.testing.assert_allclose(result.states[:, 0].numpy(), 1.0 - result.t, atol=1e-9)

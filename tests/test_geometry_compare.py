@@ -106,13 +106,14 @@ def test_spectral_flow_keeps_the_fact_records_under_onehot_vs_hadamard_and_sign_
     assert all(run.info.ok for run in spectral) and sign[0].info.ok, [r.info.status for r in spectral + sign]
     np.testing.assert_allclose(spectral[0].p_correct, spectral[1].p_correct, atol=1e-6)
     np.testing.assert_allclose(spectral[0].fact_loss, spectral[1].fact_loss, atol=1e-6, rtol=1e-6)
-    # under Hadamard the sign flow either runs and differs, or chatters until its step budget: max_steps,
+    # under Hadamard the sign flow either runs and differs, or chatters until its step budget or its pace
+    # stops it: max_steps or too_slow,
     # never another failure (nonfinite, an error), with facts left unrecalled where it stopped
     n = min(len(sign[0].t), len(sign[1].t))
     differs = np.abs(sign[0].p_correct[:n] - sign[1].p_correct[:n]).max() > 0.1
-    chatters = sign[1].info.status == "max_steps" and sign[1].p_correct[-1].min() < 0.5
+    chatters = sign[1].info.status in ("max_steps", "too_slow") and sign[1].p_correct[-1].min() < 0.5
     assert differs or chatters, (sign[1].info.status, sign[1].p_correct[-1].min())
-    assert sign[1].info.status in ("ok", "max_steps")
+    assert sign[1].info.status in ("ok", "max_steps", "too_slow")  # too_slow: its pace says it chatters on
 
 
 @pytest.mark.parametrize("geometry", ["euclidean", "sign", "spectral"])
