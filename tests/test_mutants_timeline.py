@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_timeline_finetune import T, no_figures, record
 
+from analysis.stages import detect_stages
 from analysis.timeline import (
     analyse_timeline,
     fact_events,
@@ -117,7 +118,7 @@ def test_has_timeline_for_phases_held_out_subjects_and_part_of_the_subjects():
     assert has_timeline(record(p, phases=[dict(plain, replay=0.2, replay_subjects=[0, 1])]))
 
 
-def test_a_phase_trajectory_is_its_window_on_the_phase_clock():
+def test_a_phase_trajectory_is_its_window_from_the_phase_start():
     p = np.random.default_rng(1).uniform(0.1, 0.9, (5, 2, 1))
     traj = record(p)
     traj.norms = {"W": np.arange(5.0)}
@@ -192,3 +193,30 @@ def test_phase_stages_only_where_a_phase_has_three_records(tmp_path):
     assert "stages" not in stages[0] and "sequence" not in stages[0]  # two records: nothing to detect
     assert stages[1]["sequence"] and len(stages[1]["stages"]) == len(stages[1]["sequence"])
     assert stages[1]["stages"][0]["t_start"] >= 1.0  # on the run's clock
+
+
+def test_phase_stages_from_three_records_on_the_runs_clock(tmp_path):
+    phases = [{"start": 0.0, "end": 10.0, "subjects": [0, 2], "replay": 0.0, "zipf": 0.0, "zipf_end": None},
+              {"start": 10.0, "end": None, "subjects": [0, 2], "replay": 0.0, "zipf": 0.0, "zipf_end": None}]
+    p = np.empty((5, 2, 1))
+    p[:, :, 0] = np.array([0.25, 0.3, 0.26, 0.9, 0.99])[:, None]
+    traj = record(p, phases=phases)
+    with no_figures():
+        entries = analyse_timeline(traj, tmp_path)["phases"]
+    assert [window for _, window in phase_slices(traj)] == [slice(0, 3), slice(2, 5)]  # three records each
+    for entry, (phase, window) in zip(entries, phase_slices(traj), strict=True):
+        own = detect_stages(phase_trajectory(traj, window, phase["start"])).stages
+        assert [s["t_start"] for s in entry["stages"]] == [s.t_start + phase["start"] for s in own]
+        assert [s["t_end"] for s in entry["stages"]] == [None if s.t_end is None else s.t_end + phase["start"]
+                                                         for s in own]
+    assert all(entry["stages"] for entry in entries)
+
+
+def test_the_timeline_holds_the_unseen_summary(tmp_path):
+    p = np.full((5, 3, 2), 0.6)
+    p[:, 2, :] = np.array([0.5, 0.2, 0.1, 0.6, 0.4])[:, None]
+    traj = record(p, weights=weights_of(np.array([1.0, 1, 0]), np.ones(2)))
+    with no_figures():
+        payload = analyse_timeline(traj, tmp_path)
+    assert payload["unseen"] == unseen_summary(traj, group_curves(traj, groups_of(traj)))
+    assert payload["unseen"]["loss_start"] == pytest.approx(-math.log(0.5), rel=1e-12)
