@@ -132,13 +132,15 @@ class SpectralDescent:
 
     def _matrix(self, G: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """P_r G (G̃ᵀG̃ + ε²)^(−1/2), G̃ = P_r^(1/2) G, through the SVD G̃ = U S Vᵀ:
-        = P_r^(1/2) U diag(s / √(s² + ε²)) Vᵀ (a singular value 0 maps to 0)."""
+        = P_r^(1/2) U diag(s / √(s² + ε²)) Vᵀ (a singular value 0 maps to 0). A matrix with a non-finite
+        entry maps to NaN (the solvers' ``nonfinite`` status), where the SVD would raise."""
         root = torch.sqrt(p)
-        U, s, Vh = torch.linalg.svd(root * G, full_matrices=False)
+        finite = torch.isfinite(G).all(-1).all(-1)[..., None, None]
+        U, s, Vh = torch.linalg.svd(torch.where(finite, root * G, 0.0), full_matrices=False)
         denominator = torch.sqrt(s * s + self.eps**2)
         top = s.max(-1, keepdim=True).values if s.numel() else s
         # a singular value at rounding level of the largest is an exact zero of G̃ in exact arithmetic
         keep = s > torch.finfo(s.dtype).eps * max(G.shape[-2:]) * top
         factor = torch.where(keep, s / torch.where(keep, denominator, 1.0), 0.0)
-        return root * ((U * factor[..., None, :]) @ Vh)
+        return torch.where(finite, root * ((U * factor[..., None, :]) @ Vh), torch.nan)
 
