@@ -52,7 +52,8 @@ from .start import Start, starting_state
 from .task import FactTask
 
 DENSE_JACOBIAN_MAX_PARAMS = 4096  # methods that use a dense P×P Jacobian (bdf, radau, lsoda)
-BATCHABLE = ("init.scale", "init.seed", "init.kind")  # what members of one batched flow may differ in
+# what members of one batched flow may differ in (each member gets its own θ(0) from its own init.*)
+BATCHABLE = ("init.scale", "init.seed", "init.kind", "init.alpha", "init.beta")
 
 
 def log_time_grid(t_min: float, t_max: float, points: int) -> np.ndarray:

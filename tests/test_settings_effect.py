@@ -91,7 +91,7 @@ KEYS: dict[str, tuple[dict, str] | None] = {
     "model.heads": (TRANSFORMER, "batched"),
     "model.head_dim": (TRANSFORMER, "batched"),
     "model.mlp_width": ({**TRANSFORMER, "model.mlp_width": 0}, "batched"),
-    "init.kind": None, "init.scale": None, "init.seed": None,
+    "init.kind": None, "init.scale": None, "init.seed": None, "init.alpha": None, "init.beta": None,
     "init.from_run": ({"init.from_run": "some/run"}, "refused"),
     "loss.kind": ({"loss.kind": "sampled", "loss.samples": 64}, "batched"),
     "loss.samples": ({"loss.kind": "sampled", "loss.samples": 32}, "batched"),
