@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,87 +157,126 @@ def plot_loss_curves(result: Comparison, path: Path) -> None:
     ended early (non-finite) is marked with a red cross where its record stops.
     """
     flow = result.flow
-    runs = result.runs
-    optimizers = [o for o in OPTIMIZERS if any(r.optimizer == o for r in runs)]
+    optimizers = [o for o in OPTIMIZERS if any(r.optimizer == o for r in result.runs)]
     columns = max(1, len(optimizers))
     fig = figure(6.6 * columns + 0.4, 6.8)
     axes = fig.subplots(2, columns, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
-    left, right = time_window(flow.t)
-    colors = _lr_colors(float(r.lr) for r in runs)
     top = max(float(np.nanmax(flow.loss)) if len(flow.loss) else 1.0, 0.1)
-    y_range = (-0.04 * top, 1.12 * top)  # a run that blows up leaves the frame rather than squashing it
-    ceiling = _ceiling(result)
+    frame = _LossFrame(time_window(flow.t), _lr_colors(float(r.lr) for r in result.runs),
+                       (-0.04 * top, 1.12 * top),  # a run that blows up leaves the frame, never squashing it
+                       _ceiling(result))
     if not optimizers:
         _no_data(axes[0, 0], "no discrete runs")
     for column, optimizer in enumerate(optimizers or ["flow"]):
-        ax, dev_ax = axes[0, column], axes[1, column]
-        own = result.flow_of(optimizer)[0] if optimizer != "flow" else flow
-        geometry = result.geometries.get(optimizer, "euclidean")
-        keep_own = own.t > 0
-        ax.plot(own.t[keep_own], own.loss[keep_own], color="black", lw=2.2, zorder=5,
-                label="flow" if geometry == "euclidean" else f"{geometry} flow")
-        deviation_floor = []
-        clipped = False
-        batches = sorted({r.batch_size for r in runs if r.optimizer == optimizer},
-                         key=lambda b: -1 if b is None else b, reverse=True)
-        for (lr, batch), members in _settings(runs, optimizer).items():
-            color = colors[lr]
-            style = BATCH_STYLES[batches.index(batch) % len(BATCH_STYLES)] if batch is not None else "-"
-            label = f"lr {lr:g}" + ("" if batch is None or optimizer == "adam" and len(batches) == 1
-                                    else f", batch {batch}")
-            t, mean, low, high = _seed_band(members)
-            keep = t > 0
-            if len(members) > 1:
-                ax.fill_between(t[keep], low[keep], high[keep], color=color, alpha=0.22, lw=0,
-                                label="_unlabeled: the min–max band of its line's seeds")
-                label += f" ({len(members)} seeds)"
-            failed = [m for m in members if m.status != "ok"]
-            if failed:
-                label += ", " + "; ".join(f"{m.status.value}@{m.status_step}" for m in failed)
-            ax.plot(t[keep], mean[keep], color=color, ls=style, lw=1.4, label=label)
-            for m in failed:
-                tr = m.trajectory
-                if len(tr.t) and tr.t[-1] > 0:
-                    y = float(np.clip(tr.loss[-1], *y_range))
-                    ax.plot([tr.t[-1]], [y], marker="x", color="red", ms=8, mew=2, zorder=6,
-                            label="_unlabeled: named in its line's legend entry")
-            dt, dev = _setting_deviation(members)
-            clipped = clipped or bool(np.any(dev > ceiling))
-            dev = np.minimum(dev, ceiling)
-            keep = (dt > 0) & np.isfinite(dev) & (dev > 0)
-            dev_ax.plot(dt[keep], dev[keep], color=color, ls=style, lw=1.3,
-                        label="_unlabeled: the legend above names it")
-            deviation_floor += list(dev[keep])
-        ax.set_xscale("log")
-        ax.set_xlim(left, right)
-        ax.set_ylim(*y_range)
-        shade_stages(ax, _flow_stages(result, optimizer if optimizer != "flow" else None), left, right)
-        own_flow = "flow" if geometry == "euclidean" else f"{geometry} flow"
-        ax.set_title(f"{_label(optimizer)} against the {own_flow}", fontsize=10)
-        ax.set_ylabel("loss (nats)")
-        # beside the axes: inside, a legend of many runs covers the curves where they fall
-        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        ax.grid(alpha=0.25, which="both")
-        dev_ax.set_xscale("log")
-        if deviation_floor:
-            dev_ax.set_yscale("log")
-            high = max(deviation_floor)
-            dev_ax.set_ylim(max(min(deviation_floor) / 2, high * 1e-5), high * 2)
-        else:
-            dev_ax.text(0.5, 0.5, "no deviation from the flow to show", transform=dev_ax.transAxes,
-                        ha="center", va="center", fontsize=9, color="0.3")
-        if clipped:
-            dev_ax.axhline(ceiling, color="red", ls=":", lw=1, label="_unlabeled: named beside it")
-            dev_ax.text(0.01, ceiling, f"off scale above {ceiling:.3g} (blew up)", color="red", fontsize=7,
-                        va="top", transform=dev_ax.get_yaxis_transform())
-        dev_ax.set_xlabel("flow time t (= step × lr)")
-        dev_ax.set_title(f"{_label(optimizer)}: distance to the {own_flow}"
-                         + (" (mean over seeds)" if optimizer not in ("gd", "flow") else ""), fontsize=9)
-        dev_ax.set_ylabel("|L_run − L_flow|" if geometry == "euclidean" else f"|L_run − L_{geometry} flow|")
-        dev_ax.grid(alpha=0.25, which="both")
+        _loss_column(axes[0, column], axes[1, column], result, optimizer, frame)
     fig.suptitle(config_title("Loss of the flow and of discrete training from the same θ(0)", result.config),
                  fontsize=10)
     save(fig, path)
+
+
+@dataclass(frozen=True)
+class _LossFrame:
+    """What every column of ``compare_loss.png`` shares: the time window, one colour per lr, the loss axis'
+    range and the ceiling of the deviations drawn to scale (:func:`_ceiling`)."""
+
+    window: tuple[float, float]
+    colors: dict[float, Any]
+    y_range: tuple[float, float]
+    ceiling: float
+
+
+def _own_flow_name(geometry: str) -> str:
+    return "flow" if geometry == "euclidean" else f"{geometry} flow"
+
+
+def _loss_column(ax: Any, dev_ax: Any, result: Comparison, optimizer: str, frame: _LossFrame) -> None:
+    """One optimizer's column: its flow and runs above (:func:`_draw_setting` per lr and batch size), their
+    distance to that flow below."""
+    own = result.flow_of(optimizer)[0] if optimizer != "flow" else result.flow
+    geometry = result.geometries.get(optimizer, "euclidean")
+    keep_own = own.t > 0
+    ax.plot(own.t[keep_own], own.loss[keep_own], color="black", lw=2.2, zorder=5,
+            label=_own_flow_name(geometry))
+    deviations: list[float] = []
+    clipped = False
+    batches = sorted({r.batch_size for r in result.runs if r.optimizer == optimizer},
+                     key=lambda b: -1 if b is None else b, reverse=True)
+    for (lr, batch), members in _settings(result.runs, optimizer).items():
+        style = BATCH_STYLES[batches.index(batch) % len(BATCH_STYLES)] if batch is not None else "-"
+        label = f"lr {lr:g}" + ("" if batch is None or optimizer == "adam" and len(batches) == 1
+                                else f", batch {batch}")
+        shown, off_scale = _draw_setting(ax, dev_ax, members, frame, frame.colors[lr], style, label)
+        deviations += shown
+        clipped = clipped or off_scale
+    _dress_loss_axes(ax, result, optimizer, geometry, frame)
+    _dress_deviation_axes(dev_ax, optimizer, geometry, deviations, frame.ceiling if clipped else None)
+
+
+def _draw_setting(ax: Any, dev_ax: Any, members: Sequence[ComparedRun], frame: _LossFrame, color: Any,
+                  style: Any, label: str) -> tuple[list[float], bool]:
+    """One (lr, batch size): the mean loss over its seeds with their min–max band and a red cross where a
+    failed seed stopped (above), its mean distance to the flow (below). Returns the distances drawn and
+    whether any was above the ceiling."""
+    t, mean, low, high = _seed_band(members)
+    keep = t > 0
+    if len(members) > 1:
+        ax.fill_between(t[keep], low[keep], high[keep], color=color, alpha=0.22, lw=0,
+                        label="_unlabeled: the min–max band of its line's seeds")
+        label += f" ({len(members)} seeds)"
+    failed = [m for m in members if m.status != "ok"]
+    if failed:
+        label += ", " + "; ".join(f"{m.status.value}@{m.status_step}" for m in failed)
+    ax.plot(t[keep], mean[keep], color=color, ls=style, lw=1.4, label=label)
+    for m in failed:
+        tr = m.trajectory
+        if len(tr.t) and tr.t[-1] > 0:
+            y = float(np.clip(tr.loss[-1], *frame.y_range))
+            ax.plot([tr.t[-1]], [y], marker="x", color="red", ms=8, mew=2, zorder=6,
+                    label="_unlabeled: named in its line's legend entry")
+    dt, dev = _setting_deviation(members)
+    clipped = bool(np.any(dev > frame.ceiling))
+    dev = np.minimum(dev, frame.ceiling)
+    keep = (dt > 0) & np.isfinite(dev) & (dev > 0)
+    dev_ax.plot(dt[keep], dev[keep], color=color, ls=style, lw=1.3,
+                label="_unlabeled: the legend above names it")
+    return list(dev[keep]), clipped
+
+
+def _dress_loss_axes(ax: Any, result: Comparison, optimizer: str, geometry: str, frame: _LossFrame) -> None:
+    """Scales, the flow's stages, title, label, legend and grid of a column's loss axes."""
+    left, right = frame.window
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    ax.set_ylim(*frame.y_range)
+    shade_stages(ax, _flow_stages(result, optimizer if optimizer != "flow" else None), left, right)
+    ax.set_title(f"{_label(optimizer)} against the {_own_flow_name(geometry)}", fontsize=10)
+    ax.set_ylabel("loss (nats)")
+    # beside the axes: inside, a legend of many runs covers the curves where they fall
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(alpha=0.25, which="both")
+
+
+def _dress_deviation_axes(dev_ax: Any, optimizer: str, geometry: str, deviations: Sequence[float],
+                          ceiling: float | None) -> None:
+    """Scales, title and labels of a column's distance axes; ``ceiling``: where deviations were cut off
+    (None: none was)."""
+    dev_ax.set_xscale("log")
+    if deviations:
+        dev_ax.set_yscale("log")
+        high = max(deviations)
+        dev_ax.set_ylim(max(min(deviations) / 2, high * 1e-5), high * 2)
+    else:
+        dev_ax.text(0.5, 0.5, "no deviation from the flow to show", transform=dev_ax.transAxes,
+                    ha="center", va="center", fontsize=9, color="0.3")
+    if ceiling is not None:
+        dev_ax.axhline(ceiling, color="red", ls=":", lw=1, label="_unlabeled: named beside it")
+        dev_ax.text(0.01, ceiling, f"off scale above {ceiling:.3g} (blew up)", color="red", fontsize=7,
+                    va="top", transform=dev_ax.get_yaxis_transform())
+    dev_ax.set_xlabel("flow time t (= step × lr)")
+    dev_ax.set_title(f"{_label(optimizer)}: distance to the {_own_flow_name(geometry)}"
+                     + (" (mean over seeds)" if optimizer not in ("gd", "flow") else ""), fontsize=9)
+    dev_ax.set_ylabel("|L_run − L_flow|" if geometry == "euclidean" else f"|L_run − L_{geometry} flow|")
+    dev_ax.grid(alpha=0.25, which="both")
 
 
 # --- compare_order.png -----------------------------------------------------------------------------
@@ -258,14 +297,28 @@ def plot_order(result: Comparison, path: Path) -> None:
     out of the fit (outside the stability margin, or diverged) as hollow markers; SGD (one series per batch
     size) and Adam group means with their min–max over seeds, for context; the bound 2/λ_max dotted.
     """
-    runs = result.runs
-    orders = result.orders
-    fitted = {float(lr) for lr in orders.gd_lrs}
     fig = figure(7.2, 5.6)
     ax = fig.subplots()
-    gd = [r for r in runs if r.optimizer == "gd"]
-    plotted: list[float] = []
     ceiling = _ceiling(result)
+    plotted, off_scale = _plot_gd_orders(ax, result, ceiling)
+    plotted += _plot_full_batch_orders(ax, result)
+    group_means, group_off_scale = _plot_group_means(ax, result, ceiling)
+    plotted += group_means
+    off_scale += group_off_scale
+    _mark_off_scale(ax, off_scale, ceiling)
+    _mark_stability_bound(ax, result)
+    _dress_order_axes(ax, result, plotted, dodged=bool(group_means))
+    fig.suptitle(config_title("Discrete training against the flow", result.config), fontsize=10)
+    save(fig, path)
+
+
+def _plot_gd_orders(ax: Any, result: Comparison, ceiling: float
+                    ) -> tuple[list[float], list[tuple[float, float]]]:
+    """GD's deviation from the flow and from its modified flow against lr, the fitted runs filled with their
+    line, the others hollow. Returns the deviations drawn and the (lr, deviation) above ``ceiling``."""
+    gd = [r for r in result.runs if r.optimizer == "gd"]
+    fitted = {float(lr) for lr in result.orders.gd_lrs}
+    plotted: list[float] = []
     off_scale: list[tuple[float, float]] = []
     series = (("max_loss_deviation", "gd_vs_flow", "GD vs flow", "C0", "o"),
               ("max_loss_deviation_modified", "gd_vs_modified_flow", "GD vs modified flow", "C3", "s"))
@@ -276,37 +329,56 @@ def plot_order(result: Comparison, path: Path) -> None:
         points = [(lr, min(d, ceiling)) for lr, d in points]
         inside = [(lr, d) for lr, d in points if lr in fitted]
         outside = [(lr, d) for lr, d in points if lr not in fitted]
-        slope = getattr(orders, order_key)
+        slope = getattr(result.orders, order_key)
         label = name + (f": fitted order {slope:.2f}" if slope is not None else ": no fit (< 2 lrs)")
         if inside:
-            ax.plot(*zip(*inside, strict=True), ls="none", marker=marker, ms=7, color=color, label=label,
-                    zorder=5)
-            if slope is not None and len(inside) >= 2:
-                ax.plot(*_fitted_line(*zip(*inside, strict=True), slope), color=color, lw=1.2, alpha=0.8,
-                        label="_unlabeled: the fit of its markers, slope in their entry")
+            _plot_fitted_points(ax, inside, slope, marker, color, label)
         elif points:
             ax.plot([], [], ls="none", marker=marker, color=color, label=label)
         if outside:
             ax.plot(*zip(*outside, strict=True), ls="none", marker=marker, ms=7, mfc="none", color=color,
                     label=f"{name}, not fitted (lr·λ_max ≥ 2 or diverged)", zorder=5)
         plotted += [d for _, d in points]
+    return plotted, off_scale
+
+
+def _plot_fitted_points(ax: Any, points: Sequence[tuple[float, float]], slope: float | None, marker: str,
+                        color: Any, label: str, zorder: float | None = 5) -> None:
+    """(lr, deviation) markers and, with a slope and two points or more, the line of that slope through
+    them (:func:`_fitted_line`)."""
+    ax.plot(*zip(*points, strict=True), ls="none", marker=marker, ms=7, color=color, label=label,
+            zorder=zorder)
+    if slope is not None and len(points) >= 2:
+        ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8,
+                label="_unlabeled: the fit of its markers, slope in their entry")
+
+
+def _plot_full_batch_orders(ax: Any, result: Comparison) -> list[float]:
+    """Every batched optimizer's full-batch runs against its own flow, with their fitted order. Returns the
+    deviations drawn."""
+    plotted: list[float] = []
     for optimizer in (name for name, entry in OPTIMIZERS.items() if entry.batches):  # gd: above
-        marker, color = OPTIMIZERS[optimizer].marker, OPTIMIZERS[optimizer].color
-        full = sorted((r for r in runs if r.optimizer == optimizer and r.spec.full_batch
+        full = sorted((r for r in result.runs if r.optimizer == optimizer and r.spec.full_batch
                        and r.status == "ok"), key=lambda r: r.lr)
         points = [(float(r.lr), float(r.max_loss_deviation)) for r in full if r.max_loss_deviation > 0]
         if not points:
             continue
         slope = result.orders.by_optimizer.get(optimizer, {}).get("order_loss")
         geometry = result.geometries.get(optimizer, "")
-        ax.plot(*zip(*points, strict=True), ls="none", marker=marker, ms=7, color=color,
-                label=f"{_label(optimizer)} (full batch) vs {geometry} flow"
-                + (f": fitted order {slope:.2f}" if slope is not None else ""))
-        if slope is not None and len(points) >= 2:
-            ax.plot(*_fitted_line(*zip(*points, strict=True), slope), color=color, lw=1.2, alpha=0.8,
-                    label="_unlabeled: the fit of its markers, slope in their entry")
+        label = (f"{_label(optimizer)} (full batch) vs {geometry} flow"
+                 + (f": fitted order {slope:.2f}" if slope is not None else ""))
+        entry = OPTIMIZERS[optimizer]
+        _plot_fitted_points(ax, points, slope, entry.marker, entry.color, label, zorder=None)
         plotted += [d for _, d in points]
-    dodged = False
+    return plotted
+
+
+def _plot_group_means(ax: Any, result: Comparison, ceiling: float
+                      ) -> tuple[list[float], list[tuple[float, float]]]:
+    """SGD's and Adam's means over seeds per batch size with their min–max, drawn beside GD's lr. Returns
+    the means drawn and the (lr, mean) above ``ceiling``."""
+    plotted: list[float] = []
+    off_scale: list[tuple[float, float]] = []
     for optimizer, marker, side in (("sgd", "v", 1), ("adam", "^", -1)):
         groups = [g for g in result.groups if g.optimizer == optimizer
                   and g.mean_max_loss_deviation is not None and g.min_max_loss_deviation > 0]
@@ -321,25 +393,38 @@ def plot_order(result: Comparison, path: Path) -> None:
             high = np.minimum([g.max_max_loss_deviation for g in members], ceiling) - mean
             shade = colormaps["Greens" if optimizer == "sgd" else "Purples"](0.45 + 0.5 * index
                                                                               / max(1, len(batches) - 1))
-            dodged = True  # beside GD's markers at the same lr, never over them
+            # beside GD's markers at the same lr, never over them
             ax.errorbar(_dodged(lrs, side * (index + 1)), mean, yerr=[low, high], color=shade, marker=marker,
                         ms=6, lw=0.9, ls=":",
                         capsize=3, label=f"{_label(optimizer)} batch {batch} (mean over seeds)")
             plotted += list(mean)
+    return plotted, off_scale
+
+
+def _mark_off_scale(ax: Any, off_scale: Sequence[tuple[float, float]], ceiling: float) -> None:
+    """Red hollow triangles at the ceiling where a deviation was above it."""
     if off_scale:
         ax.plot([lr for lr, _ in off_scale], [ceiling] * len(off_scale), ls="none", marker="^", ms=11,
                 mfc="none", mec="red", mew=1.5,
                 label=f"off scale: deviation up to {max(d for _, d in off_scale):.2g} (blew up)")
+
+
+def _mark_stability_bound(ax: Any, result: Comparison) -> None:
+    """The dotted line at 2/λ_max where it falls within a factor 2 of the lrs."""
     bound = result.stable_lr_bound
-    all_lrs = [float(r.lr) for r in runs]
-    if bound is not None and all_lrs and min(all_lrs) / 2 <= bound <= max(all_lrs) * 2:
+    lrs = [float(r.lr) for r in result.runs]
+    if bound is not None and lrs and min(lrs) / 2 <= bound <= max(lrs) * 2:
         ax.axvline(bound, color="0.3", ls=":", lw=1.2, label=f"2/λ_max = {bound:.3g} (stability bound)")
+
+
+def _dress_order_axes(ax: Any, result: Comparison, plotted: Sequence[float], dodged: bool) -> None:
+    """Log–log scales with a tick at every lr, legend, labels and title; a note where nothing was drawn."""
     if not plotted:
         _no_data(ax, "no finite deviation to plot")
     else:
         ax.set_xscale("log")
         ax.set_yscale("log")
-        lrs = sorted(set(all_lrs))
+        lrs = sorted({float(r.lr) for r in result.runs})
         ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
         ax.set_xticks([], minor=True)
         ax.legend(fontsize=8, loc="lower right")
@@ -348,8 +433,6 @@ def plot_order(result: Comparison, path: Path) -> None:
     ax.set_ylabel("largest loss deviation  max_t |L_run(t) − L_flow(t)|")
     ax.set_title("Order of convergence in lr: GD → flow at first order, → modified flow at second\n"
                  "(each run against its own flow: the legend names it)", fontsize=9)
-    fig.suptitle(config_title("Discrete training against the flow", result.config), fontsize=10)
-    save(fig, path)
 
 
 # --- compare_stage_shift.png -----------------------------------------------------------------------
@@ -391,9 +474,7 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
     error bars. Right: SGD against batch size, one line per lr. Colour: optimizer (left) or lr (right);
     marker: the boundary. A boundary a run did not reproduce is left out (and counted in the legend).
     """
-    runs = result.runs
-    transitions = result.flow_stages.transitions
-    boundaries = [f"{tr['from']}->{tr['to']}" for tr in transitions]
+    boundaries = [f"{tr['from']}->{tr['to']}" for tr in result.flow_stages.transitions]
     fig = figure(11.5, 5.0)
     fig.suptitle(config_title("Where discrete training puts the flow's stage boundaries", result.config),
                  fontsize=10)
@@ -406,10 +487,47 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
                          f"(stages: {result.flow_stages.summary()})")
         save(fig, path)
         return
-    markers = {b: BOUNDARY_MARKERS[i % len(BOUNDARY_MARKERS)] for i, b in enumerate(boundaries)}
-    names = {b: b.replace("->", " → ") for b in boundaries}
+    _plot_shift_by_lr(by_lr, result.runs, boundaries)
+    _plot_shift_by_batch(by_batch, result.runs, boundaries)
+    save(fig, path)
+
+
+def _boundary_markers(boundaries: Sequence[str]) -> dict[str, str]:
+    """One marker per boundary, in the order of :data:`BOUNDARY_MARKERS`."""
+    return {b: BOUNDARY_MARKERS[i % len(BOUNDARY_MARKERS)] for i, b in enumerate(boundaries)}
+
+
+def _boundary_style(boundaries: Sequence[str], boundary: str) -> Any:
+    """Solid for the first boundary, dashed for the later ones."""
+    return "-" if boundary == boundaries[0] else (0, (4, 2))
+
+
+def _boundary_name(boundary: str) -> str:
+    return boundary.replace("->", " → ")
+
+
+def _shift_rows(settings: Mapping[tuple[float, int | None], Sequence[ComparedRun]], batch: int | None,
+                boundary: str) -> tuple[list[tuple[float, float, float, float]], int]:
+    """(lr, mean, min, max) of one boundary's shift at every lr of ``batch``, and how many lrs did not
+    reproduce it."""
+    rows, missing = [], 0
+    for (lr, b), members in sorted(settings.items()):
+        if b != batch:
+            continue
+        stats = _shift_stats(members, boundary)
+        if stats is None:
+            missing += 1
+        else:
+            rows.append((lr, *stats))
+    return rows, missing
+
+
+def _plot_shift_by_lr(ax: Any, runs: Sequence[ComparedRun], boundaries: Sequence[str]) -> None:
+    """Every boundary's shift against lr, per optimizer (GD hollow; SGD at its largest batch), beside each
+    other at one lr: GD's and SGD's shifts often agree."""
     shown: list[float] = []
-    sides = {"gd": 0, "sgd": 1, "adam": -1}  # beside each other at one lr: GD's and SGD's shifts often agree
+    markers = _boundary_markers(boundaries)
+    sides = {"gd": 0, "sgd": 1, "adam": -1}
     for optimizer in sides:
         settings = _settings(runs, optimizer)
         if not settings:
@@ -418,42 +536,37 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
         label = _label(optimizer) + ("" if batch is None else f", batch {batch}")
         found = False
         for boundary in boundaries:
-            rows = []
-            missing = 0
-            for (lr, b), members in sorted(settings.items()):
-                if b != batch:
-                    continue
-                stats = _shift_stats(members, boundary)
-                if stats is None:
-                    missing += 1
-                else:
-                    rows.append((lr, *stats))
+            rows, missing = _shift_rows(settings, batch, boundary)
             if not rows:
                 continue
             lrs, mean, low, high = (np.array(c) for c in zip(*rows, strict=True))
             hollow = {"mfc": "none", "ms": 10, "mew": 1.6} if optimizer == "gd" else {"ms": 6}
-            by_lr.errorbar(_dodged(lrs, sides[optimizer]), mean, yerr=[mean - low, high - mean],
-                           color=OPTIMIZERS[optimizer].color,
-                           marker=markers[boundary], lw=1.2, capsize=3, **hollow,
-                           ls="-" if boundary == boundaries[0] else (0, (4, 2)),
-                           label=f"{label}: {names[boundary]}"
-                           + (f" (not found at {missing} lr)" if missing else ""))
+            ax.errorbar(_dodged(lrs, sides[optimizer]), mean, yerr=[mean - low, high - mean],
+                        color=OPTIMIZERS[optimizer].color,
+                        marker=markers[boundary], lw=1.2, capsize=3, **hollow,
+                        ls=_boundary_style(boundaries, boundary),
+                        label=f"{label}: {_boundary_name(boundary)}"
+                        + (f" (not found at {missing} lr)" if missing else ""))
             shown += list(mean) + list(low) + list(high)
             found = True
         if not found:
-            by_lr.plot([], [], ls="none", marker="x", color=OPTIMIZERS[optimizer].color,
-                       label=f"{label}: no flow boundary reproduced")
+            ax.plot([], [], ls="none", marker="x", color=OPTIMIZERS[optimizer].color,
+                    label=f"{label}: no flow boundary reproduced")
     if shown:
-        _log_shift_axis(by_lr, sorted({float(r.lr) for r in runs}), 10, shown)
+        _log_shift_axis(ax, sorted({float(r.lr) for r in runs}), 10, shown)
     else:
-        _no_data(by_lr, "no run reproduced a stage boundary of the flow")
-    by_lr.set_xlabel("learning rate lr (SGD right of it, Adam left)")
-    by_lr.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
+        _no_data(ax, "no run reproduced a stage boundary of the flow")
+    ax.set_xlabel("learning rate lr (SGD right of it, Adam left)")
+    ax.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
 
+
+def _plot_shift_by_batch(ax: Any, runs: Sequence[ComparedRun], boundaries: Sequence[str]) -> None:
+    """SGD's shift of every boundary against batch size, one line per lr and boundary."""
     sgd = _settings(runs, "sgd")
     batches = sorted({b for _, b in sgd})
     colors = _lr_colors(lr for lr, _ in sgd)
-    shown = []
+    markers = _boundary_markers(boundaries)
+    shown: list[float] = []
     for lr in sorted({lr for lr, _ in sgd}, reverse=True):
         for boundary in boundaries:
             rows = [(b, *stats) for b in batches
@@ -461,18 +574,17 @@ def plot_stage_shift(result: Comparison, path: Path) -> None:
             if not rows:
                 continue
             bs, mean, low, high = (np.array(c) for c in zip(*rows, strict=True))
-            by_batch.errorbar(bs, mean, yerr=[mean - low, high - mean], color=colors[lr],
-                              marker=markers[boundary], ms=6, lw=1.2, capsize=3,
-                              ls="-" if boundary == boundaries[0] else (0, (4, 2)),
-                              label=f"lr {lr:g}: {names[boundary]}")
+            ax.errorbar(bs, mean, yerr=[mean - low, high - mean], color=colors[lr],
+                        marker=markers[boundary], ms=6, lw=1.2, capsize=3,
+                        ls=_boundary_style(boundaries, boundary),
+                        label=f"lr {lr:g}: {_boundary_name(boundary)}")
             shown += list(mean) + list(low) + list(high)
     if shown:
-        _log_shift_axis(by_batch, batches, 2, shown)
+        _log_shift_axis(ax, batches, 2, shown)
     else:
-        _no_data(by_batch, "no SGD run to compare across batch sizes")
-    by_batch.set_xlabel("SGD batch size")
-    by_batch.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
-    save(fig, path)
+        _no_data(ax, "no SGD run to compare across batch sizes")
+    ax.set_xlabel("SGD batch size")
+    ax.set_ylabel("boundary shift (t_run − t_flow) / t_flow")
 
 
 def _log_shift_axis(ax, ticks: list[float], base: int, shown: list[float]) -> None:
