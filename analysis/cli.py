@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from .registry import register_once
+
 
 class UsageError(Exception):
     """A command line argparse cannot parse: one line, exit status 2. Not ConfigError, whose module loads
@@ -220,10 +222,7 @@ COMMANDS: dict[str, Command] = {}
 
 def register_command(command: Command) -> Command:
     """Add ``command`` to :data:`COMMANDS` (and so to ``factrecall --help``); a name taken is refused."""
-    if command.name in COMMANDS:
-        raise ValueError(f"command {command.name!r}: already registered")
-    COMMANDS[command.name] = command
-    return command
+    return register_once(COMMANDS, command, "command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,6 +111,14 @@ def test_presets_lists_each_preset_with_its_description(capsys):
         assert line.endswith("(default)") == (name == DEFAULT_PRESET)
 
 
+def _passes(script: str, timeout: float) -> None:
+    """Run ``script`` in a fresh interpreter (a clean ``sys.modules``): it must print ``ok`` and exit 0."""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_quick_answers_do_not_load_torch():
     script = (
         "import contextlib, io, sys\n"
@@ -124,10 +132,7 @@ def test_quick_answers_do_not_load_torch():
         "            pass\n"
         "    assert 'torch' not in sys.modules, argv\n"
         "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    _passes(script, timeout=60)
 
 
 def test_an_implicit_run_loads_no_explicit_solver_library():
@@ -145,10 +150,7 @@ def test_an_implicit_run_loads_no_explicit_solver_library():
         "run_flow(resolve_config('tiny', overrides={'flow.method': 'dopri5', 'flow.t_max': 2.0}))\n"
         "assert 'torchdiffeq' in sys.modules\n"
         "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    _passes(script, timeout=120)
 
 
 def test_a_closed_output_pipe_is_no_traceback():

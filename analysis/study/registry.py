@@ -19,6 +19,8 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..registry import register_once
+
 
 def _no_options(parser: argparse.ArgumentParser) -> None:
     pass
@@ -42,10 +44,7 @@ STUDIES: dict[str, Study] = {}
 
 def register_study(study: Study) -> Study:
     """Add ``study`` to :data:`STUDIES` (and so to ``factrecall study --help``); a name taken is refused."""
-    if study.name in STUDIES:
-        raise ValueError(f"study {study.name!r}: already registered")
-    STUDIES[study.name] = study
-    return study
+    return register_once(STUDIES, study, "study")
 
 
 def _scale_options(parser: argparse.ArgumentParser) -> None:
