@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DESIGN = (ROOT / "docs" / "design.md").read_text()
-CODE_SPANS = re.findall(r"`([^`\n]+)`", DESIGN)
+PAGE = (ROOT / "docs" / "design.md").read_text()
+CODE_SPANS = re.findall(r"`([^`\n]+)`", PAGE)
 
 
 def _registries() -> dict[str, list[str]]:
@@ -70,8 +70,8 @@ def test_every_cited_file_exists(path):
                                       "COMMANDS", "STUDIES"])
 def test_every_registry_and_entry_is_described(registry):
     names = _registries()[registry]
-    assert f"`{registry}`" in DESIGN, f"docs/design.md §6.1 does not name the registry {registry}"
-    missing = [name for name in names if f"`{name}`" not in DESIGN]
+    assert f"`{registry}`" in PAGE, f"docs/design.md §6.1 does not name the registry {registry}"
+    missing = [name for name in names if f"`{name}`" not in PAGE]
     assert not missing, f"docs/design.md §6.1 does not describe {registry} entries {missing}"
 
 
@@ -83,4 +83,4 @@ def test_every_registry_entry_class_is_named():
     from dynamics.solvers.registry import Method
 
     for cls in (Method, Geometry, ModelKind, Optimizer, Layout, Command, Study):
-        assert f"`{cls.__name__}`" in DESIGN, f"docs/design.md does not name the entry class {cls.__name__}"
+        assert f"`{cls.__name__}`" in PAGE, f"docs/design.md does not name the entry class {cls.__name__}"
