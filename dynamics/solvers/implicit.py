@@ -7,7 +7,8 @@ and take steps limited by accuracy alone:
 
 * ``cvode``: SUNDIALS CVODE (variable-order BDF, scikit-sundae bindings) with matrix-free GMRES; every
   product J·v comes from the problem's ``jacobian_vector``, or is CVODE's own difference of two field values
-  when there is none — never a dense Jacobian;
+  when there is none — never a dense Jacobian; GMRES is preconditioned where the problem carries
+  ``newton_blocks`` (:mod:`.preconditioner`);
 * ``bdf``, ``radau``, ``lsoda``: SciPy's integrators with the problem's dense ``jacobian``, for small
   parameter vectors only.
 
