@@ -193,7 +193,8 @@ def _integrate(method: str, problem: FlowProblem, options: SolverOptions, batch:
         except (_Stop, AssertionError) as err:
             status, status_time, message = _classify(err, counter)
         # Replay the failed chunk point by point, keeping every grid point before the failure; the replay
-        # is part of the run and shares what is left of its step budget.
+        # is part of the run and shares what is left of its step budget (not its pace: it has failed).
+        counter.pace = None
         while i < j and counter.exhausted is None:
             try:
                 solution = _solve(counter, states.last, grid[i:i + 2], method, options)
