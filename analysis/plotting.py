@@ -43,7 +43,8 @@ def setting_line(config: Any) -> str:
              f"MLP width {m.mlp_width}" if "model.mlp_width" in reads else ""]
     model = ", ".join([f"{m.kind} model", *filter(None, shown)])
     start = (f"fine-tuned from {Path(config.init.from_run).name}" if config.init.from_run
-             else f"{config.init.kind} init α={config.init.scale:g}")
+             else f"manifold start α₀={config.init.alpha:g} β₀={config.init.beta:g}"
+             if config.init.kind == "manifold" else f"{config.init.kind} init of scale {config.init.scale:g}")
     alpha = t.subject_zipf if d.zipf is None else d.zipf
     zipf = f"Zipf {alpha:g}" + ("" if d.zipf_end is None else f"→{d.zipf_end:g}")
     sampled = getattr(config, "loss", None)

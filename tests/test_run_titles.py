@@ -22,7 +22,10 @@ class _Traj:
 
 
 @pytest.mark.parametrize("overrides,name,words", [
-    ({}, "flow", ["gradient flow: S=16 R=4 D=8", "reduced model, linear attention", "constant init α=1e-05"]),
+    ({}, "flow", ["gradient flow: S=16 R=4 D=8", "reduced model, linear attention",
+                  "constant init of scale 1e-05"]),
+    ({"init.kind": "manifold", "init.alpha": 0.02, "init.beta": 0.03, "task.noise_tokens": 0,
+      "task.seq_len": 3}, "flow", ["manifold start α₀=0.02 β₀=0.03"]),
     ({"flow.geometry": "sign", "flow.geometry_eps": 1e-4}, "flow", ["sign flow ε=0.0001:"]),
     ({"flow.modified_lr": 0.1}, "flow", ["gradient flow (GD's modified flow, lr=0.1)"]),
     ({"train.optimizer": "sgd", "train.lr": 0.2}, "train", ["sgd lr=0.2 batch 1024:"]),

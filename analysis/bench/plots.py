@@ -62,7 +62,7 @@ def plot_scale(rows: list[dict[str, Any]], path: Path, target: float = 1e-4) -> 
     right.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     sizes = ", ".join(f"{row['S']}×{row['R']}" for row in rows)
     fig.suptitle("Flow methods' cost to the same accuracy as the table grows: random S×R tables "
-                 f"({sizes}), D=8, N=S+R,\nreduced model, linear attention, constant init α=1e-5, "
+                 f"({sizes}), D=8, N=S+R,\nreduced model, linear attention, constant init of scale 1e-5, "
                  f"to 2.5 t_S; reference: {', '.join(sorted({str(row.get('reference')) for row in rows}))}",
                  fontsize=9)
     save(fig, path)

@@ -140,5 +140,6 @@ def format_summary(result: dict[str, Any]) -> str:
         if g["mean_max_loss_deviation"] is not None:
             lines.append(f"  {g['optimizer']} lr={g['lr']:g} batch={g['batch_size']}: max |ΔL| mean "
                          f"{g['mean_max_loss_deviation']:.3g} [{g['min_max_loss_deviation']:.3g}, "
-                         f"{g['max_max_loss_deviation']:.3g}] over {g['runs'] - g['diverged']} seeds")
+                         f"{g['max_max_loss_deviation']:.3g}] over {g['runs'] - g['diverged']} seed"
+                         + ("s" if g['runs'] - g['diverged'] != 1 else ""))
     return "\n".join(lines)

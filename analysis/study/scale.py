@@ -34,7 +34,7 @@ from dynamics.run import run_flow
 from dynamics.trajectory import Trajectory
 
 from ..loglog import power_law
-from ..plotting import figure, save
+from ..plotting import figure, plain_log_ticks, save
 from ..stages import detect_stages, escape_rates, measured_times
 from ..sweep import SweepDirectory, point_id
 from .runner import StudyPlan
@@ -244,11 +244,12 @@ def plot_study(result: dict[str, Any], path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain_log_ticks(ax.xaxis)  # the default writes every minor tick of a short range: they overlapped
         ax.set_xlabel("facts S·R")
         ax.set_ylabel("flow time")
         ax.legend(fontsize=8)
     fig.suptitle("Escape times against the number of facts, gradient flow: random S×R tables, D = 8, "
-                 "N = S + R,\nreduced model, linear attention, constant init α = 1e-5, to 2.5 t_S",
+                 "N = S + R,\nreduced model, linear attention, constant init of scale 1e-5, to 2.5 t_S",
                  fontsize=10)
     save(fig, path)
     return path
