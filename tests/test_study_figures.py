@@ -5,7 +5,7 @@ keep SGD's markers beside the flow's rather than on them."""
 from __future__ import annotations
 
 import numpy as np
-from figures import assert_readable, capture_figures
+from figures import assert_readable, capture_figures, text_overlaps
 
 import analysis.study.plots as plots
 from analysis.stages import escape_rates
@@ -75,3 +75,20 @@ def test_scale_study_figure_reads_on_its_own(tmp_path, monkeypatch):
     assert "reduced model, linear attention" in fig._suptitle.get_text()
     (end,) = [line for line in fig.axes[0].lines if line.get_label() == "plateau end (detected)"]
     assert end.get_markerfacecolor() == "none"
+
+
+def test_scale_figure_of_a_range_under_a_decade_has_no_overlapping_tick_labels(tmp_path, monkeypatch):
+    """A quick study spans less than a decade of facts: matplotlib's default labels its minor ticks
+    (3×10², 4×10²), which ran into each other."""
+    import analysis.study.scale as scale
+
+    sizes = [[64, 4], [100, 4], [128, 4]]  # 256 to 512 facts
+    rows = [{"S": s, "R": r, "facts": s * r, "t_relation": 10.0 + s / 50, "t_subject": 20.0 + s / 10,
+             "plateau_end": 20.0 + s / 10, "theory_t_R": 9.0 + s / 50, "theory_t_S": 19.0 + s / 10}
+            for s, r in sizes]
+    result = {"series": {"subjects, R = 4": sizes}, "rows": rows,
+              "fits": {"subjects, R = 4": {"plateau_end": {"exponent": 0.3}}}}
+    drawn = capture_figures(monkeypatch, scale)
+    scale.plot_study(result, tmp_path / "scale.png")
+    (fig,) = drawn
+    assert not text_overlaps(fig)
