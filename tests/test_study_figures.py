@@ -77,17 +77,18 @@ def test_scale_study_figure_reads_on_its_own(tmp_path, monkeypatch):
     assert end.get_markerfacecolor() == "none"
 
 
-def test_scale_figure_of_a_range_under_a_decade_has_no_overlapping_tick_labels(tmp_path, monkeypatch):
-    """A quick study spans less than a decade of facts: matplotlib's default labels its minor ticks
+def test_scale_figure_of_the_quick_study_has_no_overlapping_tick_labels(tmp_path, monkeypatch):
+    """The quick study spans one to two decades of facts: matplotlib's default labels its minor ticks
     (3×10², 4×10²), which ran into each other."""
     import analysis.study.scale as scale
 
-    sizes = [[64, 4], [100, 4], [128, 4]]  # 256 to 512 facts
-    rows = [{"S": s, "R": r, "facts": s * r, "t_relation": 10.0 + s / 50, "t_subject": 20.0 + s / 10,
-             "plateau_end": 20.0 + s / 10, "theory_t_R": 9.0 + s / 50, "theory_t_S": 19.0 + s / 10}
-            for s, r in sizes]
-    result = {"series": {"subjects, R = 4": sizes}, "rows": rows,
-              "fits": {"subjects, R = 4": {"plateau_end": {"exponent": 0.3}}}}
+    series = {name: [list(size) for size in sizes] for name, sizes in scale.QUICK_SERIES.items()}
+    sizes = {tuple(size) for sizes in series.values() for size in sizes}
+    rows = [{"S": s, "R": r, "facts": s * r, "t_relation": 10 + s * r / 50, "t_subject": 20 + s * r / 10,
+             "plateau_end": 20 + s * r / 10, "theory_t_R": 9 + s * r / 50, "theory_t_S": 19 + s * r / 10}
+            for s, r in sorted(sizes)]
+    result = {"series": series, "rows": rows,
+              "fits": {name: {"plateau_end": {"exponent": 0.3}} for name in series}}
     drawn = capture_figures(monkeypatch, scale)
     scale.plot_study(result, tmp_path / "scale.png")
     (fig,) = drawn

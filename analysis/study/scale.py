@@ -244,8 +244,9 @@ def plot_study(result: dict[str, Any], path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        if facts and max(facts) < 10 * min(facts):
-            plain_log_ticks(ax.xaxis)  # under a decade the default labels every minor tick: they overlapped
+        if facts and max(facts) < 100 * min(facts):
+            # over a decade or two the default labels minor ticks (3×10², 4×10²), which ran into each other
+            plain_log_ticks(ax.xaxis)
         ax.set_xlabel("facts S·R")
         ax.set_ylabel("flow time")
         ax.legend(fontsize=8)
