@@ -287,6 +287,9 @@ MEMORY_TABLE = [
     pytest.param("figure5", {**LARGE_FACTS, "task.subjects": 128, "flow.t_max": 1.0}, False,
                  marks=pytest.mark.slow),
     pytest.param("figure5", {**LARGE_FACTS, "task.subjects": 256}, False, marks=pytest.mark.slow),
+    # 65,536 facts × 128 points: the float64 per-fact arrays (67 MB each) are held on disk as the flow goes
+    pytest.param("figure5", {**LARGE_FACTS, "task.subjects": 1024, "flow.points": 128}, False,
+                 marks=pytest.mark.slow),
     pytest.param("figure5_gaussian_d32", {"flow.t_max": 5.0}, False, marks=pytest.mark.slow),
     pytest.param("figure5_transformer", {"flow.t_max": 2.0}, False, marks=pytest.mark.slow),
 ]
