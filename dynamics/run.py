@@ -17,6 +17,7 @@ import torch
 
 from .budget import check_flow_steps, check_geometry_eps, check_memory, check_sizes
 from .config import Config
+from .config.loading import refuse_unread
 from .curvature import sharpness
 from .models import Model
 from .numerics import compute_settings
@@ -217,8 +218,10 @@ def run_training(config: Config, progress: bool = False, keep_states: bool = Fal
     schedule, step k trains the frequencies w(k·lr) of the flow at that time. ``start`` and
     ``schedule``: as for :func:`run_flow`. ``keep_states`` stores θ_k in ``Trajectory.states`` (one
     parameter set per token). Refuses (ConfigError), before any work, what :func:`prepare_run` refuses
-    for a discrete run (its memory and ``train.steps``).
+    for a discrete run (its memory and ``train.steps``), and a ``train.*`` key set to other than its default
+    that the optimizer does not read (:func:`~dynamics.config.loading.refuse_unread`).
     """
+    refuse_unread(config, train=True)
     built = prepare_run(config, train=True, flow=False, start=start, schedule=schedule)
     return train_run(built, progress, keep_states)
 

@@ -402,11 +402,11 @@ def test_a_training_that_failed_is_retried_on_a_rerun(tmp_path, tiny, monkeypatc
     grid = parse_grid(["init.scale=1e-4,1e-3"], tiny)
     out = tmp_path / "sweep"
 
-    def out_of_memory(config):
+    def out_of_memory(built, *args, **kwargs):
         raise MemoryError("out of memory")
 
     with monkeypatch.context() as patch:
-        patch.setattr(sweep_run, "run_training", out_of_memory)
+        patch.setattr(sweep_run, "train_run", out_of_memory)
         first = run_sweep(tiny, grid, out, SweepOptions(train=True))
     assert [(r["status"], r["train_status"]) for r in first] == [("ok", ERROR)] * 2
     seen, on_point = counting()

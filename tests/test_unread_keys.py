@@ -79,10 +79,16 @@ def test_every_optimizer_entry_reads_train_keys():
                                                    ("adam", "momentum", 0.1), ("adam", "beta1", 0.5)])
 def test_the_table_says_what_training_reads(optimizer, key, value):
     """A key the table says is unread leaves the discrete run bit-for-bit the same; one it says is read
-    changes it (same code, same process: exact equality)."""
+    changes it (same code, same process: exact equality). Run below run_training, which refuses the
+    unread ones: the table is checked against what the stepper really reads."""
+    from dynamics.run import prepare_run, train_run
+
+    def train(config):
+        return train_run(prepare_run(config, train=True, flow=False))
+
     base = resolve_config("tiny", overrides={"train.optimizer": optimizer, "train.steps": 20,
                                              "train.lr": 0.05, "flow.t_max": 1.0, "flow.points": 4})
-    a, b = run_training(base), run_training(base.override({f"train.{key}": value}))
+    a, b = train(base), train(base.override({f"train.{key}": value}))
     same = bool((a.loss == b.loss).all())
     assert same == (f"train.{key}" not in OPTIMIZERS[optimizer].reads)
 
@@ -254,3 +260,13 @@ def test_the_readme_commands_pass_validation(monkeypatch, tmp_path, argv):
         argv += ["--out", str(tmp_path / "out")]
     reaches_work(argv, monkeypatch)
 
+
+
+def test_run_training_refuses_a_train_key_its_optimizer_does_not_read():
+    """The Python entry point of a discrete run makes the command line's check: sgd reads no Adam betas."""
+    config = resolve_config("tiny", overrides={"train.optimizer": "sgd", "train.beta1": 0.5,
+                                               "train.steps": 5})
+    with pytest.raises(ConfigError, match=r"train\.beta1=0\.5: has no effect"):
+        run_training(config)
+    adam = config.override({"train.optimizer": "adam"})
+    assert run_training(adam).info.status == "ok"  # adam reads it

@@ -35,7 +35,7 @@ from dynamics.errors import ConfigError, RunError
 from dynamics.geometry import get_geometry
 from dynamics.io import finite_or_none
 from dynamics.optimizers import OPTIMIZERS, optimizers_for
-from dynamics.run import flow_sharpness, run_flow, run_training, setup, time_grid, train_info
+from dynamics.run import flow_sharpness, prepare_run, run_flow, setup, time_grid, train_info, train_run
 from dynamics.solvers import Status
 from dynamics.training import record_steps, train
 from dynamics.trajectory import Trajectory, record
@@ -252,7 +252,9 @@ def run_discrete(config: Config, run: RunSpec) -> Trajectory:
     run_cfg = run_config(config, run)
     if run.full_batch and OPTIMIZERS[run.optimizer].batches:
         return run_full_batch(run_cfg, run.optimizer)
-    return run_training(run_cfg, keep_states=True)
+    # not run_training: each run sets its own optimizer on the user's base config, whose train.* keys
+    # (a batch size read by sgd, betas read by adam) are for the runs that read them
+    return train_run(prepare_run(run_cfg, train=True, flow=False), keep_states=True)
 
 
 def fitted_order(lrs: Sequence[float], deviations: Sequence[float]) -> float | None:

@@ -36,7 +36,7 @@ from typing import Any
 from dynamics.config import Config
 from dynamics.errors import ConfigError, RunError
 from dynamics.io import finite_or_none
-from dynamics.run import batch_key, batch_refusal, run_flow, run_flow_batch, run_training
+from dynamics.run import batch_key, batch_refusal, prepare_run, run_flow, run_flow_batch, train_run
 from dynamics.trajectory import Trajectory
 
 from ..stages import INTERMEDIATE, detect_stages, measured_times, relation_first, theory_applies, theory_for
@@ -183,8 +183,10 @@ def _flows(configs: dict[str, Config | ConfigError]) -> tuple[dict[str, Trajecto
 
 
 def _train(config: Config) -> Trajectory | Exception:
+    # not run_training: a sweep's base keeps train.* keys that a later rerun with --train reads (the sweep
+    # command refuses those set on its own command line that no point reads)
     try:
-        return run_training(config)
+        return train_run(prepare_run(config, train=True, flow=False))
     except Exception as err:  # recorded as train_status `error` with the message
         return err
 
