@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from dynamics import resolve_config, run_flow
 from dynamics.manifold import manifold_flow
 
 from .loglog import power_law
-from .plotting import figure, save
+from .plotting import figure, plain_log_ticks, save
 from .stages import measured_times
 
 PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
@@ -119,20 +120,30 @@ def _d_order(label: str) -> float:
 def plot(rows: list[dict], path: Path) -> None:
     """T_S/T_R (p = 0.9) against S/R, one panel per geometry, one line per D; the theory dotted (GF)."""
     geometries = sorted({r["geometry"] for r in rows}, key=list(HORIZON).index)
-    fig = figure(4.2 * len(geometries), 3.6)
+    fig = figure(4.2 * len(geometries), 4.0)
     axes = np.atleast_1d(fig.subplots(1, len(geometries)))
     for ax, geometry in zip(axes, geometries, strict=True):
+        theory_label = "linearised theory (S/R)·√((R−1)/(D−1))"
         for (g, label), members in sorted(groups(rows).items(), key=lambda item: _d_order(item[0][1])):
             if g != geometry:
                 continue
             x = [m["S/R"] for m in members]
             line, = ax.plot(x, [m["ratio_p90"] for m in members], "o-", label=f"D = {label}")
             if geometry == "euclidean":
-                ax.plot(x, [m["theory"] for m in members], ":", color=line.get_color())
+                ax.plot(x, [m["theory"] for m in members], ":", color=line.get_color(), label=theory_label)
+                theory_label = "_nolegend_"  # one entry for the dotted lines of every D
             if label == "S":
                 ax.plot(x, [m["four_scalar"] for m in members], "x", color="k",
-                        label="four-scalar (Li et al.)")
-        ax.axhline(1.0, color="0.7", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)", title=geometry)
+                        label="four-scalar flow (Li et al.'s ODE)")
+        ax.axhline(1.0, color="0.7", lw=0.8, label="_nolegend_")
+        ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)",
+               title=f"{geometry} flow" if geometry != "euclidean" else "gradient flow")
+        plain_log_ticks(ax.yaxis)
+        low, high = ax.get_ylim()
+        if high < 4 * low:  # (the sign panel) a range with one labelled major tick: label the minor ones
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
         ax.legend(fontsize=7)
+    fig.suptitle("T_S/T_R against S/R for D answers per relation: reduced model, balanced tables, T = 3 "
+                 "(no noise),\nLi et al.'s manifold start α₀ = β₀ = 0.01; T: first time the mean p reaches "
+                 "0.9; only D changes", fontsize=9)
     save(fig, path)
