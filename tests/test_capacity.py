@@ -241,7 +241,8 @@ def test_acceptance_transformer_quick_grid(tmp_path):
     assert 0.7 <= summary["fit"]["exponent"] <= 1.3
 
 
-def test_acceptance_tradeoff_minimum_attention(tmp_path):  # ~35 s on 2 cores
+@pytest.mark.slow  # ~21-35 s on 2 cores
+def test_acceptance_tradeoff_minimum_attention(tmp_path):
     info = run_capacity("tradeoff", tmp_path, quick=True, seeds=1, progress=False)["tradeoff"]
     assert info["min_attention_params"] is not None and info["sizes_below"] >= 1 and info["below_all_fail"]
 

@@ -85,6 +85,7 @@ def _rotated(model, rotation):
     return twin
 
 
+@pytest.mark.slow  # 33 s on 2 cores
 def test_spectral_flow_is_equivariant_under_a_rotation_of_the_embeddings_and_sign_flow_is_not():
     config, task, model, objective, theta = _setup(**{"model.kind": "embedded", "model.dim": 12})
     d = config.model.dim

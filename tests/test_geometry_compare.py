@@ -116,7 +116,8 @@ def test_spectral_flow_keeps_the_fact_records_under_onehot_vs_hadamard_and_sign_
     assert sign[1].info.status in ("ok", "max_steps", "too_slow")  # too_slow: its pace says it chatters on
 
 
-@pytest.mark.parametrize("geometry", ["euclidean", "sign", "spectral"])
+@pytest.mark.parametrize("geometry", ["euclidean", "sign",
+                                      pytest.param("spectral", marks=pytest.mark.slow)])  # 80 s on 2 cores
 def test_fact_records_and_stages_on_every_geometry(geometry):
     eps = {"flow.geometry_eps": 1e-6} if geometry != "euclidean" else {}  # the euclidean flow has no ε
     flow = run_flow(resolve_config("tiny", overrides={"flow.geometry": geometry, **eps, "flow.t_max": 400.0}))

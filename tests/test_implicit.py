@@ -142,8 +142,10 @@ def figure5_reference():
     return run_flow(resolve_config("figure5", overrides={"flow.rtol": 1e-10, "flow.atol": 1e-14}))
 
 
-@pytest.mark.parametrize("method,jacobian", [("cvode", "difference"), ("cvode", "hvp"), ("bdf", "hvp"),
-                                             ("radau", "hvp"), ("lsoda", "hvp")])
+@pytest.mark.parametrize("method,jacobian", [("cvode", "difference"), ("cvode", "hvp"),
+                                             pytest.param("bdf", "hvp", marks=pytest.mark.slow),  # 22 s
+                                             pytest.param("radau", "hvp", marks=pytest.mark.slow),  # 30 s
+                                             ("lsoda", "hvp")])
 def test_figure5_matches_a_tight_dopri5_reference(method, jacobian):
     reference = figure5_reference()
     traj = run_flow(resolve_config("figure5", overrides={"flow.method": method, "flow.jacobian": jacobian,

@@ -164,7 +164,7 @@ def test_transformer_config_and_build():
     assert isinstance(model, TransformerModel) and model.num_params == 4 * 2 * 2 * 6 + 2 * 5 * 6
     objective = make_objective(model, task, config.loss)
     assert math.isfinite(float(objective(model.initial_parameters(config.init))))
-    with pytest.raises(ConfigError, match="loss.kind='population': the transformer has no exact"):
+    with pytest.raises(ConfigError, match="loss.kind='population': model.kind='transformer' has no exact"):
         Config().override({"model.kind": "transformer", "model.attention": "softmax"})
     with pytest.raises(ConfigError, match="model.attention='linear'"):
         Config().override({"model.kind": "transformer", "loss.kind": "sampled"})

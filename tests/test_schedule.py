@@ -426,6 +426,7 @@ def test_simulate_writes_the_timeline_only_when_the_data_change(tmp_path):
     assert (tmp_path / "held" / "timeline.json").is_file()
 
 
+@pytest.mark.slow  # 16 s on 2 cores
 def test_gd_follows_the_flow_across_a_phase_start_at_order_one():
     # GD's step k trains w(k·lr); the flow switches at t1 exactly: the deviation is still O(lr)
     config = TINY.override({"data.warmup_subjects": 0.5, "data.warmup_time": 60.0, "flow.t_max": 200.0,

@@ -367,6 +367,7 @@ def test_batched_equals_unbatched(tmp_path, base, scale_grid):
     assert_rows_agree(single, batched, ["init.scale"])
 
 
+@pytest.mark.slow  # 15 s; the local backend's resume is tested by default
 def test_dask_backend_gives_the_local_rows_and_resumes(tmp_path, base):
     pytest.importorskip("dask.distributed")
     grid = parse_grid(["init.scale=1e-6,1e-5", "task.subjects=8,16"], base)
