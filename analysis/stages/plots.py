@@ -11,6 +11,7 @@ arrays only, never model internals.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     ``predicted`` (optional): label -> time, each marked by a dotted vertical line (e.g. the theory's
     ``t_R``, ``t_S``); the x range is widened to show them.
     """
-    fig = run_figure(8.3, 4.2, right=0.95)  # the right margin holds the reference levels' names
+    fig = run_figure(9.0, 4.2, right=1.65)  # the right margin holds the reference levels' names
     ax = fig.subplots()
     for index, (label, traj) in enumerate(runs):
         positive = traj.t > 0
@@ -63,7 +64,10 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
             ax.axvline(info.status_time, color="red", lw=1, ls=":", label="_unlabeled: named beside it")
             ax.text(info.status_time, ax.get_ylim()[1], f" {label}: {status}", color="red",
                     va="top", fontsize=8)
-    label_levels(ax, {name: levels[name] for name in ("log|A|", "H(A|R)", "0")})
+    shown = {name: levels[name] for name in ("log|A|", "H(A|R)", "0")}
+    # log D beside H(A|R): one label 'H(A|R) = log D' where the answers of a relation are uniform
+    shown["log D"] = math.log(runs[0][1].answers_per_relation)
+    label_levels(ax, shown)
     log_time_axis(ax)
     left, right = time_window(np.concatenate([traj.t for _, traj in runs]))
     marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
