@@ -16,24 +16,28 @@ config in, a trajectory out). Below ``config``, a config is read only through it
 under ``TYPE_CHECKING``).
 """
 
-from .config import PRESETS, Config, resolve_config
-from .errors import ConfigError, RunError
-from .fields import (
-    gradient_field,
-    gradient_field_jacobian,
-    gradient_field_jacobian_vector,
-)
-from .geometry import GEOMETRIES, DiagonalMetric, Geometry, register_geometry
-from .manifold import ManifoldFlow, manifold_flow
-from .models import MODEL_KINDS, EmbeddedModel, Model, ModelKind, ReducedModel, build_model, register_model
-from .objective import make_objective
-from .optimizers import OPTIMIZERS, Optimizer, Stepper, register_optimizer
-from .records import RunInfo
-from .run import log_time_grid, run_flow, run_flow_batch, run_training
-from .solvers import METHODS, Cost, FlowResult, SolverOptions, Status, integrate_flow
-from .task import FactTask
-from .training import TrainResult, train
-from .trajectory import FactClass, Trajectory
+from .lazy import lazy_exports
+
+# each public name and the module that defines it, imported when the name is first read: resolving a config
+# loads no torch (tests/test_imports.py)
+_EXPORTS = {name: module for module, names in {
+    ".config": ("PRESETS", "Config", "resolve_config"),
+    ".errors": ("ConfigError", "RunError"),
+    ".fields": ("gradient_field", "gradient_field_jacobian", "gradient_field_jacobian_vector"),
+    ".geometry": ("GEOMETRIES", "DiagonalMetric", "Geometry", "register_geometry"),
+    ".manifold": ("ManifoldFlow", "manifold_flow"),
+    ".models": ("MODEL_KINDS", "EmbeddedModel", "Model", "ModelKind", "ReducedModel", "build_model",
+                "register_model"),
+    ".objective": ("make_objective",),
+    ".optimizers": ("OPTIMIZERS", "Optimizer", "Stepper", "register_optimizer"),
+    ".records": ("RunInfo",),
+    ".run": ("log_time_grid", "run_flow", "run_flow_batch", "run_training"),
+    ".solvers": ("METHODS", "Cost", "FlowResult", "SolverOptions", "Status", "integrate_flow"),
+    ".task": ("FactTask",),
+    ".training": ("TrainResult", "train"),
+    ".trajectory": ("FactClass", "Trajectory"),
+}.items() for name in names}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["GEOMETRIES", "METHODS", "MODEL_KINDS", "OPTIMIZERS", "PRESETS", "Config", "ConfigError", "Cost",
            "DiagonalMetric", "EmbeddedModel", "FactClass", "FactTask", "FlowResult", "Geometry",

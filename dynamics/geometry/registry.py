@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .maps import DiagonalMetric, ParameterBlock, SignDescent, SpectralDescent
+
+if TYPE_CHECKING:
+    import torch
+
+    from .maps import ParameterBlock
 
 
 class SteepestDescent(Protocol):
@@ -34,7 +36,7 @@ class SteepestDescent(Protocol):
     def negative_direction(self, grad: torch.Tensor) -> torch.Tensor: ...
 
 
-Builder = Callable[[torch.Tensor | None, list[ParameterBlock], float], SteepestDescent]
+Builder = Callable[["torch.Tensor | None", "list[ParameterBlock]", float], SteepestDescent]
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,36 @@ class Geometry:
                                   f"default), or flow.geometry={read}")
 
 
+# the built-in builders import their maps (torch) when a map is first built: a config is checked without them
+def _euclidean(scale: torch.Tensor | None, blocks: list[ParameterBlock], eps: float) -> SteepestDescent:
+    from .maps import DiagonalMetric
+
+    return DiagonalMetric(scale)
+
+
+def _sign(scale: torch.Tensor | None, blocks: list[ParameterBlock], eps: float) -> SteepestDescent:
+    from .maps import SignDescent
+
+    return SignDescent(scale, eps)
+
+
+def _spectral(scale: torch.Tensor | None, blocks: list[ParameterBlock], eps: float) -> SteepestDescent:
+    from .maps import SpectralDescent
+
+    return SpectralDescent(blocks, scale, eps)
+
+
 def _builtin() -> list[Geometry]:
     # measured ε: the suggested ones finish to t = 20 on the tiny task with dopri5, cvode and (sign) auto; the
     # reference ones keep compare's flows close to their optimizers (the sign flow chatters at ε = 0 from a
     # symmetric start, the spectral flow grows stiff as ε shrinks: docs/geometry.md)
     geometries = [
-        Geometry("euclidean", lambda scale, blocks, eps: DiagonalMetric(scale), linear=True,
+        Geometry("euclidean", _euclidean, linear=True,
                  gradient_flow_theory=True, summary="gradient flow in the metric P: D(g) = P g"),
-        Geometry("sign", lambda scale, blocks, eps: SignDescent(scale, eps), keys=("flow.geometry_eps",),
+        Geometry("sign", _sign, keys=("flow.geometry_eps",),
                  needs_eps=True, suggested_eps=1e-4, reference_eps=1e-8,
                  summary="ℓ∞ steepest descent (signSGD's and Adam's flow): D(g) = x/√(x² + ε²), x = P g"),
-        Geometry("spectral", lambda scale, blocks, eps: SpectralDescent(blocks, scale, eps),
+        Geometry("spectral", _spectral,
                  keys=("flow.geometry_eps",), needs_eps=True, suggested_eps=1e-3, reference_eps=1e-7,
                  summary="spectral-norm steepest descent per matrix block (Muon's flow): D(G) = U Vᵀ"),
     ]

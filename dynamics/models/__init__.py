@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Model
-from .embedded import EmbeddedModel
-from .memories import LinearMemory, MLPMemory
-from .reduced import ReducedModel
+from ..lazy import lazy_exports
 from .registry import MODEL_KINDS, ModelKind, get_model_kind, register_model, unregister_model
-from .transformer import TransformerModel
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..task import FactTask
+    from .base import Model
+
+# the models compute (torch), loaded when first read; the registry alone checks a config
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Model": ".base", "EmbeddedModel": ".embedded", "LinearMemory": ".memories", "MLPMemory": ".memories",
+    "ReducedModel": ".reduced", "TransformerModel": ".transformer"})
 
 __all__ = ["MODEL_KINDS", "EmbeddedModel", "LinearMemory", "MLPMemory", "Model", "ModelKind", "ReducedModel",
            "TransformerModel", "build_model", "get_model_kind", "register_model",

@@ -21,11 +21,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..registry import Registry
-from ..task import vocab_size
-from .embedded import EmbeddedModel
-from .embeddings import ORTHONORMAL_EMBEDDINGS
-from .reduced import ReducedModel, token_count
-from .transformer import TransformerModel
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -62,27 +57,38 @@ class ModelKind:
 
 # --- the built-in kinds ---------------------------------------------------------------------------------
 
+# the builders import their model (torch) when they build: a config is checked without them
 def _vocabulary_and_answers(config: Config) -> tuple[int, int]:
+    from ..task import vocab_size
+
     t = config.task
     return vocab_size(t), t.relations * t.answers_per_relation
 
 
 def _reduced(config: Config, task: FactTask) -> Model:
+    from .reduced import ReducedModel
+
     return ReducedModel(task, config.model.attention, tied=config.loss.kind == "population",
                         device=config.device)
 
 
 def _reduced_parameters(config: Config, untied: bool) -> int:
+    from .reduced import token_count
+
     return token_count(config.task, tied=not untied) * (1 + _vocabulary_and_answers(config)[1])
 
 
 def _embedded(config: Config, task: FactTask) -> Model:
+    from .embedded import EmbeddedModel
+
     m = config.model
     return EmbeddedModel(task, m.attention, m.dim, m.embeddings, m.seed,
                          tied_init=config.loss.kind == "population", device=config.device)
 
 
 def _check_embedded(config: Config) -> None:
+    from .embeddings import ORTHONORMAL_EMBEDDINGS
+
     m = config.model
     if m.embeddings in ("onehot", "hadamard") and m.seed != 0:
         raise ConfigError(f"model.seed={m.seed!r}: has no effect here: model.embeddings={m.embeddings!r} are "
@@ -100,6 +106,8 @@ def _check_embedded(config: Config) -> None:
 
 
 def _transformer(config: Config, task: FactTask) -> Model:
+    from .transformer import TransformerModel
+
     m = config.model
     return TransformerModel(task, m.dim, m.heads, m.head_dim, m.mlp_width, m.seed, device=config.device)
 

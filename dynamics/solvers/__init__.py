@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from ..numerics import compute_settings
-from .explicit import integrate_explicit_batch
+from ..lazy import lazy_exports
 from .options import (
     FlowProblem,
     Jacobian,
@@ -35,8 +34,16 @@ from .options import (
     VectorField,
 )
 from .registry import METHODS, Method, get_method
-from .results import BatchFlowResult, Cost, FlowResult, Status, join
-from .stiffness import spectral_radius
+
+if TYPE_CHECKING:
+    import torch
+
+    from .results import BatchFlowResult, FlowResult
+
+# what computes (torch) is loaded when first read: the registry and the options alone check a config
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "BatchFlowResult": ".results", "Cost": ".results", "FlowResult": ".results", "Status": ".results",
+    "join": ".results", "spectral_radius": ".stiffness"})
 
 __all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "Jacobian", "JacobianVector",
            "NewtonBlocks", "Method", "Observer", "Progress", "SolverOptions", "Status", "VectorField",
@@ -70,6 +77,11 @@ def integrate_problem(problem: FlowProblem, method: str, options: SolverOptions)
     """Integrate a :class:`FlowProblem` with the named method and options (what :func:`integrate_flow`
     does after packing its arguments). Breakpoints split the grid: each piece [b_k, b_{k+1}] is integrated
     on its own, the field seeing times in [b_k, b_{k+1}) only, and the pieces are joined."""
+    import torch
+
+    from ..numerics import compute_settings
+    from .results import Status, join
+
     spec = get_method(method)
     times = problem.times
     options = options.paced(times)  # one pace stop for all the pieces
@@ -131,6 +143,8 @@ def integrate_flow_batch(field: VectorField, theta0: torch.Tensor, times: np.nda
     """Integrate B independent flows (theta0: (B, P); the field maps (t, Θ) row by row) with shared steps and
     a status per member; ``method`` must be a batched (explicit) method. See
     :func:`~dynamics.solvers.explicit.integrate_explicit_batch`."""
+    from .explicit import integrate_explicit_batch
+
     spec = get_method(method)
     if not spec.batched:
         raise ValueError(f"method={method!r}: integrates one flow at a time; batched methods: "

@@ -25,8 +25,6 @@ from .options import FlowProblem, SolverOptions, VectorField
 from .pace import Pace
 from .results import BatchFlowResult, Cost, FlowResult, GridStates, Status
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, by name
-
 
 class _Stop(Exception):
     def __init__(self, status: Status, time_: float, message: str):

@@ -29,9 +29,8 @@ import torch
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions
 from .preconditioner import CvodePreconditioner
+from .registry import SCIPY_METHODS
 from .results import Cost, FlowResult, GridStates, Status
-
-SCIPY_METHODS = {"bdf": "BDF", "radau": "Radau", "lsoda": "LSODA"}  # our name -> scipy.integrate class
 
 
 class _Evaluations:

@@ -10,19 +10,24 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .pace import MARGIN, Pace, pace_for
 
-VectorField = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> dθ/dt
-JacobianVector = Callable[[float, torch.Tensor, torch.Tensor], torch.Tensor]  # (t, θ, v) -> J(t, θ)·v
-Jacobian = Callable[[float, torch.Tensor], torch.Tensor]  # (t, θ) -> J(t, θ), dense (P, P)
+if TYPE_CHECKING:  # the options are read when a config is checked, which loads no torch
+    import torch
+
+# the aliases name torch's tensor as text: evaluated here, they would need torch
+VectorField = Callable[[float, "torch.Tensor"], "torch.Tensor"]  # (t, θ) -> dθ/dt
+JacobianVector = Callable[[float, "torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # (t, θ, v) -> J(t, θ)·v
+Jacobian = Callable[[float, "torch.Tensor"], "torch.Tensor"]  # (t, θ) -> J(t, θ), dense (P, P)
 Progress = Callable[[float], None]  # called with the time reached after every accepted step
-Observer = Callable[[int, torch.Tensor], None]  # (k, θ(times[k])), as each grid point is reached
+Observer = Callable[[int, "torch.Tensor"], None]  # (k, θ(times[k])), as each grid point is reached
 # (t, θ) -> factor; factor(γ) -> solve; solve(r) = M⁻¹ r, M an approximation of the Newton matrix I − γJ(t, θ)
-NewtonBlocks = Callable[[float, torch.Tensor], Callable[[float], Callable[[torch.Tensor], torch.Tensor]]]
+NewtonBlocks = Callable[[float, "torch.Tensor"],
+                        Callable[[float], Callable[["torch.Tensor"], "torch.Tensor"]]]
 
 
 @dataclass(frozen=True)

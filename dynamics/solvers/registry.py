@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from typing import TYPE_CHECKING
 
-from .auto import integrate_auto
-from .explicit import ADAPTIVE_METHODS, integrate_explicit
-from .implicit import SCIPY_METHODS, integrate_implicit
-from .options import FlowProblem, SolverOptions
-from .results import FlowResult
+from ..lazy import Lazy
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .options import FlowProblem, SolverOptions
+    from .results import FlowResult
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, by name
+SCIPY_METHODS = {"bdf": "BDF", "radau": "Radau", "lsoda": "LSODA"}  # our name -> scipy.integrate class
 
 
 @dataclass(frozen=True)
@@ -32,25 +36,26 @@ class Method:
     summary: str = ""
 
 
-def _methods() -> dict[str, Method]:
-    methods = {name: Method(name, "explicit", None, partial(integrate_explicit, name), batched=True,
-                            summary="torchdiffeq adaptive Runge–Kutta")
-               for name in ADAPTIVE_METHODS}
-    methods["cvode"] = Method("cvode", "implicit", "jacobian_vector", partial(integrate_implicit, "cvode"),
-                              summary="SUNDIALS CVODE: variable-order BDF, matrix-free GMRES")
-    for name, scipy_name in SCIPY_METHODS.items():
-        methods[name] = Method(name, "implicit", "jacobian", partial(integrate_implicit, name),
-                               summary=f"SciPy {scipy_name} with a dense Jacobian (small models)")
-    methods["auto"] = Method("auto", "strategy", "jacobian_vector", integrate_auto,
-                             summary="dopri5, then cvode once the flow is stiff for long")
+def _methods() -> list[Method]:
+    # each integrator is imported when it first integrates (torch, torchdiffeq, SciPy): a config is checked
+    # without them
+    explicit = "dynamics.solvers.explicit:integrate_explicit"
+    implicit = "dynamics.solvers.implicit:integrate_implicit"
+    methods = [Method(name, "explicit", None, Lazy(explicit, (name,)), batched=True,
+                      summary="torchdiffeq adaptive Runge–Kutta") for name in ADAPTIVE_METHODS]
+    methods.append(Method("cvode", "implicit", "jacobian_vector", Lazy(implicit, ("cvode",)),
+                          summary="SUNDIALS CVODE: variable-order BDF, matrix-free GMRES"))
+    methods += [Method(name, "implicit", "jacobian", Lazy(implicit, (name,)),
+                       summary=f"SciPy {scipy_name} with a dense Jacobian (small models)")
+                for name, scipy_name in SCIPY_METHODS.items()]
+    methods.append(Method("auto", "strategy", "jacobian_vector", Lazy("dynamics.solvers.auto:integrate_auto"),
+                          summary="dopri5, then cvode once the flow is stiff for long"))
     return methods
 
 
-METHODS: dict[str, Method] = _methods()
+METHODS: Registry[Method] = Registry("method", None, _methods())
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name``; a ValueError naming the allowed ones otherwise."""
-    if name not in METHODS:
-        raise ValueError(f"method={name!r}: allowed " + ", ".join(METHODS))
-    return METHODS[name]
+    """The method called ``name``; a ConfigError (a ValueError) naming the allowed ones otherwise."""
+    return METHODS.get_entry(name)
