@@ -47,32 +47,38 @@ def first_crossing(t: np.ndarray, p: np.ndarray, level: float) -> float:
     return float(t[i - 1] + weight * (t[i] - t[i - 1]))
 
 
+def p_times(trajectory, level: float) -> tuple[float, float]:
+    """(T_R, T_S): the first times the mean p(A_r) and the mean p(subject's answers), each weighted by the
+    facts' frequencies, reach ``level`` (:func:`first_crossing`; NaN if never)."""
+    weights = trajectory.fact_weights
+    return tuple(first_crossing(trajectory.t, (p * weights).sum((-2, -1)), level)
+                 for p in (trajectory.p_relation, trajectory.p_subject))
+
+
 # Each geometry's solver: the spectral flow off the manifold (D < S) is stiff at small ε (dopri5 took 137,647
 # evaluations, 409 s, at 32 × 4, D = 4, ε = 1e-5; auto, dopri5 then cvode, 6,390 and 31 s at rtol 1e-6).
 METHOD = {"euclidean": ("dopri5", 1e-8), "spectral": ("auto", 1e-6), "sign": ("dopri5", 1e-8)}
 
 
-def run_point(S: int, R: int, D: int | str, geometry: str, eps: float, points: int = 1000) -> dict:
+def run_point(S: int, R: int, D: int | str, geometry: str, eps: float, points: int = 1000,
+              max_steps: int = 40_000) -> dict:
     """One full flow at D answers per relation (a number, or 'S'); its learning times by both definitions,
-    the theory's ratio and the four-scalar flow's."""
+    the theory's ratio and the four-scalar flow's. ``max_steps``: the solver's step guard."""
     label, D = str(D), S if D == "S" else int(D)
     config = resolve_config("li2026", overrides={
         "task.subjects": S, "task.relations": R, "task.answers_per_relation": D, "flow.geometry": geometry,
         "flow.geometry_eps": eps if geometry != "euclidean" else 0.0, "flow.t_max": HORIZON[geometry],
         "flow.t_min": 1e-3, "flow.points": points, "flow.method": METHOD[geometry][0],
-        "flow.rtol": METHOD[geometry][1], "flow.atol": 1e-12, "flow.max_steps": 40_000})
+        "flow.rtol": METHOD[geometry][1], "flow.atol": 1e-12, "flow.max_steps": max_steps})
     start = time.perf_counter()
     trajectory = run_flow(config)
     seconds = time.perf_counter() - start
-    weights = trajectory.fact_weights
-    p_relation = (trajectory.p_relation * weights).sum((-2, -1))
-    p_subject = (trajectory.p_subject * weights).sum((-2, -1))
     mid = measured_times(trajectory)
+    T_R, T_S = p_times(trajectory, 1 - DELTA)
     row = {"S": S, "R": R, "D": D, "d_label": label, "S/R": S / R, "geometry": geometry,
            "eps": eps if geometry != "euclidean" else 0.0,
            "T_R_mid": mid["t_relation"], "T_S_mid": mid["t_subject"],
-           "T_R_p90": first_crossing(trajectory.t, p_relation, 1 - DELTA),
-           "T_S_p90": first_crossing(trajectory.t, p_subject, 1 - DELTA),
+           "T_R_p90": T_R, "T_S_p90": T_S,
            "theory": (S / R) * math.sqrt((R - 1) / (D - 1)) if geometry == "euclidean" and D > 1
            else math.nan,
            "four_scalar": math.nan, "status": trajectory.info.status, "seconds": round(seconds, 1)}

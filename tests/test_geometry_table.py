@@ -66,6 +66,26 @@ def test_finish_writes_the_table_whole_and_reads_stored_nan_back(tmp_path, monke
     assert (tmp_path / "table.csv").read_text().count("\n") == 3
 
 
+def test_table_csv_and_the_figure_say_which_setting_ran(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from figures import capture_figures
+
+    from analysis.study import geometry, plots
+
+    setting = {"answers": "S", "start": "manifold", "time": "p", "delta": 0.05}
+    rows = [{**_cell("gf", 4, 32, 0.25), **setting, "D": 4}, {**_cell("gf", 32, 4, 16.0), **setting, "D": 32}]
+    drawn = capture_figures(monkeypatch, plots)
+    text = geometry.finish(tmp_path, SimpleNamespace(figure=None), rows)
+    first = text.splitlines()[0]
+    assert first.startswith("D=S answers per relation, manifold start; T_R, T_S: when the mean p")
+    header = (tmp_path / "table.csv").read_text().splitlines()[0].split(",")
+    assert {"answers", "D", "start", "time", "delta"} <= set(header)
+    fig = drawn[0]
+    assert "one answer per fact" in fig._suptitle.get_text() and "manifold start" in fig._suptitle.get_text()
+    assert "first reach 0.95" in fig.axes[0].get_title()
+
+
 def test_unknown_row_and_bad_pairs_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
     from analysis.cli import main
     from analysis.study import geometry
@@ -98,10 +118,92 @@ def test_quick_and_the_options_choose_the_points():
     from analysis.study.runner import study_args
 
     def points(**options):
-        return [tuple(p.values()) for p in geometry.plan(study_args("geometry", **options)).points()]
+        return [tuple(p.values())[:-4] for p in geometry.plan(study_args("geometry", **options)).points()]
 
     assert points(quick=True) == [(k, S, R) for S, R in ((4, 32), (16, 4)) for k in ("gf", "sign", "signsgd")]
     full = points()
     assert len(full) == 7 * 6 + 2 and full[-2:] == [("onehot", 16, 4, 32), ("hadamard", 16, 4, 32)]
     assert points(rows="adam", pairs="8x2", embeddings_point="") == [("adam", 8, 2)]
     assert points(quick=True, embeddings_point="8x2x16")[-1] == ("hadamard", 8, 2, 16)
+
+
+def test_the_setting_options_reach_every_point_and_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """--answers-per-relation, --start, --time and --delta become every point's values (so the point store
+    and table.csv record them); a value not allowed, or --delta without --time p, is refused before any
+    work."""
+    from analysis.cli import main
+    from analysis.study import geometry
+    from analysis.study.runner import study_args
+
+    args = study_args("geometry", quick=True, answers_per_relation="S", start="manifold", time="p",
+                      delta=0.05)
+    points = geometry.plan(args).points()
+    assert points and all(p["answers"] == "S" and p["start"] == "manifold" and p["time"] == "p"
+                          and p["delta"] == 0.05 for p in points)
+    default = geometry.plan(study_args("geometry", quick=True)).points()[0]
+    assert (default["answers"], default["start"], default["time"], default["delta"]) == ("4", "constant",
+                                                                                       "midpoint", None)
+    monkeypatch.setattr(geometry, "run_point", lambda *a: pytest.fail("ran a point"))
+    for argv, needle in ((["--answers-per-relation", "1"], "--answers-per-relation='1': allowed"),
+                         (["--answers-per-relation", "R"], "--answers-per-relation='R': allowed"),
+                         (["--start", "gaussian"], "--start='gaussian': allowed: constant, manifold"),
+                         (["--time", "t90"], "--time='t90': allowed: midpoint"),
+                         (["--delta", "0.05"], "--delta=0.05: has no effect with --time midpoint"),
+                         (["--time", "p", "--delta", "1.5"], "--delta=1.5: allowed: a number in (0, 1)")):
+        assert main(["study", "geometry", "--out", str(tmp_path / "g"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "g").exists()
+
+
+def test_one_answer_per_fact_and_the_manifold_start_reach_the_config():
+    from analysis.study.geometry import Setting, task_config
+
+    config = task_config(8, 2, ROWS["gf"], Setting("S", "manifold"))
+    assert (config.task.answers_per_relation, config.task.facts) == (8, "structured")
+    assert (config.init.kind, config.init.alpha, config.init.beta) == ("manifold", 0.01, 0.01)
+    config = task_config(8, 2, ROWS["gf"], Setting("2"))
+    assert (config.task.answers_per_relation, config.task.facts) == (2, "random")
+    assert config.init.kind == "constant"
+
+
+def test_the_definition_of_T_reads_the_losses_or_p():
+    """--time midpoint reads the losses' midpoint crossings, --time p the first time the weighted mean p
+    reaches 1 − δ (here p(A_r) = p(subject) = t/10 on two equally weighted facts)."""
+    from types import SimpleNamespace
+
+    from analysis.study.geometry import Setting, learning_times
+
+    t = np.linspace(0.0, 10.0, 101)
+    p = np.repeat((t / 10)[:, None, None], 2, axis=2)
+    traj = SimpleNamespace(t=t, relation_loss=np.maximum(4.0 - t, 0.0), subject_loss=np.maximum(8.0 - t, 0.0),
+                           p_relation=p, p_subject=p * 0.5 + 0.5 * p ** 2, fact_weights=np.full((1, 2), 0.5))
+    T_R, T_S = learning_times(traj, Setting())
+    assert T_R == pytest.approx(2.0, rel=0.05) and T_S == pytest.approx(4.0, rel=0.05)
+    assert learning_times(traj, Setting(time="p", delta=0.1))[0] == pytest.approx(9.0, rel=1e-3)
+    assert learning_times(traj, Setting(time="p", delta=0.5))[0] == pytest.approx(5.0, rel=1e-3)
+    assert learning_times(traj, Setting(time="p", delta=0.5))[1] > 5.0  # p(subject) below p(A_r)
+
+
+@pytest.mark.slow
+def test_each_setting_option_changes_the_learning_times(monkeypatch):
+    """On one tiny gradient flow (8 × 2, to t = 400): D, the start and the definition of T (and δ) each move
+    T_R or T_S, and every row records the setting it ran in."""
+    from dataclasses import replace
+
+    from analysis.study import geometry
+    from analysis.study.geometry import Setting
+
+    monkeypatch.setitem(geometry.ROWS, "gf", replace(ROWS["gf"], t_max=400.0))
+    base = Setting()
+    cells = {name: run_point(8, 2, "gf", setting, points=48) for name, setting in (
+        ("base", base), ("D", replace(base, answers="S")), ("start", replace(base, start="manifold")),
+        ("p", replace(base, time="p", delta=0.1)), ("p05", replace(base, time="p", delta=0.05)))}
+    for name, cell in cells.items():
+        assert cell["status"] == "ok" and math.isfinite(cell["T_R"]) and math.isfinite(cell["T_S"]), name
+        if name != "base":
+            moved = max(abs(cell[k] / cells["base"][k] - 1) for k in ("T_R", "T_S"))
+            assert moved > 0.05, (name, moved)
+    assert cells["p05"]["T_S"] > cells["p"]["T_S"] > cells["base"]["T_S"]  # p = 0.95 after 0.9 after midway
+    assert cells["D"]["D"] == 8 and cells["D"]["answers"] == "S" and cells["base"]["D"] == 4
+    assert (cells["p05"]["time"], cells["p05"]["delta"], cells["start"]["start"]) == ("p", 0.05, "manifold")

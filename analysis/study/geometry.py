@@ -4,8 +4,13 @@ gradient, sign and spectral flows and for SGD, Adam, signSGD and Muon on the flo
 the log–log slope of T_S/T_R against S/R for each row, and the decay exponent of the loss after recall.
 
 ``factrecall study geometry --out DIR [--rows gf,sign,spectral,sgd,adam,signsgd,muon] [--pairs
-4x32,8x16,...] [--figure PATH] [--workers 2]`` writes ``DIR/table.csv``, ``DIR/embeddings.csv`` and
-``DIR/ratio.png`` (and ``--figure``) and prints the table and the slopes. ``factrecall sweep`` cannot
+4x32,8x16,...] [--answers-per-relation 4|D|S] [--start constant|manifold] [--time midpoint|p [--delta 0.1]]
+[--figure PATH] [--workers 2]`` writes ``DIR/table.csv``, ``DIR/embeddings.csv`` and ``DIR/ratio.png`` (and
+``--figure``) and prints the table and the slopes. The options change what every cell shares
+(:class:`Setting`): D answers per relation (``S``: one answer per fact, on the structured table, Li et al.'s
+setting), the start (``manifold``: Li et al.'s α₀ = β₀ = 0.01) and the definition of T (the midpoint
+crossing of the relation and subject losses, or the first time the mean p(A_r), p(subject's answers) reach
+1 − δ); every row of ``table.csv`` records them. ``factrecall sweep`` cannot
 express this grid (here S and R move together) nor report the discrete runs' own learning times, hence
 this study; its points are kept in the sweep's point store all the same.
 
@@ -44,6 +49,31 @@ QUICK_ROWS, QUICK_PAIRS = ("gf", "sign", "signsgd"), ((4, 32), (16, 4))
 
 
 @dataclass(frozen=True)
+class Setting:
+    """What every cell of one table shares besides its row and (S, R): ``answers`` per relation (a number,
+    or ``'S'``: one answer per fact), the ``start`` (``constant``: every parameter 1e-5; ``manifold``: Li et
+    al.'s α₀ = β₀ = 0.01) and the definition of T (``time``: ``midpoint`` or ``p``, the first time p reaches
+    1 − ``delta``; ``delta`` is None with ``midpoint``)."""
+
+    answers: str = "4"
+    start: str = "constant"
+    time: str = "midpoint"
+    delta: float | None = None
+
+    def D(self, S: int) -> int:  # noqa: N802 (the paper's name)
+        """The number of answers per relation at S subjects."""
+        return S if self.answers == "S" else int(self.answers)
+
+    def values(self) -> dict[str, Any]:
+        """The setting as a point's values (kept in the point store and in every row of table.csv)."""
+        return {"answers": self.answers, "start": self.start, "time": self.time, "delta": self.delta}
+
+
+STARTS = {"constant": {}, "manifold": {"init.kind": "manifold", "init.alpha": 0.01, "init.beta": 0.01}}
+TIMES = ("midpoint", "p")
+
+
+@dataclass(frozen=True)
 class Row:
     """One row of the table: a flow (``geometry``, ``eps``) or a discrete ``optimizer`` at ``lr``."""
 
@@ -68,10 +98,14 @@ ROWS = {
 }
 
 
-def task_config(S: int, R: int, row: Row, D: int = 4, points: int = 160):
-    """The config of one run: reduced model, random table, N = 4 noise tokens, T = 8, constant start 1e-5."""
-    overrides = {"task.subjects": S, "task.relations": R, "task.answers_per_relation": D,
-                 "task.facts": "random", "task.noise_tokens": 4, "task.seq_len": 8, "flow.t_max": row.t_max,
+def task_config(S: int, R: int, row: Row, setting: Setting = Setting(), points: int = 160):
+    """The config of one run: reduced model, N = 4 noise tokens, T = 8; a random table with D answers per
+    relation (D = S: the structured table, one answer per fact), the setting's start (constant 1e-5, or
+    Li et al.'s manifold start)."""
+    one_per_fact = setting.answers == "S"
+    overrides = {"task.subjects": S, "task.relations": R, "task.answers_per_relation": setting.D(S),
+                 "task.facts": "structured" if one_per_fact else "random", "task.noise_tokens": 4,
+                 "task.seq_len": 8, **STARTS[setting.start], "flow.t_max": row.t_max,
                  "flow.points": points, "flow.geometry": row.geometry, "flow.geometry_eps": row.eps,
                  "flow.method": row.method, "flow.max_steps": row.max_steps}
     if row.optimizer is not None:
@@ -90,13 +124,25 @@ def decay_exponent(t: np.ndarray, loss: np.ndarray, t_after: float, floor: float
     return fit[0] if fit else float("nan")
 
 
-def run_point(S: int, R: int, key: str, D: int = 4, points: int = 160) -> dict:
-    """One cell of the table: row ``key`` of :data:`ROWS` at S subjects, R relations."""
+def learning_times(traj, setting: Setting) -> tuple[float, float]:
+    """(T_R, T_S) of a trajectory by the setting's definition: the midpoint crossings of the relation and
+    subject losses (``measured_times``), or the first times the mean p(A_r), p(subject's answers) reach
+    1 − δ (:func:`analysis.geometry_dsweep.p_times`)."""
+    if setting.time == "p":
+        from ..geometry_dsweep import p_times
+
+        return p_times(traj, 1 - setting.delta)
+    times = measured_times(traj)
+    return times["t_relation"], times["t_subject"]
+
+
+def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: int = 160) -> dict:
+    """One cell of the table: row ``key`` of :data:`ROWS` at S subjects, R relations, in ``setting``."""
     import torch
 
     torch.set_num_threads(1)
     row = ROWS[key]
-    config = task_config(S, R, row, D, points)
+    config = task_config(S, R, row, setting, points)
     start = time.perf_counter()
     if row.optimizer is None:
         traj = run_flow(config)
@@ -107,12 +153,12 @@ def run_point(S: int, R: int, key: str, D: int = 4, points: int = 160) -> dict:
 
         traj = run_full_batch(config, row.optimizer, keep_states=False)
     seconds = time.perf_counter() - start
-    times = measured_times(traj)
     report = detect_stages(traj)
-    sigma_r, sigma_s = escape_rates(S, R, D)
-    t_R, t_S = times["t_relation"], times["t_subject"]
+    sigma_r, sigma_s = escape_rates(S, R, setting.D(S))
+    t_R, t_S = learning_times(traj, setting)
     recall = max(t_R, t_S)
-    return {"row": key, "S": S, "R": R, "S/R": S / R, "status": traj.info.status.value,
+    return {"row": key, "S": S, "R": R, "S/R": S / R, **setting.values(), "D": setting.D(S),
+            "status": traj.info.status.value,
             "t_end": float(traj.t[-1]), "T_R": t_R, "T_S": t_S, "ratio": t_S / t_R,
             "plateau": "hallucination" in report.names, "stages": " > ".join(report.names),
             "decay": decay_exponent(np.asarray(traj.t), np.asarray(traj.loss), 2 * recall)
@@ -121,18 +167,18 @@ def run_point(S: int, R: int, key: str, D: int = 4, points: int = 160) -> dict:
             "evals": traj.info.cost.function_evals, "seconds": seconds}
 
 
-def embedding_point(S: int, R: int, dim: int, embeddings: str, t_max: float = 10.0) -> dict:
-    """The sign flow (ε = 1e-4) of the embedded model with ``embeddings`` (onehot | hadamard) at one point:
-    the sign flow is not invariant to a rotation of the embedding basis."""
+def embedding_point(S: int, R: int, dim: int, embeddings: str, setting: Setting = Setting(),
+                    t_max: float = 10.0) -> dict:
+    """The sign flow (ε = 1e-4) of the embedded model with ``embeddings`` (onehot | hadamard) at one point,
+    in ``setting``: the sign flow is not invariant to a rotation of the embedding basis."""
     row = ROWS["sign"]
-    config = task_config(S, R, Row(row.name, t_max, "sign", row.eps)).override(
+    config = task_config(S, R, Row(row.name, t_max, "sign", row.eps), setting).override(
         {"model.kind": "embedded", "model.embeddings": embeddings, "model.dim": dim})
     start = time.perf_counter()
     traj = run_flow(config)
-    times = measured_times(traj)
-    return {"embeddings": embeddings, "S": S, "R": R, "dim": dim, "status": traj.info.status.value,
-            "T_R": times["t_relation"], "T_S": times["t_subject"],
-            "ratio": times["t_subject"] / times["t_relation"],
+    t_R, t_S = learning_times(traj, setting)
+    return {"embeddings": embeddings, "S": S, "R": R, "dim": dim, **setting.values(),
+            "status": traj.info.status.value, "T_R": t_R, "T_S": t_S, "ratio": t_S / t_R,
             "plateau": "hallucination" in detect_stages(traj).names, "seconds": time.perf_counter() - start}
 
 
@@ -155,13 +201,53 @@ def plot(results: list[dict], path: Path) -> None:
     from .plots import plot_geometry_table
 
     slopes = {key: row_slope(results, key) for key in dict.fromkeys(r["row"] for r in results)}
-    title = ""
+    title, setting = "", setting_of(results[0]) if results else Setting()
     if results:
-        config = task_config(int(results[0]["S"]), int(results[0]["R"]), ROWS["gf"])
+        config = task_config(int(results[0]["S"]), int(results[0]["R"]), ROWS["gf"], setting)
         pairs = ", ".join(dict.fromkeys(f"{int(r['S'])}×{int(r['R'])}" for r in results))
-        title = (f"random S×R tables ({pairs}), D={config.task.answers_per_relation} "
-                 f"N={config.task.noise_tokens} T={config.task.seq_len}\n{setting_line(config)}")
-    plot_geometry_table(results, path, ROWS, slopes, title)
+        table = ("structured S×R tables, one answer per fact" if setting.answers == "S"
+                 else "random S×R tables")
+        title = (f"{table} ({pairs}), D={setting.answers} N={config.task.noise_tokens} "
+                 f"T={config.task.seq_len}\n{setting_line(config)}")
+    plot_geometry_table(results, path, ROWS, slopes, title, time_title(setting))
+
+
+def time_title(setting: Setting) -> str:
+    """What T_R and T_S are, for the figure's title."""
+    if setting.time == "p":
+        return (f"T_R, T_S: when the mean p(relation's answers), p(subject's answers) first reach "
+                f"{1 - setting.delta:g}")
+    return "T_R, T_S: when the relation-only and the subject-only loss cross halfway down"
+
+
+def setting_of(values: dict[str, Any]) -> Setting:
+    """The :class:`Setting` of a point's values or a stored row (a row without them: the defaults)."""
+    delta = values.get("delta")
+    return Setting(str(values.get("answers", "4")), values.get("start", "constant"),
+                   values.get("time", "midpoint"),
+                   None if delta is None or not math.isfinite(delta) else float(delta))
+
+
+def chosen_setting(args: argparse.Namespace) -> Setting:
+    """The setting of ``--answers-per-relation``, ``--start``, ``--time`` and ``--delta``; one ConfigError
+    naming a value that is not allowed (``--delta`` is read only with ``--time p``)."""
+    answers = str(args.answers_per_relation).strip()
+    if answers != "S" and not (answers.isdigit() and int(answers) >= 2):
+        raise ConfigError(f"--answers-per-relation={args.answers_per_relation!r}: allowed: an integer >= 2, "
+                          "or S (one answer per fact)")
+    if args.start not in STARTS:
+        raise ConfigError(f"--start={args.start!r}: allowed: {', '.join(STARTS)}")
+    if args.time not in TIMES:
+        raise ConfigError(f"--time={args.time!r}: allowed: midpoint (the loss's midpoint crossing) or p "
+                          "(the first time p reaches 1 - delta)")
+    if args.time != "p" and args.delta is not None:
+        raise ConfigError(f"--delta={args.delta!r}: has no effect with --time {args.time}; allowed: --delta "
+                          "with --time p only")
+    delta = 0.1 if args.delta is None else args.delta
+    if args.time == "p" and not (0 < delta < 1):
+        raise ConfigError(f"--delta={args.delta!r}: allowed: a number in (0, 1)")
+    return Setting(str(int(answers)) if answers != "S" else "S", args.start, args.time,
+                   delta if args.time == "p" else None)
 
 
 def parse_sizes(flag: str, text: str, parts: int) -> list[tuple[int, ...]]:
@@ -194,14 +280,15 @@ def plan(args: argparse.Namespace) -> StudyPlan:
     """Every row at every ``--pairs`` point, then the embedded sign flow's two points (``--quick``: three
     rows at two points, no embedded flow)."""
     keys = chosen_rows(args)
+    shared = {key: [value] for key, value in chosen_setting(args).values().items()}
     pairs = (parse_sizes("--pairs", args.pairs, 2) if args.pairs is not None
              else QUICK_PAIRS if args.quick else PAIRS)
-    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R]} for S, R in pairs]
+    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R], **shared} for S, R in pairs]
     embedded = args.embeddings_point if args.embeddings_point is not None else (
         "" if args.quick else EMBEDDINGS_POINT)
     if embedded:
         (S, R, dim), = parse_sizes("--embeddings-point", embedded, 3)
-        grids.append({"embeddings": ["onehot", "hadamard"], "S": [S], "R": [R], "dim": [dim]})
+        grids.append({"embeddings": ["onehot", "hadamard"], "S": [S], "R": [R], "dim": [dim], **shared})
     return StudyPlan(resolve_config("figure5"), grids)
 
 
@@ -215,8 +302,9 @@ def check(out: Path, args: argparse.Namespace) -> None:
 def compute(values: dict[str, Any]) -> dict[str, Any]:
     """One cell of the table (``row``, S, R) or one embedded sign flow (``embeddings``, S, R, dim)."""
     if "embeddings" in values:
-        return embedding_point(values["S"], values["R"], values["dim"], values["embeddings"])
-    return run_point(values["S"], values["R"], values["row"])
+        return embedding_point(values["S"], values["R"], values["dim"], values["embeddings"],
+                               setting_of(values))
+    return run_point(values["S"], values["R"], values["row"], setting_of(values))
 
 
 def _nan(row: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +318,9 @@ def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> s
     results = [_nan(r) for r in rows if "row" in r]
     embedded = [_nan(r) for r in rows if "embeddings" in r]
     atomic_write_csv(out / "table.csv", results)
-    lines = [f"{r['row']:8s} S={r['S']:3d} R={r['R']:2d} T_R={r['T_R']:9.4g} T_S={r['T_S']:9.4g} "
+    setting = setting_of(results[0] if results else embedded[0] if embedded else {})
+    lines = [f"D={setting.answers} answers per relation, {setting.start} start; " + time_title(setting)]
+    lines += [f"{r['row']:8s} S={r['S']:3d} R={r['R']:2d} T_R={r['T_R']:9.4g} T_S={r['T_S']:9.4g} "
              f"T_S/T_R={r['ratio']:7.3g} plateau={r['plateau']!s:5s} decay={r['decay']:6.2f} "
              f"{r['status']} t_end={r['t_end']:.4g} ({r['evals']} evals, {r['seconds']:.1f} s)"
              for r in results]

@@ -88,11 +88,13 @@ def plot_experiments(results: dict[str, Any], path: Path, config: Any = None, sg
 
 
 def plot_geometry_table(results: list[dict], path: Path, rows: dict[str, Any],
-                        slopes: dict[str, float | None],
-                        title: str = "") -> None:
+                        slopes: dict[str, float | None], title: str = "",
+                        times: str = "T_R, T_S: when the relation-only and the subject-only loss cross "
+                                     "halfway down") -> None:
     """T_S/T_R against S/R, log–log, one line per row of the table (``rows``: key -> its Row, whose
     ``name`` and ``optimizer`` say what ran; ``slopes``: key -> log–log slope), with the linearised GF
-    theory σ_r/σ_s dotted and the line T_S = T_R. ``title``: the task the table ran on."""
+    theory σ_r/σ_s dotted and the line T_S = T_R. ``title``: the task the table ran on; ``times``: what
+    T_R and T_S are."""
     fig = figure(7.6, 5.6)
     ax = fig.subplots()
     for key in dict.fromkeys(r["row"] for r in results):
@@ -112,8 +114,8 @@ def plot_geometry_table(results: list[dict], path: Path, rows: dict[str, Any],
     ax.margins(y=0.08)
     ax.set_xlabel("S/R (subjects per relation)")
     ax.set_ylabel("T_S / T_R")
-    ax.set_title("T_R, T_S: when the relation-only and the subject-only loss cross halfway down;\n"
-                 "above 1 the relations are learned first (flows solid, optimizers dashed)", fontsize=8.5)
+    ax.set_title(f"{times};\nabove 1 the relations are learned first (flows solid, optimizers dashed)",
+                 fontsize=8.5)
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3, which="both")
     fig.suptitle("Learning-time ratio by geometry and optimizer" + (f":\n{title}" if title else ""),

@@ -19,7 +19,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..registry import register_once
+from dynamics.registry import Registry  # standard library only: --help loads no engine
 
 
 def _no_options(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +39,9 @@ class Study:
     options: Callable[[argparse.ArgumentParser], None] = _no_options
 
 
-STUDIES: dict[str, Study] = {}
-
-
 def register_study(study: Study) -> Study:
     """Add ``study`` to :data:`STUDIES` (and so to ``factrecall study --help``); a name taken is refused."""
-    return register_once(STUDIES, study, "study")
+    return STUDIES.register(study)
 
 
 def _scale_options(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +58,16 @@ def _geometry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings-point", metavar="SxRxd",
                         help="sign flow of the embedded model, one-hot against Hadamard embeddings, at this "
                              "point, '' for none (default: 16x4x32; none with --quick)")
+    parser.add_argument("--answers-per-relation", default="4", metavar="D",
+                        help="answers per relation D of every table: an integer >= 2 (random tables), or S "
+                             "(one answer per fact, the structured table: Li et al.'s setting) (default: 4)")
+    parser.add_argument("--start", default="constant", help="constant (every parameter 1e-5) or manifold "
+                        "(Li et al.'s start, alpha0 = beta0 = 0.01) (default: constant)")
+    parser.add_argument("--time", default="midpoint", help="T_R, T_S as the midpoint crossings of the "
+                        "relation and subject losses (midpoint), or as the first times the mean p(A_r), "
+                        "p(subject's answers) reach 1 - delta (p) (default: midpoint)")
+    parser.add_argument("--delta", type=float, help="delta of --time p (default: 0.1; refused with "
+                                                    "--time midpoint)")
     parser.add_argument("--figure", metavar="PATH.png", help="also draw the figure here (an existing .png "
                                                              "is replaced)")
 
@@ -81,7 +88,7 @@ def _timeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sgd", action="store_true", help="flows only (no SGD beside each flow)")
 
 
-for _entry in (
+STUDIES: Registry[Study] = Registry("study", None, (
         Study("scale", "escape times and the hallucination plateau against the number of facts "
                        "(docs/scale.md)", "analysis.study.scale",
               {"scale.json": "every size's row and the power-law fits of each series",
@@ -100,5 +107,4 @@ for _entry in (
                           "subjects (docs/data-over-time.md)", "analysis.study.timeline",
               {"experiments.json": "every number of the four experiments",
                "data_over_time.png": "the four experiments' figure"},
-              _timeline_options)):
-    register_study(_entry)
+              _timeline_options)), identifiers=False)
