@@ -7,7 +7,8 @@ of many runs behind ``factrecall study NAME``) — each with a ``command`` modul
 ``simulate`` is the ``simulate`` subcommand. Shared by them: ``timeline`` (groups of facts while the data
 change, written by ``stages``), ``plotting`` (figures, the log-t axis, stage shading), ``loglog`` (the one
 log–log fit), ``rundir`` (output directories and the one ``--out`` check), ``arguments`` (command-line
-values), ``registry`` (adding a command or a study under its name once) and ``cli`` (the registry of
-commands, the parser and the dispatch). A package imports another only through its public names, and no
-two packages' analysis code import each other (tests/test_boundaries.py).
+values) and ``cli`` (the registry of commands, the parser and the dispatch). The registries of commands and
+studies are :class:`dynamics.registry.Registry` instances, as every registry of the project. A package
+imports another only through its public names, and no two packages' analysis code import each other
+(tests/test_boundaries.py).
 """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .registry import register_once
+from dynamics.registry import Registry  # standard library only: --help loads no engine
 
 
 class UsageError(Exception):
@@ -216,13 +216,9 @@ class Command:
         return getattr(owner, self.function)
 
 
-# every subcommand, in the order of factrecall --help
-COMMANDS: dict[str, Command] = {}
-
-
 def register_command(command: Command) -> Command:
     """Add ``command`` to :data:`COMMANDS` (and so to ``factrecall --help``); a name taken is refused."""
-    return register_once(COMMANDS, command, "command")
+    return COMMANDS.register(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,7 +347,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 
 
-for _entry in (
+# every subcommand, in the order of factrecall --help
+COMMANDS: Registry[Command] = Registry("command", None, (
         Command("simulate", "integrate the gradient flow into a run directory", "analysis.simulate",
                 arguments=_simulate_arguments),
         Command("stages", "detect the stages of a run directory and write them", "analysis.stages.command",
@@ -371,8 +368,7 @@ for _entry in (
         Command("config", "print the resolved config as JSON and exit (runs nothing)", "analysis.cli",
                 "config_command", arguments=_add_config_options),
         Command("presets", "list the named presets, one line each", "analysis.cli", "presets_command",
-                arguments=_no_arguments, engine=False)):
-    register_command(_entry)
+                arguments=_no_arguments, engine=False)), identifiers=False)
 
 
 if __name__ == "__main__":

@@ -137,10 +137,12 @@ def integrate_run(built: BuiltRun, progress: bool = False, times: np.ndarray | N
 
 
 def batch_key(config: Config) -> str:
-    """Configs with the same key differ only in their initialisation (:data:`BATCHABLE`) and can be
+    """Configs with the same key differ only in the keys of :data:`BATCHABLE` (their starts) and can be
     integrated together by :func:`run_flow_batch`."""
     tree = config.to_dict()
-    tree.pop("init")
+    for key in BATCHABLE:
+        section, name = key.split(".")
+        del tree[section][name]
     return json.dumps(tree, sort_keys=True)
 
 

@@ -47,6 +47,7 @@ from .config import Config
 from .errors import ConfigError
 from .io import BLOCK_BYTES, atomic_write, atomic_write_json, finite_or_none, write_npz
 from .records import RunInfo
+from .registry import Registry
 from .task import FactTask
 
 CONFIG_FILE, RECORD_FILE, SUMMARY_FILE = "config.json", "trajectory.npz", "summary.json"
@@ -110,16 +111,6 @@ def _nested(folder: str, names: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{folder}/{name}" for name in names)
 
 
-LAYOUTS: dict[str, Layout] = {}
-
-
-def register_layout(layout: Layout) -> Layout:
-    """Add (or replace) the layout of a command's output: the one place a new command says what it writes.
-    Order counts for :func:`output_kind`: a kind registered earlier is recognised first."""
-    LAYOUTS[layout.name] = layout
-    return layout
-
-
 # the sweep's point store (analysis.sweep.SweepDirectory), also a study's
 SWEEP_MANIFEST, SWEEP_RESULTS = "sweep.json", "results.csv"
 POINTS_DIR, KEPT_RUNS_DIR = "points", "trajectories"
@@ -127,29 +118,36 @@ POINT_FILES = f"{POINTS_DIR}/p*.json"  # one per point, named by its identifier
 STUDY_RECORD = "study.json"  # a study's name and size: what tells a study from a sweep
 STUDY_FILES = (STUDY_RECORD, SWEEP_MANIFEST, SWEEP_RESULTS)
 STUDY_PATTERNS = (POINT_FILES,)
-register_layout(Layout("study", "study", "a study: its record and the sweep's point store (each study adds "
-                       "its own files with register_layout)", files=STUDY_FILES, patterns=STUDY_PATTERNS,
-                       markers=(STUDY_RECORD,)))
-register_layout(Layout("sweep", "sweep", "a sweep: its manifest, one file per point, the results table, "
-                       "kept runs and figures",
-                       files=(SWEEP_MANIFEST, SWEEP_RESULTS),
-                       patterns=(POINT_FILES, "phase_*.png", "sweep_*.png",
-                                 *_nested(f"{KEPT_RUNS_DIR}/p*", RUN_FILES)),
-                       markers=(SWEEP_MANIFEST,)))
-register_layout(Layout("compare", "compare", "a comparison of the flow with discrete runs",
-                       files=(CONFIG_FILE, "compare.json", "compare.csv", *COMPARE_FIGURES),
-                       markers=("compare.json",)))
-register_layout(Layout("flow", "simulate", "a flow run (simulate without --train)", files=RUN_FILES,
-                       markers=(RECORD_FILE,)))
-register_layout(Layout("train", "simulate", "a simulate --train run (flow/ and train/)",
-                       files=(CONFIG_FILE, "loss.png", *(f for run in TRAIN_RUNS
-                                                         for f in _nested(run, RUN_FILES))),
-                       markers=_nested("flow", [RECORD_FILE]) + _nested("train", [RECORD_FILE])))
-register_layout(Layout("capacity", "capacity", "a capacity grid: every trial, the fit and its figure",
-                       files=("trials.csv", "summary.json", "capacity.png", "tradeoff.png"),
-                       markers=("trials.csv",)))
-register_layout(Layout("bench", "bench", "a benchmark: --out NAME.json and its figure NAME.png beside it",
-                       patterns=("*.json", "*.png"), directory=False))
+LAYOUTS: Registry[Layout] = Registry("layout", None, (
+    Layout("study", "study", "a study: its record and the sweep's point store (each study adds "
+           "its own files with register_layout)", files=STUDY_FILES, patterns=STUDY_PATTERNS,
+           markers=(STUDY_RECORD,)),
+    Layout("sweep", "sweep", "a sweep: its manifest, one file per point, the results table, "
+           "kept runs and figures",
+           files=(SWEEP_MANIFEST, SWEEP_RESULTS),
+           patterns=(POINT_FILES, "phase_*.png", "sweep_*.png",
+                     *_nested(f"{KEPT_RUNS_DIR}/p*", RUN_FILES)),
+           markers=(SWEEP_MANIFEST,)),
+    Layout("compare", "compare", "a comparison of the flow with discrete runs",
+           files=(CONFIG_FILE, "compare.json", "compare.csv", *COMPARE_FIGURES),
+           markers=("compare.json",)),
+    Layout("flow", "simulate", "a flow run (simulate without --train)", files=RUN_FILES,
+           markers=(RECORD_FILE,)),
+    Layout("train", "simulate", "a simulate --train run (flow/ and train/)",
+           files=(CONFIG_FILE, "loss.png", *(f for run in TRAIN_RUNS
+                                             for f in _nested(run, RUN_FILES))),
+           markers=_nested("flow", [RECORD_FILE]) + _nested("train", [RECORD_FILE])),
+    Layout("capacity", "capacity", "a capacity grid: every trial, the fit and its figure",
+           files=("trials.csv", "summary.json", "capacity.png", "tradeoff.png"),
+           markers=("trials.csv",)),
+    Layout("bench", "bench", "a benchmark: --out NAME.json and its figure NAME.png beside it",
+           patterns=("*.json", "*.png"), directory=False)))
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add (or replace) the layout of a command's output: the one place a new command says what it writes.
+    Order counts for :func:`output_kind`: a kind registered earlier is recognised first."""
+    return LAYOUTS.register(layout, replace=True)
 
 
 def output_files(command: str) -> frozenset[str]:

@@ -4,8 +4,12 @@ documentation that resolves inside the repository."""
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -147,6 +151,43 @@ def test_the_command_and_study_registries_are_the_only_lists_of_their_names():
     commands = _lists_of(set(COMMANDS), ROOT / "analysis" / "cli.py")
     assert [found for found in commands if not found.startswith("analysis/rundir.py")] == []
     assert _lists_of(set(STUDIES), ROOT / "analysis" / "study" / "registry.py") == []
+
+
+def _project_modules() -> list[ModuleType]:
+    """Every module of the project, imported."""
+    modules = []
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        modules.append(root)
+        modules += [importlib.import_module(info.name)
+                    for info in pkgutil.walk_packages(root.__path__, f"{package}.")]
+    return modules
+
+
+def _named_entries(value: object) -> bool:
+    """Whether ``value`` holds entries by their names, as a registry does: a non-empty mapping whose every
+    value has a ``name`` equal to its key."""
+    return (isinstance(value, Mapping) and len(value) > 0
+            and all(getattr(entry, "name", None) == key for key, entry in value.items()))
+
+
+def test_every_registry_is_a_registry():
+    """A module-level mapping of entries by name (an UPPER_CASE name whose values carry their own ``name``)
+    is an instance of the one Registry class: the built-in entries, ``register``, the entry points and the
+    one-line refusals work the same for all (a plain dict beside them fails here)."""
+    from dynamics.registry import Registry
+
+    found: dict[str, object] = {}
+    for module in _project_modules():
+        for name, value in vars(module).items():
+            if name.isupper() and _named_entries(value):
+                found[f"{module.__name__}.{name}"] = value
+    plain = sorted(where for where, value in found.items() if not isinstance(value, Registry))
+    assert not plain, "registries that are not a dynamics.registry.Registry: " + ", ".join(plain)
+    registries = {where.rpartition(".")[2] for where in found}
+    # the detector sees the registries the project has (a changed rule that finds none fails here)
+    assert registries >= {"METHODS", "GEOMETRIES", "MODEL_KINDS", "OPTIMIZERS", "LAYOUTS", "COMMANDS",
+                          "STUDIES"}, registries
 
 
 def _text_files():
