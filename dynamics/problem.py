@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from .solvers import (
     Jacobian,
     JacobianVector,
     NewtonBlocks,
+    NewtonSystem,
     SolverOptions,
     VectorField,
     get_method,
@@ -209,10 +210,27 @@ def newton_blocks(config: Config, model: Model, tasks: TaskSchedule | None = Non
                           f"loss, not loss.kind={config.loss.kind!r}; allowed: none")
     scale = metric_of(config, model)
 
-    def build(current: Model) -> NewtonBlocks:
-        return lambda t, theta: partial(current.curvature_blocks(theta).factor, scale=scale)
+    def build(current: Model) -> Callable[[float, torch.Tensor], NewtonSystem]:
+        return lambda t, theta: ScaledBlocks(current.curvature_blocks(theta), scale)
 
-    return build(model) if tasks is None else per_time(lambda task: build(model.with_task(task)), tasks)
+    at = build(model) if tasks is None else per_time(lambda task: build(model.with_task(task)), tasks)
+    return NewtonBlocks(at, jacobian=config.flow.jacobian == "blocks")
+
+
+@dataclass(frozen=True)
+class ScaledBlocks:
+    """A model's curvature blocks at one state in the flow's metric P = ``scale``: a :class:`NewtonSystem`."""
+
+    blocks: Any  # has factor(γ, P) and product(P): dynamics.models.factorised.CurvatureBlocks
+    scale: torch.Tensor
+
+    def factor(self, gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """r ↦ (I + γ P H̃)⁻¹ r."""
+        return self.blocks.factor(gamma, self.scale)
+
+    def product(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ P H̃ v."""
+        return self.blocks.product(self.scale)
 
 
 def _problem(functions: FlowFunctions, tasks: TaskSchedule | None, theta0: torch.Tensor, grid: np.ndarray,

@@ -197,7 +197,8 @@ class FlowConfig:
     max_steps: int = SolverOptions.max_steps
     modified_lr: float = 0.0  # > 0: integrate GD's modified flow −P∇L − (η/2) P H P ∇L for this η
     # Implicit methods' Jacobian products J·v = −P H v: ``difference`` (f(θ + εv) − f(θ))/ε, one gradient
-    # each, or ``hvp``, an exact Hessian-vector product.
+    # each, ``hvp``, an exact Hessian-vector product, or ``blocks``, −P H̃ v from the curvature blocks of
+    # ``newton_preconditioner=blocks`` (an approximate Jacobian: a modified Newton iteration).
     jacobian: str = "difference"
     # The steepest-descent geometry (dynamics.geometry): ``euclidean`` (gradient flow), ``sign`` (ℓ∞: the
     # flow of signSGD / Adam), ``spectral`` (the spectral norm per matrix block: the flow of Muon);
@@ -222,7 +223,7 @@ class FlowConfig:
         _positive("flow.first_step", self.first_step)
         _int_at_least("flow.max_steps", self.max_steps, 1)
         _non_negative("flow.modified_lr", self.modified_lr)
-        _choice("flow.jacobian", self.jacobian, ("difference", "hvp"))
+        _choice("flow.jacobian", self.jacobian, ("difference", "hvp", "blocks"))
         _choice("flow.geometry", self.geometry, GEOMETRIES)  # the registry, as it is now
         _non_negative("flow.geometry_eps", self.geometry_eps)
         if self.geometry_eps > MAX_GEOMETRY_EPS:
@@ -237,6 +238,10 @@ class FlowConfig:
             fail("flow.jacobian", self.jacobian, "GD's modified field (flow.modified_lr > 0) has no "
                  "Hessian-vector product here (its Jacobian is not −PH); allowed: difference")
         _choice("flow.newton_preconditioner", self.newton_preconditioner, ("none", "blocks"))
+        if self.jacobian == "blocks" and self.newton_preconditioner != "blocks":
+            fail("flow.jacobian", self.jacobian, "J·v from the curvature blocks approximates the Newton "
+                 "matrix that their preconditioner inverts: set flow.newton_preconditioner=blocks too; "
+                 "allowed: difference, hvp")
         if self.newton_preconditioner != "none":
             if METHODS[self.method].uses != "jacobian_vector":
                 fail("flow.newton_preconditioner", self.newton_preconditioner, "only cvode's GMRES "
@@ -573,9 +578,11 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                     "docs/stiff-flows.md"),
     "flow.rtol": ("number > 0", "the solver's relative tolerance"),
     "flow.atol": ("number > 0", "the solver's absolute tolerance"),
-    "flow.jacobian": ("", "implicit methods' products J·v: difference (one gradient each) or hvp (exact "
-                      "Hessian-vector product; cvode and auto read it, bdf, radau, lsoda take a dense "
-                      "Jacobian)"),
+    "flow.jacobian": ("", "implicit methods' products J·v: difference (one gradient each), hvp (exact "
+                      "Hessian-vector product), or blocks (cvode's Newton iteration with the approximate "
+                      "Jacobian of flow.newton_preconditioner=blocks: no product costs a gradient, about "
+                      "2× fewer gradients in all); cvode and auto read it, bdf, radau, lsoda take a dense "
+                      "Jacobian"),
     "flow.newton_preconditioner": ("", "cvode's GMRES (cvode, auto): none, or blocks (the reduced model's "
                                    "closed-form curvature blocks, rebuilt when CVODE asks; linear attention "
                                    "and the gradient flow only)"),

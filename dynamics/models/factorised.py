@@ -442,43 +442,27 @@ class CurvatureBlocks:
     per_noise: float
     n_noise: int
 
-    def factor(self, gamma: float, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """z = M⁻¹ r for M = I + γ P H̃ (H̃ the blocks above, P = ``scale`` the flow's diagonal metric), as a
-        function of r (P,); the R small group matrices are factorised here, once per γ."""
+    def _scaled(self, scale: torch.Tensor) -> _ScaledBlocks:
+        """The γ-free pieces of P H̃ (P = ``scale``), shared by :meth:`factor` and :meth:`product`."""
         S, R, D = self.q.shape
         n, A = self.d.shape
-        a, per_noise = self.a, self.per_noise
+        a = self.a
         kappa = a.clone()
-        kappa[S + R:-1] *= per_noise
+        kappa[S + R:-1] *= self.per_noise
         p_v = scale[n:].view(n, A)
-        # every value entry's diagonal 1 + γ P κ² d (the whole of M there for the blocks outside any group)
-        diagonal = 1.0 + gamma * p_v * (kappa**2)[:, None] * self.d
-        # subjects: per fact block, diag − β q qᵀ with β = γ P κ_s² w_sr (Sherman–Morrison)
-        beta = gamma * p_v[:S].view(S, R, D)[..., 0] * (kappa[:S]**2)[:, None] * self.w
-        sub_diag = diagonal[:S].view(S, R, D)
-        u = self.q / sub_diag
-        denominator = 1.0 - beta * (self.q * u).sum(-1)
-
-        def subjects(x: torch.Tensor) -> torch.Tensor:  # M_vv⁻¹ x on the subjects' values, x (S, |A|)
-            y = x.reshape(S, R, D) / sub_diag
-            return (y + u * (beta * (self.q * y).sum(-1) / denominator)[..., None]).reshape(S, A)
-
+        # every value entry's diagonal P κ² d (the whole of P H̃ there for the entries outside any group)
+        diagonal = p_v * (kappa**2)[:, None] * self.d
+        # subjects: per fact block, P κ_s² (diag d − w q qᵀ), P taken constant inside the block
+        beta = p_v[:S].view(S, R, D)[..., 0] * (kappa[:S]**2)[:, None] * self.w
         # a subject's score and values together: H_{a_s v_s} = g_s + a_s B_s v_s (g_s its gradient sum),
-        # H_{a_s a_s} = v_sᵀ B_s v_s, B_s = diag(d_s) − Σ_r w_sr q_sr q_srᵀ; the score by its Schur complement
+        # H_{a_s a_s} = v_sᵀ B_s v_s, B_s = diag(d_s) − Σ_r w_sr q_sr q_srᵀ
         d_s, v_s = self.d[:S], self.v_s
         qv = (self.q * v_s.reshape(S, R, D)).sum(-1)
         own_part = ((self.w * qv)[..., None] * self.q).reshape(S, A)
         cross = d_s - self.targets + a[:S, None] * (d_s * v_s - own_part)
         curvature = (d_s * v_s**2).sum(-1) - (self.w * qv**2).sum(-1)
-        p_a = scale[:S]
-        moved = subjects(p_v[:S] * cross)
-        schur = 1.0 + gamma * p_a * curvature - gamma**2 * p_a * (cross * moved).sum(-1)
-        coupled = schur.abs() > SCHUR_FLOOR  # else the score is left alone (identity), like the others
-        schur = torch.where(coupled, schur, 1.0)
-        moved = torch.where(coupled[:, None], moved, 0.0)
-        cross = torch.where(coupled[:, None], cross, 0.0)
         # groups: relation r's own block, then the shared tokens' block A_r (noise tied: one token)
-        shared = list(range(S + R, n)) if self.n_noise <= 1 else [n - 1]
+        shared = tuple(range(S + R, n)) if self.n_noise <= 1 else (n - 1,)
         own = torch.arange(R, device=a.device)
         k = 1 + len(shared)
         members = torch.stack([kappa[S:S + R], *[kappa[z].expand(R) for z in shared]], -1)  # (R, k)
@@ -492,7 +476,35 @@ class CurvatureBlocks:
         extra = torch.stack([torch.zeros(R, D, dtype=a.dtype, device=a.device),
                              *[(kappa[z]**2) * (self.d[z].view(R, D) - d_rel) for z in shared]], 1)
         H = H + torch.diag_embed(extra.reshape(R, k * D))
-        M = torch.eye(k * D, dtype=a.dtype, device=a.device) + gamma * weights.reshape(R, k * D, 1) * H
+        groups = weights.reshape(R, k * D, 1) * H
+        return _ScaledBlocks(diagonal, beta, cross, curvature, scale[:S], p_v[:S], groups, shared, own)
+
+    def factor(self, gamma: float, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z = M⁻¹ r for M = I + γ P H̃ (H̃ the blocks above, P = ``scale`` the flow's diagonal metric), as a
+        function of r (P,); the R small group matrices are factorised here, once per γ."""
+        S, R, D = self.q.shape
+        n, A = self.d.shape
+        parts = self._scaled(scale)
+        diagonal = 1.0 + gamma * parts.diagonal
+        beta = gamma * parts.beta
+        sub_diag = diagonal[:S].view(S, R, D)
+        u = self.q / sub_diag
+        denominator = 1.0 - beta * (self.q * u).sum(-1)
+
+        def subjects(x: torch.Tensor) -> torch.Tensor:  # M_vv⁻¹ x on the subjects' values, x (S, |A|)
+            y = x.reshape(S, R, D) / sub_diag
+            return (y + u * (beta * (self.q * y).sum(-1) / denominator)[..., None]).reshape(S, A)
+
+        # the subject's score by its Schur complement
+        cross, p_a = parts.cross, parts.p_a
+        moved = subjects(parts.p_subjects * cross)
+        schur = 1.0 + gamma * p_a * parts.curvature - gamma**2 * p_a * (cross * moved).sum(-1)
+        coupled = schur.abs() > SCHUR_FLOOR  # else the score is left alone (identity), like the others
+        schur = torch.where(coupled, schur, 1.0)
+        moved = torch.where(coupled[:, None], moved, 0.0)
+        cross = torch.where(coupled[:, None], cross, 0.0)
+        groups = parts.groups
+        M = torch.eye(groups.shape[-1], dtype=groups.dtype, device=groups.device) + gamma * groups
         lu = torch.linalg.lu_factor(M)
 
         def solve(r: torch.Tensor) -> torch.Tensor:
@@ -502,15 +514,62 @@ class CurvatureBlocks:
             y = subjects(rv[:S])
             z[:S] = (r[:S] - gamma * p_a * (cross * y).sum(-1)) / schur
             zv[:S] = y - gamma * z[:S, None] * moved
-            rhs = torch.stack([rv[S:S + R].view(R, R, D)[own, own],
-                               *[rv[z].view(R, D) for z in shared]], 1).reshape(R, k * D, 1)
-            x = torch.linalg.lu_solve(*lu, rhs).view(R, k, D)
-            zv[S:S + R].view(R, R, D)[own, own] = x[:, 0]
-            for i, token in enumerate(shared):
-                zv[token].view(R, D).copy_(x[:, 1 + i])
+            x = torch.linalg.lu_solve(*lu, parts.gather(rv)).view(R, -1, D)
+            parts.scatter(zv, x)
             return z
 
         return solve
+
+    def product(self, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x ↦ P H̃ x (P = ``scale``), the blocks' own approximation of −J = P H: the pieces are computed
+        here, once, so that each product costs O(P) plus R small (k·D)² matrix products. With it as cvode's
+        J·v (``flow.jacobian=blocks``) the Newton matrix I − γJ̃ is the one :meth:`factor` inverts."""
+        S, R, D = self.q.shape
+        n, A = self.d.shape
+        parts = self._scaled(scale)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            z = torch.zeros_like(x)  # the scores outside the subjects' blocks: nothing
+            xv, zv = x[n:].view(n, A), z[n:].view(n, A)
+            torch.mul(parts.diagonal, xv, out=zv)
+            q_x = (self.q * xv[:S].view(S, R, D)).sum(-1)
+            zv[:S] -= ((parts.beta * q_x)[..., None] * self.q).view(S, A)
+            z[:S] = parts.p_a * (parts.curvature * x[:S] + (parts.cross * xv[:S]).sum(-1))
+            zv[:S] += parts.p_subjects * parts.cross * x[:S, None]
+            parts.scatter(zv, (parts.groups @ parts.gather(xv)).view(R, -1, D))
+            return z
+
+        return apply
+
+
+@dataclass(frozen=True)
+class _ScaledBlocks:
+    """The γ-free pieces of P H̃ for one state and metric P (:meth:`CurvatureBlocks._scaled`)."""
+
+    diagonal: torch.Tensor  # (n, |A|) P κ² d: the values' diagonal
+    beta: torch.Tensor  # (S, R) P κ_s² w: the rank-one weight of each subject's fact block
+    cross: torch.Tensor  # (S, |A|) H_{a_s v_s}
+    curvature: torch.Tensor  # (S,) H_{a_s a_s}
+    p_a: torch.Tensor  # (S,) P of the subjects' scores
+    p_subjects: torch.Tensor  # (S, |A|) P of the subjects' values
+    groups: torch.Tensor  # (R, k·D, k·D) P H̃ of each relation's group
+    shared: tuple[int, ...]  # the tokens that join every relation's group (noise tied, EOS)
+    own: torch.Tensor  # (R,) arange: relation r's own block A_r
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """The group entries of the value table (n, |A|) as (R, k·D, 1)."""
+        R, D = self.groups.shape[0], self.groups.shape[-1] // (1 + len(self.shared))
+        S = self.beta.shape[0]
+        return torch.stack([values[S:S + R].view(R, R, D)[self.own, self.own],
+                            *[values[z].view(R, D) for z in self.shared]], 1).reshape(R, -1, 1)
+
+    def scatter(self, values: torch.Tensor, x: torch.Tensor) -> None:
+        """Write the group entries x (R, k, D) into the value table (n, |A|) in place."""
+        R, _, D = x.shape
+        S = self.beta.shape[0]
+        values[S:S + R].view(R, R, D)[self.own, self.own] = x[:, 0]
+        for i, token in enumerate(self.shared):
+            values[token].view(R, D).copy_(x[:, 1 + i])
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from .options import (
     Jacobian,
     JacobianVector,
     NewtonBlocks,
+    NewtonSystem,
     Observer,
     Progress,
     SolverOptions,
@@ -46,8 +47,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "join": ".results", "spectral_radius": ".stiffness"})
 
 __all__ = ["METHODS", "BatchFlowResult", "Cost", "FlowProblem", "FlowResult", "Jacobian", "JacobianVector",
-           "NewtonBlocks", "Method", "Observer", "Progress", "SolverOptions", "Status", "VectorField",
-           "get_method", "integrate_flow", "integrate_flow_batch", "integrate_problem", "join",
+           "NewtonBlocks", "NewtonSystem", "Method", "Observer", "Progress", "SolverOptions", "Status",
+           "VectorField", "get_method", "integrate_flow", "integrate_flow_batch", "integrate_problem", "join",
            "spectral_radius"]
 
 

@@ -28,7 +28,7 @@ import torch
 
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions
-from .preconditioner import CvodePreconditioner
+from .preconditioner import CvodePreconditioner, Preconditioning
 from .registry import SCIPY_METHODS
 from .results import Cost, FlowResult, GridStates, Status
 
@@ -131,9 +131,9 @@ def integrate_implicit(method: str, problem: FlowProblem, options: SolverOptions
             status, when, message = _cvode(calls, grid, options)
         else:
             status, when, message = _scipy(calls, SCIPY_METHODS[method], grid, options)
-    setups = 0 if calls.preconditioner is None else calls.preconditioner.counts.setups
+    counts = Preconditioning() if calls.preconditioner is None else calls.preconditioner.counts
     cost = Cost(function_evals=calls.evals, hvp_evals=calls.jvps, jacobian_evals=calls.jacobians,
-                preconditioner_setups=setups,
+                preconditioner_setups=counts.setups, block_products=counts.products,
                 accepted_steps=grid.steps, rejected_steps=None,  # CVODE's and SciPy's wrappers do not say
                 wall_seconds=time.perf_counter() - start - grid.states.observe_seconds)
     return FlowResult(times[:grid.k].copy(), grid.states.kept(), status, when, message, cost,
@@ -153,6 +153,8 @@ def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[St
     blocks = calls.problem.newton_blocks
     preconditioner = None if blocks is None else CvodePreconditioner(blocks, calls.like)
     calls.preconditioner = preconditioner
+    if blocks is not None and blocks.jacobian:
+        products = CVODEJacTimes(None, preconditioner.jacobian_vector)
     solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=20, rtol=options.rtol, atol=options.atol,
                    first_step=options.first_step, max_num_steps=options.max_steps, jactimes=products,
                    precond=None if preconditioner is None else preconditioner.sundials())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -25,9 +25,27 @@ JacobianVector = Callable[[float, "torch.Tensor", "torch.Tensor"], "torch.Tensor
 Jacobian = Callable[[float, "torch.Tensor"], "torch.Tensor"]  # (t, θ) -> J(t, θ), dense (P, P)
 Progress = Callable[[float], None]  # called with the time reached after every accepted step
 Observer = Callable[[int, "torch.Tensor"], None]  # (k, θ(times[k])), as each grid point is reached
-# (t, θ) -> factor; factor(γ) -> solve; solve(r) = M⁻¹ r, M an approximation of the Newton matrix I − γJ(t, θ)
-NewtonBlocks = Callable[[float, "torch.Tensor"],
-                        Callable[[float], Callable[["torch.Tensor"], "torch.Tensor"]]]
+
+
+class NewtonSystem(Protocol):
+    """An approximation J̃ = −P H̃ of the flow's Jacobian at one state, with the two things cvode asks of it."""
+
+    def factor(self, gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """r ↦ M⁻¹ r for the Newton matrix M = I − γJ̃."""
+
+    def product(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ P H̃ v (= −J̃ v)."""
+
+
+@dataclass(frozen=True)
+class NewtonBlocks:
+    """cvode's Newton systems from the model's structure: ``at(t, θ)`` the approximation at a state (built
+    when CVODE sets its preconditioner up). ``jacobian``: GMRES also takes its products J·v from it (a
+    modified Newton iteration with an approximate Jacobian: it converges to the same tolerance, more slowly
+    per iteration, and no product costs a gradient), else only the preconditioner does."""
+
+    at: Callable[[float, torch.Tensor], NewtonSystem]
+    jacobian: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,7 @@ class FlowProblem:
     breakpoints: Sequence[float] = ()
     observe: Observer | None = None
     keep_states: bool | None = None
-    newton_blocks: NewtonBlocks | None = None  # a preconditioner for cvode's Newton systems (None: none)
+    newton_blocks: NewtonBlocks | None = None  # cvode's Newton systems from the model (None: GMRES as it is)
 
     @property
     def keeps_states(self) -> bool:

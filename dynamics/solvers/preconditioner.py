@@ -28,20 +28,23 @@ from .options import NewtonBlocks
 class Preconditioning:
     """The counts of a preconditioned cvode run: ``setups`` (blocks built from a state: about one gradient
     each), ``factorisations`` (the blocks' small matrices factorised for a new γ) and ``solves`` (one per
-    GMRES iteration and Newton iteration)."""
+    GMRES iteration and Newton iteration), ``products`` (J·v from the blocks: ``flow.jacobian=blocks``)."""
 
     setups: int = 0
     factorisations: int = 0
     solves: int = 0
+    products: int = 0
 
 
 class CvodePreconditioner:
-    """``newton_blocks`` as scikit-sundae's setup and solve functions (:meth:`sundials`)."""
+    """``newton_blocks`` as scikit-sundae's setup and solve functions (:meth:`sundials`), and, where the
+    blocks stand for the Jacobian too, its J·v products (:meth:`jacobian_vector`)."""
 
     def __init__(self, blocks: NewtonBlocks, like: torch.Tensor):
         self.blocks, self.like = blocks, like
         self.counts = Preconditioning()
-        self._factor = None
+        self._system = None
+        self._product = None
         self._solve = None
         self._gamma = None
 
@@ -50,25 +53,35 @@ class CvodePreconditioner:
 
     def setup(self, t, y, yp, jok, jnew, gamma) -> None:
         """SUNDIALS' psetup: rebuild the blocks at (t, y) unless ``jok``; tell it in ``jnew[0]``."""
-        if jok and self._factor is not None:
+        if jok and self._system is not None:
             jnew[0] = 0
         else:
             self.counts.setups += 1
-            self._factor = self.blocks(float(t), self._tensor(y))
-            self._gamma = None
+            self._system = self.blocks.at(float(t), self._tensor(y))
+            self._product = self._gamma = None
             jnew[0] = 1
         self._refactor(float(gamma))
 
     def _refactor(self, gamma: float) -> None:
         if gamma != self._gamma:
             self.counts.factorisations += 1
-            self._solve, self._gamma = self._factor(gamma), gamma
+            self._solve, self._gamma = self._system.factor(gamma), gamma
 
     def solve(self, t, y, yp, rvec, zvec, gamma, delta, lr) -> None:
         """SUNDIALS' psolve: z = M⁻¹ r with the blocks of the last setup (γ may have moved since)."""
         self.counts.solves += 1
         self._refactor(float(gamma))
         zvec[:] = self._solve(self._tensor(rvec)).cpu().numpy()
+
+    def jacobian_vector(self, t, y, fy, v, jv) -> None:
+        """SUNDIALS' jtimes: J̃ v = −P H̃ v with the blocks of the last setup (the state CVODE last judged
+        current: a modified Newton iteration, as with CVODE's own stored Jacobians)."""
+        if self._system is None:
+            raise RuntimeError("cvode asked for J·v before setting its preconditioner up")
+        self.counts.products += 1
+        if self._product is None:
+            self._product = self._system.product()
+        jv[:] = self._product(self._tensor(v)).neg_().cpu().numpy()
 
     def sundials(self):
         """The ``precond`` argument of scikit-sundae's CVODE (left preconditioning)."""

@@ -35,12 +35,15 @@ class Cost:
     """What a run cost. ``function_evals`` counts evaluations of the vector field (one gradient each for a
     gradient flow; one per step for discrete training); ``hvp_evals`` Hessian-vector products handed to an
     implicit solver or a stiffness probe as J·v; ``jacobian_evals`` dense Jacobians;
-    ``preconditioner_setups`` the curvature blocks cvode's preconditioner built (about a gradient each)."""
+    ``preconditioner_setups`` the curvature blocks cvode's preconditioner built (about a gradient each);
+    ``block_products`` J·v products taken from those blocks (``flow.jacobian=blocks``: O(P) each, no
+    gradient)."""
 
     function_evals: int = 0
     hvp_evals: int = 0
     jacobian_evals: int = 0
     preconditioner_setups: int = 0
+    block_products: int = 0
     accepted_steps: int = 0
     rejected_steps: int | None = 0  # None: not reported by the solver (the implicit ones)
     wall_seconds: float = 0.0
