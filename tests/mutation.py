@@ -1,12 +1,16 @@
 """Mutation testing of one module against its tests with mutmut, in a scratch copy of the working tree.
 
     python tests/mutation.py dynamics/schedule.py tests/test_schedule.py [--minutes 10] [--only GLOB] [--keep]
+        [--head] [--sample N --seed S]
 
-Copies the files git tracks (and the untracked ones it does not ignore) into a temporary folder, writes a
+Copies the files git tracks (and the untracked ones it does not ignore) into a temporary folder (``--head``:
+the committed tree instead, ``git archive HEAD``, so that others' unfinished edits are not mutated), writes a
 ``setup.cfg`` there that tells mutmut which module to mutate and which tests to run (serially:
 ``-p no:xdist``, the slow tests included), runs ``mutmut run`` and prints every mutant that survived and
 the score (killed / all that ran); ``--minutes`` stops the run after that long and scores the mutants
-tested by then. The working tree is never touched. ``--keep`` keeps the copy so that
+tested by then; ``--sample N`` runs N of the module's mutants drawn at random (``--seed``), for a module
+whose mutants would take hours, and prints the score with its 95% (Wilson) interval. The working tree is
+never touched. ``--keep`` keeps the copy so that
 ``cd <copy> && mutmut show <name>`` prints a survivor's diff. Not part of the default test run (it takes
 minutes per module); docs/testing.md says how to read the results.
 """
@@ -14,11 +18,15 @@ minutes per module); docs/testing.md says how to read the results.
 from __future__ import annotations
 
 import argparse
+import io
+import math
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -35,6 +43,47 @@ def copy_tree(target: Path) -> None:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+
+
+def copy_head(target: Path) -> None:
+    """The committed tree (``git archive HEAD``) under ``target``."""
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+
+
+# mutmut's own steps up to the generated mutants (no test run), in the copy; their names then come from
+# ``mutmut results --all true``
+GENERATE = ("import mutmut.__main__ as m; m.set_mutant_under_test('mutant_generation'); "
+            "m.makedirs('mutants', exist_ok=True); m.copy_src_dir(); m.copy_also_copy_files(); "
+            "m.setup_source_paths(); m.create_mutants(1)")
+
+
+def mutant_names(work: Path, mutmut: list[str]) -> list[str]:
+    """Every mutant's name, generated in ``work`` without running a test."""
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, check=True, capture_output=True)
+    results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True,
+                             check=True).stdout
+    return [line.split(":")[0].strip() for line in results.splitlines() if ":" in line]
+
+
+def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson interval of a proportion p = killed / n:
+    (p + z²/2n ± z √(p(1−p)/n + z²/4n²)) / (1 + z²/n)."""
+    p = killed / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def tally(results: str, chosen: set[str] | None) -> tuple[list[str], list[str]]:
+    """Every mutant's status and the survivors' lines in ``mutmut results --all true``'s output (only the
+    ``chosen`` names where given: the results list every mutant generated)."""
+    pairs = [(line.split(":")[0].strip(), line.rsplit(":", 1)[-1].strip())
+             for line in results.splitlines() if ":" in line]
+    pairs = [(name, status) for name, status in pairs if chosen is None or name in chosen]
+    survived = [f"{name}: {status}" for name, status in pairs if status == "survived"]
+    return [status for _, status in pairs], survived
 
 
 def write_config(target: Path, module: str, tests: list[str]) -> None:
@@ -62,13 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="mutant names to run (mutmut's globs, e.g. 'dynamics.schedule.x_schedule_of*')")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print its path")
+    parser.add_argument("--head", action="store_true", help="mutate the committed tree, not the working tree")
+    parser.add_argument("--sample", type=int, help="run this many mutants drawn at random (with --seed)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of --sample's draw (default 0)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
     try:
-        copy_tree(work)
+        (copy_head if args.head else copy_tree)(work)
         write_config(work, args.module, args.tests)
         mutmut = [sys.executable, "-m", "mutmut"]
-        command = [*mutmut, "run", "--max-children", str(args.max_children), *args.only]
+        names = list(args.only)
+        if args.sample is not None:
+            every = mutant_names(work, mutmut)
+            names = sorted(random.Random(args.seed).sample(every, min(args.sample, len(every))))
+            print(f"{args.module}: a sample of {len(names)} of its {len(every)} mutants (seed {args.seed})")
+        command = [*mutmut, "run", "--max-children", str(args.max_children), *names]
         run = subprocess.Popen(command, cwd=work, start_new_session=True)
         try:
             run.wait(timeout=None if args.minutes is None else 60 * args.minutes)
@@ -78,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped after {args.minutes:g} min", file=sys.stderr)
         results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True,
                                  text=True, check=False).stdout
-        status = [line.rsplit(":", 1)[-1].strip() for line in results.splitlines() if ":" in line]
-        survived = [line.strip() for line in results.splitlines() if line.rstrip().endswith("survived")]
+        status, survived = tally(results, set(names) if args.sample is not None else None)
         ran = [s for s in status if s in ("killed", "survived", "timeout", "suspicious")]
         killed = sum(s in ("killed", "timeout") for s in ran)
         print("\n".join(survived))
         print(f"{args.module}: {killed} of {len(ran)} mutants killed"
               + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
               + f"; {len(status) - len(ran)} not run (no test reaches them, or the run was cut short)")
+        if args.sample is not None and ran:
+            low, high = wilson(killed, len(ran))
+            print(f"a sample: 95% interval {100 * low:.0f}% to {100 * high:.0f}% of all the module's mutants")
         if args.keep:
             print(f"the copy: {work}  (mutmut show <name> there)")
         return 0
