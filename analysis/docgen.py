@@ -56,8 +56,9 @@ API: list[tuple[str, str, list[str]]] = [
     ("Building a run", "The one way every entry point builds a run from its config (docs/design.md §6.2).",
      ["dynamics.problem.build_run", "dynamics.problem.BuiltRun", "dynamics.run.prepare_run",
       "dynamics.run.integrate_run", "dynamics.run.train_run"]),
-    ("Registries", "Each concept a user may extend, one registry each ([extending.md](extending.md)).",
-     ["dynamics.Geometry", "dynamics.register_geometry", "dynamics.geometry.make_geometry",
+    ("Registries", "Each concept a user may extend, one registry each, every one a `Registry` "
+     "([extending.md](extending.md)).",
+     ["dynamics.registry.Registry", "dynamics.Geometry", "dynamics.register_geometry", "dynamics.geometry.make_geometry",
       "dynamics.ModelKind", "dynamics.register_model", "dynamics.Optimizer", "dynamics.register_optimizer",
       "analysis.cli.Command", "analysis.cli.register_command", "analysis.study.registry.Study",
       "analysis.study.registry.register_study"]),

@@ -5,9 +5,20 @@ entries all the same."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 _LOADED: set[str] = set()
+
+
+def entry_points(group: str) -> list[EntryPoint]:
+    """The installed entry points of ``group`` (:mod:`importlib.metadata`, imported on first use:
+    ``factrecall --help`` looks none up)."""
+    from importlib.metadata import entry_points as installed
+
+    return list(installed(group=group))
 
 
 def load_entry_points(group: str) -> None:
