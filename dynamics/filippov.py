@@ -1,0 +1,399 @@
+"""The ε = 0 sign flow dθ/dt = −sign(P ∇L(θ)) integrated as the discontinuous ODE it is (Filippov's sense).
+
+Between sign changes of the gradient entries the direction is constant, so the flow is piecewise smooth:
+free entries (g_i ≠ 0) move at θ_i' = −sign(g_i) exactly, and a step ends exactly where an entry reaches 0
+(an *event*, located by root finding on that entry). There, and wherever an entry sits at 0, Filippov's
+convex combination decides: the entries S held at g_S = 0 *slide* with the equivalent control u_S, the
+velocity that keeps them at 0,
+
+    d/dt g_S = H_SS u_S + H_SF v_F = 0   ⇒   u_S = −H_SS⁺ H_SF v_F   (H: the Hessian, by Hessian-vector
+                                                                       products; ⁺: least-squares, min-norm)
+
+valid while every |u_i| ≤ 1 (the convex hull of ±1). An entry whose |u_i| would exceed 1 is released
+(it crosses, transversally) and one whose |u_i| reaches 1 while sliding leaves the surface (another event).
+While sliding, θ_F moves linearly and θ_S is put back on g_S(θ) = 0 by (chord) Newton: no integration
+error builds up along the surface.
+
+Entries of the gradient that are zero at the start (|g_i| ≤ ``ZERO_TOL``·‖g‖∞, e.g. by the symmetry of a
+constant start) are candidates for sliding from t = 0: they stay at zero as long as the equivalent control
+keeps them there (|u_i| ≤ 1; an entry the loss does not see, H_ii = 0 by symmetry, gets u_i = 0 from the
+min-norm solve and stays), and are released with the sign of their u_i otherwise. Entries with P_i = 0
+(frozen blocks) never move. P > 0 does not change sign(P g) = sign(g).
+
+This module knows no model: :func:`integrate_sign_flow` takes θ ↦ ∇L(θ) and (θ, x) ↦ H(θ)·x.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+
+ZERO_TOL = 1e-10  # |g_i| ≤ ZERO_TOL·‖g‖∞ at the start: an entry at zero (a symmetric start's exact zeros)
+SLIDE_TOL = 1e-10  # sliding entries are held at |g_i| ≤ SLIDE_TOL·‖g_F‖∞ (Newton's target) ...
+LOOSE_TOL = 1e-7  # ... or, where rounding stops Newton first, at LOOSE_TOL·‖g_F‖∞ (else the step fails)
+LINEAR_TOL = 0.25  # a step is kept while ‖g(θ+) − g − h ġ‖∞ ≤ LINEAR_TOL·‖g‖∞ (events are then seen)
+PINV_RTOL = 1e-8  # singular values of H_SS below this fraction of the largest count as 0
+NEWTON_ITERATIONS = 40
+U_TOL = 1e-9  # a sliding entry leaves when |u_i| > 1 + U_TOL (one that starts at |u_i| = 1 is not an event)
+RESIDUAL_TOL = 1e-8  # |(H_SS u − rhs)_i| above this fraction of ‖H v‖∞: entry i has no equivalent control
+
+
+class _Solve:
+    """r ↦ H_SS⁺ r (least squares, min-norm; singular values below PINV_RTOL of the largest dropped), with
+    H_SS, the right-hand side −(H v)_S it was last used for and ‖H v‖∞ (the scale of "ġ = 0")."""
+
+    def __init__(self, H: torch.Tensor):
+        self.H, self.rhs, self.scale = H, None, 0.0
+        self._pinv = torch.linalg.pinv(0.5 * (H + H.T), rtol=PINV_RTOL, hermitian=True)
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        return self._pinv @ r
+
+
+@dataclass
+class SignFlowCost:
+    """What an event-driven sign flow cost: gradient evaluations, Hessian-vector products, accepted and
+    rejected steps, events (crossings, entries starting or ending a slide) and the wall time."""
+
+    gradients: int = 0
+    hvps: int = 0
+    steps: int = 0
+    rejected: int = 0
+    events: int = 0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class Event:
+    """An event at time ``t`` for entry ``index``: ``cross`` (a free entry crossed 0), ``slide`` (it
+    reached 0 and stays there) or ``leave`` (a sliding entry's |u| reached 1 and it left the surface)."""
+
+    t: float
+    index: int
+    kind: str
+
+
+@dataclass
+class _Mode:
+    """A piece of the flow: free velocities ``v`` (±1; 0 on sliding and frozen entries), the sliding set
+    ``S`` (bool), the velocity ``w`` at the piece's start (v on free entries, u on sliding ones) and the
+    least-squares solve with H_SS there (the chord Newton's matrix)."""
+
+    v: torch.Tensor
+    S: torch.Tensor
+    w: torch.Tensor
+    solve: _Solve | None = None
+
+
+@dataclass
+class _Point:
+    tau: float
+    theta: torch.Tensor
+    g: torch.Tensor
+    w: torch.Tensor | None = None
+    solve: _Solve | None = None
+
+
+@dataclass
+class SignFlowResult:
+    """States on the grid ``t`` (K, P), the status (``ok``; ``max_steps``: the budget of steps or events ran
+    out; ``stuck``: a sliding entry could not be held at 0), the cost, the events and how many entries
+    were sliding at each grid time. :meth:`state_at` gives θ at any time reached (exact on free pieces)."""
+
+    t: np.ndarray
+    states: torch.Tensor
+    status: str
+    cost: SignFlowCost
+    events: list[Event]
+    sliding: np.ndarray
+    status_time: float = float("nan")
+    _pieces: list = field(default_factory=list, repr=False)
+    _flow: object = field(default=None, repr=False)
+
+    def state_at(self, t: float) -> torch.Tensor:
+        """θ(t) for t in the span reached: θ_0 + (t − t_0) v on a free piece, Newton back onto the surface
+        on a sliding one."""
+        starts = [piece[0] for piece in self._pieces]
+        k = max(int(np.searchsorted(starts, t, side="right")) - 1, 0)
+        t0, theta0, mode = self._pieces[k]
+        point = self._flow.advance(theta0, mode, float(t) - t0)
+        if point is None:
+            raise RuntimeError(f"state_at({t}): the sliding entries could not be put back on g_S = 0")
+        return point.theta
+
+
+class _Flow:
+    """The gradient, the Hessian products and the pieces' algebra of one sign flow (counted)."""
+
+    def __init__(self, gradient, hvp, frozen: torch.Tensor, cost: SignFlowCost):
+        self._gradient, self._hvp, self.frozen, self.cost = gradient, hvp, frozen, cost
+        self.reference = 0.0  # ‖g‖∞ at the current step's start: the scale of "g_S = 0"
+
+    def grad(self, theta: torch.Tensor) -> torch.Tensor:
+        self.cost.gradients += 1
+        return self._gradient(theta)
+
+    def hvp(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.cost.hvps += 1
+        return self._hvp(theta, x)
+
+    def solver(self, theta: torch.Tensor, S: torch.Tensor) -> _Solve:
+        """H_SS at θ, built column by column from |S| Hessian-vector products, with its least-squares
+        solve."""
+        index = torch.nonzero(S).flatten()
+        columns = []
+        for j in index.tolist():
+            unit = torch.zeros_like(theta)
+            unit[j] = 1.0
+            columns.append(self.hvp(theta, unit)[index])
+        return _Solve(torch.stack(columns, dim=1))
+
+    def velocity(self, theta: torch.Tensor, v: torch.Tensor, S: torch.Tensor):
+        """(w, solve): w = v on free entries and the equivalent control u_S = −H_SS⁺ (H v)_S on S."""
+        if not bool(S.any()):
+            return v, None
+        solve = self.solver(theta, S)
+        w = v.clone()
+        rate = self.hvp(theta, v)
+        solve.rhs, solve.scale = -rate[S], float(rate.abs().max())
+        w[S] = solve(solve.rhs)
+        return w, solve
+
+    def advance(self, theta: torch.Tensor, mode: _Mode, tau: float) -> _Point | None:
+        """θ at time τ into ``mode``'s piece: θ + τ w, the sliding entries then put back on g_S = 0 by chord
+        Newton (None if they do not get there)."""
+        new = theta + tau * mode.w
+        g = self.grad(new)
+        if mode.solve is None:
+            return _Point(tau, new, g)
+        best = (float(g[mode.S].abs().max()), new, g)
+        for _ in range(NEWTON_ITERATIONS):
+            if best[0] <= SLIDE_TOL * self.reference:
+                break
+            new = best[1].clone()
+            new[mode.S] -= mode.solve(best[2][mode.S])
+            g = self.grad(new)
+            residual = float(g[mode.S].abs().max())
+            if residual >= best[0]:  # rounding reached (or the chord diverges): keep the best
+                break
+            best = (residual, new, g)
+        if best[0] > LOOSE_TOL * self.reference:
+            return None
+        return _Point(tau, best[1], best[2])
+
+    def select(self, theta: torch.Tensor, v: torch.Tensor, candidates: torch.Tensor) -> _Mode:
+        """The mode at θ with the entries ``candidates`` at 0 and the others' velocities ``v``: slide every
+        candidate whose equivalent control exists and stays in [−1, 1]; else release the worst one and
+        solve again. An entry with no equivalent control (H_SS u_S = −(H v)_S has no solution in its row:
+        H_ii = 0 by symmetry while its gradient moves) goes to the side its gradient moves to; one with
+        |u_i| > 1 to the sign of u_i; a released entry whose gradient would then move into the wrong side
+        (ġ_i v_i > 0) takes the other sign."""
+        v, S = v.clone(), candidates.clone()
+        v[S] = 0.0
+        released = torch.zeros_like(S)
+        while True:
+            w, solve = self.velocity(theta, v, S)
+            if solve is None:
+                break
+            index = torch.nonzero(S).flatten()
+            drift = solve.H @ w[S] - solve.rhs  # ġ_S: 0 where the equivalent control exists
+            missing = drift.abs() > RESIDUAL_TOL * max(solve.scale, 1e-300)
+            if bool(missing.any()):
+                k = int(torch.argmax(torch.where(missing, drift.abs(), torch.zeros_like(drift))))
+                sign = -torch.sign(drift[k])
+            else:
+                k = int(torch.argmax(w[S].abs()))
+                if float(w[index[k]].abs()) <= 1.0 + U_TOL:
+                    break
+                sign = torch.sign(w[index[k]])
+            worst = int(index[k])
+            v[worst], S[worst], released[worst] = sign, False, True
+        if bool(released.any()):
+            rate = self.hvp(theta, w)
+            wrong = released & (rate * v > 0)
+            if bool(wrong.any()):
+                v[wrong] = -v[wrong]
+                w, solve = self.velocity(theta, v, S)
+        return _Mode(v, S, w, solve)
+
+    def event_values(self, point: _Point, mode: _Mode) -> torch.Tensor:
+        """f ≥ 0 while the piece is valid: −v_i g_i on free entries, 1 − |u_i| on sliding ones (+inf on
+        frozen entries)."""
+        f = -mode.v * point.g
+        if mode.solve is not None:
+            self.complete(point, mode)
+            f = torch.where(mode.S, 1.0 + U_TOL - point.w.abs(), f)
+        return torch.where(self.frozen, torch.full_like(f, np.inf), f)
+
+    def complete(self, point: _Point, mode: _Mode) -> _Point:
+        """``point`` with its velocity w (and the H_SS solve there) in ``mode``."""
+        if point.w is None:
+            point.w, point.solve = self.velocity(point.theta, mode.v, mode.S)
+        return point
+
+
+def _dips(g0: torch.Tensor, r0: torch.Tensor, g1: torch.Tensor, r1: torch.Tensor, h: float, v: torch.Tensor,
+          tol: float) -> bool:
+    """Whether a free entry's −v_i g_i, interpolated on the step by the cubic Hermite polynomial of its
+    values g and rates ġ at both ends, dips below −tol inside the step though both ends are ≥ 0 (an entry
+    that crosses 0 and back within one step)."""
+    s = torch.linspace(0.0, 1.0, 17, dtype=g0.dtype, device=g0.device)[1:-1, None]
+    s2, s3 = s * s, s * s * s
+    p = (2 * s3 - 3 * s2 + 1) * g0 + (s3 - 2 * s2 + s) * h * r0 + (3 * s2 - 2 * s3) * g1 + (s3 - s2) * h * r1
+    return bool(((-v * p < -tol) & (v != 0)).any())
+
+
+def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol: torch.Tensor
+            ) -> tuple[_Point, list[int]]:
+    """The first event inside the step from ``start`` to ``end`` (where some event value is < 0): the
+    entry c whose value the secant puts first is located by Brent's method to rounding in t, and others
+    that went negative before it move the bracket's end there; entries within ``tol`` of 0 at the event
+    are events too (symmetric entries cross together). Returns the point and the entries hit."""
+    points = {0.0: start, end.tau: end}
+
+    def at(tau: float) -> _Point:
+        if tau not in points:
+            point = flow.advance(start.theta, mode, tau)
+            if point is None:
+                raise _Stuck(t + tau)
+            points[tau] = point
+        return points[tau]
+
+    def value(tau: float, c: int) -> float:
+        point = at(tau)
+        if bool(mode.S[c]):
+            flow.complete(point, mode)
+            return 1.0 + U_TOL - float(point.w[c].abs())
+        return -float(mode.v[c] * point.g[c])
+
+    f_lo, hi = flow.event_values(start, mode), end
+    while True:
+        f_hi = flow.event_values(hi, mode)
+        bracketed = (f_hi <= 0) & (f_lo > 0)
+        if not bool(bracketed.any()):  # only entries at 0 at the start, going the wrong way: an event there
+            return start, torch.nonzero(f_hi <= 0).flatten().tolist()
+        guess = torch.where(bracketed, hi.tau * f_lo / (f_lo - f_hi), torch.full_like(f_lo, np.inf))
+        c = int(torch.argmin(guess))
+        tau = brentq(value, 0.0, hi.tau, args=(c,), xtol=1e-15 * max(t + hi.tau, 1e-6), rtol=1e-15,
+                     maxiter=400)
+        point = at(tau)
+        f = flow.event_values(point, mode)
+        early = (f < -tol) & (f_lo > 0)
+        early[c] = False
+        if not bool(early.any()):
+            hit = ((f.abs() <= tol) | (f < 0)) & (f_lo > 0)
+            hit[c] = True
+            return point, torch.nonzero(hit).flatten().tolist()
+        hi = point
+
+
+class _Stuck(Exception):
+    """The sliding entries could not be put back on g_S = 0 at time ``args[0]``."""
+
+
+def _after_event(flow: _Flow, mode: _Mode, point: _Point, hit: list[int], t: float
+                 ) -> tuple[_Mode, list[Event]]:
+    """The mode after the entries ``hit`` met their event at ``point``: a free one that reached 0 becomes a
+    candidate for sliding, a sliding one whose |u| reached 1 leaves to the sign of u."""
+    candidates, v = mode.S.clone(), mode.v.clone()
+    for i in hit:
+        if bool(mode.S[i]):
+            flow.complete(point, mode)
+            candidates[i], v[i] = False, torch.sign(point.w[i])
+        else:
+            candidates[i] = True
+    new = flow.select(point.theta, v, candidates)
+    kinds = ["leave" if bool(mode.S[i]) else "slide" if bool(new.S[i]) else "cross" for i in hit]
+    events = [Event(t, i, kind) for i, kind in zip(hit, kinds, strict=True)]
+    return new, events
+
+
+def _tolerance(flow: _Flow, g: torch.Tensor, mode: _Mode) -> tuple[float, torch.Tensor]:
+    """‖g‖∞ over the entries that move, and the event values' tolerance: 1e-9 of it on free entries (g's
+    units), 1e-9 on sliding ones (u's)."""
+    live = ~flow.frozen
+    scale = float(g[live].abs().max()) if bool(live.any()) else 0.0
+    return scale, torch.where(mode.S, torch.full_like(g, 1e-9), torch.full_like(g, 1e-9 * scale))
+
+
+def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch.Tensor | None = None, *,
+                        first_step: float | None = None, max_steps: int = 100_000,
+                        max_events: int = 100_000) -> SignFlowResult:
+    """Integrate dθ/dt = −sign(P ∇L(θ)) (Filippov) from θ(times[0]) = ``theta0``, recording θ at every entry
+    of ``times`` (increasing). ``gradient(θ)`` = ∇L(θ), ``hvp(θ, x)`` = H(θ)·x; ``scale``: P (≥ 0; entries
+    with P_i = 0 stay where they start), None for 1. See the module docstring for the events and the
+    sliding. Steps are sized so that ∇L stays close to linear along each (‖g(θ+) − g − h ġ‖∞ ≤ 0.25‖g‖∞);
+    free pieces are exact (θ moves linearly), event times are located to rounding."""
+    clock = time.perf_counter()
+    times = np.asarray(times, dtype=np.float64)
+    cost = SignFlowCost()
+    frozen = torch.zeros_like(theta0, dtype=torch.bool) if scale is None else (scale == 0)
+    flow = _Flow(gradient, hvp, frozen, cost)
+    theta = theta0.detach().clone()
+    start = _Point(0.0, theta, flow.grad(theta))
+    top = float(start.g[~frozen].abs().max()) if bool((~frozen).any()) else 0.0
+    at_zero = ~frozen & (start.g.abs() <= ZERO_TOL * top)
+    mode = flow.select(theta, torch.where(frozen, 0.0, -torch.sign(start.g)), at_zero)
+    events = [Event(float(times[0]), i, "slide") for i in torch.nonzero(mode.S).flatten().tolist()]
+    t, k, status, instant = float(times[0]), 1, "ok", 0
+    states, sliding, pieces = [theta], [int(mode.S.sum())], [(t, theta, mode)]
+    rate = flow.hvp(theta, mode.w)
+    h = first_step or 1e-3 * max(float(times[-1] - times[0]), 1e-300)
+    try:
+        while k < len(times):
+            if cost.steps + cost.rejected >= max_steps or cost.events >= max_events:
+                status = "max_steps"
+                break
+            land = h >= times[k] - t
+            h = min(h, float(times[k] - t))
+            gscale, tol = _tolerance(flow, start.g, mode)
+            free = ~mode.S & ~frozen
+            flow.reference = max(float(start.g[free].abs().max()) if bool(free.any()) else 0.0, 1e-3 * top,
+                                 1e-300)
+            end = flow.advance(start.theta, mode, h)
+            if end is None:
+                cost.rejected, h = cost.rejected + 1, h / 4
+                if h <= 1e-15 * max(t, 1.0):
+                    raise _Stuck(t)
+                continue
+            values = flow.event_values(end, mode)
+            if bool((values <= 0).any()):
+                point, hit = _locate(flow, mode, start, end, t, tol)
+                instant = instant + 1 if point.tau == 0 else 0
+                if instant > 3:  # the same entries keep meeting their event at once: no consistent mode
+                    raise _Stuck(t)
+                t = float(times[k]) if point.tau == end.tau and land else t + point.tau
+                mode, new = _after_event(flow, mode, point, hit, t)
+                events += new
+                cost.events += len(hit)
+                start, land = _Point(0.0, point.theta, point.g), point.tau == end.tau and land
+                rate = flow.hvp(start.theta, mode.w)
+                pieces.append((t, start.theta, mode))
+            else:
+                flow.complete(end, mode)
+                rate1 = flow.hvp(end.theta, end.w)
+                miss = float((end.g - start.g - h * rate).abs().max()) / gscale if gscale > 0 else 0.0
+                if miss > LINEAR_TOL or _dips(start.g, rate, end.g, rate1, h, mode.v, 1e-9 * gscale):
+                    cost.rejected, h = cost.rejected + 1, h * max(0.1, 0.8 * (LINEAR_TOL / miss) ** 0.5
+                                                                   if miss > LINEAR_TOL else 0.5)
+                    continue
+                cost.steps += 1
+                t = float(times[k]) if land else t + h
+                if mode.solve is not None:
+                    mode = _Mode(mode.v, mode.S, end.w, end.solve)
+                    pieces.append((t, end.theta, mode))
+                start, rate = _Point(0.0, end.theta, end.g), rate1
+                h *= min(4.0, 0.8 * (LINEAR_TOL / max(miss, 1e-16)) ** 0.5)
+            if land:
+                states.append(start.theta)
+                sliding.append(int(mode.S.sum()))
+                k += 1
+    except _Stuck as stuck:
+        status, t = "stuck", float(stuck.args[0])
+    cost.wall_seconds = time.perf_counter() - clock
+    return SignFlowResult(times[:len(states)], torch.stack(states), status, cost, events, np.array(sliding),
+                          float("nan") if status == "ok" else t, pieces, flow)
