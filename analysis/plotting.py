@@ -104,6 +104,18 @@ def run_title(config: Any, name: str, traj: Any) -> str:
     """The title of run ``name`` ('flow', 'train', or any words) of ``config`` whose record is ``traj``:
     the flow's geometry (or the optimizer and lr), the task, the model, the start and the data regime; the
     run's status only where it did not end ok."""
+    return config_title(_run_what(config, name, traj), config)
+
+
+def run_titles(config: Any, runs: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`run_title` of each run of ``config`` (``runs``: name → record), the lines of the config's
+    task and setting made once for all of them."""
+    lines = f"{task_line(config)}\n{setting_line(config)}"
+    return {name: wrap_title(f"{_run_what(config, name, traj)}: {lines}") for name, traj in runs.items()}
+
+
+def _run_what(config: Any, name: str, traj: Any) -> str:
+    """What run ``name`` of ``config`` ran, and its status where it did not end ok (:func:`run_title`)."""
     from dynamics.geometry import get_geometry
 
     f = config.flow
@@ -114,7 +126,7 @@ def run_title(config: Any, name: str, traj: Any) -> str:
     if name == "flow" and f.modified_lr > 0:
         what += f" (GD's modified flow, lr={f.modified_lr:g})"
     status = "" if traj.info.ok else f" [{traj.info.status} at t={traj.info.status_time:.4g}]"
-    return config_title(what + status, config)
+    return what + status
 
 
 def figure(width: float, height: float) -> Figure:

@@ -10,9 +10,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from dynamics.config import Config
 from dynamics.errors import ConfigError
@@ -170,10 +171,11 @@ def check_target(path: Path | str, config: Config, kind: str = "simulate", train
 
 
 @contextmanager
-def staged_run_dir(path: Path | str, config: Config, kind: str = "simulate", train: bool | None = None
-                   ) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``, holding ``config.json``; on success it replaces
-    ``path`` in one rename (after :func:`check_target`).
+def staged_run_dir(path: Path | str, config: Config, kind: str = "simulate", train: bool | None = None,
+                   tree: Mapping[str, Any] | None = None) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``, holding ``config.json`` (``tree``, the config's JSON tree
+    when the caller has made it: :func:`~dynamics.rundir.config_tree`); on success it replaces ``path`` in
+    one rename (after :func:`check_target`).
 
     On any error the temporary directory is removed and ``path`` is left as it was: an old run being
     replaced is moved aside, and moved back if the new one cannot take its place.
@@ -184,7 +186,7 @@ def staged_run_dir(path: Path | str, config: Config, kind: str = "simulate", tra
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     staging.chmod(0o777 & ~umask())  # mkdtemp creates 0700; the run directory gets ordinary permissions
     try:
-        atomic_write_json(staging / "config.json", config.to_dict())
+        atomic_write_json(staging / "config.json", config.to_dict() if tree is None else tree)
         yield staging
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))

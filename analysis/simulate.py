@@ -51,9 +51,10 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     """
     # the engine and the figures (torch, matplotlib) load once the config is valid: a refusal loads neither
     from dynamics.run import integrate_run, prepare_run, train_run
+    from dynamics.rundir import config_tree
     from dynamics.start import source_config
 
-    from .plotting import draw_or_skip, run_title, trained_what
+    from .plotting import draw_or_skip, run_titles, trained_what
     from .rundir import check_target, staged_run_dir
     from .stages import plot_losses, predicted_times
     from .timeline import analyse_timeline, has_timeline
@@ -68,19 +69,21 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     if train:
         runs["train"] = train_run(built, progress=progress)
     stages, timelines = {}, {}
-    with staged_run_dir(out, config, train=train) as staging:
+    trained = trained_what(config) if train else ""
+    titles = run_titles(config, {**runs, **({f"flow vs {trained}": runs["flow"]} if train else {})})
+    tree = config_tree(config)  # config.json's tree, made once for every config.json the run writes
+    with staged_run_dir(out, config, train=train, tree=tree) as staging:
         for name, traj in runs.items():
             target = staging / name if train else staging
-            traj.save(target, config)
-            stages[name] = _analyse(name, traj, config, target, title=run_title(config, name, traj))
+            traj.save(target, config, built.task.facts, tree)  # the task's table as built, not drawn again
+            stages[name] = _analyse(name, traj, config, target, title=titles[name])
             if has_timeline(traj):
-                timelines[name] = analyse_timeline(traj, target, title=run_title(config, name, traj))
+                timelines[name] = analyse_timeline(traj, target, title=titles[name])
         if train:
-            trained = trained_what(config)
             theory = ((stages["flow"] or {}).get("theory") or {}).get("prediction") or {}
             overlay = [("flow", runs["flow"]), (trained, runs["train"])]
             draw_or_skip(staging / "loss.png", plot_losses, overlay, levels, staging / "loss.png",
-                         title=run_title(config, "flow vs " + trained, runs["flow"]),
+                         title=titles[f"flow vs {trained}"],
                          stages=(stages["flow"] or {}).get("stages"),
                          predicted=predicted_times(theory if theory.get("applicable") else None))
     seconds = time.perf_counter() - start

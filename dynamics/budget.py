@@ -158,7 +158,6 @@ def _population(config: Config) -> list[MemoryPart]:
     t, m = config.task, config.model
     facts = t.subjects * t.relations
     answers = t.relations * t.answers_per_relation
-    vocab = vocab_size(t)
     keys = f"task.subjects × task.relations = {t.subjects} × {t.relations}"
     parts = [MemoryPart(f"fact tables {keys}", 4 * facts * FLOAT)]
     if m.kind == "reduced" and m.attention == "linear":
@@ -167,6 +166,7 @@ def _population(config: Config) -> list[MemoryPart]:
     else:
         parts.append(MemoryPart(f"population logits {keys} × answers {answers}", 4 * facts * answers * FLOAT))
     if _reads(config, "model.heads"):
+        vocab = vocab_size(t)
         parts.append(MemoryPart(f"attention table {keys} × model.heads {m.heads} × vocabulary {vocab}",
                                 facts * (m.heads * (vocab + m.head_dim) + vocab) * FLOAT))
     return parts
@@ -412,15 +412,14 @@ def check_geometry_eps(config: Config) -> None:
                           f"chatters {_start_words(config)}; " + _geometry_advice(config))
 
 
-def _probe(problem, config: Config) -> StepEstimate | None:
-    """Run the config's own method for at most :data:`PROBE_STEPS` accepted steps on ``problem`` and
-    extrapolate its pace (module docstring); None when the probe ended otherwise (a non-finite field, a
-    step underflow: the run itself ends so at once and is saved with its status)."""
-    from .problem import solver_options
+def _probe(problem, method: str, options) -> StepEstimate | None:
+    """Run ``method`` (the config's own) for at most :data:`PROBE_STEPS` accepted steps on ``problem`` with
+    the run's solver ``options`` and extrapolate its pace (module docstring); None when the probe ended
+    otherwise (a non-finite field, a step underflow: the run itself ends so at once and is saved with its
+    status)."""
     from .solvers import integrate_problem
 
-    f = config.flow
-    result = integrate_problem(problem, f.method, solver_options(f).replace(max_steps=PROBE_STEPS))
+    result = integrate_problem(problem, method, options.replace(max_steps=PROBE_STEPS))
     taken = result.cost.accepted_steps
     span = float(problem.times[-1] - problem.times[0])
     if result.status == "ok":
@@ -444,9 +443,11 @@ def flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstimate | 
     1/ε only along directions the flow need not excite (the stiffness at θ(0) says little: figure5's sign
     flow at ε = 1e-8 has ρ ≈ 1e5 there and finishes to t = 100 in 41 steps). None where the field at θ(0)
     is not finite (the run fails at once and is saved with its status). The probe integrates the field of
-    ``built`` (the run's :class:`~dynamics.problem.BuiltRun`, which the run goes on to use) from the start of
-    ``init.*``; without it, builds the run (:func:`~dynamics.problem.build_run`): call it after
-    :func:`check_memory`. Estimates are kept by config."""
+    ``built`` (the run's :class:`~dynamics.problem.BuiltRun`, which the run goes on to use) from the run's
+    own start (for a fine-tune: the state it continues; ``built`` of another config, a member of a batch:
+    the start of ``config``'s ``init.*``); without it, builds the run
+    (:func:`~dynamics.problem.build_run`): call it after :func:`check_memory`. Estimates are kept by
+    config."""
     if config not in _ESTIMATES:
         if len(_ESTIMATES) >= MAX_ESTIMATES:
             _ESTIMATES.pop(next(iter(_ESTIMATES)))
@@ -455,19 +456,21 @@ def flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstimate | 
 
 
 def _flow_steps(config: Config, built: BuiltRun | None) -> StepEstimate | None:
-    from .problem import build_run, time_grid  # the run builder sits above the budget
+    from .problem import build_run  # the run builder sits above the budget
     from .solvers.stiffness import spectral_radius
 
     kind = get_method(config.flow.method).kind
     smooth = get_geometry(config.flow.geometry).linear  # its stiffness at θ(0) bounds an explicit step
     if kind == "implicit" and smooth:
         return None
-    built = built or build_run(config)
-    theta0 = built.model.initial_parameters(config.init)
-    problem = built.problem(time_grid(config), theta0)
+    built = built or build_run(config, flow=True)
+    if built.config != config:  # a member of a batch: the one-flow field from the member's own start
+        problem = built.problem(theta0=built.model.initial_parameters(config.init))
+    else:  # the run's own problem (made by build_run) from the run's own start
+        problem = built.problem() if built.flow is None else built.flow
     if not smooth:
-        return _probe(problem, config)
-    radius, _ = spectral_radius(problem.field, 0.0, theta0, problem.jacobian_vector)
+        return _probe(problem, config.flow.method, built.options)
+    radius, _ = spectral_radius(problem.field, 0.0, problem.theta0, problem.jacobian_vector)
     if not math.isfinite(radius):
         return None
     span = config.flow.t_min if kind == "strategy" else config.flow.t_max
@@ -504,12 +507,15 @@ def check_flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstim
     return estimate
 
 
-def check_sizes(config: Config, train: bool = False) -> None:
+def check_sizes(config: Config, train: bool = False, flow: bool = True) -> None:
     """The checks of a run of ``config`` from the config alone, before anything is built: its memory (with
-    ``train``: and its discrete run's) and ``train.steps``. Raises ConfigError."""
+    ``train``: and its discrete run's), ``train.steps``, and with ``flow`` the flow's ``flow.geometry_eps``
+    (:func:`check_geometry_eps`). Raises ConfigError."""
     check_memory(config, train)
     if train:
         check_steps("train.steps", config.train.steps, config.train.steps)
+    if flow:
+        check_geometry_eps(config)
 
 
 def check_config(config: Config, train: bool = False) -> None:

@@ -33,9 +33,10 @@ from .objective import Objective, make_objective
 from .schedule import (
     Schedule,
     TaskSchedule,
-    check_schedule,
+    evaluation_task,
     per_time,
     schedule_of,
+    task_schedule,
 )
 from .solvers import (
     FlowProblem,
@@ -111,17 +112,6 @@ def geometry_of(config: Config, model: Model):
     geometry does not read was refused by the config itself)."""
     return get_geometry(config.flow.geometry).build(metric_of(config, model), model.parameter_blocks(),
                                                     config.flow.geometry_eps)
-
-
-def task_schedule(config: Config, task: FactTask, old_subjects: int | None = None,
-                  schedule: Schedule | None = None) -> tuple[Schedule, TaskSchedule | None]:
-    """The schedule of ``config.data`` (and of a fine-tuning start), or ``schedule`` when given, and the
-    task trained at each time; None in place of the latter when the schedule trains the task's own
-    frequencies throughout."""
-    schedule = schedule or schedule_of(config, old_subjects)
-    check_schedule(config, schedule)
-    plain = schedule.is_plain(task.S, config.task.subject_zipf)
-    return schedule, None if plain else TaskSchedule(task, schedule)
 
 
 def field_builder(config: Config, geometry, batched: bool = False) -> Callable[[Objective], VectorField]:
@@ -253,9 +243,12 @@ def flow_problem(config: Config, model: Model, objective: Objective, theta0: tor
 class BuiltRun:
     """A run of ``config``, built once by :func:`build_run` and handed on: its task, model and training
     objective, its start (θ(0), and the subjects of a run it continues), the data schedule and the task
-    trained at each time (None: the task's own frequencies throughout), and the flow's field and Jacobian
-    products, built on first use and shared by every problem made from this run (the run's own, the
-    budget's probe, each member of a batch)."""
+    trained at each time (None: the task's own frequencies throughout), the task it is measured on
+    (:func:`~dynamics.schedule.evaluation_task`), its record grid (:func:`time_grid`) and solver options
+    (:func:`solver_options`), and the flow's field and Jacobian products, built on first use and shared by
+    every problem made from this run (the run's own, the budget's probe, each member of a batch). ``flow``:
+    the flow's problem on the record grid from the start, made by ``build_run(flow=True)`` for the step
+    estimate's probe and the run to share (None: not made)."""
 
     config: Config
     task: FactTask
@@ -264,6 +257,10 @@ class BuiltRun:
     start: Start
     schedule: Schedule
     tasks: TaskSchedule | None
+    measured: FactTask
+    grid: np.ndarray
+    options: SolverOptions
+    flow: FlowProblem | None = None
     _functions: dict[bool, FlowFunctions] = field(default_factory=dict, repr=False)
 
     def functions(self, batched: bool = False) -> FlowFunctions:
@@ -273,21 +270,30 @@ class BuiltRun:
                                                       batched)
         return self._functions[batched]
 
-    def problem(self, grid: np.ndarray, theta0: torch.Tensor | None = None, progress=None,
+    def problem(self, grid: np.ndarray | None = None, theta0: torch.Tensor | None = None, progress=None,
                 batched: bool = False) -> FlowProblem:
-        """The flow's problem on ``grid`` from ``theta0`` (default: the run's start)."""
+        """The flow's problem on ``grid`` (default: the record grid) from ``theta0`` (default: the run's
+        start)."""
+        grid = self.grid if grid is None else grid
         theta0 = self.start.theta0 if theta0 is None else theta0
         return _problem(self.functions(batched), self.tasks, theta0, grid, progress)
 
 
-def build_run(config: Config, start: Start | None = None, schedule: Schedule | None = None) -> BuiltRun:
+def build_run(config: Config, start: Start | None = None, schedule: Schedule | None = None,
+              flow: bool = False) -> BuiltRun:
     """The run of ``config``: its task, model and objective (:func:`setup`), its start (``start``, else
-    that of ``init.*``: :func:`~dynamics.start.starting_state`) and its data schedule (``schedule``, else
-    that of ``data.*``: :func:`task_schedule`). The one place a run's pieces are built."""
+    that of ``init.*``: :func:`~dynamics.start.starting_state`), its data schedule (``schedule``, else
+    that of ``data.*``: :func:`~dynamics.schedule.task_schedule`), the task it is measured on, its grid
+    and solver options; with ``flow``, also the flow's field and problem (``BuiltRun.flow``; a field the
+    config cannot have is refused here). The one place a run's pieces are built."""
     task, model, objective = setup(config)
     start = start or starting_state(config, model)
     schedule, tasks = task_schedule(config, task, start.old_subjects, schedule)
-    return BuiltRun(config, task, model, objective, start, schedule, tasks)
+    built = BuiltRun(config, task, model, objective, start, schedule, tasks, evaluation_task(task, config),
+                     time_grid(config), solver_options(config.flow))
+    if flow:
+        built.flow = built.problem()
+    return built
 
 
 def integrate_config_flow(config: Config, model: Model, objective: Objective, theta0: torch.Tensor,

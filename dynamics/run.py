@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from .budget import check_flow_steps, check_geometry_eps, check_memory, check_sizes
+from .budget import check_flow_steps, check_sizes
 from .config import Config
 from .config.loading import refuse_unread
 from .curvature import sharpness
@@ -32,16 +32,12 @@ from .problem import (  # re-exported: the entry points' callers build problems 
     log_time_grid,
     metric_of,
     setup,  # noqa: F401  (re-exported)
-    solver_options,
-    time_grid,
+    solver_options,  # noqa: F401  (re-exported)
+    time_grid,  # noqa: F401  (re-exported)
 )
 from .progress import log_progress_bar, step_progress_bar
 from .records import FlowInfo, RunInfo, TrainInfo, versions
-from .schedule import (
-    Schedule,
-    evaluation_task,
-    per_task,
-)
+from .schedule import Schedule, per_task
 from .solvers import (
     FlowResult,
     integrate_problem,
@@ -64,17 +60,16 @@ def _flow_info(config: Config, result: FlowResult, model: Model, schedule: Sched
                    versions=versions(), phases=schedule.as_records(), old_subjects=old_subjects)
 
 
-def _measured(model: Model, task: FactTask, config: Config) -> tuple[Model, FactTask]:
-    """The model and task a run is recorded on: the run's evaluation frequencies (held-out subjects at
-    weight 0, whatever the schedule trains at each time)."""
-    measured = evaluation_task(task, config)
+def _measured(model: Model, measured: FactTask) -> tuple[Model, FactTask]:
+    """The model and task a run is recorded on: the run's evaluation frequencies (``BuiltRun.measured``:
+    held-out subjects at weight 0, whatever the schedule trains at each time)."""
     return model.with_task(measured), measured
 
 
-def _recorded(model: Model, task: FactTask, config: Config, t: np.ndarray, states: torch.Tensor,
-              info: RunInfo) -> Trajectory:
+def _recorded(model: Model, measured: FactTask, t: np.ndarray, states: torch.Tensor, info: RunInfo
+              ) -> Trajectory:
     """The per-fact record of ``states`` on the run's evaluation frequencies (:func:`_measured`)."""
-    return record(*_measured(model, task, config), t, states, info)
+    return record(*_measured(model, measured), t, states, info)
 
 
 def run_flow(config: Config, progress: bool = False, times: np.ndarray | None = None,
@@ -102,10 +97,8 @@ def prepare_run(config: Config, train: bool = False, flow: bool = True, start: S
     the config alone, before anything is built; then, with ``flow``, the flow's step estimate on the built
     run's own field (:func:`~dynamics.budget.check_flow_steps`). ``start`` and ``schedule``: as for
     :func:`run_flow`. Raises ConfigError before any work."""
-    check_sizes(config, train)
-    if flow:
-        check_geometry_eps(config)
-    built = build_run(config, start, schedule)
+    check_sizes(config, train, flow)
+    built = build_run(config, start, schedule, flow)
     if flow:
         check_flow_steps(config, built)
     return built
@@ -115,17 +108,19 @@ def integrate_run(built: BuiltRun, progress: bool = False, times: np.ndarray | N
                   keep_states: bool = False) -> Trajectory:
     """The flow of a built run (:func:`prepare_run`), recorded on its grid: :func:`run_flow` without the
     checks and the building."""
-    config, model, task, start = built.config, built.model, built.task, built.start
+    config, model, start = built.config, built.model, built.start
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, "flow", enabled=progress)
     try:
-        grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
+        grid = built.grid if times is None else np.asarray(times, dtype=np.float64)
         # The per-fact record is taken point by point as the solver reaches the grid (as _recorded would
         # take it): the states are never all held unless keep_states asks for them.
-        recorder = Recorder(*_measured(model, task, config), len(grid))
-        problem = built.problem(grid, progress=update)
-        problem.observe, problem.keep_states = recorder.add, keep_states
-        result = integrate_problem(problem, flow.method, solver_options(flow))
+        recorder = Recorder(*_measured(model, built.measured), len(grid))
+        # the problem that prepare_run made (and its step estimate probed), on this grid and observed
+        problem = (built.problem(grid) if built.flow is None
+                   else dataclasses.replace(built.flow, times=grid))
+        problem = dataclasses.replace(problem, progress=update, observe=recorder.add, keep_states=keep_states)
+        result = integrate_problem(problem, flow.method, built.options)
     finally:
         close()
     info = _flow_info(config, result, model, built.schedule, start.old_subjects)
@@ -159,21 +154,20 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
     if len({batch_key(c) for c in configs}) != 1:
         raise ValueError("run_flow_batch: configs must differ only in " + ", ".join(BATCHABLE))
     for member in configs:
-        check_memory(member)
-        check_geometry_eps(member)
+        check_sizes(member)
     config = configs[0]
     if any(batch_refusal(c) is not None for c in configs):
         return [run_flow(c, progress=progress) for c in configs]
     built = build_run(config)  # the members differ only in init.*: one task, model and field for all
     for member in configs:  # each member's start has its own stiffness
         check_flow_steps(member, built)
-    task, model, schedule = built.task, built.model, built.schedule
+    model, schedule = built.model, built.schedule
     theta0 = torch.stack([model.initial_parameters(c.init) for c in configs])
     flow = config.flow
     update, close = log_progress_bar(flow.t_min, flow.t_max, f"flow ×{len(configs)}", enabled=progress)
     try:
-        problem = built.problem(time_grid(config), theta0, update, batched=True)
-        result = integrate_explicit_batch(flow.method, problem, solver_options(flow))
+        problem = built.problem(theta0=theta0, progress=update, batched=True)
+        result = integrate_explicit_batch(flow.method, problem, built.options)
     finally:
         close()
     trajectories = []
@@ -186,7 +180,7 @@ def run_flow_batch(configs: list[Config], progress: bool = False) -> list[Trajec
         info.flow.batch_size = len(configs)
         if status != result.status:
             info.message = f"member stopped ({status}) at t={when:.6g}; the others went on"
-        trajectory = _recorded(model, task, config, result.t[:keep], result.states[:keep, b], info)
+        trajectory = _recorded(model, built.measured, result.t[:keep], result.states[:keep, b], info)
         trajectory.final_state = result.states[keep - 1, b].cpu().numpy()
         trajectories.append(trajectory)
     return trajectories
@@ -258,14 +252,14 @@ def train_run(built: BuiltRun, progress: bool = False, keep_states: bool = False
     update, close = step_progress_bar(opts.steps, f"train ({opts.optimizer})", enabled=progress)
     try:
         result = train(objective_at, theta0, optimizer=opts.optimizer, lr=opts.lr, steps=opts.steps,
-                       record=record_steps(time_grid(config), opts.lr, opts.steps),
+                       record=record_steps(built.grid, opts.lr, opts.steps),
                        preconditioner=metric_of(config, model), beta1=opts.beta1, beta2=opts.beta2,
                        eps=opts.eps, momentum=opts.momentum, blocks=model.parameter_blocks(),
                        progress=update)
     finally:
         close()
     info = train_info(opts.optimizer, opts.lr, result, model, built.schedule, built.start.old_subjects)
-    trajectory = _recorded(model, task, config, result.t, result.states, info)
+    trajectory = _recorded(model, built.measured, result.t, result.states, info)
     if keep_states:
         trajectory.states = _untied_states(model, result.states)
     return trajectory
@@ -282,7 +276,7 @@ def flow_sharpness(config: Config, points: int = 32, iterations: int = 60) -> tu
     model, objective, tasks = built.model, built.objective, built.tasks
     flow = config.flow
     times = log_time_grid(flow.t_min, flow.t_max, points + 1)
-    result = integrate_problem(built.problem(times), flow.method, solver_options(flow))
+    result = integrate_problem(built.problem(times), flow.method, built.options)
     metric = metric_of(config, model)
 
     def objective_at(t: float) -> Objective:

@@ -480,10 +480,12 @@ def config_tree_digest(tree: Mapping[str, Any]) -> str:
 
 
 def check_record_config(config: Config, facts: np.ndarray, answers_per_relation: int, digest: str | None,
-                        tree: Mapping[str, Any] | None, source: str) -> None:
+                        tree: Mapping[str, Any] | None, source: str, table: np.ndarray | None = None) -> None:
     """Refuse (one-line :class:`ConfigError` beginning with ``source``) a config that is not the one a record
     was made with: its ``config.json`` changed since the save (``digest`` against ``tree``, when both are
-    known), or a task whose table is not the record's (shape, answers per relation, the facts)."""
+    known), or a task whose table is not the record's (shape, answers per relation, the facts).
+    ``table``: the facts table of ``config``'s task when it is already built (a run's own save), which is
+    then not drawn again."""
     def refuse(what: str) -> ConfigError:
         return ConfigError(f"{source}: its config.json does not match its trajectory.npz ({what}); allowed: "
                            "a run directory as factrecall simulate wrote it")
@@ -498,7 +500,7 @@ def check_record_config(config: Config, facts: np.ndarray, answers_per_relation:
     if int(answers_per_relation) != task.answers_per_relation:
         raise refuse(f"task.answers_per_relation={task.answers_per_relation} against "
                      f"{int(answers_per_relation)} recorded")
-    if not np.array_equal(FactTask(task).facts, facts):
+    if not np.array_equal(FactTask(task).facts if table is None else table, facts):
         raise refuse(f"the facts table of task.facts={task.facts!r}, task.seed={task.seed} is not the "
                      "recorded one")
 

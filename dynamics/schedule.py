@@ -213,10 +213,15 @@ def per_time(build: Callable[[FactTask], Callable], tasks: TaskSchedule) -> Call
     return lambda t, *args: of(t)(t, *args)
 
 
-def check_schedule(config: Config, schedule: Schedule) -> None:
-    """Refuse a schedule the config's objective cannot follow (a fixed sampled loss set is drawn once, from
-    the task's frequencies)."""
-    plain = schedule.is_plain(config.task.subjects, config.task.subject_zipf)
+def task_schedule(config: Config, task: FactTask, old_subjects: int | None = None,
+                  schedule: Schedule | None = None) -> tuple[Schedule, TaskSchedule | None]:
+    """The schedule of ``config.data`` (and of a fine-tuning start from ``old_subjects`` subjects), or
+    ``schedule`` when given, and the task trained at each time; None in place of the latter when the
+    schedule trains ``task``'s own frequencies throughout. Refuses a schedule the config's objective cannot
+    follow (a fixed sampled loss set is drawn once, from the task's frequencies)."""
+    schedule = schedule or schedule_of(config, old_subjects)
+    plain = schedule.is_plain(task.S, config.task.subject_zipf)
     if config.loss.kind == "sampled" and not plain:
         raise ConfigError("loss.kind='sampled': a fixed sample cannot follow a data schedule (data.* keys or "
                           "a fine-tuning start); allowed: loss.kind=population")
+    return schedule, None if plain else TaskSchedule(task, schedule)

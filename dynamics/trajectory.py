@@ -96,7 +96,8 @@ class Trajectory:
 
     config_digest: str | None = None  # sha256 of the config.json saved with it (config_tree_digest)
 
-    def save(self, directory: str | os.PathLike[str], config: Config | None = None) -> None:
+    def save(self, directory: str | os.PathLike[str], config: Config | None = None,
+             table: np.ndarray | None = None, tree: Mapping[str, Any] | None = None) -> None:
         """Write ``trajectory.npz`` and ``summary.json`` (and, with ``config``, ``config.json``: a complete
         run directory that ``factrecall stages`` reads) into ``directory``, each file atomically
         (:func:`~dynamics.rundir.write_record`).
@@ -105,13 +106,16 @@ class Trajectory:
         files), which this save replaces as a whole: a directory holding anything else (an analysis of
         another trajectory, a user's files), or a ``config.json`` when no ``config`` is given, is refused
         with a one-line :class:`ConfigError`, so that no run directory ends with parts of two runs. With
-        ``config``, the trajectory must be a run of it (:meth:`check_config`)."""
+        ``config``, the trajectory must be a run of it (:meth:`check_config`). What the caller has made
+        already is not made again: ``table``, the facts table of ``config``'s task (``BuiltRun.task.facts``);
+        ``tree``, ``config``'s JSON tree (:func:`~dynamics.rundir.config_tree`)."""
         directory = Path(directory)
         check_save_target(directory, config is not None)
-        tree = None
-        if config is not None:
-            tree = config_tree(config)
-            self.check_config(config, source=f"Trajectory.save: {str(directory)!r}")
+        if config is None:
+            tree = None
+        else:
+            tree = config_tree(config) if tree is None else tree
+            self.check_config(config, source=f"Trajectory.save: {str(directory)!r}", table=table)
             self.config_digest = config_tree_digest(tree)
         write_record(directory, self.arrays(), None if self.info is None else self.info.to_dict(), tree)
 
@@ -149,11 +153,13 @@ class Trajectory:
                    answers_per_relation=int(arrays["answers_per_relation"]), info=info,
                    states=arrays.get("states"), final_state=arrays.get("final_state"), config_digest=digest)
 
-    def check_config(self, config: Config, tree: Mapping[str, Any] | None = None, source: str = "the run"
-                     ) -> None:
+    def check_config(self, config: Config, tree: Mapping[str, Any] | None = None, source: str = "the run",
+                     table: np.ndarray | None = None) -> None:
         """Refuse (one-line :class:`ConfigError`) a ``config`` this trajectory is not a run of: see
-        :func:`check_record_config`. ``tree``: the parsed ``config.json`` it was read from, if any."""
-        check_record_config(config, self.facts, self.answers_per_relation, self.config_digest, tree, source)
+        :func:`check_record_config`. ``tree``: the parsed ``config.json`` it was read from, if any;
+        ``table``: the facts table of ``config``'s task, if already built."""
+        check_record_config(config, self.facts, self.answers_per_relation, self.config_digest, tree, source,
+                            table)
 
     @property
     def levels(self) -> dict[str, float]:

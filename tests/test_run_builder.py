@@ -66,3 +66,29 @@ def test_a_batch_builds_one_model_and_one_field_per_form(monkeypatch):
     runs = run_flow_batch([base.override({"init.seed": seed}) for seed in (1, 2, 3)])
     assert [run.info.flow.batch_size for run in runs] == [3, 3, 3]
     assert counts == {"task": 1, "model": 1, "field": 2}
+
+
+def test_the_step_estimate_probes_the_problem_the_run_integrates(monkeypatch, tmp_path):
+    """The budget's probe takes the run's own problem (BuiltRun.flow): its start is the run's, for a
+    fine-tune the state it continues (not a second draw of init.*), and the run integrates that problem."""
+    import torch
+
+    import dynamics.budget as budget
+    import dynamics.solvers.stiffness as stiffness
+    from dynamics.run import integrate_run, prepare_run, run_flow
+
+    source = resolve_config("tiny", overrides={"flow.t_max": 2.0, "flow.points": 8})
+    run_flow(source).save(tmp_path / "source", source)
+    radius, probed = stiffness.spectral_radius, []
+
+    def recorded(field, t, theta, *args, **kwargs):
+        probed.append(theta)
+        return radius(field, t, theta, *args, **kwargs)
+
+    monkeypatch.setattr(stiffness, "spectral_radius", recorded)
+    monkeypatch.setattr(budget, "_ESTIMATES", {})
+    built = prepare_run(source.override({"init.from_run": str(tmp_path / "source")}))
+    assert len(probed) == 1 and probed[0] is built.flow.theta0 is built.start.theta0
+    assert not torch.equal(probed[0], built.model.initial_parameters(built.config.init))
+    trajectory = integrate_run(built)
+    assert trajectory.info.ok and built.flow.observe is None  # the run's observer is on its own copy

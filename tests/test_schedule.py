@@ -20,12 +20,13 @@ from dynamics.schedule import (
     Phase,
     Schedule,
     TaskSchedule,
-    check_schedule,
     evaluation_task,
     per_time,
     schedule_of,
+    task_schedule,
 )
 from dynamics.start import Start, starting_state
+from dynamics.task import FactTask
 
 TINY = resolve_config("tiny", None, ["task.facts=random", "task.subjects=6", "flow.points=40"])
 
@@ -329,7 +330,7 @@ def test_a_sampled_loss_cannot_follow_a_schedule():
                                           r".*; allowed: loss.kind=population$"):
         run_flow(config)
     plain = TINY.override({"loss.kind": "sampled"})  # the task's own frequencies: a sample can stand for them
-    check_schedule(plain, schedule_of(plain))
+    assert task_schedule(plain, FactTask(plain.task)) == (schedule_of(plain), None)
 
 
 def test_simulate_init_from_on_the_command_line(tmp_path):

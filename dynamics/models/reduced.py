@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 def token_count(config: TaskConfig, tied: bool = True) -> int:
     """The tokens with a (key, value) pair of their own in the reduced model: the whole vocabulary, its noise
     tokens sharing one pair when ``tied`` (the population loss, in which they are exchangeable)."""
-    return vocab_size(config) - (config.noise_tokens - min(config.noise_tokens, 1) if tied else 0)
+    return _tokens(vocab_size(config), config.noise_tokens, tied)
+
+
+def _tokens(vocab: int, noise_tokens: int, tied: bool) -> int:
+    return vocab - (noise_tokens - min(noise_tokens, 1) if tied else 0)
 
 
 class _TokenSums:
@@ -65,7 +69,7 @@ class ReducedModel(Model):
                  device: str | torch.device = "cpu"):
         self.task, self.attention, self.tied = task, attention, tied
         self.device = torch.device(device)
-        self.num_tokens = token_count(task.config, tied)
+        self.num_tokens = _tokens(task.vocab_size, task.N, tied)  # of the built task
         self.num_params = self.num_tokens * (1 + task.num_answers)
         scale = torch.ones(self.num_tokens, dtype=torch.float64, device=self.device)
         if tied and task.N > 0:

@@ -75,7 +75,8 @@ def _reduced(config: Config, task: FactTask) -> Model:
 def _reduced_parameters(config: Config, untied: bool) -> int:
     from .reduced import token_count
 
-    return token_count(config.task, tied=not untied) * (1 + _vocabulary_and_answers(config)[1])
+    t = config.task  # the answers alone: the vocabulary is token_count's
+    return token_count(t, tied=not untied) * (1 + t.relations * t.answers_per_relation)
 
 
 def _embedded(config: Config, task: FactTask) -> Model:
