@@ -407,7 +407,8 @@ def check_geometry_eps(config: Config) -> None:
     dopri5 steps to t = 20 at ε = 0; the transformer's did not finish in two minutes by bosh3, cvode or
     auto); an adaptive solver of any method chatters there without getting anywhere."""
     f = config.flow
-    if get_geometry(f.geometry).needs_eps and f.geometry_eps == 0:
+    exact = getattr(get_method(f.method), "exact_geometry", None) == f.geometry  # integrates the ε = 0 field
+    if get_geometry(f.geometry).needs_eps and f.geometry_eps == 0 and not exact:
         raise ConfigError(f"flow.geometry_eps=0.0: the {f.geometry} field is discontinuous at ε = 0 and "
                           f"chatters {_start_words(config)}; " + _geometry_advice(config))
 

@@ -29,13 +29,18 @@ def _geometry(geometry: SteepestDescent | torch.Tensor | None) -> tuple[Steepest
 def gradient_field(objective: Objective, geometry: SteepestDescent | torch.Tensor | None = None
                    ) -> VectorField:
     """f(t, θ) = −D(∇L(θ)) (``geometry``: one of :mod:`dynamics.geometry`, or a tensor P or None for the
-    diagonal metric P, i.e. f = −P ∇L)."""
+    diagonal metric P, i.e. f = −P ∇L). The field carries what it is made of, for a method that reads
+    ∇L and H·x rather than f (``flow.method=sliding``): ``field.gradient(θ)``, ``field.hessian_vector(θ, x)``
+    and ``field.direction_map`` (D)."""
     metric, _ = _geometry(geometry)
 
     def field(t: float, theta: torch.Tensor) -> torch.Tensor:
         _, grad = gradient(objective, theta)
         return metric.negative_direction(grad)
 
+    field.gradient = lambda theta: gradient(objective, theta)[1]
+    field.hessian_vector = lambda theta, x: hessian_vector_product(objective, theta, x)
+    field.direction_map = metric
     return field
 
 

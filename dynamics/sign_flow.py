@@ -1,5 +1,6 @@
-"""The exact (ε = 0) sign flow of a config: the project's objective and metric handed to the event-driven
-Filippov integrator of :mod:`dynamics.filippov` (docs/geometry.md, "ε = 0: the exact sign flow")."""
+"""The exact (ε = 0) sign flow of a config: the run's own gradient, Hessian products and metric handed to
+the event-driven Filippov integrator of :mod:`dynamics.solvers.filippov` (docs/geometry.md, "ε = 0: the
+exact sign flow")."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import numpy as np
 
 from .config import Config
 from .errors import ConfigError
-from .filippov import SignFlowResult, integrate_sign_flow
-from .objective import gradient, hessian_vector_product
-from .problem import BuiltRun, build_run, metric_of, time_grid
+from .problem import BuiltRun, build_run, time_grid
+from .solvers.filippov import SignFlowResult, integrate_sign_flow
 
 
 def exact_sign_refusal(config: Config) -> str | None:
@@ -30,9 +30,10 @@ def exact_sign_refusal(config: Config) -> str | None:
 def exact_sign_flow(config: Config, times: np.ndarray | None = None, built: BuiltRun | None = None
                     ) -> SignFlowResult:
     """Integrate dθ/dt = −sign(P ∇L(θ)) of ``config`` (``flow.geometry=sign``, ``flow.geometry_eps=0``)
-    exactly, as a Filippov system (:func:`~dynamics.filippov.integrate_sign_flow`), from the run's start on
-    ``times`` (default: the config's record grid), with the run's own objective (its closed-form gradient
-    and Hessian products where the model has them, autodiff otherwise) and metric P (0 on frozen blocks).
+    exactly, as a Filippov system (:func:`~dynamics.solvers.filippov.integrate_sign_flow`), from the run's
+    start on ``times`` (default: the config's record grid), with the run's own objective (its closed-form
+    gradient and Hessian products where the model has them, autodiff otherwise) and metric P (0 on frozen
+    blocks).
     A config it does not fit, or a data schedule (its field changes with t), is refused (ConfigError)."""
     if (why := exact_sign_refusal(config)) is not None:
         raise ConfigError(why)
@@ -40,9 +41,7 @@ def exact_sign_flow(config: Config, times: np.ndarray | None = None, built: Buil
     if built.tasks is not None:
         raise ConfigError("data.*: a data schedule changes the loss with t; the sliding method integrates "
                           "one loss; allowed: the task's own frequencies throughout")
-    objective = built.objective
+    field = built.functions()[0]  # the run's own field, which carries its gradient and Hessian products
     grid = time_grid(config) if times is None else np.asarray(times, dtype=np.float64)
-    return integrate_sign_flow(lambda theta: gradient(objective, theta)[1],
-                               lambda theta, x: hessian_vector_product(objective, theta, x),
-                               built.start.theta0, grid, metric_of(config, built.model),
-                               max_steps=config.flow.max_steps)
+    return integrate_sign_flow(field.gradient, field.hessian_vector, built.start.theta0, grid,
+                               field.direction_map.scale, max_steps=config.flow.max_steps)

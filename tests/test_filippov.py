@@ -1,5 +1,6 @@
-"""The ε = 0 sign flow integrated event by event (dynamics/filippov.py, dynamics/sign_flow.py), each against
-an independent computation: closed forms derived by hand, the smoothed flows' limit, the four-scalar flow."""
+"""The ε = 0 sign flow integrated event by event (dynamics/solvers/filippov.py, dynamics/sign_flow.py),
+each against an independent computation: closed forms derived by hand, the smoothed flows' limit, the
+four-scalar flow."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from scipy.optimize import brentq
 
 from dynamics import resolve_config, run_flow
 from dynamics.errors import ConfigError
-from dynamics.filippov import integrate_sign_flow
 from dynamics.manifold import manifold_coordinates, manifold_flow, margin_target, margins
 from dynamics.problem import build_run
 from dynamics.sign_flow import exact_sign_flow
+from dynamics.solvers.filippov import integrate_sign_flow
 
 
 def _quadratic(A: torch.Tensor):
@@ -123,6 +124,29 @@ def test_manifold_start_learning_times_equal_the_four_scalar_sign_flow():
     T_S, T_R = (brentq(gap, 0.0, 1.3, args=(i,), xtol=1e-14) for i in (0, 1))
     assert result.status == "ok"
     assert abs(T_S - four.T_S) < 1e-9 and abs(T_R - four.T_R) < 1e-9
+
+
+def test_flow_method_sliding_runs_the_exact_flow_through_run_flow():
+    """``flow.method=sliding`` is accepted for the sign flow at ε = 0 (by the config and by the step
+    estimate, which refuses every other method there) and gives the states of :func:`exact_sign_flow`."""
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.method": "sliding",
+                                               "flow.t_max": 0.5, "flow.points": 4})
+    trajectory = run_flow(config, keep_states=True)
+    direct = exact_sign_flow(config)
+    assert trajectory.info.status == "ok"
+    assert np.allclose(trajectory.t, direct.t, rtol=0, atol=0)
+    assert np.abs(trajectory.final_state - direct.states[-1].numpy()).max() < 1e-12
+    with pytest.raises(ConfigError, match="flow.geometry_eps=0.0: the sign field is discontinuous"):
+        run_flow(resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.t_max": 0.5}))
+
+
+@pytest.mark.parametrize("overrides", [{"flow.geometry": "euclidean"}, {"flow.geometry": "spectral"},
+                                       {"flow.geometry_eps": 1e-4}])
+def test_flow_method_sliding_is_refused_off_the_exact_sign_flow(overrides):
+    refusal = r"^flow\.method='sliding': integrates the ε = 0 sign flow only"
+    with pytest.raises(ConfigError, match=refusal) as error:
+        resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.method": "sliding", **overrides})
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("overrides", [{"flow.geometry": "euclidean"},

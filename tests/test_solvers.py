@@ -13,7 +13,7 @@ from dynamics.solvers import METHODS, Cost, get_method, integrate_flow, integrat
 
 
 def test_registry_names_every_method_once_with_its_needs():
-    assert {m.kind for m in METHODS.values()} == {"explicit", "implicit", "strategy"}
+    assert {m.kind for m in METHODS.values()} == {"explicit", "implicit", "strategy", "event"}
     assert [name for name, m in METHODS.items() if m.batched] == [n for n, m in METHODS.items()
                                                                  if m.kind == "explicit"]
     assert get_method("cvode").uses == "jacobian_vector" and get_method("bdf").uses == "jacobian"

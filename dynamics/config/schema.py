@@ -251,6 +251,12 @@ class FlowConfig:
                 fail("flow.newton_preconditioner", self.newton_preconditioner, "the blocks approximate "
                      "J = −PH: the gradient flow in a geometry with D(g) = P g and flow.modified_lr=0 only; "
                      "allowed: none")
+        if (exact := getattr(METHODS[self.method], "exact_geometry", None)) is not None and (
+                self.geometry != exact or self.geometry_eps != 0 or self.modified_lr > 0):
+            fail("flow.method", self.method, f"integrates the ε = 0 {exact} flow only (not flow.geometry="
+                 f"{self.geometry!r}, flow.geometry_eps={self.geometry_eps!r}, flow.modified_lr="
+                 f"{self.modified_lr!r}); allowed: flow.geometry={exact} with flow.geometry_eps=0, or "
+                 "another method")
         geometry = get_geometry(self.geometry)
         defaults = {f"flow.{f.name}": f.default for f in dataclasses.fields(self)}
         geometry.check_keys(_flow_values(self), defaults)
