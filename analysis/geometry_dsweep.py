@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from dynamics import resolve_config, run_flow
 from dynamics.manifold import manifold_flow
@@ -141,15 +141,75 @@ def plot(rows: list[dict], path: Path) -> None:
             if label == "S":
                 ax.plot(x, [m["four_scalar"] for m in members], "x", color="k",
                         label="four-scalar flow (Li et al.'s ODE)")
-        ax.axhline(1.0, color="0.7", lw=0.8, label="_nolegend_")
-        ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)",
-               title=f"{geometry} flow" if geometry != "euclidean" else "gradient flow")
-        plain_log_ticks(ax.yaxis)
-        low, high = ax.get_ylim()
-        if high < 4 * low:  # (the sign panel) a range with one labelled major tick: label the minor ones
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
-        ax.legend(fontsize=7)
+        _style(ax, geometry)
     fig.suptitle("T_S/T_R against S/R for D answers per relation: reduced model, balanced tables, T = 3 "
                  "(no noise),\nLi et al.'s manifold start α₀ = β₀ = 0.01; T: first time the mean p reaches "
                  "0.9; only D changes", fontsize=9)
+    save(fig, path)
+
+
+def _style(ax, geometry: str) -> None:
+    """Log–log axes, the line T_S = T_R, plain tick labels, the panel's title and legend."""
+    ax.axhline(1.0, color="0.7", lw=0.8, label="_nolegend_")
+    ax.set(xscale="log", yscale="log", xlabel="S/R", ylabel="T_S / T_R (p = 0.9)",
+           title=f"{geometry} flow" if geometry != "euclidean" else "gradient flow")
+    plain_log_ticks(ax.yaxis)
+    low, high = ax.get_ylim()
+    if high < 4 * low:  # (the sign panel) a range with one labelled major tick: label the minor ones
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    ax.legend(fontsize=7)
+
+
+def theory_ratio(row: dict) -> tuple[float, str | None]:
+    """The theory's T_S/T_R for a row of a D line (``d_label``) and its legend, where there is one: the
+    gradient flow's linearised σ_r/σ_s at any D; on the D = S line the four-scalar flow (Li et al.'s ODE,
+    exact there); the sign flow at a number D the four-scalar flow with the subject time of D subjects,
+    T_S(D, R)/T_R(S, R) (within 0.1% of the full flow: docs/geometry.md); the spectral flow at a number D
+    none (NaN, None)."""
+    S, R, D, geometry, eps = row["S"], row["R"], row["D"], row["geometry"], row["eps"]
+    if geometry == "euclidean":
+        return (S / R) * math.sqrt((R - 1) / (D - 1)), "σ_r/σ_s (linearised)"
+    if row["d_label"] == "S":
+        return manifold_flow(S, R, geometry, eps, delta=DELTA).ratio, "four-scalar flow (Li et al.)"
+    if geometry == "sign":
+        return (manifold_flow(D, R, geometry, eps, delta=DELTA).T_S
+                / manifold_flow(S, R, geometry, eps, delta=DELTA).T_R), "four-scalar, T_S at S = D"
+    return math.nan, None
+
+
+def _narrow_log_ticks(ax) -> None:
+    """A log y-axis spanning less than a factor 4: five plain, evenly spaced (in log) tick labels."""
+    low, high = ax.get_ylim()
+    ticks = [t for t in (0.5, 0.6, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3) if low <= t <= high]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_regimes(rows: list[dict], path: Path) -> None:
+    """T_S/T_R (p = 0.9) against S/R at D = 4 and D = S, one panel per geometry, each measured line with its
+    theory dotted (:func:`theory_ratio`; the spectral flow at D = 4 has none)."""
+    geometries = sorted({r["geometry"] for r in rows}, key=list(HORIZON).index)
+    fig = figure(4.4 * len(geometries), 4.3)
+    axes = np.atleast_1d(fig.subplots(1, len(geometries)))
+    for ax, geometry in zip(axes, geometries, strict=True):
+        for label, color, dark in (("4", "C0", "navy"), ("S", "C3", "darkred")):
+            members = groups(rows).get((geometry, label), [])
+            if not members:
+                continue
+            x = [m["S/R"] for m in members]
+            ax.plot(x, [m["ratio_p90"] for m in members], "o-", color=color, label=f"D = {label}, full flow")
+            theory = [theory_ratio(m) for m in members]
+            if theory[0][1] is not None:
+                ax.plot(x, [t for t, _ in theory], ":", color=dark, lw=2,  # on top: they coincide
+                        label=f"D = {label}: {theory[0][1]}")
+        _style(ax, geometry)
+        low, high = ax.get_ylim()
+        if high < 4 * low:
+            _narrow_log_ticks(ax)
+        ax.legend(fontsize=7.5, loc="upper left")
+    fig.suptitle("T_S/T_R against S/R at D = 4 and D = S (one answer per fact) answers per relation: "
+                 "full reduced flows, balanced tables,\nT = 3, no noise, Li et al.'s start α₀ = β₀ = 0.01; "
+                 "T: first time the mean p reaches 0.9; dotted: theory (none for the spectral flow at D = 4)",
+                 fontsize=9)
     save(fig, path)

@@ -62,3 +62,26 @@ def test_the_shipped_figure_reads_on_its_own(tmp_path, monkeypatch):
     labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert {"D = 4", "D = S", "four-scalar flow (Li et al.'s ODE)"} <= labels
     assert any(label.startswith("linearised theory") for label in labels)
+
+
+def test_the_two_regimes_figure_reads_on_its_own_and_its_theory_lines(tmp_path, monkeypatch):
+    """docs/geometry.md's figure of D = 4 against D = S from the shipped CSV: readable, each D line with its
+    theory where there is one; the sign flow at D = 4 is the four-scalar flow with T_S at S = D (0.2%)."""
+    from pathlib import Path
+
+    from figures import assert_readable, capture_figures
+
+    import analysis.geometry_dsweep as dsweep
+
+    rows = read_rows(Path(__file__).resolve().parent.parent / "docs" / "geometry_dsweep.csv")
+    drawn = capture_figures(monkeypatch, dsweep)
+    dsweep.plot_regimes(rows, tmp_path / "regimes.png")
+    (fig,) = drawn
+    assert_readable(fig)
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
+    assert "D = 4: σ_r/σ_s (linearised)" in legends[0] and "D = S: σ_r/σ_s (linearised)" in legends[0]
+    assert not any(label.startswith("D = 4:") for label in legends[1])  # no theory for spectral at D = 4
+    assert "D = 4: four-scalar, T_S at S = D" in legends[2]
+    for row in rows:
+        if row["geometry"] == "sign" and row["d_label"] == "4":
+            assert dsweep.theory_ratio(row)[0] == pytest.approx(row["ratio_p90"], rel=2e-3)
