@@ -4,6 +4,16 @@ the eigendecomposition of G̃ᵀG̃, not an SVD; the sign map's derivative again
 Written for the survivors of ``python tests/mutation.py dynamics/geometry/maps.py --head --
 tests/test_geometry.py tests/test_geometry_registry.py tests/test_spectral_nonfinite.py
 tests/test_mutants_geometry.py -k "not equivariant"`` (docs/testing.md).
+
+Equivalent mutants left in ``maps.py`` (no input tells them apart):
+
+* ``SpectralDescent.direction``'s vector branch: ``norm >= 0`` for ``norm > 0`` in the outer ``where``
+  (where the norm √(Σ p g² + ε²) is 0, every p g is 0 too: 0/1 = 0 either way), and the inner
+  ``where(norm >= 0, …)`` or ``where(…, norm, 2.0)`` (the inner value at norm = 0 is thrown away).
+* ``_matrix``: ``isfinite(G).all(+1)`` or ``.all(-2)`` before ``.all(-1)`` (G is (rows, cols) or (B, rows,
+  cols): every order of the two reductions is "all entries"); ``where(finite, root * G, 1.0)`` (a
+  non-finite matrix's SVD is replaced by NaN whatever it was); ``s.numel() or True`` (a matrix block has
+  rows, cols ≥ 2, so s is never empty); ``where(keep, denominator, 2.0)`` (thrown away where not kept).
 """
 
 from __future__ import annotations
@@ -72,6 +82,8 @@ def test_the_sign_map_is_the_regularised_sign_of_the_metric_gradient(eps):
     assert sign.name == "sign" and sign.smooth is (eps > 0)
     np.testing.assert_allclose(sign.direction(g).numpy(), expected, rtol=1e-15)
     np.testing.assert_allclose(sign.negative_direction(g).numpy(), -expected, rtol=1e-15)
+    if eps == 0:  # ε = 0 is the default: the plain sign
+        np.testing.assert_array_equal(SignDescent(p).direction(g).numpy(), np.sign(x))
     plain = g.numpy()
     np.testing.assert_allclose(SignDescent(None, eps).direction(g).numpy(),
                                np.sign(plain) if eps == 0 else plain / np.sqrt(plain**2 + eps**2), rtol=1e-15)

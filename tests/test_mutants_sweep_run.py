@@ -282,3 +282,20 @@ def test_a_sweep_with_every_point_done_has_no_job(tmp_path):
     directory.save_point(point_id({"init.scale": 0.1}), {"init.scale": 0.1, "status": "ok"})
     notes = []
     assert sweep_run.plan_jobs(directory, TINY, grid, SweepOptions(), notes.append) == [] and notes == []
+
+
+def test_a_discrete_run_is_not_refused_for_what_its_flow_would_need(monkeypatch):
+    """The discrete run is built without the flow's checks: a step limit that refuses the flow (checked
+    here) leaves it alone; its columns are its status, final loss and stage names."""
+    from analysis.stages import detect_stages
+    from dynamics.run import prepare_run
+
+    config = TINY.override({"train.steps": 40, "train.batch_size": 16, "flow.t_max": 4000.0})
+    monkeypatch.setenv("FACTRECALL_STEP_LIMIT", "45")
+    with pytest.raises(ConfigError, match="above the limit of 45"):
+        prepare_run(config)
+    trained = sweep_run._train(config)
+    assert not isinstance(trained, Exception), trained
+    assert sweep_run.train_columns(trained) == {
+        "train_status": trained.info.status.value, "train_final_loss": trained.final_loss,
+        "train_stages": " > ".join(detect_stages(trained).names)}
