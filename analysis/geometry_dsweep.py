@@ -91,6 +91,7 @@ def run_point(S: int, R: int, D: int | str, geometry: str, eps: float, points: i
 
 
 TEXT_COLUMNS = ("geometry", "d_label", "status")
+SHIPPED = Path(__file__).resolve().parent.parent / "docs" / "geometry_dsweep.csv"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -102,6 +103,11 @@ def read_rows(path: Path) -> list[dict]:
             if key not in TEXT_COLUMNS:
                 row[key] = int(value) if key in ("S", "R", "D") else float(value)
     return rows
+
+
+def shipped_rows() -> list[dict]:
+    """The rows of ``docs/geometry_dsweep.csv``, the full sweep as run for docs/geometry.md (about 30 min)."""
+    return read_rows(SHIPPED)
 
 
 def slope(rows: list[dict], key: str) -> float:
