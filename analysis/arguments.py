@@ -20,6 +20,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
+def check_config(args: argparse.Namespace) -> None:
+    """Refuse the config of ``--preset``/``--config``/``--set`` (:func:`config_from_args`, what ``simulate``,
+    ``compare`` and ``sweep`` resolve first) before the command's module loads the engine; a config taken
+    from another run (``--init-from``) is left to the command, which reads that run first."""
+    if not getattr(args, "init_from", None):
+        config_from_args(args)
+
+
 def refuse_unread_settings(args: argparse.Namespace, config: Config,
                            grid: Mapping[str, Sequence[Any]] | None = None) -> None:
     """Refuse (one ConfigError) a ``train.*`` setting that the runs of ``simulate``/``sweep`` would not read:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from dynamics.lazy import Lazy
 from dynamics.registry import Registry  # standard library only: --help loads no engine
 
 
@@ -191,8 +192,11 @@ class Command:
     (``arguments(parser, presets)``; None: the ``add_arguments(parser, presets)`` of ``module``, which is
     then imported to build the parser and so must import only the standard library at its top).
     ``engine``: False for a command that runs before the engine (and torch) is loaded, which then also
-    refuses its own invalid input (no ConfigError is caught for it). The files a command writes into its
-    output directory are listed in :mod:`analysis.rundir` beside the checks of ``--out``."""
+    refuses its own invalid input (no ConfigError is caught for it). ``check``: the command's first check of
+    its arguments (``"module:function"``, given the parsed arguments), run before ``module`` is imported,
+    so that what it refuses (a config) is refused without loading what the command computes with; the
+    command runs it again. The files a command writes into its output directory are listed in
+    :mod:`analysis.rundir` beside the checks of ``--out``."""
 
     name: str
     summary: str
@@ -200,6 +204,7 @@ class Command:
     function: str = "command"
     arguments: Callable[[argparse.ArgumentParser, ModuleType], None] | None = None
     engine: bool = True
+    check: str | None = None
 
     def add_arguments(self, parser: argparse.ArgumentParser, presets: ModuleType) -> None:
         """Add this command's options and arguments to its subparser ``parser``."""
@@ -335,6 +340,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
     try:
         _refuse_empty(args)
+        if command.check is not None:
+            Lazy(command.check)(args)
         return command.entry()(args)
     except ConfigError as err:
         message = str(err)
@@ -347,16 +354,19 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 
 
+# what simulate, compare and sweep check first; their modules load torch and matplotlib
+_CONFIG_FIRST = "analysis.arguments:check_config"
+
 # every subcommand, in the order of factrecall --help
 COMMANDS: Registry[Command] = Registry("command", None, (
         Command("simulate", "integrate the gradient flow into a run directory", "analysis.simulate",
-                arguments=_simulate_arguments),
+                arguments=_simulate_arguments, check=_CONFIG_FIRST),
         Command("stages", "detect the stages of a run directory and write them", "analysis.stages.command",
                 arguments=_stages_arguments),
         Command("compare", "the flow against discrete training from the same start",
-                "analysis.compare.command", arguments=_compare_arguments),
+                "analysis.compare.command", arguments=_compare_arguments, check=_CONFIG_FIRST),
         Command("sweep", "a grid of simulations summarised by their stages", "analysis.sweep.command",
-                arguments=_sweep_arguments),
+                arguments=_sweep_arguments, check=_CONFIG_FIRST),
         Command("sweep-plot", "redraw a phase diagram from a sweep's results.csv", "analysis.sweep.command",
                 "plot_command", arguments=_sweep_plot_arguments),
         Command("capacity", "facts stored against parameters (paper Figures 1 and 4)",

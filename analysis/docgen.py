@@ -58,7 +58,8 @@ API: list[tuple[str, str, list[str]]] = [
       "dynamics.run.integrate_run", "dynamics.run.train_run"]),
     ("Registries", "Each concept a user may extend, one registry each, every one a `Registry` "
      "([extending.md](extending.md)).",
-     ["dynamics.registry.Registry", "dynamics.Geometry", "dynamics.register_geometry", "dynamics.geometry.make_geometry",
+     ["dynamics.registry.Registry", "dynamics.Geometry", "dynamics.register_geometry",
+      "dynamics.geometry.make_geometry",
       "dynamics.ModelKind", "dynamics.register_model", "dynamics.Optimizer", "dynamics.register_optimizer",
       "analysis.cli.Command", "analysis.cli.register_command", "analysis.study.registry.Study",
       "analysis.study.registry.register_study"]),

@@ -9,16 +9,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dynamics.budget import check_sizes
 from dynamics.config import Config
 from dynamics.config.loading import refuse_unread
 from dynamics.errors import ConfigError
+from dynamics.run import integrate_run, prepare_run, train_run
+from dynamics.rundir import config_tree
+from dynamics.start import source_config
+from dynamics.trajectory import Trajectory
 
 from .arguments import config_from_args, refuse_unread_settings
-
-if TYPE_CHECKING:
-    from dynamics.trajectory import Trajectory
+from .plotting import draw_or_skip, run_titles, trained_what
+from .rundir import check_target, default_run_dir, staged_run_dir
+from .stages import analyse_trajectory, format_stage_table, plot_losses, predicted_times
+from .timeline import analyse_timeline, format_timeline, has_timeline
 
 
 @dataclass
@@ -49,16 +55,6 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     without ``train``; one ``train.optimizer`` does not read) and that is neither the default, a preset's
     nor the source run's is refused (:func:`~dynamics.config.loading.refuse_unread`).
     """
-    # the engine and the figures (torch, matplotlib) load once the config is valid: a refusal loads neither
-    from dynamics.run import integrate_run, prepare_run, train_run
-    from dynamics.rundir import config_tree
-    from dynamics.start import source_config
-
-    from .plotting import draw_or_skip, run_titles, trained_what
-    from .rundir import check_target, staged_run_dir
-    from .stages import plot_losses, predicted_times
-    from .timeline import analyse_timeline, has_timeline
-
     out, config = Path(out), absolute_start(config)
     refuse_unread(config, train=train, source=source_config(config))
     check_target(out, config, train=train)
@@ -94,8 +90,6 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
 def _analyse(name: str, traj: Trajectory, config: Config, target: Path, title: str) -> dict[str, Any] | None:
     """The stage analysis of a saved trajectory; one that fails is a printed note, never the loss of the
     run (``factrecall stages`` can redo it)."""
-    from .stages import analyse_trajectory
-
     try:
         return analyse_trajectory(traj, config, target, title=title)
     except Exception as err:
@@ -133,12 +127,6 @@ def command(args: argparse.Namespace) -> int:
         _start_from_run(args)
     config = absolute_start(config_from_args(args))
     refuse_unread_settings(args, config)
-    from dynamics.budget import check_sizes
-
-    from .rundir import check_target, default_run_dir
-    from .stages import format_stage_table
-    from .timeline import format_timeline
-
     name = ("finetune" if getattr(args, "init_from", None)
             else args.preset or (Path(args.config).stem if args.config else "figure5"))
     out = Path(args.out) if args.out else default_run_dir(config, name, train=args.train)

@@ -41,6 +41,8 @@ def _loaded(*argv: str) -> tuple[int, list[str]]:
     (["simulate", "--set", "flow.t_max=-1"], 2),  # a config refusal of a command that computes
     (["simulate", "--set", "flow.method=rk4"], 2),
     (["config", "--set", "model.kind=transformer", "--set", "model.attention=linear"], 2),
+    (["compare", "--out", "x", "--set", "train.optimizer=nope"], 2),  # refused before compare loads
+    (["sweep", "--out", "x", "--set", "task.subjects=0"], 2),
 ])
 def test_configs_and_their_refusals_load_no_numerical_library(argv, status):
     assert _loaded(*argv) == (status, [])
