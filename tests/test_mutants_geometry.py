@@ -232,3 +232,24 @@ def test_a_map_of_no_registered_geometry_is_refused_with_the_registered_names():
         entry_of(Unnamed())
     assert str(err.value) == ("a geometry map named None is not registered (registered: euclidean, sign, "
                               "spectral); register_geometry(...) it first")
+
+
+def test_the_builtin_list_as_built():
+    """``_builtin()`` is called once, when the registry is made (at import): called again here, so that
+    what it builds is checked as it is, not only as the registry kept it. ``summary`` is read by nothing."""
+    from dynamics.geometry.registry import _builtin
+
+    expected = {  # name: (map, linear, gradient_flow_theory, keys, needs_eps, suggested, reference, batched)
+        "euclidean": (DiagonalMetric, True, True, (), False, 0.0, 0.0, True),
+        "sign": (SignDescent, False, False, ("flow.geometry_eps",), True, 1e-4, 1e-8, True),
+        "spectral": (SpectralDescent, False, False, ("flow.geometry_eps",), True, 1e-3, 1e-7, True)}
+    entries = _builtin()
+    assert [entry.name for entry in entries] == list(expected)
+    p, blocks = _tensor([1.0, 0.5]), [ParameterBlock("v", 0, (2,))]
+    for entry in entries:
+        kind, *flags = expected[entry.name]
+        assert [entry.linear, entry.gradient_flow_theory, entry.keys, entry.needs_eps, entry.suggested_eps,
+                entry.reference_eps, entry.batched] == flags, entry.name
+        built = entry.build(p, blocks, 0.25)
+        assert type(built) is kind and built.name == entry.name and built.scale is p
+        assert getattr(built, "eps", 0.25) == 0.25 and getattr(built, "blocks", blocks) is blocks
