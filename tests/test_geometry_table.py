@@ -149,7 +149,8 @@ def test_the_setting_options_reach_every_point_and_are_refused_in_one_line(tmp_p
                          (["--start", "gaussian"], "--start='gaussian': allowed: constant, manifold"),
                          (["--time", "t90"], "--time='t90': allowed: midpoint"),
                          (["--delta", "0.05"], "--delta=0.05: has no effect with --time midpoint"),
-                         (["--time", "p", "--delta", "1.5"], "--delta=1.5: allowed: a number in (0, 1)")):
+                         (["--time", "p", "--delta", "1.5"], "--delta=1.5: allowed: a number in (0, 1)"),
+                         (["--answers-per-relation", "S"], "--embeddings-point='16x4x32': model.dim=32")):
         assert main(["study", "geometry", "--out", str(tmp_path / "g"), *argv]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err

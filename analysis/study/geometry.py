@@ -167,13 +167,19 @@ def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: in
             "evals": traj.info.cost.function_evals, "seconds": seconds}
 
 
+def embedding_config(S: int, R: int, dim: int, embeddings: str, setting: Setting = Setting(),
+                     t_max: float = 10.0):
+    """The config of :func:`embedding_point`: the sign row's flow on the embedded model of width ``dim``."""
+    row = ROWS["sign"]
+    return task_config(S, R, Row(row.name, t_max, "sign", row.eps), setting).override(
+        {"model.kind": "embedded", "model.embeddings": embeddings, "model.dim": dim})
+
+
 def embedding_point(S: int, R: int, dim: int, embeddings: str, setting: Setting = Setting(),
                     t_max: float = 10.0) -> dict:
     """The sign flow (ε = 1e-4) of the embedded model with ``embeddings`` (onehot | hadamard) at one point,
     in ``setting``: the sign flow is not invariant to a rotation of the embedding basis."""
-    row = ROWS["sign"]
-    config = task_config(S, R, Row(row.name, t_max, "sign", row.eps), setting).override(
-        {"model.kind": "embedded", "model.embeddings": embeddings, "model.dim": dim})
+    config = embedding_config(S, R, dim, embeddings, setting, t_max)
     start = time.perf_counter()
     traj = run_flow(config)
     t_R, t_S = learning_times(traj, setting)
@@ -280,7 +286,8 @@ def plan(args: argparse.Namespace) -> StudyPlan:
     """Every row at every ``--pairs`` point, then the embedded sign flow's two points (``--quick``: three
     rows at two points, no embedded flow)."""
     keys = chosen_rows(args)
-    shared = {key: [value] for key, value in chosen_setting(args).values().items()}
+    setting = chosen_setting(args)
+    shared = {key: [value] for key, value in setting.values().items()}
     pairs = (parse_sizes("--pairs", args.pairs, 2) if args.pairs is not None
              else QUICK_PAIRS if args.quick else PAIRS)
     grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R], **shared} for S, R in pairs]
@@ -288,6 +295,11 @@ def plan(args: argparse.Namespace) -> StudyPlan:
         "" if args.quick else EMBEDDINGS_POINT)
     if embedded:
         (S, R, dim), = parse_sizes("--embeddings-point", embedded, 3)
+        try:  # before any work: the width must hold the setting's answers (D = S: S·R of them)
+            for embeddings in ("onehot", "hadamard"):
+                embedding_config(S, R, dim, embeddings, setting)
+        except ConfigError as error:
+            raise ConfigError(f"--embeddings-point={embedded!r}: {error}") from None
         grids.append({"embeddings": ["onehot", "hadamard"], "S": [S], "R": [R], "dim": [dim], **shared})
     return StudyPlan(resolve_config("figure5"), grids)
 
