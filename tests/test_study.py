@@ -205,3 +205,29 @@ def test_the_dsweep_study_runs_a_point_and_refuses_unknown_options(tmp_path, cap
         assert main(["study", "dsweep", "--out", str(tmp_path / "x"), *option]) == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_the_geometry_study_records_its_setting_and_resumes_only_the_same_one(tmp_path, capsys, monkeypatch):
+    """One gradient-flow cell (4 × 2, to t = 200) at D = S from the manifold start with T at p = 0.95: the
+    printed header and table.csv name the setting; a rerun resumes it, another --delta is a new point."""
+    from dataclasses import replace
+
+    from analysis.study import geometry
+
+    monkeypatch.setitem(geometry.ROWS, "gf", replace(geometry.ROWS["gf"], t_max=200.0))
+    out = tmp_path / "g"
+    argv = ["study", "geometry", "--rows", "gf", "--pairs", "4x2", "--embeddings-point", "", "--quiet",
+            "--answers-per-relation", "S", "--start", "manifold", "--time", "p", "--out", str(out)]
+    assert main([*argv, "--delta", "0.05"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == ("D=S answers per relation, manifold start; T_R, T_S: when the mean "
+                     "p(relation's answers), p(subject's answers) first reach 0.95")
+    header, row = (out / "table.csv").read_text().splitlines()
+    cell = dict(zip(header.split(","), row.split(","), strict=True))
+    assert (cell["answers"], cell["D"], cell["start"], cell["time"], cell["delta"], cell["status"]) == (
+        "S", "4", "manifold", "p", "0.05", "ok")
+    monkeypatch.setattr(geometry, "run_point", lambda *a: pytest.fail("ran a finished point again"))
+    assert main([*argv, "--delta", "0.05"]) == 0
+    with pytest.raises(pytest.fail.Exception):
+        main([*argv, "--delta", "0.1"])
