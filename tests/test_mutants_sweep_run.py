@@ -299,3 +299,18 @@ def test_a_discrete_run_is_not_refused_for_what_its_flow_would_need(monkeypatch)
     assert sweep_run.train_columns(trained) == {
         "train_status": trained.info.status.value, "train_final_loss": trained.final_loss,
         "train_stages": " > ".join(detect_stages(trained).names)}
+    report = FakeReport([_stage("init", 0.0, 5.0), _stage("recall", 5.0, None)], [5.0])
+    monkeypatch.setattr(sweep_run, "detect_stages", lambda run: report)
+    assert sweep_run.train_columns(trained)["train_stages"] == "init > recall"
+
+
+def test_invalid_points_run_one_by_one():
+    points = [{"task.subjects": 0}, {"task.subjects": -1}, {"init.scale": 0.1}, {"init.scale": 0.2}]
+    groups = sweep_run.plan_groups(TINY, points, SweepOptions())
+    assert groups == [[points[0]], [points[1]], [points[2], points[3]]]
+
+
+def test_the_progress_bar_counts_points(tmp_path, capsys):
+    sweep_run.run_sweep(TINY, {"init.scale": [0.1, 0.2]}, tmp_path / "out", progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and ("point/s" in err or "s/point" in err), err
