@@ -16,9 +16,15 @@ error builds up along the surface.
 
 Entries of the gradient that are zero at the start (|g_i| ≤ ``ZERO_TOL``·‖g‖∞, e.g. by the symmetry of a
 constant start) are candidates for sliding from t = 0: they stay at zero as long as the equivalent control
-keeps them there (|u_i| ≤ 1; an entry the loss does not see, H_ii = 0 by symmetry, gets u_i = 0 from the
-min-norm solve and stays), and are released with the sign of their u_i otherwise. Entries with P_i = 0
-(frozen blocks) never move. P > 0 does not change sign(P g) = sign(g).
+keeps them there (|u_i| ≤ 1; an entry whose ġ_i is 0 by symmetry gets u_i = 0 from the min-norm solve and
+stays exactly where it is), and are released otherwise: with the sign of u_i, or, where no u_i keeps
+g_i at 0 (H_ii = 0 while ġ_i ≠ 0, the scores of a constant start), to the side g_i moves to. Entries with
+P_i = 0 (frozen blocks) never move; P > 0 does not change sign(P g) = sign(g).
+
+Rounding: entries of H·v below 1e-10 of the largest ‖H v‖∞ the flow has seen count as 0 (so the symmetric
+zeros get no velocity from noise divided by a shrinking curvature), and so do eigenvalues of H_SS below
+1e-8 of it. Once the loss is so small that its gradient is at this level (the tiny task: L ≈ 1e-14 at
+t ≈ 4.3) entries reaching 0 stay there and the flow stops moving.
 
 This module knows no model: :func:`integrate_sign_flow` takes θ ↦ ∇L(θ) and (θ, x) ↦ H(θ)·x.
 """
@@ -39,16 +45,23 @@ LINEAR_TOL = 0.25  # a step is kept while ‖g(θ+) − g − h ġ‖∞ ≤ LIN
 PINV_RTOL = 1e-8  # singular values of H_SS below this fraction of the largest count as 0
 NEWTON_ITERATIONS = 40
 U_TOL = 1e-9  # a sliding entry leaves when |u_i| > 1 + U_TOL (one that starts at |u_i| = 1 is not an event)
-RESIDUAL_TOL = 1e-8  # |(H_SS u − rhs)_i| above this fraction of ‖H v‖∞: entry i has no equivalent control
+RHS_TOL = 1e-10  # entries of (H v)_S below this fraction of the largest ‖H v‖∞ so far are 0 (rounding)
+RESIDUAL_TOL = 1e-8  # |(H_SS u − rhs)_i| above this fraction of that: entry i has no equivalent control
 
 
 class _Solve:
-    """r ↦ H_SS⁺ r (least squares, min-norm; singular values below PINV_RTOL of the largest dropped), with
-    H_SS, the right-hand side −(H v)_S it was last used for and ‖H v‖∞ (the scale of "ġ = 0")."""
+    """r ↦ H_SS⁺ r (least squares, min-norm), with H_SS, the right-hand side −(H v)_S it was last used for
+    and ‖H v‖∞ = ``scale`` (the scale of "ġ = 0"). Eigenvalues of H_SS below PINV_RTOL of the larger of its
+    largest and ``scale`` count as 0: entries the loss barely sees (a symmetric zero late in a flow, where
+    the Hessian shrinks with the loss) get no velocity from rounding noise divided by their curvature."""
 
-    def __init__(self, H: torch.Tensor):
-        self.H, self.rhs, self.scale = H, None, 0.0
-        self._pinv = torch.linalg.pinv(0.5 * (H + H.T), rtol=PINV_RTOL, hermitian=True)
+    def __init__(self, H: torch.Tensor, scale: float):
+        self.H, self.rhs, self.scale = H, None, scale
+        values, vectors = torch.linalg.eigh(0.5 * (H + H.T))
+        top = max(float(values.abs().max()) if values.numel() else 0.0, scale)
+        keep = values.abs() > PINV_RTOL * top
+        inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), 0.0)
+        self._pinv = (vectors * inverse) @ vectors.T
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         return self._pinv @ r
@@ -132,6 +145,7 @@ class _Flow:
     def __init__(self, gradient, hvp, frozen: torch.Tensor, cost: SignFlowCost):
         self._gradient, self._hvp, self.frozen, self.cost = gradient, hvp, frozen, cost
         self.reference = 0.0  # ‖g‖∞ at the current step's start: the scale of "g_S = 0"
+        self.peak = 0.0  # the largest ‖H v‖∞ so far
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
         self.cost.gradients += 1
@@ -141,7 +155,7 @@ class _Flow:
         self.cost.hvps += 1
         return self._hvp(theta, x)
 
-    def solver(self, theta: torch.Tensor, S: torch.Tensor) -> _Solve:
+    def solver(self, theta: torch.Tensor, S: torch.Tensor, scale: float) -> _Solve:
         """H_SS at θ, built column by column from |S| Hessian-vector products, with its least-squares
         solve."""
         index = torch.nonzero(S).flatten()
@@ -150,16 +164,19 @@ class _Flow:
             unit = torch.zeros_like(theta)
             unit[j] = 1.0
             columns.append(self.hvp(theta, unit)[index])
-        return _Solve(torch.stack(columns, dim=1))
+        return _Solve(torch.stack(columns, dim=1), scale)
 
     def velocity(self, theta: torch.Tensor, v: torch.Tensor, S: torch.Tensor):
         """(w, solve): w = v on free entries and the equivalent control u_S = −H_SS⁺ (H v)_S on S."""
         if not bool(S.any()):
             return v, None
-        solve = self.solver(theta, S)
-        w = v.clone()
         rate = self.hvp(theta, v)
-        solve.rhs, solve.scale = -rate[S], float(rate.abs().max())
+        self.peak = max(self.peak, float(rate.abs().max()))
+        scale = self.peak  # rounding in H·v is relative to the largest rates the flow has seen
+        solve = self.solver(theta, S, scale)
+        w = v.clone()
+        # rounding-level entries of (H v)_S are 0: a symmetric zero's rhs is noise, which H_SS⁺ would amplify
+        solve.rhs = torch.where(rate[S].abs() > RHS_TOL * scale, -rate[S], 0.0)
         w[S] = solve(solve.rhs)
         return w, solve
 
