@@ -2,9 +2,11 @@
 
 For each size S × R of the scale problem (:func:`~analysis.bench.scale.scale_config`) one tight reference
 (:func:`~analysis.bench.scale.reference_flow`), then cvode at the same tolerance with
-``flow.newton_preconditioner`` none and blocks, interleaved ``repeats`` times. The counts do not depend on
-the machine: field evaluations, J·v products, preconditioner setups (about a gradient each), accepted steps,
-and their sum, the gradient-equivalent evaluations; wall time is reported as the ratio of the medians only.
+``flow.newton_preconditioner`` none and blocks, and blocks with the blocks' own J·v
+(``flow.jacobian=blocks``), interleaved ``repeats`` times. The counts do not depend on the machine: field evaluations, J·v products,
+preconditioner setups (about a gradient each), accepted steps, and their sum, the gradient-equivalent
+evaluations (the blocks' products cost no gradient: counted apart); wall time is reported as the ratio of the
+medians only.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from .scale import reference_flow, scale_config
 
 SIZES = ((500, 20),)  # 10^4 facts
 QUICK_SIZES = ((16, 4),)
-CHOICES = ("none", "blocks")
+# what each choice sets besides the section's flow.jacobian
+CHOICES = {"none": {"flow.newton_preconditioner": "none"},
+           "blocks": {"flow.newton_preconditioner": "blocks"},
+           "blocks_jacobian": {"flow.newton_preconditioner": "blocks", "flow.jacobian": "blocks"}}
 
 
 def bench_newton(sizes: tuple[tuple[int, int], ...] = SIZES, rtol: float = 1e-7, jacobian: str = "difference",
                  repeats: int = 3, log=lambda message: None) -> list[dict[str, Any]]:
-    """One row per size: each preconditioner's counts, largest loss deviation from the reference and median
-    flow seconds, and the ratios none / blocks of the gradient-equivalent evaluations and of the seconds."""
+    """One row per size: each choice's counts, largest loss deviation from the reference and median flow
+    seconds, and the ratios none / blocks and none / blocks_jacobian of the gradient-equivalent evaluations
+    and of the seconds."""
     rows = []
     for subjects, relations in sizes:
         config = scale_config(subjects, relations)
@@ -40,35 +46,39 @@ def bench_newton(sizes: tuple[tuple[int, int], ...] = SIZES, rtol: float = 1e-7,
         for repeat in range(repeats):
             for choice in CHOICES:
                 log(f"newton: {subjects} x {relations}: {choice} ({repeat + 1}/{repeats}) ...")
-                traj = run_flow(run.override({"flow.newton_preconditioner": choice}))
+                traj = run_flow(run.override(CHOICES[choice]))
                 seconds[choice].append(traj.info.cost.wall_seconds)
                 cost = traj.info.cost
                 n = min(len(traj.loss), len(reference.loss))
                 row["choices"][choice] = {
                     "status": traj.info.status.value, "function_evals": cost.function_evals,
                     "hvp_evals": cost.hvp_evals, "preconditioner_setups": cost.preconditioner_setups,
-                    "accepted_steps": cost.accepted_steps,
+                    "accepted_steps": cost.accepted_steps, "block_products": cost.block_products,
                     "evaluations": cost.function_evals + cost.hvp_evals + cost.preconditioner_setups,
                     "deviation": float(np.max(np.abs(traj.loss[:n] - reference.loss[:n])))}
         for choice in CHOICES:
             row["choices"][choice]["median_seconds"] = statistics.median(seconds[choice])
-        none, blocks = row["choices"]["none"], row["choices"]["blocks"]
-        row["evaluation_ratio"] = none["evaluations"] / blocks["evaluations"]
-        row["seconds_ratio"] = none["median_seconds"] / blocks["median_seconds"]
+        none = row["choices"]["none"]
+        for choice, name in (("blocks", ""), ("blocks_jacobian", "jacobian_")):
+            row[f"{name}evaluation_ratio"] = none["evaluations"] / row["choices"][choice]["evaluations"]
+            row[f"{name}seconds_ratio"] = none["median_seconds"] / row["choices"][choice]["median_seconds"]
         rows.append(row)
     return rows
 
 
 def format_newton_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """Rows of the bench table: gradient-equivalent evaluations none / blocks at each size (target ≥ 2×)."""
+    """Rows of the bench table: gradient-equivalent evaluations none / blocks and none / blocks with the
+    blocks' J·v at each size (target ≥ 2×)."""
     lines = []
     for row in rows:
-        none, blocks = row["choices"]["none"], row["choices"]["blocks"]
-        ratio = row["evaluation_ratio"]
-        lines.append(
-            f"| cvode ({row['jacobian']}, rtol {row['rtol']:g}) at {row['facts']:,} facts: evaluations "
-            f"without / with flow.newton_preconditioner=blocks ({none['evaluations']:,} / "
-            f"{blocks['evaluations']:,}; "
-            f"deviation {none['deviation']:.1e} / {blocks['deviation']:.1e}; seconds "
-            f"{row['seconds_ratio']:.2f}×) | {ratio:.2f}× | ≥ 2× | {'yes' if ratio >= 2 else 'no'} |")
+        none = row["choices"]["none"]
+        for choice, name, what in (("blocks", "", "flow.newton_preconditioner=blocks"),
+                                   ("blocks_jacobian", "jacobian_", "it and flow.jacobian=blocks")):
+            other, ratio = row["choices"][choice], row[f"{name}evaluation_ratio"]
+            lines.append(
+                f"| cvode ({row['jacobian']}, rtol {row['rtol']:g}) at {row['facts']:,} facts: evaluations "
+                f"without / with {what} ({none['evaluations']:,} / {other['evaluations']:,}; deviation "
+                f"{none['deviation']:.1e} / {other['deviation']:.1e}; seconds "
+                f"{row[f'{name}seconds_ratio']:.2f}×) | {ratio:.2f}× | ≥ 2× | "
+                f"{'yes' if ratio >= 2 else 'no'} |")
     return lines
