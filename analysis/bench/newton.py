@@ -1,12 +1,11 @@
 """``factrecall bench``'s newton section: cvode with and without its Newton preconditioner, side by side.
-
 For each size S × R of the scale problem (:func:`~analysis.bench.scale.scale_config`) one tight reference
 (:func:`~analysis.bench.scale.reference_flow`), then cvode at the same tolerance with
 ``flow.newton_preconditioner`` none and blocks, and blocks with the blocks' own J·v
-(``flow.jacobian=blocks``), interleaved ``repeats`` times. The counts do not depend on the machine: field evaluations, J·v products,
-preconditioner setups (about a gradient each), accepted steps, and their sum, the gradient-equivalent
-evaluations (the blocks' products cost no gradient: counted apart); wall time is reported as the ratio of the
-medians only.
+(``flow.jacobian=blocks``), interleaved ``repeats`` times. The counts do not depend on the machine: field
+evaluations, J·v products, preconditioner setups (about a gradient each), accepted steps, and their sum, the
+gradient-equivalent evaluations (the blocks' products cost no gradient: counted apart); wall time is
+reported as the ratio of the medians only.
 """
 
 from __future__ import annotations
