@@ -1,4 +1,5 @@
 """``factrecall bench``'s newton section: cvode with and without its Newton preconditioner, side by side.
+
 For each size S × R of the scale problem (:func:`~analysis.bench.scale.scale_config`) one tight reference
 (:func:`~analysis.bench.scale.reference_flow`), then cvode at the same tolerance with
 ``flow.newton_preconditioner`` none and blocks, and blocks with the blocks' own J·v
