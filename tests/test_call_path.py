@@ -115,14 +115,20 @@ def test_task_model_and_field_are_built_once_per_simulate(train, monkeypatch, tm
     assert fields == {"flow_functions": 1}
 
 
-# Entries beyond two in the flow-and-train run, each one per distinct piece of work: the memory check,
+# Entries beyond two where a discrete run is made, each one per distinct piece of work. The memory check,
 # from the config alone, counts the flow's (tied) and the discrete run's (untied) parameters through the
-# model kind's ``parameters(config, untied)`` (registry -> reduced.token_count -> task.vocab_size, once
-# each), and the sampled batch's vocabulary; the untied model has its own metric (problem.metric_of reads
-# data.frozen); each saved run's record is checked against the config (rundir.check_record_config, beside
-# the one config tree); and the discrete run is a third step of the built run (dynamics.run.train_run).
-TRAIN_EXTRA = {"dynamics.task": 2, "dynamics.models.registry": 1, "dynamics.models.reduced": 1,
-               "dynamics.config.schema": 1, "dynamics.rundir": 1, "dynamics.run": 1}
+# model kind's parameters(config, untied) (registry -> reduced.token_count -> task.vocab_size, once each)
+# and the sampled batch's vocabulary (budget -> task.vocab_size):
+MEMORY_EXTRA = {"dynamics.task": 2, "dynamics.models.registry": 1, "dynamics.models.reduced": 1}
+# simulate's discrete run beside its flow also has its own metric on the untied model (problem.metric_of
+# reads data.frozen), its own saved record checked against the config (rundir.check_record_config, beside
+# the one config tree) and is the built run's third step (dynamics.run.train_run):
+TRAIN_EXTRA = {**MEMORY_EXTRA, "dynamics.config.schema": 1, "dynamics.rundir": 1, "dynamics.run": 1}
+
+
+def _over(stops: list[tuple[str, str]], extra: dict[str, int]) -> dict[str, int]:
+    """The modules entered more than twice (plus their ``extra``)."""
+    return {module: count for module, count in visits(stops).items() if count > 2 + extra.get(module, 0)}
 
 
 @pytest.mark.parametrize("train", [False, pytest.param(True, marks=pytest.mark.slow)],
@@ -139,8 +145,20 @@ def test_config_path_through_simulate(train, monkeypatch, tmp_path):
                     "dynamics.objective.make_objective", "dynamics.start.starting_state",
                     "dynamics.run.prepare_run", "dynamics.run.integrate_run"):
         assert callees[builder] == 1, (builder, stops)
-    extra = TRAIN_EXTRA if train else {}
-    over = {module: count for module, count in visits(stops).items() if count > 2 + extra.get(module, 0)}
+    over = _over(stops, TRAIN_EXTRA if train else {})
+    assert not over, (over, stops)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["run_flow", "run_training"])
+def test_config_path_through_the_python_entry_points(train, monkeypatch):
+    """dynamics.run.run_flow and run_training from Python build their run once as simulate does: no module
+    entered more than twice (run_training: but for the memory check's :data:`MEMORY_EXTRA`)."""
+    from dynamics.run import run_flow, run_training
+
+    monkeypatch.setattr(budget, "_ESTIMATES", {})
+    config = tiny(train)
+    stops = config_path(lambda: run_training(config) if train else run_flow(config))
+    over = _over(stops, MEMORY_EXTRA if train else {})
     assert not over, (over, stops)
 
 
