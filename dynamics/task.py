@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def vocab_size(config: TaskConfig) -> int:
     """The vocabulary size V = S + R + N + 1 (subjects, relations, noise tokens, EOS) of a task config."""
-    return config.subjects + config.relations + config.noise_tokens + 1
+    return config.vocabulary
 
 
 class FactClass(IntEnum):

@@ -41,6 +41,7 @@ def _loaded(*argv: str) -> tuple[int, list[str]]:
     (["simulate", "--set", "flow.t_max=-1"], 2),  # a config refusal of a command that computes
     (["simulate", "--set", "flow.method=rk4"], 2),
     (["config", "--set", "model.kind=transformer", "--set", "model.attention=linear"], 2),
+    (["config", "--set", "model.kind=embedded", "--set", "model.dim=4"], 2),  # a kind's own refusal
     (["compare", "--out", "x", "--set", "train.optimizer=nope"], 2),  # refused before compare loads
     (["sweep", "--out", "x", "--set", "task.subjects=0"], 2),
 ])

@@ -114,6 +114,11 @@ class TaskConfig:
         if self.relations == 1 and self.relation_zipf != 0:
             fail("task.relation_zipf", self.relation_zipf, "has no effect with task.relations=1; allowed: 0")
 
+    @property
+    def vocabulary(self) -> int:
+        """The vocabulary size V = S + R + N + 1 (subjects, relations, noise tokens, EOS)."""
+        return self.subjects + self.relations + self.noise_tokens + 1
+
 
 @dataclass(frozen=True)
 class ModelConfig:

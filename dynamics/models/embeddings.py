@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-# embeddings whose rows are orthonormal (the population loss is exact for them)
-ORTHONORMAL_EMBEDDINGS = ("orthonormal", "onehot", "hadamard")
+from .registry import ORTHONORMAL_EMBEDDINGS  # noqa: F401  (the kinds' refusals read it without torch)
 
 
 def orthonormal_rows(rows: int, dim: int, generator: torch.Generator) -> torch.Tensor:

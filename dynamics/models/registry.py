@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "factrecall.models"  # an entry point there names a callable that registers kinds
 # the first-order rates of the reduced linear-attention flow (analysis.stages.theory)
 REDUCED_THEORY = "reduced"
+# embeddings whose rows are orthonormal (the population loss is exact for them)
+ORTHONORMAL_EMBEDDINGS = ("orthonormal", "onehot", "hadamard")
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,8 @@ class ModelKind:
 
 # the builders import their model (torch) when they build: a config is checked without them
 def _vocabulary_and_answers(config: Config) -> tuple[int, int]:
-    from ..task import vocab_size
-
     t = config.task
-    return vocab_size(t), t.relations * t.answers_per_relation
+    return t.vocabulary, t.relations * t.answers_per_relation
 
 
 def _reduced(config: Config, task: FactTask) -> Model:
@@ -80,7 +80,7 @@ def _reduced_parameters(config: Config, untied: bool) -> int:
 
 
 def _embedded(config: Config, task: FactTask) -> Model:
-    from .embedded import EmbeddedModel
+    from . import EmbeddedModel  # the package's, loaded now
 
     m = config.model
     return EmbeddedModel(task, m.attention, m.dim, m.embeddings, m.seed,
@@ -88,8 +88,6 @@ def _embedded(config: Config, task: FactTask) -> Model:
 
 
 def _check_embedded(config: Config) -> None:
-    from .embeddings import ORTHONORMAL_EMBEDDINGS
-
     m = config.model
     if m.embeddings in ("onehot", "hadamard") and m.seed != 0:
         raise ConfigError(f"model.seed={m.seed!r}: has no effect here: model.embeddings={m.embeddings!r} are "
