@@ -13,7 +13,11 @@ model-kind registry) → ``optimizers`` (the optimizer registry) → ``config`` 
 solver methods, geometries, model kinds and optimizers) → ``objective`` → ``fields`` (objective + geometry
 → field and Jacobian products) → ``training``, ``curvature`` → ``records``, ``trajectory`` → ``run`` (a
 config in, a trajectory out). Below ``config``, a config is read only through its attributes (type hints
-under ``TYPE_CHECKING``).
+under ``TYPE_CHECKING``). Below every layer: ``registry`` (the one registry class), ``plugins`` and
+``lazy``.
+
+Each public name is imported when first read (``lazy``): resolving and checking a config loads no torch,
+SciPy or matplotlib; the registries name what computes by where it lives.
 """
 
 from .lazy import lazy_exports
