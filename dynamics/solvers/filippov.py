@@ -55,15 +55,26 @@ class _Solve:
     largest and ``scale`` count as 0: entries the loss barely sees (a symmetric zero late in a flow, where
     the Hessian shrinks with the loss) get no velocity from rounding noise divided by their curvature."""
 
-    def __init__(self, H: torch.Tensor, scale: float):
-        self.H, self.rhs, self.scale = H, None, scale
-        values, vectors = torch.linalg.eigh(0.5 * (H + H.T))
-        top = max(float(values.abs().max()) if values.numel() else 0.0, scale)
-        keep = values.abs() > PINV_RTOL * top
-        inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), 0.0)
-        self._pinv = (vectors * inverse) @ vectors.T
+    def __init__(self, build, scale: float):
+        self._build, self.rhs, self.scale = build, None, scale
+        self._H = self._pinv = None
+
+    @property
+    def H(self) -> torch.Tensor:
+        """H_SS, built on first use (|S| Hessian-vector products): a zero right-hand side needs none."""
+        if self._H is None:
+            self._H = self._build()
+        return self._H
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        if not bool(r.any()):
+            return torch.zeros_like(r)
+        if self._pinv is None:
+            values, vectors = torch.linalg.eigh(0.5 * (self.H + self.H.T))
+            top = max(float(values.abs().max()) if values.numel() else 0.0, self.scale)
+            keep = values.abs() > PINV_RTOL * top
+            inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), 0.0)
+            self._pinv = (vectors * inverse) @ vectors.T
         return self._pinv @ r
 
 
@@ -156,15 +167,19 @@ class _Flow:
         return self._hvp(theta, x)
 
     def solver(self, theta: torch.Tensor, S: torch.Tensor, scale: float) -> _Solve:
-        """H_SS at θ, built column by column from |S| Hessian-vector products, with its least-squares
-        solve."""
+        """The least-squares solve with H_SS at θ, H_SS built (when first needed) column by column from |S|
+        Hessian-vector products."""
         index = torch.nonzero(S).flatten()
-        columns = []
-        for j in index.tolist():
-            unit = torch.zeros_like(theta)
-            unit[j] = 1.0
-            columns.append(self.hvp(theta, unit)[index])
-        return _Solve(torch.stack(columns, dim=1), scale)
+
+        def build() -> torch.Tensor:
+            columns = []
+            for j in index.tolist():
+                unit = torch.zeros_like(theta)
+                unit[j] = 1.0
+                columns.append(self.hvp(theta, unit)[index])
+            return torch.stack(columns, dim=1)
+
+        return _Solve(build, scale)
 
     def velocity(self, theta: torch.Tensor, v: torch.Tensor, S: torch.Tensor):
         """(w, solve): w = v on free entries and the equivalent control u_S = −H_SS⁺ (H v)_S on S."""
@@ -217,7 +232,8 @@ class _Flow:
             if solve is None:
                 break
             index = torch.nonzero(S).flatten()
-            drift = solve.H @ w[S] - solve.rhs  # ġ_S: 0 where the equivalent control exists
+            u = w[S]
+            drift = (solve.H @ u if bool(u.any()) else 0.0) - solve.rhs  # ġ_S: 0 where u exists
             missing = drift.abs() > RESIDUAL_TOL * max(solve.scale, 1e-300)
             if bool(missing.any()):
                 k = int(torch.argmax(torch.where(missing, drift.abs(), torch.zeros_like(drift))))
