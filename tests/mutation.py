@@ -86,8 +86,10 @@ def tally(results: str, chosen: set[str] | None) -> tuple[list[str], list[str]]:
     return [status for _, status in pairs], survived
 
 
-def write_config(target: Path, module: str, tests: list[str]) -> None:
-    """mutmut's settings: the package of ``module`` copied, only ``module`` mutated, ``tests`` run."""
+def write_config(target: Path, module: str, tests: list[str], timeout_multiplier: float = 60) -> None:
+    """mutmut's settings: the package of ``module`` copied, only ``module`` mutated, ``tests`` run; a
+    mutant's tests are stopped after ``timeout_multiplier`` × (their clean time + 1 s) of wall time (mutmut's
+    default, 15, stops slow but finished tests on a loaded machine and calls them a timeout)."""
     package = module.split("/")[0]
     # the project's other package is copied beside the mutated one, so that the tests import both from
     # the copy (not one of them from the editable install, i.e. the working tree as it is now)
@@ -98,7 +100,7 @@ def write_config(target: Path, module: str, tests: list[str]) -> None:
              "pytest_add_cli_args =", "    -p", "    no:xdist", "    -o", "    addopts=",
              # torch's thread pools do not survive a fork of a process that has run tests: fork the workers
              # from a server that has only imported them (a plain fork deadlocks on the pools' locks)
-             "process_isolation = forkserver", ""]
+             "process_isolation = forkserver", f"timeout_multiplier = {timeout_multiplier:g}", ""]
     (target / "setup.cfg").write_text("\n".join(lines))
 
 
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tests", nargs="+", help="the test files (or node ids) that should kill its mutants")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--minutes", type=float, help="stop the run after this long, score what ran")
+    parser.add_argument("--timeout-multiplier", type=float, default=60,
+                        help="a mutant's tests time out after this many times their clean time (default 60)")
     parser.add_argument("--only", action="append", default=[],
                         help="mutant names to run (mutmut's globs, e.g. 'dynamics.schedule.x_schedule_of*')")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print its path")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
     try:
         (copy_head if args.head else copy_tree)(work)
-        write_config(work, args.module, args.tests)
+        write_config(work, args.module, args.tests, args.timeout_multiplier)
         mutmut = [sys.executable, "-m", "mutmut"]
         names = list(args.only)
         if args.sample is not None:
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(survived))
         print(f"{args.module}: {killed} of {len(ran)} mutants killed"
               + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
+              + (f", {status.count('timeout')} of them by a timeout" if "timeout" in status else "")
               + f"; {len(status) - len(ran)} not run (no test reaches them, or the run was cut short)")
         if args.sample is not None and ran:
             low, high = wilson(killed, len(ran))
