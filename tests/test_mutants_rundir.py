@@ -292,3 +292,9 @@ def test_a_path_without_a_record_names_the_flag_it_came_from(tmp_path):
     (tmp_path / "train" / "trajectory.npz").write_bytes(b"")
     assert rundir.run_directories(tmp_path) == [tmp_path / "train"]
     assert rundir.run_layout(tmp_path) == "train" and not rundir.is_complete_run(tmp_path)
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "flow" / "trajectory.npz").write_bytes(b"")
+    assert rundir.flow_record_dir(tmp_path) == tmp_path / "flow"
+    assert rundir.run_directories(tmp_path) == [tmp_path / "flow", tmp_path / "train"]
+    assert rundir.flow_record_dir(tmp_path / "train") == tmp_path / "train"
+    assert rundir.run_layout(tmp_path / "train") == "flow" and rundir.run_layout(tmp_path / "nothing") is None
