@@ -79,14 +79,15 @@ def _sources() -> dict[str, str]:
 
 
 def test_helpers_are_written_once():
-    """The vocabulary size V = S + R + N + 1 is dynamics.task.vocab_size (the reduced model's tokens, noise
-    tied, dynamics.models.reduced.token_count); a log–log least-squares fit is
+    """The vocabulary size V = S + R + N + 1 is TaskConfig.vocabulary (dynamics.task.vocab_size reads it, and
+    the model kinds' refusals without torch; the reduced model's tokens, noise tied,
+    dynamics.models.reduced.token_count); a log–log least-squares fit is
     analysis.loglog.power_law (stages/detect.py fits a loss against log t: a slope in one log only)."""
     import re
 
     vocab = sorted(path for path, text in _sources().items()
                    if re.search(r"noise_tokens\s*\+\s*1\b|\.N\s*\+\s*1\b", text))
-    assert vocab == ["dynamics/task.py"], vocab
+    assert vocab == ["dynamics/config/schema.py"], vocab
     tied = sorted(path for path, text in _sources().items()
                   if re.search(r"min\([\w.]*(noise_tokens|N), 1\)", text))
     assert tied == ["dynamics/models/reduced.py"], tied  # the reduced model's tokens: token_count
