@@ -69,3 +69,15 @@ def test_check_config_checks_the_discrete_run_with_train_only(monkeypatch):
     assert str(refused.value) == ("train.steps=1000000: needs 1e+06 steps, above the limit of 1e+05 steps "
                                   "(FACTRECALL_STEP_LIMIT sets another)")
     check_config(config)  # the flow alone: its train.steps are not its steps
+
+
+@pytest.mark.parametrize(("seq_len", "noise"), [(7, 4), (32, 29)])
+def test_a_sampled_evaluation_holds_two_numbers_per_noise_position(seq_len, noise):
+    """B sampled sequences of task.seq_len T hold T − 3 noise positions each (subject, relation and answer
+    are the other three): an index and a one per draw, 8 bytes each."""
+    from dynamics.budget import _evaluation
+
+    config = resolve_config("tiny", overrides={"task.seq_len": seq_len})
+    part = [p for p in _evaluation(config, 10, "batch") if "noise positions" in p.what][0]
+    assert part.bytes == 2 * 10 * noise * 8
+    assert part.what == f"batch × noise positions (task.seq_len - 3) = 10 × {noise} draws"

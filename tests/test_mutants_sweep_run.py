@@ -8,6 +8,7 @@ for the survivors of ``python tests/mutation.py analysis/sweep/run.py --head --s
 from __future__ import annotations
 
 import math
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -314,3 +315,53 @@ def test_the_progress_bar_counts_points(tmp_path, capsys):
     sweep_run.run_sweep(TINY, {"init.scale": [0.1, 0.2]}, tmp_path / "out", progress=True)
     err = capsys.readouterr().err
     assert "0/2 " in err and "?point/s" in err, err  # the total and the unit, from the start
+
+
+class FakeClient:
+    """A dask client that runs each submitted call at once, in this process."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, fn, *args, pure=True):
+        self.submitted.append(args[1])
+        done = fn(*args)
+        return SimpleNamespace(result=lambda: done)
+
+    def cancel(self, futures):
+        raise AssertionError("nothing failed: nothing to cancel")
+
+
+def _jobs(tmp_path, grid):
+    directory = _directory(tmp_path, grid)
+    return directory, sweep_run.plan_jobs(directory, TINY, grid, SweepOptions(), lambda text: None)
+
+
+def test_jobs_go_to_the_cluster_client_when_there_is_one(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.distributed", SimpleNamespace(as_completed=iter))
+    directory, jobs = _jobs(tmp_path, {"init.scale": [0.1, 0.2]})
+    client, seen, table = FakeClient(), [], {}
+    sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), 1, client, False,
+                        lambda pid, row: seen.append(pid), table)
+    assert client.submitted == [job.points for job in jobs]
+    assert sorted(seen) == sorted(table) == sorted(point_id({"init.scale": v}) for v in (0.1, 0.2))
+    assert all(row["status"] == "ok" for row in table.values())
+    assert directory.results.is_file()
+
+
+@pytest.mark.parametrize(("workers", "points", "pooled"), [(2, 2, True), (2, 1, False), (1, 2, False)])
+def test_worker_processes_only_for_two_workers_and_two_jobs(tmp_path, monkeypatch, workers, points, pooled):
+    """(Each point its own job: a grid over task.subjects cannot be batched.)"""
+    calls = []
+
+    def in_process(jobs, base_tree, options, count, finish):
+        calls.append(count)
+        for job in jobs:
+            finish(sweep_run.run_group(base_tree, job.points, options, job.wanted))
+
+    monkeypatch.setattr(sweep_run, "_run_processes", in_process)
+    directory, jobs = _jobs(tmp_path, {"task.subjects": [4 + i for i in range(points)]})
+    assert len(jobs) == points
+    table = {}
+    sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), workers, None, False, None, table)
+    assert calls == ([workers] if pooled else []) and len(table) == points
