@@ -81,3 +81,14 @@ def test_a_sampled_evaluation_holds_two_numbers_per_noise_position(seq_len, nois
     part = [p for p in _evaluation(config, 10, "batch") if "noise positions" in p.what][0]
     assert part.bytes == 2 * 10 * noise * 8
     assert part.what == f"batch × noise positions (task.seq_len - 3) = 10 × {noise} draws"
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "2KiBB", "0.5"])
+def test_a_size_that_is_not_one_is_refused_in_one_whole_line(text):
+    from dynamics.budget import parse_size
+
+    with pytest.raises(ConfigError) as err:
+        parse_size("--max-memory", text)  # "0.5" without the available memory: no size either
+    assert str(err.value) == (f"--max-memory={text!r}: must be a size of at least one byte: bytes (1000000), "
+                              "with a unit K, M, G or T (512M, 8GiB, 1.5TB) or a fraction of the available "
+                              "memory (0.5)")
