@@ -33,6 +33,9 @@ def tiny(train: bool = False):
     return resolve_config("tiny", overrides={**TINY, **({"train.steps": 40} if train else {})})
 SECTIONS = tuple(value for value in vars(schema).values() if isinstance(value, type)
                  and value.__module__ == schema.__name__ and value.__name__.endswith("Config"))
+# reading a derived value of a section (TaskConfig.vocabulary, DataConfig.frozen) reads the config, as a field
+READS = {value.fget.__code__ for section in SECTIONS for value in vars(section).values()
+         if isinstance(value, property)}
 PROJECT = ("dynamics", "analysis")
 
 
@@ -50,7 +53,8 @@ def _carries_config(frame) -> bool:
 def config_path(run: Callable[[], object]) -> list[tuple[str, str]]:
     """The (caller module, callee module.function) of every call ``run`` makes into a project module from
     another project module with the config among its arguments: a generator resumed is not a call, nor is
-    making, hashing or comparing a config value (the dunder methods of the config's sections)."""
+    making, hashing, comparing or reading a config value (the dunder methods and the properties of the
+    config's sections)."""
     stops: list[tuple[str, str]] = []
     generators: list = []  # held, so that a resumed generator's frame is never mistaken for a new call
 
@@ -58,7 +62,8 @@ def config_path(run: Callable[[], object]) -> list[tuple[str, str]]:
         if event != "call" or (callee := _project_module(frame)) is None:
             return
         code = frame.f_code
-        if frame in generators or (callee == schema.__name__ and code.co_name.startswith("__")):
+        if frame in generators or (callee == schema.__name__ and (code.co_name.startswith("__")
+                                                                  or code in READS)):
             return
         if code.co_flags & inspect.CO_GENERATOR:
             generators.append(frame)
@@ -120,10 +125,10 @@ def test_task_model_and_field_are_built_once_per_simulate(train, monkeypatch, tm
 # model kind's parameters(config, untied) (registry -> reduced.token_count -> task.vocab_size, once each)
 # and the sampled batch's vocabulary (budget -> task.vocab_size):
 MEMORY_EXTRA = {"dynamics.task": 2, "dynamics.models.registry": 1, "dynamics.models.reduced": 1}
-# simulate's discrete run beside its flow also has its own metric on the untied model (problem.metric_of
-# reads data.frozen), its own saved record checked against the config (rundir.check_record_config, beside
-# the one config tree) and is the built run's third step (dynamics.run.train_run):
-TRAIN_EXTRA = {**MEMORY_EXTRA, "dynamics.config.schema": 1, "dynamics.rundir": 1, "dynamics.run": 1}
+# simulate's discrete run beside its flow also has its own saved record checked against the config
+# (rundir.check_record_config, beside the one config tree) and is the built run's third step
+# (dynamics.run.train_run):
+TRAIN_EXTRA = {**MEMORY_EXTRA, "dynamics.rundir": 1, "dynamics.run": 1}
 
 
 def _over(stops: list[tuple[str, str]], extra: dict[str, int]) -> dict[str, int]:
