@@ -18,7 +18,11 @@ sweep's ``FACTRECALL_GRID_LIMIT``, whose policy is the sweep's own). A flow's st
 a euclidean flow by an explicit method from its stiffness at θ(0) (dopri5 is stable only for steps h ≲ 3.3/ρ,
 ρ the spectral radius of the field's Jacobian); a sign or spectral flow, by any method, from the pace of a
 short probe of that method (their fields are stiff at scale 1/ε along directions the flow need not excite, so
-the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters.
+the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters. The
+probe also times its steps (CPU seconds: its method's evaluations per step times their cost on the run's own
+field); a flow whose probe, at its pace in log t, needs more than 2,000 steps and more than
+``FACTRECALL_TIME_LIMIT`` (:func:`time_limit`, 10 min by default) is refused (:func:`estimate_seconds`),
+and the same limit is the pace stop's while the flow runs (:mod:`dynamics.solvers.pace`).
 
 Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
 """
@@ -56,6 +60,7 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
+TIME_LIMIT = 600.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's time limit
 CURVE_FLOATS = 12  # float64 per recorded point: t, three losses, four attention parts, norms, the grid
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 # Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
@@ -362,6 +367,26 @@ def env_limit(name: str, default: int) -> int:
     return value
 
 
+DURATION = re.compile(r"(?P<number>(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf)\s*(?P<unit>s|min|h)?", re.IGNORECASE)
+DURATION_UNITS = {"": 1.0, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def time_limit() -> float:
+    """The CPU seconds a flow may take (the pace stop's time limit, :mod:`dynamics.solvers.pace`):
+    ``FACTRECALL_TIME_LIMIT`` when set — seconds (``600``), with a unit s, min or h (``10min``, ``1.5h``),
+    or ``inf`` (no limit) — else :data:`TIME_LIMIT`. Anything else, or a limit not above 0, is one
+    ConfigError line."""
+    text = os.environ.get("FACTRECALL_TIME_LIMIT")
+    if text is None:
+        return TIME_LIMIT
+    match = DURATION.fullmatch(text.strip())
+    value = float(match["number"]) * DURATION_UNITS[(match["unit"] or "").lower()] if match else math.nan
+    if not value > 0:
+        raise ConfigError(f"FACTRECALL_TIME_LIMIT={text!r}: must be a duration above 0: seconds (600), with "
+                          "a unit s, min or h (10min, 1.5h), or inf (no limit)")
+    return value
+
+
 def check_steps(key: str, value: object, steps: float) -> None:
     """Refuse ``steps`` discrete steps asked for by ``key=value`` beyond ``FACTRECALL_STEP_LIMIT`` (default
     :data:`STEP_LIMIT`), or not finite."""
@@ -377,13 +402,16 @@ class StepEstimate:
     """A flow's estimated step count over ``span`` of flow time. A smooth (euclidean) field's is dopri5's at
     the stiffness ρ of θ(0), span·ρ / 3.3 (``radius`` = ρ); a sign or spectral field's is extrapolated from
     a probe of the config's own method (``radius`` None): ``probe_steps`` accepted steps reached flow time
-    ``reached``, and the estimate is probe_steps · span / reached (the probe's count when it finished)."""
+    ``reached``, and the estimate is probe_steps · span / reached (the probe's count when it finished);
+    ``seconds_per_step``: the probe's CPU seconds per accepted step — its method's evaluations per step times
+    their cost on the run's own field (:func:`estimate_seconds`)."""
 
     radius: float | None
     span: float
     steps: float
     probe_steps: int = 0
     reached: float = math.nan
+    seconds_per_step: float = math.nan
 
 
 def _start_words(config: Config) -> str:
@@ -419,17 +447,20 @@ def _probe(problem, method: str, options) -> StepEstimate | None:
     otherwise (a non-finite field, a step underflow: the run itself ends so at once and is saved with its
     status)."""
     from .solvers import integrate_problem
+    from .solvers.pace import cpu_seconds
 
+    started = cpu_seconds()
     result = integrate_problem(problem, method, options.replace(max_steps=PROBE_STEPS))
     taken = result.cost.accepted_steps
+    per_step = (cpu_seconds() - started) / max(taken, 1)
     span = float(problem.times[-1] - problem.times[0])
     if result.status == "ok":
-        return StepEstimate(None, span, float(taken), taken, float(problem.times[-1]))
+        return StepEstimate(None, span, float(taken), taken, float(problem.times[-1]), per_step)
     if result.status != "max_steps":
         return None
     reached = float(result.status_time) - float(problem.times[0])
     steps = taken * span / reached if reached > 0 else math.inf
-    return StepEstimate(None, span, steps, taken, float(result.status_time))
+    return StepEstimate(None, span, steps, taken, float(result.status_time), per_step)
 
 
 _ESTIMATES: dict[Config, StepEstimate | None] = {}  # by config: a sweep's or compare's checks, then the run's
@@ -505,7 +536,39 @@ def check_flow_steps(config: Config, built: BuiltRun | None = None) -> StepEstim
                           f"{until}={estimate.span:g} (stiffness at θ(0): ρ = {estimate.radius:.3g}, stable "
                           f"steps h ≤ 3.3/ρ), above the limit of {limit:.3g} (from flow.max_steps="
                           f"{f.max_steps}); allowed: flow.method=cvode, or a less stiff config")
+    _check_time(config, estimate)
     return estimate
+
+
+def estimate_seconds(estimate: StepEstimate, t_min: float) -> tuple[float, float]:
+    """(steps, CPU seconds) of a flow from its probe (a sign or spectral flow's; nan, nan without one): the
+    steps at the probe's pace in log time s = log(t + t_min) — as the pace stop measures it, optimistic:
+    exact for a step growing like t, too low for one that grows more slowly — times the probe's CPU
+    seconds per step, the cost of its method's evaluations on the run's own field."""
+    if estimate.radius is not None or not math.isfinite(estimate.seconds_per_step):
+        return math.nan, math.nan
+    steps = float(estimate.probe_steps)
+    if estimate.reached < estimate.span:  # the probe stopped short of the end
+        done = math.log1p(estimate.reached / t_min)
+        steps = steps * math.log1p(estimate.span / t_min) / done if done > 0 else math.inf
+    return steps, steps * estimate.seconds_per_step
+
+
+def _check_time(config: Config, estimate: StepEstimate) -> None:
+    """Refuse a flow whose :func:`estimate_seconds` exceeds :func:`time_limit` with more steps than the pace
+    stop's ``FEW_STEPS`` (a flow of few dear steps runs as long as it needs): it is far beyond reach even at
+    the optimistic pace."""
+    from .solvers.pace import FEW_STEPS, format_seconds
+
+    f = config.flow
+    steps, seconds = estimate_seconds(estimate, f.t_min)
+    limit = time_limit()
+    if steps > FEW_STEPS and seconds > limit:
+        raise ConfigError(f"flow.t_max={f.t_max:g}: the {f.geometry} flow by {f.method} needs at least "
+                          f"{steps:.3g} steps of {format_seconds(estimate.seconds_per_step)} (a probe of "
+                          f"{estimate.probe_steps} steps reached t = {estimate.reached:.3g}), "
+                          f"{format_seconds(seconds)} of CPU, above the time limit of "
+                          f"{format_seconds(limit)} (FACTRECALL_TIME_LIMIT); " + _geometry_advice(config))
 
 
 def check_sizes(config: Config, train: bool = False, flow: bool = True) -> None:

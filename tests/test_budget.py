@@ -5,6 +5,7 @@ limit, exit 2, nothing written), SIGTERM handled like Ctrl-C, argparse's own err
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -219,3 +220,69 @@ def test_stages_on_a_train_directory(tmp_path, capsys):
         payload = json.loads((out / run / "stages.json").read_text())
         assert payload["stages"][0]["name"] == "init"
     assert not (out / "stages.json").exists()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("600", 600.0), ("10min", 600.0), ("1.5h", 5400.0),
+                                               ("90 s", 90.0), ("inf", float("inf"))])
+def test_time_limit_variable_reads_a_duration(monkeypatch, text, seconds):
+    from dynamics.budget import TIME_LIMIT, time_limit
+
+    assert time_limit() == TIME_LIMIT
+    monkeypatch.setenv("FACTRECALL_TIME_LIMIT", text)
+    assert time_limit() == seconds
+
+
+@pytest.mark.parametrize("text", ["ten", "0", "-5", "5 days", ""])
+def test_time_limit_variable_is_checked(monkeypatch, text):
+    from dynamics.budget import time_limit
+    from dynamics.errors import ConfigError
+
+    monkeypatch.setenv("FACTRECALL_TIME_LIMIT", text)
+    with pytest.raises(ConfigError, match=r"^FACTRECALL_TIME_LIMIT=.*: must be a duration above 0: .*inf "
+                                          r"\(no limit\)$"):
+        time_limit()
+
+
+def probed(monkeypatch, config, steps: int, reached: float, per_step: float) -> None:
+    """The probe of ``config`` said: ``steps`` steps reached ``reached`` at ``per_step`` CPU seconds each."""
+    from dynamics import budget
+
+    estimate = budget.StepEstimate(None, config.flow.t_max, steps * config.flow.t_max / reached, steps,
+                                   reached, per_step)
+    monkeypatch.setitem(budget._ESTIMATES, config, estimate)
+
+
+def test_a_probe_whose_steps_cost_too_much_is_refused_on_time(monkeypatch):
+    from dynamics.budget import estimate_seconds
+    from dynamics.errors import ConfigError
+
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.geometry_eps": 1e-4,
+                                               "flow.t_max": 20.0})
+    # 64 steps covered 0.1 of log(1 + t/t_min) (t_min = 0.01), whose end is at log(2001) ≈ 7.6: 4.9e3 steps
+    # at the probe's pace in log t, 40 min at 0.5 s a step
+    probed(monkeypatch, config, 64, 0.01 * math.expm1(0.1), 0.5)
+    steps, seconds = estimate_seconds(budget_estimate(config), config.flow.t_min)
+    assert steps == pytest.approx(640 * math.log(2001)) and seconds == pytest.approx(0.5 * steps)
+    with pytest.raises(ConfigError) as refused:
+        check_flow_steps(config)
+    message = str(refused.value)
+    assert message.startswith("flow.t_max=20: the sign flow by dopri5 needs at least 4.86e+03 steps of 0.5 s "
+                              "(a probe of 64 steps reached t = 0.00105), 40.5 min of CPU, above the time "
+                              "limit of 10 min (FACTRECALL_TIME_LIMIT); ")
+    assert message.endswith("(FACTRECALL_TIME_LIMIT); allowed: flow.geometry_eps=0.01 or larger (a smoother "
+                            "field; docs/geometry.md)")
+    monkeypatch.setenv("FACTRECALL_TIME_LIMIT", "1h")  # what the limit allows, it runs
+    assert check_flow_steps(config) is not None
+
+
+def budget_estimate(config):
+    from dynamics import budget
+
+    return budget._ESTIMATES[config]
+
+
+def test_a_probe_of_few_dear_steps_is_not_refused_on_time(monkeypatch):
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.geometry_eps": 1e-4,
+                                               "flow.t_max": 20.0})
+    probed(monkeypatch, config, 64, 5.0, 60.0)  # ~100 steps of a minute: dear, not many
+    assert check_flow_steps(config) is not None

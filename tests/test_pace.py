@@ -152,3 +152,158 @@ def test_simulate_prints_the_stop_on_one_line_and_both_advices_work(tmp_path, ca
     for name, setting in (("t_max", f"flow.t_max={t_max:g}"), ("eps", f"flow.geometry_eps={eps}")):
         followed = simulate(tmp_path, capsys, name, "flow.geometry_eps=1e-6", setting)
         assert "status=ok" in followed, followed
+
+
+# The time stop: the cost of the steps left, projected at the step size's trend, against a time limit. The
+# clock is a fake cost (one unit per field evaluation), so every stop here is exact and machine-free.
+
+class EvaluationClock:
+    """A fake cost: ``per_eval`` seconds for every evaluation of the wrapped field."""
+
+    def __init__(self, field, per_eval: float):
+        self.field, self.per_eval, self.evals = field, per_eval, 0
+
+    def __call__(self, t, theta):
+        self.evals += 1
+        return self.field(t, theta)
+
+    def seconds(self) -> float:
+        return self.evals * self.per_eval
+
+
+def spin_timed(t_max: float = 100.0, method: str = "dopri5", seconds: float = 60.0, per_eval: float = 0.01,
+               max_steps: int = 2000):
+    # 2,000 steps: the steps stop does not fire at the first projection (2.06e3 steps projected in log t)
+    counted = EvaluationClock(spinning, per_eval)
+    problem = FlowProblem(counted, torch.tensor([1.0, 0.0], dtype=torch.float64), grid(t_max))
+    options = SolverOptions(max_steps=max_steps, max_seconds=seconds, clock=counted.seconds)
+    return integrate_problem(problem, method, options), counted
+
+
+@pytest.mark.parametrize("method", ["dopri5", "cvode", "auto"])
+def test_a_flow_whose_steps_cost_too_much_stops_on_time_with_its_trajectory(method):
+    # the step budget does not stop it yet; the spin's step shrinks like 1/t: its cost does
+    result, counted = spin_timed(method=method)
+    assert result.status == Status.TOO_SLOW
+    assert result.cost.accepted_steps == MIN_STEPS  # the first projection already says so
+    assert counted.seconds() < 60  # it stopped before spending its limit, from the projection
+    assert 0 < result.t[-1] <= result.status_time < 100
+    np.testing.assert_allclose(result.states.numpy(), exact(result.t), atol=1e-3)
+    message = result.message
+    assert message.startswith(f"too slow at t={result.status_time:.6g}: ")
+    assert "more than the time limit of 60 s (FACTRECALL_TIME_LIMIT)" in message
+    trend = float(re.search(r"trend \(∝ t\^([0-9.e+-]+)\)", message).group(1))
+    assert -1 <= trend < -0.9 and "\n" not in message
+    t_max = advised_t_max(message)
+    again, _ = spin_timed(t_max, method=method)
+    assert again.status == Status.OK
+    assert again.t[-1] == pytest.approx(t_max, rel=1e-12)
+
+
+def test_without_a_time_limit_the_dear_flow_runs_on():
+    # 3,212 steps and 242 s of fake cost to t = 6: stopped under a limit of 60 s, not without one
+    result, counted = spin_timed(t_max=6.0, seconds=math.inf, max_steps=10**4)
+    assert result.status == Status.OK and counted.seconds() > 60
+    capped, _ = spin_timed(t_max=6.0, max_steps=10**4)
+    assert capped.status == Status.TOO_SLOW
+
+
+def test_a_flow_of_few_dear_steps_is_not_stopped_on_time():
+    # each step costs more than the whole limit, but the flow needs fewer than FEW_STEPS steps
+    result, counted = spin_timed(t_max=2.4, seconds=1.0, per_eval=10.0)
+    assert result.status == Status.OK and result.cost.accepted_steps > MIN_STEPS
+    assert counted.seconds() > 1.0
+
+
+def feed_timed(pace: Pace, times, per_step: float) -> list[str | None]:
+    clock = iter(per_step * np.arange(1, len(times) + 1))
+    pace.clock = lambda: float(next(clock))
+    return [pace.accept(float(t)) for t in times]
+
+
+@pytest.mark.parametrize(("p", "shown"), [(0.0, "∝ t^0"), (-1.0, "∝ t^-1"), (1.0, "∝ t^1"), (0.5, "∝ t^0.5")])
+def test_the_time_projection_extrapolates_the_step_size_trend(p, shown):
+    # steps with h = h0 · u^p exactly (u = t + t1): the fitted trend is p and the steps left are ∫ du / h
+    t1, t_end, h0 = 1.0, 1e4, 0.01
+    u, us = 1.0, []
+    for _ in range(2 * WINDOW + 1):
+        u += h0 * u ** p
+        us.append(u)
+    pace = Pace(0.0, t1, t_end, budget=10**9, min_steps=2 * WINDOW, seconds=1e12, clock=lambda: 0.0)
+    pace.started = 0.0
+    feed_timed(pace, np.array(us) - t1, per_step=2.0)
+    h, mid, fitted = pace.trend()
+    assert fitted == pytest.approx(p, abs=0.02)
+    spent, per_step, left = pace.time_projection()
+    assert per_step == pytest.approx(2.0) and spent == pytest.approx(2.0 * len(us))
+    u_end = t_end + t1
+    integral = math.log(u_end / us[-1]) if p == 1 else (u_end ** (1 - p) - us[-1] ** (1 - p)) / (1 - p)
+    exact_left = integral / h0
+    assert left == pytest.approx(exact_left, rel=0.05)
+
+
+def test_the_time_stop_fires_exactly_when_the_projection_passes_the_limit():
+    h, t_end = 0.01, 100.0  # a constant step: p = 0, (t_end - t)/h steps left at 1 s each
+    times = h * np.arange(1, MIN_STEPS + 1)
+    left = (t_end - times[-1]) / h
+    total = MIN_STEPS + left
+
+    def run(seconds: float) -> str | None:
+        pace = Pace(0.0, h, t_end, budget=10**9, seconds=seconds)
+        return feed_timed(pace, times, per_step=1.0)[-1]
+
+    assert run(total * 1.01) is None
+    said = run(total * 0.99)
+    assert said is not None and f"about {left:.3g} more steps" in said
+    assert f"{total / 3600:.3g} h, more than the time limit" in said
+    assert advised_t_max(said) == 2.5
+
+
+def test_a_slowing_pace_is_stopped_sooner_on_time_than_on_steps():
+    # a step halving every window: the log-time pace projects little, the trend projects the truth
+    t, times, h = 0.0, [], 0.01
+    for _ in range(MIN_STEPS):
+        h *= 0.5 ** (1 / WINDOW)
+        t += h
+        times.append(t + 1.0)
+    steps_only = Pace(0.0, 1.0, 1e3, budget=10**4)
+    assert all(said is None for said in feed(steps_only, times))
+    timed = Pace(0.0, 1.0, 1e3, budget=10**4, seconds=10**4)
+    assert feed_timed(timed, times, per_step=1.0)[-1] is not None
+
+
+@pytest.mark.slow  # two tiny spectral runs of some 300 steps each: ~6 s of CPU
+def test_a_run_stopped_on_time_is_saved_and_its_advice_works(tmp_path, capsys, monkeypatch):
+    # the clock: one fake second per reading (about one per accepted step); the limit: 100 of them
+    from analysis.cli import main
+    from dynamics.solvers import pace
+    from dynamics.trajectory import Trajectory
+
+    readings = iter(range(10**9))
+    monkeypatch.setattr(pace, "cpu_seconds", lambda: float(next(readings)))
+    monkeypatch.setenv("FACTRECALL_TIME_LIMIT", "100")
+
+    def simulate_tiny(name: str, *sets: str) -> str:
+        argv = ["simulate", "--preset", "tiny", "--quiet", "--out", str(tmp_path / name)]
+        for setting in ("flow.geometry=spectral", "flow.geometry_eps=1e-6", "flow.t_max=20", *sets):
+            argv += ["--set", setting]
+        assert main(argv) == 0
+        return capsys.readouterr().out
+
+    out = simulate_tiny("slow")
+    assert "status=too_slow" in out
+    (line,) = [line.strip() for line in out.splitlines() if "too slow at t=" in line]
+    assert "more than the time limit of 100 s (FACTRECALL_TIME_LIMIT)" in line
+    saved = Trajectory.load(tmp_path / "slow")
+    assert saved.info.status == Status.TOO_SLOW and saved.info.message in line
+    assert len(saved.t) > 1 and saved.t[-1] <= saved.info.status_time < 20
+    t_max = advised_t_max(line)
+    assert "status=ok" in simulate_tiny("followed", f"flow.t_max={t_max:g}")
+
+
+def test_a_stop_before_the_first_record_time_advises_an_earlier_one():
+    # the grid's first record time is t = 1; the stop comes at t ≈ 0.26: flow.t_min must come down too
+    h = 0.001
+    pace = Pace(0.0, 1.0, 100.0, budget=100)
+    said = feed(pace, h * np.arange(1, MIN_STEPS + 1))[-1]
+    assert "allowed: flow.t_max=0.25 with flow.t_min=0.025 (reached within the budget)" in said
