@@ -314,7 +314,7 @@ def test_invalid_points_run_one_by_one():
 def test_the_progress_bar_counts_points(tmp_path, capsys):
     sweep_run.run_sweep(TINY, {"init.scale": [0.1, 0.2]}, tmp_path / "out", progress=True)
     err = capsys.readouterr().err
-    assert "0/2 " in err and "?point/s" in err, err  # the total and the unit, from the start
+    assert "sweep:" in err and "0/2 " in err and "?point/s" in err, err  # its name, total and unit
 
 
 class FakeClient:
@@ -365,3 +365,17 @@ def test_worker_processes_only_for_two_workers_and_two_jobs(tmp_path, monkeypatc
     table = {}
     sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), workers, None, False, None, table)
     assert calls == ([workers] if pooled else []) and len(table) == points
+
+
+def test_ctrl_c_writes_the_results_from_the_rows_held_without_reading_point_files(tmp_path, monkeypatch):
+    directory, jobs = _jobs(tmp_path, {"task.subjects": [4, 5]})
+
+    def stop(pid, row):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SweepDirectory, "scan", lambda *args: pytest.fail("a point file was read again"))
+    table = {"pother000000": {"task.subjects": 9, "status": "ok"}}
+    with pytest.raises(KeyboardInterrupt):
+        sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), 1, None, False, stop, table)
+    lines = directory.results.read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("task.subjects,status")  # the held row, the finished one
