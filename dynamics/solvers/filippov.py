@@ -24,7 +24,7 @@ P_i = 0 (frozen blocks) never move; P > 0 does not change sign(P g) = sign(g).
 Rounding: entries of H·v below 1e-10 of the largest ‖H v‖∞ the flow has seen count as 0 (so the symmetric
 zeros get no velocity from noise divided by a shrinking curvature), and so do eigenvalues of H_SS below
 1e-8 of it. Once the loss is so small that its gradient is at this level (the tiny task: L ≈ 1e-14 at
-t ≈ 4.3) entries reaching 0 stay there and the flow stops moving.
+t ≈ 4.3) the entries that reach 0 are held there (their gradient is rounding) while the others move on.
 
 This module knows no model: :func:`integrate_sign_flow` takes θ ↦ ∇L(θ) and (θ, x) ↦ H(θ)·x.
 """
