@@ -92,3 +92,40 @@ def test_a_size_that_is_not_one_is_refused_in_one_whole_line(text):
     assert str(err.value) == (f"--max-memory={text!r}: must be a size of at least one byte: bytes (1000000), "
                               "with a unit K, M, G or T (512M, 8GiB, 1.5TB) or a fraction of the available "
                               "memory (0.5)")
+
+
+@pytest.mark.parametrize(("embeddings", "square"), [("orthonormal", True), ("hadamard", True),
+                                                    ("gaussian", False)])
+def test_orthonormal_and_hadamard_embeddings_add_their_orthogonalisation(embeddings, square):
+    """The tables (vocabulary + answers) × d, twice, and 6 d² more for an orthogonalisation (orthonormal and
+    Hadamard rows), 8 bytes each."""
+    from dynamics.budget import _embeddings
+    from dynamics.task import vocab_size
+
+    config = resolve_config("tiny", overrides={"model.kind": "embedded", "model.dim": 16,
+                                               "model.embeddings": embeddings, "loss.kind": "sampled"})
+    rows = vocab_size(config.task) + config.task.relations * config.task.answers_per_relation
+    (part,) = _embeddings(config)
+    assert part.bytes == (2 * rows * 16 + (6 * 16 * 16 if square else 0)) * 8
+    assert part.what == (f"embeddings (vocabulary + answers) × model.dim = {rows} × 16"
+                         + (" and model.dim² orthogonalisations" if square else ""))
+
+
+def test_the_memory_limit_is_the_available_then_the_physical_memory(monkeypatch):
+    import os
+
+    from dynamics import budget
+
+    monkeypatch.delenv("FACTRECALL_MEMORY_LIMIT", raising=False)
+    fields = dict(line.split(":") for line in open("/proc/meminfo").read().splitlines())
+    assert budget._meminfo("MemTotal") == int(fields["MemTotal"].split()[0]) * 1024
+    assert budget._meminfo("Nothing") is None
+    monkeypatch.setattr(budget, "_meminfo", lambda field: None)
+    assert budget.memory_limit() == (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                                     "the physical memory")
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", no_sysconf)
+    assert budget.memory_limit() == (None, "unknown")
