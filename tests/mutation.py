@@ -1,7 +1,7 @@
 """Mutation testing of one module against its tests with mutmut, in a scratch copy of the working tree.
 
     python tests/mutation.py dynamics/schedule.py tests/test_schedule.py [--minutes 10] [--only GLOB] [--keep]
-        [--head] [--sample N --seed S]
+        [--head] [--sample N --seed S] [--work DIR]
 
 Copies the files git tracks (and the untracked ones it does not ignore) into a temporary folder (``--head``:
 the committed tree instead, ``git archive HEAD``, so that others' unfinished edits are not mutated), writes a
@@ -10,9 +10,10 @@ the committed tree instead, ``git archive HEAD``, so that others' unfinished edi
 the score (killed / all that ran); ``--minutes`` stops the run after that long and scores the mutants
 tested by then; ``--sample N`` runs N of the module's mutants drawn at random (``--seed``), for a module
 whose mutants would take hours, and prints the score with its 95% (Wilson) interval. The working tree is
-never touched. ``--keep`` keeps the copy so that
-``cd <copy> && mutmut show <name>`` prints a survivor's diff. Not part of the default test run (it takes
-minutes per module); docs/testing.md says how to read the results.
+never touched. ``--keep`` keeps the copy so that ``cd <copy> && mutmut show <name>`` prints a survivor's
+diff; ``--work DIR`` goes on in such a copy, e.g. after ``--minutes`` cut a run short: the mutants tested
+there keep their result (with ``--sample``, only the drawn ones not tested yet run). Not part of the default
+test run (it takes minutes per module); docs/testing.md says how to read the results.
 """
 
 from __future__ import annotations
@@ -60,12 +61,19 @@ GENERATE = ("import mutmut.__main__ as m; m.set_mutant_under_test('mutant_genera
             "m.setup_source_paths(); m.create_mutants(1)")
 
 
-def mutant_names(work: Path, mutmut: list[str]) -> list[str]:
-    """Every mutant's name, generated in ``work`` without running a test."""
-    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, check=True, capture_output=True)
+def statuses(work: Path, mutmut: list[str]) -> dict[str, str]:
+    """Every mutant generated in ``work`` and its status (``not checked`` until it runs), as ``mutmut results
+    --all true`` lists them."""
     results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True,
-                             check=True).stdout
-    return [line.split(":")[0].strip() for line in results.splitlines() if ":" in line]
+                             check=False).stdout
+    return {line.split(":")[0].strip(): line.rsplit(":", 1)[-1].strip()
+            for line in results.splitlines() if ":" in line}
+
+
+def mutant_names(work: Path, mutmut: list[str]) -> list[str]:
+    """Every mutant's name, generated in ``work`` without running a test (an earlier copy's are kept)."""
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, check=True, capture_output=True)
+    return list(statuses(work, mutmut))
 
 
 def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -74,16 +82,6 @@ def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = killed / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
-
-
-def tally(results: str, chosen: set[str] | None) -> tuple[list[str], list[str]]:
-    """Every mutant's status and the survivors' lines in ``mutmut results --all true``'s output (only the
-    ``chosen`` names where given: the results list every mutant generated)."""
-    pairs = [(line.split(":")[0].strip(), line.rsplit(":", 1)[-1].strip())
-             for line in results.splitlines() if ":" in line]
-    pairs = [(name, status) for name, status in pairs if chosen is None or name in chosen]
-    survived = [f"{name}: {status}" for name, status in pairs if status == "survived"]
-    return [status for _, status in pairs], survived
 
 
 def write_config(target: Path, module: str, tests: list[str], timeout_multiplier: float = 60) -> None:
@@ -118,28 +116,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", action="store_true", help="mutate the committed tree, not the working tree")
     parser.add_argument("--sample", type=int, help="run this many mutants drawn at random (with --seed)")
     parser.add_argument("--seed", type=int, default=0, help="the seed of --sample's draw (default 0)")
+    parser.add_argument("--work", type=Path, help="go on in a copy that --keep kept (a run cut short): with "
+                        "--sample, only the drawn mutants not yet tested run")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
     try:
-        (copy_head if args.head else copy_tree)(work)
-        write_config(work, args.module, args.tests, args.timeout_multiplier)
+        if args.work is None:
+            (copy_head if args.head else copy_tree)(work)
+            write_config(work, args.module, args.tests, args.timeout_multiplier)
         mutmut = [sys.executable, "-m", "mutmut"]
         names = list(args.only)
         if args.sample is not None:
             every = mutant_names(work, mutmut)
             names = sorted(random.Random(args.seed).sample(every, min(args.sample, len(every))))
             print(f"{args.module}: a sample of {len(names)} of its {len(every)} mutants (seed {args.seed})")
+        chosen = names
+        if args.work is not None and args.sample is not None:
+            found = statuses(work, mutmut)
+            names = [name for name in names if found[name] == "not checked"]
+            print(f"{len(names)} of them not tested yet")
         command = [*mutmut, "run", "--max-children", str(args.max_children), *names]
-        run = subprocess.Popen(command, cwd=work, start_new_session=True)
+        run = subprocess.Popen(command if names or not chosen else ["true"], cwd=work, start_new_session=True)
         try:
             run.wait(timeout=None if args.minutes is None else 60 * args.minutes)
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)  # mutmut and the test processes it forked
             run.wait()
             print(f"stopped after {args.minutes:g} min", file=sys.stderr)
-        results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True,
-                                 text=True, check=False).stdout
-        status, survived = tally(results, set(names) if args.sample is not None else None)
+        found = statuses(work, mutmut)
+        if args.sample is not None:  # mutmut lists every mutant generated: keep the drawn ones
+            found = {name: found[name] for name in chosen if name in found}
+        status = list(found.values())
+        survived = [f"{name}: survived" for name, s in found.items() if s == "survived"]
         ran = [s for s in status if s in ("killed", "survived", "timeout", "suspicious")]
         killed = sum(s in ("killed", "timeout") for s in ran)
         print("\n".join(survived))
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the copy: {work}  (mutmut show <name> there)")
         return 0
     finally:
-        if not args.keep:
+        if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
