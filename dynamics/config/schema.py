@@ -586,7 +586,7 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     "flow.t_min": ("number > 0, < t_max", "the first recorded time after t = 0 (records are log-spaced)"),
     "flow.points": ("integer ≥ 2", "record points, log-spaced on [t_min, t_max], plus t = 0"),
     "flow.method": ("", "the ODE solver: explicit, implicit, or auto (switches on stiffness); see "
-                    "docs/stiff-flows.md"),
+                    "docs/stiff-flows.md; sliding: the ε = 0 sign flow event by event (docs/geometry.md)"),
     "flow.rtol": ("number > 0", "the solver's relative tolerance"),
     "flow.atol": ("number > 0", "the solver's absolute tolerance"),
     "flow.jacobian": ("", "implicit methods' products J·v: difference (one gradient each), hvp (exact "

@@ -24,9 +24,11 @@ SCIPY_METHODS = {"bdf": "BDF", "radau": "Radau", "lsoda": "LSODA"}  # our name -
 @dataclass(frozen=True)
 class Method:
     """An integration method. ``kind``: ``explicit`` (Runge–Kutta), ``implicit`` (BDF-type, for stiff
-    flows) or ``strategy`` (combines others). ``uses``: the Jacobian product it can take from the problem
-    (``jacobian_vector``: matrix-free J·v; ``jacobian``: a dense P×P matrix; None). ``batched``: whether it
-    integrates a batch of flows with shared steps (explicit methods only)."""
+    flows), ``strategy`` (combines others) or ``event`` (steps from one discontinuity of the field to the
+    next). ``uses``: the Jacobian product it can take from the problem (``jacobian_vector``: matrix-free
+    J·v; ``jacobian``: a dense P×P matrix; None). ``batched``: whether it integrates a batch of flows with
+    shared steps (explicit methods only). ``exact_geometry``: the one geometry it integrates, at ε = 0
+    (its discontinuous field, which the others refuse), None for any geometry at any ε."""
 
     name: str
     kind: str
@@ -34,6 +36,7 @@ class Method:
     integrate: Callable[[FlowProblem, SolverOptions], FlowResult]
     batched: bool = False
     summary: str = ""
+    exact_geometry: str | None = None
 
 
 def _methods() -> list[Method]:
@@ -50,6 +53,9 @@ def _methods() -> list[Method]:
                 for name, scipy_name in SCIPY_METHODS.items()]
     methods.append(Method("auto", "strategy", "jacobian_vector", Lazy("dynamics.solvers.auto:integrate_auto"),
                           summary="dopri5, then cvode once the flow is stiff for long"))
+    methods.append(Method("sliding", "event", None, Lazy("dynamics.solvers.sliding:integrate_sliding"),
+                          exact_geometry="sign", summary="the ε = 0 sign flow event by event, with Filippov "
+                          "sliding (small models)"))
     return methods
 
 
