@@ -21,7 +21,7 @@ short probe of that method (their fields are stiff at scale 1/ε along direction
 the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters. The
 probe also times its steps (CPU seconds: its method's evaluations per step times their cost on the run's own
 field); a flow whose probe, at its pace in log t, needs more than 2,000 steps and more than
-``FACTRECALL_TIME_LIMIT`` (:func:`time_limit`, 10 min by default) is refused (:func:`estimate_seconds`),
+``FACTRECALL_TIME_LIMIT`` (:func:`time_limit`, 30 min by default) is refused (:func:`estimate_seconds`),
 and the same limit is the pace stop's while the flow runs (:mod:`dynamics.solvers.pace`).
 
 Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
@@ -60,7 +60,7 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
-TIME_LIMIT = 600.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's time limit
+TIME_LIMIT = 1800.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's limit
 CURVE_FLOATS = 12  # float64 per recorded point: t, three losses, four attention parts, norms, the grid
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 # Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
