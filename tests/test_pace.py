@@ -215,10 +215,10 @@ def test_a_flow_of_few_dear_steps_is_not_stopped_on_time():
     assert counted.seconds() > 1.0
 
 
-def feed_timed(pace: Pace, times, per_step: float) -> list[str | None]:
-    clock = iter(per_step * np.arange(1, len(times) + 1))
-    pace.clock = lambda: float(next(clock))
-    return [pace.accept(float(t)) for t in times]
+def ticking(per_step: float):
+    """A fake clock: 0 when the pace starts, ``per_step`` more at every step (one reading each)."""
+    readings = iter(range(10**9))
+    return lambda: per_step * next(readings)
 
 
 @pytest.mark.parametrize(("p", "shown"), [(0.0, "∝ t^0"), (-1.0, "∝ t^-1"), (1.0, "∝ t^1"), (0.5, "∝ t^0.5")])
@@ -229,9 +229,8 @@ def test_the_time_projection_extrapolates_the_step_size_trend(p, shown):
     for _ in range(2 * WINDOW + 1):
         u += h0 * u ** p
         us.append(u)
-    pace = Pace(0.0, t1, t_end, budget=10**9, min_steps=2 * WINDOW, seconds=1e12, clock=lambda: 0.0)
-    pace.started = 0.0
-    feed_timed(pace, np.array(us) - t1, per_step=2.0)
+    pace = Pace(0.0, t1, t_end, budget=10**9, min_steps=2 * WINDOW, seconds=1e12, clock=ticking(2.0))
+    feed(pace, np.array(us) - t1)
     h, mid, fitted = pace.trend()
     assert fitted == pytest.approx(p, abs=0.02)
     spent, per_step, left = pace.time_projection()
@@ -249,8 +248,8 @@ def test_the_time_stop_fires_exactly_when_the_projection_passes_the_limit():
     total = MIN_STEPS + left
 
     def run(seconds: float) -> str | None:
-        pace = Pace(0.0, h, t_end, budget=10**9, seconds=seconds)
-        return feed_timed(pace, times, per_step=1.0)[-1]
+        pace = Pace(0.0, h, t_end, budget=10**9, seconds=seconds, clock=ticking(1.0))
+        return feed(pace, times)[-1]
 
     assert run(total * 1.01) is None
     said = run(total * 0.99)
@@ -268,8 +267,8 @@ def test_a_slowing_pace_is_stopped_sooner_on_time_than_on_steps():
         times.append(t + 1.0)
     steps_only = Pace(0.0, 1.0, 1e3, budget=10**4)
     assert all(said is None for said in feed(steps_only, times))
-    timed = Pace(0.0, 1.0, 1e3, budget=10**4, seconds=10**4)
-    assert feed_timed(timed, times, per_step=1.0)[-1] is not None
+    timed = Pace(0.0, 1.0, 1e3, budget=10**4, seconds=10**4, clock=ticking(1.0))
+    assert feed(timed, times)[-1] is not None
 
 
 @pytest.mark.slow  # two tiny spectral runs of some 300 steps each: ~6 s of CPU
