@@ -298,3 +298,52 @@ def test_a_path_without_a_record_names_the_flag_it_came_from(tmp_path):
     assert rundir.run_directories(tmp_path) == [tmp_path / "flow", tmp_path / "train"]
     assert rundir.flow_record_dir(tmp_path / "train") == tmp_path / "train"
     assert rundir.run_layout(tmp_path / "train") == "flow" and rundir.run_layout(tmp_path / "nothing") is None
+
+
+def test_a_small_record_is_read_into_memory_and_a_large_one_mapped(tmp_path, monkeypatch):
+    rundir.write_record(tmp_path, _record(), None, None)
+    arrays = rundir.read_record(tmp_path)
+    assert not any(isinstance(a, np.memmap) for a in arrays.values())
+    monkeypatch.setattr(rundir, "SPOOL_BYTES", 0)  # every array with rows is now "large"
+    mapped = rundir.read_record(tmp_path)
+    assert isinstance(mapped["p_correct"], np.memmap) and isinstance(mapped["t"], np.memmap)
+    assert not isinstance(mapped["answers_per_relation"], np.memmap)  # a scalar has no rows to stream
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(mapped[name], array)
+
+
+def test_a_large_member_cut_short_names_the_bytes_it_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(rundir, "SPOOL_BYTES", 0)
+    monkeypatch.setattr(rundir, "BLOCK_BYTES", 24)  # one row of 3 float64 a block
+    whole = _npy(np.arange(12, dtype=np.float64).reshape(4, 3), (1, 0))
+    _write_zip(tmp_path / "a.npz", {"a.npy": whole[:len(whole) - 36]})  # 2.5 rows of data
+    with zipfile.ZipFile(tmp_path / "a.npz") as archive, pytest.raises(EOFError) as err:
+        rundir._read_member(archive, "a")
+    assert str(err.value) == "a.npy ends after 60 bytes of data"
+    _write_zip(tmp_path / "b.npz", {"b.npy": whole + b"\0"})
+    with zipfile.ZipFile(tmp_path / "b.npz") as archive, pytest.raises(ValueError) as err:
+        rundir._read_member(archive, "b")
+    assert str(err.value) == "b.npy holds more data than its header says"
+
+
+def test_arrays_are_checked_against_the_sizes_given_before_they_are_written(tmp_path):
+    arrays = {"t": np.zeros(3), **{name: np.zeros((4, 2)) for name in ("learned", "forgotten", "relearned")}}
+    with pytest.raises(ValueError) as err:
+        rundir.write_arrays(tmp_path / "timeline.npz", arrays, rundir.TIMELINE_SCHEMA, {"S": 5})
+    assert str(err.value) == ("timeline.npz: learned has shape (4, 2); expected (S, R) with S = 5 subjects, "
+                              "R = 2 relations")
+    assert not (tmp_path / "timeline.npz").exists()
+
+
+def test_only_a_train_run_takes_the_config_of_the_run_above_it(tmp_path):
+    from dynamics.config import resolve_config
+
+    tree = rundir.config_tree(resolve_config("tiny"))
+    (tmp_path / "config.json").write_text(json.dumps(tree))
+    for name in ("flow", "train", "other"):
+        (tmp_path / name).mkdir()
+    for name in ("flow", "train"):
+        config, read = rundir.read_config(tmp_path / name)
+        assert read == tree and config.task.subjects == tree["task"]["subjects"]
+    assert _refusal(lambda: rundir.read_config(tmp_path / "other")).startswith(
+        f"{str(tmp_path / 'other')!r}: cannot read its config.json (FileNotFoundError: ")
