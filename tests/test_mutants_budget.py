@@ -129,3 +129,32 @@ def test_the_memory_limit_is_the_available_then_the_physical_memory(monkeypatch)
 
     monkeypatch.setattr(os, "sysconf", no_sysconf)
     assert budget.memory_limit() == (None, "unknown")
+
+
+def test_the_record_evaluation_is_its_metrics_and_its_largest_block():
+    """metrics: RECORD_METRICS × states × S R; the block: the factorised engine's tables, states × ((S + R)
+    |A| + S R), or the logits, states × S R |A| (at most RECORD_ELEMENTS); RECORD_BLOCK_COPIES of it."""
+    from dynamics import budget
+
+    reduced = resolve_config("tiny")  # the factorised record
+    embedded = resolve_config("tiny", overrides={"model.kind": "embedded", "model.dim": 16})
+    for config, factorised in ((reduced, True), (embedded, False)):
+        t = config.task
+        S, R, A = t.subjects, t.relations, t.relations * t.answers_per_relation
+        block = 3 * ((S + R) * A + S * R) if factorised else 3 * S * R * A
+        part = budget._record_evaluation(config, 3)
+        assert part.bytes == int((budget.RECORD_METRICS * 3 * S * R + budget.RECORD_BLOCK_COPIES * block) * 8)
+        what = ("(subjects + relations) × answers tables of 3 states" if factorised
+                else "logits of 3 states × facts × answers")
+        assert part.what == f"record evaluation: metrics of 3 states × {S * R} facts and the {what}"
+
+
+def test_an_implicit_flow_holds_its_dense_jacobian():
+    from dynamics import budget
+
+    config = resolve_config("tiny", overrides={"flow.method": "bdf"})
+    params = budget._parameters(config, False)
+    parts = [p for p in budget._run(config, "flow") if p.what.startswith("dense Jacobian")]
+    assert [(p.what, p.bytes) for p in parts] == [(f"dense Jacobian parameters² = {params}²",
+                                                   2 * params * params * 8)]
+    assert not [p for p in budget._run(resolve_config("tiny"), "flow") if p.what.startswith("dense Jacobian")]
