@@ -158,3 +158,17 @@ def test_an_implicit_flow_holds_its_dense_jacobian():
     assert [(p.what, p.bytes) for p in parts] == [(f"dense Jacobian parameters² = {params}²",
                                                    2 * params * params * 8)]
     assert not [p for p in budget._run(resolve_config("tiny"), "flow") if p.what.startswith("dense Jacobian")]
+
+
+def test_a_transformers_attention_table_per_fact():
+    """Per fact: each head's weights over the vocabulary and its head_dim values, and the vocabulary's
+    logits: S R (heads (V + head_dim) + V) floats."""
+    from dynamics import budget
+    from dynamics.task import vocab_size
+
+    config = resolve_config("tiny", overrides={"model.kind": "transformer", "model.attention": "softmax",
+                                               "loss.kind": "sampled"})
+    t, m = config.task, config.model
+    V = vocab_size(t)
+    (part,) = [p for p in budget._population(config) if p.what.startswith("attention table")]
+    assert part.bytes == t.subjects * t.relations * (m.heads * (V + m.head_dim) + V) * 8
