@@ -379,3 +379,39 @@ def test_ctrl_c_writes_the_results_from_the_rows_held_without_reading_point_file
         sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), 1, None, False, stop, table)
     lines = directory.results.read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("task.subjects,status")  # the held row, the finished one
+
+
+class Planned(Exception):
+    """Raised by a stand-in for plan_jobs: the sweep got as far as planning."""
+
+
+def test_numpy_grid_values_are_taken_as_python_values_and_dask_is_a_backend(tmp_path, monkeypatch):
+    import numpy as np
+
+    seen = []
+
+    def plan(directory, base, grid, options, report):
+        seen.append(grid)
+        raise Planned
+
+    monkeypatch.setattr(sweep_run, "plan_jobs", plan)
+    grid = {"task.subjects": np.array([4, 5]), "init.scale": np.geomspace(0.1, 1.0, 2), "train.lr": [0.5]}
+    for backend in ("local", "dask"):
+        with pytest.raises(Planned):
+            sweep_run.run_sweep(TINY, grid, tmp_path / backend, backend=backend)
+    assert seen[0] == {"task.subjects": [4, 5], "init.scale": [0.1, 1.0], "train.lr": [0.5]}
+    assert [type(v) for v in seen[0]["task.subjects"] + seen[0]["init.scale"]] == [int, int, float, float]
+
+
+def test_a_cluster_job_computes_only_the_points_it_wants(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.distributed", SimpleNamespace(as_completed=iter))
+    grid = {"init.scale": [0.1, 0.2]}
+    directory = _directory(tmp_path, grid)
+    done = point_id({"init.scale": 0.1})
+    directory.save_point(done, {"init.scale": 0.1, "status": "ok"})
+    jobs = sweep_run.plan_jobs(directory, TINY, grid, SweepOptions(), lambda text: None)
+    assert len(jobs) == 1 and len(jobs[0].points) == 2  # one batch, one member wanted
+    seen = []
+    sweep_run._run_jobs(directory, TINY, jobs, SweepOptions(), 1, FakeClient(), False,
+                        lambda pid, row: seen.append(pid), {})
+    assert seen == [point_id({"init.scale": 0.2})]
