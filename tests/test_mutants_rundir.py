@@ -347,3 +347,16 @@ def test_only_a_train_run_takes_the_config_of_the_run_above_it(tmp_path):
         assert read == tree and config.task.subjects == tree["task"]["subjects"]
     assert _refusal(lambda: rundir.read_config(tmp_path / "other")).startswith(
         f"{str(tmp_path / 'other')!r}: cannot read its config.json (FileNotFoundError: ")
+
+
+def test_a_reader_loads_only_the_arrays_asked_for_and_those_it_checks(tmp_path, monkeypatch):
+    rundir.write_record(tmp_path, _record(), None, None)
+    read, original = [], rundir._read_member
+
+    def counted(archive, name):
+        read.append(name)
+        return original(archive, name)
+
+    monkeypatch.setattr(rundir, "_read_member", counted)
+    assert list(rundir.read_record(tmp_path, keys=["loss"])) == ["loss"]
+    assert sorted(read) == ["answers_per_relation", "facts", "loss", "t"]
