@@ -131,6 +131,28 @@ def test_manifold_start_learning_times_equal_the_four_scalar_sign_flow():
     assert abs(T_S - four.T_S) < 1e-9 and abs(T_R - four.T_R) < 1e-9
 
 
+@pytest.mark.slow
+def test_entries_hit_together_and_released_at_the_surface_do_not_stall_the_flow():
+    """The learning-time table's 128 × 2 point (random table, D = 4, noise tokens, constant start 1e-5):
+    pairs of symmetric noise and EOS value entries reach 0 at one instant (their slide/±1 choices are made
+    jointly), and entries released from a slide sit within the sliding tolerance of 0, possibly on the
+    wrong side (their event is a crossing a further tolerance past 0). Without these the flow stopped at
+    t = 0.129 with events piling up at one instant; it now passes t = 3 (it still stops, at t = 4.04:
+    docs/geometry.md, "ε = 0: the exact sign flow")."""
+    from analysis.study.geometry import Row, Setting, task_config
+
+    config = task_config(128, 2, Row("sign", 6.0, "sign", 0.0, method="sliding", max_steps=40000), Setting())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # its many small products: 2 threads on 2 shared cores take 10 times as long
+    try:
+        result = exact_sign_flow(config, times=np.array([0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 6.0]))
+    finally:
+        torch.set_num_threads(threads)
+    assert result.t[-1] >= 3.0
+    objective = build_run(config).objective
+    assert float(objective(result.states[5])) < 0.3 * float(objective(result.states[0]))  # 0.467 at t = 1
+
+
 def test_flow_method_sliding_runs_the_exact_flow_through_run_flow():
     """``flow.method=sliding`` is accepted for the sign flow at ε = 0 (by the config and by the step
     estimate, which refuses every other method there) and gives the states of :func:`exact_sign_flow`."""

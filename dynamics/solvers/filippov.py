@@ -31,6 +31,7 @@ This module knows no model: :func:`integrate_sign_flow` takes θ ↦ ∇L(θ) an
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ LOOSE_TOL = 1e-7  # ... or, where rounding stops Newton first, at LOOSE_TOL·‖
 LINEAR_TOL = 0.25  # a step is kept while ‖g(θ+) − g − h ġ‖∞ ≤ LINEAR_TOL·‖g‖∞ (events are then seen)
 PINV_RTOL = 1e-8  # singular values of H_SS below this fraction of the largest count as 0
 NEWTON_ITERATIONS = 40
+JOINT_MAX = 6  # entries hit at one instant whose slide/±1 assignments are enumerated (3^6 = 729)
 U_TOL = 1e-9  # a sliding entry leaves when |u_i| > 1 + U_TOL (one that starts at |u_i| = 1 is not an event)
 RHS_TOL = 1e-10  # entries of (H v)_S below this fraction of the largest ‖H v‖∞ so far are 0 (rounding)
 RESIDUAL_TOL = 1e-8  # |(H_SS u − rhs)_i| above this fraction of that: entry i has no equivalent control
@@ -280,12 +282,12 @@ def _dips(g0: torch.Tensor, r0: torch.Tensor, g1: torch.Tensor, r1: torch.Tensor
     return bool(((-v * p < -tol) & (v != 0)).any())
 
 
-def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol: torch.Tensor
-            ) -> tuple[_Point, list[int]]:
-    """The first event inside the step from ``start`` to ``end`` (where some event value is < 0): the
-    entry c whose value the secant puts first is located by Brent's method to rounding in t, and others
-    that went negative before it move the bracket's end there; entries within ``tol`` of 0 at the event
-    are events too (symmetric entries cross together). Returns the point and the entries hit."""
+def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol: torch.Tensor,
+            offset: torch.Tensor) -> tuple[_Point, list[int]]:
+    """The first event inside the step from ``start`` to ``end`` (where some event value + ``offset`` is
+    ≤ 0): the entry c whose value the secant puts first is located by Brent's method to rounding in t, and
+    others that went negative before it move the bracket's end there; entries within ``tol`` of 0 at the
+    event are events too (symmetric entries cross together). Returns the point and the entries hit."""
     points = {0.0: start, end.tau: end}
 
     def at(tau: float) -> _Point:
@@ -300,12 +302,12 @@ def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol:
         point = at(tau)
         if bool(mode.S[c]):
             flow.complete(point, mode)
-            return 1.0 + U_TOL - float(point.w[c].abs())
-        return -float(mode.v[c] * point.g[c])
+            return 1.0 + U_TOL - float(point.w[c].abs()) + float(offset[c])
+        return -float(mode.v[c] * point.g[c]) + float(offset[c])
 
-    f_lo, hi = flow.event_values(start, mode), end
+    f_lo, hi = flow.event_values(start, mode) + offset, end
     while True:
-        f_hi = flow.event_values(hi, mode)
+        f_hi = flow.event_values(hi, mode) + offset
         bracketed = (f_hi <= 0) & (f_lo > 0)
         if not bool(bracketed.any()):  # only entries at 0 at the start, going the wrong way: an event there
             return start, torch.nonzero(f_hi <= 0).flatten().tolist()
@@ -314,7 +316,7 @@ def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol:
         tau = brentq(value, 0.0, hi.tau, args=(c,), xtol=1e-15 * max(t + hi.tau, 1e-6), rtol=1e-15,
                      maxiter=400)
         point = at(tau)
-        f = flow.event_values(point, mode)
+        f = flow.event_values(point, mode) + offset
         early = (f < -tol) & (f_lo > 0)
         early[c] = False
         if not bool(early.any()):
@@ -339,10 +341,57 @@ def _after_event(flow: _Flow, mode: _Mode, point: _Point, hit: list[int], t: flo
             candidates[i], v[i] = False, torch.sign(point.w[i])
         else:
             candidates[i] = True
-    new = flow.select(point.theta, v, candidates)
+    joint = [i for i in hit if not bool(mode.S[i])]
+    new = None
+    if 2 <= len(joint) <= JOINT_MAX:
+        new = _joint_mode(flow, point.theta, v, mode.S & candidates, joint)
+    if new is None:
+        new = flow.select(point.theta, v, candidates)
     kinds = ["leave" if bool(mode.S[i]) else "slide" if bool(new.S[i]) else "cross" for i in hit]
     events = [Event(t, i, kind) for i, kind in zip(hit, kinds, strict=True)]
     return new, events
+
+
+def _joint_mode(flow: _Flow, theta: torch.Tensor, v: torch.Tensor, S: torch.Tensor, joint: list[int]
+                ) -> _Mode | None:
+    """The mode for several free entries ``joint`` that reached 0 together (a complementarity problem: one
+    entry's choice changes the others'): each of slide / +1 / −1 for each of them, most sliders first, the
+    sliding set ``S`` kept; the first assignment that is consistent — |u| ≤ 1 and ġ = 0 on every sliding
+    entry, ġ_i v_i < 0 on every released one (it moves into its own side) — or None. One Hessian-vector
+    product per entry of S ∪ joint and one for the free rate; the assignments cost none."""
+    block = S.clone()
+    block[joint] = True
+    index = torch.nonzero(block).flatten()
+    base = v.clone()
+    base[block] = 0.0
+    rate = flow.hvp(theta, base)[index]
+    flow.peak = max(flow.peak, float(rate.abs().max()))
+    columns = []
+    for j in index.tolist():
+        unit = torch.zeros_like(theta)
+        unit[j] = 1.0
+        columns.append(flow.hvp(theta, unit)[index])
+    H = torch.stack(columns, dim=1)
+    position = {int(j): k for k, j in enumerate(index.tolist())}
+    slots = torch.tensor([position[j] for j in joint])
+    zero = RESIDUAL_TOL * max(flow.peak, 1e-300)
+    for choice in sorted(itertools.product((0.0, 1.0, -1.0), repeat=len(joint)), key=lambda c: -c.count(0.0)):
+        local = torch.zeros(len(index), dtype=theta.dtype, device=theta.device)
+        local[slots] = torch.tensor(choice, dtype=theta.dtype, device=theta.device)
+        sliding = local == 0
+        rhs = -(rate + H @ local)[sliding]
+        solve = _Solve(lambda s=sliding: H[s][:, s], flow.peak)
+        local[sliding] = solve(torch.where(rhs.abs() > RHS_TOL * flow.peak, rhs, 0.0))
+        drift = rate + H @ local
+        released = ~sliding
+        if (bool((local[sliding].abs() <= 1.0 + U_TOL).all()) and bool((drift[sliding].abs() <= zero).all())
+                and bool((drift[released] * local[released] < -zero).all())):
+            new_v, new_S = v.clone(), S.clone()
+            for j, c in zip(joint, choice, strict=True):
+                new_v[j], new_S[j] = c, c == 0.0
+            w, solve = flow.velocity(theta, new_v, new_S)
+            return _Mode(new_v, new_S, w, solve)
+    return None
 
 
 def _tolerance(flow: _Flow, g: torch.Tensor, mode: _Mode) -> tuple[float, torch.Tensor]:
@@ -393,9 +442,14 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 if h <= 1e-15 * max(t, 1.0):
                     raise _Stuck(t)
                 continue
-            values = flow.event_values(end, mode)
+            # a free entry released at the surface (|g_i| within the sliding tolerance, maybe on the wrong
+            # side by that much) meets its event only once it is a further ``tol`` past 0
+            lag = mode.v * start.g
+            offset = torch.where(~mode.S & ~frozen & (start.g.abs() <= LOOSE_TOL * max(gscale, 1e-300)),
+                                 lag.clamp(min=0.0) + tol, torch.zeros_like(lag))
+            values = flow.event_values(end, mode) + offset
             if bool((values <= 0).any()):
-                point, hit = _locate(flow, mode, start, end, t, tol)
+                point, hit = _locate(flow, mode, start, end, t, tol, offset)
                 instant = instant + 1 if point.tau == 0 else 0
                 if instant > 3:  # the same entries keep meeting their event at once: no consistent mode
                     raise _Stuck(t)
