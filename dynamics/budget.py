@@ -21,8 +21,9 @@ short probe of that method (their fields are stiff at scale 1/ε along direction
 the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters. The
 probe also times its steps (CPU seconds: its method's evaluations per step times their cost on the run's own
 field); a flow whose probe, at its pace in log t, needs more than 2,000 steps and more than
-``FACTRECALL_TIME_LIMIT`` (:func:`time_limit`, 30 min by default) is refused (:func:`estimate_seconds`),
-and the same limit is the pace stop's while the flow runs (:mod:`dynamics.solvers.pace`).
+``FACTRECALL_TIME_LIMIT`` (:func:`~dynamics.solvers.pace.time_limit`, 30 min by default) is refused
+(:func:`estimate_seconds`), and the same limit is the pace stop's while the flow runs
+(:mod:`dynamics.solvers.pace`).
 
 Every refusal is one :class:`~dynamics.errors.ConfigError` line with the estimate and the limit.
 """
@@ -43,6 +44,7 @@ from .errors import ConfigError
 from .geometry import get_geometry
 from .models.registry import get_model_kind
 from .optimizers import get_optimizer
+from .solvers.pace import time_limit
 from .solvers.registry import get_method
 from .task import vocab_size
 from .trajectory import RECORD_ELEMENTS
@@ -60,7 +62,6 @@ STABLE_STEP = 3.3  # dopri5 is stable for h·ρ ≲ 3.3 on the negative real axi
 MAX_STEPS_FACTOR = 10  # refuse a flow estimated to need this many times flow.max_steps ...
 MIN_REFUSED_STEPS = 10**5  # ... and more steps than this (a small budget is a choice, not a mistake)
 PROBE_STEPS = 64  # a sign or spectral flow's probe: enough steps to leave the first step's transient
-TIME_LIMIT = 1800.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's limit
 CURVE_FLOATS = 12  # float64 per recorded point: t, three losses, four attention parts, norms, the grid
 RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relation), p(subject)); + int8 class
 # Measured (peak RSS above the imports; tests/test_budget_estimates.py holds the table): what a run allocates
@@ -364,26 +365,6 @@ def env_limit(name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise ConfigError(f"{name}={text!r}: must be an integer >= 1")
-    return value
-
-
-DURATION = re.compile(r"(?P<number>(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf)\s*(?P<unit>s|min|h)?", re.IGNORECASE)
-DURATION_UNITS = {"": 1.0, "s": 1.0, "min": 60.0, "h": 3600.0}
-
-
-def time_limit() -> float:
-    """The CPU seconds a flow may take (the pace stop's time limit, :mod:`dynamics.solvers.pace`):
-    ``FACTRECALL_TIME_LIMIT`` when set — seconds (``600``), with a unit s, min or h (``10min``, ``1.5h``),
-    or ``inf`` (no limit) — else :data:`TIME_LIMIT`. Anything else, or a limit not above 0, is one
-    ConfigError line."""
-    text = os.environ.get("FACTRECALL_TIME_LIMIT")
-    if text is None:
-        return TIME_LIMIT
-    match = DURATION.fullmatch(text.strip())
-    value = float(match["number"]) * DURATION_UNITS[(match["unit"] or "").lower()] if match else math.nan
-    if not value > 0:
-        raise ConfigError(f"FACTRECALL_TIME_LIMIT={text!r}: must be a duration above 0: seconds (600), with "
-                          "a unit s, min or h (10min, 1.5h), or inf (no limit)")
     return value
 
 

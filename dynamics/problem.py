@@ -50,6 +50,7 @@ from .solvers import (
     get_method,
     integrate_problem,
 )
+from .solvers.pace import time_limit
 from .start import Start, starting_state
 from .task import FactTask
 
@@ -78,9 +79,7 @@ def setup(config: Config) -> tuple[FactTask, Model, Objective]:
 def solver_options(flow: FlowConfig) -> SolverOptions:
     """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...); a sign or spectral
     flow's pace stop also offers a larger ``flow.geometry_eps`` (at least the geometry's suggested ε); the
-    pace stop's time limit is :func:`~dynamics.budget.time_limit`."""
-    from .budget import time_limit  # the budget sits above the run builder
-
+    pace stop's time limit is :func:`~dynamics.solvers.pace.time_limit`."""
     advice, geometry = "", get_geometry(flow.geometry)
     if geometry.needs_eps:
         eps = max(geometry.suggested_eps, 100 * flow.geometry_eps)

@@ -225,7 +225,7 @@ def test_stages_on_a_train_directory(tmp_path, capsys):
 @pytest.mark.parametrize(("text", "seconds"), [("600", 600.0), ("10min", 600.0), ("1.5h", 5400.0),
                                                ("90 s", 90.0), ("inf", float("inf"))])
 def test_time_limit_variable_reads_a_duration(monkeypatch, text, seconds):
-    from dynamics.budget import TIME_LIMIT, time_limit
+    from dynamics.solvers.pace import TIME_LIMIT, time_limit
 
     assert time_limit() == TIME_LIMIT
     monkeypatch.setenv("FACTRECALL_TIME_LIMIT", text)
@@ -234,8 +234,8 @@ def test_time_limit_variable_reads_a_duration(monkeypatch, text, seconds):
 
 @pytest.mark.parametrize("text", ["ten", "0", "-5", "5 days", ""])
 def test_time_limit_variable_is_checked(monkeypatch, text):
-    from dynamics.budget import time_limit
     from dynamics.errors import ConfigError
+    from dynamics.solvers.pace import time_limit
 
     monkeypatch.setenv("FACTRECALL_TIME_LIMIT", text)
     with pytest.raises(ConfigError, match=r"^FACTRECALL_TIME_LIMIT=.*: must be a duration above 0: .*inf "

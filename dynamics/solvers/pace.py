@@ -35,9 +35,13 @@ deterministic (steps and flow times); the time stop is deterministic given its c
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable
+
+from ..errors import ConfigError
 
 WINDOW = 64  # the recent steps the pace is measured over
 MIN_STEPS = 256  # no projection before this many steps (the budget's probe takes 64)
@@ -47,6 +51,25 @@ SLOWEST_TREND = -1.0  # the lowest exponent p of a step size h ∝ u^p the time 
 FEW_STEPS = 2000  # a flow projected to need fewer steps is never stopped for time (dear steps, not many)
 
 Clock = Callable[[], float]  # cumulative cost in seconds
+TIME_LIMIT = 1800.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's limit
+DURATION = re.compile(r"(?P<number>(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf)\s*(?P<unit>s|min|h)?", re.IGNORECASE)
+DURATION_UNITS = {"": 1.0, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def time_limit() -> float:
+    """The CPU seconds a flow may take (the pace stop's time limit, :mod:`this module`):
+    ``FACTRECALL_TIME_LIMIT`` when set — seconds (``600``), with a unit s, min or h (``10min``, ``1.5h``),
+    or ``inf`` (no limit) — else :data:`TIME_LIMIT`. Anything else, or a limit not above 0, is one
+    ConfigError line."""
+    text = os.environ.get("FACTRECALL_TIME_LIMIT")
+    if text is None:
+        return TIME_LIMIT
+    match = DURATION.fullmatch(text.strip())
+    value = float(match["number"]) * DURATION_UNITS[(match["unit"] or "").lower()] if match else math.nan
+    if not value > 0:
+        raise ConfigError(f"FACTRECALL_TIME_LIMIT={text!r}: must be a duration above 0: seconds (600), with "
+                          "a unit s, min or h (10min, 1.5h), or inf (no limit)")
+    return value
 
 
 def cpu_seconds() -> float:
