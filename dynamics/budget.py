@@ -18,7 +18,8 @@ sweep's ``FACTRECALL_GRID_LIMIT``, whose policy is the sweep's own). A flow's st
 a euclidean flow by an explicit method from its stiffness at θ(0) (dopri5 is stable only for steps h ≲ 3.3/ρ,
 ρ the spectral radius of the field's Jacobian); a sign or spectral flow, by any method, from the pace of a
 short probe of that method (their fields are stiff at scale 1/ε along directions the flow need not excite, so
-the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused outright: it chatters. The
+the stiffness at θ(0) says little). A sign or spectral flow at ε = 0 is refused (it chatters), but for the
+event-driven ``flow.method=sliding`` of the sign flow. The
 probe also times its steps (CPU seconds: its method's evaluations per step times their cost on the run's own
 field); a flow whose probe, at its pace in log t, needs more than 2,000 steps and more than
 ``FACTRECALL_TIME_LIMIT`` (:func:`~dynamics.solvers.pace.time_limit`, 30 min by default) is refused
