@@ -27,21 +27,27 @@ def _dense_hessian(model, theta):
     return 0.5 * (H + H.T)
 
 
-def test_blocks_invert_their_part_of_the_newton_matrix_exactly():
+def _one_relation_blocks():
+    """A random state of a one-relation task, its model, and the mask of the blocks on the dense Hessian:
+    each subject's score and values; the relation's, noise's and EOS's values together; the other scores
+    alone (with one relation the blocks drop nothing inside a block)."""
     config = resolve_config("tiny", overrides={"task.subjects": 3, "task.relations": 1,
                                                "task.answers_per_relation": 4, "task.noise_tokens": 5})
     _, model, _ = setup(config)
     theta = 0.5 * torch.randn(model.num_params, generator=torch.Generator().manual_seed(0),
                               dtype=torch.float64)
     n, A, S = model.num_tokens, model.task.num_answers, model.task.S
-    H = _dense_hessian(model, theta)
-    # the blocks: each subject's score and values; the relation's, noise's and EOS's values together; the
-    # other scores alone
     owner = torch.full((model.num_params,), -1)
     owner[:S] = torch.arange(S)
     for z in range(n):
         owner[n + z * A:n + (z + 1) * A] = z if z < S else S
     keep = (owner[:, None] == owner[None, :]) & (owner[:, None] >= 0)
+    return model, theta, keep
+
+
+def test_blocks_invert_their_part_of_the_newton_matrix_exactly():
+    model, theta, keep = _one_relation_blocks()
+    H = _dense_hessian(model, theta)
     gamma, P = 7.0, model.preconditioner
     M = torch.eye(model.num_params, dtype=torch.float64) + gamma * P[:, None] * torch.where(keep, H, 0.0)
     solve = model.curvature_blocks(theta).factor(gamma, P)
@@ -119,17 +125,7 @@ def test_refused_for_models_without_the_blocks(overrides, why):
 def test_block_product_is_the_block_part_of_P_H():
     """With one relation the blocks drop nothing inside a block: P H̃ x equals P times the masked dense
     Hessian (by autograd, independent of the closed form) applied to x."""
-    config = resolve_config("tiny", overrides={"task.subjects": 3, "task.relations": 1,
-                                               "task.answers_per_relation": 4, "task.noise_tokens": 5})
-    _, model, _ = setup(config)
-    theta = 0.5 * torch.randn(model.num_params, generator=torch.Generator().manual_seed(0),
-                              dtype=torch.float64)
-    n, A, S = model.num_tokens, model.task.num_answers, model.task.S
-    owner = torch.full((model.num_params,), -1)
-    owner[:S] = torch.arange(S)
-    for z in range(n):
-        owner[n + z * A:n + (z + 1) * A] = z if z < S else S
-    keep = (owner[:, None] == owner[None, :]) & (owner[:, None] >= 0)
+    model, theta, keep = _one_relation_blocks()
     P = model.preconditioner
     x = torch.randn(model.num_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected = P * (torch.where(keep, _dense_hessian(model, theta), 0.0) @ x)
