@@ -223,16 +223,24 @@ def label_levels(ax: Axes, levels: Mapping[str, float], gap: float = 0.055, font
                 fontsize=fontsize, color="0.35", clip_on=False)
 
 
-def time_window(t: np.ndarray, margin: float = 1.05) -> tuple[float, float]:
+def time_window(t: np.ndarray, margin: float = 1.05, keep: float | None = None) -> tuple[float, float]:
     """The x range of a log-t panel of the times ``t``: from the first positive time, but at most three
     decades below the last (plateaus live on log t; decades far below the first escape carry no
-    information), to ``margin`` × the last time. (1e-2, 1) when no time is positive."""
+    information) — yet always a decade below ``keep`` (the first escape, which a plateau longer than three
+    decades would push out) — to ``margin`` × the last time. (1e-2, 1) when no time is positive."""
     t = np.asarray(t, dtype=np.float64)
     positive = t[t > 0]
     if not len(positive):
         return 1e-2, 1.0
     first, last = float(positive.min()), float(positive.max())
-    return max(first, last * 1e-3), last * margin
+    left = last * 1e-3 if keep is None or not keep > 0 else min(last * 1e-3, keep / 10)
+    return max(first, left), last * margin
+
+
+def first_escape(stages: Sequence[Mapping[str, Any]] | None) -> float | None:
+    """The end of the first detected stage (dicts as ``stages.json`` holds them), None without one."""
+    ends = [float(s["t_end"]) for s in stages or () if s.get("t_end") is not None]
+    return ends[0] if ends else None
 
 
 def shade_stages(ax: Axes, stages: Sequence[Mapping[str, Any]], left: float, right: float) -> None:

@@ -211,3 +211,20 @@ def test_heatmap_rows_are_facts_or_means_of_consecutive_facts():
     for i in (0, 17, HEATMAP_ROWS - 1):
         stop = int(edges[i + 1] + 0.5)
         np.testing.assert_allclose(values[i], many[:, order[starts[i]:stop]].mean(1), rtol=1e-14)
+
+
+def test_a_plateau_longer_than_three_decades_keeps_its_first_escape_in_view():
+    """The log-t window reaches three decades below the last time, but never hides the first escape: with
+    a plateau from t = 10^3 to beyond 10^6 (a 10^6-fact run) the window starts a decade below 10^3."""
+    from analysis.plotting import first_escape, time_window
+
+    t = np.geomspace(0.5, 4e6, 256)
+    stages = [{"name": "init", "t_start": 0.0, "t_end": 1879.0},
+              {"name": "hallucination", "t_start": 1879.0, "t_end": 2.0e6},
+              {"name": "recall", "t_start": 2.0e6, "t_end": None}]
+    assert first_escape(stages) == 1879.0 and first_escape([]) is None and first_escape(None) is None
+    assert time_window(t) == (4e3, 4e6 * 1.05)  # three decades below the last: the escape at 1879 cut off
+    left, _ = time_window(t, keep=first_escape(stages))
+    assert left == 187.9
+    assert time_window(t, keep=1e6)[0] == 4e3  # an early window is not narrowed by a late escape
+    assert time_window(np.geomspace(100.0, 4e6, 8), keep=1.0)[0] == 100.0  # nor widened below the data

@@ -24,6 +24,7 @@ from dynamics.trajectory import Trajectory
 
 from ..plotting import (
     TIME_LABEL,
+    first_escape,
     label_levels,
     log_time_axis,
     run_figure,
@@ -69,7 +70,7 @@ def plot_losses(runs: Sequence[tuple[str, Trajectory]], levels: dict[str, float]
     shown["log D"] = math.log(runs[0][1].answers_per_relation)
     label_levels(ax, shown)
     log_time_axis(ax)
-    left, right = time_window(np.concatenate([traj.t for _, traj in runs]))
+    left, right = time_window(np.concatenate([traj.t for _, traj in runs]), keep=first_escape(stages))
     marks = {k: float(v) for k, v in (predicted or {}).items() if v is not None and np.isfinite(v) and v > 0}
     if marks:
         left, right = min(left, min(marks.values()) / 1.2), max(right, max(marks.values()) * 1.2)
@@ -215,7 +216,7 @@ def plot_fact_fractions(t: np.ndarray, uninformed: np.ndarray, hallucinating: np
     for (name, values), color in zip(curves.items(), ("0.5", "C3", "C0"), strict=True):
         ax.plot(t[positive], values[positive], color=color, lw=2, label=name)
     log_time_axis(ax)
-    left, right = time_window(t, margin=1.0)
+    left, right = time_window(t, margin=1.0, keep=first_escape(stages))
     ax.set_xlim(left, right)
     # a margin: a fraction at exactly 0 or 1 is not hidden under the frame; headroom for the stage names
     ax.set_ylim(-0.03, 1.12 if stages else 1.03)
