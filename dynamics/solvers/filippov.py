@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
+from .results import Cost
+
 ZERO_TOL = 1e-10  # |g_i| ≤ ZERO_TOL·‖g‖∞ at the start: an entry at zero (a symmetric start's exact zeros)
 SLIDE_TOL = 1e-10  # sliding entries are held at |g_i| ≤ SLIDE_TOL·‖g_F‖∞ (Newton's target) ...
 LOOSE_TOL = 1e-7  # ... or, where rounding stops Newton first, at LOOSE_TOL·‖g_F‖∞ (else the step fails)
@@ -81,19 +83,6 @@ class _Solve:
 
 
 @dataclass
-class SignFlowCost:
-    """What an event-driven sign flow cost: gradient evaluations, Hessian-vector products, accepted and
-    rejected steps, events (crossings, entries starting or ending a slide) and the wall time."""
-
-    gradients: int = 0
-    hvps: int = 0
-    steps: int = 0
-    rejected: int = 0
-    events: int = 0
-    wall_seconds: float = 0.0
-
-
-@dataclass
 class Event:
     """An event at time ``t`` for entry ``index``: ``cross`` (a free entry crossed 0), ``slide`` (it
     reached 0 and stays there) or ``leave`` (a sliding entry's |u| reached 1 and it left the surface)."""
@@ -133,7 +122,7 @@ class SignFlowResult:
     t: np.ndarray
     states: torch.Tensor
     status: str
-    cost: SignFlowCost
+    cost: Cost  # gradients as function_evals, Hessian-vector products as hvp_evals
     events: list[Event]
     sliding: np.ndarray
     status_time: float = float("nan")
@@ -155,17 +144,17 @@ class SignFlowResult:
 class _Flow:
     """The gradient, the Hessian products and the pieces' algebra of one sign flow (counted)."""
 
-    def __init__(self, gradient, hvp, frozen: torch.Tensor, cost: SignFlowCost):
+    def __init__(self, gradient, hvp, frozen: torch.Tensor, cost: Cost):
         self._gradient, self._hvp, self.frozen, self.cost = gradient, hvp, frozen, cost
         self.reference = 0.0  # ‖g‖∞ at the current step's start: the scale of "g_S = 0"
         self.peak = 0.0  # the largest ‖H v‖∞ so far
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
-        self.cost.gradients += 1
+        self.cost.function_evals += 1
         return self._gradient(theta)
 
     def hvp(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self.cost.hvps += 1
+        self.cost.hvp_evals += 1
         return self._hvp(theta, x)
 
     def solver(self, theta: torch.Tensor, S: torch.Tensor, scale: float) -> _Solve:
@@ -412,7 +401,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
     free pieces are exact (θ moves linearly), event times are located to rounding."""
     clock = time.perf_counter()
     times = np.asarray(times, dtype=np.float64)
-    cost = SignFlowCost()
+    cost, crossings = Cost(), 0
     frozen = torch.zeros_like(theta0, dtype=torch.bool) if scale is None else (scale == 0)
     flow = _Flow(gradient, hvp, frozen, cost)
     theta = theta0.detach().clone()
@@ -427,7 +416,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
     h = first_step or 1e-3 * max(float(times[-1] - times[0]), 1e-300)
     try:
         while k < len(times):
-            if cost.steps + cost.rejected >= max_steps or cost.events >= max_events:
+            if cost.accepted_steps + cost.rejected_steps >= max_steps or crossings >= max_events:
                 status = "max_steps"
                 break
             land = h >= times[k] - t
@@ -438,7 +427,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                                  1e-300)
             end = flow.advance(start.theta, mode, h)
             if end is None:
-                cost.rejected, h = cost.rejected + 1, h / 4
+                cost.rejected_steps, h = cost.rejected_steps + 1, h / 4
                 if h <= 1e-15 * max(t, 1.0):
                     raise _Stuck(t)
                 continue
@@ -456,7 +445,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 t = float(times[k]) if point.tau == end.tau and land else t + point.tau
                 mode, new = _after_event(flow, mode, point, hit, t)
                 events += new
-                cost.events += len(hit)
+                crossings += len(hit)
                 start, land = _Point(0.0, point.theta, point.g), point.tau == end.tau and land
                 rate = flow.hvp(start.theta, mode.w)
                 pieces.append((t, start.theta, mode))
@@ -465,10 +454,10 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 rate1 = flow.hvp(end.theta, end.w)
                 miss = float((end.g - start.g - h * rate).abs().max()) / gscale if gscale > 0 else 0.0
                 if miss > LINEAR_TOL or _dips(start.g, rate, end.g, rate1, h, mode.v, 1e-9 * gscale):
-                    cost.rejected, h = cost.rejected + 1, h * max(0.1, 0.8 * (LINEAR_TOL / miss) ** 0.5
-                                                                   if miss > LINEAR_TOL else 0.5)
+                    cost.rejected_steps += 1
+                    h *= max(0.1, 0.8 * (LINEAR_TOL / miss) ** 0.5) if miss > LINEAR_TOL else 0.5
                     continue
-                cost.steps += 1
+                cost.accepted_steps += 1
                 t = float(times[k]) if land else t + h
                 if mode.solve is not None:
                     mode = _Mode(mode.v, mode.S, end.w, end.solve)

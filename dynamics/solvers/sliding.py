@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .filippov import integrate_sign_flow
 from .options import FlowProblem, SolverOptions
-from .results import Cost, FlowResult, GridStates, Status
+from .results import FlowResult, GridStates, Status
 
 STATUS = {"ok": Status.OK, "max_steps": Status.MAX_STEPS, "stuck": Status.STEP_UNDERFLOW}
 
@@ -36,8 +36,5 @@ def integrate_sliding(problem: FlowProblem, options: SolverOptions) -> FlowResul
     status, when = STATUS[result.status], result.status_time
     message = ("" if status == Status.OK else options.budget_message(when) if status == Status.MAX_STEPS
                else f"sliding entries could not be held at g = 0 at t={when:.6g}")
-    c = result.cost
-    cost = Cost(function_evals=c.gradients, hvp_evals=c.hvps, accepted_steps=c.steps,
-                rejected_steps=c.rejected, wall_seconds=c.wall_seconds)
-    return FlowResult(result.t, grid.kept(), status, None if status == Status.OK else when, message, cost,
-                      last_state=grid.last)
+    return FlowResult(result.t, grid.kept(), status, None if status == Status.OK else when, message,
+                      result.cost, last_state=grid.last)
