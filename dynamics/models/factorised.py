@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -441,9 +441,17 @@ class CurvatureBlocks:
     targets: torch.Tensor  # (S, |A|) Σ_r w_sr e_{a*(s, r)}
     per_noise: float
     n_noise: int
+    # the γ-free pieces for the last metric asked: cvode refactors for every new γ on the same blocks
+    _pieces: tuple[torch.Tensor, _ScaledBlocks] | None = field(default=None, repr=False, compare=False)
 
     def _scaled(self, scale: torch.Tensor) -> _ScaledBlocks:
-        """The γ-free pieces of P H̃ (P = ``scale``), shared by :meth:`factor` and :meth:`product`."""
+        """The γ-free pieces of P H̃ (P = ``scale``), shared by :meth:`factor` and :meth:`product`, computed
+        once per metric."""
+        if self._pieces is None or self._pieces[0] is not scale:
+            self._pieces = (scale, self._compute_scaled(scale))
+        return self._pieces[1]
+
+    def _compute_scaled(self, scale: torch.Tensor) -> _ScaledBlocks:
         S, R, D = self.q.shape
         n, A = self.d.shape
         a = self.a
