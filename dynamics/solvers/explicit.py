@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from ..lazy import import_deferring
 from ..numerics import compute_settings
 from .options import FlowProblem, SolverOptions, VectorField
 from .pace import Pace
@@ -231,9 +232,9 @@ def _solve(counter: _Counter, y0: torch.Tensor, t: torch.Tensor, method: str, op
     settings = {"first_step": min(step, float(t[-1] - t[0]))}
     if counter.members is not None:
         settings["norm"] = counter.member_norm
-    # torchdiffeq, and the scipy.integrate it imports, load when an explicit method first runs: an implicit
-    # run, or a config refused before it runs, never needs them
-    from torchdiffeq import odeint
+    # torchdiffeq loads when an explicit method first runs (an implicit run, or a config refused before it
+    # runs, never needs it), and without the scipy.integrate of its scipy_solver, which no flow.method uses
+    odeint = import_deferring("torchdiffeq", "torchdiffeq._impl.scipy_wrapper").odeint
     with torch.no_grad():
         return odeint(counter, y0, t, method=method, rtol=options.rtol, atol=options.atol, options=settings)
 
