@@ -208,3 +208,64 @@ def test_each_setting_option_changes_the_learning_times(monkeypatch):
     assert cells["p05"]["T_S"] > cells["p"]["T_S"] > cells["base"]["T_S"]  # p = 0.95 after 0.9 after midway
     assert cells["D"]["D"] == 8 and cells["D"]["answers"] == "S" and cells["base"]["D"] == 4
     assert (cells["p05"]["time"], cells["p05"]["delta"], cells["start"]["start"]) == ("p", 0.05, "manifold")
+
+
+def test_the_eps_ladder_runs_the_sign_and_spectral_rows_at_each_eps_and_is_refused_in_one_line(
+        tmp_path, capsys, monkeypatch):
+    from analysis.cli import main
+    from analysis.study import geometry
+    from analysis.study.runner import study_args
+
+    args = study_args("geometry", rows="gf,sign,spectral", pairs="8x2", embeddings_point="",
+                      eps_ladder="1e-5,1e-4,1e-6")
+    points = sorted((p["row"], p.get("eps", 0.0)) for p in geometry.plan(args).points())
+    assert points == [("gf", 0.0)] + [(k, e) for k in ("sign", "spectral") for e in (1e-6, 1e-5, 1e-4)]
+    row = geometry.ladder_row(ROWS["sign"], 1e-6)  # a guard for a field 100 times stiffer
+    assert (row.eps, row.max_steps) == (1e-6, 100 * ROWS["sign"].max_steps)
+    assert geometry.ladder_row(ROWS["sign"], None) is ROWS["sign"]
+    monkeypatch.setattr(geometry, "run_point", lambda *a, **k: pytest.fail("ran a point"))
+    for argv, needle in ((["--eps-ladder", "1e-4,1e-5"], "--eps-ladder='1e-4,1e-5': allowed: three or more"),
+                         (["--eps-ladder", "1e-4,x,1e-6"], "--eps-ladder='1e-4,x,1e-6': allowed"),
+                         (["--eps-ladder", "1e-4,1e-5,2"], "--eps-ladder='1e-4,1e-5,2': allowed"),
+                         (["--rows", "gf,adam", "--eps-ladder", "1e-4,1e-5,1e-6"],
+                          "has no effect without a sign or spectral row")):
+        assert main(["study", "geometry", "--out", str(tmp_path / "g"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "g").exists()
+
+
+def test_finish_extrapolates_each_ladder_to_eps_0_and_says_what_is_not_within_2_percent(
+        tmp_path, monkeypatch):
+    """T_R = 1 + 2e3·ε (exact at any three ε), T_S = 2 + 30·√ε at 4 × 32; at 32 × 4 the ε = 1e-6 run stopped
+    before T_S: its T_S limit comes from the other four ε, and T_S there changes far more than 2% with no
+    fit that settles (T_S = 2 + 2e5·ε + 1e9·ε²: the two last triples' limits differ by more than 2%)."""
+    import csv
+    from types import SimpleNamespace
+
+    from figures import capture_figures
+
+    from analysis.study import geometry, plots
+
+    ladder = (1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+    rows = [_cell("gf", 4, 32, 0.5), _cell("gf", 32, 4, 8.0)]
+    for S, R, t_S in ((4, 32, lambda e: 2 + 30 * e ** 0.5), (32, 4, lambda e: 2 + 2e5 * e + 1e9 * e * e)):
+        for e in ladder:
+            stopped = (S, e) == (32, 1e-6)
+            rows.append({**_cell("sign", S, R, 1.0), "eps": e, "T_R": 1 + 2e3 * e,
+                         "T_S": math.nan if stopped else t_S(e), "status": "too_slow" if stopped else "ok",
+                         "t_end": 0.5 if stopped else 8.0})
+    drawn = capture_figures(monkeypatch, plots)
+    text = geometry.finish(tmp_path, SimpleNamespace(figure=None), rows)
+    limits = {int(r["S"]): r for r in csv.DictReader((tmp_path / "limit.csv").open())}
+    assert float(limits[4]["T_R"]) == pytest.approx(1.0, rel=1e-9)
+    assert float(limits[4]["T_S"]) == pytest.approx(2.0, rel=1e-6)
+    assert float(limits[4]["T_S_order"]) == pytest.approx(0.5, rel=1e-6)
+    assert limits[4]["within"] == "True" and limits[4]["note"] == ""
+    assert limits[32]["within"] == "False"
+    assert "T_S: changes" in limits[32]["note"] and "ε=1e-06 too_slow at t=0.5" in limits[32]["note"]
+    assert limits[32]["eps"] == "0.0001 3e-05 1e-05 3e-06 1e-06"
+    assert "sign→0" in text and "NOT within 2%" in text and "slope sign→0:" in text
+    assert "slope sign@1e-05:" in text and "slope gf: 0.67" in text
+    legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert any("ε → 0, Richardson" in t for t in legend) and any("(ε=1e-06)" in t for t in legend)

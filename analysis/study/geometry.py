@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from dynamics.errors import ConfigError
 from dynamics.io import atomic_write_csv
 
 from ..loglog import power_law
+from ..richardson import Limit, ladder_limit
 from ..rundir import check_output_file
 from ..stages import detect_stages, escape_rates, measured_times
 from .runner import StudyPlan
@@ -49,6 +50,7 @@ PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
 EMBEDDINGS_POINT = "16x4x32"
 # --quick: the gradient flow, the sign flow and signSGD at S/R = 1/8 and 4 (notebooks/geometry.ipynb)
 QUICK_ROWS, QUICK_PAIRS = ("gf", "sign", "signsgd"), ((4, 32), (16, 4))
+LADDER_ROWS = ("sign", "spectral")  # the rows whose ε --eps-ladder varies
 
 
 @dataclass(frozen=True)
@@ -139,12 +141,22 @@ def learning_times(traj, setting: Setting) -> tuple[float, float]:
     return times["t_relation"], times["t_subject"]
 
 
-def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: int = 160) -> dict:
-    """One cell of the table: row ``key`` of :data:`ROWS` at S subjects, R relations, in ``setting``."""
+def ladder_row(row: Row, eps: float | None) -> Row:
+    """``row`` at ε = ``eps`` (None: unchanged), its step guard scaled by row.eps/eps (the field's stiffness
+    grows as 1/ε from the constant start, whose gradient is below ε)."""
+    if eps is None or eps == row.eps:
+        return row
+    return replace(row, eps=eps, max_steps=int(row.max_steps * max(1.0, row.eps / eps)))
+
+
+def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: int = 160,
+              eps: float | None = None) -> dict:
+    """One cell of the table: row ``key`` of :data:`ROWS` at S subjects, R relations, in ``setting``;
+    ``eps``: the sign or spectral row at that ε instead of its own (:func:`ladder_row`)."""
     import torch
 
     torch.set_num_threads(1)
-    row = ROWS[key]
+    row = ladder_row(ROWS[key], eps)
     config = task_config(S, R, row, setting, points)
     start = time.perf_counter()
     if row.optimizer is None:
@@ -160,7 +172,7 @@ def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: in
     sigma_r, sigma_s = escape_rates(S, R, setting.D(S))
     t_R, t_S = learning_times(traj, setting)
     recall = max(t_R, t_S)
-    return {"row": key, "S": S, "R": R, "S/R": S / R, **setting.values(), "D": setting.D(S),
+    return {"row": key, "S": S, "R": R, "S/R": S / R, **setting.values(), "D": setting.D(S), "eps": row.eps,
             "status": traj.info.status.value,
             "t_end": float(traj.t[-1]), "T_R": t_R, "T_S": t_S, "ratio": t_S / t_R,
             "plateau": "hallucination" in report.names, "stages": " > ".join(report.names),
@@ -203,7 +215,7 @@ def row_slope(results: list[dict], key: str) -> float | None:
     return slope([r["S/R"] for r in mine], [r["ratio"] for r in mine])
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, rows: dict[str, Row] | None = None) -> None:
     """T_S/T_R against S/R, log–log, one line per row, with the linearised GF theory dotted
     (:func:`analysis.study.plots.plot_geometry_table`), titled with the task the rows ran on."""
     from ..plotting import setting_line
@@ -218,7 +230,7 @@ def plot(results: list[dict], path: Path) -> None:
                  else "random S×R tables")
         title = (f"{table} ({pairs}), D={setting.answers} N={config.task.noise_tokens} "
                  f"T={config.task.seq_len}\n{setting_line(config)}")
-    plot_geometry_table(results, path, ROWS, slopes, title, time_title(setting))
+    plot_geometry_table(results, path, rows or ROWS, slopes, title, time_title(setting))
 
 
 def time_title(setting: Setting) -> str:
@@ -285,15 +297,39 @@ def chosen_rows(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def chosen_ladder(text: str | None, keys: list[str]) -> list[float]:
+    """The ε of ``--eps-ladder`` (empty without it): at least three distinct numbers in (0, 1), and a sign or
+    spectral row among ``keys`` to run them; one ConfigError else."""
+    if text is None:
+        return []
+    try:
+        ladder = sorted({float(v) for v in text.split(",") if v.strip()}, reverse=True)
+    except ValueError:
+        ladder = []
+    if len(ladder) < 3 or not all(0 < e < 1 for e in ladder):
+        raise ConfigError(f"--eps-ladder={text!r}: allowed: three or more distinct numbers in (0, 1), e.g. "
+                          "1e-4,3e-5,1e-5,3e-6,1e-6 (a fit T0 + c·eps^k needs three)")
+    if not set(keys) & set(LADDER_ROWS):
+        raise ConfigError(f"--eps-ladder={text!r}: has no effect without a sign or spectral row; allowed: "
+                          f"--rows with {' or '.join(LADDER_ROWS)}")
+    return ladder
+
+
 def plan(args: argparse.Namespace) -> StudyPlan:
-    """Every row at every ``--pairs`` point, then the embedded sign flow's two points (``--quick``: three
-    rows at two points, no embedded flow)."""
+    """Every row at every ``--pairs`` point (with ``--eps-ladder``: the sign and spectral rows at each of its
+    ε), then the embedded sign flow's two points (``--quick``: three rows at two points, no embedded
+    flow)."""
     keys = chosen_rows(args)
     setting = chosen_setting(args)
     shared = {key: [value] for key, value in setting.values().items()}
     pairs = (parse_sizes("--pairs", args.pairs, 2) if args.pairs is not None
              else QUICK_PAIRS if args.quick else PAIRS)
-    grids: list[dict[str, list[Any]]] = [{"row": keys, "S": [S], "R": [R], **shared} for S, R in pairs]
+    ladder = chosen_ladder(args.eps_ladder, keys)
+    once = [key for key in keys if not ladder or key not in LADDER_ROWS]
+    laddered = [key for key in keys if ladder and key in LADDER_ROWS]
+    grids: list[dict[str, list[Any]]] = [{"row": once, "S": [S], "R": [R], **shared}
+                                         for S, R in pairs if once]
+    grids += [{"row": laddered, "S": [S], "R": [R], "eps": ladder, **shared} for S, R in pairs if laddered]
     embedded = args.embeddings_point if args.embeddings_point is not None else (
         "" if args.quick else EMBEDDINGS_POINT)
     if embedded:
@@ -319,7 +355,7 @@ def compute(values: dict[str, Any]) -> dict[str, Any]:
     if "embeddings" in values:
         return embedding_point(values["S"], values["R"], values["dim"], values["embeddings"],
                                setting_of(values))
-    return run_point(values["S"], values["R"], values["row"], setting_of(values))
+    return run_point(values["S"], values["R"], values["row"], setting_of(values), eps=values.get("eps"))
 
 
 def _nan(row: dict[str, Any]) -> dict[str, Any]:
@@ -327,31 +363,111 @@ def _nan(row: dict[str, Any]) -> dict[str, Any]:
     return {k: math.nan if v is None else v for k, v in row.items()}
 
 
+def laddered(results: list[dict[str, Any]]) -> set[str]:
+    """The rows whose cells ran at more than one ε (``--eps-ladder``)."""
+    return {key for key in LADDER_ROWS if len({r.get("eps") for r in results if r["row"] == key}) > 1}
+
+
+def _limit_note(what: str, limit: Limit) -> str:
+    """Why one limit is not within 2% ('' when it is)."""
+    if limit.within:
+        return ""
+    if limit.reason:
+        return f"{what}: {limit.reason}"
+    return (f"{what}: changes {limit.decade:.1%} over the last decade of ε, extrapolation error "
+            f"{limit.error / abs(limit.value):.1%}")
+
+
+def limit_cells(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One cell per laddered row and (S, R): T_R, T_S at ε → 0 by Richardson extrapolation
+    (:func:`analysis.richardson.ladder_limit`; a run that stopped before T gives NaN and is left out), their
+    errors, orders k, last-decade changes and the times at the smallest ε; ``within``: both converged or
+    extrapolated within 2%, else ``note`` says why not."""
+    cells = []
+    for key in sorted(laddered(results)):
+        for S, R in dict.fromkeys((r["S"], r["R"]) for r in results if r["row"] == key):
+            mine = sorted((r for r in results if (r["row"], r["S"], r["R"]) == (key, S, R)),
+                          key=lambda r: -r["eps"])
+            eps = [r["eps"] for r in mine]
+            limits = {what: ladder_limit(eps, [r[what] for r in mine]) for what in ("T_R", "T_S")}
+            t_R, t_S = limits["T_R"], limits["T_S"]
+            ratio = t_S.value / t_R.value
+            stopped = [f"ε={r['eps']:g} {r['status']} at t={r['t_end']:.3g}"
+                       for r in mine if r["status"] != "ok"]
+            notes = [n for n in (_limit_note(w, lim) for w, lim in limits.items()) if n]
+            cell = {"row": f"{key}→0", "S": S, "R": R, "S/R": S / R,
+                    **{k: mine[0].get(k) for k in ("answers", "start", "time", "delta", "D")},
+                    "eps": " ".join(f"{e:g}" for e in eps), "ratio": ratio,
+                    "ratio_err": abs(ratio) * (t_S.error / abs(t_S.value) + t_R.error / abs(t_R.value)),
+                    "theory_ratio": mine[0]["theory_ratio"], "within": not notes,
+                    "note": "; ".join(notes + stopped)}
+            for what, lim in limits.items():
+                cell |= {what: lim.value, f"{what}_err": lim.error, f"{what}_order": lim.order,
+                         f"{what}_decade": lim.decade, f"{what}_smallest_eps": lim.last}
+            cells.append(cell)
+    return cells
+
+
+def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
+    """The ε → 0 cells as text, then each limit row's slope."""
+    lines = [f"{c['row']:10s} S={c['S']:3d} R={c['R']:2d} T_R={c['T_R']:.4g}±{c['T_R_err']:.1g} "
+             f"(k {c['T_R_order']:.2f}) T_S={c['T_S']:.4g}±{c['T_S_err']:.1g} (k {c['T_S_order']:.2f}) "
+             f"T_S/T_R={c['ratio']:.3g}±{c['ratio_err']:.1g} "
+             + ("within 2%" if c["within"] else "NOT within 2%") + (f" ({c['note']})" if c["note"] else "")
+             for c in limits]
+    for key in dict.fromkeys(c["row"] for c in limits):
+        k = row_slope(limits, key)
+        lines.append(f"slope {key}: " + ("n/a" if k is None else f"{k:.2f}"))
+    return lines
+
+
+def series(results: list[dict[str, Any]], limits: list[dict[str, Any]]) -> tuple[list[dict], dict[str, Row]]:
+    """What the slopes and the figure group by: every row's cells, a laddered row's per ε (``sign@1e-05``),
+    and the ε → 0 cells; with the :class:`Row` each series is drawn as."""
+    rows, cells, ladder = dict(ROWS), [], laddered(results)
+    for r in results:
+        key = f"{r['row']}@{r['eps']:g}" if r["row"] in ladder else r["row"]
+        if key not in rows:
+            base = ROWS[r["row"]]
+            rows[key] = replace(base, name=f"{base.name.split(' (')[0]} (ε={r['eps']:g})", eps=r["eps"])
+        cells.append({**r, "row": key})
+    for key in dict.fromkeys(c["row"] for c in limits):
+        base = ROWS[key.removesuffix("→0")]
+        rows[key] = Row(f"{base.name.split(' (')[0]} (ε → 0, Richardson)", 0.0, base.geometry)
+    return cells + limits, rows
+
+
 def finish(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
-    """Write ``table.csv``, ``embeddings.csv`` and ``ratio.png`` (and ``--figure``); returns the table,
-    the slopes and the embedded points as text."""
+    """Write ``table.csv``, ``embeddings.csv``, ``ratio.png`` (and ``--figure``) and, with ``--eps-ladder``,
+    ``limit.csv`` (:func:`limit_cells`); returns the table, the slopes, the limits and the embedded points
+    as text."""
     results = [_nan(r) for r in rows if "row" in r]
     embedded = [_nan(r) for r in rows if "embeddings" in r]
     atomic_write_csv(out / "table.csv", results)
+    limits = limit_cells(results)
+    if limits:
+        atomic_write_csv(out / "limit.csv", limits)
+    shown, drawn_rows = series(results, limits)
     setting = setting_of(results[0] if results else embedded[0] if embedded else {})
     lines = [f"D={setting.answers} answers per relation, {setting.start} start; " + time_title(setting)]
     lines += [f"{r['row']:8s} S={r['S']:3d} R={r['R']:2d} T_R={r['T_R']:9.4g} T_S={r['T_S']:9.4g} "
-             f"T_S/T_R={r['ratio']:7.3g} plateau={r['plateau']!s:5s} decay={r['decay']:6.2f} "
-             f"{r['status']} t_end={r['t_end']:.4g} ({r['evals']} evals, {r['seconds']:.1f} s)"
-             for r in results]
-    for key in dict.fromkeys(r["row"] for r in results):
-        k = row_slope(results, key)
+              f"T_S/T_R={r['ratio']:7.3g} plateau={r['plateau']!s:5s} decay={r['decay']:6.2f} "
+              f"{r['status']} t_end={r['t_end']:.4g} ({r['evals']} evals, {r['seconds']:.1f} s)"
+              for r in shown if "plateau" in r]
+    for key in dict.fromkeys(r["row"] for r in shown if "plateau" in r):
+        k = row_slope(shown, key)
         lines.append(f"slope {key}: " + ("n/a" if k is None else f"{k:.2f}"))
     theory = sorted({(r["S/R"], r["theory_ratio"]) for r in results})
     k = slope(*map(list, zip(*theory, strict=True)))
     lines.append("slope theory σ_r/σ_s: " + ("n/a" if k is None else f"{k:.2f}"))
+    lines += limit_lines(limits)
     if embedded:
         atomic_write_csv(out / "embeddings.csv", embedded)
     for e in embedded:
         lines.append(f"sign flow, embedded d={e['dim']}, {e['embeddings']:8s} S={e['S']} R={e['R']} "
                      f"T_R={e['T_R']:.4g} T_S={e['T_S']:.4g} T_S/T_R={e['ratio']:.3g} plateau={e['plateau']} "
                      f"{e['status']} ({e['seconds']:.1f} s)")
-    plot(results, out / "ratio.png")
+    plot(shown, out / "ratio.png", drawn_rows)
     if args.figure:
-        plot(results, Path(args.figure))
+        plot(shown, Path(args.figure), drawn_rows)
     return "\n".join(lines)
