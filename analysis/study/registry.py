@@ -70,6 +70,10 @@ def _geometry_options(parser: argparse.ArgumentParser) -> None:
                                                     "--time midpoint)")
     parser.add_argument("--figure", metavar="PATH.png", help="also draw the figure here (an existing .png "
                                                              "is replaced)")
+    parser.add_argument("--eps-ladder", metavar="EPS,...", help="run the sign and spectral rows at each of "
+                        "these flow.geometry_eps (three or more, e.g. 1e-4,3e-5,1e-5,3e-6,1e-6) and write "
+                        "their Richardson limit eps -> 0 with its error to limit.csv (default: each row's "
+                        "own eps; FACTRECALL_TIME_LIMIT bounds each flow)")
 
 
 def _dsweep_options(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +101,8 @@ STUDIES: Registry[Study] = Registry("study", None, (
         Study("geometry", "learning times T_R, T_S per optimizer geometry over S/R (docs/geometry.md)",
               "analysis.study.geometry",
               {"table.csv": "one line per row and (S, R)", "embeddings.csv": "the embedded sign flow, "
-               "one-hot against Hadamard", "ratio.png": "T_S/T_R against S/R per row"},
+               "one-hot against Hadamard", "ratio.png": "T_S/T_R against S/R per row",
+               "limit.csv": "with --eps-ladder: T_R, T_S at eps -> 0 per row and (S, R), with errors"},
               _geometry_options),
         Study("dsweep", "T_S/T_R against S/R for several answers per relation D from Li et al.'s start "
                         "(docs/geometry.md)", "analysis.study.dsweep",
