@@ -220,8 +220,9 @@ def test_the_eps_ladder_runs_the_sign_and_spectral_rows_at_each_eps_and_is_refus
                       eps_ladder="1e-5,1e-4,1e-6")
     points = sorted((p["row"], p.get("eps", 0.0)) for p in geometry.plan(args).points())
     assert points == [("gf", 0.0)] + [(k, e) for k in ("sign", "spectral") for e in (1e-6, 1e-5, 1e-4)]
-    row = geometry.ladder_row(ROWS["sign"], 1e-6)  # a guard for a field 100 times stiffer
-    assert (row.eps, row.max_steps) == (1e-6, 100 * ROWS["sign"].max_steps)
+    row = geometry.ladder_row(ROWS["sign"], 1e-6)  # a guard for a field 100 times stiffer, with its margin
+    assert (row.eps, row.max_steps) == (1e-6, 1000 * ROWS["sign"].max_steps)
+    assert geometry.ladder_row(ROWS["sign"], 1e-3).max_steps == ROWS["sign"].max_steps
     assert geometry.ladder_row(ROWS["sign"], None) is ROWS["sign"]
     monkeypatch.setattr(geometry, "run_point", lambda *a, **k: pytest.fail("ran a point"))
     for argv, needle in ((["--eps-ladder", "1e-4,1e-5"], "--eps-ladder='1e-4,1e-5': allowed: three or more"),
@@ -252,9 +253,9 @@ def test_finish_extrapolates_each_ladder_to_eps_0_and_says_what_is_not_within_2_
     for S, R, t_S in ((4, 32, lambda e: 2 + 30 * e ** 0.5), (32, 4, lambda e: 2 + 2e5 * e + 1e9 * e * e)):
         for e in ladder:
             stopped = (S, e) == (32, 1e-6)
-            rows.append({**_cell("sign", S, R, 1.0), "eps": e, "T_R": 1 + 2e3 * e,
-                         "T_S": math.nan if stopped else t_S(e), "status": "too_slow" if stopped else "ok",
-                         "t_end": 0.5 if stopped else 8.0})
+            rows.append({**_cell("sign", S, R, 1.0), "eps": e, "T_R": 5.0 if stopped else 1 + 2e3 * e,
+                         "T_S": 9.0 if stopped else t_S(e), "status": "too_slow" if stopped else "ok",
+                         "t_end": 0.5 if stopped else 8.0})  # a stopped run's midpoints are not used
     drawn = capture_figures(monkeypatch, plots)
     text = geometry.finish(tmp_path, SimpleNamespace(figure=None), rows)
     limits = {int(r["S"]): r for r in csv.DictReader((tmp_path / "limit.csv").open())}
@@ -262,7 +263,7 @@ def test_finish_extrapolates_each_ladder_to_eps_0_and_says_what_is_not_within_2_
     assert float(limits[4]["T_S"]) == pytest.approx(2.0, rel=1e-6)
     assert float(limits[4]["T_S_order"]) == pytest.approx(0.5, rel=1e-6)
     assert limits[4]["within"] == "True" and limits[4]["note"] == ""
-    assert limits[32]["within"] == "False"
+    assert limits[32]["within"] == "False" and float(limits[32]["T_R"]) == pytest.approx(1.0, rel=1e-9)
     assert "T_S: changes" in limits[32]["note"] and "ε=1e-06 too_slow at t=0.5" in limits[32]["note"]
     assert limits[32]["eps"] == "0.0001 3e-05 1e-05 3e-06 1e-06"
     assert "sign→0" in text and "NOT within 2%" in text and "slope sign→0:" in text

@@ -141,12 +141,19 @@ def learning_times(traj, setting: Setting) -> tuple[float, float]:
     return times["t_relation"], times["t_subject"]
 
 
+LADDER_MARGIN = 10.0  # the ladder's step guard over the 1/ε growth of the steps (ladder_row)
+
+
 def ladder_row(row: Row, eps: float | None) -> Row:
-    """``row`` at ε = ``eps`` (None: unchanged), its step guard scaled by row.eps/eps (the field's stiffness
-    grows as 1/ε from the constant start, whose gradient is below ε)."""
+    """``row`` at ε = ``eps`` (None: unchanged). Below the row's own ε its step guard grows by
+    LADDER_MARGIN·row.eps/eps: the field's stiffness grows as 1/ε from the constant start (its gradient is
+    below ε), and the pace stop projects a stretch of small steps over the whole run (the spectral flow at
+    ε = 1e-6, 16 × 8, stopped at t = 2.84 with a guard of 10·8000, long before its T_S). The time limit
+    (``FACTRECALL_TIME_LIMIT``) still bounds each flow."""
     if eps is None or eps == row.eps:
         return row
-    return replace(row, eps=eps, max_steps=int(row.max_steps * max(1.0, row.eps / eps)))
+    scale = LADDER_MARGIN * row.eps / eps if eps < row.eps else 1.0
+    return replace(row, eps=eps, max_steps=int(row.max_steps * scale))
 
 
 def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: int = 160,
@@ -389,7 +396,11 @@ def limit_cells(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             mine = sorted((r for r in results if (r["row"], r["S"], r["R"]) == (key, S, R)),
                           key=lambda r: -r["eps"])
             eps = [r["eps"] for r in mine]
-            limits = {what: ladder_limit(eps, [r[what] for r in mine]) for what in ("T_R", "T_S")}
+            # a run stopped early has its loss midpoint (not p's crossing) measured against a later loss
+            usable = [r["status"] == "ok" or r.get("time") == "p" for r in mine]
+            limits = {what: ladder_limit(eps, [r[what] if ok else math.nan for r, ok in zip(mine, usable,
+                                                                                          strict=True)])
+                      for what in ("T_R", "T_S")}
             t_R, t_S = limits["T_R"], limits["T_S"]
             ratio = t_S.value / t_R.value
             stopped = [f"ε={r['eps']:g} {r['status']} at t={r['t_end']:.3g}"
