@@ -1,7 +1,8 @@
-"""Mutation testing of one module against its tests with mutmut, in a scratch copy of the working tree.
+"""Mutation testing of modules against their tests with mutmut, in a scratch copy of the working tree.
 
     python tests/mutation.py dynamics/schedule.py tests/test_schedule.py [--minutes 10] [--only GLOB] [--keep]
-        [--head] [--sample N --seed S] [--work DIR]
+        [--head] [--sample N --seed S [--sample-share F]] [--work DIR]
+    python tests/mutation.py dynamics/io.py 'dynamics/models/*' -- tests/test_npz.py tests/test_models.py ...
 
 Copies the files git tracks (and the untracked ones it does not ignore) into a temporary folder (``--head``:
 the committed tree instead, ``git archive HEAD``, so that others' unfinished edits are not mutated), writes a
@@ -9,7 +10,11 @@ the committed tree instead, ``git archive HEAD``, so that others' unfinished edi
 ``-p no:xdist``, the slow tests included), runs ``mutmut run`` and prints every mutant that survived and
 the score (killed / all that ran); ``--minutes`` stops the run after that long and scores the mutants
 tested by then; ``--sample N`` runs N of the module's mutants drawn at random (``--seed``), for a module
-whose mutants would take hours, and prints the score with its 95% (Wilson) interval. The working tree is
+whose mutants would take hours, and prints the score with its 95% (Wilson) interval. Several modules (the
+leading arguments that name files or ``*`` globs of a package) are mutated in one run: every mutant runs only
+the given tests that reach its function (mutmut traces them once), ``--sample`` draws that many from each
+module (a stratified sample; ``--sample-share F`` draws at least the share F of a large module's), and the
+scores are printed per module and pooled, each module weighted by its number of mutants. The working tree is
 never touched. ``--keep`` keeps the copy so that ``cd <copy> && mutmut show <name>`` prints a survivor's
 diff; ``--work DIR`` goes on in such a copy, e.g. after ``--minutes`` cut a run short: the mutants tested
 there keep their result (with ``--sample``, only the drawn ones not tested yet run). Not part of the default
@@ -76,7 +81,7 @@ def mutant_names(work: Path, mutmut: list[str]) -> list[str]:
     return list(statuses(work, mutmut))
 
 
-def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(killed: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """The 95% Wilson interval of a proportion p = killed / n:
     (p + z²/2n ± z √(p(1−p)/n + z²/4n²)) / (1 + z²/n)."""
     p = killed / n
@@ -84,15 +89,68 @@ def wilson(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
-def write_config(target: Path, module: str, tests: list[str], timeout_multiplier: float = 60) -> None:
-    """mutmut's settings: the package of ``module`` copied, only ``module`` mutated, ``tests`` run; a
+def split_targets(targets: list[str]) -> tuple[list[str], list[str]]:
+    """The leading ``targets`` that name a file or a ``*`` glob of one of the project's packages (the
+    modules to mutate), and the rest (the tests and pytest's arguments). A ``__pycache__`` folder (an
+    unquoted glob that the shell expanded) is passed over."""
+    count = 0
+    while (count < len(targets) and targets[count].split("/")[0] in PACKAGES
+           and (targets[count].endswith((".py", "*")) or targets[count].endswith("__pycache__"))):
+        count += 1
+    return [t for t in targets[:count] if not t.endswith("__pycache__")], targets[count:]
+
+
+def module_of(name: str) -> str:
+    """The file a mutant's name comes from: ``dynamics.models.tokens.x_f__mutmut_3`` →
+    ``dynamics/models/tokens.py`` (a package's own code: ``…/__init__.py``)."""
+    path = name.rsplit(".", 1)[0].replace(".", "/")
+    if path.endswith("/__init__"):
+        return path + ".py"
+    return path + "/__init__.py" if (ROOT / path).is_dir() else path + ".py"
+
+
+def draw(every: list[str], size: int, share: float, seed: int) -> list[str]:
+    """A stratified sample: from each module's mutants max(``size``, ⌈``share`` · count⌉) of them (all when
+    fewer), the first of the module's names shuffled by ``random.Random(f"{seed}:{module}")`` — so that a
+    larger size extends a smaller one's sample, and a run can grow in chunks (``--work``)."""
+    by_module: dict[str, list[str]] = {}
+    for name in sorted(every):
+        by_module.setdefault(module_of(name), []).append(name)
+    drawn = []
+    for module, names in by_module.items():
+        random.Random(f"{seed}:{module}").shuffle(names)
+        drawn += names[:max(size, math.ceil(share * len(names)))]
+    return sorted(drawn)
+
+
+def pooled(strata: list[tuple[int, int, int]]) -> tuple[float, float, float]:
+    """The score of all the modules' mutants from a stratified sample, each stratum (mutants in the module
+    N_m, run n_m, killed k_m) weighted by its share of the mutants w_m = N_m / Σ N: p = Σ w_m p_m, and a 95%
+    interval: Wilson's at the effective sample size n = p(1 − p) / Σ w_m² p_m(1 − p_m) / n_m (the number
+    of independent draws that would give the same variance; Σ n_m when every p_m is 0 or 1)."""
+    strata = [(size, ran, killed) for size, ran, killed in strata if ran]
+    total = sum(size for size, _, _ in strata)
+    p = sum(size / total * killed / ran for size, ran, killed in strata)
+    variance = sum((size / total) ** 2 * (killed / ran) * (1 - killed / ran) / ran
+                   for size, ran, killed in strata)
+    n = p * (1 - p) / variance if variance > 0 else sum(ran for _, ran, _ in strata)
+    return (p, *wilson(p * n, n))
+
+
+def write_config(target: Path, modules: list[str], tests: list[str], timeout_multiplier: float = 60) -> None:
+    """mutmut's settings: the packages of ``modules`` copied, only ``modules`` mutated, ``tests`` run; a
     mutant's tests are stopped after ``timeout_multiplier`` × (their clean time + 1 s) of wall time (mutmut's
     default, 15, stops slow but finished tests on a loaded machine and calls them a timeout)."""
-    package = module.split("/")[0]
+    packages = sorted({module.split("/")[0] for module in modules})
+    if len(packages) > 1:
+        raise SystemExit(f"modules of one package at a time, not {' and '.join(packages)}")
+    package = packages[0]
     # the project's other package is copied beside the mutated one, so that the tests import both from
     # the copy (not one of them from the editable install, i.e. the working tree as it is now)
     others = [name for name in PACKAGES if name != package]
-    lines = ["[mutmut]", f"source_paths = {package}", f"only_mutate = {module}",
+    # and the documents that tests read (cited sections, the README's commands)
+    others += [name for name in ("docs", "README.md") if (target / name).exists()]
+    lines = ["[mutmut]", f"source_paths = {package}", "only_mutate =", *(f"    {m}" for m in modules),
              "also_copy =", *(f"    {name}" for name in others),
              "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
              "pytest_add_cli_args =", "    -p", "    no:xdist", "    -o", "    addopts=",
@@ -102,10 +160,13 @@ def write_config(target: Path, module: str, tests: list[str], timeout_multiplier
     (target / "setup.cfg").write_text("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: ``args.modules`` (what to mutate) and ``args.tests`` (what pytest runs) split
+    from the positional arguments by ``split_targets``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("module", help="the file to mutate, e.g. dynamics/schedule.py")
-    parser.add_argument("tests", nargs="+", help="the test files (or node ids) that should kill its mutants")
+    parser.add_argument("targets", nargs="*", metavar="MODULE... [--] TEST",
+                        help="the files to mutate (or globs, e.g. 'dynamics/models/*'), then the test files "
+                        "(or node ids, and after -- pytest's options) that should kill their mutants")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--minutes", type=float, help="stop the run after this long, score what ran")
     parser.add_argument("--timeout-multiplier", type=float, default=60,
@@ -114,22 +175,71 @@ def main(argv: list[str] | None = None) -> int:
                         help="mutant names to run (mutmut's globs, e.g. 'dynamics.schedule.x_schedule_of*')")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print its path")
     parser.add_argument("--head", action="store_true", help="mutate the committed tree, not the working tree")
-    parser.add_argument("--sample", type=int, help="run this many mutants drawn at random (with --seed)")
+    parser.add_argument("--sample", type=int, help="run this many mutants drawn at random (with --seed), "
+                        "this many of each module when several are mutated")
+    parser.add_argument("--sample-share", type=float, default=0.0,
+                        help="with --sample, draw at least this share of each module's mutants (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="the seed of --sample's draw (default 0)")
     parser.add_argument("--work", type=Path, help="go on in a copy that --keep kept (a run cut short): with "
                         "--sample, only the drawn mutants not yet tested run")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # what follows "--" goes to pytest as it is; the modules come before it, with the options
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.modules, args.tests = split_targets(args.targets + argv[cut + 1:])
+    if not args.modules or not args.tests:
+        parser.error("name the modules to mutate (files of dynamics/ or analysis/), then their tests")
+    return args
+
+
+RAN = ("killed", "survived", "timeout", "suspicious")
+
+
+def report(found: dict[str, str], sizes: dict[str, int], sample: bool) -> None:
+    """Print the survivors, then per module the killed (timeouts among them), survived, *no tests* and
+    unrun mutants and the score (with ``sample``: its 95% Wilson interval over the module's ``sizes``
+    mutants), then, for several modules, the pooled score of a stratified sample (``pooled``)."""
+    print("\n".join(f"{name}: survived" for name, s in found.items() if s == "survived"))
+    strata = []
+    for module in sorted({module_of(name) for name in found}):
+        status = [s for name, s in found.items() if module_of(name) == module]
+        ran = [s for s in status if s in RAN]
+        killed = sum(s in ("killed", "timeout") for s in ran)
+        strata.append((sizes.get(module, len(status)), len(ran), killed))
+        print(f"{module}: {killed} of {len(ran)} mutants killed"
+              + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
+              + (f", {status.count('timeout')} of them by a timeout" if "timeout" in status else "")
+              + f"; {status.count('survived')} survived"
+              + f"; {status.count('no tests')} no tests; {len(status) - len(ran) - status.count('no tests')} "
+              + "not run (the run was cut short)")
+        if sample and ran:
+            low, high = wilson(killed, len(ran))
+            print(f"  a sample of {len(status)} of {sizes.get(module, len(status))}: 95% interval "
+                  f"{100 * low:.0f}% to {100 * high:.0f}% of all the module's mutants")
+    if len(strata) > 1 and any(ran for _, ran, _ in strata):
+        p, low, high = pooled(strata)
+        killed, ran = sum(k for *_, k in strata), sum(r for _, r, _ in strata)
+        print(f"pooled: {killed} of {ran} killed; weighted by each module's {sum(n for n, _, _ in strata)} "
+              f"mutants {100 * p:.0f}% (95% interval {100 * low:.0f}% to {100 * high:.0f}%)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="factrecall-mutation-"))
     try:
         if args.work is None:
             (copy_head if args.head else copy_tree)(work)
-            write_config(work, args.module, args.tests, args.timeout_multiplier)
+            write_config(work, args.modules, args.tests, args.timeout_multiplier)
         mutmut = [sys.executable, "-m", "mutmut"]
-        names = list(args.only)
+        names, sizes = list(args.only), {}
         if args.sample is not None:
-            every = mutant_names(work, mutmut)
-            names = sorted(random.Random(args.seed).sample(every, min(args.sample, len(every))))
-            print(f"{args.module}: a sample of {len(names)} of its {len(every)} mutants (seed {args.seed})")
+            # a kept copy's mutants are generated already (generating them again takes minutes)
+            every = list(statuses(work, mutmut)) if args.work is not None else mutant_names(work, mutmut)
+            for name in every:
+                sizes[module_of(name)] = sizes.get(module_of(name), 0) + 1
+            names = draw(every, args.sample, args.sample_share, args.seed)
+            print(f"{' '.join(args.modules)}: a sample of {len(names)} of their {len(every)} mutants "
+                  f"(seed {args.seed})")
         chosen = names
         if args.work is not None and args.sample is not None:
             found = statuses(work, mutmut)
@@ -146,18 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         found = statuses(work, mutmut)
         if args.sample is not None:  # mutmut lists every mutant generated: keep the drawn ones
             found = {name: found[name] for name in chosen if name in found}
-        status = list(found.values())
-        survived = [f"{name}: survived" for name, s in found.items() if s == "survived"]
-        ran = [s for s in status if s in ("killed", "survived", "timeout", "suspicious")]
-        killed = sum(s in ("killed", "timeout") for s in ran)
-        print("\n".join(survived))
-        print(f"{args.module}: {killed} of {len(ran)} mutants killed"
-              + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
-              + (f", {status.count('timeout')} of them by a timeout" if "timeout" in status else "")
-              + f"; {len(status) - len(ran)} not run (no test reaches them, or the run was cut short)")
-        if args.sample is not None and ran:
-            low, high = wilson(killed, len(ran))
-            print(f"a sample: 95% interval {100 * low:.0f}% to {100 * high:.0f}% of all the module's mutants")
+        report(found, sizes, args.sample is not None)
         if args.keep:
             print(f"the copy: {work}  (mutmut show <name> there)")
         return 0
