@@ -178,7 +178,7 @@ def _bench_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> No
                         help="add 10^6 facts (10^4 x 100) to the large section")
     parser.add_argument("--only", default=None, metavar="SECTION,...",
                         help="run only these sections (end_to_end, sgd_vs_flow, gd_evals, long_horizon, "
-                             "batched_sweep, gradient, large, scale; default: all)")
+                             "batched_sweep, record, gradient, large, scale, newton; default: all)")
 
 
 def _no_arguments(parser: argparse.ArgumentParser, presets: ModuleType) -> None:

@@ -66,13 +66,15 @@ def test_quick_bench_does_not_judge_full_size_targets(monkeypatch, capsys):
     while a section that runs its full workload at --quick is still checked; a bar counts the sections."""
     import analysis.bench.suite as suite
 
-    monkeypatch.setattr(suite, "bench_end_to_end", lambda repeats: {"seconds_best": 3.0, "met": True})
+    end = {"case": "figure5", "cpu_median": 2.5, "wall_median": 2.6, "over_torch": 1.8}
+    monkeypatch.setattr(suite, "bench_end_to_end", lambda repeats: {
+        "rows": [end], "repeats": repeats, "target_cpu_seconds": 3.0, "met": True})
     monkeypatch.setattr(suite, "bench_batched_sweep", lambda points: {
         "points": points, "one_by_one_seconds": 2.0, "batched_seconds": 1.0, "ratio": 2.0, "met": False})
     results = suite.run_bench(quick=True, only=("end_to_end", "batched_sweep"))
     out, err = capsys.readouterr()
     assert "| 2.0× | ≥ 4× | not checked at --quick size |" in out and "| no |" not in out
-    assert "| 3.00 s | ≤ 5 s | yes |" in out
+    assert "| **2.50 s** (1.80× `import torch`) | ≤ 3 s | yes |" in out
     assert results["batched_sweep"]["met"] is None
     assert "bench: end_to_end ..." in err and "/2 [" in err  # the sections' bar: k/N [elapsed<left
 
@@ -82,6 +84,15 @@ def test_bad_sizes_is_a_one_line_error():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "factrecall: error: --sizes='64by8': must be a comma-separated list of SxR, e.g. 64x8"]
+
+
+def test_only_help_names_every_section():
+    from analysis.bench.suite import SECTIONS
+    from analysis.cli import build_parser
+
+    bench = build_parser()._subparsers._group_actions[0].choices["bench"]
+    (only,) = [action for action in bench._actions if action.dest == "only"]
+    assert f"({', '.join(SECTIONS)}; default: all)" in only.help
 
 
 def test_bad_only_is_a_one_line_error():

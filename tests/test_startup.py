@@ -82,3 +82,26 @@ def test_a_module_imported_already_is_not_stood_in_for():
     # json is imported: import_deferring returns it and leaves sys.modules as it was
     before = dict(sys.modules)
     assert import_deferring("json", "json.decoder") is json and sys.modules == before
+
+
+def test_the_start_up_bench_interleaves_its_cases_and_checks_figure5_by_cpu(monkeypatch):
+    from analysis.bench import startup
+    from analysis.cli import COMMANDS
+
+    cases = startup.startup_cases("OUT")  # the floor first, every command's module, figure5 last
+    assert list(cases)[0] == startup.TORCH and list(cases.values())[-1][-2:] == ["--out", "OUT"]
+    modules = {c.module for c in COMMANDS.values() if c.engine and c.module != "analysis.cli"}
+    assert {f"`import {module}`" for module in modules} < set(cases)
+    assert startup.fresh_seconds([sys.executable, "-c", "sum(range(10**6))"])[1] > 0  # the child's CPU
+
+    cpu = {"torch": 1.0, "help": 0.1, "figure5": 2.0}
+    monkeypatch.setattr(startup, "startup_cases", lambda out: {name: [name] for name in cpu})
+    ran = []
+    monkeypatch.setattr(startup, "fresh_seconds", lambda argv: ran.append(argv[0]) or (5.0, cpu[argv[0]]))
+    monkeypatch.setattr(startup, "TORCH", "torch")
+    result = startup.bench_end_to_end(repeats=2)
+    assert ran == [*cpu, *cpu]  # round by round
+    assert result["cpu_median"] == 2.0 and result["met"] and result["rows"][-1]["over_torch"] == 2.0
+    rows = startup.format_startup_rows(result)
+    assert rows[0].endswith("| **2.00 s** (2.00× torch) | ≤ 3 s | yes |") and len(rows) == 3
+    assert rows[2] == "| start-up: help, CPU | 0.10 s (0.10× torch) | — | — |"

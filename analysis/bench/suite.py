@@ -8,10 +8,7 @@ hold even when the machine's absolute speed drifts. Results are printed as a tab
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -40,6 +37,7 @@ from .scale import (
     format_large_rows,
     format_scale_table,
 )
+from .startup import bench_end_to_end, format_startup_rows
 
 
 def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[float, int]:
@@ -50,21 +48,6 @@ def max_deviation_from_flow(config: Config, lr: float, t_max: float) -> tuple[fl
     gd = run_training(gd_config)
     exact = run_flow(gd_config.override({"flow.rtol": 1e-9, "flow.atol": 1e-13}), times=gd.t)
     return float(np.abs(gd.loss - exact.loss).max()), steps
-
-
-def bench_end_to_end(repeats: int = 3) -> dict[str, Any]:
-    """Wall time of ``factrecall simulate`` on figure5 in a fresh process (imports, flow, figure)."""
-    script = shutil.which("factrecall")
-    command = [script] if script else [sys.executable, "-m", "analysis.cli"]
-    times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(repeats):
-            start = time.perf_counter()
-            subprocess.run(command + ["simulate", "--quiet", "--out", os.path.join(tmp, f"run{i}")],
-                           check=True, capture_output=True)
-            times.append(time.perf_counter() - start)
-    return {"seconds_best": min(times), "seconds_all": times, "target_seconds": 5.0,
-            "met": min(times) <= 5.0}
 
 
 def bench_sgd_vs_flow(quick: bool) -> dict[str, Any]:
@@ -142,8 +125,7 @@ def _row(measure: str, value: str, target: str, met: bool | None) -> str:
 
 
 def _end_to_end_row(e2e: dict[str, Any]) -> str:
-    return _row("`factrecall simulate` figure5, end to end", f"{e2e['seconds_best']:.2f} s", "≤ 5 s",
-                e2e["met"])
+    return "\n".join(format_startup_rows(e2e))
 
 
 def _sgd_row(sgd: dict[str, Any]) -> str:
