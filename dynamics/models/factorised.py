@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..task import FactClass
+from .argmax import argmax_answers
 from .tokens import noise_block
 
 if TYPE_CHECKING:
@@ -341,7 +342,9 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
     * ``argmax_class``: the ``dynamics.trajectory.FactClass`` of argmax_a ℓ (RECALLED if it is a*,
       HALLUCINATING if another answer of A_r, UNINFORMED otherwise); the argmax is taken on
       logits (x_s + y_r) + c formed with the operations of the model's ``population_logits`` for one state
-      (identical numbers, hence the same first-index tie breaking), ARGMAX_ELEMENTS at a time.
+      (identical numbers, hence the same first-index tie breaking): only the own block's logits where a
+      bound puts the argmax there (:func:`~dynamics.models.argmax.argmax_answers`), else ARGMAX_ELEMENTS
+      at a time.
     """
     _check(model)
     if thetas.dim() != 2:
@@ -399,16 +402,8 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
                                           - _masked_logsumexp(logits, own_answers))
 
     own = torch.arange(R, device=device)
-    top = torch.empty(B, S, R, dtype=torch.int64, device=device)
-    rows = min(S, max(1, ARGMAX_ELEMENTS // (R * A)))
-    buffer = torch.empty(rows, R, A, dtype=a.dtype, device=device)  # reused for (x_s + y_r) + c
-    for k in range(B):
-        xk, yk, ck = _tables(model, a[k], v[k])  # one state, exactly as population_logits evaluates it
-        for start in range(0, S, rows):
-            subjects = slice(start, min(start + rows, S))
-            chunk = buffer[:subjects.stop - start]
-            torch.add(xk[subjects, None, :], yk[None, :, :], out=chunk).add_(ck)
-            top[k, subjects] = chunk.argmax(-1)
+    # one state at a time, its tables exactly as population_logits evaluates them
+    top = torch.stack([argmax_answers(*_tables(model, a[k], v[k]), ARGMAX_ELEMENTS) for k in range(B)])
     argmax_class = torch.where(top == facts, FactClass.RECALLED,
                                torch.where(top // D == own, FactClass.HALLUCINATING, FactClass.UNINFORMED))
     return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
@@ -485,11 +480,13 @@ class CurvatureBlocks:
                              *[(kappa[z]**2) * (self.d[z].view(R, D) - d_rel) for z in shared]], 1)
         H = H + torch.diag_embed(extra.reshape(R, k * D))
         groups = weights.reshape(R, k * D, 1) * H
-        return _ScaledBlocks(diagonal, beta, cross, curvature, scale[:S], p_v[:S], groups, shared, own)
+        p_cross = p_v[:S] * cross
+        return _ScaledBlocks(diagonal, beta, cross, curvature, scale[:S], p_cross, groups, shared, own)
 
-    def factor(self, gamma: float, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def factor(self, gamma: float, scale: torch.Tensor) -> Callable[..., torch.Tensor]:
         """z = M⁻¹ r for M = I + γ P H̃ (H̃ the blocks above, P = ``scale`` the flow's diagonal metric), as a
-        function of r (P,); the R small group matrices are factorised here, once per γ."""
+        function of r (P,) that writes z into ``out`` when given (a tensor of r's shape, not r); the R small
+        group matrices are factorised here, once per γ, and everything else that does not depend on r."""
         S, R, D = self.q.shape
         n, A = self.d.shape
         parts = self._scaled(scale)
@@ -499,51 +496,56 @@ class CurvatureBlocks:
         u = self.q / sub_diag
         denominator = 1.0 - beta * (self.q * u).sum(-1)
 
-        def subjects(x: torch.Tensor) -> torch.Tensor:  # M_vv⁻¹ x on the subjects' values, x (S, |A|)
-            y = x.reshape(S, R, D) / sub_diag
-            return (y + u * (beta * (self.q * y).sum(-1) / denominator)[..., None]).reshape(S, A)
+        def subjects(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            """M_vv⁻¹ x on the subjects' values into ``out``, x (S, |A|): per fact block, Sherman–Morrison."""
+            y = torch.div(x.view(S, R, D), sub_diag, out=out.view(S, R, D))
+            return y.addcmul_(u, (beta * (self.q * y).sum(-1) / denominator)[..., None]).view(S, A)
 
         # the subject's score by its Schur complement
         cross, p_a = parts.cross, parts.p_a
-        moved = subjects(parts.p_subjects * cross)
+        moved = subjects(parts.p_cross, torch.empty_like(cross))
         schur = 1.0 + gamma * p_a * parts.curvature - gamma**2 * p_a * (cross * moved).sum(-1)
         coupled = schur.abs() > SCHUR_FLOOR  # else the score is left alone (identity), like the others
         schur = torch.where(coupled, schur, 1.0)
         moved = torch.where(coupled[:, None], moved, 0.0)
         cross = torch.where(coupled[:, None], cross, 0.0)
+        gamma_p_a = gamma * p_a
         groups = parts.groups
         M = torch.eye(groups.shape[-1], dtype=groups.dtype, device=groups.device) + gamma * groups
         lu = torch.linalg.lu_factor(M)
 
-        def solve(r: torch.Tensor) -> torch.Tensor:
-            z = r.clone()  # the scores: identity
+        def solve(r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+            z = torch.empty_like(r) if out is None else out
+            z[S:n] = r[S:n]  # the other scores: identity
             rv, zv = r[n:].view(n, A), z[n:].view(n, A)
-            zv.div_(diagonal)
-            y = subjects(rv[:S])
-            z[:S] = (r[:S] - gamma * p_a * (cross * y).sum(-1)) / schur
-            zv[:S] = y - gamma * z[:S, None] * moved
+            torch.div(rv[S:], diagonal[S:], out=zv[S:])
+            y = subjects(rv[:S], zv[:S])
+            torch.div(r[:S] - gamma_p_a * (cross * y).sum(-1), schur, out=z[:S])
+            y.addcmul_(moved, gamma * z[:S, None], value=-1.0)
             x = torch.linalg.lu_solve(*lu, parts.gather(rv)).view(R, -1, D)
             parts.scatter(zv, x)
             return z
 
         return solve
 
-    def product(self, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """x ↦ P H̃ x (P = ``scale``), the blocks' own approximation of −J = P H: the pieces are computed
-        here, once, so that each product costs O(P) plus R small (k·D)² matrix products. With it as cvode's
-        J·v (``flow.jacobian=blocks``) the Newton matrix I − γJ̃ is the one :meth:`factor` inverts."""
+    def product(self, scale: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """x ↦ P H̃ x (P = ``scale``), the blocks' own approximation of −J = P H, written into ``out`` when
+        given (a tensor of x's shape, not x): the pieces are computed here, once, so that each product costs
+        O(P) plus R small (k·D)² matrix products. With it as cvode's J·v (``flow.jacobian=blocks``) the
+        Newton matrix I − γJ̃ is the one :meth:`factor` inverts."""
         S, R, D = self.q.shape
         n, A = self.d.shape
         parts = self._scaled(scale)
 
-        def apply(x: torch.Tensor) -> torch.Tensor:
-            z = torch.zeros_like(x)  # the scores outside the subjects' blocks: nothing
+        def apply(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+            z = torch.empty_like(x) if out is None else out
+            z[S:n] = 0.0  # the scores outside the subjects' blocks: nothing
             xv, zv = x[n:].view(n, A), z[n:].view(n, A)
             torch.mul(parts.diagonal, xv, out=zv)
             q_x = (self.q * xv[:S].view(S, R, D)).sum(-1)
-            zv[:S] -= ((parts.beta * q_x)[..., None] * self.q).view(S, A)
-            z[:S] = parts.p_a * (parts.curvature * x[:S] + (parts.cross * xv[:S]).sum(-1))
-            zv[:S] += parts.p_subjects * parts.cross * x[:S, None]
+            zv[:S].view(S, R, D).addcmul_(self.q, (parts.beta * q_x)[..., None], value=-1.0)
+            torch.mul(parts.p_a, parts.curvature * x[:S] + (parts.cross * xv[:S]).sum(-1), out=z[:S])
+            zv[:S].addcmul_(parts.p_cross, x[:S, None])
             parts.scatter(zv, (parts.groups @ parts.gather(xv)).view(R, -1, D))
             return z
 
@@ -559,7 +561,7 @@ class _ScaledBlocks:
     cross: torch.Tensor  # (S, |A|) H_{a_s v_s}
     curvature: torch.Tensor  # (S,) H_{a_s a_s}
     p_a: torch.Tensor  # (S,) P of the subjects' scores
-    p_subjects: torch.Tensor  # (S, |A|) P of the subjects' values
+    p_cross: torch.Tensor  # (S, |A|) P H_{v_s a_s}: the subjects' values' P times ``cross``
     groups: torch.Tensor  # (R, k·D, k·D) P H̃ of each relation's group
     shared: tuple[int, ...]  # the tokens that join every relation's group (noise tied, EOS)
     own: torch.Tensor  # (R,) arange: relation r's own block A_r

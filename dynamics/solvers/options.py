@@ -31,11 +31,11 @@ Observer = Callable[[int, "torch.Tensor"], None]  # (k, θ(times[k])), as each g
 class NewtonSystem(Protocol):
     """An approximation J̃ = −P H̃ of the flow's Jacobian at one state, with the two things cvode asks of it."""
 
-    def factor(self, gamma: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        """r ↦ M⁻¹ r for the Newton matrix M = I − γJ̃."""
+    def factor(self, gamma: float) -> Callable[..., torch.Tensor]:
+        """r ↦ M⁻¹ r for the Newton matrix M = I − γJ̃ (``f(r, out=z)`` writes it into z, not r)."""
 
-    def product(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """v ↦ P H̃ v (= −J̃ v)."""
+    def product(self) -> Callable[..., torch.Tensor]:
+        """v ↦ P H̃ v (= −J̃ v) (``f(v, out=z)`` writes it into z, not v)."""
 
 
 @dataclass(frozen=True)
