@@ -32,6 +32,13 @@ from .preconditioner import CvodePreconditioner, Preconditioning
 from .registry import SCIPY_METHODS
 from .results import Cost, FlowResult, GridStates, Status
 
+# GMRES's Krylov vectors, each a state (65 MB at 10^6 facts), allocated whole by CVODE: 20 where J·v is exact
+# (a difference or an Hv product, unpreconditioned or with the blocks as preconditioner only), 5 where J̃·v
+# comes from the blocks the preconditioner inverts exactly (flow.jacobian=blocks), which GMRES solves in
+# one iteration.
+KRYLOV_DIM = 20
+EXACT_KRYLOV_DIM = 5
+
 
 class _Evaluations:
     """Counts the calls a solver makes (f(t, θ) on numpy states, J·v, dense J) and remembers where f was
@@ -153,11 +160,13 @@ def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[St
     blocks = calls.problem.newton_blocks
     preconditioner = None if blocks is None else CvodePreconditioner(blocks, calls.like)
     calls.preconditioner = preconditioner
+    krylov_dim = KRYLOV_DIM
     if blocks is not None and blocks.jacobian:
         products = CVODEJacTimes(None, preconditioner.jacobian_vector)
-    solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=20, rtol=options.rtol, atol=options.atol,
-                   first_step=options.first_step, max_num_steps=options.max_steps, jactimes=products,
-                   precond=None if preconditioner is None else preconditioner.sundials())
+        krylov_dim = EXACT_KRYLOV_DIM
+    solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=krylov_dim, rtol=options.rtol,
+                   atol=options.atol, first_step=options.first_step, max_num_steps=options.max_steps,
+                   jactimes=products, precond=None if preconditioner is None else preconditioner.sundials())
     times = grid.times
     reached = float(times[0])
     solver.init_step(reached, grid.theta0)
