@@ -77,15 +77,10 @@ def setup(config: Config) -> tuple[FactTask, Model, Objective]:
 
 
 def solver_options(flow: FlowConfig) -> SolverOptions:
-    """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...); a sign or spectral
-    flow's pace stop also offers a larger ``flow.geometry_eps`` (at least the geometry's suggested ε); the
-    pace stop's time limit is :func:`~dynamics.solvers.pace.time_limit`."""
-    advice, geometry = "", get_geometry(flow.geometry)
-    if geometry.needs_eps:
-        eps = max(geometry.suggested_eps, 100 * flow.geometry_eps)
-        advice = f"flow.geometry_eps={eps:g} or larger (a smoother field)"
+    """The solver settings of a flow config (``flow.rtol`` → ``SolverOptions.rtol``, ...); the pace stop's
+    time limit is :func:`~dynamics.solvers.pace.time_limit`."""
     return SolverOptions(rtol=flow.rtol, atol=flow.atol, first_step=flow.first_step, max_steps=flow.max_steps,
-                         advice=advice, max_seconds=time_limit())
+                         max_seconds=time_limit())
 
 
 def metric_of(config: Config, model: Model) -> torch.Tensor:

@@ -57,10 +57,9 @@ class SolverOptions:
     ``chunk``: grid points per call of an explicit solver (None: about 1/24 of the grid); ``spent``: steps
     of the budget already taken by earlier parts of the same flow (a strategy's spans, the pieces between
     breakpoints), so that a part gets ``max_steps − spent`` steps and its messages name the whole budget;
-    ``too_slow``: the pace stop's margin (:mod:`~dynamics.solvers.pace`; 0: none), ``advice`` what its
-    message offers besides a smaller ``flow.t_max``, ``max_seconds`` the time limit the stop projects the
-    flow's cost against on ``clock`` (inf: none; None: the process's CPU seconds), and ``pace`` the
-    stop's watcher, one for all the parts of a flow (made by :meth:`paced`)."""
+    ``too_slow``: the pace stop's margin (:mod:`~dynamics.solvers.pace`; 0: none), ``max_seconds`` the
+    time limit the stop projects the flow's cost against on ``clock`` (inf: none; None: the process's CPU
+    seconds), and ``pace`` the stop's watcher, one for all the parts of a flow (made by :meth:`paced`)."""
 
     rtol: float = 1e-6
     atol: float = 1e-10
@@ -69,7 +68,6 @@ class SolverOptions:
     chunk: int | None = None
     spent: int = 0
     too_slow: float = MARGIN
-    advice: str = ""  # what else makes this flow quicker, offered by the too_slow message (a config key)
     max_seconds: float = math.inf
     clock: Clock | None = dataclasses.field(default=None, compare=False, repr=False)
     pace: Pace | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -88,8 +86,7 @@ class SolverOptions:
         one already: the flow's earlier parts have fed it)."""
         if self.pace is not None:
             return self
-        return self.replace(pace=pace_for(times, self.max_steps, self.too_slow, self.advice, self.max_seconds,
-                                          self.clock))
+        return self.replace(pace=pace_for(times, self.max_steps, self.too_slow, self.max_seconds, self.clock))
 
     def replace(self, **changes) -> SolverOptions:
         """A copy with some settings changed."""

@@ -21,15 +21,23 @@ time limit (``seconds``), the cost of the steps left is projected too: the cost 
 times the steps left at the step-size trend of the last two windows — h ∝ u^p, p fitted from their mean
 steps and clamped to [:data:`SLOWEST_TREND`, 1] (p = 1: the log-time pace above; p = 0: a constant step;
 p < 0: a step that keeps shrinking, the chattering sign and spectral fields of a transformer) — plus the
-cost spent so far. When that exceeds :data:`TIME_MARGIN` × the limit and the steps taken and left exceed
-:data:`FEW_STEPS`, the flow stops with ``too_slow``: a flow of few but dear steps (10^6 facts by cvode: about
-550 steps of seconds each) runs as long as it needs; many dear steps — a transformer's chattering sign or
-spectral flow by cvode, some 10^4 steps of 50 ms to t = 20 — are stopped within the first minute.
+cost spent so far. When that exceeds :data:`TIME_MARGIN` × the limit, with more than :data:`FEW_STEPS`
+steps taken and left, at every step of the last :data:`PERSIST` windows (the projection is made from the
+first two windows on), the flow stops with ``too_slow``. Two windows, as the trend of two windows reads a
+step that shrinks for a while and then grows again as if it kept shrinking: the scale problem at 10^4 facts
+by cvode at rtol 1e-9 (1,132 steps in all) shrinks its step at the relation escape for about a window, and
+was stopped there, at t = 755, projecting 9.65e4 steps; a chattering step stays small (the transformer's
+sign and spectral flows: above the limit for more than two windows in a row within their first minute).
+So a flow of few but dear steps (10^6 facts by cvode: about 550 steps of seconds each) runs as long as it
+needs; many dear steps — a transformer's chattering sign or spectral flow by cvode or auto, some 10^4 steps
+of 50 ms to t = 20 — are stopped within the first minute.
 
-Each stop's message gives the projection and, as the ``flow.t_max`` that works, the time it stopped at
-rounded down (a rerun takes the same steps and cost to get there; further on, a step size that shrinks
-faster than the pace shows — a blow-up, a stiffening field — may not fit the budget). The steps stop is
-deterministic (steps and flow times); the time stop is deterministic given its clock.
+Each stop's message gives the projection and, as the way out, the ``flow.t_max`` it reached, rounded down
+(a rerun takes the same steps and cost to get there; further on, a step size that shrinks faster than the
+pace shows — a blow-up, a stiffening field — may not fit the budget). It advises no larger
+``flow.geometry_eps``: nothing measured says which ε finishes (the transformer's sign flow at ε = 1e-4 was
+advised 100 × ε, which was stopped again; 1000 × ε finished). The steps stop is deterministic (steps and
+flow times); the time stop is deterministic given its clock.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ MARGIN = 2.0  # stop when the projected steps exceed this multiple of the step b
 TIME_MARGIN = 1.0  # stop when the projected cost exceeds this multiple of the time limit
 SLOWEST_TREND = -1.0  # the lowest exponent p of a step size h ∝ u^p the time projection extrapolates
 FEW_STEPS = 2000  # a flow projected to need fewer steps is never stopped for time (dear steps, not many)
+PERSIST = 2  # windows over which every step's time projection must exceed the limit before the flow stops
 
 Clock = Callable[[], float]  # cumulative cost in seconds
 TIME_LIMIT = 1800.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's limit
@@ -78,7 +87,7 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-def _round_down(x: float) -> float:
+def round_down(x: float) -> float:
     """``x`` > 0 rounded down to two significant digits."""
     scale = 10.0 ** (math.floor(math.log10(x)) - 1)
     return math.floor(x / scale) * scale
@@ -108,15 +117,13 @@ def steps_between(u: float, u_end: float, h: float, u_mid: float, p: float) -> f
 class Pace:
     """Watches the accepted steps of one flow on the grid from ``t0`` to ``t_end`` (first step ``t1``
     after ``t0``) against a budget of ``budget`` steps and, when ``seconds`` is finite, a time limit of
-    ``seconds`` read from ``clock`` (default :func:`cpu_seconds`; module docstring); ``advice``: another
-    way out that its message offers (e.g. a larger ``flow.geometry_eps``). One object serves every part of
-    a flow (a strategy's spans, the pieces between breakpoints): it counts the steps itself."""
+    ``seconds`` read from ``clock`` (default :func:`cpu_seconds`; module docstring). One object serves every
+    part of a flow (a strategy's spans, the pieces between breakpoints): it counts the steps itself."""
 
     def __init__(self, t0: float, t1: float, t_end: float, budget: int, margin: float = MARGIN,
-                 advice: str = "", window: int = WINDOW, min_steps: int = MIN_STEPS,
-                 seconds: float = math.inf, clock: Clock | None = None):
+                 window: int = WINDOW, min_steps: int = MIN_STEPS, seconds: float = math.inf,
+                 clock: Clock | None = None):
         self.t0, self.scale, self.budget, self.margin = t0, max(t1 - t0, 1e-300), budget, margin
-        self.advice = advice
         self.window, self.min_steps = window, max(min_steps, 2 * window)
         self.s_end = self._s(t_end)
         self.u_end = t_end - t0 + self.scale
@@ -125,6 +132,7 @@ class Pace:
         self.seconds, self.clock = seconds, clock or cpu_seconds
         self.started = self.clock() if math.isfinite(seconds) else 0.0
         self.trail: deque[tuple[float, float]] = deque(maxlen=2 * window + 1)  # (u, cost) of recent steps
+        self.persist, self.over = PERSIST * window, 0  # steps the time projection must stay above the limit
 
     def _s(self, t: float) -> float:
         return math.log(t - self.t0 + self.scale)
@@ -159,30 +167,36 @@ class Pace:
         self.recent.append(self._s(t))
         if math.isfinite(self.seconds):
             self.trail.append((t - self.t0 + self.scale, self.clock()))
-        if self.steps < self.min_steps or len(self.recent) <= self.window:
-            return None
-        r, left = self.projection()
-        needed = self.steps + (r * left if left > 0 else 0.0)
-        if needed > self.margin * self.budget:
-            return self._message(t, r, needed)
-        if len(self.trail) == self.trail.maxlen:
-            spent, per_step, steps_left = self.time_projection()
-            total = spent + per_step * steps_left
-            if total > TIME_MARGIN * self.seconds and self.steps + steps_left > FEW_STEPS:
-                return self._time_message(t, per_step, steps_left, total)
+        late = self.steps >= self.min_steps and len(self.recent) > self.window
+        if late:
+            r, left = self.projection()
+            needed = self.steps + (r * left if left > 0 else 0.0)
+            if needed > self.margin * self.budget:
+                return self._message(t, r, needed)
+        return self._watch_time(t, late) if len(self.trail) == self.trail.maxlen else None
+
+    def _watch_time(self, t: float, late: bool) -> str | None:
+        """The time stop's check at every step once the trail holds two windows: the projected cost
+        (:meth:`time_projection`) above the limit, with more than FEW_STEPS steps, at each of the last
+        ``persist`` steps; the message when ``late`` (past MIN_STEPS) and so, else None."""
+        spent, per_step, steps_left = self.time_projection()
+        total = spent + per_step * steps_left
+        over = total > TIME_MARGIN * self.seconds and self.steps + steps_left > FEW_STEPS
+        self.over = self.over + 1 if over else 0
+        if late and self.over >= self.persist:
+            return self._time_message(t, per_step, steps_left, total)
         return None
 
     def _t_end(self) -> float:
         return math.exp(self.s_end) - self.scale + self.t0
 
     def _ways_out(self, t: float) -> str:
-        also = f", or {self.advice}" if self.advice else ""
         # where it stopped is reached again within the budget; beyond, a step size that shrinks faster
         # than the pace shows (a blow-up, a stiffening field) may not be
-        t_max = _round_down(t)
+        t_max = round_down(t)
         # a t_max at or before the grid's first record time needs an earlier one (flow.t_min < flow.t_max)
-        t_min = f" with flow.t_min={_round_down(t_max / 10):g}" if t_max <= self.t0 + self.scale else ""
-        return f"allowed: flow.t_max={t_max:g}{t_min} (reached within the budget){also}"
+        t_min = f" with flow.t_min={round_down(t_max / 10):g}" if t_max <= self.t0 + self.scale else ""
+        return f"allowed: flow.t_max={t_max:g}{t_min} (reached within the budget)"
 
     def _message(self, t: float, r: float, needed: float) -> str:
         """The steps stop's one line: what was projected, and the ways out."""
@@ -198,15 +212,15 @@ class Pace:
         return (f"too slow at t={t:.6g}: at {format_seconds(per_step)} a step over the last {self.window} "
                 f"steps and its step size's trend (∝ t^{p:.2g}) the flow needs about {left} more steps to "
                 f"t={self._t_end():g} (over {FEW_STEPS} in all) and {format_seconds(total)}, more than the "
-                f"time limit of "
-                f"{format_seconds(self.seconds)} (FACTRECALL_TIME_LIMIT); " + self._ways_out(t))
+                f"time limit of {format_seconds(self.seconds)} (FACTRECALL_TIME_LIMIT), as projected at each "
+                f"of the last {self.persist} steps; " + self._ways_out(t))
 
 
-def pace_for(times, budget: int, margin: float = MARGIN, advice: str = "", seconds: float = math.inf,
+def pace_for(times, budget: int, margin: float = MARGIN, seconds: float = math.inf,
              clock: Clock | None = None) -> Pace | None:
     """The :class:`Pace` of a flow on the grid ``times`` with a budget of ``budget`` steps and a time limit of
     ``seconds`` on ``clock``; None when ``margin`` is 0 (no pace stop) or the grid has a single point."""
     if margin <= 0 or len(times) < 2:
         return None
-    return Pace(float(times[0]), float(times[1]), float(times[-1]), budget, margin, advice,
-                seconds=seconds, clock=clock)
+    return Pace(float(times[0]), float(times[1]), float(times[-1]), budget, margin, seconds=seconds,
+                clock=clock)
