@@ -94,6 +94,7 @@ def test_the_start_up_bench_interleaves_its_cases_and_checks_figure5_by_cpu(monk
     assert {f"`import {module}`" for module in modules} < set(cases)
     assert startup.fresh_seconds([sys.executable, "-c", "sum(range(10**6))"])[1] > 0  # the child's CPU
 
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     cpu = {"torch": 1.0, "help": 0.1, "figure5": 2.0}
     monkeypatch.setattr(startup, "startup_cases", lambda out: {name: [name] for name in cpu})
     ran = []
@@ -105,3 +106,6 @@ def test_the_start_up_bench_interleaves_its_cases_and_checks_figure5_by_cpu(monk
     rows = startup.format_startup_rows(result)
     assert rows[0].endswith("| **2.00 s** (2.00× torch) | ≤ 3 s | yes |") and len(rows) == 3
     assert rows[2] == "| start-up: help, CPU | 0.10 s (0.10× torch) | — | — |"
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # said in the row: each run compiles the project
+    (row, *_) = startup.format_startup_rows(startup.bench_end_to_end(1))
+    assert "(wall 5.00 s; PYTHONDONTWRITEBYTECODE set)" in row
