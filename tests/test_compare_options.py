@@ -128,3 +128,53 @@ def test_progress_note_counts_runs_and_estimates_the_time_left():
     assert progress_note(1, 4, 10.0) == "1/4, 10 s, about 30 s left"  # 3 runs left at 10 s each
     assert progress_note(3, 4, 30.0) == "3/4, 30 s, about 10 s left"
     assert progress_note(4, 4, 41.0) == "4/4, 41 s"
+
+
+def _stopped_flow(status_time: float):
+    """A reference flow that stopped too_slow at ``status_time`` (what compare sees from run_flow)."""
+    from types import SimpleNamespace
+
+    from dynamics.solvers import Status
+    info = SimpleNamespace(ok=False, status=Status.TOO_SLOW, status_time=status_time, message="too slow")
+    return SimpleNamespace(info=info, t=[0.0, status_time])
+
+
+def test_a_reference_flow_that_stops_is_refused_before_any_discrete_run(monkeypatch):
+    """The spectral reference at compare's ε = 1e-7 stops early on tiny at t_max 400: compare must say so
+    before training (it used to train every run first and then advise tolerances it overrides)."""
+    import analysis.compare.compute as compute
+    from analysis.compare import compare
+    from dynamics.errors import RunError
+
+    monkeypatch.setattr(compute, "run_flow", lambda config, **k: _stopped_flow(2.717))
+    monkeypatch.setattr(compute, "detect_stages", lambda flow: type("S", (), {"summary": lambda self: ""})())
+    monkeypatch.setattr(compute, "run_discrete", lambda *a, **k: pytest.fail("trained without a reference"))
+    with pytest.raises(RunError) as stop:
+        compare(resolve_config("tiny"), CompareSpec(lrs=(0.1,), optimizers=("muon_svd",)))
+    message = str(stop.value)
+    assert "\n" not in message and "spectral flow stopped early (too_slow at t = 2.717; " in message
+    assert "the reference of --optimizers muon_svd, flow.geometry_eps=1e-07)" in message
+    assert "--set flow.t_max=2.7 (reached)" in message
+    assert "--set flow.geometry=spectral --set flow.geometry_eps=0.001" in message
+
+
+def test_the_smoother_reference_is_advised_only_when_every_optimizer_follows_it():
+    """With gd beside muon_svd, ``flow.geometry=spectral`` is refused (gd follows the gradient flow), so
+    only the shorter horizon is advised."""
+    from analysis.compare.compute import reference_stopped
+
+    spec = CompareSpec(lrs=(0.1,), optimizers=("gd", "muon_svd"))
+    message = reference_stopped(resolve_config("tiny"), spec, "spectral", _stopped_flow(0.0123))
+    assert "the reference of --optimizers muon_svd, flow.geometry_eps=1e-07)" in message
+    assert "flow.t_max=0.012 (reached)" in message and "flow.geometry=" not in message
+
+
+@pytest.mark.slow
+def test_the_advice_of_a_stopped_reference_works(tmp_path, capsys):
+    """Following each way out of the refusal runs the comparison (tiny, muon_svd at compare's ε)."""
+    argv = ["compare", "--preset", "tiny", "--optimizers", "muon_svd", "--lrs", "0.1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 1
+    advice = capsys.readouterr().err.split("allowed: ")[1]
+    for k, way in enumerate(advice.split(" or ")):
+        sets = way.split(" (")[0].split()
+        assert main([*argv, *sets, "--out", str(tmp_path / str(k))]) == 0, way

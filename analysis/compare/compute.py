@@ -37,6 +37,7 @@ from dynamics.io import finite_or_none
 from dynamics.optimizers import OPTIMIZERS, optimizers_for
 from dynamics.run import flow_sharpness, prepare_run, run_flow, setup, time_grid, train_info, train_run
 from dynamics.solvers import Status
+from dynamics.solvers.pace import round_down
 from dynamics.training import record_steps, train
 from dynamics.trajectory import Trajectory, record
 
@@ -266,9 +267,16 @@ def fitted_order(lrs: Sequence[float], deviations: Sequence[float]) -> float | N
 def _flow_at(config: Config, times: np.ndarray, modified_lr: float = 0.0) -> Trajectory:
     """The flow (or GD's modified flow) evaluated exactly at ``times``, integrated tightly enough that its
     own error is far below the deviations measured."""
-    tight = {"flow.rtol": min(config.flow.rtol, 1e-8), "flow.atol": min(config.flow.atol, 1e-12),
-             "flow.modified_lr": modified_lr}
-    return run_flow(config.override(tight), times=np.concatenate([[0.0], times[times > 0]]), keep_states=True)
+    return run_flow(tight(config, modified_lr), times=np.concatenate([[0.0], times[times > 0]]),
+                    keep_states=True)
+
+
+def tight(config: Config, modified_lr: float = 0.0) -> Config:
+    """``config`` at the tolerances of a reference flow (rtol ≤ 1e-8, atol ≤ 1e-12), with GD's modified
+    flow at ``modified_lr`` (0: the flow itself)."""
+    flow = config.flow
+    return config.override({"flow.rtol": min(flow.rtol, 1e-8), "flow.atol": min(flow.atol, 1e-12),
+                            "flow.modified_lr": modified_lr})
 
 
 def _lookup(reference: Trajectory, times: np.ndarray) -> np.ndarray:
@@ -465,6 +473,28 @@ def check_budget(config: Config, spec: CompareSpec) -> None:
         check_flow_steps(geometry_config(trained, geometry))
 
 
+def reference_stopped(config: Config, spec: CompareSpec, geometry: str, flow: Trajectory) -> str:
+    """The one line for a reference flow that stopped early: which flow, where, and settings that reach
+    the end — ``flow.t_max`` at the time it reached (a shorter comparison), or, when every optimizer
+    follows this geometry, the geometry set explicitly with its suggested (smoother) ε."""
+    info = flow.info
+    followers = [name for name in spec.optimizers if OPTIMIZERS[name].flow == geometry]
+    eps = geometry_config(config, geometry).flow.geometry_eps
+    what = f"the reference of --optimizers {','.join(followers)}"
+    what += f", flow.geometry_eps={eps:g}" if eps else ""
+    ways = []
+    if info.status_time and info.status_time > 0:
+        ways.append(f"--set flow.t_max={round_down(info.status_time):g} (reached)")
+    entry = get_geometry(geometry)
+    if entry.needs_eps and len(followers) == len(spec.optimizers) and entry.suggested_eps > eps:
+        ways.append(f"--set flow.geometry={geometry} --set flow.geometry_eps={entry.suggested_eps:g} "
+                    "(a smoother reference)")
+    why = "" if info.status == Status.TOO_SLOW else f": {info.message}"  # the pace's own advice is the above
+    advice = f"; allowed: {' or '.join(ways)}" if ways else ""
+    return (f"{geometry} flow stopped early ({info.status} at t = {info.status_time:.4g}; {what}){why}; the "
+            f"discrete runs would have nothing to be compared with{advice}")
+
+
 def progress_note(done: int, total: int, elapsed: float) -> str:
     """``k/N, elapsed, ETA`` for a log line: the time left assumes the remaining runs take the mean time of
     those done (``elapsed·(N−k)/k``)."""
@@ -488,13 +518,12 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
     flows: dict[str, Trajectory] = {}
     flows_stages: dict[str, StageReport] = {}
     for geometry in dict.fromkeys(geometries.values()):
-        flows[geometry] = run_flow(geometry_config(config, geometry), keep_states=True)
+        # at the reference's tolerances: a flow that stops there stops before any discrete run
+        flows[geometry] = run_flow(tight(geometry_config(config, geometry)), keep_states=True)
         flows_stages[geometry] = detect_stages(flows[geometry])
         log(f"{geometry} flow: {flows[geometry].info.status}, {flows_stages[geometry].summary()}")
-        if not flows[geometry].info.ok and len(flows[geometry].t) < 2:  # failed at once: no reference
-            raise RunError(f"{geometry} flow stopped early ({flows[geometry].info.status} at t = "
-                           f"{flows[geometry].info.status_time}): {flows[geometry].info.message}; the "
-                           "discrete runs have no reference to be compared with")
+        if not flows[geometry].info.ok:  # before any discrete run: without it they compare with nothing
+            raise RunError(reference_stopped(config, spec, geometry, flows[geometry]))
     main = geometries[spec.optimizers[0]]
     flow, flow_stages = flows[main], flows_stages[main]
     # the sharpness of the gradient flow bounds GD's and SGD's lr (for the others it is for context only)
@@ -513,9 +542,7 @@ def compare(config: Config, spec: CompareSpec, log: Callable[[str], None] = lamb
         times = [traj.t for run, traj in trained if geometries[run.optimizer] == geometry]
         exact = _flow_at(geometry_config(config, geometry), np.unique(np.concatenate(times + [np.zeros(1)])))
         if not exact.info.ok:
-            raise RunError(f"{geometry} flow stopped early ({exact.info.status} at t = "
-                           f"{exact.info.status_time}): the discrete runs have no reference to be compared "
-                           "with; shorten the runs or loosen flow.rtol/flow.atol")
+            raise RunError(reference_stopped(config, spec, geometry, exact))
         exact_flows[geometry] = exact
     runs = []
     for run, traj in trained:
