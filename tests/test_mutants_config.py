@@ -168,3 +168,26 @@ def test_the_refusals_that_tie_two_keys_name_the_key_refused(overrides, message)
     with pytest.raises(ConfigError) as refused:
         resolve_config("tiny", overrides=overrides)
     assert str(refused.value) == message
+
+
+EMBEDDED = {"model.kind": "embedded"}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"model.embeddings": "orthonormal", "model.dim": 4},
+     "model.dim=4: orthonormal embeddings need dim >= max(vocabulary 10, answers 4)"),
+    ({"model.embeddings": "onehot", "model.dim": 4},
+     "model.dim=4: onehot embeddings need dim >= max(vocabulary 10, answers 4)"),
+    ({"model.embeddings": "hadamard", "model.dim": 24},
+     "model.dim=24: hadamard embeddings need dim a power of 2 >= max(vocabulary 10, answers 4), e.g. 16"),
+    ({"model.embeddings": "gaussian", "model.dim": 64},
+     "loss.kind='population': the population loss is exact only for orthonormal embeddings; "
+     "allowed: loss.kind=sampled"),
+    ({"model.embeddings": "onehot", "model.dim": 64, "model.seed": 3},
+     "model.seed=3: has no effect here: model.embeddings='onehot' are not drawn (orthonormal or gaussian "
+     "are); allowed: 0 (the default)"),
+])
+def test_the_embedded_models_refusals_name_the_key_and_what_would_do(overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        resolve_config("tiny", overrides={**EMBEDDED, **overrides})
+    assert str(refused.value) == message
