@@ -21,7 +21,8 @@ class Limit:
     """The ε → 0 limit of one ladder: ``value`` T0 from the last (smallest-ε) triple, its ``order`` k,
     ``error`` |T0(last triple) − T0(the triple before)| (NaN with one triple), ``decade``: the relative change
     |T(10 ε) − T(ε)| / T(ε) at the smallest ε when 10 ε is on the ladder (else NaN), ``last``: T at the
-    smallest ε, and ``reason``: why there is no fit ('' when there is one)."""
+    smallest ε, and ``reason``: why there is no fit ('' when there is one; where T is not monotone over
+    the last three ε, ``value`` is ``last`` and ``error`` their spread)."""
 
     value: float
     order: float
@@ -67,7 +68,7 @@ def triple_limit(eps: tuple[float, float, float], values: tuple[float, float, fl
 def ladder_limit(eps: list[float], values: list[float]) -> Limit:
     """The :class:`Limit` of T measured at ``eps`` (any order; NaN values, e.g. a run that stopped before
     T, are left out): extrapolations from the last two consecutive triples of the finite points sorted by
-    decreasing ε."""
+    decreasing ε (T at the smallest ε and the last three's spread where T is not monotone there)."""
     points = sorted(((e, v) for e, v in zip(eps, values, strict=True) if math.isfinite(v)), reverse=True)
     if not points:
         return Limit(math.nan, math.nan, math.nan, math.nan, math.nan, "no finite T")
@@ -80,8 +81,10 @@ def ladder_limit(eps: list[float], values: list[float]) -> Limit:
     if not fits:
         return Limit(math.nan, math.nan, math.nan, decade, last, f"{len(points)} finite T, a fit needs 3")
     value, order = fits[-1]
-    if not math.isfinite(value):
-        return Limit(math.nan, math.nan, math.nan, decade, last,
-                     "T not monotone in ε (or its order outside K_RANGE) over the last three ε")
+    if not math.isfinite(value):  # no fit: T at the smallest ε, its error the last three's spread
+        spread = max(abs(v - last) for _, v in points[-3:])
+        return Limit(last, math.nan, spread, decade, last,
+                     "T not monotone in ε over the last three ε (the value: T at the smallest ε; the error: "
+                     "their spread)")
     error = abs(value - fits[-2][0]) if len(fits) > 1 else math.nan
     return Limit(value, order, error, decade, last)

@@ -50,7 +50,9 @@ def test_unordered_input_and_missing_points():
     assert math.isnan(few.value) and "needs 3" in few.reason
 
 
-def test_a_ladder_not_monotone_in_eps_gives_no_limit():
+def test_a_ladder_not_monotone_in_eps_gives_its_last_value_with_the_spread_as_error():
     limit = ladder_limit([1e-4, 1e-5, 1e-6], [1.0, 1.2, 1.1])
-    assert math.isnan(limit.value) and "not monotone" in limit.reason
-    assert not limit.within
+    assert limit.value == 1.1 and limit.error == pytest.approx(0.1) and "not monotone" in limit.reason
+    assert math.isnan(limit.order) and not limit.within
+    flat = ladder_limit([1e-4, 1e-5, 1e-6], [2.0, 2.001, 2.0005])  # converged, only not monotone
+    assert flat.within and flat.value == 2.0005 and flat.error == pytest.approx(5e-4)
