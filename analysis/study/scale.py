@@ -76,14 +76,16 @@ def record_points(facts: int) -> int:
 
 
 def study_config(subjects: int, relations: int, answers: int = ANSWERS) -> Config:
-    """The flow of one size: random table, N = S + R noise tokens, cvode (rtol 1e-7, atol 1e-13) to
-    2.5 t_S rounded to an integer, :func:`record_points` grid points: at 2000 × 50 exactly the
-    10^5-fact ``factrecall simulate`` command of docs/performance.md."""
+    """The flow of one size: random table, N = S + R noise tokens, cvode (rtol 1e-7, atol 1e-13) with the
+    model's curvature blocks as its Newton preconditioner and Jacobian (the cheapest end to end from 10^4
+    facts on: docs/performance.md) to 2.5 t_S rounded to an integer, :func:`record_points` grid points: at
+    2000 × 50 exactly the 10^5-fact ``factrecall simulate`` command of docs/performance.md."""
     _, t_s = theory_times(subjects, relations, answers)
     return resolve_config("figure5", overrides={
         "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
         "task.noise_tokens": subjects + relations, "task.facts": "random", "init.scale": ALPHA,
         "flow.t_max": float(round(2.5 * t_s)), "flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13,
+        "flow.newton_preconditioner": "blocks", "flow.jacobian": "blocks",
         "flow.points": record_points(subjects * relations)})
 
 
