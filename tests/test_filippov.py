@@ -14,7 +14,7 @@ from dynamics.errors import ConfigError
 from dynamics.manifold import manifold_coordinates, manifold_flow, margin_target, margins
 from dynamics.problem import build_run
 from dynamics.sign_flow import exact_sign_flow
-from dynamics.solvers.filippov import integrate_sign_flow
+from dynamics.solvers.filippov import box_complementarity, integrate_sign_flow
 
 
 def _quadratic(A: torch.Tensor):
@@ -84,6 +84,59 @@ def test_a_zero_entry_without_equivalent_control_leaves_to_the_side_its_gradient
     assert np.allclose(result.states.numpy(), [[0.0, 0.5], [-0.5, 1.0], [-1.0, 1.5]], atol=1e-12)
 
 
+def test_the_complementarity_solve_gives_each_entry_at_zero_its_filippov_velocity():
+    """ġ = rate + H u with u ∈ [−1, 1]: ġ_i = 0 where |u_i| < 1, ġ_i u_i ≤ 0 at ±1. H = [[15, 3, 16],
+    [3, 23, 0], [16, 0, 20]], rate = (1, −4, 6): by hand u₂ = −1, then [[15, 3], [3, 23]] (u₀, u₁) = (15, 4)
+    gives u = (333/336, 15/336, −1), and ġ₂ = 6 + 16·333/336 − 20 = 13/7 > 0 (θ₂ crosses down: consistent).
+    Releasing the largest |u| of the all-sliding solve first (u₀ = −1 instead) is not. An entry with H_ii = 0
+    and a moving gradient goes to the side it moves to."""
+    H = torch.tensor([[15.0, 3.0, 16.0], [3.0, 23.0, 0.0], [16.0, 0.0, 20.0]], dtype=torch.float64)
+    rate = torch.tensor([1.0, -4.0, 6.0], dtype=torch.float64)
+    u = box_complementarity(H, rate, 1e-12, 1.0)
+    expected = torch.tensor([333 / 336, 15 / 336, -1.0], dtype=torch.float64)
+    assert torch.allclose(u, expected, rtol=0, atol=1e-12)
+    assert float((rate + H @ u)[2]) == pytest.approx(13 / 7, abs=1e-12)
+    none = torch.zeros((1, 1), dtype=torch.float64)
+    assert box_complementarity(none, torch.tensor([2.0], dtype=torch.float64), 1e-12, 1.0).tolist() == [-1.0]
+
+
+def test_two_entries_hit_together_one_slides_one_crosses_and_a_sliding_one_leaves():
+    """L = ½ θᵀ A θ (g = A θ), A = [[14, 8, −15, 6], [8, 6, −9, 4], [−15, −9, 20, 0], [6, 4, 0, 40]], from
+    g(0) = (0, 11/7, 139/14, 100). Entry 0 slides from the start: u₀ = −(−6 − 8 + 15)/14 = −1/14, and
+    entries 1, 2 (v = −1) fall at ġ₁ = −11/7, ġ₂ = −139/14: both reach 0 at t = 1. There, by hand, the
+    complementarity problem over {0, 1, 2} (free rate −(6, 4, 0) from θ₃) has the solution u = (1, 5/6, 1):
+    u₁ = −(−4 + 8 − 9)/6 = 5/6 slides, ġ₀ = −6 + 14 + 8·5/6 − 15 = −1/3 and ġ₂ = −15 − 9·5/6 + 20 = −5/2 move
+    entries 0 and 2 into their +1 sides: entry 1 slides, entry 2 crosses, and entry 0 leaves its slide. Then
+    θ moves along (1, 5/6, 1, −1). Deciding the new entries with entry 0 held (it cannot be) and then
+    releasing the largest |u| first made a cascade of crossings at t = 1."""
+    A = torch.tensor([[14.0, 8.0, -15.0, 6.0], [8.0, 6.0, -9.0, 4.0], [-15.0, -9.0, 20.0, 0.0],
+                      [6.0, 4.0, 0.0, 40.0]], dtype=torch.float64)
+    theta0 = torch.linalg.solve(A, torch.tensor([0.0, 11 / 7, 139 / 14, 100.0], dtype=torch.float64))
+    times = np.array([0.0, 0.5, 1.0, 1.1, 1.2])
+    result = integrate_sign_flow(*_quadratic(A), theta0, times)
+    first, second = np.array([-1 / 14, -1.0, -1.0, -1.0]), np.array([1.0, 5 / 6, 1.0, -1.0])
+    exact = [theta0.numpy() + min(t, 1.0) * first + max(t - 1.0, 0.0) * second for t in times]
+    assert result.status == "ok"
+    assert np.abs(result.states.numpy() - np.array(exact)).max() < 1e-10
+    assert [(round(e.t, 12), e.index, e.kind) for e in result.events] == [
+        (0.0, 0, "slide"), (1.0, 1, "slide"), (1.0, 2, "cross"), (1.0, 0, "leave")]
+
+
+def test_state_at_holds_each_sliding_piece_to_its_own_scale_not_the_runs_last():
+    """Tiny task: θ(t) off the grid on the sliding pieces is found by Newton to the tolerance its piece was
+    integrated with, also after the run ended where the gradient is far smaller (here: the run's last scale
+    set to 1e-300; with it every off-grid state on a sliding piece failed, as the learning-time table's
+    128 × 2 point did at t = 0.01 when read after t = 2.9). On the grid it gives the recorded states."""
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.geometry_eps": 0.0})
+    result = exact_sign_flow(config, times=np.array([0.0, 0.25, 0.5, 1.0]))
+    assert result.status == "ok"
+    result._flow.reference = 1e-300
+    for k, t in enumerate(result.t):
+        assert torch.equal(result.state_at(float(t)), result.states[k])
+    for t in (0.1, 0.3, 0.7, 0.9):
+        assert torch.isfinite(result.state_at(t)).all()
+
+
 def _tiny(eps: float) -> object:
     return resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.geometry_eps": eps,
                                              "flow.rtol": 1e-9, "flow.atol": 1e-12, "flow.t_max": 2.0})
@@ -135,10 +188,11 @@ def test_manifold_start_learning_times_equal_the_four_scalar_sign_flow():
 def test_entries_hit_together_and_released_at_the_surface_do_not_stall_the_flow():
     """The learning-time table's 128 × 2 point (random table, D = 4, noise tokens, constant start 1e-5):
     pairs of symmetric noise and EOS value entries reach 0 at one instant (their slide/±1 choices are made
-    jointly), and entries released from a slide sit within the sliding tolerance of 0, possibly on the
-    wrong side (their event is a crossing a further tolerance past 0). Without these the flow stopped at
-    t = 0.129 with events piling up at one instant; it now passes t = 3 (it still stops, at t = 4.04:
-    docs/geometry.md, "ε = 0: the exact sign flow")."""
+    jointly, by one complementarity solve with the entries already sliding), and entries released from a
+    slide sit within the sliding tolerance of 0, possibly on the wrong side (their event is a crossing a
+    further tolerance past 0). Without these the flow stopped at t = 0.129 with events piling up at one
+    instant; it now passes t = 3 (it still stops, at t = 4.03, where no step puts the sliding entries back
+    on g_S = 0: docs/geometry.md, "ε = 0: the exact sign flow")."""
     from analysis.study.geometry import Row, Setting, task_config
 
     config = task_config(128, 2, Row("sign", 6.0, "sign", 0.0, method="sliding", max_steps=40000), Setting())

@@ -14,6 +14,10 @@ valid while every |u_i| ≤ 1 (the convex hull of ±1). An entry whose |u_i| wou
 While sliding, θ_F moves linearly and θ_S is put back on g_S(θ) = 0 by (chord) Newton: no integration
 error builds up along the surface.
 
+Free entries that reach 0 at one instant decide together with the entries already sliding, by one
+complementarity problem over them (:func:`box_complementarity`): each slides (|u_i| ≤ 1, ġ_i = 0) or
+crosses (u_i = ±1, ġ_i u_i < 0), and a sliding entry may have to leave.
+
 Entries of the gradient that are zero at the start (|g_i| ≤ ``ZERO_TOL``·‖g‖∞, e.g. by the symmetry of a
 constant start) are candidates for sliding from t = 0: they stay at zero as long as the equivalent control
 keeps them there (|u_i| ≤ 1; an entry whose ġ_i is 0 by symmetry gets u_i = 0 from the min-norm solve and
@@ -31,7 +35,7 @@ This module knows no model: :func:`integrate_sign_flow` takes θ ↦ ∇L(θ) an
 
 from __future__ import annotations
 
-import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -47,7 +51,6 @@ LOOSE_TOL = 1e-7  # ... or, where rounding stops Newton first, at LOOSE_TOL·‖
 LINEAR_TOL = 0.25  # a step is kept while ‖g(θ+) − g − h ġ‖∞ ≤ LINEAR_TOL·‖g‖∞ (events are then seen)
 PINV_RTOL = 1e-8  # singular values of H_SS below this fraction of the largest count as 0
 NEWTON_ITERATIONS = 40
-JOINT_MAX = 6  # entries hit at one instant whose slide/±1 assignments are enumerated (3^6 = 729)
 U_TOL = 1e-9  # a sliding entry leaves when |u_i| > 1 + U_TOL (one that starts at |u_i| = 1 is not an event)
 RHS_TOL = 1e-10  # entries of (H v)_S below this fraction of the largest ‖H v‖∞ so far are 0 (rounding)
 RESIDUAL_TOL = 1e-8  # |(H_SS u − rhs)_i| above this fraction of that: entry i has no equivalent control
@@ -126,6 +129,7 @@ class SignFlowResult:
     events: list[Event]
     sliding: np.ndarray
     status_time: float = float("nan")
+    why: str = ""  # what stopped a ``stuck`` flow
     _pieces: list = field(default_factory=list, repr=False)
     _flow: object = field(default=None, repr=False)
 
@@ -134,7 +138,8 @@ class SignFlowResult:
         on a sliding one."""
         starts = [piece[0] for piece in self._pieces]
         k = max(int(np.searchsorted(starts, t, side="right")) - 1, 0)
-        t0, theta0, mode = self._pieces[k]
+        t0, theta0, mode, reference = self._pieces[k]
+        self._flow.reference = reference  # the piece's own scale of "g_S = 0", not the run's last one
         point = self._flow.advance(theta0, mode, float(t) - t0)
         if point is None:
             raise RuntimeError(f"state_at({t}): the sliding entries could not be put back on g_S = 0")
@@ -147,7 +152,15 @@ class _Flow:
     def __init__(self, gradient, hvp, frozen: torch.Tensor, cost: Cost):
         self._gradient, self._hvp, self.frozen, self.cost = gradient, hvp, frozen, cost
         self.reference = 0.0  # ‖g‖∞ at the current step's start: the scale of "g_S = 0"
+        self.top = 0.0  # ‖g‖∞ at the start (its 1e-3 is the least reference)
         self.peak = 0.0  # the largest ‖H v‖∞ so far
+
+    def set_reference(self, g: torch.Tensor, S: torch.Tensor) -> float:
+        """The scale of "g_S = 0" for a step from a state with gradient g and sliding set S: ‖g‖∞ over the
+        free entries that move, at least 1e-3 of ‖g‖∞ at the start."""
+        free = ~S & ~self.frozen
+        self.reference = max(float(g[free].abs().max()) if bool(free.any()) else 0.0, 1e-3 * self.top, 1e-300)
+        return self.reference
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
         self.cost.function_evals += 1
@@ -283,7 +296,7 @@ def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol:
         if tau not in points:
             point = flow.advance(start.theta, mode, tau)
             if point is None:
-                raise _Stuck(t + tau)
+                raise _Stuck(t + tau, "the sliding entries could not be put back on g_S = 0 inside a step")
             points[tau] = point
         return points[tau]
 
@@ -316,7 +329,7 @@ def _locate(flow: _Flow, mode: _Mode, start: _Point, end: _Point, t: float, tol:
 
 
 class _Stuck(Exception):
-    """The sliding entries could not be put back on g_S = 0 at time ``args[0]``."""
+    """The flow cannot go on at time ``args[0]``; ``args[1]`` says why."""
 
 
 def _after_event(flow: _Flow, mode: _Mode, point: _Point, hit: list[int], t: float
@@ -332,22 +345,64 @@ def _after_event(flow: _Flow, mode: _Mode, point: _Point, hit: list[int], t: flo
             candidates[i] = True
     joint = [i for i in hit if not bool(mode.S[i])]
     new = None
-    if 2 <= len(joint) <= JOINT_MAX:
+    if len(joint) >= 2:
         new = _joint_mode(flow, point.theta, v, mode.S & candidates, joint)
     if new is None:
         new = flow.select(point.theta, v, candidates)
     kinds = ["leave" if bool(mode.S[i]) else "slide" if bool(new.S[i]) else "cross" for i in hit]
-    events = [Event(t, i, kind) for i, kind in zip(hit, kinds, strict=True)]
+    # sliding entries the joint choice releases (not hit themselves) leave too
+    left = [i for i in torch.nonzero(mode.S & ~new.S).flatten().tolist() if i not in hit]
+    events = [Event(t, i, kind) for i, kind in zip(hit + left, kinds + ["leave"] * len(left), strict=True)]
     return new, events
+
+
+def box_complementarity(H: torch.Tensor, rate: torch.Tensor, zero: float, scale: float
+                        ) -> torch.Tensor | None:
+    """The velocities u ∈ [−1, 1]ⁿ of entries at 0 whose gradients move as ġ = rate + H u, with the
+    Filippov complementarity: ġ_i = 0 where |u_i| < 1 (slides), ġ_i u_i ≤ 0 where u_i = ±1 (crosses into
+    its own side). For a symmetric positive semi-definite H these are the optimality conditions of
+    min ½ uᵀ H u + rateᵀ u over the box, solved by a primal active-set method: a Newton step on the
+    free entries (min-norm; eigenvalues below PINV_RTOL of the larger of the largest and ``scale`` are 0, and
+    a rate H cannot absorb moves its entries to their bound, the way an entry with H_ii = 0 leaves), cut at
+    the first bound it meets, which joins the bound set; at a free minimum, the bound entry whose ġ pushes
+    it back inside most (ġ_i u_i > ``zero``) is freed. None if that does not settle."""
+    n = rate.numel()
+    u = torch.zeros_like(rate)
+    bound = torch.zeros_like(rate)  # ±1: held at that bound; 0: free
+    for _ in range(4 * n + 8):
+        free = bound == 0
+        if bool(free.any()):
+            values, vectors = torch.linalg.eigh(0.5 * (H + H.T)[free][:, free])
+            top = max(float(values.abs().max()), scale)
+            keep = values.abs() > PINV_RTOL * top
+            coef = vectors.T @ (rate[free] + H[free][:, ~free] @ u[~free] + H[free][:, free] @ u[free])
+            unabsorbed = vectors[:, ~keep] @ coef[~keep]
+            if unabsorbed.numel() and float(unabsorbed.abs().max()) > zero:
+                d, reach = -unabsorbed, math.inf  # the objective falls without end along it: to a bound
+            else:
+                d, reach = -(vectors[:, keep] @ (coef[keep] / values[keep])), 1.0
+            if float(d.abs().max()) > 1e-14:
+                room = torch.where(d > 0, (1 - u[free]) / d, torch.where(d < 0, (-1 - u[free]) / d, math.inf))
+                alpha = min(float(room.min()), reach)
+                u[free] = (u[free] + alpha * d).clamp(-1.0, 1.0)
+                if alpha < reach:
+                    k = int(torch.nonzero(free).flatten()[int(torch.argmin(room))])
+                    bound[k] = u[k] = torch.sign(d[int(torch.argmin(room))])
+                    continue
+        push = (rate + H @ u) * bound  # > 0: ġ drives a bound entry back into the box
+        if not bool((push > zero).any()):
+            return u
+        bound[int(torch.argmax(push))] = 0.0
+    return None
 
 
 def _joint_mode(flow: _Flow, theta: torch.Tensor, v: torch.Tensor, S: torch.Tensor, joint: list[int]
                 ) -> _Mode | None:
-    """The mode for several free entries ``joint`` that reached 0 together (a complementarity problem: one
-    entry's choice changes the others'): each of slide / +1 / −1 for each of them, most sliders first, the
-    sliding set ``S`` kept; the first assignment that is consistent — |u| ≤ 1 and ġ = 0 on every sliding
-    entry, ġ_i v_i < 0 on every released one (it moves into its own side) — or None. One Hessian-vector
-    product per entry of S ∪ joint and one for the free rate; the assignments cost none."""
+    """The mode for several free entries ``joint`` that reached 0 together while the entries ``S`` slide:
+    one complementarity problem over S ∪ joint (:func:`box_complementarity`; one entry's choice changes
+    the others', and a sliding entry may have to leave), each entry sliding (|u| ≤ 1, ġ = 0) or crossing
+    to u = ±1 (ġ_i u_i < 0); None if there is no consistent choice. One Hessian-vector product per entry
+    of S ∪ joint and one for the free rate."""
     block = S.clone()
     block[joint] = True
     index = torch.nonzero(block).flatten()
@@ -361,26 +416,20 @@ def _joint_mode(flow: _Flow, theta: torch.Tensor, v: torch.Tensor, S: torch.Tens
         unit[j] = 1.0
         columns.append(flow.hvp(theta, unit)[index])
     H = torch.stack(columns, dim=1)
-    position = {int(j): k for k, j in enumerate(index.tolist())}
-    slots = torch.tensor([position[j] for j in joint])
     zero = RESIDUAL_TOL * max(flow.peak, 1e-300)
-    for choice in sorted(itertools.product((0.0, 1.0, -1.0), repeat=len(joint)), key=lambda c: -c.count(0.0)):
-        local = torch.zeros(len(index), dtype=theta.dtype, device=theta.device)
-        local[slots] = torch.tensor(choice, dtype=theta.dtype, device=theta.device)
-        sliding = local == 0
-        rhs = -(rate + H @ local)[sliding]
-        solve = _Solve(lambda s=sliding: H[s][:, s], flow.peak)
-        local[sliding] = solve(torch.where(rhs.abs() > RHS_TOL * flow.peak, rhs, 0.0))
-        drift = rate + H @ local
-        released = ~sliding
-        if (bool((local[sliding].abs() <= 1.0 + U_TOL).all()) and bool((drift[sliding].abs() <= zero).all())
-                and bool((drift[released] * local[released] < -zero).all())):
-            new_v, new_S = v.clone(), S.clone()
-            for j, c in zip(joint, choice, strict=True):
-                new_v[j], new_S[j] = c, c == 0.0
-            w, solve = flow.velocity(theta, new_v, new_S)
-            return _Mode(new_v, new_S, w, solve)
-    return None
+    rate = torch.where(rate.abs() > RHS_TOL * flow.peak, rate, 0.0)
+    local = box_complementarity(H, rate, zero, flow.peak)
+    if local is None:
+        return None
+    drift = rate + H @ local
+    sliding = drift.abs() <= zero
+    if not bool((local[sliding].abs() <= 1.0 + U_TOL).all()):
+        return None
+    new_v, new_S = v.clone(), S.clone()
+    new_v[index] = torch.where(sliding, 0.0, torch.sign(local))
+    new_S[index] = sliding
+    w, solve = flow.velocity(theta, new_v, new_S)
+    return _Mode(new_v, new_S, w, solve)
 
 
 def _tolerance(flow: _Flow, g: torch.Tensor, mode: _Mode) -> tuple[float, torch.Tensor]:
@@ -401,7 +450,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
     free pieces are exact (θ moves linearly), event times are located to rounding."""
     clock = time.perf_counter()
     times = np.asarray(times, dtype=np.float64)
-    cost, crossings = Cost(), 0
+    cost, crossings, why = Cost(), 0, ""
     frozen = torch.zeros_like(theta0, dtype=torch.bool) if scale is None else (scale == 0)
     flow = _Flow(gradient, hvp, frozen, cost)
     theta = theta0.detach().clone()
@@ -411,7 +460,9 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
     mode = flow.select(theta, torch.where(frozen, 0.0, -torch.sign(start.g)), at_zero)
     events = [Event(float(times[0]), i, "slide") for i in torch.nonzero(mode.S).flatten().tolist()]
     t, k, status, instant = float(times[0]), 1, "ok", 0
-    states, sliding, pieces = [theta], [int(mode.S.sum())], [(t, theta, mode)]
+    flow.top = top
+    states, sliding = [theta], [int(mode.S.sum())]
+    pieces = [(t, theta, mode, flow.set_reference(start.g, mode.S))]
     rate = flow.hvp(theta, mode.w)
     h = first_step or 1e-3 * max(float(times[-1] - times[0]), 1e-300)
     try:
@@ -422,14 +473,12 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
             land = h >= times[k] - t
             h = min(h, float(times[k] - t))
             gscale, tol = _tolerance(flow, start.g, mode)
-            free = ~mode.S & ~frozen
-            flow.reference = max(float(start.g[free].abs().max()) if bool(free.any()) else 0.0, 1e-3 * top,
-                                 1e-300)
+            flow.set_reference(start.g, mode.S)
             end = flow.advance(start.theta, mode, h)
             if end is None:
                 cost.rejected_steps, h = cost.rejected_steps + 1, h / 4
                 if h <= 1e-15 * max(t, 1.0):
-                    raise _Stuck(t)
+                    raise _Stuck(t, "the sliding entries could not be put back on g_S = 0 by any step")
                 continue
             # a free entry released at the surface (|g_i| within the sliding tolerance, maybe on the wrong
             # side by that much) meets its event only once it is a further ``tol`` past 0
@@ -441,14 +490,14 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 point, hit = _locate(flow, mode, start, end, t, tol, offset)
                 instant = instant + 1 if point.tau == 0 else 0
                 if instant > 3:  # the same entries keep meeting their event at once: no consistent mode
-                    raise _Stuck(t)
+                    raise _Stuck(t, f"events kept coming at one instant (entries {hit[:8]})")
                 t = float(times[k]) if point.tau == end.tau and land else t + point.tau
                 mode, new = _after_event(flow, mode, point, hit, t)
                 events += new
                 crossings += len(hit)
                 start, land = _Point(0.0, point.theta, point.g), point.tau == end.tau and land
                 rate = flow.hvp(start.theta, mode.w)
-                pieces.append((t, start.theta, mode))
+                pieces.append((t, start.theta, mode, flow.set_reference(start.g, mode.S)))
             else:
                 flow.complete(end, mode)
                 rate1 = flow.hvp(end.theta, end.w)
@@ -461,7 +510,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 t = float(times[k]) if land else t + h
                 if mode.solve is not None:
                     mode = _Mode(mode.v, mode.S, end.w, end.solve)
-                    pieces.append((t, end.theta, mode))
+                    pieces.append((t, end.theta, mode, flow.set_reference(end.g, mode.S)))
                 start, rate = _Point(0.0, end.theta, end.g), rate1
                 h *= min(4.0, 0.8 * (LINEAR_TOL / max(miss, 1e-16)) ** 0.5)
             if land:
@@ -469,7 +518,7 @@ def integrate_sign_flow(gradient, hvp, theta0: torch.Tensor, times, scale: torch
                 sliding.append(int(mode.S.sum()))
                 k += 1
     except _Stuck as stuck:
-        status, t = "stuck", float(stuck.args[0])
+        status, t, why = "stuck", float(stuck.args[0]), stuck.args[1]
     cost.wall_seconds = time.perf_counter() - clock
     return SignFlowResult(times[:len(states)], torch.stack(states), status, cost, events, np.array(sliding),
-                          float("nan") if status == "ok" else t, pieces, flow)
+                          float("nan") if status == "ok" else t, why, pieces, flow)

@@ -35,6 +35,6 @@ def integrate_sliding(problem: FlowProblem, options: SolverOptions) -> FlowResul
             problem.progress(float(t))
     status, when = STATUS[result.status], result.status_time
     message = ("" if status == Status.OK else options.budget_message(when) if status == Status.MAX_STEPS
-               else f"sliding entries could not be held at g = 0 at t={when:.6g}")
+               else f"{result.why} at t={when:.6g}")
     return FlowResult(result.t, grid.kept(), status, None if status == Status.OK else when, message,
                       result.cost, last_state=grid.last)
