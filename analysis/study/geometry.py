@@ -5,8 +5,9 @@ the log–log slope of T_S/T_R against S/R for each row, and the decay exponent 
 
 ``factrecall study geometry --out DIR [--rows gf,sign,spectral,sgd,adam,signsgd,muon] [--pairs
 4x32,8x16,...] [--answers-per-relation 4|D|S] [--start constant|manifold] [--time midpoint|p [--delta 0.1]]
-[--figure PATH] [--workers 2]`` writes ``DIR/table.csv``, ``DIR/embeddings.csv`` and ``DIR/ratio.png`` (and
-``--figure``) and prints the table and the slopes. The options change what every cell shares
+[--eps-ladder 1e-4,3e-5,...] [--figure PATH] [--workers 2]`` writes ``DIR/table.csv``, ``DIR/embeddings.csv``
+and ``DIR/ratio.png`` (and ``--figure``; with ``--eps-ladder`` also ``DIR/limit.csv``) and prints the table
+and the slopes. The options change what every cell shares
 (:class:`Setting`): D answers per relation (``S``: one answer per fact, on the structured table, Li et al.'s
 setting), the start (``manifold``: Li et al.'s α₀ = β₀ = 0.01) and the definition of T (the midpoint
 crossing of the relation and subject losses, or the first time the mean p(A_r), p(subject's answers) reach
@@ -21,7 +22,9 @@ its recall time: the sign flow is very stiff after recall). Flows carry a hard s
 at those the flows stop on ``max_steps`` long before recall (docs/geometry.md, measured). From the constant
 start (gradient entries ≤ 1e-6) these are not ε → 0 limits (T_S moves 4–16% from ε = 1e-4 to 1e-5); from
 Li et al.'s start (``--start manifold``) the gradient is far above ε (on the balanced tables of ``study
-dsweep`` the spectral times there are within 6e-6 of the limit).
+dsweep`` the spectral times there are within 6e-6 of the limit). ``--eps-ladder`` runs the sign and
+spectral rows at several ε and extrapolates each T to ε → 0 (:func:`limit_cells`, Richardson in ε with
+the measured order and error; :mod:`analysis.richardson`).
 """
 
 from __future__ import annotations
@@ -145,15 +148,14 @@ LADDER_MARGIN = 10.0  # the ladder's step guard over the 1/ε growth of the step
 
 
 def ladder_row(row: Row, eps: float | None) -> Row:
-    """``row`` at ε = ``eps`` (None: unchanged). Below the row's own ε its step guard grows by
-    LADDER_MARGIN·row.eps/eps: the field's stiffness grows as 1/ε from the constant start (its gradient is
-    below ε), and the pace stop projects a stretch of small steps over the whole run (the spectral flow at
-    ε = 1e-6, 16 × 8, stopped at t = 2.84 with a guard of 10·8000, long before its T_S). The time limit
-    (``FACTRECALL_TIME_LIMIT``) still bounds each flow."""
-    if eps is None or eps == row.eps:
+    """``row`` at ε = ``eps`` (None: unchanged), its step guard LADDER_MARGIN·max(1, row.eps/eps) times the
+    row's: the field's stiffness grows as 1/ε from the constant start (its gradient is below ε), and the
+    pace stop projects a stretch of small steps over the whole run (with the row's guard times row.eps/eps,
+    the spectral flow at ε = 1e-6, 16 × 8, stopped at t = 2.84, long before its T_S; at ε = 1e-4, 128 × 2,
+    at t = 2.15). The time limit (``FACTRECALL_TIME_LIMIT``) still bounds each flow."""
+    if eps is None:
         return row
-    scale = LADDER_MARGIN * row.eps / eps if eps < row.eps else 1.0
-    return replace(row, eps=eps, max_steps=int(row.max_steps * scale))
+    return replace(row, eps=eps, max_steps=int(row.max_steps * LADDER_MARGIN * max(1.0, row.eps / eps)))
 
 
 def run_point(S: int, R: int, key: str, setting: Setting = Setting(), points: int = 160,
