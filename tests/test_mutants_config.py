@@ -191,3 +191,18 @@ def test_the_embedded_models_refusals_name_the_key_and_what_would_do(overrides, 
     with pytest.raises(ConfigError) as refused:
         resolve_config("tiny", overrides={**EMBEDDED, **overrides})
     assert str(refused.value) == message
+
+
+def test_an_unread_train_key_is_refused_with_what_would_make_it_read():
+    from dynamics.config.loading import refuse_unread
+
+    with pytest.raises(ConfigError) as untrained:
+        refuse_unread(resolve_config("tiny", overrides={"train.lr": 0.3}), train=False,
+                      explicit={"train.lr": "0.3"})
+    assert str(untrained.value) == ("train.lr=0.3: has no effect: nothing is trained without --train "
+                                    "(Python: train=True); allowed: add --train, or leave it out")
+    adam = resolve_config("tiny", overrides={"train.optimizer": "adam", "train.momentum": 0.5})
+    with pytest.raises(ConfigError) as unread:
+        refuse_unread(adam, train=True, explicit={"train.momentum": "0.5"})
+    assert str(unread.value) == ("train.momentum=0.5: has no effect: only muon reads it "
+                                 "(train.optimizer='adam'); allowed: leave it out, or an optimizer reading it")
