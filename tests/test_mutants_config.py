@@ -204,5 +204,5 @@ def test_an_unread_train_key_is_refused_with_what_would_make_it_read():
     adam = resolve_config("tiny", overrides={"train.optimizer": "adam", "train.momentum": 0.5})
     with pytest.raises(ConfigError) as unread:
         refuse_unread(adam, train=True, explicit={"train.momentum": "0.5"})
-    assert str(unread.value) == ("train.momentum=0.5: has no effect: only muon reads it "
-                                 "(train.optimizer='adam'); allowed: leave it out, or an optimizer reading it")
+    assert str(unread.value) == ("train.momentum=0.5: has no effect: only muon reads it (train.optimizer="
+                                 "'adam'); allowed: leave it out, or an optimizer reading it")
