@@ -206,3 +206,12 @@ def test_an_unread_train_key_is_refused_with_what_would_make_it_read():
         refuse_unread(adam, train=True, explicit={"train.momentum": "0.5"})
     assert str(unread.value) == ("train.momentum=0.5: has no effect: only muon reads it (train.optimizer="
                                  "'adam'); allowed: leave it out, or an optimizer reading it")
+
+
+def test_an_unknown_preset_is_refused_naming_every_preset():
+    from dynamics.config.presets import PRESETS
+
+    with pytest.raises(ConfigError) as refused:
+        resolve_config("nope")
+    assert str(refused.value) == "--preset='nope': must be one of " + ", ".join(PRESETS)
+    assert "tiny, " in str(refused.value)
