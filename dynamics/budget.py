@@ -69,7 +69,7 @@ RECORD_FLOATS = 4  # float64 per recorded point and fact (loss, p(a*), p(relatio
 # once whatever its size, and the record's temporaries per state and fact and per block element.
 FLOW_FIRST_USE = 16 * 2**20
 CVODE_FIRST_USE = 5 * 2**20  # SUNDIALS' bindings (cvode, auto)
-SCIPY_FIRST_USE = 38 * 2**20  # scipy, loaded by a flow's first solve (torchdiffeq's or SUNDIALS' bindings)
+SCIPY_FIRST_USE = 38 * 2**20  # scipy, loaded by a cvode or scipy flow's first solve (SUNDIALS' bindings)
 TRAIN_FIRST_USE = 72 * 2**20  # torch.optim's first step imports torch._dynamo
 RECORD_METRICS = 26  # float64 per recorded state and fact while a chunk is evaluated
 RECORD_BLOCK_COPIES = 2.4  # copies of the factorised record's block tables (or of the logits) held at once
@@ -220,8 +220,8 @@ def _run(config: Config, kind: str) -> list[MemoryPart]:
         parts.append(MemoryPart(f"dense Jacobian parameters² = {params}²", 2 * params * params * FLOAT))
     if kind == "flow":
         parts.append(_record_evaluation(config, held))
-        first_use = (FLOW_FIRST_USE + SCIPY_FIRST_USE
-                     + (CVODE_FIRST_USE if get_method(f.method).kind != "explicit" else 0))
+        first_use = FLOW_FIRST_USE + (CVODE_FIRST_USE + SCIPY_FIRST_USE  # an explicit flow loads no SciPy
+                                      if get_method(f.method).kind != "explicit" else 0)
         parts.append(MemoryPart("flow: what the solvers and the record allocate on first use", first_use))
     else:
         parts.append(MemoryPart("train: what torch's optimizers load on their first step", TRAIN_FIRST_USE))
