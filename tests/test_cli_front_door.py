@@ -136,8 +136,9 @@ def test_quick_answers_do_not_load_torch():
 
 
 def test_an_implicit_run_loads_no_explicit_solver_library():
-    """torchdiffeq (and the scipy.integrate it imports, most of a second) load when an explicit method first
-    runs: importing the simulate command and running a cvode flow needs neither; a dopri5 flow loads them."""
+    """torchdiffeq loads when an explicit method first runs (without the scipy.integrate of its SciPy
+    wrapper: tests/test_startup.py): importing the simulate command and running a cvode flow need neither;
+    a dopri5 flow loads torchdiffeq."""
     script = (
         "import sys\n"
         "import analysis.simulate\n"
