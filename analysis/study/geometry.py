@@ -364,7 +364,8 @@ def compute(values: dict[str, Any]) -> dict[str, Any]:
     if "embeddings" in values:
         return embedding_point(values["S"], values["R"], values["dim"], values["embeddings"],
                                setting_of(values))
-    return run_point(values["S"], values["R"], values["row"], setting_of(values), eps=values.get("eps"))
+    cell = (values["S"], values["R"], values["row"], setting_of(values))
+    return run_point(*cell, eps=values["eps"]) if "eps" in values else run_point(*cell)
 
 
 def _nan(row: dict[str, Any]) -> dict[str, Any]:
