@@ -41,7 +41,7 @@ def test_the_reported_loss_is_the_last_steps_with_the_betas_asked_for():
         loss = quadratic(0)(theta)
         loss.backward()
         adam.step()
-    assert result.loss == pytest.approx(float(loss.detach()), rel=1e-12)  # the same updates by the same library
+    assert result.loss == pytest.approx(float(loss.detach()), rel=1e-12)  # the same updates, same library
 
 
 def test_a_non_finite_loss_stops_the_run_at_its_step():
