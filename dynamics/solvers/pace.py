@@ -35,9 +35,9 @@ of 50 ms to t = 20 — are stopped within the first minute.
 Each stop's message gives the projection and, as the way out, the ``flow.t_max`` it reached, rounded down
 (a rerun takes the same steps and cost to get there; further on, a step size that shrinks faster than the
 pace shows — a blow-up, a stiffening field — may not fit the budget). It advises no larger
-``flow.geometry_eps``: nothing measured says which ε finishes (the transformer's sign flow at ε = 1e-4 was
-advised 100 × ε, which was stopped again; 1000 × ε finished). The steps stop is deterministic (steps and
-flow times); the time stop is deterministic given its clock.
+``flow.geometry_eps``: nothing but running it says which ε finishes (the transformer's sign flow at
+ε = 1e-4 was advised 100 × ε, which the stop on one projection stopped again). The steps stop is
+deterministic (steps and flow times); the time stop is deterministic given its clock.
 """
 
 from __future__ import annotations
