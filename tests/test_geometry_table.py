@@ -222,7 +222,7 @@ def test_the_eps_ladder_runs_the_sign_and_spectral_rows_at_each_eps_and_is_refus
     assert points == [("gf", 0.0)] + [(k, e) for k in ("sign", "spectral") for e in (1e-6, 1e-5, 1e-4)]
     row = geometry.ladder_row(ROWS["sign"], 1e-6)  # a guard for a field 100 times stiffer, with its margin
     assert (row.eps, row.max_steps) == (1e-6, 1000 * ROWS["sign"].max_steps)
-    assert geometry.ladder_row(ROWS["sign"], 1e-3).max_steps == ROWS["sign"].max_steps
+    assert geometry.ladder_row(ROWS["sign"], 1e-3).max_steps == 10 * ROWS["sign"].max_steps
     assert geometry.ladder_row(ROWS["sign"], None) is ROWS["sign"]
     monkeypatch.setattr(geometry, "run_point", lambda *a, **k: pytest.fail("ran a point"))
     for argv, needle in ((["--eps-ladder", "1e-4,1e-5"], "--eps-ladder='1e-4,1e-5': allowed: three or more"),
