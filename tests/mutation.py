@@ -86,7 +86,8 @@ def wilson(killed: float, n: float, z: float = 1.96) -> tuple[float, float]:
     (p + z²/2n ± z √(p(1−p)/n + z²/4n²)) / (1 + z²/n)."""
     p = killed / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    # clipped to [0, 1]: at p = 0 or 1 the bound is the end itself, up to rounding
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
 def split_targets(targets: list[str]) -> tuple[list[str], list[str]]:
@@ -205,13 +206,13 @@ def report(found: dict[str, str], sizes: dict[str, int], sample: bool) -> None:
         status = [s for name, s in found.items() if module_of(name) == module]
         ran = [s for s in status if s in RAN]
         killed = sum(s in ("killed", "timeout") for s in ran)
+        unrun = len(status) - len(ran) - status.count("no tests")
         strata.append((sizes.get(module, len(status)), len(ran), killed))
         print(f"{module}: {killed} of {len(ran)} mutants killed"
               + (f" ({100 * killed / len(ran):.0f}%)" if ran else "")
               + (f", {status.count('timeout')} of them by a timeout" if "timeout" in status else "")
-              + f"; {status.count('survived')} survived"
-              + f"; {status.count('no tests')} no tests; {len(status) - len(ran) - status.count('no tests')} "
-              + "not run (the run was cut short)")
+              + f"; {status.count('survived')} survived; {status.count('no tests')} no tests"
+              + (f"; {unrun} not run (the run was cut short)" if unrun else ""))
         if sample and ran:
             low, high = wilson(killed, len(ran))
             print(f"  a sample of {len(status)} of {sizes.get(module, len(status))}: 95% interval "
