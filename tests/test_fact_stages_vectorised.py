@@ -387,3 +387,18 @@ def test_fact_events_match_the_loop(start_known, monkeypatch):
     for name, old in zip(("learned", "forgotten", "relearned"), _loop_fact_events(t, p), strict=True):
         assert_same_times(getattr(events, name), old, t, CROSSING_RTOL, name)
         assert np.isfinite(old).any() or (name == "learned") == start_known, name
+
+
+def test_fact_states_at_the_thresholds_and_nan_match_the_definition():
+    # fact_states forms the classes in int8 (no int64 temporaries); the classes at the boundaries (p = 1/2
+    # and p(A_r) = known exactly, just above each, NaN) must still be the definition's
+    R = 7  # the 7 × 7 pairs of values below: 7 subjects of 7 relations
+    known = _relation_known(R)
+    values = np.array([0.0, 0.5, np.nextafter(0.5, 1), known, np.nextafter(known, 1), 1.0, np.nan])
+    p_correct, p_relation = (grid.reshape(1, -1, R) for grid in np.meshgrid(values, values, indexing="ij"))
+    p_correct, p_relation = np.repeat(p_correct, 3, 0), np.repeat(p_relation, 3, 0)
+    traj = record(np.arange(3.0), p_correct, p_relation)
+    state = fact_states(traj)
+    assert state.dtype == np.int8
+    np.testing.assert_array_equal(state, _loop_fact_states(traj))
+    assert set(np.unique(state)) == {FactClass.UNINFORMED, FactClass.HALLUCINATING, FactClass.RECALLED}
