@@ -21,16 +21,24 @@ time limit (``seconds``), the cost of the steps left is projected too: the cost 
 times the steps left at the step-size trend of the last two windows — h ∝ u^p, p fitted from their mean
 steps and clamped to [:data:`SLOWEST_TREND`, 1] (p = 1: the log-time pace above; p = 0: a constant step;
 p < 0: a step that keeps shrinking, the chattering sign and spectral fields of a transformer) — plus the
-cost spent so far. When that exceeds :data:`TIME_MARGIN` × the limit, with more than :data:`FEW_STEPS`
-steps taken and left, at every step of the last :data:`PERSIST` windows (the projection is made from the
-first two windows on), the flow stops with ``too_slow``. Two windows, as the trend of two windows reads a
-step that shrinks for a while and then grows again as if it kept shrinking: the scale problem at 10^4 facts
-by cvode at rtol 1e-9 (1,132 steps in all) shrinks its step at the relation escape for about a window, and
-was stopped there, at t = 755, projecting 9.65e4 steps; a chattering step stays small (the transformer's
-sign and spectral flows: above the limit for more than two windows in a row within their first minute).
+cost spent so far. A shrinking step (p < :data:`SHRINKING`) is extrapolated to the end; one that is not, at
+most one decade (:data:`HORIZON`) ahead in u: a constant step is what a hard stretch looks like, and the
+step grows again after it (the tiny task's spectral flow at ε = 1e-6 holds a constant step near t = 4,
+which, extrapolated to t = 400, projected 6.2e5 steps and 102 min; it takes 8,257 steps in all). When that
+exceeds :data:`TIME_MARGIN` × the limit, with more than :data:`FEW_STEPS` steps taken and left, at every
+step of the last :data:`PERSIST` windows (the projection is made from the first two windows on), and the
+flow has spent :data:`FIRST_SHARE` of the limit (90 s of the default 30 min), it stops with ``too_slow``.
+The share, as no trend read from a hard stretch says when the stretch ends: that same spectral flow holds a
+step near 1e-4 from t = 4 to 5.7 (7,000 steps) and then crosses to t = 400 in 900; it takes 74.5 CPU s in
+all, and read at t = 4.76 it projected 87.5 min. Two windows, as the trend of two
+windows reads a step that shrinks for a while and then grows again as if it kept shrinking: the scale
+problem at 10^4 facts by cvode at rtol 1e-9 (1,132 steps in all) shrinks its step at the relation escape for
+about a window, and was stopped there, at t = 755, projecting 9.65e4 steps; a chattering step stays small
+(the transformer's sign and spectral flows: above the limit for more than two windows in a row within their
+first minute).
 So a flow of few but dear steps (10^6 facts by cvode: about 550 steps of seconds each) runs as long as it
 needs; many dear steps — a transformer's chattering sign or spectral flow by cvode or auto, some 10^4 steps
-of 50 ms to t = 20 — are stopped within the first minute.
+of 50 ms to t = 20 — are stopped within the first minutes.
 
 Each stop's message gives the projection and, as the way out, the ``flow.t_max`` it reached, rounded down
 (a rerun takes the same steps and cost to get there; further on, a step size that shrinks faster than the
@@ -55,9 +63,12 @@ WINDOW = 64  # the recent steps the pace is measured over
 MIN_STEPS = 256  # no projection before this many steps (the budget's probe takes 64)
 MARGIN = 2.0  # stop when the projected steps exceed this multiple of the step budget
 TIME_MARGIN = 1.0  # stop when the projected cost exceeds this multiple of the time limit
+FIRST_SHARE = 0.05  # no time stop before this share of the limit is spent (a hard stretch's trend misleads)
 SLOWEST_TREND = -1.0  # the lowest exponent p of a step size h ∝ u^p the time projection extrapolates
 FEW_STEPS = 2000  # a flow projected to need fewer steps is never stopped for time (dear steps, not many)
 PERSIST = 2  # windows over which every step's time projection must exceed the limit before the flow stops
+HORIZON = 10.0  # how far ahead (a factor in u) a step that is not shrinking is extrapolated: one decade
+SHRINKING = -0.25  # a trend p below this is a shrinking step (a constant one fits p = 0 up to noise)
 
 Clock = Callable[[], float]  # cumulative cost in seconds
 TIME_LIMIT = 1800.0  # CPU seconds of one flow (FACTRECALL_TIME_LIMIT changes it): the pace stop's limit
@@ -153,12 +164,19 @@ class Pace:
         p = 1.0 if h_old <= 0 or h <= 0 else math.log(h / h_old) / math.log(mid / mid_old)
         return h, mid, min(max(p, SLOWEST_TREND), 1.0)
 
+    def horizon(self, u: float, p: float) -> float:
+        """How far the trend p at u is extrapolated: to the end when the step shrinks (p < SHRINKING: a
+        chattering field only gets worse), else at most :data:`HORIZON` × u — a constant step is what a hard
+        stretch looks like (an escape, a stiff phase), after which the step grows again, so it is read one
+        decade ahead and read again as the flow goes."""
+        return self.u_end if p < SHRINKING else min(self.u_end, HORIZON * u)
+
     def time_projection(self) -> tuple[float, float, float]:
         """(spent, per_step, steps_left): the cost so far, a step's cost over the last window, and the steps
-        left at the trend of :meth:`trend`."""
+        left to :meth:`horizon` at the trend of :meth:`trend`."""
         (_, old), (u, now) = self.trail[-1 - self.window], self.trail[-1]
         h, mid, p = self.trend()
-        return now - self.started, (now - old) / self.window, steps_between(u, self.u_end, h, mid, p)
+        return now - self.started, (now - old) / self.window, steps_between(u, self.horizon(u, p), h, mid, p)
 
     def accept(self, t: float) -> str | None:
         """Record an accepted step that reached flow time ``t``; the ``too_slow`` message when the flow
@@ -178,12 +196,13 @@ class Pace:
     def _watch_time(self, t: float, late: bool) -> str | None:
         """The time stop's check at every step once the trail holds two windows: the projected cost
         (:meth:`time_projection`) above the limit, with more than FEW_STEPS steps, at each of the last
-        ``persist`` steps; the message when ``late`` (past MIN_STEPS) and so, else None."""
+        ``persist`` steps; the message when ``late`` (past MIN_STEPS) and FIRST_SHARE of the limit is spent,
+        else None."""
         spent, per_step, steps_left = self.time_projection()
         total = spent + per_step * steps_left
         over = total > TIME_MARGIN * self.seconds and self.steps + steps_left > FEW_STEPS
         self.over = self.over + 1 if over else 0
-        if late and self.over >= self.persist:
+        if late and self.over >= self.persist and spent >= FIRST_SHARE * self.seconds:
             return self._time_message(t, per_step, steps_left, total)
         return None
 
@@ -209,9 +228,11 @@ class Pace:
         """The time stop's one line: the cost projected, and the ways out."""
         left = f"{steps_left:.3g}" if math.isfinite(steps_left) else "unboundedly many"
         _, _, p = self.trend()
+        u = self.trail[-1][0]
+        until = self.horizon(u, p) - self.scale + self.t0
         return (f"too slow at t={t:.6g}: at {format_seconds(per_step)} a step over the last {self.window} "
                 f"steps and its step size's trend (∝ t^{p:.2g}) the flow needs about {left} more steps to "
-                f"t={self._t_end():g} (over {FEW_STEPS} in all) and {format_seconds(total)}, more than the "
+                f"t={until:g} (over {FEW_STEPS} in all) and {format_seconds(total)}, more than the "
                 f"time limit of {format_seconds(self.seconds)} (FACTRECALL_TIME_LIMIT), as projected at each "
                 f"of the last {self.persist} steps; " + self._ways_out(t))
 
