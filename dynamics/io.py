@@ -58,12 +58,14 @@ BLOCK_BYTES = 2**24
 
 
 def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = NPZ_LEVEL,
-              store_bytes: int = STORE_BYTES) -> None:
+              store_bytes: int | None = None) -> None:
     """Write ``arrays`` into ``handle`` as an .npz archive whose members are deflated at zlib level
     ``level`` (the format of ``np.savez_compressed``, whose level cannot be chosen), except a member of
-    more than ``store_bytes`` bytes, which is stored (the format of ``np.savez``): ``np.load`` reads both.
-    No pickles. A memory-mapped array is written a block of rows at a time, its pages let go after each
-    (:func:`release`), so that writing a record held on disk never holds it in memory."""
+    more than ``store_bytes`` bytes (default :data:`STORE_BYTES`), which is stored (the format of
+    ``np.savez``): ``np.load`` reads both. No pickles. A memory-mapped array is written a block of rows
+    at a time, its pages let go after each (:func:`release`), so that writing a record held on disk never
+    holds it in memory."""
+    store_bytes = STORE_BYTES if store_bytes is None else store_bytes
     with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=level,
                          allowZip64=True) as archive:
         for name, value in arrays.items():

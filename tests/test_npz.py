@@ -55,3 +55,30 @@ def test_a_member_above_store_bytes_is_stored_and_reads_back_exactly(tmp_path):
         for name, value in arrays.items():
             np.testing.assert_array_equal(data[name], value)  # lossless either way
     assert STORE_BYTES == 2**26
+
+
+def test_a_run_with_stored_members_loads_back_as_the_deflated_one(tmp_path, monkeypatch):
+    # a 10^5-fact record's per-fact members are stored; stand for it with a tiny run whose every member is
+    # stored, held in memory and held on disk (spooled): both read back to the same record
+    import dynamics.io as dio
+    import dynamics.rundir as rundir
+    from dynamics.config import resolve_config
+    from dynamics.run import run_flow
+    from dynamics.trajectory import load_run
+
+    config = resolve_config("tiny")
+    deflated = run_flow(config)
+    deflated.save(tmp_path / "deflated", config)
+    monkeypatch.setattr(dio, "STORE_BYTES", 0)
+    deflated.save(tmp_path / "stored", config)
+    monkeypatch.setattr(rundir, "SPOOL_BYTES", 0)
+    spooled = run_flow(config)
+    spooled.save(tmp_path / "spooled", config)
+    for name in ("stored", "spooled"):
+        with zipfile.ZipFile(tmp_path / name / "trajectory.npz") as archive:
+            assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}, name
+    _, reference = load_run(tmp_path / "deflated")
+    for name in ("stored", "spooled"):
+        _, loaded = load_run(tmp_path / name)
+        for key, value in reference.arrays().items():
+            np.testing.assert_array_equal(loaded.arrays()[key], value, err_msg=f"{name}: {key}")
