@@ -45,33 +45,22 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
 # level 6 (10^5 facts: 5.6 s instead of 20 s for 853 MB) for files about 15% larger (231 MB instead of 200).
 NPZ_LEVEL = 1
 
-# A member of more bytes than this is stored, not deflated: deflate runs at about 150 MB/s of one core,
-# so the per-fact arrays of a 10^5-fact record (205 MB each) cost 5–6 s of a one-minute run for a file
-# 3.7× smaller, while storing costs a copy and a CRC (about 0.5 s). Every member of a 10^4-fact record
-# (20 MB) is still deflated; np.load, and this package's readers, read both kinds of member.
-STORE_BYTES = 2**26
-
 
 # A memory-mapped array (a record held on disk, dynamics.rundir.Spool) is written about this many bytes at
 # a time.
 BLOCK_BYTES = 2**24
 
 
-def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = NPZ_LEVEL,
-              store_bytes: int | None = None) -> None:
-    """Write ``arrays`` into ``handle`` as an .npz archive whose members are deflated at zlib level
-    ``level`` (the format of ``np.savez_compressed``, whose level cannot be chosen), except a member of
-    more than ``store_bytes`` bytes (default :data:`STORE_BYTES`), which is stored (the format of
-    ``np.savez``): ``np.load`` reads both. No pickles. A memory-mapped array is written a block of rows
-    at a time, its pages let go after each (:func:`release`), so that writing a record held on disk never
-    holds it in memory."""
-    store_bytes = STORE_BYTES if store_bytes is None else store_bytes
+def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = NPZ_LEVEL) -> None:
+    """Write ``arrays`` into ``handle`` as a deflate-compressed .npz archive at zlib level ``level``: the
+    format of ``np.savez_compressed`` (``np.load`` reads it), whose level cannot be chosen. No pickles. A
+    memory-mapped array is written a block of rows at a time, its pages let go after each
+    (:func:`release`), so that writing a record held on disk never holds it in memory."""
     with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=level,
                          allowZip64=True) as archive:
         for name, value in arrays.items():
             value = np.asanyarray(value)
-            with archive.open(_member(archive, f"{name}.npy", value.nbytes > store_bytes), mode="w",
-                              force_zip64=True) as member:
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
                 if not isinstance(value, np.memmap) or value.ndim == 0 or value.dtype.hasobject:
                     np.lib.format.write_array(member, value, allow_pickle=False)
                     continue
@@ -80,15 +69,6 @@ def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = N
                 for first in range(0, len(value), step):
                     member.write(np.ascontiguousarray(value[first:first + step]).tobytes())
                     release(value)
-
-
-def _member(archive: zipfile.ZipFile, name: str, stored: bool) -> str | zipfile.ZipInfo:
-    """The entry to open for writing ``name``: the archive's own (deflated at its level), or one stored."""
-    if not stored:
-        return name
-    info = zipfile.ZipInfo(name)  # the date and mode ZipFile.open gives a member opened by name
-    info.compress_type = zipfile.ZIP_STORED
-    return info
 
 
 def release(*arrays: np.ndarray) -> None:
