@@ -53,7 +53,6 @@ PAIRS = ((4, 32), (8, 16), (16, 8), (32, 4), (64, 2), (128, 2))
 EMBEDDINGS_POINT = "16x4x32"
 # --quick: the gradient flow, the sign flow and signSGD at S/R = 1/8 and 4 (notebooks/geometry.ipynb)
 QUICK_ROWS, QUICK_PAIRS = ("gf", "sign", "signsgd"), ((4, 32), (16, 4))
-LADDER_ROWS = ("sign", "spectral")  # the rows whose ε --eps-ladder varies
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,8 @@ ROWS = {
     "signsgd": Row("signSGD (lr 1e-3, full batch)", 6.0, optimizer="signsgd", lr=1e-3),
     "muon": Row("Muon (lr 2e-3, full batch)", 16.0, optimizer="muon", lr=2e-3),
 }
+# the rows whose ε --eps-ladder varies: the flows of a geometry with an ε
+LADDER_ROWS = tuple(key for key, row in ROWS.items() if row.optimizer is None and row.eps > 0)
 
 
 def task_config(S: int, R: int, row: Row, setting: Setting = Setting(), points: int = 160):
