@@ -54,3 +54,11 @@ def test_the_probe_sees_a_library_a_command_loads():
     probe = "import sys, dynamics.geometry; dynamics.geometry.SignDescent; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_the_capacity_command_loads_scipy_only_for_the_linear_reference_line():
+    # SciPy's root finder draws the linear model's reference line; importing the command (every capacity
+    # run, transformer included) used to load it at the top of capacity/plots.py
+    probe = "import sys, analysis.capacity.command; print('scipy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ..plotting import figure, plain_log_ticks, save
 
@@ -23,6 +22,8 @@ def reference_curve(kind: str, params: np.ndarray, anchor: tuple[float, float] |
         return np.full_like(params, np.nan)
     p0, n0 = anchor
     if kind == "linear":
+        from scipy.optimize import brentq  # here, not at import: SciPy costs every capacity command ~1 s
+
         kappa = n0 * math.log(n0) / p0
         return np.array([brentq(lambda n, p=p: n * math.log(n) - kappa * p, 1.0 + 1e-9, 1e12)
                          for p in params])
