@@ -1,0 +1,133 @@
+"""Tests written for the mutants of ``dynamics/models/`` that the model tests let survive (docs/testing.md,
+"Mutation testing"): each checks a documented property against a computation written here — a softmax
+over the expected counts, the Sylvester recursion as a Kronecker power, the embeddings' promised laws —
+never against the code's own output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dynamics.config import TaskConfig
+from dynamics.geometry import ParameterBlock
+from dynamics.models import EmbeddedModel, ReducedModel
+from dynamics.models.base import Model
+from dynamics.models.embeddings import hadamard_rows, sylvester_hadamard
+from dynamics.models.memories import LinearMemory
+from dynamics.models.transformer import TransformerModel
+from dynamics.task import FactTask
+
+SMALL = dict(subjects=3, relations=2, answers_per_relation=2, noise_tokens=2, seq_len=6, facts="random",
+             seed=3)
+
+
+def small_task(**changes) -> FactTask:
+    return FactTask(TaskConfig(**{**SMALL, **changes}))
+
+
+def random_theta(size: int, seed: int, scale: float = 0.7) -> torch.Tensor:
+    return scale * torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_softmax_attention_is_each_facts_softmax_over_its_expected_counts():
+    # ω_z(s, r) = c_z exp(a_z) / Σ_y c_y exp(a_y), c: 1 for s, r and EOS, (T − 3)/N per noise token
+    task = small_task()
+    model = ReducedModel(task, "softmax", tied=False)
+    theta = random_theta(model.num_params, seed=5)
+    a = theta[:model.num_tokens]
+    S, R, N, T = task.S, task.R, task.N, task.T
+    weights = model.attention_weights(theta)
+    for s in range(S):
+        for r in range(R):
+            counts = torch.zeros(model.num_tokens, dtype=torch.float64)
+            counts[s] = counts[S + r] = counts[-1] = 1.0
+            counts[S + R:S + R + N] = (T - 3) / N
+            omega = counts * torch.exp(a) / (counts * torch.exp(a)).sum()
+            expected = torch.stack([omega[s], omega[S + r], omega[S + R:S + R + N].sum(), omega[-1]])
+            assert torch.allclose(weights[s, r], expected, rtol=1e-12, atol=0.0)
+
+
+def test_linear_population_gradient_without_autodiff_never_forms_the_table(monkeypatch):
+    # linear attention outside autodiff takes the factorised path (no S×R×|A| table), with the same result
+    task = small_task()
+    model = ReducedModel(task, "linear")
+    theta = random_theta(model.num_params, seed=2)
+    loss, grad = model.blocked_loss_and_gradient(theta)
+
+    def refuse(self, theta):
+        raise AssertionError("the linear population gradient formed the table of logits")
+
+    monkeypatch.setattr(ReducedModel, "blocked_loss_and_gradient", refuse)
+    with torch.no_grad():
+        fast_loss, fast_grad = model.population_loss_and_gradient(theta)
+    assert float(fast_loss) == pytest.approx(float(loss), rel=1e-12)
+    assert torch.allclose(fast_grad, grad, rtol=1e-10, atol=1e-14)
+
+
+def test_gaussian_embeddings_are_seeded_with_rows_of_unit_mean_square_norm():
+    # N(0, I/d) rows: E‖e‖² = 1; the same seed gives the same tables
+    task = small_task(noise_tokens=40)
+    first, again = (EmbeddedModel(task, dim=64, embeddings="gaussian", seed=7) for _ in range(2))
+    assert torch.equal(first.E, again.E) and torch.equal(first.U, again.U)
+    for table in (first.E, first.U):
+        assert 0.7 < float((table**2).sum(1).mean()) < 1.3
+
+
+def test_onehot_and_hadamard_embeddings_are_the_promised_bases():
+    task = small_task()
+    V, A, d = task.vocab_size, task.num_answers, 16
+    onehot = EmbeddedModel(task, dim=d, embeddings="onehot")
+    eye = torch.eye(d, dtype=torch.float64)
+    assert torch.equal(onehot.E, eye[:V]) and torch.equal(onehot.U, eye[:A])
+    hadamard = EmbeddedModel(task, dim=d, embeddings="hadamard")
+    for table, rows in ((hadamard.E, V), (hadamard.U, A)):
+        assert table.shape == (rows, d)
+        assert torch.allclose(table.abs(), torch.full_like(table, d**-0.5), rtol=1e-15, atol=0.0)
+        assert torch.allclose(table @ table.T, torch.eye(rows, dtype=torch.float64), atol=1e-14)
+
+
+def test_embedded_parameter_blocks_are_its_two_matrices():
+    model = EmbeddedModel(small_task(), dim=8)
+    theta = random_theta(model.num_params, seed=1)
+    blocks = model.parameter_blocks()
+    assert [(b.name, b.start, b.shape) for b in blocks] == [("W_KQ", 0, (8, 8)), ("W_OV", 64, (8, 8))]
+    for block, matrix in zip(blocks, model.matrices(theta), strict=True):
+        assert torch.equal(theta[block.start:block.start + block.size].reshape(block.shape), matrix)
+
+
+def test_a_model_without_its_own_blocks_has_one_block_theta():
+    # the name ``data.freeze`` refers to for a model that does not split θ
+    class Plain(Model):
+        num_params = 5
+
+    assert Plain().parameter_blocks() == [ParameterBlock("theta", 0, (5,))]
+
+
+@pytest.mark.parametrize("dim", [1, 2, 4, 8])
+def test_sylvester_hadamard_is_the_kronecker_power(dim):
+    # H_d = H_2 ⊗ … ⊗ H_2 (log2 d factors), H_2 = [[1, 1], [1, −1]]
+    expected = torch.ones(1, 1, dtype=torch.float64)
+    for _ in range(int(math.log2(dim))):
+        expected = torch.kron(torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64), expected)
+    assert torch.equal(sylvester_hadamard(dim), expected)
+    rows = hadamard_rows(min(3, dim), dim)
+    assert torch.allclose(rows, expected[:min(3, dim)] / math.sqrt(dim), rtol=1e-15, atol=0.0)
+
+
+def test_transformer_embeddings_are_seeded_and_its_start_has_its_dtype():
+    task = small_task()
+    first, again = (TransformerModel(task, dim=8, heads=2, head_dim=2, mlp_width=4, seed=3) for _ in range(2))
+    assert torch.equal(first.E, again.E) and torch.equal(first.U, again.U)
+    single = TransformerModel(task, dim=8, heads=2, head_dim=2, mlp_width=4, dtype=torch.float32)
+    theta = single.standard_parameters(torch.Generator().manual_seed(0))
+    assert theta.dtype == torch.float32 and theta.shape == (single.num_params,)
+
+
+def test_linear_memory_starts_at_zero_on_its_device():
+    memory = LinearMemory(n=3, dim=4, device="meta")
+    theta = memory.initial_parameters()
+    assert theta.device == torch.device("meta") and theta.shape == (16,)
+    assert not LinearMemory(n=3, dim=4).initial_parameters().any()
