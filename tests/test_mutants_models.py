@@ -13,7 +13,7 @@ import torch
 
 from dynamics.config import TaskConfig
 from dynamics.geometry import ParameterBlock
-from dynamics.models import EmbeddedModel, ReducedModel
+from dynamics.models import EmbeddedModel, ReducedModel, argmax
 from dynamics.models.base import Model
 from dynamics.models.embeddings import hadamard_rows, sylvester_hadamard
 from dynamics.models.memories import LinearMemory
@@ -67,10 +67,11 @@ def test_linear_population_gradient_without_autodiff_never_forms_the_table(monke
     assert torch.allclose(fast_grad, grad, rtol=1e-10, atol=1e-14)
 
 
-def test_gaussian_embeddings_are_seeded_with_rows_of_unit_mean_square_norm():
-    # N(0, I/d) rows: E‖e‖² = 1; the same seed gives the same tables
+@pytest.mark.parametrize("embeddings", ["gaussian", "orthonormal"])
+def test_random_embeddings_are_seeded_with_rows_of_unit_mean_square_norm(embeddings):
+    # N(0, I/d) rows: E‖e‖² = 1 (orthonormal rows: exactly 1); the same seed gives the same tables
     task = small_task(noise_tokens=40)
-    first, again = (EmbeddedModel(task, dim=64, embeddings="gaussian", seed=7) for _ in range(2))
+    first, again = (EmbeddedModel(task, dim=64, embeddings=embeddings, seed=7) for _ in range(2))
     assert torch.equal(first.E, again.E) and torch.equal(first.U, again.U)
     for table in (first.E, first.U):
         assert 0.7 < float((table**2).sum(1).mean()) < 1.3
@@ -131,3 +132,60 @@ def test_linear_memory_starts_at_zero_on_its_device():
     theta = memory.initial_parameters()
     assert theta.device == torch.device("meta") and theta.shape == (16,)
     assert not LinearMemory(n=3, dim=4).initial_parameters().any()
+
+
+def test_models_and_starts_live_on_the_device_asked_for():
+    # the meta device stands for any device but the CPU: nothing is computed, only placed
+    meta = torch.device("meta")
+    model = EmbeddedModel(small_task(), dim=8, device="meta")
+    assert model.E.device == meta and model.U.device == meta
+    x, y, c = (torch.zeros(shape, dtype=torch.float64, device="meta") for shape in ((3, 4), (2, 4), (4,)))
+    assert argmax._dense(x, y, c, chunk_elements=8).device == meta
+
+
+def test_the_dense_argmax_gives_int64_indices_of_the_whole_table():
+    # equal logits everywhere: no bound settles a fact, the whole table is formed; ties go to index 0
+    S, R, D = 3, 2, 2
+    x, y, c = (torch.zeros(shape, dtype=torch.float64) for shape in ((S, R * D), (R, R * D), (R * D,)))
+    top = argmax.argmax_answers(x, y, c, chunk_elements=R * D)
+    assert top.dtype == torch.int64 and torch.equal(top, torch.zeros(S, R, dtype=torch.int64))
+
+
+def test_models_without_curvature_blocks_name_themselves():
+    with pytest.raises(NotImplementedError, match="^EmbeddedModel has no closed-form curvature blocks"):
+        EmbeddedModel(small_task(), dim=8).curvature_blocks(torch.zeros(128, dtype=torch.float64))
+
+
+def test_a_grown_state_keeps_every_old_token_and_takes_the_new_subjects_from_the_start():
+    old_task, task = small_task(subjects=2), small_task(subjects=4)
+    model, old = ReducedModel(task), ReducedModel(old_task)
+    theta_old = torch.arange(old.num_params, dtype=torch.float64) + 1.0
+    theta_init = -torch.arange(model.num_params, dtype=torch.float64) - 1.0
+    a, v = model.token_parameters(model.grown_state(theta_old, old_task, theta_init))
+    a_old, v_old = old.token_parameters(theta_old)
+    a_init, v_init = model.token_parameters(theta_init)
+    # tokens: subjects 0, 1 kept; subjects 2, 3 new; relations, the tied noise token and EOS shift by 2
+    for new, source, k in [(0, "old", 0), (1, "old", 1), (2, "init", 2), (3, "init", 3),
+                           (4, "old", 2), (5, "old", 3), (6, "old", 4), (7, "old", 5)]:
+        a_ref, v_ref = (a_old[k], v_old[k]) if source == "old" else (a_init[k], v_init[k])
+        assert a[new] == a_ref and torch.equal(v[new], v_ref)
+
+
+def test_transformer_parameter_blocks_are_its_matrices_in_order():
+    # W_Q, W_K, W_V (H·d_h × d, heads stacked), W_O (d × H·d_h), W_1 (m × d), W_2 (d × m), back to back
+    d, H, h, m = 6, 2, 3, 4
+    model = TransformerModel(small_task(), dim=d, heads=H, head_dim=h, mlp_width=m)
+    shapes = [("W_Q", (H * h, d)), ("W_K", (H * h, d)), ("W_V", (H * h, d)), ("W_O", (d, H * h)),
+              ("W_1", (m, d)), ("W_2", (d, m))]
+    starts = [0]
+    for _, (rows, cols) in shapes:
+        starts.append(starts[-1] + rows * cols)
+    assert starts[-1] == model.num_params
+    blocks = model.parameter_blocks()
+    expected = [(name, start, shape) for (name, shape), start in zip(shapes, starts[:-1], strict=True)]
+    assert [(b.name, b.start, b.shape) for b in blocks] == expected
+    theta = random_theta(model.num_params, seed=4)
+    named = model.blocks(theta)
+    for block in blocks:
+        piece = theta[block.start:block.start + block.size].reshape(block.shape)
+        assert torch.equal(piece, named[block.name].reshape(block.shape))
