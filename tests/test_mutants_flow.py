@@ -1,0 +1,263 @@
+"""Tests written for the mutants that survived a stratified mutation sample of the flow's inner loop
+(dynamics/solvers/*, fields, curvature, steppers, training/discrete, manifold, sign_flow): each pins a
+behaviour the docstrings promise, against a closed form or a hand-written computation, on problems of two to
+five parameters."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dynamics.config import resolve_config
+from dynamics.errors import ConfigError
+from dynamics.fields import batched_gradient_field, gradient_field, row_by_row
+from dynamics.geometry import DiagonalMetric, SignDescent
+from dynamics.manifold import check_authors_task
+from dynamics.sign_flow import exact_sign_refusal
+from dynamics.solvers import integrate_flow
+from dynamics.solvers.filippov import integrate_sign_flow
+from dynamics.solvers.pace import TIME_LIMIT, time_limit
+from dynamics.solvers.preconditioner import CvodePreconditioner
+from dynamics.task import FactTask
+from dynamics.training import train
+
+F64 = torch.float64
+A = torch.tensor([[3.0, 0.5, 0.0], [0.5, 1.0, -0.2], [0.0, -0.2, 0.3]], dtype=F64)
+B = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+
+
+def quadratic(theta: torch.Tensor) -> torch.Tensor:
+    """L(θ) = ½ θᵀAθ − bᵀθ, ∇L = Aθ − b, H = A."""
+    return 0.5 * theta @ (A @ theta) - B @ theta
+
+
+class ClosedQuadratic:
+    """The quadratic with a batched closed-form gradient that counts its calls and the rows it was handed."""
+
+    def __init__(self):
+        self.rows: list[int] = []
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return quadratic(theta)
+
+    def value_and_grad(self, thetas: torch.Tensor):
+        self.rows.append(thetas.shape[0])
+        return 0.5 * ((thetas @ A) * thetas).sum(-1) - thetas @ B, thetas @ A - B
+
+
+THETAS = torch.tensor([[0.3, -0.1, 2.0], [1.0, 0.5, -0.4]], dtype=F64)
+HAND_GRADS = THETAS @ A - B  # A is symmetric: row b is A θ_b − b
+
+
+# --- dynamics/fields.py -----------------------------------------------------------------------------------
+
+def test_the_batched_field_takes_the_objectives_batched_closed_form_once_per_batch():
+    objective = ClosedQuadratic()
+    field = batched_gradient_field(objective)
+    torch.testing.assert_close(field(0.0, THETAS), -HAND_GRADS, rtol=0, atol=1e-14)
+    assert objective.rows == [2]  # one call for the whole batch, not autodiff
+
+
+def test_the_batched_field_of_a_plain_function_is_its_autodiff_gradient_in_the_metric():
+    P = torch.tensor([1.0, 0.5, 2.0], dtype=F64)
+    field = batched_gradient_field(quadratic, P)
+    torch.testing.assert_close(field(0.0, THETAS), -P * HAND_GRADS, rtol=0, atol=1e-14)
+
+
+def test_the_batched_field_applies_a_non_batched_geometry_row_by_row():
+    field = batched_gradient_field(ClosedQuadratic(), SignDescent(eps=0.5))
+    x = HAND_GRADS
+    torch.testing.assert_close(field(0.0, THETAS), -x / torch.sqrt(x * x + 0.25), rtol=0, atol=1e-14)
+
+
+def test_row_by_row_stacks_the_one_flow_field():
+    field = row_by_row(gradient_field(quadratic))
+    torch.testing.assert_close(field(0.0, THETAS), -HAND_GRADS, rtol=0, atol=1e-14)
+
+
+# --- dynamics/curvature.py --------------------------------------------------------------------------------
+
+def test_sharpness_is_the_largest_eigenvalue_to_the_tolerance_it_promises():
+    """Lanczos on a 5 × 5 quadratic with spread eigenvalues: the tridiagonal matrix needs its off-diagonal
+    β_k at full precision to give λ_max to 1e-10 (in float32 they were off by ~1e-8)."""
+    from dynamics.curvature import sharpness
+
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1), dtype=F64))
+    eigenvalues = torch.tensor([0.01, 0.3, 1.7, 4.2, 9.123456789], dtype=F64)
+    H = q @ torch.diag(eigenvalues) @ q.T
+    P = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.25], dtype=F64)
+    root = P.sqrt()
+    expected = float(torch.linalg.eigvalsh(root[:, None] * H * root[None, :])[-1])
+    value = sharpness(lambda theta: 0.5 * theta @ (H @ theta), torch.zeros(5, dtype=F64), P)
+    assert value == pytest.approx(expected, rel=1e-12)
+
+
+# --- dynamics/steppers.py and dynamics/training/discrete.py ------------------------------------------------
+
+def _one_step(optimizer: str, lr: float) -> torch.Tensor:
+    theta0 = torch.tensor([0.3, -0.1, 2.0], dtype=F64)
+    result = train(lambda k: quadratic, theta0, optimizer=optimizer, lr=lr, steps=1, record=np.arange(2))
+    assert result.status == "ok"
+    torch.testing.assert_close(result.states[0], theta0, rtol=0, atol=0)
+    return result.states[1]
+
+
+def test_signsgd_steps_by_the_sign_of_the_gradient():
+    theta0 = torch.tensor([0.3, -0.1, 2.0], dtype=F64)
+    g = A @ theta0 - B  # (0.35, -1.35, 1.12)
+    torch.testing.assert_close(_one_step("signsgd", 0.1), theta0 - 0.1 * torch.sign(g), rtol=0, atol=1e-15)
+
+
+def test_muon_steps_a_vector_block_by_its_normalised_gradient():
+    theta0 = torch.tensor([0.3, -0.1, 2.0], dtype=F64)
+    g = A @ theta0 - B
+    torch.testing.assert_close(_one_step("muon", 0.1), theta0 - 0.1 * g / g.norm(), rtol=0, atol=1e-15)
+
+
+def test_a_loss_non_finite_at_the_start_keeps_theta0_as_the_record():
+    theta0 = torch.tensor([1.0, 2.0], dtype=F64)
+    result = train(lambda k: (lambda theta: theta.sum() * math.inf), theta0, optimizer="gd", lr=0.1,
+                   steps=3, record=np.arange(4))
+    assert result.status == "nonfinite" and result.status_time == 0.0
+    assert result.steps.tolist() == [0]
+    torch.testing.assert_close(result.states, theta0[None], rtol=0, atol=0)
+
+
+def test_parameters_that_overflow_end_the_run_with_the_states_before():
+    """L = θ² from θ0 = 1e10 with η = 1e300: θ1 = θ0 − η·2θ0 = −inf, the loss at θ0 (1e20) finite."""
+    theta0 = torch.tensor([1e10], dtype=F64)
+    result = train(lambda k: (lambda theta: (theta**2).sum()), theta0, optimizer="gd", lr=1e300, steps=3,
+                   record=np.arange(4))
+    assert result.status == "nonfinite" and result.status_time == 1e300
+    assert result.steps.tolist() == [0] and result.cost.function_evals == 1
+
+
+# --- dynamics/solvers/pace.py ------------------------------------------------------------------------------
+
+def test_the_time_limit_is_read_from_factrecall_time_limit(monkeypatch):
+    monkeypatch.setenv("FACTRECALL_TIME_LIMIT", "10min")
+    assert time_limit() == 600.0
+    monkeypatch.delenv("FACTRECALL_TIME_LIMIT")
+    assert time_limit() == TIME_LIMIT
+
+
+# --- dynamics/solvers/preconditioner.py --------------------------------------------------------------------
+
+class _Blocks:
+    """Newton blocks of J = −diag(d): M(γ) = I + γ diag(d), solved exactly."""
+
+    d = torch.tensor([1.0, 4.0], dtype=F64)
+
+    def at(self, t, theta):
+        return self
+
+    @staticmethod
+    def _into(value, out):
+        return value if out is None else out.copy_(value)
+
+    def factor(self, gamma):
+        return lambda r, out=None: self._into(r / (1 + gamma * self.d), out)
+
+    def product(self):
+        return lambda v, out=None: self._into(self.d * v, out)
+
+
+def test_the_preconditioner_counts_one_setup_per_fresh_jacobian():
+    preconditioner = CvodePreconditioner(_Blocks(), torch.zeros(2, dtype=F64))
+    y, jnew = np.zeros(2), [0]
+    preconditioner.setup(0.0, y, y, False, jnew, 0.5)
+    preconditioner.setup(0.1, y, y, True, jnew, 0.25)  # only γ changed: the blocks are kept
+    assert (preconditioner.counts.setups, preconditioner.counts.factorisations) == (1, 2)
+    z = np.zeros(2)
+    preconditioner.solve(0.1, y, y, np.array([1.25, 2.0]), z, 0.25, 0.0, 0)
+    np.testing.assert_allclose(z, [1.0, 1.0], rtol=0, atol=1e-15)
+
+
+def test_a_jacobian_product_before_any_setup_is_refused():
+    preconditioner = CvodePreconditioner(_Blocks(), torch.zeros(2, dtype=F64))
+    with pytest.raises(RuntimeError, match="^cvode asked for J·v before setting its preconditioner up$"):
+        preconditioner.jacobian_vector(0.0, np.zeros(2), np.zeros(2), np.ones(2), np.zeros(2))
+
+
+# --- dynamics/solvers/sliding.py ----------------------------------------------------------------------------
+
+HALF_NORM = lambda theta: 0.5 * (theta**2).sum()  # noqa: E731  (∇L = θ)
+
+
+def test_sliding_holds_the_entries_whose_metric_is_zero():
+    """dθ/dt = −sign(P θ), P = (1, 0), θ0 = (1, 2): θ1 = max(1 − t, 0), θ2 stays at 2."""
+    field = gradient_field(HALF_NORM, SignDescent(torch.tensor([1.0, 0.0], dtype=F64)))
+    times = np.array([0.0, 0.5, 1.5, 3.0])
+    result = integrate_flow(field, torch.tensor([1.0, 2.0], dtype=F64), times, method="sliding")
+    assert result.status == "ok" and result.status_time is None and result.message == ""
+    assert result.cost.function_evals > 0
+    expected = np.stack([np.maximum(1 - times, 0.0), np.full(4, 2.0)], axis=1)
+    np.testing.assert_allclose(result.states.numpy(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("geometry", [DiagonalMetric(), SignDescent(eps=0.1)], ids=["euclidean", "smoothed"])
+def test_sliding_refuses_a_field_that_is_not_the_exact_sign_flow(geometry):
+    field = gradient_field(HALF_NORM, geometry)
+    with pytest.raises(ConfigError, match=r"^flow\.method='sliding': integrates the ε = 0 sign flow"):
+        integrate_flow(field, torch.ones(2, dtype=F64), np.array([0.0, 1.0]), method="sliding")
+
+
+# --- dynamics/solvers/filippov.py ---------------------------------------------------------------------------
+
+def test_the_sign_flows_cost_counts_every_gradient_and_hessian_product():
+    calls = {"grad": 0, "hvp": 0}
+
+    def grad(theta):
+        calls["grad"] += 1
+        return A @ theta
+
+    def hvp(theta, x):
+        calls["hvp"] += 1
+        return A @ x
+
+    result = integrate_sign_flow(grad, hvp, torch.tensor([1.0, 0.2, -0.5], dtype=F64), [0.0, 0.5, 3.0])
+    assert result.status == "ok" and calls["grad"] > 0 and calls["hvp"] > 0
+    assert (result.cost.function_evals, result.cost.hvp_evals) == (calls["grad"], calls["hvp"])
+
+
+def test_a_first_step_far_too_long_is_cut_until_the_gradient_is_near_linear():
+    """L = eᶿ − θ (g = eᶿ − 1) from θ0 = 20 with a first step of 100: θ(t) = 20 − t, then 0 (slides). The
+    first step (to θ = 0.5, no event) misses linearity by ~18 ‖g‖: the step must shrink, not grow."""
+    result = integrate_sign_flow(lambda theta: torch.exp(theta) - 1, lambda theta, x: torch.exp(theta) * x,
+                                 torch.tensor([20.0], dtype=F64), [0.0, 19.5, 30.0], first_step=100.0,
+                                 max_steps=100)
+    assert result.status == "ok"
+    np.testing.assert_allclose(result.states[:, 0].numpy(), [20.0, 0.5, 0.0], rtol=0, atol=1e-12)
+
+
+# --- dynamics/solvers/auto.py -------------------------------------------------------------------------------
+
+def test_auto_switches_a_stiff_linear_flow_to_cvode_and_says_so():
+    """dθ/dt = −diag(1, 2000) θ: after the fast mode has decayed dopri5's step is held at its stability
+    bound (h·ρ ≈ 3.3 ≥ 2) with thousands of steps left, so auto hands the rest to cvode."""
+    rates = torch.tensor([1.0, 2000.0], dtype=F64)
+    times = np.concatenate([np.linspace(0.0, 0.1, 21), [1.0, 5.0]])
+    result = integrate_flow(lambda t, theta: -rates * theta, torch.ones(2, dtype=F64), times, method="auto",
+                            rtol=1e-8, atol=1e-10)
+    assert result.status == "ok" and result.method_used.endswith("then cvode")
+    assert set(result.method_split) == {"dopri5", "stiffness_probes", "cvode"}
+    expected = np.exp(-np.outer(times, rates.numpy()))
+    np.testing.assert_allclose(result.states.numpy(), expected, rtol=0, atol=1e-6)
+
+
+# --- dynamics/manifold.py and dynamics/sign_flow.py ---------------------------------------------------------
+
+def test_the_manifold_refusal_names_what_is_allowed():
+    with pytest.raises(ConfigError) as error:
+        check_authors_task(FactTask(resolve_config("tiny").task))
+    assert str(error.value).endswith("; allowed: preset li2026 with task.subjects, task.relations")
+
+
+def test_the_exact_sign_refusal_of_a_smoothed_flow_names_what_is_allowed():
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.geometry_eps": 0.1})
+    assert exact_sign_refusal(config) == (
+        "flow.geometry_eps=0.1: the sliding method integrates the ε = 0 sign flow; allowed: 0 (a smoothed "
+        "flow takes dopri5, cvode or auto)")
