@@ -16,10 +16,11 @@ from dynamics.errors import ConfigError
 from dynamics.fields import batched_gradient_field, gradient_field, row_by_row
 from dynamics.geometry import DiagonalMetric, SignDescent
 from dynamics.manifold import check_authors_task
+from dynamics.objective import gradient
 from dynamics.sign_flow import exact_sign_refusal
 from dynamics.solvers import integrate_flow
 from dynamics.solvers.filippov import integrate_sign_flow
-from dynamics.solvers.pace import TIME_LIMIT, time_limit
+from dynamics.solvers.pace import TIME_LIMIT, Pace, pace_for, time_limit
 from dynamics.solvers.preconditioner import CvodePreconditioner
 from dynamics.task import FactTask
 from dynamics.training import train
@@ -76,6 +77,14 @@ def test_the_batched_field_applies_a_non_batched_geometry_row_by_row():
 def test_row_by_row_stacks_the_one_flow_field():
     field = row_by_row(gradient_field(quadratic))
     torch.testing.assert_close(field(0.0, THETAS), -HAND_GRADS, rtol=0, atol=1e-14)
+
+
+def test_the_gradient_is_the_objectives_closed_form_where_it_has_one():
+    objective = ClosedQuadratic()
+    value, grad = gradient(objective, THETAS[0])
+    assert objective.rows == [3]
+    assert float(value) == pytest.approx(float(quadratic(THETAS[0])), rel=1e-14)
+    torch.testing.assert_close(grad, HAND_GRADS[0], rtol=0, atol=1e-14)
 
 
 # --- dynamics/curvature.py --------------------------------------------------------------------------------
@@ -136,6 +145,12 @@ def test_parameters_that_overflow_end_the_run_with_the_states_before():
 
 
 # --- dynamics/solvers/pace.py ------------------------------------------------------------------------------
+
+def test_a_grid_of_two_points_is_paced_and_no_margin_is_no_pace():
+    assert isinstance(pace_for(np.array([0.0, 1.0]), 100), Pace)
+    assert pace_for(np.array([0.0]), 100) is None
+    assert pace_for(np.array([0.0, 1.0]), 100, margin=0.0) is None
+
 
 def test_the_time_limit_is_read_from_factrecall_time_limit(monkeypatch):
     monkeypatch.setenv("FACTRECALL_TIME_LIMIT", "10min")
@@ -231,6 +246,20 @@ def test_a_first_step_far_too_long_is_cut_until_the_gradient_is_near_linear():
                                  max_steps=100)
     assert result.status == "ok"
     np.testing.assert_allclose(result.states[:, 0].numpy(), [20.0, 0.5, 0.0], rtol=0, atol=1e-12)
+
+
+def test_entries_released_from_a_slide_take_the_side_their_gradient_moves_to():
+    """g = Aθ − b, A = [[22, −12, −7], [−12, 13, 8], [−7, 8, 5]], b = (1, 0, 0), from θ = 0: entries 1 and 2
+    start at g = 0 and θ₀ moves up. Sliding both needs u = (4, −5) (outside [−1, 1]); the Filippov mode (the
+    box-constrained solve, by hand) is u = (1, −0.2): entry 1 leaves upwards (ġ₁ = −0.6 < 0), entry 2 slides,
+    so θ(t) = (t, t, −0.2 t) while g₀ = −1 + 11.4 t < 0."""
+    A3 = torch.tensor([[22.0, -12.0, -7.0], [-12.0, 13.0, 8.0], [-7.0, 8.0, 5.0]], dtype=F64)
+    b = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    times = np.array([0.0, 0.02, 0.05])
+    result = integrate_sign_flow(lambda theta: A3 @ theta - b, lambda theta, x: A3 @ x,
+                                 torch.zeros(3, dtype=F64), times)
+    assert result.status == "ok"
+    np.testing.assert_allclose(result.states.numpy(), np.outer(times, [1.0, 1.0, -0.2]), rtol=0, atol=1e-9)
 
 
 # --- dynamics/solvers/auto.py -------------------------------------------------------------------------------
