@@ -16,7 +16,7 @@ from dynamics.geometry import ParameterBlock
 from dynamics.models import EmbeddedModel, ReducedModel, argmax
 from dynamics.models.base import Model
 from dynamics.models.embeddings import hadamard_rows, sylvester_hadamard
-from dynamics.models.memories import LinearMemory
+from dynamics.models.memories import LinearMemory, MLPMemory
 from dynamics.models.transformer import TransformerModel
 from dynamics.task import FactTask
 
@@ -118,10 +118,14 @@ def test_sylvester_hadamard_is_the_kronecker_power(dim):
     assert torch.allclose(rows, expected[:min(3, dim)] / math.sqrt(dim), rtol=1e-15, atol=0.0)
 
 
-def test_transformer_embeddings_are_seeded_and_its_start_has_its_dtype():
-    task = small_task()
-    first, again = (TransformerModel(task, dim=8, heads=2, head_dim=2, mlp_width=4, seed=3) for _ in range(2))
+def test_transformer_embeddings_are_seeded_with_rows_of_unit_mean_square_norm_and_its_start_has_its_dtype():
+    # e_z, u_y ~ N(0, I/d): E‖e‖² = 1
+    task = small_task(noise_tokens=40)
+    first, again = (TransformerModel(task, dim=64, heads=2, head_dim=2, mlp_width=4, seed=3)
+                    for _ in range(2))
     assert torch.equal(first.E, again.E) and torch.equal(first.U, again.U)
+    for table in (first.E, first.U):
+        assert 0.7 < float((table**2).sum(1).mean()) < 1.3
     single = TransformerModel(task, dim=8, heads=2, head_dim=2, mlp_width=4, dtype=torch.float32)
     theta = single.standard_parameters(torch.Generator().manual_seed(0))
     assert theta.dtype == torch.float32 and theta.shape == (single.num_params,)
@@ -139,6 +143,13 @@ def test_models_and_starts_live_on_the_device_asked_for():
     meta = torch.device("meta")
     model = EmbeddedModel(small_task(), dim=8, device="meta")
     assert model.E.device == meta and model.U.device == meta
+    memory = LinearMemory(n=3, dim=4, device="meta")
+    assert memory.E.device == meta and memory.U.device == meta
+    reduced = ReducedModel(small_task(), "softmax", device="meta")
+    theta = torch.zeros(reduced.num_params, dtype=torch.float64, device="meta")
+    assert reduced.population_loss(theta).device == meta
+    loss, grad = reduced.population_loss_and_gradient(theta)
+    assert loss.device == meta and grad.device == meta
     x, y, c = (torch.zeros(shape, dtype=torch.float64, device="meta") for shape in ((3, 4), (2, 4), (4,)))
     assert argmax._dense(x, y, c, chunk_elements=8).device == meta
 
@@ -149,6 +160,12 @@ def test_the_dense_argmax_gives_int64_indices_of_the_whole_table():
     x, y, c = (torch.zeros(shape, dtype=torch.float64) for shape in ((S, R * D), (R, R * D), (R * D,)))
     top = argmax.argmax_answers(x, y, c, chunk_elements=R * D)
     assert top.dtype == torch.int64 and torch.equal(top, torch.zeros(S, R, dtype=torch.int64))
+    # answers 1 and 3 above the others by 1e-12, below float32's resolution at 1: still unsettled, still
+    # told apart as the whole float64 table tells them
+    c = torch.tensor([1.0, 1.0 + 1e-12, 1.0, 1.0 + 1e-12], dtype=torch.float64)
+    expected = ((x[:, None, :] + y[None, :, :]) + c).argmax(-1)
+    assert torch.equal(argmax.argmax_answers(x, y, c, chunk_elements=R * D), expected)
+    assert torch.equal(expected, torch.ones(S, R, dtype=torch.int64))
 
 
 def test_models_without_curvature_blocks_name_themselves():
@@ -189,3 +206,56 @@ def test_transformer_parameter_blocks_are_its_matrices_in_order():
     for block in blocks:
         piece = theta[block.start:block.start + block.size].reshape(block.shape)
         assert torch.equal(piece, named[block.name].reshape(block.shape))
+
+
+def test_gaussian_memories_are_seeded_and_store_the_classes_asked_for():
+    first, again = (LinearMemory(n=6, dim=3, num_classes=3, embeddings="gaussian", seed=2) for _ in range(2))
+    assert torch.equal(first.E, again.E) and torch.equal(first.U, again.U)
+    assert first.U.shape == (3, 3) and first.targets.tolist() == [0, 0, 1, 1, 2, 2]  # ⌊i·3/6⌋
+    assert first.logits(first.initial_parameters()).shape == (6, 3)
+
+
+def test_mlp_memory_start_follows_its_documented_law():
+    # W_1 ~ N(0, 1/d), b_1 = 0, W_2 ~ N(0, 1/m), seeded; one hidden unit is allowed
+    d, m = 32, 64
+    theta = MLPMemory(n=4, dim=d, width=m, seed=1).initial_parameters()
+    assert torch.equal(theta, MLPMemory(n=4, dim=d, width=m, seed=1).initial_parameters())
+    assert theta.shape == (2 * m * d + m,)
+    w1, b1, w2 = theta[:m * d], theta[m * d:m * d + m], theta[m * d + m:]
+    assert not b1.any()
+    assert float(w1.var()) == pytest.approx(1 / d, rel=0.15)
+    assert float(w2.var()) == pytest.approx(1 / m, rel=0.15)
+    assert MLPMemory(n=2, dim=4, width=1).num_params == 2 * 4 + 1
+
+
+def test_embedded_parameter_norms_are_the_frobenius_norms_of_its_matrices():
+    d = 4
+    model = EmbeddedModel(small_task(), dim=d)
+    theta = random_theta(model.num_params, seed=8)
+    norms = model.parameter_norms(theta)
+    assert set(norms) == {"W_KQ", "W_OV"}
+    assert float(norms["W_KQ"]) == pytest.approx(math.sqrt(float((theta[:d * d]**2).sum())), rel=1e-14)
+    assert float(norms["W_OV"]) == pytest.approx(math.sqrt(float((theta[d * d:]**2).sum())), rel=1e-14)
+
+
+def test_linear_hessian_vector_product_under_autodiff_matches_differences_of_the_gradient():
+    # H u ≈ (∇L(θ + h u) − ∇L(θ − h u)) / 2h, with θ tracked by autograd (the blocked closed form)
+    model = ReducedModel(small_task(), "linear")
+    theta = random_theta(model.num_params, seed=6)
+    u = random_theta(model.num_params, seed=7)
+    h = 1e-5
+    with torch.no_grad():
+        expected = (model.population_loss_and_gradient(theta + h * u)[1]
+                    - model.population_loss_and_gradient(theta - h * u)[1]) / (2 * h)
+    hv = model.population_hessian_vector_product(theta.clone().requires_grad_(True), u)
+    assert torch.allclose(hv, expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_population_loss_on_cuda_is_the_cpu_one():
+    # the targets of the loss follow the logits onto the device (on the CPU any device is the CPU)
+    model = ReducedModel(small_task(), "softmax")
+    on_cuda = ReducedModel(small_task(), "softmax", device="cuda")
+    theta = random_theta(model.num_params, seed=9)
+    expected = float(model.population_loss(theta))
+    assert float(on_cuda.population_loss(theta.cuda())) == pytest.approx(expected, rel=1e-12)
