@@ -17,8 +17,9 @@ from dynamics.fields import batched_gradient_field, gradient_field, row_by_row
 from dynamics.geometry import DiagonalMetric, SignDescent
 from dynamics.manifold import check_authors_task
 from dynamics.objective import gradient
-from dynamics.sign_flow import exact_sign_refusal
-from dynamics.solvers import integrate_flow
+from dynamics.problem import build_run
+from dynamics.sign_flow import exact_sign_flow, exact_sign_refusal
+from dynamics.solvers import FlowProblem, SolverOptions, integrate_flow, integrate_problem
 from dynamics.solvers.filippov import integrate_sign_flow
 from dynamics.solvers.pace import TIME_LIMIT, Pace, pace_for, time_limit
 from dynamics.solvers.preconditioner import CvodePreconditioner
@@ -109,7 +110,7 @@ def test_sharpness_is_the_largest_eigenvalue_to_the_tolerance_it_promises():
 def _one_step(optimizer: str, lr: float) -> torch.Tensor:
     theta0 = torch.tensor([0.3, -0.1, 2.0], dtype=F64)
     result = train(lambda k: quadratic, theta0, optimizer=optimizer, lr=lr, steps=1, record=np.arange(2))
-    assert result.status == "ok"
+    assert result.status == "ok" and (result.cost.function_evals, result.cost.accepted_steps) == (1, 1)
     torch.testing.assert_close(result.states[0], theta0, rtol=0, atol=0)
     return result.states[1]
 
@@ -142,6 +143,14 @@ def test_parameters_that_overflow_end_the_run_with_the_states_before():
                    record=np.arange(4))
     assert result.status == "nonfinite" and result.status_time == 1e300
     assert result.steps.tolist() == [0] and result.cost.function_evals == 1
+
+
+def test_a_time_axis_that_overflows_ends_the_run_at_the_last_step_it_can_place():
+    """η = 1e308: t = 2η overflows, so the run stops at step 1, t = 1e308."""
+    result = train(lambda k: (lambda theta: (0 * theta).sum()), torch.ones(1, dtype=F64), optimizer="gd",
+                   lr=1e308, steps=3, record=np.arange(4))
+    assert result.status == "nonfinite" and result.status_time == 1e308
+    assert result.steps.tolist() == [0, 1]
 
 
 # --- dynamics/solvers/pace.py ------------------------------------------------------------------------------
@@ -184,7 +193,9 @@ def test_the_preconditioner_counts_one_setup_per_fresh_jacobian():
     preconditioner = CvodePreconditioner(_Blocks(), torch.zeros(2, dtype=F64))
     y, jnew = np.zeros(2), [0]
     preconditioner.setup(0.0, y, y, False, jnew, 0.5)
+    assert jnew == [1]
     preconditioner.setup(0.1, y, y, True, jnew, 0.25)  # only γ changed: the blocks are kept
+    assert jnew == [0]
     assert (preconditioner.counts.setups, preconditioner.counts.factorisations) == (1, 2)
     z = np.zeros(2)
     preconditioner.solve(0.1, y, y, np.array([1.25, 2.0]), z, 0.25, 0.0, 0)
@@ -218,6 +229,31 @@ def test_sliding_refuses_a_field_that_is_not_the_exact_sign_flow(geometry):
     field = gradient_field(HALF_NORM, geometry)
     with pytest.raises(ConfigError, match=r"^flow\.method='sliding': integrates the ε = 0 sign flow"):
         integrate_flow(field, torch.ones(2, dtype=F64), np.array([0.0, 1.0]), method="sliding")
+
+
+def test_sliding_with_an_observer_hands_back_the_last_state():
+    """States not kept (an observer sees them): the result's last state is still θ(t_end) = (0, 2)."""
+    field = gradient_field(HALF_NORM, SignDescent(torch.tensor([1.0, 0.0], dtype=F64)))
+    seen = []
+    problem = FlowProblem(field, torch.tensor([1.0, 2.0], dtype=F64), np.array([0.0, 0.5, 3.0]),
+                          observe=lambda k, theta: seen.append(k))
+    result = integrate_problem(problem, "sliding", SolverOptions())
+    assert result.states is None and seen == [0, 1, 2]
+    torch.testing.assert_close(result.last_state, torch.tensor([0.0, 2.0], dtype=F64), rtol=0, atol=1e-12)
+
+
+# --- dynamics/solvers/__init__.py ---------------------------------------------------------------------------
+
+def test_the_observer_sees_each_grid_point_once_and_no_breakpoint_off_the_grid():
+    """dθ/dt = −θ with a breakpoint at t = 0.5 between the grid points 0.3 and 1: the observer is handed
+    k = 0, 1, 2 with θ = e^{−t_k}, never the breakpoint's state."""
+    seen = []
+    times = np.array([0.0, 0.3, 1.0])
+    problem = FlowProblem(lambda t, theta: -theta, torch.ones(1, dtype=F64), times, breakpoints=(0.5,),
+                          observe=lambda k, theta: seen.append((k, float(theta[0]))))
+    result = integrate_problem(problem, "dopri5", SolverOptions(rtol=1e-10, atol=1e-12))
+    assert result.status == "ok" and [k for k, _ in seen] == [0, 1, 2]
+    np.testing.assert_allclose([value for _, value in seen], np.exp(-times), rtol=1e-8)
 
 
 # --- dynamics/solvers/filippov.py ---------------------------------------------------------------------------
@@ -277,12 +313,53 @@ def test_auto_switches_a_stiff_linear_flow_to_cvode_and_says_so():
     np.testing.assert_allclose(result.states.numpy(), expected, rtol=0, atol=1e-6)
 
 
+def test_auto_counts_its_spans_steps_against_the_budget():
+    """A rotation (not stiff) needs thousands of dopri5 steps to t = 200: with a budget of 100 steps auto
+    stops at it, having taken no more."""
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=F64)
+    result = integrate_flow(lambda t, theta: rotation @ theta, torch.tensor([1.0, 0.0], dtype=F64),
+                            np.linspace(0.0, 200.0, 401), method="auto", max_steps=100)
+    assert result.status == "max_steps" and result.cost.accepted_steps <= 100
+
+
+@pytest.mark.parametrize("method", ["cvode", "auto"])
+def test_an_implicit_method_uses_the_given_jacobian_product_across_breakpoints(method):
+    """dθ/dt = −diag(1, 2000) θ with a breakpoint at t = 0.5 off the grid: the J·v handed in is what the
+    method (and auto's stiffness probe) uses in both pieces, and the states are the exponential's."""
+    rates = torch.tensor([1.0, 2000.0], dtype=F64)
+    seen = []
+
+    def product(t, theta, v):
+        seen.append(t)
+        return -rates * v
+
+    times = np.concatenate([np.linspace(0.0, 0.1, 21), [0.7, 1.0, 5.0]])
+    result = integrate_flow(lambda t, theta: -rates * theta, torch.ones(2, dtype=F64), times, method=method,
+                            rtol=1e-8, atol=1e-10, breakpoints=[0.5], jacobian_vector=product)
+    assert result.status == "ok" and min(seen) < 0.5 < max(seen)
+    np.testing.assert_array_equal(result.t, times)
+    np.testing.assert_allclose(result.states.numpy(), np.exp(-np.outer(times, rates.numpy())), rtol=0,
+                               atol=1e-6)
+
+
 # --- dynamics/manifold.py and dynamics/sign_flow.py ---------------------------------------------------------
 
 def test_the_manifold_refusal_names_what_is_allowed():
     with pytest.raises(ConfigError) as error:
         check_authors_task(FactTask(resolve_config("tiny").task))
     assert str(error.value).endswith("; allowed: preset li2026 with task.subjects, task.relations")
+
+
+def test_the_exact_sign_flow_holds_a_frozen_block_where_it_starts():
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.method": "sliding",
+                                               "data.freeze": "a"})
+    built = build_run(config)
+    block = {b.name: b for b in built.model.parameter_blocks()}["a"]
+    result = exact_sign_flow(config, times=np.array([0.0, 0.5]), built=built)
+    assert result.status == "ok"
+    part = slice(block.start, block.start + block.size)
+    torch.testing.assert_close(result.states[-1, part], result.states[0, part], rtol=0, atol=0)
+    assert float((result.states[-1] - result.states[0]).abs().max()) > 0.1
 
 
 def test_the_exact_sign_refusal_of_a_smoothed_flow_names_what_is_allowed():
