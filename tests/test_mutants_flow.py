@@ -127,6 +127,18 @@ def test_muon_steps_a_vector_block_by_its_normalised_gradient():
     torch.testing.assert_close(_one_step("muon", 0.1), theta0 - 0.1 * g / g.norm(), rtol=0, atol=1e-15)
 
 
+def test_the_polar_factor_drops_singular_values_at_rounding_level():
+    """G = 10¹⁰ u vᵀ (rank 1; its second singular value comes out at ~4e-6, rounding of 10¹⁰):
+    U Vᵀ = u vᵀ / (‖u‖‖v‖)."""
+    from dynamics.steppers import polar_factor
+
+    generator = torch.Generator().manual_seed(0)
+    u, v = torch.randn(3, generator=generator, dtype=F64), torch.randn(2, generator=generator, dtype=F64)
+    G = 1e10 * torch.outer(u, v)
+    assert 0 < float(torch.linalg.svdvals(G)[1]) < 1e-4
+    torch.testing.assert_close(polar_factor(G), torch.outer(u / u.norm(), v / v.norm()), rtol=0, atol=1e-12)
+
+
 def test_a_loss_non_finite_at_the_start_keeps_theta0_as_the_record():
     theta0 = torch.tensor([1.0, 2.0], dtype=F64)
     result = train(lambda k: (lambda theta: theta.sum() * math.inf), theta0, optimizer="gd", lr=0.1,
@@ -296,6 +308,48 @@ def test_entries_released_from_a_slide_take_the_side_their_gradient_moves_to():
                                  torch.zeros(3, dtype=F64), times)
     assert result.status == "ok"
     np.testing.assert_allclose(result.states.numpy(), np.outer(times, [1.0, 1.0, -0.2]), rtol=0, atol=1e-9)
+
+
+def test_an_entry_whose_gradient_dips_through_zero_inside_a_step_is_not_missed():
+    """L = 5x² + y·((x − ½)² − 10⁻⁴): g = (10x + 2y(x − ½), (x − ½)² − 10⁻⁴) from (1, 0). x = 1 − t throughout
+    (g_x > 0); g_y < 0 only for t ∈ (0.49, 0.51), where y turns up: y(0.8) = −0.49 + 0.02 − 0.29 = −0.76.
+    g_y is positive again at the end of a step over the dip: only the step's interpolant sees it."""
+
+    def grad(theta):
+        x, y = theta[0], theta[1]
+        return torch.stack([10 * x + 2 * y * (x - 0.5), (x - 0.5) ** 2 - 1e-4])
+
+    def hvp(theta, w):
+        x, y = float(theta[0]), float(theta[1])
+        return torch.tensor([[10 + 2 * y, 2 * (x - 0.5)], [2 * (x - 0.5), 0.0]], dtype=F64) @ w
+
+    result = integrate_sign_flow(grad, hvp, torch.tensor([1.0, 0.0], dtype=F64), [0.0, 0.3, 0.8])
+    assert result.status == "ok"
+    # an entry released at g = 0 meets its next event 1e-9·‖g‖∞ past 0 (module docstring): ~3e-7 in y here
+    np.testing.assert_allclose(result.states.numpy(), [[1.0, 0.0], [0.7, -0.3], [0.2, -0.76]], rtol=0,
+                               atol=1e-6)
+
+
+# --- dynamics/solvers/explicit.py and implicit.py ----------------------------------------------------------
+
+def test_an_explicit_run_hands_back_its_last_step_to_continue_with():
+    result = integrate_flow(lambda t, theta: -theta, torch.ones(1, dtype=F64), np.linspace(0.0, 1.0, 5))
+    assert result.status == "ok" and 0 < result.last_step <= 1.0
+
+
+def test_an_implicit_run_with_its_budget_spent_stops_at_its_start():
+    problem = FlowProblem(lambda t, theta: -theta, torch.ones(1, dtype=F64), np.array([0.0, 0.5, 1.0]))
+    result = integrate_problem(problem, "cvode", SolverOptions(max_steps=10, spent=10))
+    assert (result.status, result.status_time) == ("max_steps", 0.0)
+    assert result.message == "step budget flow.max_steps=10 exhausted at t=0"
+    np.testing.assert_array_equal(result.t, [0.0])
+
+
+def test_cvode_giving_up_on_a_field_turning_nan_says_which_solver_gave_up():
+    result = integrate_flow(lambda t, theta: theta**2 if float(theta[0]) < 10 else theta * math.nan,
+                            torch.ones(1, dtype=F64), np.array([0.0, 0.5, 2.0]), method="cvode")
+    assert result.status == "nonfinite" and 0.85 < result.status_time < 0.95  # θ = 1/(1 − t) = 10 at 0.9
+    assert result.message.endswith("(CVODE: step size underflow)")
 
 
 # --- dynamics/solvers/auto.py -------------------------------------------------------------------------------
