@@ -13,7 +13,7 @@ import torch
 
 from dynamics.config import TaskConfig
 from dynamics.geometry import ParameterBlock
-from dynamics.models import EmbeddedModel, ReducedModel, argmax
+from dynamics.models import EmbeddedModel, ReducedModel, argmax, factorised
 from dynamics.models.base import Model
 from dynamics.models.embeddings import hadamard_rows, sylvester_hadamard
 from dynamics.models.memories import LinearMemory, MLPMemory
@@ -259,3 +259,11 @@ def test_the_population_loss_on_cuda_is_the_cpu_one():
     theta = random_theta(model.num_params, seed=9)
     expected = float(model.population_loss(theta))
     assert float(on_cuda.population_loss(theta.cuda())) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_factorised_loss_refuses_a_state_of_the_wrong_shape_and_names_it():
+    model = ReducedModel(small_task(), "linear")
+    theta = random_theta(model.num_params, seed=1)[None, None]
+    shape = rf"\(1, 1, {model.num_params}\)"
+    with pytest.raises(ValueError, match=rf"^θ must have shape \(P,\) or \(B, P\), got {shape}$"):
+        factorised.loss_and_gradient(model, theta)
