@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,12 @@ def simulate(config: Config, out: str | Path, train: bool = False, progress: boo
     with staged_run_dir(out, config, train=train, tree=tree) as staging:
         for name, traj in runs.items():
             target = staging / name if train else staging
-            traj.save(target, config, built.task.facts, tree)  # the task's table as built, not drawn again
-            stages[name] = _analyse(name, traj, config, target, title=titles[name])
+            write = traj.saving(target, config, built.task.facts, tree)  # the task's table as built
+            with ThreadPoolExecutor(1) as writer:
+                # the record's deflation runs without the GIL: beside the stage analysis, not after it
+                written = writer.submit(write)
+                stages[name] = _analyse(name, traj, config, target, title=titles[name])
+                written.result()
             if has_timeline(traj):
                 timelines[name] = analyse_timeline(traj, target, title=titles[name])
         if train:

@@ -36,7 +36,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -511,15 +511,26 @@ def write_record(directory: Path | str, arrays: Mapping[str, np.ndarray], summar
     :data:`TRAJECTORY_SCHEMA`), ``summary.json`` (``summary``; an earlier one is removed when None) and
     ``config.json`` (``tree``, when given), each file atomically. ``directory`` must be new, empty, or
     hold only an earlier record, which this one replaces (:func:`check_save_target`)."""
+    record_writer(directory, arrays, summary, tree)()
+
+
+def record_writer(directory: Path | str, arrays: Mapping[str, np.ndarray], summary: Mapping[str, Any] | None,
+                  tree: Mapping[str, Any] | None) -> Callable[[], None]:
+    """:func:`write_record` in two parts: ``directory`` checked now, the files written by the function
+    returned (which other writers of other files into ``directory`` may run beside)."""
     directory = Path(directory)
     check_save_target(directory, tree is not None)
-    write_arrays(directory / RECORD_FILE, arrays, TRAJECTORY_SCHEMA)
-    if summary is not None:
-        atomic_write_json(directory / SUMMARY_FILE, summary)
-    elif (directory / SUMMARY_FILE).exists():
-        (directory / SUMMARY_FILE).unlink()  # an earlier save's record, not this one's
-    if tree is not None:
-        atomic_write_json(directory / CONFIG_FILE, tree)
+
+    def write() -> None:
+        write_arrays(directory / RECORD_FILE, arrays, TRAJECTORY_SCHEMA)
+        if summary is not None:
+            atomic_write_json(directory / SUMMARY_FILE, summary)
+        elif (directory / SUMMARY_FILE).exists():
+            (directory / SUMMARY_FILE).unlink()  # an earlier save's record, not this one's
+        if tree is not None:
+            atomic_write_json(directory / CONFIG_FILE, tree)
+
+    return write
 
 
 def check_save_target(directory: Path, with_config: bool) -> None:

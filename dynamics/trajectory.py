@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,8 @@ from .rundir import (  # noqa: F401  (SAVE_ALLOWED: the refusal's tail, read her
     read_config,
     read_record,
     read_summary,
+    record_writer,
     spooled,
-    write_record,
 )
 from .task import FactClass, FactTask, reference_levels
 
@@ -109,6 +109,14 @@ class Trajectory:
         ``config``, the trajectory must be a run of it (:meth:`check_config`). What the caller has made
         already is not made again: ``table``, the facts table of ``config``'s task (``BuiltRun.task.facts``);
         ``tree``, ``config``'s JSON tree (:func:`~dynamics.rundir.config_tree`)."""
+        self.saving(directory, config, table, tree)()
+
+    def saving(self, directory: str | os.PathLike[str], config: Config | None = None,
+               table: np.ndarray | None = None, tree: Mapping[str, Any] | None = None
+               ) -> Callable[[], None]:
+        """:meth:`save` in two parts: every check (and ``config_digest``) now, the writing in the function
+        returned, which the caller may run beside other work that writes other files into ``directory``
+        (``factrecall simulate`` runs it beside the stage analysis)."""
         directory = Path(directory)
         check_save_target(directory, config is not None)
         if config is None:
@@ -117,7 +125,8 @@ class Trajectory:
             tree = config_tree(config) if tree is None else tree
             self.check_config(config, source=f"Trajectory.save: {str(directory)!r}", table=table)
             self.config_digest = config_tree_digest(tree)
-        write_record(directory, self.arrays(), None if self.info is None else self.info.to_dict(), tree)
+        summary = None if self.info is None else self.info.to_dict()
+        return record_writer(directory, self.arrays(), summary, tree)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays ``trajectory.npz`` holds (:data:`~dynamics.rundir.TRAJECTORY_SCHEMA`)."""

@@ -104,3 +104,34 @@ def test_stages_of_a_spooled_record_are_those_of_the_record_in_memory(tmp_path, 
     with np.load(tmp_path / "memory" / "stages.npz") as a, np.load(tmp_path / "disk" / "stages.npz") as b:
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # same arrays in, same code: exact
+
+
+def test_simulate_writes_the_record_beside_the_stage_analysis(tmp_path, monkeypatch):
+    """``factrecall simulate`` writes trajectory.npz (whose deflation holds no GIL) while the stage
+    analysis runs, not before it: the writing waits here until the analysis has begun. The run directory
+    is the one a save and an analysis one after the other write."""
+    import threading
+
+    import analysis.simulate as simulate_module
+
+    analysing, beside = threading.Event(), []
+    real_write, real_analyse = rundir.write_arrays, simulate_module._analyse
+
+    def write(path, *args, **kwargs):
+        if path.name == rundir.RECORD_FILE:
+            beside.append(analysing.wait(timeout=10))
+        return real_write(path, *args, **kwargs)
+
+    def analyse(*args, **kwargs):
+        analysing.set()
+        return real_analyse(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "write_arrays", write)
+    monkeypatch.setattr(simulate_module, "_analyse", analyse)
+    config = resolve_config("tiny")
+    runs = simulate_module.simulate(config, tmp_path / "run")
+    assert beside == [True]
+    _, loaded = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(loaded.fact_loss, runs["flow"].trajectory.fact_loss)
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    assert stages == runs["flow"].stages["stages"]
