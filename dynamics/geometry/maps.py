@@ -55,6 +55,9 @@ class DiagonalMetric:
 
     def __init__(self, scale: torch.Tensor | None = None):
         self.scale = scale
+        # −P once, not at every evaluation: −P g in one pass over the state (negation is exact: the same
+        # numbers as −(P g))
+        self._negative = None if scale is None else -scale
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         """D(g) = P g."""
@@ -62,7 +65,7 @@ class DiagonalMetric:
 
     def negative_direction(self, grad: torch.Tensor) -> torch.Tensor:
         """−D(g) = −P g, the field's value."""
-        return -grad if self.scale is None else -self.scale * grad
+        return -grad if self.scale is None else self._negative * grad
 
     def derivative(self, grad: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         """D'(g)·δg = P δg."""
