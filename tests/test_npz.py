@@ -38,3 +38,41 @@ def test_round_trip_is_exact_and_compressed_at_the_chosen_level():
 def test_object_arrays_are_refused():
     with pytest.raises(ValueError):
         write_npz(io.BytesIO(), {"bad": np.array([{"a": 1}], dtype=object)})
+
+
+def test_blocks_deflated_on_two_threads_make_one_stream_that_zip_and_numpy_read(monkeypatch, tmp_path):
+    """Small blocks (so every member but the scalars spans several, each a deflate stream of its own,
+    sync-flushed, the last finished): zipfile checks every member's CRC, np.load reads every array back
+    exactly, in every memory order a record holds (C, Fortran, strided, 0-d, empty, memory-mapped), and
+    the blocks were deflated on the writer's threads, not the caller's."""
+    import threading
+
+    import dynamics.io as dio
+
+    monkeypatch.setattr(dio, "BLOCK_BYTES", 256)
+    threads, real = set(), dio._deflate
+
+    def deflate(*args):
+        threads.add(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(dio, "_deflate", deflate)
+    rng = np.random.default_rng(1)
+    mapped = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", shape=(50, 7), dtype=np.float64)
+    mapped[:] = rng.random((50, 7))
+    mapped.flush()
+    arrays = {"c": rng.random((40, 6, 3)), "f": np.asfortranarray(rng.random((30, 20))),
+              "strided": rng.random((40, 40))[::3, ::2], "scalar": np.asarray(2.5), "empty": np.zeros((0, 4)),
+              "mapped": np.load(tmp_path / "m.npy", mmap_mode="r"), "text": np.array(["ab", "c"]),
+              "flags": rng.random(1000) < 0.5}
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as handle:
+        write_npz(handle, arrays)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert [i.filename for i in archive.infolist()] == [f"{name}.npy" for name in arrays]
+    with np.load(path, allow_pickle=False) as data:
+        for name, value in arrays.items():
+            assert data[name].dtype == value.dtype and data[name].shape == value.shape
+            np.testing.assert_array_equal(data[name], value)
+    assert threads and threading.get_ident() not in threads  # on the pool (its second thread when busy)
