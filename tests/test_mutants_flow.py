@@ -13,18 +13,24 @@ import torch
 
 from dynamics.config import resolve_config
 from dynamics.errors import ConfigError
-from dynamics.fields import batched_gradient_field, gradient_field, row_by_row
-from dynamics.geometry import DiagonalMetric, SignDescent
+from dynamics.fields import batched_gradient_field, gradient_field, gradient_field_jacobian, row_by_row
+from dynamics.geometry import DiagonalMetric, ParameterBlock, SignDescent
 from dynamics.manifold import check_authors_task
 from dynamics.objective import gradient
 from dynamics.problem import build_run
 from dynamics.sign_flow import exact_sign_flow, exact_sign_refusal
-from dynamics.solvers import FlowProblem, SolverOptions, integrate_flow, integrate_problem
+from dynamics.solvers import (
+    FlowProblem,
+    SolverOptions,
+    integrate_flow,
+    integrate_flow_batch,
+    integrate_problem,
+)
 from dynamics.solvers.filippov import integrate_sign_flow
-from dynamics.solvers.pace import TIME_LIMIT, Pace, pace_for, time_limit
+from dynamics.solvers.pace import TIME_LIMIT, Pace, format_seconds, pace_for, steps_between, time_limit
 from dynamics.solvers.preconditioner import CvodePreconditioner
 from dynamics.task import FactTask
-from dynamics.training import train
+from dynamics.training import record_steps, train
 
 F64 = torch.float64
 A = torch.tensor([[3.0, 0.5, 0.0], [0.5, 1.0, -0.2], [0.0, -0.2, 0.3]], dtype=F64)
@@ -88,6 +94,12 @@ def test_the_gradient_is_the_objectives_closed_form_where_it_has_one():
     torch.testing.assert_close(grad, HAND_GRADS[0], rtol=0, atol=1e-14)
 
 
+def test_the_dense_jacobian_is_minus_p_times_the_hessian():
+    P = torch.tensor([1.0, 0.5, 2.0], dtype=F64)
+    jacobian = gradient_field_jacobian(quadratic, P)
+    torch.testing.assert_close(jacobian(0.0, THETAS[0]), -P[:, None] * A, rtol=0, atol=1e-14)
+
+
 # --- dynamics/curvature.py --------------------------------------------------------------------------------
 
 def test_sharpness_is_the_largest_eigenvalue_to_the_tolerance_it_promises():
@@ -121,10 +133,39 @@ def test_signsgd_steps_by_the_sign_of_the_gradient():
     torch.testing.assert_close(_one_step("signsgd", 0.1), theta0 - 0.1 * torch.sign(g), rtol=0, atol=1e-15)
 
 
-def test_muon_steps_a_vector_block_by_its_normalised_gradient():
+@pytest.mark.parametrize("optimizer", ["muon", "muon_svd"])
+def test_muon_steps_a_vector_block_by_its_normalised_gradient(optimizer):
     theta0 = torch.tensor([0.3, -0.1, 2.0], dtype=F64)
     g = A @ theta0 - B
-    torch.testing.assert_close(_one_step("muon", 0.1), theta0 - 0.1 * g / g.norm(), rtol=0, atol=1e-15)
+    torch.testing.assert_close(_one_step(optimizer, 0.1), theta0 - 0.1 * g / g.norm(), rtol=0, atol=1e-15)
+
+
+def test_muon_normalises_each_vector_block_on_its_own_beside_a_matrix_block():
+    """θ = (W (2 × 2), a (2), b (1)) under L = ½‖θ − c‖²: a and b step by −η g/‖g‖ each (b: −η sign(g));
+    W moves by its orthogonalised momentum (finite, not by the plain gradient)."""
+    blocks = [ParameterBlock("W", 0, (2, 2)), ParameterBlock("a", 4, (2,)), ParameterBlock("b", 6, (1,))]
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.0, -1.0, 2.0], dtype=F64)
+    theta0 = torch.zeros(7, dtype=F64)
+    result = train(lambda k: (lambda theta: 0.5 * ((theta - c) ** 2).sum()), theta0, optimizer="muon", lr=0.1,
+                   steps=1, record=np.arange(2), blocks=blocks)
+    g = theta0 - c
+    step = result.states[1] - theta0
+    torch.testing.assert_close(step[4:6], -0.1 * g[4:6] / g[4:6].norm(), rtol=0, atol=1e-15)
+    torch.testing.assert_close(step[6:], -0.1 * torch.sign(g[6:]), rtol=0, atol=1e-15)
+    assert bool(torch.isfinite(step[:4]).all()) and float((step[:4] + 0.1 * g[:4]).abs().max()) > 1e-3
+
+
+def test_gd_records_its_first_loss_increase_not_its_last():
+    """L = θ² with η = 1.5: θ_k+1 = −2 θ_k, so the loss rises at every step from k = 1 on."""
+    result = train(lambda k: (lambda theta: (theta**2).sum()), torch.ones(1, dtype=F64), optimizer="gd",
+                   lr=1.5, steps=4, record=np.arange(5))
+    np.testing.assert_allclose(result.states[:, 0].numpy(), [1.0, -2.0, 4.0, -8.0, 16.0], rtol=0, atol=0)
+    assert result.first_loss_increase == 1
+
+
+def test_record_steps_are_integers():
+    steps = record_steps(np.array([0.0, 0.25, 0.5, 9.0]), 0.1, 6)
+    assert steps.dtype == np.int64 and steps.tolist() == [0, 2, 5, 6]
 
 
 def test_the_polar_factor_drops_singular_values_at_rounding_level():
@@ -173,6 +214,11 @@ def test_a_grid_of_two_points_is_paced_and_no_margin_is_no_pace():
     assert pace_for(np.array([0.0, 1.0]), 100, margin=0.0) is None
 
 
+def test_an_unbounded_time_is_said_in_words_and_a_zero_step_never_gets_there():
+    assert format_seconds(math.inf) == "unboundedly long"
+    assert steps_between(1.0, 2.0, 0.0, 1.0, 0.5) == math.inf
+
+
 def test_the_time_limit_is_read_from_factrecall_time_limit(monkeypatch):
     monkeypatch.setenv("FACTRECALL_TIME_LIMIT", "10min")
     assert time_limit() == 600.0
@@ -214,6 +260,15 @@ def test_the_preconditioner_counts_one_setup_per_fresh_jacobian():
     np.testing.assert_allclose(z, [1.0, 1.0], rtol=0, atol=1e-15)
 
 
+def test_the_preconditioners_jacobian_product_is_minus_the_blocks_and_counted():
+    preconditioner = CvodePreconditioner(_Blocks(), torch.zeros(2, dtype=F64))
+    y, jv = np.zeros(2), np.zeros(2)
+    preconditioner.setup(0.0, y, y, False, [0], 0.5)
+    preconditioner.jacobian_vector(0.0, y, y, np.array([1.0, 2.0]), jv)
+    np.testing.assert_allclose(jv, [-1.0, -8.0], rtol=0, atol=0)
+    assert preconditioner.counts.products == 1
+
+
 def test_a_jacobian_product_before_any_setup_is_refused():
     preconditioner = CvodePreconditioner(_Blocks(), torch.zeros(2, dtype=F64))
     with pytest.raises(RuntimeError, match="^cvode asked for J·v before setting its preconditioner up$"):
@@ -234,6 +289,14 @@ def test_sliding_holds_the_entries_whose_metric_is_zero():
     assert result.cost.function_evals > 0
     expected = np.stack([np.maximum(1 - times, 0.0), np.full(4, 2.0)], axis=1)
     np.testing.assert_allclose(result.states.numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_sliding_stopped_by_its_budget_says_when():
+    field = gradient_field(quadratic, SignDescent())
+    result = integrate_flow(field, torch.tensor([1.0, 0.2, -0.5], dtype=F64), np.array([0.0, 1.0, 3.0]),
+                            method="sliding", max_steps=3)
+    assert result.status == "max_steps" and 0.0 <= result.status_time < 3.0
+    assert result.message.startswith("step budget flow.max_steps=3 exhausted at t=")
 
 
 @pytest.mark.parametrize("geometry", [DiagonalMetric(), SignDescent(eps=0.1)], ids=["euclidean", "smoothed"])
@@ -376,6 +439,25 @@ def test_auto_counts_its_spans_steps_against_the_budget():
     assert result.status == "max_steps" and result.cost.accepted_steps <= 100
 
 
+def test_auto_on_a_flow_that_is_not_stiff_stays_explicit_and_counts_its_probes():
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=F64)
+    times = np.linspace(0.0, 200.0, 21)
+    result = integrate_flow(lambda t, theta: rotation @ theta, torch.tensor([1.0, 0.0], dtype=F64), times,
+                            method="auto")
+    assert result.status == "ok" and result.method_used == "dopri5 (no long stiff stretch)"
+    split = result.method_split
+    assert set(split) == {"dopri5", "stiffness_probes"} and split["stiffness_probes"].function_evals > 0
+    parts = split["dopri5"].function_evals + split["stiffness_probes"].function_evals
+    assert result.cost.function_evals == parts
+    np.testing.assert_allclose(result.states[:, 0].numpy(), np.cos(times), rtol=0, atol=1e-4)
+
+
+def test_a_batch_stops_at_its_step_budget():
+    result = integrate_flow_batch(lambda t, thetas: -thetas, torch.ones(2, 1, dtype=F64),
+                                  np.linspace(0.0, 50.0, 3), max_steps=5)
+    assert result.status == "max_steps"
+
+
 @pytest.mark.parametrize("method", ["cvode", "auto"])
 def test_an_implicit_method_uses_the_given_jacobian_product_across_breakpoints(method):
     """dθ/dt = −diag(1, 2000) θ with a breakpoint at t = 0.5 off the grid: the J·v handed in is what the
@@ -414,6 +496,15 @@ def test_the_exact_sign_flow_holds_a_frozen_block_where_it_starts():
     part = slice(block.start, block.start + block.size)
     torch.testing.assert_close(result.states[-1, part], result.states[0, part], rtol=0, atol=0)
     assert float((result.states[-1] - result.states[0]).abs().max()) > 0.1
+
+
+def test_the_exact_sign_flow_refuses_a_data_schedule_in_one_line():
+    config = resolve_config("tiny", overrides={"flow.geometry": "sign", "flow.method": "sliding",
+                                               "data.zipf_end": 2.0})
+    with pytest.raises(ConfigError) as error:
+        exact_sign_flow(config)
+    assert str(error.value) == ("data.*: a data schedule changes the loss with t; the sliding method "
+                                "integrates one loss; allowed: the task's own frequencies throughout")
 
 
 def test_the_exact_sign_refusal_of_a_smoothed_flow_names_what_is_allowed():
