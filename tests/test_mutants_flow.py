@@ -100,6 +100,20 @@ def test_the_dense_jacobian_is_minus_p_times_the_hessian():
     torch.testing.assert_close(jacobian(0.0, THETAS[0]), -P[:, None] * A, rtol=0, atol=1e-14)
 
 
+def test_a_sampled_loss_is_the_same_sample_for_the_same_seed():
+    from dynamics.objective import make_objective
+    from dynamics.run import setup
+
+    def value(seed: int) -> float:
+        overrides = {"loss.kind": "sampled", "loss.samples": 16, "loss.seed": seed}
+        config = resolve_config("tiny", overrides=overrides)
+        task, model, _ = setup(config)
+        theta = 0.3 * torch.randn(model.num_params, generator=torch.Generator().manual_seed(0), dtype=F64)
+        return float(make_objective(model, task, config.loss)(theta))
+
+    assert value(3) == value(3) != value(4)
+
+
 # --- dynamics/curvature.py --------------------------------------------------------------------------------
 
 def test_sharpness_is_the_largest_eigenvalue_to_the_tolerance_it_promises():
