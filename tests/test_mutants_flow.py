@@ -387,6 +387,30 @@ def test_entries_released_from_a_slide_take_the_side_their_gradient_moves_to():
     np.testing.assert_allclose(result.states.numpy(), np.outer(times, [1.0, 1.0, -0.2]), rtol=0, atol=1e-9)
 
 
+def test_entries_hitting_zero_together_under_a_curved_loss_follow_the_hand_solution():
+    """tests/test_filippov.py's joint event (entries 1 and 2 reach 0 together at t = 1, then entry 1 slides,
+    entry 2 crosses and entry 0 leaves its slide) with L = ½ θᵀAθ + θ₃⁴/4: the quartic term adds 3θ₃² to H₃₃
+    only, so the Hessian changes with θ while entries 0–2 move exactly as in the quadratic case (g₃ stays
+    far above 0)."""
+    A4 = torch.tensor([[14.0, 8.0, -15.0, 6.0], [8.0, 6.0, -9.0, 4.0], [-15.0, -9.0, 20.0, 0.0],
+                       [6.0, 4.0, 0.0, 40.0]], dtype=F64)
+    quartic = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=F64)
+
+    def grad(theta):
+        return A4 @ theta + quartic * theta**3
+
+    def hvp(theta, x):
+        return A4 @ x + 3 * quartic * theta**2 * x
+
+    theta0 = torch.linalg.solve(A4, torch.tensor([0.0, 11 / 7, 139 / 14, 100.0], dtype=F64))
+    times = np.array([0.0, 0.5, 1.0, 1.1, 1.2])
+    result = integrate_sign_flow(grad, hvp, theta0, times)
+    first, second = np.array([-1 / 14, -1.0, -1.0, -1.0]), np.array([1.0, 5 / 6, 1.0, -1.0])
+    exact = [theta0.numpy() + min(t, 1.0) * first + max(t - 1.0, 0.0) * second for t in times]
+    assert result.status == "ok"
+    np.testing.assert_allclose(result.states.numpy(), exact, rtol=0, atol=1e-10)
+
+
 def test_an_entry_whose_gradient_dips_through_zero_inside_a_step_is_not_missed():
     """L = 5x² + y·((x − ½)² − 10⁻⁴): g = (10x + 2y(x − ½), (x − ½)² − 10⁻⁴) from (1, 0). x = 1 − t throughout
     (g_x > 0); g_y < 0 only for t ∈ (0.49, 0.51), where y turns up: y(0.8) = −0.49 + 0.02 − 0.29 = −0.76.
