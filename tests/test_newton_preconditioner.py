@@ -169,9 +169,10 @@ def test_block_jacobian_without_the_preconditioner_is_refused_and_the_advice_wor
     resolve_config("tiny", overrides={**overrides, "flow.newton_preconditioner": "blocks"})
 
 
-def test_preconditioned_gmres_keeps_five_krylov_vectors_and_loses_nothing(monkeypatch):
-    """With the blocks as preconditioner GMRES converges in one or two iterations, so cvode allocates 5
-    Krylov vectors (each a state), not 20: the same steps, evaluations and loss as with 20."""
+def test_preconditioned_gmres_keeps_few_krylov_vectors_and_loses_nothing(monkeypatch):
+    """With the blocks as preconditioner GMRES converges in one to three iterations, so cvode allocates 5
+    Krylov vectors (each a state), not 20; with the blocks as its Jacobian too, in one, so 2: the same
+    steps, evaluations and loss as with 20."""
     import sksundae.cvode
 
     from dynamics.solvers import implicit
@@ -187,12 +188,16 @@ def test_preconditioned_gmres_keeps_five_krylov_vectors_and_loses_nothing(monkey
     config = resolve_config("tiny", overrides={"flow.method": "cvode", "flow.rtol": 1e-8, "flow.atol": 1e-14,
                                                "flow.t_max": 200.0, "flow.points": 24,
                                                "flow.newton_preconditioner": "blocks"})
-    five = run_flow(config)
+    exact = config.override({"flow.jacobian": "blocks"})
+    few = [run_flow(config), run_flow(exact)]
     monkeypatch.setattr(implicit, "PRECONDITIONED_KRYLOV_DIM", 20)
-    twenty = run_flow(config)
+    monkeypatch.setattr(implicit, "EXACT_KRYLOV_DIM", 20)
+    many = [run_flow(config), run_flow(exact)]
     run_flow(config.override({"flow.newton_preconditioner": "none"}))
-    assert made == [5, 20, implicit.KRYLOV_DIM] and implicit.KRYLOV_DIM == 20
-    assert five.info.ok and twenty.info.ok
-    assert five.info.cost.function_evals == twenty.info.cost.function_evals
-    assert five.info.cost.accepted_steps == twenty.info.cost.accepted_steps
-    np.testing.assert_allclose(five.loss, twenty.loss, rtol=1e-9, atol=0)
+    assert made == [5, 2, 20, 20, implicit.KRYLOV_DIM] and implicit.KRYLOV_DIM == 20
+    for small, large in zip(few, many, strict=True):
+        assert small.info.ok and large.info.ok
+        assert small.info.cost.function_evals == large.info.cost.function_evals
+        assert small.info.cost.block_products == large.info.cost.block_products
+        assert small.info.cost.accepted_steps == large.info.cost.accepted_steps
+        np.testing.assert_allclose(small.loss, large.loss, rtol=1e-9, atol=0)

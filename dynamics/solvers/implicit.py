@@ -32,12 +32,14 @@ from .preconditioner import CvodePreconditioner, Preconditioning
 from .registry import SCIPY_METHODS
 from .results import Cost, FlowResult, GridStates, Status
 
-# GMRES's Krylov vectors, each a state (65 MB at 10^6 facts), allocated whole by CVODE: 20 unpreconditioned,
-# 5 with the curvature blocks as preconditioner. With the blocks GMRES converges in one or two iterations
-# (in one where J̃·v comes from the very blocks it inverts, flow.jacobian=blocks): 5 and 20 vectors give the
-# same steps and evaluations at 10^4 and 10^5 facts, and 15 fewer states is about 1 GB at 10^6 facts.
+# GMRES's Krylov vectors, each a state (65 MB at 10^6 facts), allocated whole by CVODE: 20 unpreconditioned;
+# 5 with the curvature blocks as preconditioner, where GMRES converges in one to three iterations (5 and 20
+# give the same steps and evaluations at 10^4 and 10^5 facts; 3 and 2 do not); 2 where J̃·v comes from the
+# very blocks the preconditioner inverts (flow.jacobian=blocks): the preconditioned system is the identity,
+# solved in one iteration (2 and 5 give the same counts and numbers at 10^4 facts).
 KRYLOV_DIM = 20
 PRECONDITIONED_KRYLOV_DIM = 5
+EXACT_KRYLOV_DIM = 2
 
 
 class _Evaluations:
@@ -163,6 +165,7 @@ def _cvode(calls: _Evaluations, grid: _Grid, options: SolverOptions) -> tuple[St
     krylov_dim = KRYLOV_DIM if blocks is None else PRECONDITIONED_KRYLOV_DIM
     if blocks is not None and blocks.jacobian:
         products = CVODEJacTimes(None, preconditioner.jacobian_vector)
+        krylov_dim = EXACT_KRYLOV_DIM
     solver = CVODE(rhs, method="BDF", linsolver="gmres", krylov_dim=krylov_dim, rtol=options.rtol,
                    atol=options.atol, first_step=options.first_step, max_num_steps=options.max_steps,
                    jactimes=products, precond=None if preconditioner is None else preconditioner.sundials())
