@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import mmap
@@ -119,7 +120,7 @@ def _write_member(handle: BinaryIO, name: str, blocks: Iterator[bytes | memoryvi
     crc = size = packed = 0
     pending: list = []
     current = next(blocks)
-    for following in (*blocks, None):  # a block is the last one when nothing follows it
+    for following in itertools.chain(blocks, [None]):  # a block is the last one when nothing follows it
         crc, size = zlib.crc32(current, crc), size + len(current)
         pending.append(pool.submit(_deflate, current, level, following is None))
         while len(pending) > DEFLATE_THREADS or (following is None and pending):

@@ -76,3 +76,27 @@ def test_blocks_deflated_on_two_threads_make_one_stream_that_zip_and_numpy_read(
             assert data[name].dtype == value.dtype and data[name].shape == value.shape
             np.testing.assert_array_equal(data[name], value)
     assert threads and threading.get_ident() not in threads  # on the pool (its second thread when busy)
+
+
+def test_a_member_is_read_a_few_blocks_ahead_of_its_deflation(monkeypatch):
+    """The writer takes a member's blocks as it deflates them, never the whole member first: a record held
+    on disk is read (and its pages let go) block by block, so writing it never holds it in memory."""
+    import dynamics.io as dio
+
+    monkeypatch.setattr(dio, "BLOCK_BYTES", 800)  # 100 float64 a block: 40 blocks
+    pulled, ahead, real_blocks, real_deflate = [0], [], dio._npy_blocks, dio._deflate
+
+    def blocks(value):
+        for block in real_blocks(value):
+            pulled[0] += 1
+            yield block
+
+    def deflate(block, level, last):
+        ahead.append(pulled[0])
+        return real_deflate(block, level, last)
+
+    monkeypatch.setattr(dio, "_npy_blocks", blocks)
+    monkeypatch.setattr(dio, "_deflate", deflate)
+    write_npz(io.BytesIO(), {"x": np.arange(4000.0)})
+    assert len(ahead) == 41  # the header and 40 blocks of rows
+    assert max(taken - done for done, taken in enumerate(ahead)) <= dio.DEFLATE_THREADS + 3  # not all 41
