@@ -76,6 +76,7 @@ def write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray], level: int = N
 # threads that deflate a member's blocks (two: the reference machine's cores)
 DEFLATE_THREADS = 2
 _ZIP64, _DEFLATED, _DOS_DATE = 45, 8, (1980 - 1980) << 9 | 1 << 5 | 1  # version 4.5, deflate, 1980-01-01
+_MADE_ON_UNIX = 3 << 8 | _ZIP64  # the external attributes below are Unix permissions (rw-r--r--)
 
 
 @dataclass
@@ -146,8 +147,8 @@ def _write_directory(handle: BinaryIO, members: list[_Member]) -> None:
     start = handle.tell()
     for m in members:
         extra = struct.pack("<HHQQQ", 1, 24, m.size, m.packed, m.offset)
-        handle.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, _ZIP64, _ZIP64, 0, _DEFLATED, 0, _DOS_DATE,
-                                 m.crc, 0xFFFFFFFF, 0xFFFFFFFF, len(m.name), len(extra), 0, 0, 0,
+        handle.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, _MADE_ON_UNIX, _ZIP64, 0, _DEFLATED, 0,
+                                 _DOS_DATE, m.crc, 0xFFFFFFFF, 0xFFFFFFFF, len(m.name), len(extra), 0, 0, 0,
                                  0o644 << 16, 0xFFFFFFFF) + m.name + extra)
     end = handle.tell()
     count = len(members)

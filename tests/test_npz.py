@@ -71,6 +71,7 @@ def test_blocks_deflated_on_two_threads_make_one_stream_that_zip_and_numpy_read(
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
         assert [i.filename for i in archive.infolist()] == [f"{name}.npy" for name in arrays]
+        assert all(i.create_system == 3 and i.external_attr >> 16 == 0o644 for i in archive.infolist())
     with np.load(path, allow_pickle=False) as data:
         for name, value in arrays.items():
             assert data[name].dtype == value.dtype and data[name].shape == value.shape
