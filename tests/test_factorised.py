@@ -312,6 +312,39 @@ def test_fact_record_in_small_chunks(monkeypatch):
         torch.testing.assert_close(chunked[name], whole[name], rtol=0, atol=0)
 
 
+def test_fact_record_in_pieces_of_subjects(monkeypatch):
+    """The subjects a piece at a time (pieces of 2, then of 4 and an uneven 2), one state flagged by a fact
+    of subject 4 (a later piece: its rows are the piece's own): the record of the whole table to rounding
+    (smaller matrix products: 1e-14 relative), the same argmax, and no piece above its bound."""
+    model = ReducedModel(make_task(subject_zipf=0.9))
+    task = model.task
+    theta = random_theta(model, 0.5, seed=21)
+    a, v = model.token_parameters(theta)  # views into theta, as in underflow_state but for subject 4
+    a[4], a[task.S + 2] = 1.0, 1.0
+    v[4, 1] += 900.0
+    v[task.S + 2, 2 * task.D + 3] += 900.0
+    assert flagged_facts(model, theta)[4, 2]
+    thetas = torch.stack([random_theta(model, 0.5, seed=23), theta, random_theta(model, 5.0, seed=24)])
+    whole = factorised.fact_record(model, thetas)
+    pieces = []
+    record_subjects = factorised._record_subjects
+
+    def counted(model, a_s, *rest):
+        pieces.append(a_s.shape[1])
+        return record_subjects(model, a_s, *rest)
+    monkeypatch.setattr(factorised, "_record_subjects", counted)
+    width = len(thetas) * (task.num_answers + task.R)  # table entries per subject of the 3 states
+    for rows, expected in ((2, [2, 2, 2]), (4, [4, 2])):
+        pieces.clear()
+        monkeypatch.setattr(factorised, "RECORD_PIECE_ELEMENTS", rows * width)
+        record = factorised.fact_record(model, thetas)
+        assert pieces == expected
+        assert torch.equal(record["argmax_class"], whole["argmax_class"])
+        for name in whole:
+            assert_close(record[name].double(), whole[name].double(), rtol=1e-14)
+        assert_record_matches(model, record, thetas)
+
+
 def test_fact_record_at_symmetric_initial_state():
     """Figure 5 at the constant initial state: every logit of a fact ties, so the argmax is the first
     index, and the record must reproduce fact_metrics' tie breaking exactly."""

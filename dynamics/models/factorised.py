@@ -70,8 +70,11 @@ TINY = 1e-200
 FALLBACK_ELEMENTS = 2**22
 # The chunked argmax of fact_record evaluates about this many logits at a time.
 ARGMAX_ELEMENTS = 2**22
-# fact_record treats as many states at once as keep about this many entries of the per-state tables.
+# fact_record treats as many states at once as keep about this many entries of the per-state tables,
+# and their subjects in pieces of about RECORD_PIECE_ELEMENTS entries (the memory the record takes beside
+# a large flow: 8 MB tables instead of the whole S×|A|, 64 MB at 10^6 facts).
 RECORD_ELEMENTS = 2**22
+RECORD_PIECE_ELEMENTS = 2**20
 
 # A subject's score is coupled to its values in cvode's preconditioner only while the Schur complement of its
 # (score, values) block stays this far from 0 (CurvatureBlocks.factor).
@@ -105,12 +108,23 @@ def _tables(model: ReducedModel, a: torch.Tensor, v: torch.Tensor
     """The additive tables x (..., S, |A|), y (..., R, |A|), c (..., |A|) of token scores a (..., n) and
     values v (..., n, |A|), computed with the same operations as the model's population logits (so that
     x_s + y_r + c, summed in that order, reproduces its logits bit for bit)."""
+    S = model.task.S
+    return (_subject_table(a[..., :S], v[..., :S, :]), *_context_tables(model, a, v))
+
+
+def _subject_table(a_s: torch.Tensor, v_s: torch.Tensor) -> torch.Tensor:
+    """x = a_s v_s (..., k, |A|) of subjects' scores a_s (..., k) and values v_s (..., k, |A|)."""
+    return a_s[..., None] * v_s
+
+
+def _context_tables(model: ReducedModel, a: torch.Tensor, v: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """y (..., R, |A|) and c (..., |A|) of :func:`_tables`."""
     S, R = model.task.S, model.task.R
     _, per_noise = noise_block(model.task, a.shape[-1])
-    x = a[..., :S, None] * v[..., :S, :]
     y = a[..., S:S + R, None] * v[..., S:S + R, :]
     c = per_noise * (a[..., S + R:-1, None] * v[..., S + R:-1, :]).sum(-2) + a[..., -1, None] * v[..., -1, :]
-    return x, y, c
+    return y, c
 
 
 def _directions(model: ReducedModel, a: torch.Tensor, v: torch.Tensor, da: torch.Tensor, dv: torch.Tensor
@@ -362,16 +376,41 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
 
 
 def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`fact_record` of a few states (B, P)."""
-
+    """:func:`fact_record` of a few states (B, P), the subjects RECORD_PIECE_ELEMENTS table entries at a
+    time: a subject's record needs its own row x_s of the tables and nothing of the other subjects'."""
     task = model.task
-    S, R, D, A = task.S, task.R, task.D, task.num_answers
+    S, R, A = task.S, task.R, task.num_answers
     B = block.shape[0]
-    device = block.device
     a, v = model.token_parameters(block)
-    x, y, c = _tables(model, a, v)
-    _, facts = model.population_targets(device)
-    f = _facts(a, v, x, y, c, facts)
+    y, c = _context_tables(model, a, v)
+    # one state at a time, its tables exactly as population_logits evaluates them (for the argmax)
+    alone = [_context_tables(model, a[k], v[k]) for k in range(B)]
+    _, facts = model.population_targets(block.device)
+    rows = max(1, RECORD_PIECE_ELEMENTS // (B * (A + R)))
+    record: dict[str, torch.Tensor] = {}
+    for first in range(0, S, rows):
+        piece = slice(first, min(S, first + rows))
+        pieces = _record_subjects(model, a[:, piece], v[:, piece], y, c, alone, facts[piece])
+        for name, value in pieces.items():
+            if name not in record:
+                record[name] = torch.empty((B, S, R), dtype=value.dtype, device=value.device)
+            record[name][:, piece] = value
+    return record
+
+
+def _record_subjects(model: ReducedModel, a_s: torch.Tensor, v_s: torch.Tensor, y: torch.Tensor,
+                     c: torch.Tensor, alone: list[tuple[torch.Tensor, torch.Tensor]], facts: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """The record of the facts of k subjects (scores a_s (B, k), values v_s (B, k, |A|), answers ``facts``
+    (k, R)) of B states with tables y and c; ``alone``: each state's (y, c) as population_logits forms
+    them."""
+    task = model.task
+    D, A = task.D, task.num_answers
+    R = y.shape[-2]
+    B, S = a_s.shape
+    device = a_s.device
+    x = _subject_table(a_s, v_s)
+    f = _facts(a_s, v_s, x, y, c, facts)
     fact_loss = f.loss
     relation_loss = _softplus(torch.log(f.Z_off) - torch.log(f.Z_in))
 
@@ -390,7 +429,7 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
         redo |= s_out < TINY
     answer = torch.arange(A, device=device)
     for b, s, r in _chunks(redo.nonzero(as_tuple=True), A):
-        logits = _row_logits(a, v, y, c, b, s, r)
+        logits = _row_logits(a_s, v_s, y, c, b, s, r)
         target = facts[s, r]
         in_block = answer // D == r[:, None]
         own_answers = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, facts[s], True)
@@ -402,8 +441,8 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
                                           - _masked_logsumexp(logits, own_answers))
 
     own = torch.arange(R, device=device)
-    # one state at a time, its tables exactly as population_logits evaluates them
-    top = torch.stack([argmax_answers(*_tables(model, a[k], v[k]), ARGMAX_ELEMENTS) for k in range(B)])
+    top = torch.stack([argmax_answers(_subject_table(a_s[k], v_s[k]), *alone[k], ARGMAX_ELEMENTS)
+                       for k in range(B)])
     argmax_class = torch.where(top == facts, FactClass.RECALLED,
                                torch.where(top // D == own, FactClass.HALLUCINATING, FactClass.UNINFORMED))
     return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
@@ -507,9 +546,8 @@ class CurvatureBlocks:
         schur = 1.0 + gamma * p_a * parts.curvature - gamma**2 * p_a * (cross * moved).sum(-1)
         coupled = schur.abs() > SCHUR_FLOOR  # else the score is left alone (identity), like the others
         schur = torch.where(coupled, schur, 1.0)
-        moved = torch.where(coupled[:, None], moved, 0.0)
-        cross = torch.where(coupled[:, None], cross, 0.0)
-        gamma_p_a = gamma * p_a
+        moved.masked_fill_(~coupled[:, None], 0.0)  # in place, and cross masked in its sums below: the
+        gamma_p_a = gamma * p_a                      # factors hold no second S×|A| table
         groups = parts.groups
         M = torch.eye(groups.shape[-1], dtype=groups.dtype, device=groups.device) + gamma * groups
         lu = torch.linalg.lu_factor(M)
@@ -520,7 +558,7 @@ class CurvatureBlocks:
             rv, zv = r[n:].view(n, A), z[n:].view(n, A)
             torch.div(rv[S:], diagonal[S:], out=zv[S:])
             y = subjects(rv[:S], zv[:S])
-            torch.div(r[:S] - gamma_p_a * (cross * y).sum(-1), schur, out=z[:S])
+            torch.div(r[:S] - gamma_p_a * torch.where(coupled, (cross * y).sum(-1), 0.0), schur, out=z[:S])
             y.addcmul_(moved, gamma * z[:S, None], value=-1.0)
             x = torch.linalg.lu_solve(*lu, parts.gather(rv)).view(R, -1, D)
             parts.scatter(zv, x)
