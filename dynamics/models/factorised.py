@@ -372,7 +372,7 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
         for block in torch.split(thetas, step):
             for name, value in _record_block(model, block).items():
                 parts.setdefault(name, []).append(value)
-    return {name: torch.cat(values) for name, values in parts.items()}
+    return {name: values[0] if len(values) == 1 else torch.cat(values) for name, values in parts.items()}
 
 
 def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.Tensor]:
