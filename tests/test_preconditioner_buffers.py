@@ -123,3 +123,30 @@ def test_old_blocks_and_factors_go_before_new_ones_are_built():
     preconditioner.setup(0.0, y, y, False, [0], 2.0)  # new blocks
     assert built == [("blocks", False), ("factor", False), ("factor", False), ("blocks", False),
                      ("factor", False)]
+
+
+def test_a_factor_that_failed_is_made_again():
+    """A factorisation that raised leaves no factor behind that a later solve could take for its γ: the
+    next solve, at the γ before, factorises again."""
+    made = []
+
+    class System:
+        def factor(self, gamma):
+            made.append(gamma)
+            if made == [1.0, 2.0]:
+                raise FloatingPointError("singular")
+            return lambda r, out: out.copy_(gamma * r)
+
+        def product(self):
+            return lambda v, out: out.copy_(v)
+
+    blocks = NewtonBlocks(lambda t, theta: System())
+    preconditioner = CvodePreconditioner(blocks, torch.zeros(3, dtype=torch.float64))
+    y = np.zeros(3)
+    preconditioner.setup(0.0, y, y, False, [0], 1.0)
+    with pytest.raises(FloatingPointError):
+        preconditioner.setup(0.0, y, y, True, [0], 2.0)
+    z = np.full(3, np.nan)
+    preconditioner.solve(0.0, y, y, np.array([1.0, 2.0, 3.0]), z, 1.0, 0.0, 1)
+    assert made == [1.0, 2.0, 1.0]
+    np.testing.assert_array_equal(z, [1.0, 2.0, 3.0])

@@ -80,7 +80,9 @@ class CvodePreconditioner:
     def _refactor(self, gamma: float) -> None:
         if gamma != self._gamma:
             self.counts.factorisations += 1
-            self._solve = None  # the old factors (four state-sized tables) go before the new are made
+            # the old factors (state-sized tables) go before the new are made; γ too, so that a factor that
+            # failed is made again, never taken for the one of γ
+            self._solve = self._gamma = None
             self._solve, self._gamma = self._system.factor(gamma), gamma
 
     def solve(self, t, y, yp, rvec, zvec, gamma, delta, lr) -> None:
