@@ -53,7 +53,7 @@ def test_study_config_at_1e5_facts_is_the_documented_simulate_command():
     documented = resolve_config(None, None, [
         "task.subjects=2000", "task.relations=50", "task.noise_tokens=2050", "task.facts=random",
         "flow.t_max=435148", "flow.method=cvode", "flow.rtol=1e-7", "flow.atol=1e-13",
-        "flow.newton_preconditioner=blocks", "flow.jacobian=blocks"])
+        "flow.newton_preconditioner=blocks"])
     assert study_config(2000, 50).to_dict() == documented.to_dict()
 
 
@@ -62,7 +62,7 @@ def test_study_config_at_1e6_facts_is_the_documented_simulate_command():
     documented = resolve_config(None, None, [
         "task.subjects=20000", "task.relations=50", "task.noise_tokens=20050", "task.facts=random",
         "flow.t_max=4351477", "flow.method=cvode", "flow.rtol=1e-7", "flow.atol=1e-13",
-        "flow.newton_preconditioner=blocks", "flow.jacobian=blocks", "flow.points=96"])
+        "flow.newton_preconditioner=blocks", "flow.points=96"])
     assert study_config(20000, 50).to_dict() == documented.to_dict()
     assert [scale_study.record_points(n) for n in (10**2, 10**5, 10**5 + 1, 10**6)] == [256, 256, 96, 96]
 

@@ -6,10 +6,10 @@ until its largest loss deviation from a tight reference is at most ``target`` (1
 evaluations, Hessian-vector products (each counted), wall time, the tolerance that sufficed.
 
 Beyond a few thousand facts a tolerance ladder costs too much; :func:`bench_large` runs the same problem
-once per size with cvode (rtol 1e-7, atol 1e-13, the curvature blocks as its Newton preconditioner and
-Jacobian) at the default 256 record points through ``factrecall simulate`` in a fresh process and reports
-what a user waits for and holds: the flow's and the whole command's seconds and the process's peak memory,
-against the targets (10^5 facts: 1 minute, 2 GB; 10^6 facts: 15 minutes, 4 GB).
+once per size with cvode (rtol 1e-7, atol 1e-13, the curvature blocks as its Newton preconditioner, J·v
+by differences) at the default 256 record points through ``factrecall simulate`` in a fresh process and
+reports what a user waits for and holds: the flow's and the whole command's seconds and the process's peak
+memory, against the targets (10^5 facts: 1 minute, 2 GB; 10^6 facts: 15 minutes, 4 GB).
 """
 
 from __future__ import annotations

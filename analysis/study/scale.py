@@ -2,7 +2,7 @@
 
 For every size S × R: a random table, D = 8 answers per relation, N = S + R noise tokens, constant init
 α = 1e-5, the exact population gradient flow (cvode, rtol 1e-7, atol 1e-13, the curvature blocks as its
-Newton preconditioner and Jacobian) to 2.5 times the predicted subject escape. Measured: the relation and
+Newton preconditioner) to 2.5 times the predicted subject escape. Measured: the relation and
 subject escape times (the midpoint crossings of the relation-only and subject-only losses), the
 hallucination plateau's detected start and end (the stage detector's transitions) and its length; beside
 them the first-order theory's
@@ -79,15 +79,16 @@ def record_points(facts: int) -> int:
 
 def study_config(subjects: int, relations: int, answers: int = ANSWERS) -> Config:
     """The flow of one size: random table, N = S + R noise tokens, cvode (rtol 1e-7, atol 1e-13) with the
-    model's curvature blocks as its Newton preconditioner and Jacobian (the cheapest end to end from 10^4
-    facts on: docs/performance.md) to 2.5 t_S rounded to an integer, :func:`record_points` grid points: at
-    2000 × 50 exactly the 10^5-fact ``factrecall simulate`` command of docs/performance.md."""
+    model's curvature blocks as its Newton preconditioner and J·v by differences (the cheapest end to end
+    at 10^5 and 10^6 facts, as cheap at 10^4: docs/performance.md) to 2.5 t_S rounded to an integer,
+    :func:`record_points` grid points: at 2000 × 50 exactly the 10^5-fact ``factrecall simulate`` command
+    of docs/performance.md."""
     _, t_s = theory_times(subjects, relations, answers)
     return resolve_config("figure5", overrides={
         "task.subjects": subjects, "task.relations": relations, "task.answers_per_relation": answers,
         "task.noise_tokens": subjects + relations, "task.facts": "random", "init.scale": ALPHA,
         "flow.t_max": float(round(2.5 * t_s)), "flow.method": "cvode", "flow.rtol": 1e-7, "flow.atol": 1e-13,
-        "flow.newton_preconditioner": "blocks", "flow.jacobian": "blocks",
+        "flow.newton_preconditioner": "blocks",
         "flow.points": record_points(subjects * relations)})
 
 
