@@ -410,6 +410,9 @@ def _record_subjects(model: ReducedModel, a_s: torch.Tensor, v_s: torch.Tensor, 
     B, S = a_s.shape
     device = a_s.device
     x = _subject_table(a_s, v_s)
+    # the argmax first, on x itself (one state at a time, y and c as population_logits forms them): _facts
+    # overwrites x
+    top = torch.stack([argmax_answers(x[k], *alone[k], ARGMAX_ELEMENTS) for k in range(B)])
     f = _facts(a_s, v_s, x, y, c, facts)
     fact_loss = f.loss
     relation_loss = _softplus(torch.log(f.Z_off) - torch.log(f.Z_in))
@@ -441,8 +444,6 @@ def _record_subjects(model: ReducedModel, a_s: torch.Tensor, v_s: torch.Tensor, 
                                           - _masked_logsumexp(logits, own_answers))
 
     own = torch.arange(R, device=device)
-    top = torch.stack([argmax_answers(_subject_table(a_s[k], v_s[k]), *alone[k], ARGMAX_ELEMENTS)
-                       for k in range(B)])
     argmax_class = torch.where(top == facts, FactClass.RECALLED,
                                torch.where(top // D == own, FactClass.HALLUCINATING, FactClass.UNINFORMED))
     return {"fact_loss": fact_loss, "p_correct": torch.exp(-fact_loss),
