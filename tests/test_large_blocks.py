@@ -3,14 +3,20 @@
 glibc's malloc maps every block above 32 MiB afresh and unmaps it when freed, so a flow whose state is that
 large faults each temporary of its size in page by page at every evaluation. Inside ``compute_settings`` of
 such a state the freed blocks are kept and reused: counted here by the process's minor page faults.
+
+Each count is taken in a fresh interpreter: what a process did before (a large flow leaves free chunks in
+the heap, which a later block of that size takes instead of a fresh mapping) changes its counts, and the
+suite's workers run tests in any order.
 """
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
+import sys
 
 import pytest
-import torch
 
 from dynamics import numerics
 
@@ -19,54 +25,74 @@ pytestmark = pytest.mark.skipif(numerics._glibc() is None, reason="glibc's mallo
 BLOCK = 6_000_000  # float64 entries: 48 MB, above glibc's largest mmap threshold
 PAGES = BLOCK * 8 // resource.getpagesize()
 
+_MEASURE = f"""
+import json, resource, torch
+from dynamics import numerics
 
-def _faults(times: int = 4) -> int:
-    """Minor page faults of ``times`` evaluations that each make and drop three blocks of a large state's
-    size (as a gradient does: its input, temporaries, its output), after one evaluation to warm up."""
+def faults(times=4):
+    # minor page faults of `times` evaluations that each make and drop three blocks of a large state's size
+    # (as a gradient does: its input, temporaries, its output), after one evaluation to warm up
     def evaluate():
-        state = torch.ones(BLOCK, dtype=torch.float64)
+        state = torch.ones({BLOCK}, dtype=torch.float64)
         doubled = state * 2.0
         total = doubled + state
         del state, doubled, total
-
     evaluate()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(times):
         evaluate()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-
-def _resident() -> int:
-    """The process's resident memory in pages."""
+def resident():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1])
+"""
+
+_SCENARIOS = {
+    "large": """
+large = torch.zeros(numerics.LARGE_STATE_BYTES // 8, dtype=torch.float64)
+outside = faults()
+with numerics.compute_settings(large):
+    inside = faults()
+    held = resident()
+result = {"outside": outside, "inside": inside, "given_back": held - resident()}
+""",
+    "small": """
+with numerics.compute_settings(torch.zeros(1000, dtype=torch.float64)):
+    result = {"inside": faults()}
+""",
+    "nested": """
+with numerics.reused_large_blocks(), numerics.reused_large_blocks():
+    pass
+with numerics.reused_large_blocks():
+    with numerics.reused_large_blocks():
+        pass
+    inside = faults()
+result = {"inside": inside, "open": numerics._reusing}
+""",
+}
+
+
+def _measured(scenario: str) -> dict[str, int]:
+    """The counts of ``scenario`` in a fresh interpreter."""
+    code = _MEASURE + _SCENARIOS[scenario] + "print(json.dumps(result))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_a_large_state_reuses_freed_blocks_and_gives_them_back_after():
-    large = torch.zeros(numerics.LARGE_STATE_BYTES // 8, dtype=torch.float64)
-    outside = _faults()
-    with numerics.compute_settings(large):
-        inside = _faults()
-        held = _resident()
-    given_back = held - _resident()
-    assert outside > 0.9 * 12 * PAGES  # each block faulted in afresh
-    assert inside < outside / 2  # reused (glibc's aligned allocation carves some anew)
-    assert given_back > 2 * PAGES  # the freed blocks the heap kept are returned when the flow ends
+    counts = _measured("large")
+    assert counts["outside"] > 0.9 * 12 * PAGES  # each block faulted in afresh
+    assert counts["inside"] < counts["outside"] / 2  # reused (glibc's aligned allocation carves some anew)
+    assert counts["given_back"] > 2 * PAGES  # the freed blocks the heap kept are returned when the flow ends
 
 
 def test_a_small_state_changes_nothing():
-    small = torch.zeros(1000, dtype=torch.float64)
-    with numerics.compute_settings(small):
-        inside = _faults()
-    assert inside > 0.9 * 12 * PAGES
+    assert _measured("small")["inside"] > 0.9 * 12 * PAGES
 
 
 def test_nested_scopes_restore_only_when_the_outer_one_ends():
-    with numerics.reused_large_blocks(), numerics.reused_large_blocks():
-        pass
-    with numerics.reused_large_blocks():
-        with numerics.reused_large_blocks():
-            pass
-        inside = _faults()
-    assert inside < 6 * PAGES  # half of what a flow outside the scope faults
-    assert numerics._reusing == 0
+    counts = _measured("nested")
+    assert counts["inside"] < 6 * PAGES  # half of what a flow outside the scope faults
+    assert counts["open"] == 0
