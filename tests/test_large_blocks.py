@@ -24,12 +24,19 @@ pytestmark = pytest.mark.skipif(numerics._glibc() is None, reason="glibc's mallo
 
 BLOCK = 6_000_000  # float64 entries: 48 MB, above glibc's largest mmap threshold
 PAGES = BLOCK * 8 // resource.getpagesize()
+# Reused blocks take a few evaluations to settle: Python's small objects land between the large blocks,
+# and where an aligned block does not fit the hole left, it is carved from fresh pages. Over 16
+# evaluations (48 blocks) inside the scope, 40 fresh interpreters faulted 1, 4, 5 or 9 blocks in all
+# (0 to 8 of them in the first four evaluations), so the tests count 16 and allow a third.
+EVALUATIONS = 16
+FRESH = 3 * EVALUATIONS * PAGES  # what evaluations that map every block afresh fault
 
 _MEASURE = f"""
 import json, resource, torch
+EVALUATIONS = {EVALUATIONS}
 from dynamics import numerics
 
-def faults(times=4):
+def faults(times=EVALUATIONS):
     # minor page faults of `times` evaluations that each make and drop three blocks of a large state's size
     # (as a gradient does: its input, temporaries, its output), after one evaluation to warm up
     def evaluate():
@@ -83,16 +90,16 @@ def _measured(scenario: str) -> dict[str, int]:
 
 def test_a_large_state_reuses_freed_blocks_and_gives_them_back_after():
     counts = _measured("large")
-    assert counts["outside"] > 0.9 * 12 * PAGES  # each block faulted in afresh
-    assert counts["inside"] < counts["outside"] / 2  # reused (glibc's aligned allocation carves some anew)
+    assert counts["outside"] > 0.9 * FRESH  # each block faulted in afresh
+    assert counts["inside"] < counts["outside"] / 3  # reused, but for a few carved anew (see EVALUATIONS)
     assert counts["given_back"] > 2 * PAGES  # the freed blocks the heap kept are returned when the flow ends
 
 
 def test_a_small_state_changes_nothing():
-    assert _measured("small")["inside"] > 0.9 * 12 * PAGES
+    assert _measured("small")["inside"] > 0.9 * FRESH
 
 
 def test_nested_scopes_restore_only_when_the_outer_one_ends():
     counts = _measured("nested")
-    assert counts["inside"] < 6 * PAGES  # half of what a flow outside the scope faults
+    assert counts["inside"] < FRESH / 3  # reused, but for a few carved anew (see EVALUATIONS)
     assert counts["open"] == 0
