@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .geometry import DiagonalMetric, Geometry, SteepestDescent, entry_of
-from .objective import Objective, gradient, gradient_and_hvp, hessian_vector_product
+from .objective import Objective, closed_gradient, gradient_and_hvp, gradient_only, hessian_vector_product
 from .solvers.options import Jacobian, JacobianVector, VectorField
 
 
@@ -35,10 +35,9 @@ def gradient_field(objective: Objective, geometry: SteepestDescent | torch.Tenso
     metric, _ = _geometry(geometry)
 
     def field(t: float, theta: torch.Tensor) -> torch.Tensor:
-        _, grad = gradient(objective, theta)
-        return metric.negative_direction(grad)
+        return metric.negative_direction(gradient_only(objective, theta))
 
-    field.gradient = lambda theta: gradient(objective, theta)[1]
+    field.gradient = lambda theta: gradient_only(objective, theta)
     field.hessian_vector = lambda theta, x: hessian_vector_product(objective, theta, x)
     field.direction_map = metric
     return field
@@ -49,13 +48,13 @@ def batched_gradient_field(objective: Objective, geometry: SteepestDescent | tor
     """f(t, Θ) = −D(∇L(θ_b)) row by row for Θ (B, P): the gradients by the objective's batched closed form
     where it has one, else ``torch.func.vmap`` of the autodiff gradient; D on the whole batch where the
     geometry's entry is ``batched``, else row by row."""
-    closed = getattr(objective, "value_and_grad", None)
     metric, entry = _geometry(geometry)
     vmapped = torch.func.vmap(torch.func.grad(objective))
 
     def field(t: float, thetas: torch.Tensor) -> torch.Tensor:
-        result = closed(thetas) if closed is not None else None
-        grads = result[1] if result is not None else vmapped(thetas)
+        grads = closed_gradient(objective, thetas)
+        if grads is None:
+            grads = vmapped(thetas)
         if entry.batched:
             return metric.negative_direction(grads)
         return torch.stack([metric.negative_direction(grad) for grad in grads])

@@ -27,6 +27,10 @@ class PopulationObjective:
         """(L, ∇L) without autodiff, or None."""
         return self.model.population_loss_and_gradient(theta)
 
+    def grad(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """∇L without autodiff (and without forming L where the model can skip it), or None."""
+        return self.model.population_gradient(theta)
+
     @property
     def hvp(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """(θ, u) -> H(θ)·u without autodiff, or None where the model has no closed form."""
@@ -64,13 +68,32 @@ def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, t
     return value.detach(), grad
 
 
+def closed_gradient(objective: Objective, theta: torch.Tensor) -> torch.Tensor | None:
+    """∇L(θ) by the objective's closed form, or None where it has none: its gradient alone (``grad``,
+    without forming L where the model can skip it) when it offers one, else ``value_and_grad``'s. θ may
+    be a batch (B, P) where the objective's closed forms take one."""
+    for name in ("grad", "value_and_grad"):
+        closed = getattr(objective, name, None)
+        result = closed(theta) if closed is not None else None
+        if result is not None:
+            return result if name == "grad" else result[1]
+    return None
+
+
+def gradient_only(objective: Objective, theta: torch.Tensor) -> torch.Tensor:
+    """∇L(θ): :func:`closed_gradient` where there is one (the same numbers as :func:`gradient`'s), else
+    reverse-mode autodiff."""
+    grad = closed_gradient(objective, theta)
+    return grad if grad is not None else gradient(objective, theta)[1]
+
+
 def gradient_and_hvp(objective: Objective, theta: torch.Tensor,
                      direction: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(∇L(θ), H(θ)·v) with v = direction(∇L(θ)): the objective's closed forms when it has both, else
     double reverse-mode autodiff (never a dense Hessian)."""
     closed = getattr(objective, "hvp", None)
     if closed is not None:
-        grad = gradient(objective, theta)[1]
+        grad = gradient_only(objective, theta)
         return grad, closed(theta, direction(grad))
     with torch.enable_grad():
         x = theta.detach().requires_grad_(True)

@@ -145,6 +145,27 @@ def test_batched_hessian_vector_product():
 # The underflow fallback
 # --------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("changes,tied", CASES)
+def test_gradient_alone_is_the_gradient_of_loss_and_gradient(changes, tied):
+    # the same code computing the same thing: bit for bit, one state, a batch, and a state with a flagged fact
+    model = ReducedModel(make_task(**changes), tied=tied)
+    thetas = torch.stack([random_theta(model, 0.5, seed=31), random_theta(model, 5.0, seed=32)])
+    if model.task.S > 1 and model.task.R > 2 and model.task.D > 3:
+        thetas = torch.cat([thetas, underflow_state(model)[0][None]])
+        assert bool(flagged_facts(model, thetas[-1]).any())
+    assert torch.equal(factorised.gradient(model, thetas), factorised.loss_and_gradient(model, thetas)[1])
+    for theta in thetas:
+        assert torch.equal(factorised.gradient(model, theta), factorised.loss_and_gradient(model, theta)[1])
+        assert torch.equal(model.population_gradient(theta), model.population_loss_and_gradient(theta)[1])
+
+
+def test_population_gradient_of_softmax_attention_is_the_blocked_one():
+    model = ReducedModel(make_task(), attention="softmax")
+    theta = random_theta(model, 0.5, seed=33)
+    assert torch.equal(model.population_gradient(theta), model.blocked_loss_and_gradient(theta)[1])
+    assert_close(model.population_gradient(theta), autodiff_gradient(model, theta))
+
+
 def underflow_state(model: ReducedModel) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """A random state in which subject 0's values peak far above everything on an answer of block 0 and
     relation 2's on an answer of block 2: for the fact (0, 2) the two maxima sit on different answers, so

@@ -94,6 +94,26 @@ def test_the_gradient_is_the_objectives_closed_form_where_it_has_one():
     torch.testing.assert_close(grad, HAND_GRADS[0], rtol=0, atol=1e-14)
 
 
+class GradientAlone(ClosedQuadratic):
+    """The quadratic that also offers its gradient alone, counting which form was asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.alone: list[int] = []
+
+    def grad(self, thetas: torch.Tensor):
+        self.alone.append(thetas.shape[0])
+        return thetas @ A - B
+
+
+def test_fields_take_the_gradient_alone_where_the_objective_offers_it():
+    objective = GradientAlone()
+    one, batched = gradient_field(objective)(0.0, THETAS[0]), batched_gradient_field(objective)(0.0, THETAS)
+    torch.testing.assert_close(one, -HAND_GRADS[0], rtol=0, atol=1e-14)
+    torch.testing.assert_close(batched, -HAND_GRADS, rtol=0, atol=1e-14)
+    assert objective.alone == [3, 2] and objective.rows == []  # never the loss with it
+
+
 def test_the_dense_jacobian_is_minus_p_times_the_hessian():
     P = torch.tensor([1.0, 0.5, 2.0], dtype=F64)
     jacobian = gradient_field_jacobian(quadratic, P)

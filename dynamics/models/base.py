@@ -96,6 +96,11 @@ class Model:
         """(L(θ), ∇L(θ)) of the population loss in closed form, or None where only autodiff is offered."""
         return None
 
+    def population_gradient(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """∇L(θ) of :meth:`population_loss_and_gradient` alone (a model may skip forming L), or None."""
+        result = self.population_loss_and_gradient(theta)
+        return None if result is None else result[1]
+
     has_fact_record = False  # whether fact_record(states) gives the per-fact record (else: from the logits)
     has_closed_hvp = False  # whether population_hessian_vector_product gives H·u (else None: autodiff)
     has_curvature_blocks = False  # whether curvature_blocks(θ) gives cvode's preconditioner blocks

@@ -167,7 +167,7 @@ class _Facts:
     X: torch.Tensor  # (B, S, |A|) exp(x − m_x)
     YC: torch.Tensor  # (B, R, |A|) exp(y − m_y) ⊙ exp(c − m_c)
     lse: torch.Tensor  # log Σ_a exp ℓ(s, r, a), exact for every fact
-    loss: torch.Tensor  # −log p(a* | s, r), to full relative precision
+    loss: torch.Tensor | None  # −log p(a* | s, r), to full relative precision (None: not formed)
     scale: torch.Tensor  # 1 / Z, 0 for flagged facts: p(s, r, a) = X[s, a] YC[r, a] scale[s, r]
     Z_in: torch.Tensor  # Σ_{a ∈ A_r} X[s, a] YC[r, a]: the own block's share of Z = exp(lse − M)
     Z_off: torch.Tensor  # Σ_{a ∉ A_r} X[s, a] YC[r, a]: the other blocks' share (0 when R = 1)
@@ -176,24 +176,29 @@ class _Facts:
 
 
 def _facts(a: torch.Tensor, v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor,
-           facts: torch.Tensor) -> _Facts:
+           facts: torch.Tensor, with_loss: bool = True) -> _Facts:
     """Log-partition and loss of every fact of states (a, v) with tables x (B, S, |A|), y (B, R, |A|),
     c (B, |A|); the flagged facts are recomputed from their own logits (module docstring). ``x`` is
-    overwritten by X."""
+    overwritten by X. Without ``with_loss`` the loss is not formed (``loss`` is None): a gradient needs
+    only the factors, Z and lse, which are then the same numbers bit for bit."""
     B, S, A = x.shape
     R = y.shape[-2]
     D = A // R
     own = torch.arange(R, device=x.device)
-    # the D logits of the fact's own block, (B, S, R, D), summed in the order of the model's logits
-    block = torch.add(x.view(B, S, R, D), y.view(B, R, R, D)[:, own, own][:, None])
-    block += c.view(B, R, D)[:, None]
-    within = (facts - own * D).expand(B, S, R)[..., None]
-    target = block.gather(-1, within)[..., 0]
-    # log Σ_{a ∈ A_r, a ≠ a*} exp ℓ(s, r, a) (−inf when D = 1), in place
-    block.scatter_(-1, within, -math.inf)
-    top = block.amax(-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, 0.0)
-    others = torch.log(block.sub_(top).exp_().sum(-1)) + top[..., 0]
+    if with_loss:
+        # the D logits of the fact's own block, (B, S, R, D), summed in the order of the model's logits
+        block = torch.add(x.view(B, S, R, D), y.view(B, R, R, D)[:, own, own][:, None])
+        block += c.view(B, R, D)[:, None]
+        within = (facts - own * D).expand(B, S, R)[..., None]
+        target = block.gather(-1, within)[..., 0]
+        # log Σ_{a ∈ A_r, a ≠ a*} exp ℓ(s, r, a) (−inf when D = 1), in place
+        block.scatter_(-1, within, -math.inf)
+        top = block.amax(-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, 0.0)
+        others = torch.log(block.sub_(top).exp_().sum(-1)) + top[..., 0]
+        spare = block.view(B, S, A)
+    else:
+        spare = torch.empty_like(x)
 
     m_x = x.amax(-1, keepdim=True)
     m_y = y.amax(-1, keepdim=True)
@@ -207,15 +212,17 @@ def _facts(a: torch.Tensor, v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, c
     Z = Z_in + Z_off
     bad = Z < TINY
     lse = torch.log(Z.clamp_min(TINY)) + M
-    loss = _softplus(torch.logaddexp(others - target, torch.log(Z_off) + (M - target)))
+    loss = (_softplus(torch.logaddexp(others - target, torch.log(Z_off) + (M - target))) if with_loss
+            else None)
     flagged = bad.nonzero(as_tuple=True)
     for b, s, r in _chunks(flagged, A):
         logits = _row_logits(a, v, y, c, b, s, r)
-        not_target = torch.arange(A, device=x.device) != facts[s, r, None]
         lse[b, s, r] = torch.logsumexp(logits, dim=-1)
-        loss[b, s, r] = _softplus(_masked_logsumexp(logits, not_target) - target[b, s, r])
+        if with_loss:
+            not_target = torch.arange(A, device=x.device) != facts[s, r, None]
+            loss[b, s, r] = _softplus(_masked_logsumexp(logits, not_target) - target[b, s, r])
     scale = torch.where(bad, 0.0, 1.0 / Z.clamp_min(TINY))
-    return _Facts(X, YC, lse, loss, scale, Z_in, Z_off, flagged, block.view(B, S, A))
+    return _Facts(X, YC, lse, loss, scale, Z_in, Z_off, flagged, spare)
 
 
 def _token_rows(g_s: torch.Tensor, g_r: torch.Tensor, n_noise: int, per_noise: float
@@ -256,13 +263,27 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
     from their own logits, is added to g_s and g_r instead.
     Cost: three products of S×|A|×R per state; memory O((S + R)·|A| + S·R) per state.
     """
+    loss, grad = _loss_and_gradient(model, theta, with_loss=True)
+    return loss, grad
+
+
+@torch.no_grad()
+def gradient(model: ReducedModel, theta: torch.Tensor) -> torch.Tensor:
+    """∇L(θ) of :func:`loss_and_gradient` alone, the same numbers bit for bit, without forming the loss
+    (the per-fact −log p(a*) over the own blocks: about a fifth of the work), as a flow's field needs."""
+    return _loss_and_gradient(model, theta, with_loss=False)[1]
+
+
+def _loss_and_gradient(model: ReducedModel, theta: torch.Tensor, with_loss: bool
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(L or None, ∇L) of :func:`loss_and_gradient`."""
     _check(model)
     batch = _as_batch(theta)
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
     weights, facts = model.population_targets(theta.device)
-    f = _facts(a, v, x, y, c, facts)
-    loss = (weights * f.loss).sum((-2, -1))
+    f = _facts(a, v, x, y, c, facts, with_loss)
+    loss = (weights * f.loss).sum((-2, -1)) if with_loss else None
     Q = weights * f.scale
     g_s = torch.matmul(Q, f.YC, out=f.spare).mul_(f.X)
     g_r = f.YC * (Q.mT @ f.X)
@@ -277,7 +298,7 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
         torch.mul(a[:, rows, None], g, out=grad_v[:, rows])
         grad_a[:, rows] = torch.einsum("bka,bka->bk", v[:, rows], g)
     if theta.dim() == 1:
-        return loss[0], grad[0]
+        return (loss[0] if with_loss else None), grad[0]
     return loss, grad
 
 
@@ -305,7 +326,7 @@ def hessian_vector_product(model: ReducedModel, theta: torch.Tensor, vector: tor
     x, y, c = _tables(model, a, v)
     dx, dy = _directions(model, a, v, da, dv)
     weights, facts = model.population_targets(theta.device)
-    f = _facts(a, v, x, y, c, facts)
+    f = _facts(a, v, x, y, c, facts, with_loss=False)
     X, YC = f.X, f.YC
     R = YC.shape[-2]
     flagged = [(b, s, r, dx[b, s]) for b, s, r in _chunks(f.flagged, X.shape[-1])]  # δx rows, kept
@@ -632,7 +653,7 @@ def curvature_blocks(model: ReducedModel, theta: torch.Tensor) -> CurvatureBlock
     a, v = model.token_parameters(batch)
     x, y, c = _tables(model, a, v)
     weights, facts = model.population_targets(theta.device)
-    f = _facts(a, v, x, y, c, facts)
+    f = _facts(a, v, x, y, c, facts, with_loss=False)
     X, YC = f.X[0], f.YC[0]
     Q = weights * f.scale[0]
     n_noise, per_noise = noise_block(task, a.shape[-1])

@@ -96,6 +96,13 @@ class ReducedModel(Model):
         # the factorised products are not differentiated through: under autodiff, the blocked form is
         return self.blocked_loss_and_gradient(theta)
 
+    def population_gradient(self, theta):
+        """∇L(θ) alone: as :meth:`population_loss_and_gradient`, without forming L where linear attention
+        allows (:func:`.factorised.gradient`, the same numbers)."""
+        if self.attention == "linear" and not (torch.is_grad_enabled() and theta.requires_grad):
+            return factorised.gradient(self, theta)
+        return self.blocked_loss_and_gradient(theta)[1]
+
     @property
     def has_fact_record(self) -> bool:  # the factorised record needs additive (linear-attention) logits
         return self.attention == "linear"
