@@ -269,7 +269,7 @@ class Recorder:
                 dtype = np.int8 if name == "argmax_class" else value.dtype
                 shape = (self.points, *value.shape[1:])
                 on_disk = self.spool if self.spool is not None else spooled(shape, dtype)
-                self._arrays[name] = (Spool(shape, dtype) if on_disk and value.ndim == 3
+                self._arrays[name] = (Spool(shape, dtype, behind=True) if on_disk and value.ndim == 3
                                       else np.empty(shape, dtype=dtype))
             if isinstance(self._arrays[name], Spool):
                 self._arrays[name].write(done, value)

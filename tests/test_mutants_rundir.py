@@ -60,6 +60,28 @@ def test_a_spool_continues_a_partial_write_where_it_stopped(monkeypatch):
     np.testing.assert_array_equal(spool.array(3), [[1, 2], [3, 4], [5, 6]])
 
 
+def test_a_spool_that_writes_behind_holds_what_it_was_given_in_order(monkeypatch):
+    short = ShortWrites(5)  # partial writes, continued on the writer's thread too
+    monkeypatch.setattr(os, "pwrite", short)
+    spool = rundir.Spool((4, 2), np.int32, behind=True)
+    for row in range(4):
+        spool.write(row, np.array([[row, -row]], dtype=np.int32))
+    np.testing.assert_array_equal(spool.array(4), [[0, 0], [1, -1], [2, -2], [3, -3]])
+    assert short.calls >= 8 and spool._writer._shutdown
+
+
+@pytest.mark.parametrize("when", ["next write", "array"])
+def test_a_write_behind_that_failed_raises_at_the_next_write_or_the_array(monkeypatch, when):
+    def full(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    spool = rundir.Spool((3, 2), np.float64, behind=True)
+    monkeypatch.setattr(os, "pwrite", full)
+    spool.write(0, np.ones((1, 2)))  # handed to the writer: no error yet
+    with pytest.raises(OSError, match="No space left"):
+        spool.write(1, np.ones((1, 2))) if when == "next write" else spool.array(3)
+
+
 def test_a_spool_reads_rows_never_written_as_zeros():
     spool = rundir.Spool((4, 3), np.float64)
     spool.write(1, np.full((1, 3), 2.5))
