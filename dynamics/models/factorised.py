@@ -388,16 +388,17 @@ def fact_record(model: ReducedModel, thetas: torch.Tensor) -> dict[str, torch.Te
     task = model.task
     per_state = (task.S + task.R) * task.num_answers + task.S * task.R
     step = max(1, RECORD_ELEMENTS // per_state)
-    parts: dict[str, list[torch.Tensor]] = {}
+    record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for block in torch.split(thetas, step):
-            for name, value in _record_block(model, block).items():
-                parts.setdefault(name, []).append(value)
-    return {name: values[0] if len(values) == 1 else torch.cat(values) for name, values in parts.items()}
+        for first in range(0, thetas.shape[0], step):
+            _record_block(model, thetas[first:first + step], record, first, thetas.shape[0])
+    return record
 
 
-def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`fact_record` of a few states (B, P), the subjects RECORD_PIECE_ELEMENTS table entries at a
+def _record_block(model: ReducedModel, block: torch.Tensor, record: dict[str, torch.Tensor], first: int,
+                  total: int) -> None:
+    """:func:`fact_record` of a few states (B, P), written into ``record``'s (total, S, R) arrays (made at
+    the first value of each) from state ``first`` on; the subjects RECORD_PIECE_ELEMENTS table entries at a
     time: a subject's record needs its own row x_s of the tables and nothing of the other subjects'."""
     task = model.task
     S, R, A = task.S, task.R, task.num_answers
@@ -408,15 +409,14 @@ def _record_block(model: ReducedModel, block: torch.Tensor) -> dict[str, torch.T
     alone = [_context_tables(model, a[k], v[k]) for k in range(B)]
     _, facts = model.population_targets(block.device)
     rows = max(1, RECORD_PIECE_ELEMENTS // (B * (A + R)))
-    record: dict[str, torch.Tensor] = {}
-    for first in range(0, S, rows):
-        piece = slice(first, min(S, first + rows))
+    states = slice(first, first + B)
+    for subject in range(0, S, rows):
+        piece = slice(subject, min(S, subject + rows))
         pieces = _record_subjects(model, a[:, piece], v[:, piece], y, c, alone, facts[piece])
         for name, value in pieces.items():
             if name not in record:
-                record[name] = torch.empty((B, S, R), dtype=value.dtype, device=value.device)
-            record[name][:, piece] = value
-    return record
+                record[name] = torch.empty((total, S, R), dtype=value.dtype, device=value.device)
+            record[name][states, piece] = value
 
 
 def _record_subjects(model: ReducedModel, a_s: torch.Tensor, v_s: torch.Tensor, y: torch.Tensor,
