@@ -61,6 +61,11 @@ def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, t
         result = closed(theta)
         if result is not None:
             return result
+    return _autodiff_gradient(objective, theta)
+
+
+def _autodiff_gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L(θ), ∇L(θ)) by reverse-mode autodiff."""
     with torch.enable_grad():
         x = theta.detach().requires_grad_(True)
         value = objective(x)
@@ -70,21 +75,21 @@ def gradient(objective: Objective, theta: torch.Tensor) -> tuple[torch.Tensor, t
 
 def closed_gradient(objective: Objective, theta: torch.Tensor) -> torch.Tensor | None:
     """∇L(θ) by the objective's closed form, or None where it has none: its gradient alone (``grad``,
-    without forming L where the model can skip it) when it offers one, else ``value_and_grad``'s. θ may
-    be a batch (B, P) where the objective's closed forms take one."""
-    for name in ("grad", "value_and_grad"):
-        closed = getattr(objective, name, None)
-        result = closed(theta) if closed is not None else None
-        if result is not None:
-            return result if name == "grad" else result[1]
-    return None
+    without forming L where the model can skip it; its None is the answer) when it offers one, else
+    ``value_and_grad``'s. θ may be a batch (B, P) where the objective's closed forms take one."""
+    alone = getattr(objective, "grad", None)
+    if alone is not None:
+        return alone(theta)
+    closed = getattr(objective, "value_and_grad", None)
+    result = closed(theta) if closed is not None else None
+    return None if result is None else result[1]
 
 
 def gradient_only(objective: Objective, theta: torch.Tensor) -> torch.Tensor:
     """∇L(θ): :func:`closed_gradient` where there is one (the same numbers as :func:`gradient`'s), else
     reverse-mode autodiff."""
     grad = closed_gradient(objective, theta)
-    return grad if grad is not None else gradient(objective, theta)[1]
+    return grad if grad is not None else _autodiff_gradient(objective, theta)[1]
 
 
 def gradient_and_hvp(objective: Objective, theta: torch.Tensor,

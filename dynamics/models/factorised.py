@@ -263,8 +263,7 @@ def loss_and_gradient(model: ReducedModel, theta: torch.Tensor) -> tuple[torch.T
     from their own logits, is added to g_s and g_r instead.
     Cost: three products of S×|A|×R per state; memory O((S + R)·|A| + S·R) per state.
     """
-    loss, grad = _loss_and_gradient(model, theta, with_loss=True)
-    return loss, grad
+    return _loss_and_gradient(model, theta, with_loss=True)
 
 
 @torch.no_grad()
